@@ -1,0 +1,195 @@
+/// The IR: one representation, defined once, consumed by the passes, the printer and the runtime.
+/// A graph is a DAG of primitive ops in topological order (Id = index), each with its inferred
+/// output shape (batch included, as the symbolic dimension B), its parameter path and its source span.
+/// Records and single-record union cases keep it easy to read from C#.
+module Dsl.Ir
+
+open Dsl.Syntax
+
+type Dim =
+    | Known of int
+    | Sym of string
+
+    override d.ToString() =
+        match d with
+        | Known n -> string n
+        | Sym s -> s
+
+let batch = Sym "B"
+
+type Activation =
+    | Relu
+    | Gelu
+    | GeluTanh
+    | Silu
+    | Sigmoid
+    | Tanh
+    | Hardswish
+    | Identity
+
+/// How a parameter starts. Fully explicit, so the runtime has no per-op defaults of its own.
+type Init =
+    | Zeros
+    | Ones
+    | Constant of float
+    | Normal of mean: float * std: float
+    | TruncNormal of std: float
+    | Uniform of low: float * high: float
+
+type ConvAttrs =
+    { Dims: int
+      InChannels: int
+      OutChannels: int
+      Kernel: int list
+      Stride: int list
+      Padding: int list
+      Dilation: int list
+      Groups: int
+      Bias: bool }
+
+type PoolKind =
+    | MaxPool
+    | AvgPool
+
+type PoolAttrs =
+    { Kind: PoolKind
+      Kernel: int list
+      Stride: int list
+      Padding: int list }
+
+type AttentionAttrs =
+    { Dim: int
+      Heads: int
+      Causal: bool
+      Bias: bool }
+
+type InputKind =
+    | ImageInput
+    | TokensInput
+    | TensorInput
+
+type Op =
+    | Input of name: string * kind: InputKind
+    | Conv of ConvAttrs
+    | Linear of inFeatures: int * outFeatures: int * bias: bool
+    | BatchNorm of channels: int * eps: float * momentum: float
+    /// Normalises over the last axis.
+    | LayerNorm of features: int * eps: float * affine: bool
+    | RmsNorm of features: int * eps: float
+    | GroupNorm of groups: int * channels: int * eps: float
+    | Act of Activation
+    | Dropout of p: float
+    /// Stochastic depth: drops whole samples (Huang et al. 2016); identity in eval mode.
+    | DropPath of p: float
+    | Pool of PoolAttrs
+    /// Mean or max over every axis after the channel axis: [B, C, ...] -> [B, C].
+    | GlobalPool of PoolKind
+    /// Flattens every axis after the batch.
+    | Flatten
+    /// Target shape of the non-batch axes (-1 once allowed).
+    | Reshape of int list
+    /// A permutation of all axes, batch included (batch must stay at 0).
+    | Permute of int list
+    /// [B, C, H, W] -> [B, H*W, C]
+    | ImageToTokens
+    /// [B, H*W, C] -> [B, C, H, W]
+    | TokensToImage of height: int * width: int
+    | Embedding of count: int * dim: int
+    /// Adds a learned [length, dim] table to [B, length, dim].
+    | PositionalEmbedding of length: int * dim: int
+    /// Multi-head self-attention over [B, T, D]: fused qkv projection, scaled dot product, output projection.
+    | SelfAttention of AttentionAttrs
+    | Add
+    | Mul
+    | Concat of axis: int
+    /// x * gamma, gamma broadcast over the channel axis (axis 1 for images, last for tokens).
+    | LayerScale of channels: int * axis: int
+    /// A free parameter as a value (e.g. a learnable logit scale).
+    | Parameter
+    /// L2-normalise along an axis.
+    | Normalize of axis: int
+    /// Multiplies by a constant.
+    | Scale of factor: float
+    /// Picks one position along axis 1 ([B, T, D] -> [B, D]); negative counts from the end.
+    | SelectToken of index: int
+
+type ParamKind =
+    | Trainable
+    | Buffer
+
+type DType =
+    | Float32
+    | Int64
+
+type ParamSpec =
+    { Name: string
+      Shape: int list
+      Init: Init
+      Kind: ParamKind
+      DType: DType }
+
+type Node =
+    { Id: int
+      Op: Op
+      Inputs: int list
+      Shape: Dim list
+      /// The dotted scope of the layer; parameters are `Path.local` (PyTorch's state_dict keys).
+      Path: string
+      /// Local parameter name (weight, bias, running_mean…) -> full name in the parameter table.
+      /// Two nodes naming the same full name share (tie) that parameter.
+      Params: Map<string, string>
+      Span: Span }
+
+type Graph =
+    { Name: string
+      Inputs: (string * int) list
+      Outputs: (string * int) list
+      Nodes: Node list
+      Params: ParamSpec list }
+
+let isKnown =
+    function
+    | Known _ -> true
+    | Sym _ -> false
+
+let known (d: Dim) =
+    match d with
+    | Known n -> n
+    | Sym s -> failwithf "internal error: dimension %s is symbolic here" s
+
+let showShape (shape: Dim list) =
+    "[" + (shape |> List.map string |> String.concat ", ") + "]"
+
+let numel (shape: int list) = List.fold (*) 1 shape
+
+let paramCount (g: Graph) =
+    g.Params
+    |> List.filter (fun p -> p.Kind = Trainable)
+    |> List.sumBy (fun p -> int64 (numel p.Shape))
+
+let nodeParamCount (g: Graph) (n: Node) =
+    let table = g.Params |> List.map (fun p -> p.Name, p) |> Map.ofList
+
+    n.Params
+    |> Map.toList
+    |> List.sumBy (fun (_, full) ->
+        match table.TryFind full with
+        | Some p when p.Kind = Trainable -> int64 (numel p.Shape)
+        | _ -> 0L)
+
+/// Multiply-accumulates of one sample through a node (the batch axis excluded).
+let macs (n: Node) =
+    let prod (dims: Dim list) =
+        dims |> List.tail |> List.fold (fun acc d -> acc * (if isKnown d then int64 (known d) else 1L)) 1L
+
+    match n.Op with
+    | Conv c ->
+        let outPerSample = prod n.Shape
+        let kernel = c.Kernel |> List.fold (*) 1 |> int64
+        outPerSample * kernel * int64 (c.InChannels / c.Groups)
+    | Linear(i, _, _) -> prod n.Shape * int64 i
+    | SelfAttention a ->
+        let t = (match n.Shape with [ _; t; _ ] when isKnown t -> int64 (known t) | _ -> 1L)
+        let d = int64 a.Dim
+        4L * t * d * d + 2L * t * t * d
+    | _ -> 0L

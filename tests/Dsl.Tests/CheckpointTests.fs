@@ -1,0 +1,6 @@
+module Dsl.Tests.CheckpointTests
+
+open Expecto
+
+[<Tests>]
+let tests = testList "CheckpointTests" []

@@ -1,0 +1,6 @@
+module Dsl.Tests.DataTests
+
+open Expecto
+
+[<Tests>]
+let tests = testList "DataTests" []

@@ -1,0 +1,6 @@
+module Dsl.Tests.EmitTests
+
+open Expecto
+
+[<Tests>]
+let tests = testList "EmitTests" []

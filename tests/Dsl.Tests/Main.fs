@@ -1,0 +1,2 @@
+[<EntryPoint>]
+let main argv = Expecto.Tests.runTestsInAssemblyWithCLIArgs [] argv

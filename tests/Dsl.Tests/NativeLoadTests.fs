@@ -1,0 +1,6 @@
+module Dsl.Tests.NativeLoadTests
+
+open Expecto
+
+[<Tests>]
+let tests = testList "native" []

@@ -1,0 +1,6 @@
+module Dsl.Tests.TrainTests
+
+open Expecto
+
+[<Tests>]
+let tests = testList "TrainTests" []
