@@ -43,9 +43,10 @@ public static class ElfVersionNeeds
 
         // Write a new file and rename it over the old name, so a symlink or hard link
         // (e.g. into the NuGet cache) is replaced rather than written through.
+        // Copying first carries over the permission bits.
         var temp = path + ".weak.tmp";
+        File.Copy(path, temp, overwrite: true);
         File.WriteAllBytes(temp, bytes);
-        File.SetUnixFileMode(temp, File.GetUnixFileMode(path));
         // Keep the timestamp: MSBuild's incremental copy compares size and time, and
         // would otherwise re-copy the unpatched original on every build.
         File.SetLastWriteTimeUtc(temp, File.GetLastWriteTimeUtc(path));
@@ -61,7 +62,7 @@ public static class ElfVersionNeeds
         {
             return Parse(b, path);
         }
-        catch (ArgumentOutOfRangeException)
+        catch (Exception e) when (e is ArgumentOutOfRangeException or OverflowException)
         {
             throw new InvalidDataException($"{path}: truncated or corrupt ELF file.");
         }
@@ -73,10 +74,10 @@ public static class ElfVersionNeeds
             || b[4] != 2 /* ELFCLASS64 */ || b[5] != 1 /* ELFDATA2LSB */)
             throw new InvalidDataException($"{path}: not an ELF64 little-endian file.");
 
-        var span = b.AsSpan();
-        ushort U16(long o) => BinaryPrimitives.ReadUInt16LittleEndian(span[checked((int)o)..]);
-        uint U32(long o) => BinaryPrimitives.ReadUInt32LittleEndian(span[checked((int)o)..]);
-        long U64(long o) => checked((long)BinaryPrimitives.ReadUInt64LittleEndian(span[checked((int)o)..]));
+        // Out-of-range offsets throw ArgumentOutOfRange/Overflow, reported as corrupt by Entries.
+        ushort U16(long o) => BinaryPrimitives.ReadUInt16LittleEndian(b.AsSpan(checked((int)o)));
+        uint U32(long o) => BinaryPrimitives.ReadUInt32LittleEndian(b.AsSpan(checked((int)o)));
+        long U64(long o) => checked((long)BinaryPrimitives.ReadUInt64LittleEndian(b.AsSpan(checked((int)o))));
         string Str(long o)
         {
             var end = Array.IndexOf(b, (byte)0, checked((int)o));

@@ -1,0 +1,223 @@
+/// Phase 4: files to checked graphs. Loads a file and what it opens (the shipped library or
+/// other files, with cycle detection), evaluates its top-level bindings, and elaborates each
+/// `model` into an IR graph: inputs become symbolic tensors, the body is evaluated against them,
+/// and the declared output type is checked against the inferred shape.
+module Dsl.Elaborate
+
+open System
+open System.IO
+open Dsl.Syntax
+open Dsl.Diagnostics
+open Dsl.Ir
+open Dsl.Values
+open Dsl.Primitives
+open Dsl.Eval
+
+type ModelDef =
+    { Name: string
+      Inputs: ModelInput list
+      Output: TypeExpr option
+      Body: Expr
+      Span: Span
+      Env: Env }
+
+type TrainDef =
+    { Model: string
+      Fields: (string * Span * Expr) list
+      Span: Span
+      Env: Env }
+
+type Loaded =
+    { File: string
+      Env: Env
+      Models: ModelDef list
+      Trains: TrainDef list
+      Diagnostics: Diagnostic list }
+
+/// The shipped library: `lib/<name>.dsl` embedded in this assembly.
+let libraryText (name: string) =
+    let asm = Reflection.Assembly.GetExecutingAssembly()
+    use s = asm.GetManifestResourceStream(sprintf "Dsl.lib.%s.dsl" name)
+
+    if isNull s then
+        None
+    else
+        use r = new StreamReader(s)
+        Some(r.ReadToEnd())
+
+let libraryNames () =
+    Reflection.Assembly.GetExecutingAssembly().GetManifestResourceNames()
+    |> Array.filter (fun n -> n.StartsWith "Dsl.lib." && n.EndsWith ".dsl")
+    |> Array.map (fun n -> n.Substring(8, n.Length - 12))
+
+let private collect (f: unit -> 'a) : Result<'a, Diagnostic list> =
+    try
+        Ok(f ())
+    with DslError ds ->
+        Error ds
+
+let rec private loadText (stack: string list) (cache: Collections.Generic.Dictionary<string, Loaded>) (baseEnv: Env) (file: string) (text: string) : Loaded =
+    let program = Parser.parseProgram file text
+    let ctx = { Builder = None; Depth = 0 }
+    let mutable env = baseEnv
+    let models = ResizeArray<ModelDef>()
+    let trains = ResizeArray<TrainDef>()
+    let diags = ResizeArray<Diagnostic>()
+
+    for d in program.Decls do
+        match d with
+        | DOpen(target, span) ->
+            match collect (fun () -> openTarget (file :: stack) cache file target span) with
+            | Ok loaded ->
+                // What the opened file binds is visible here; its models and recipes too.
+                env <- loaded.Env |> Map.fold (fun (e: Env) k v -> e.Add(k, v)) env
+                models.AddRange loaded.Models
+                trains.AddRange loaded.Trains
+                diags.AddRange loaded.Diagnostics
+            | Error ds -> diags.AddRange ds
+        | DLet b ->
+            match collect (fun () -> bind ctx env b) with
+            | Ok e -> env <- e
+            | Error ds ->
+                diags.AddRange ds
+                env <- env.Add(b.Name, ref VError)
+        | DModel(name, inputs, output, body, span) ->
+            if models |> Seq.exists (fun m -> m.Name = name && m.Span.File = file) then
+                diags.Add { Span = span; Message = sprintf "model '%s' is declared twice" name }
+            else
+                models.Add { Name = name; Inputs = inputs; Output = output; Body = body; Span = span; Env = env }
+        | DTrain(model, fields, span) -> trains.Add { Model = model; Fields = fields; Span = span; Env = env }
+
+    { File = file
+      Env = env
+      Models = List.ofSeq models
+      Trains = List.ofSeq trains
+      Diagnostics = List.ofSeq diags }
+
+and private openTarget stack cache (fromFile: string) (target: string) span : Loaded =
+    let isLibrary = not (target.EndsWith ".dsl") && not (target.Contains '/')
+
+    let key, text =
+        if isLibrary then
+            match libraryText target with
+            | Some text -> "lib/" + target + ".dsl", text
+            | None -> errorf span "no library '%s'%s" target (didYouMean target (libraryNames ()))
+        else
+            let dir = Path.GetDirectoryName(Path.GetFullPath fromFile)
+            let path = Path.GetFullPath(Path.Combine(dir, target))
+
+            if not (File.Exists path) then
+                errorf span "cannot open '%s': no such file (looked for %s)" target path
+
+            path, File.ReadAllText path
+
+    if stack |> List.contains key then
+        let cycle = (key :: stack |> List.rev |> List.skipWhile ((<>) key)) @ [ key ]
+        errorf span "import cycle: %s" (cycle |> List.map Path.GetFileName |> String.concat " -> ")
+
+    match cache.TryGetValue key with
+    | true, loaded -> loaded
+    | _ ->
+        let loaded = loadText stack cache Builtins.environment key text
+        cache[key] <- loaded
+        loaded
+
+let private prelude =
+    lazy
+        (let text = (libraryText "prelude").Value
+         let loaded = loadText [] (Collections.Generic.Dictionary()) Builtins.environment "lib/prelude.dsl" text
+
+         if not loaded.Diagnostics.IsEmpty then
+             raise (DslError loaded.Diagnostics)
+
+         loaded.Env)
+
+/// The environment every file starts from: the host primitives and the prelude.
+let baseEnvironment () = prelude.Force()
+
+let loadSource (file: string) (text: string) : Loaded =
+    loadText [] (Collections.Generic.Dictionary()) (baseEnvironment ()) file text
+
+let loadFile (path: string) : Loaded =
+    if not (File.Exists path) then
+        raise (DslError [ { Span = { Span.None with File = path }; Message = "no such file" } ])
+
+    loadSource path (File.ReadAllText path)
+
+// ---- models -> graphs -----------------------------------------------------------------------
+
+let private inputKind (t: TypeExpr) =
+    match t.Kind with
+    | "image" -> ImageInput
+    | "tokens" -> TokensInput
+    | "tensor" -> TensorInput
+    | other -> errorf t.Span "unknown input type '%s'%s; inputs are image[C, H, W], tokens[T] or tensor[…]" other (didYouMean other [ "image"; "tokens"; "tensor" ])
+
+let private typeDims (env: Env) (t: TypeExpr) =
+    let ctx = { Builder = None; Depth = 0 }
+
+    t.Dims
+    |> List.map (fun e ->
+        match e with
+        | Var(n, _) when not (env.ContainsKey n) -> Sym n
+        | _ ->
+            match eval ctx env e with
+            | VNum(x, true) when x > 0.0 -> Known(int x)
+            | v -> errorf (spanOf e) "a dimension must be a positive int or a name, got %s" (show v))
+
+let elaborateModel (m: ModelDef) : Graph =
+    let b = newBuilder ()
+    let ctx = { Builder = Some b; Depth = 0 }
+
+    let inputs =
+        m.Inputs
+        |> List.map (fun i ->
+            let kind = inputKind i.Type
+            let dims = typeDims m.Env i.Type
+
+            if kind = ImageInput && dims.Length <> 3 then
+                errorf i.Type.Span "an image input has three dimensions [C, H, W], got %d" dims.Length
+
+            if kind = TokensInput && dims.Length <> 1 then
+                errorf i.Type.Span "a tokens input has one dimension [T], got %d" dims.Length
+
+            i.Name, addNode b i.Span (Input(i.Name, kind)) [] (batch :: dims) [])
+
+    let pointFree = m.Inputs.Length = 1 && m.Inputs.Head.Name = "input" && m.Inputs.Head.Span = m.Inputs.Head.Type.Span
+    let env = inputs |> List.fold (fun (e: Env) (n, v) -> e.Add(n, ref v)) m.Env
+    let body = eval ctx env m.Body
+
+    let result =
+        if pointFree then
+            match body with
+            | VTensor _ -> body
+            | v -> runLayer ctx (asLayer "a model" v (spanOf m.Body)) (snd inputs.Head) (spanOf m.Body)
+        else
+            body
+
+    let outputOf (name: string) v =
+        match v with
+        | VTensor t -> name, t
+        | VError -> quietStop ()
+        | other -> errorf (spanOf m.Body) "model '%s': output '%s' is %s, not a tensor" m.Name name (describe other)
+
+    let outputs =
+        match result with
+        | VRecord fields -> fields |> List.map (fun (n, v) -> outputOf n v)
+        | VTuple xs -> xs |> List.mapi (fun i v -> outputOf (string i) v)
+        | v -> [ outputOf "output" v ]
+
+    match m.Output, outputs with
+    | Some ty, [ (_, t) ] ->
+        let declared = batch :: typeDims m.Env ty
+
+        if declared <> t.Shape then
+            errorf ty.Span "model '%s' produces %s but its declared output type is %s%s" m.Name (showShape t.Shape) ty.Kind (showShape declared)
+    | Some ty, _ :: _ :: _ -> errorf ty.Span "model '%s' has %d outputs; a declared output type fits one" m.Name outputs.Length
+    | _ -> ()
+
+    { Name = m.Name
+      Inputs = inputs |> List.map (fun (n, v) -> n, (match v with VTensor t -> t.Node | _ -> -1))
+      Outputs = outputs |> List.map (fun (n, t) -> n, t.Node)
+      Nodes = List.ofSeq b.Nodes
+      Params = List.ofSeq b.Params }

@@ -1,0 +1,392 @@
+/// Phase 3: the evaluator. The language is strict and pure; evaluating a model body applies layers
+/// to symbolic tensors, which builds the graph. Scoping is what gives parameters their names:
+/// every application of a layer takes the next index in the current scope (so a chain
+/// `a >> b >> c` names its parts 0, 1, 2 like PyTorch's Sequential), and `named "x"` replaces
+/// the index with a name.
+module Dsl.Eval
+
+open Dsl.Syntax
+open Dsl.Diagnostics
+open Dsl.Ir
+open Dsl.Values
+open Dsl.Primitives
+
+type Env = Map<string, Value ref>
+
+type ArgValue =
+    | PosArg of Value * Span
+    | NamedArg of string * Value * Span
+
+/// Deep enough for any sensible model; a runaway recursion stops here with a located error.
+let maxDepth = 400
+
+let lookup (env: Env) name span =
+    match env.TryFind name with
+    | Some cell -> cell.Value
+    | None ->
+        let candidates = env |> Map.toSeq |> Seq.map fst
+        errorf span "unknown name '%s'%s" name (didYouMean name candidates)
+
+let rec applyArgs (ctx: Ctx) (fv: Value) (args: ArgValue list) (span: Span) : Value =
+    match fv, args with
+    | v, [] -> v
+    | VError, _ -> quietStop ()
+    | VFun f, _ -> applyFun ctx f args span
+    | VLayer l, PosArg(input, _) :: rest -> applyArgs ctx (applyLayer ctx l input span) rest span
+    | VLayer l, NamedArg(name, _, s) :: _ -> errorf s "a layer (%s) takes no named argument '%s'" l.Name name
+    | other, _ -> errorf span "%s is not a function and cannot be applied" (describe other)
+
+and applyFun ctx (f: Func) args span =
+    let args =
+        match f.Positional, args with
+        // A record passed alone to a function without positional parameters supplies its named arguments.
+        | [], [ PosArg(VRecord fields, s) ] -> fields |> List.map (fun (n, v) -> NamedArg(n, v, s))
+        | _ -> args
+
+    let mutable givenNamed = f.GivenNamed
+    let mutable positional = []
+
+    for a in args do
+        match a with
+        | PosArg(v, s) -> positional <- positional @ [ (v, s) ]
+        | NamedArg(n, v, s) ->
+            if not (f.Optional |> List.exists (fun (o, _) -> o = n)) then
+                let options = f.Optional |> List.map fst
+
+                let hint =
+                    if options.IsEmpty then
+                        sprintf "; %s takes no named arguments" f.Name
+                    else
+                        match suggest n options with
+                        | Some c -> sprintf "; did you mean '%s'?" c
+                        | None -> sprintf "; it takes %s" (String.concat ", " options)
+
+                errorf s "unknown named argument '%s' for %s%s" n f.Name hint
+
+            if givenNamed.ContainsKey n then
+                errorf s "named argument '%s' given twice" n
+
+            givenNamed <- givenNamed.Add(n, (v, s))
+
+    let need = f.Positional.Length - f.Given.Length
+    let now, later = positional |> List.splitAt (min need positional.Length)
+    let f = { f with Given = f.Given @ now; GivenNamed = givenNamed }
+
+    if f.Given.Length < f.Positional.Length then
+        VFun f
+    else
+        applyArgs ctx (invoke ctx f span) (later |> List.map PosArg) span
+
+and invoke ctx (f: Func) span =
+    if ctx.Depth > maxDepth then
+        errorf span "recursion deeper than %d calls (in %s); is a recursive function missing its base case?" maxDepth f.Name
+
+    let args =
+        f.Optional
+        |> List.map (fun (n, dflt) ->
+            match f.GivenNamed.TryFind n with
+            | Some v -> n, v
+            | None -> n, (dflt (), span))
+
+    let args = args @ List.zip f.Positional f.Given |> Map.ofList
+    f.Invoke { ctx with Depth = ctx.Depth + 1 } args span
+
+and private inScope (b: Builder) seg (run: unit -> Value) =
+    pushScope b seg
+
+    try
+        run ()
+    finally
+        popScope b
+
+/// Applies a layer at the next index of the current scope (or under its name).
+and applyLayer ctx (l: Layer) (input: Value) span =
+    let b = builderOf ctx span
+
+    match l.Kind with
+    | Named(n, inner) -> inScope b n (fun () -> runLayer ctx inner input span)
+    | At _ -> runLayer ctx l input span
+    | _ -> inScope b (string (nextIndex b)) (fun () -> runLayer ctx l input span)
+
+/// Runs a layer in the current scope.
+and runLayer ctx (l: Layer) (input: Value) span : Value =
+    let b = builderOf ctx span
+
+    match l.Kind with
+    | Prim run -> run ctx input
+    | Seq layers ->
+        layers
+        |> List.indexed
+        |> List.fold
+            (fun v (i, layer) ->
+                match layer.Kind with
+                | Named(n, inner) -> inScope b n (fun () -> runLayer ctx inner v span)
+                | _ -> inScope b (string i) (fun () -> runLayer ctx layer v span))
+            input
+    | Named(_, inner) -> runLayer ctx inner input span
+    | FnLayer f -> applyFun ctx f [ PosArg(input, span) ] span
+    | At(path, inner) ->
+        let saved = b.Scope, b.Counters
+        b.Scope <- List.rev path
+        b.Counters <- ref 0 :: b.Counters
+
+        try
+            runLayer ctx inner input span
+        finally
+            b.Scope <- fst saved
+            b.Counters <- snd saved
+    | Shared(inner, first) ->
+        match first.Value with
+        | None ->
+            first.Value <- Some b.Scope
+            runLayer ctx inner input span
+        | Some scope ->
+            let saved = b.Scope, b.Counters, b.Reuse
+            b.Scope <- scope
+            b.Counters <- ref 0 :: b.Counters
+            b.Reuse <- true
+
+            try
+                runLayer ctx inner input span
+            finally
+                let s, c, r = saved
+                b.Scope <- s
+                b.Counters <- c
+                b.Reuse <- r
+
+/// A value used where a layer is expected: layers as they are, functions of one tensor wrapped.
+let asLayer what (v: Value) span : Layer =
+    match v with
+    | VLayer l -> l
+    | VFun f when f.Positional.Length - f.Given.Length = 1 -> { Name = f.Name; Kind = FnLayer f; Span = span }
+    | VError -> quietStop ()
+    | other -> errorf span "%s expects a layer or a function of one tensor, got %s" what (describe other)
+
+let compose (a: Layer) (b: Layer) span =
+    let parts (l: Layer) =
+        match l.Kind with
+        | Seq ls -> ls
+        | _ -> [ l ]
+
+    { Name = "seq"; Kind = Seq(parts a @ parts b); Span = span }
+
+let private numOp name (f: float -> float -> float) isIntOp span a b =
+    match a, b with
+    | VNum(x, xi), VNum(y, yi) ->
+        let r = f x y
+        let isInt = xi && yi && isIntOp
+
+        if isInt && name = "/" && y = 0.0 || name = "%" && y = 0.0 then
+            errorf span "division by zero"
+
+        VNum((if isInt && name = "/" then floor r else r), isInt)
+    | _ -> errorf span "cannot apply '%s' to %s and %s" name (describe a) (describe b)
+
+let rec valuesEqual a b =
+    match a, b with
+    | VNum(x, _), VNum(y, _) -> x = y
+    | VStr x, VStr y -> x = y
+    | VBool x, VBool y -> x = y
+    | VUnit, VUnit -> true
+    | VList xs, VList ys
+    | VTuple xs, VTuple ys -> xs.Length = ys.Length && List.forall2 valuesEqual xs ys
+    | VRecord xs, VRecord ys ->
+        xs.Length = ys.Length
+        && List.forall2 (fun (k1, v1) (k2, v2) -> k1 = k2 && valuesEqual v1 v2) xs ys
+    | _ -> false
+
+let binop ctx (o: string) span (a: Value) (b: Value) : Value =
+    match o, a, b with
+    | _, VError, _
+    | _, _, VError -> quietStop ()
+    | "+", VTensor x, VTensor y -> binary ctx span "add" Add x y
+    | "*", VTensor x, VTensor y -> binary ctx span "multiply" Mul x y
+    | "*", VTensor x, VNum(f, _)
+    | "*", VNum(f, _), VTensor x -> scale ctx span f x
+    | "-", VTensor x, VTensor y -> binary ctx span "subtract" Add x (match scale ctx span -1.0 y with VTensor t -> t | _ -> failwith "unreachable")
+    | "+", VNum _, VNum _ -> numOp "+" (+) true span a b
+    | "-", VNum _, VNum _ -> numOp "-" (-) true span a b
+    | "*", VNum _, VNum _ -> numOp "*" (*) true span a b
+    | "/", VNum _, VNum _ -> numOp "/" (/) true span a b
+    | "%", VNum _, VNum _ -> numOp "%" (fun x y -> x % y) true span a b
+    | "+", VStr x, VStr y -> VStr(x + y)
+    | "@", VList x, VList y -> VList(x @ y)
+    | "=", _, _ -> VBool(valuesEqual a b)
+    | "<>", _, _ -> VBool(not (valuesEqual a b))
+    | ("<" | ">" | "<=" | ">="), VNum(x, _), VNum(y, _) ->
+        VBool(
+            match o with
+            | "<" -> x < y
+            | ">" -> x > y
+            | "<=" -> x <= y
+            | _ -> x >= y
+        )
+    | ("<" | ">" | "<=" | ">="), VStr x, VStr y ->
+        let c = compare x y
+
+        VBool(
+            match o with
+            | "<" -> c < 0
+            | ">" -> c > 0
+            | "<=" -> c <= 0
+            | _ -> c >= 0
+        )
+    | ">>", _, _ -> VLayer(compose (asLayer "'>>'" a span) (asLayer "'>>'" b span) span)
+    | "<<", _, _ -> VLayer(compose (asLayer "'<<'" b span) (asLayer "'<<'" a span) span)
+    | _ -> errorf span "cannot apply '%s' to %s and %s" o (describe a) (describe b)
+
+/// Referencing a function that needs no positional argument calls it with its defaults, so that
+/// `batchnorm` and `batchnorm (eps = 1e-3)` are both layers.
+let autoCall ctx v span =
+    match v with
+    | VFun f when f.Positional.Length = f.Given.Length -> invoke ctx f span
+    | v -> v
+
+let rec eval (ctx: Ctx) (env: Env) (e: Expr) : Value =
+    match e with
+    | Num(x, isInt, _) -> VNum(x, isInt)
+    | Str(s, _) -> VStr s
+    | Bool(b, _) -> VBool b
+    | Unit _ -> VUnit
+    | Var(n, s) -> autoCall ctx (lookup env n s) s
+    | App(head, args, s) ->
+        let fv =
+            match head with
+            | Var(n, vs) -> lookup env n vs
+            | other -> eval ctx env other
+
+        let args =
+            args
+            |> List.map (function
+                | Arg.Positional a -> PosArg(eval ctx env a, spanOf a)
+                | Arg.Named(n, a, ns) -> NamedArg(n, eval ctx env a, ns))
+
+        // A saturated function referenced with only named arguments is called with them.
+        autoCall ctx (applyArgs ctx fv args s) s
+    | Lambda(ps, body, s) -> closure env "fun" ps body s
+    | Let(b, body, _) -> eval ctx (bind ctx env b) body
+    | If(c, t, f, s) ->
+        match eval ctx env c with
+        | VBool true -> eval ctx env t
+        | VBool false -> eval ctx env f
+        | VError -> quietStop ()
+        | other -> errorf s "the condition of 'if' must be a bool, got %s" (describe other)
+    | ListLit(xs, _) -> VList(xs |> List.map (eval ctx env))
+    | ListComp(v, src, body, s) ->
+        match eval ctx env src with
+        | VList xs -> VList(xs |> List.map (fun x -> eval ctx (env.Add(v, ref x)) body))
+        | other -> errorf s "'for … in' needs a list, got %s" (describe other)
+    | Range(a, b, step, s) ->
+        let num e =
+            match eval ctx env e with
+            | VNum(x, true) -> int x
+            | other -> errorf (spanOf e) "a range needs ints, got %s" (describe other)
+
+        let step = step |> Option.map num |> Option.defaultValue 1
+
+        if step = 0 then
+            error s "a range step cannot be 0"
+
+        VList([ num a .. step .. num b ] |> List.map (fun i -> VNum(float i, true)))
+    | Tuple(xs, _) -> VTuple(xs |> List.map (eval ctx env))
+    | Record(fields, _) ->
+        let seen = System.Collections.Generic.HashSet()
+
+        VRecord(
+            fields
+            |> List.map (fun (n, s, fe) ->
+                if not (seen.Add n) then
+                    errorf s "field '%s' is given twice" n
+
+                // A record field names the scope of the layers applied in it.
+                match ctx.Builder with
+                | Some b ->
+                    pushScope b n
+
+                    try
+                        n, eval ctx env fe
+                    finally
+                        popScope b
+                | None -> n, eval ctx env fe)
+        )
+    | Field(r, name, s) ->
+        match eval ctx env r with
+        | VRecord fields ->
+            match fields |> List.tryFind (fun (k, _) -> k = name) with
+            | Some(_, v) -> autoCall ctx v s
+            | None -> errorf s "the record has no field '%s'%s" name (didYouMean name (List.map fst fields))
+        | VTensor t when name = "shape" -> VList(t.Shape |> List.map (fun d -> match d with Known n -> VNum(float n, true) | Sym x -> VStr x))
+        | VError -> quietStop ()
+        | other -> errorf s "cannot take field '%s' of %s" name (describe other)
+    | BinOp("|>", x, f, s) ->
+        let xv = eval ctx env x
+
+        let fv =
+            match f with
+            | Var(n, vs) -> lookup env n vs
+            | other -> eval ctx env other
+
+        autoCall ctx (applyArgs ctx fv [ PosArg(xv, spanOf x) ] s) s
+    | BinOp("&&", a, b, s) ->
+        match eval ctx env a with
+        | VBool false -> VBool false
+        | VBool true -> eval ctx env b
+        | other -> errorf s "'&&' needs bools, got %s" (describe other)
+    | BinOp("||", a, b, s) ->
+        match eval ctx env a with
+        | VBool true -> VBool true
+        | VBool false -> eval ctx env b
+        | other -> errorf s "'||' needs bools, got %s" (describe other)
+    | BinOp(o, a, b, s) -> binop ctx o s (eval ctx env a) (eval ctx env b)
+    | Neg(x, s) ->
+        match eval ctx env x with
+        | VNum(v, i) -> VNum(-v, i)
+        | VTensor t -> scale ctx s -1.0 t
+        | other -> errorf s "cannot negate %s" (describe other)
+
+/// A user function: positional parameters, then optional named ones with defaults evaluated in
+/// the defining environment.
+and closure (env: Env) name (ps: Param list) (body: Expr) span : Value =
+    let positional =
+        ps
+        |> List.choose (function
+            | PVar(n, _) -> Some n
+            | _ -> None)
+
+    let optional =
+        ps
+        |> List.choose (function
+            | POpt(n, d, _) -> Some(n, d)
+            | _ -> None)
+
+    let seen = System.Collections.Generic.HashSet()
+
+    for p in ps do
+        match p with
+        | PVar(n, s)
+        | POpt(n, _, s) ->
+            if not (seen.Add n) then
+                errorf s "parameter '%s' is declared twice" n
+
+    VFun
+        { Name = name
+          Positional = positional
+          Optional =
+            optional
+            |> List.map (fun (n, d) -> n, (fun () -> eval { Builder = None; Depth = 0 } env d))
+          Invoke =
+            fun ctx args _ ->
+                let env = args |> Map.fold (fun (e: Env) k (v, _) -> e.Add(k, ref v)) env
+                eval ctx env body
+          Given = []
+          GivenNamed = Map.empty }
+
+/// `let` binds recursively when it defines a function; a value binding sees only what came before.
+and bind ctx (env: Env) (b: Binding) : Env =
+    if b.Params.IsEmpty then
+        env.Add(b.Name, ref (eval ctx env b.Body))
+    else
+        let cell = ref VUnit
+        let env = env.Add(b.Name, cell)
+        cell.Value <- closure env b.Name b.Params b.Body b.Span
+        env

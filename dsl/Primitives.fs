@@ -1,0 +1,503 @@
+/// The host primitives: each one adds nodes and parameters to the graph under construction and
+/// infers its output shape, or reports a located error naming the layer, what it expected and
+/// what it got. Parameter initialisation follows PyTorch's defaults so that a Dsl model starts
+/// where the equivalent PyTorch module would.
+module Dsl.Primitives
+
+open Dsl.Syntax
+open Dsl.Diagnostics
+open Dsl.Ir
+open Dsl.Values
+
+let builderOf (ctx: Ctx) span =
+    match ctx.Builder with
+    | Some b -> b
+    | None -> error span "layers can only be applied to tensors inside a `model` body"
+
+let scopePath (b: Builder) = b.Scope |> List.rev |> String.concat "."
+
+let pushScope (b: Builder) seg =
+    b.Scope <- seg :: b.Scope
+    b.Counters <- ref 0 :: b.Counters
+
+let popScope (b: Builder) =
+    b.Scope <- List.tail b.Scope
+    b.Counters <- List.tail b.Counters
+
+let nextIndex (b: Builder) =
+    let c = List.head b.Counters
+    let i = c.Value
+    c.Value <- i + 1
+    i
+
+let newBuilder () =
+    { Nodes = ResizeArray()
+      Params = ResizeArray()
+      ParamNames = System.Collections.Generic.HashSet()
+      Scope = []
+      Counters = [ ref 0 ]
+      Reuse = false }
+
+/// Registers a parameter at `scope.local` (or at the scope itself when local is empty).
+let addParam (b: Builder) span local shape init kind dtype =
+    let path = scopePath b
+
+    let full =
+        if local = "" then path
+        elif path = "" then local
+        else path + "." + local
+
+    if full = "" then
+        error span "a free parameter needs a name: bind it to a record field or wrap it in `named \"…\"`"
+
+    if b.Reuse then
+        if not (b.ParamNames.Contains full) then
+            errorf span "internal error: shared layer has no parameter '%s'" full
+    elif not (b.ParamNames.Add full) then
+        errorf span "two layers would own the parameter '%s'; give one of them another name with `named`" full
+    else
+        b.Params.Add
+            { Name = full
+              Shape = shape
+              Init = init
+              Kind = kind
+              DType = dtype }
+
+    full
+
+let addNode (b: Builder) span op (inputs: Tensor list) shape (ps: (string * string) list) =
+    let id = b.Nodes.Count
+
+    b.Nodes.Add
+        { Id = id
+          Op = op
+          Inputs = inputs |> List.map (fun t -> t.Node)
+          Shape = shape
+          Path = scopePath b
+          Params = Map.ofList ps
+          Span = span }
+
+    VTensor { Node = id; Shape = shape }
+
+let tensorIn (l: string) span v =
+    match v with
+    | VTensor t -> t
+    | VError -> quietStop ()
+    | other -> errorf span "%s: expects a tensor as input, got %s" l (describe other)
+
+let knownDim (l: string) span (what: string) d =
+    match d with
+    | Known n -> n
+    | Sym s -> errorf span "%s: the %s must be a known size, got the symbolic dimension %s" l what s
+
+let private rankError (l: string) span (expected: string) (t: Tensor) =
+    errorf span "%s: expects a %s input, got %s" l expected (showShape t.Shape)
+
+/// PyTorch's default for conv and linear: kaiming_uniform(a = sqrt 5) = U(-1/sqrt fan_in, 1/sqrt fan_in).
+let fanInUniform (fanIn: int) =
+    let bound = 1.0 / sqrt (float fanIn)
+    Uniform(-bound, bound)
+
+let trainable b span local shape init =
+    local, addParam b span local shape init Trainable Float32
+
+// ---- layers ---------------------------------------------------------------------------------
+
+type Padding =
+    | Same
+    | Valid
+    | Explicit of int list
+
+let conv (fixedDims: int option) channels (kernel: int list) (stride: int list) (padding: Padding) groups (dilation: int list) bias span : Layer =
+    let name = match fixedDims with Some d -> sprintf "conv%dd" d | None -> "conv"
+
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn name span input
+        let dims = t.Shape.Length - 2
+
+        match fixedDims with
+        | Some d when d <> dims -> rankError name span (if d = 1 then "3-D [B, C, L]" else "4-D [B, C, H, W]") t
+        | None when dims <> 1 && dims <> 2 -> rankError name span "3-D [B, C, L] or 4-D [B, C, H, W]" t
+        | _ -> ()
+
+        let per (xs: int list) what =
+            match xs with
+            | [ x ] -> List.replicate dims x
+            | xs when xs.Length = dims -> xs
+            | xs -> errorf span "%s: %s has %d values for a %d-D convolution" name what xs.Length dims
+
+        let kernel, stride, dilation = per kernel "the kernel", per stride "the stride", per dilation "the dilation"
+        let inC = knownDim name span "channel axis" t.Shape[1]
+
+        if inC % groups <> 0 then
+            errorf span "%s: %d input channels are not divisible by groups = %d" name inC groups
+
+        if channels % groups <> 0 then
+            errorf span "%s: %d output channels are not divisible by groups = %d" name channels groups
+
+        let pads =
+            match padding with
+            | Same -> List.map2 (fun k d -> d * (k - 1) / 2) kernel dilation
+            | Valid -> List.replicate dims 0
+            | Explicit p -> per p "the padding"
+
+        let spatial =
+            List.init dims (fun i ->
+                match t.Shape[2 + i] with
+                | Sym s -> Sym s
+                | Known n ->
+                    let out = (n + 2 * pads[i] - dilation[i] * (kernel[i] - 1) - 1) / stride[i] + 1
+
+                    if out <= 0 then
+                        errorf span "%s: output would be empty: input size %d, kernel %d, padding %d, stride %d" name n kernel[i] pads[i] stride[i]
+
+                    Known out)
+
+        let fanIn = inC / groups * List.fold (*) 1 kernel
+        let w = trainable b span "weight" ([ channels; inC / groups ] @ kernel) (fanInUniform fanIn)
+        let bs = if bias then [ trainable b span "bias" [ channels ] (fanInUniform fanIn) ] else []
+
+        let attrs =
+            { Dims = dims
+              InChannels = inC
+              OutChannels = channels
+              Kernel = kernel
+              Stride = stride
+              Padding = pads
+              Dilation = dilation
+              Groups = groups
+              Bias = bias }
+
+        addNode b span (Conv attrs) [ t ] ([ t.Shape[0]; Known channels ] @ spatial) (w :: bs)
+
+    { Name = name; Kind = Prim run; Span = span }
+
+let linear features bias span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "linear" span input
+
+        if t.Shape.Length < 2 then
+            rankError "linear" span "[B, …, features]" t
+
+        let inF = knownDim "linear" span "feature axis" (List.last t.Shape)
+        let w = trainable b span "weight" [ features; inF ] (fanInUniform inF)
+        let bs = if bias then [ trainable b span "bias" [ features ] (fanInUniform inF) ] else []
+        let shape = (t.Shape |> List.take (t.Shape.Length - 1)) @ [ Known features ]
+        addNode b span (Linear(inF, features, bias)) [ t ] shape (w :: bs)
+
+    { Name = "linear"; Kind = Prim run; Span = span }
+
+let batchnorm eps momentum span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "batchnorm" span input
+
+        if t.Shape.Length < 2 || t.Shape.Length > 5 then
+            rankError "batchnorm" span "[B, C], [B, C, L] or [B, C, H, W]" t
+
+        let c = knownDim "batchnorm" span "channel axis" t.Shape[1]
+
+        let ps =
+            [ trainable b span "weight" [ c ] Ones
+              trainable b span "bias" [ c ] Zeros
+              "running_mean", addParam b span "running_mean" [ c ] Zeros Buffer Float32
+              "running_var", addParam b span "running_var" [ c ] Ones Buffer Float32
+              "num_batches_tracked", addParam b span "num_batches_tracked" [] Zeros Buffer Int64 ]
+
+        addNode b span (BatchNorm(c, eps, momentum)) [ t ] t.Shape ps
+
+    { Name = "batchnorm"; Kind = Prim run; Span = span }
+
+let layernorm eps affine span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "layernorm" span input
+        let d = knownDim "layernorm" span "last axis" (List.last t.Shape)
+
+        let ps =
+            if affine then
+                [ trainable b span "weight" [ d ] Ones; trainable b span "bias" [ d ] Zeros ]
+            else
+                []
+
+        addNode b span (LayerNorm(d, eps, affine)) [ t ] t.Shape ps
+
+    { Name = "layernorm"; Kind = Prim run; Span = span }
+
+let rmsnorm eps span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "rmsnorm" span input
+        let d = knownDim "rmsnorm" span "last axis" (List.last t.Shape)
+        addNode b span (RmsNorm(d, eps)) [ t ] t.Shape [ trainable b span "weight" [ d ] Ones ]
+
+    { Name = "rmsnorm"; Kind = Prim run; Span = span }
+
+let groupnorm groups eps span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "groupnorm" span input
+
+        if t.Shape.Length < 2 then
+            rankError "groupnorm" span "[B, C, …]" t
+
+        let c = knownDim "groupnorm" span "channel axis" t.Shape[1]
+
+        if c % groups <> 0 then
+            errorf span "groupnorm: %d channels are not divisible by %d groups" c groups
+
+        let ps = [ trainable b span "weight" [ c ] Ones; trainable b span "bias" [ c ] Zeros ]
+        addNode b span (GroupNorm(groups, c, eps)) [ t ] t.Shape ps
+
+    { Name = "groupnorm"; Kind = Prim run; Span = span }
+
+/// A parameter-free layer whose output shape is a function of the input shape.
+let shaped name (op: Op) (shapeOf: Tensor -> Dim list) span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn name span input
+        addNode b span op [ t ] (shapeOf t) []
+
+    { Name = name; Kind = Prim run; Span = span }
+
+let activation name act span = shaped name (Act act) (fun t -> t.Shape) span
+
+let pool name kind (kernel: int) (stride: int) (padding: int) span =
+    let shapeOf (t: Tensor) =
+        let dims = t.Shape.Length - 2
+
+        if dims <> 1 && dims <> 2 then
+            rankError name span "3-D [B, C, L] or 4-D [B, C, H, W]" t
+
+        if padding * 2 > kernel then
+            errorf span "%s: padding %d is more than half the kernel %d" name padding kernel
+
+        t.Shape
+        |> List.mapi (fun i d ->
+            if i < 2 then
+                d
+            else
+                match d with
+                | Sym s -> Sym s
+                | Known n ->
+                    let out = (n + 2 * padding - kernel) / stride + 1
+
+                    if out <= 0 then
+                        errorf span "%s: output would be empty: input size %d, kernel %d" name n kernel
+
+                    Known out)
+
+    let attrs dims =
+        { Kind = kind
+          Kernel = List.replicate dims kernel
+          Stride = List.replicate dims stride
+          Padding = List.replicate dims padding }
+
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn name span input
+        let shape = shapeOf t
+        addNode b span (Pool(attrs (t.Shape.Length - 2))) [ t ] shape []
+
+    { Name = name; Kind = Prim run; Span = span }
+
+let globalPool name kind span =
+    shaped name (GlobalPool kind) (fun t ->
+        if t.Shape.Length < 3 then
+            rankError name span "[B, C, …] with at least one spatial axis" t
+
+        [ t.Shape[0]; t.Shape[1] ]) span
+
+let flatten span =
+    shaped "flatten" Flatten (fun t ->
+        let rest = List.tail t.Shape
+
+        if rest |> List.forall isKnown then
+            [ t.Shape[0]; Known(rest |> List.map known |> List.fold (*) 1) ]
+        else
+            errorf span "flatten: all axes after the batch must be known, got %s" (showShape t.Shape)) span
+
+let reshape (target: int list) span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "reshape" span input
+        let total = t.Shape |> List.tail |> List.map (knownDim "reshape" span "input shape") |> List.fold (*) 1
+        let free = target |> List.filter (fun d -> d = -1) |> List.length
+        let fixedProduct = target |> List.filter (fun d -> d <> -1) |> List.fold (*) 1
+
+        if free > 1 || target |> List.exists (fun d -> d = 0 || d < -1) then
+            errorf span "reshape: the target %A may hold positive sizes and at most one -1" target
+
+        let resolved =
+            if free = 1 && fixedProduct > 0 && total % fixedProduct = 0 then
+                target |> List.map (fun d -> if d = -1 then total / fixedProduct else d)
+            else
+                target
+
+        if List.fold (*) 1 resolved <> total then
+            errorf span "reshape: cannot reshape %s (%d values per sample) to %A" (showShape t.Shape) total target
+
+        addNode b span (Reshape resolved) [ t ] (t.Shape[0] :: (resolved |> List.map Known)) []
+
+    { Name = "reshape"; Kind = Prim run; Span = span }
+
+let permute (perm: int list) span =
+    shaped "permute" (Permute perm) (fun t ->
+        if List.sort perm <> [ 0 .. t.Shape.Length - 1 ] || List.head perm <> 0 then
+            errorf span "permute: %A is not a permutation of the %d axes of %s that keeps the batch axis first" perm t.Shape.Length (showShape t.Shape)
+
+        perm |> List.map (fun i -> t.Shape[i])) span
+
+let imageToTokens span =
+    shaped "imageToTokens" ImageToTokens (fun t ->
+        match t.Shape with
+        | [ bd; c; Known h; Known w ] -> [ bd; Known(h * w); c ]
+        | _ -> rankError "imageToTokens" span "[B, C, H, W] with known H and W" t) span
+
+let tokensToImage h w span =
+    shaped "tokensToImage" (TokensToImage(h, w)) (fun t ->
+        match t.Shape with
+        | [ bd; Known n; c ] when n = h * w -> [ bd; c; Known h; Known w ]
+        | [ _; Known n; _ ] -> errorf span "tokensToImage: %d tokens do not make a %d×%d grid" n h w
+        | _ -> rankError "tokensToImage" span "[B, T, C]" t) span
+
+let embedding count dim span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "embedding" span input
+
+        if t.Shape.Length <> 2 then
+            rankError "embedding" span "[B, T] of token ids" t
+
+        let w = trainable b span "weight" [ count; dim ] (Normal(0.0, 1.0))
+        addNode b span (Embedding(count, dim)) [ t ] (t.Shape @ [ Known dim ]) [ w ]
+
+    { Name = "embedding"; Kind = Prim run; Span = span }
+
+let positionalEmbedding span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "positionalEmbedding" span input
+
+        match t.Shape with
+        | [ _; len; d ] ->
+            let len = knownDim "positionalEmbedding" span "sequence length" len
+            let d = knownDim "positionalEmbedding" span "feature axis" d
+            let w = trainable b span "weight" [ len; d ] (TruncNormal 0.02)
+            addNode b span (PositionalEmbedding(len, d)) [ t ] t.Shape [ w ]
+        | _ -> rankError "positionalEmbedding" span "[B, T, D]" t
+
+    { Name = "positionalEmbedding"; Kind = Prim run; Span = span }
+
+let attention heads causal bias span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "attention" span input
+
+        match t.Shape with
+        | [ _; _; d ] ->
+            let d = knownDim "attention" span "feature axis" d
+
+            if d % heads <> 0 then
+                errorf span "attention: width %d is not divisible by %d heads" d heads
+
+            let ps =
+                [ trainable b span "qkv.weight" [ 3 * d; d ] (fanInUniform d) ]
+                @ (if bias then [ trainable b span "qkv.bias" [ 3 * d ] Zeros ] else [])
+                @ [ trainable b span "proj.weight" [ d; d ] (fanInUniform d) ]
+                @ (if bias then [ trainable b span "proj.bias" [ d ] Zeros ] else [])
+
+            let attrs = { Dim = d; Heads = heads; Causal = causal; Bias = bias }
+            addNode b span (SelfAttention attrs) [ t ] t.Shape ps
+        | _ -> rankError "attention" span "[B, T, D]" t
+
+    { Name = "attention"; Kind = Prim run; Span = span }
+
+let layerScale (init: float) span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "layerScale" span input
+
+        let axis =
+            match t.Shape.Length with
+            | 4 -> 1
+            | n when n >= 2 -> n - 1
+            | _ -> rankError "layerScale" span "[B, C, H, W] or [B, …, C]" t
+
+        let c = knownDim "layerScale" span "channel axis" t.Shape[axis]
+        let g = trainable b span "gamma" [ c ] (Constant init)
+        addNode b span (LayerScale(c, axis)) [ t ] t.Shape [ g ]
+
+    { Name = "layerScale"; Kind = Prim run; Span = span }
+
+let private normAxis name span (t: Tensor) axis =
+    let n = t.Shape.Length
+    let a = if axis < 0 then n + axis else axis
+
+    if a <= 0 || a >= n then
+        errorf span "%s: axis %d is not a non-batch axis of %s" name axis (showShape t.Shape)
+
+    a
+
+let normalize axis span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "normalize" span input
+        addNode b span (Normalize(normAxis "normalize" span t axis)) [ t ] t.Shape []
+
+    { Name = "normalize"; Kind = Prim run; Span = span }
+
+let selectToken index span =
+    shaped "selectToken" (SelectToken index) (fun t ->
+        match t.Shape with
+        | [ bd; Known n; d ] when index < n && index >= -n -> [ bd; d ]
+        | [ _; Known n; _ ] -> errorf span "selectToken: index %d is outside %d tokens" index n
+        | _ -> rankError "selectToken" span "[B, T, D] with known T" t) span
+
+// ---- tensor operations ----------------------------------------------------------------------
+
+/// NumPy broadcasting of two shapes, or a located error.
+let broadcast (opName: string) span (a: Dim list) (b: Dim list) =
+    let n = max a.Length b.Length
+    let pad (s: Dim list) = List.replicate (n - s.Length) (Known 1) @ s
+
+    List.map2
+        (fun x y ->
+            match x, y with
+            | x, y when x = y -> x
+            | Known 1, y -> y
+            | x, Known 1 -> x
+            | _ -> errorf span "cannot %s tensors of shapes %s and %s" opName (showShape a) (showShape b))
+        (pad a)
+        (pad b)
+
+let binary (ctx: Ctx) span (opName: string) op (x: Tensor) (y: Tensor) =
+    let b = builderOf ctx span
+    addNode b span op [ x; y ] (broadcast opName span x.Shape y.Shape) []
+
+let scale (ctx: Ctx) span factor (x: Tensor) =
+    addNode (builderOf ctx span) span (Scale factor) [ x ] x.Shape []
+
+let concat (ctx: Ctx) span axis (xs: Tensor list) =
+    let b = builderOf ctx span
+
+    match xs with
+    | [] -> error span "concat: needs at least one tensor"
+    | first :: _ ->
+        let a = normAxis "concat" span first axis
+
+        for t in xs do
+            if t.Shape.Length <> first.Shape.Length
+               || List.exists2 (fun (i: int) (d: Dim) -> i <> a && d <> first.Shape[i]) [ 0 .. t.Shape.Length - 1 ] t.Shape then
+                errorf span "concat: shapes %s and %s differ outside axis %d" (showShape first.Shape) (showShape t.Shape) a
+
+        let total = xs |> List.sumBy (fun t -> knownDim "concat" span "concatenated axis" t.Shape[a])
+        let shape = first.Shape |> List.mapi (fun i d -> if i = a then Known total else d)
+        addNode b span (Concat a) xs shape []
+
+let freeParam (ctx: Ctx) span (shape: int list) (init: Init) =
+    let b = builderOf ctx span
+    let full = addParam b span "" shape init Trainable Float32
+    addNode b span Parameter [] (shape |> List.map Known) [ "value", full ]
