@@ -35,7 +35,10 @@ let private sourceLine (span: Span) =
 
 let format (d: Diagnostic) =
     let head =
-        sprintf "%s:%d:%d: error: %s" d.Span.File d.Span.Start.Line d.Span.Start.Col d.Message
+        if d.Span.Start.Line = 0 then
+            sprintf "%s: error: %s" d.Span.File d.Message
+        else
+            sprintf "%s:%d:%d: error: %s" d.Span.File d.Span.Start.Line d.Span.Start.Col d.Message
 
     match sourceLine d.Span with
     | Some line ->

@@ -1,0 +1,99 @@
+/// The language's front door: a file in, checked graphs and recipes or located diagnostics out.
+/// Evaluation runs on a thread with a large stack so that deep (but bounded) recursion in a
+/// model description reports a diagnostic instead of overflowing the .NET stack.
+module Dsl.Compiler
+
+open System.Threading
+open Dsl.Syntax
+open Dsl.Diagnostics
+open Dsl.Ir
+open Dsl.Elaborate
+
+type Checked =
+    { File: string
+      Models: (string * Graph) list
+      Recipes: Recipe.TrainRecipe list
+      Diagnostics: Diagnostic list }
+
+let private onLargeStack (f: unit -> 'a) : 'a =
+    let mutable result = Unchecked.defaultof<'a>
+    let mutable failure: exn option = None
+
+    let t =
+        Thread(
+            (fun () ->
+                try
+                    result <- f ()
+                with e ->
+                    failure <- Some e),
+            256 * 1024 * 1024
+        )
+
+    t.Start()
+    t.Join()
+
+    match failure with
+    | Some(DslError _ as e) -> raise e
+    | Some e -> raise (System.Exception("internal compiler error", e))
+    | None -> result
+
+let private attempt f =
+    try
+        Ok(f ())
+    with DslError ds ->
+        Error ds
+
+/// Loads `path` and elaborates every model and recipe in it, collecting every diagnostic.
+let checkSource (file: string) (text: string) : Checked =
+    onLargeStack (fun () ->
+        match attempt (fun () -> loadSource file text) with
+        | Error ds -> { File = file; Models = []; Recipes = []; Diagnostics = ds }
+        | Ok loaded ->
+            let diags = ResizeArray(loaded.Diagnostics)
+            let models = ResizeArray()
+
+            for m in loaded.Models do
+                match attempt (fun () -> elaborateModel m) with
+                | Ok g -> models.Add(m.Name, g)
+                | Error ds -> diags.AddRange ds
+
+            let recipes = ResizeArray()
+
+            for t in loaded.Trains do
+                if not (loaded.Models |> List.exists (fun m -> m.Name = t.Model)) then
+                    diags.Add
+                        { Span = t.Span
+                          Message = sprintf "train: unknown model '%s'%s" t.Model (didYouMean t.Model (loaded.Models |> List.map (fun m -> m.Name))) }
+                else
+                    match attempt (fun () -> Recipe.ofTrainDef t) with
+                    | Ok r -> recipes.Add r
+                    | Error ds -> diags.AddRange ds
+
+            { File = file
+              Models = List.ofSeq models
+              Recipes = List.ofSeq recipes
+              Diagnostics = List.ofSeq diags })
+
+let checkFile (path: string) : Checked =
+    if not (System.IO.File.Exists path) then
+        { File = path
+          Models = []
+          Recipes = []
+          Diagnostics = [ { Span = { Span.None with File = path }; Message = "no such file" } ] }
+    else
+        checkSource path (System.IO.File.ReadAllText path)
+
+/// Picks a model by name, or the only/first one; a miss lists what there is.
+let pickModel (c: Checked) (name: string option) : Result<Graph, string> =
+    match name, c.Models with
+    | _, [] -> Error(sprintf "%s: error: no model in this file" c.File)
+    | None, (_, g) :: _ -> Ok g
+    | Some n, models ->
+        match models |> List.tryFind (fun (m, _) -> m = n) with
+        | Some(_, g) -> Ok g
+        | None ->
+            let names = models |> List.map fst
+            Error(sprintf "%s: error: unknown model '%s'%s (models here: %s)" c.File n (didYouMean n names) (String.concat ", " names))
+
+let pickRecipe (c: Checked) (model: string) : Recipe.TrainRecipe option =
+    c.Recipes |> List.tryFind (fun r -> r.Model = model)

@@ -1,0 +1,189 @@
+/// The IR's stable JSON form (`dsl show --ir`): for debugging and golden tests. Keys are written in
+/// a fixed order; spans are optional so goldens do not depend on where a model was written.
+module Dsl.IrJson
+
+open System.IO
+open System.Text
+open System.Text.Json
+open Dsl.Ir
+
+let private ints (w: Utf8JsonWriter) (name: string) (xs: int list) =
+    w.WriteStartArray name
+
+    for x in xs do
+        w.WriteNumberValue x
+
+    w.WriteEndArray()
+
+let private opFields (w: Utf8JsonWriter) (op: Op) =
+    let kind (s: string) = w.WriteString("op", s)
+
+    match op with
+    | Input(name, k) ->
+        kind "input"
+        w.WriteString("name", name)
+        w.WriteString("kind", (match k with ImageInput -> "image" | TokensInput -> "tokens" | TensorInput -> "tensor"))
+    | Conv c ->
+        kind (sprintf "conv%dd" c.Dims)
+        w.WriteNumber("in", c.InChannels)
+        w.WriteNumber("out", c.OutChannels)
+        ints w "kernel" c.Kernel
+        ints w "stride" c.Stride
+        ints w "padding" c.Padding
+        ints w "dilation" c.Dilation
+        w.WriteNumber("groups", c.Groups)
+        w.WriteBoolean("bias", c.Bias)
+    | Linear(i, o, b) ->
+        kind "linear"
+        w.WriteNumber("in", i)
+        w.WriteNumber("out", o)
+        w.WriteBoolean("bias", b)
+    | BatchNorm(c, eps, m) ->
+        kind "batchnorm"
+        w.WriteNumber("channels", c)
+        w.WriteNumber("eps", eps)
+        w.WriteNumber("momentum", m)
+    | LayerNorm(d, eps, affine) ->
+        kind "layernorm"
+        w.WriteNumber("features", d)
+        w.WriteNumber("eps", eps)
+        w.WriteBoolean("affine", affine)
+    | RmsNorm(d, eps) ->
+        kind "rmsnorm"
+        w.WriteNumber("features", d)
+        w.WriteNumber("eps", eps)
+    | GroupNorm(g, c, eps) ->
+        kind "groupnorm"
+        w.WriteNumber("groups", g)
+        w.WriteNumber("channels", c)
+        w.WriteNumber("eps", eps)
+    | Act a -> kind ((sprintf "%A" a).ToLowerInvariant())
+    | Dropout p ->
+        kind "dropout"
+        w.WriteNumber("p", p)
+    | DropPath p ->
+        kind "droppath"
+        w.WriteNumber("p", p)
+    | Pool p ->
+        kind (if p.Kind = MaxPool then "maxpool" else "avgpool")
+        ints w "kernel" p.Kernel
+        ints w "stride" p.Stride
+        ints w "padding" p.Padding
+    | GlobalPool k -> kind (if k = MaxPool then "globalMaxPool" else "globalAvgPool")
+    | Flatten -> kind "flatten"
+    | Reshape s ->
+        kind "reshape"
+        ints w "shape" s
+    | Permute p ->
+        kind "permute"
+        ints w "axes" p
+    | ImageToTokens -> kind "imageToTokens"
+    | TokensToImage(h, wd) ->
+        kind "tokensToImage"
+        w.WriteNumber("height", h)
+        w.WriteNumber("width", wd)
+    | Embedding(n, d) ->
+        kind "embedding"
+        w.WriteNumber("count", n)
+        w.WriteNumber("dim", d)
+    | PositionalEmbedding(n, d) ->
+        kind "positionalEmbedding"
+        w.WriteNumber("length", n)
+        w.WriteNumber("dim", d)
+    | SelfAttention a ->
+        kind "attention"
+        w.WriteNumber("dim", a.Dim)
+        w.WriteNumber("heads", a.Heads)
+        w.WriteBoolean("causal", a.Causal)
+        w.WriteBoolean("bias", a.Bias)
+    | Add -> kind "add"
+    | Mul -> kind "mul"
+    | Concat a ->
+        kind "concat"
+        w.WriteNumber("axis", a)
+    | LayerScale(c, a) ->
+        kind "layerScale"
+        w.WriteNumber("channels", c)
+        w.WriteNumber("axis", a)
+    | Parameter -> kind "parameter"
+    | Normalize a ->
+        kind "normalize"
+        w.WriteNumber("axis", a)
+    | Scale f ->
+        kind "scale"
+        w.WriteNumber("factor", f)
+    | SelectToken i ->
+        kind "selectToken"
+        w.WriteNumber("index", i)
+
+let private initText (i: Init) =
+    match i with
+    | Zeros -> "zeros"
+    | Ones -> "ones"
+    | Constant v -> sprintf "constant(%g)" v
+    | Normal(m, s) -> sprintf "normal(%g, %g)" m s
+    | TruncNormal s -> sprintf "truncNormal(%g)" s
+    | Uniform(a, b) -> sprintf "uniform(%g, %g)" a b
+
+let write (withSpans: bool) (g: Graph) : string =
+    use ms = new MemoryStream()
+
+    (use w = new Utf8JsonWriter(ms, JsonWriterOptions(Indented = true))
+     w.WriteStartObject()
+     w.WriteString("name", g.Name)
+     w.WriteStartObject "inputs"
+
+     for n, id in g.Inputs do
+         w.WriteNumber(n, id)
+
+     w.WriteEndObject()
+     w.WriteStartObject "outputs"
+
+     for n, id in g.Outputs do
+         w.WriteNumber(n, id)
+
+     w.WriteEndObject()
+     w.WriteStartArray "nodes"
+
+     for n in g.Nodes do
+         w.WriteStartObject()
+         w.WriteNumber("id", n.Id)
+         opFields w n.Op
+         ints w "inputs" n.Inputs
+         w.WriteStartArray "shape"
+
+         for d in n.Shape do
+             match d with
+             | Known k -> w.WriteNumberValue k
+             | Sym s -> w.WriteStringValue s
+
+         w.WriteEndArray()
+         w.WriteString("path", n.Path)
+         w.WriteStartObject "params"
+
+         for KeyValue(local, full) in n.Params do
+             w.WriteString(local, full)
+
+         w.WriteEndObject()
+
+         if withSpans then
+             w.WriteString("span", sprintf "%s:%d:%d" n.Span.File n.Span.Start.Line n.Span.Start.Col)
+
+         w.WriteEndObject()
+
+     w.WriteEndArray()
+     w.WriteStartArray "params"
+
+     for p in g.Params do
+         w.WriteStartObject()
+         w.WriteString("name", p.Name)
+         ints w "shape" p.Shape
+         w.WriteString("init", initText p.Init)
+         w.WriteString("kind", (if p.Kind = Trainable then "parameter" else "buffer"))
+         w.WriteString("dtype", (if p.DType = Float32 then "float32" else "int64"))
+         w.WriteEndObject()
+
+     w.WriteEndArray()
+     w.WriteEndObject())
+
+    Encoding.UTF8.GetString(ms.ToArray())

@@ -1,0 +1,142 @@
+/// IR -> `.dsl` source. The printed model uses the dataflow form with one binding per node and
+/// `at "path"` scopes, so it loads without the original file and elaborates to the same graph,
+/// parameter names included: that is what lets a transformed model ship as plain source.
+module Dsl.Print
+
+open System
+open System.Globalization
+open Dsl.Ir
+
+let private float (x: float) =
+    let s = x.ToString("R", CultureInfo.InvariantCulture)
+    let s = if s.Contains '.' || s.Contains 'E' || s.Contains 'e' then s else s + ".0"
+    if x < 0.0 then "(" + s + ")" else s
+
+let private int (x: int) = if x < 0 then sprintf "(%d)" x else string x
+let private ints (xs: int list) = "[" + (xs |> List.map string |> String.concat "; ") + "]"
+let private bool (b: bool) = if b then "true" else "false"
+
+let private activationName (a: Activation) =
+    match a with
+    | Relu -> "relu"
+    | Gelu -> "gelu"
+    | GeluTanh -> "geluTanh"
+    | Silu -> "silu"
+    | Sigmoid -> "sigmoid"
+    | Tanh -> "tanh"
+    | Hardswish -> "hardswish"
+    | Identity -> "identity"
+
+let private var (g: Graph) (id: int) =
+    match g.Nodes[id].Op with
+    | Input(name, _) -> name
+    | _ -> sprintf "node%d" id
+
+/// The layer expression of a node that is a layer applied to its single input, if it is one.
+let private layerExpr (g: Graph) (n: Node) =
+    let initOf local =
+        g.Params |> List.tryFind (fun p -> p.Name = n.Params[local]) |> Option.map (fun p -> p.Init)
+
+    match n.Op with
+    | Conv c ->
+        Some(
+            sprintf "conv%dd %d (k = %s) (stride = %s) (padding = %s) (dilation = %s) (groups = %d) (bias = %s)" c.Dims c.OutChannels (ints c.Kernel) (ints c.Stride) (ints c.Padding) (ints c.Dilation) c.Groups (bool c.Bias)
+        )
+    | Linear(_, o, b) -> Some(sprintf "linear %d (bias = %s)" o (bool b))
+    | BatchNorm(_, eps, m) -> Some(sprintf "batchnorm (eps = %s) (momentum = %s)" (float eps) (float m))
+    | LayerNorm(_, eps, affine) -> Some(sprintf "layernorm (eps = %s) (affine = %s)" (float eps) (bool affine))
+    | RmsNorm(_, eps) -> Some(sprintf "rmsnorm (eps = %s)" (float eps))
+    | GroupNorm(groups, _, eps) -> Some(sprintf "groupnorm %d (eps = %s)" groups (float eps))
+    | Act a -> Some(activationName a)
+    | Dropout p -> Some(sprintf "dropout %s" (float p))
+    | DropPath p -> Some(sprintf "droppath %s" (float p))
+    | Pool p ->
+        let name = if p.Kind = MaxPool then "maxpool" else "avgpool"
+        Some(sprintf "%s %d (stride = %d) (padding = %d)" name p.Kernel.Head p.Stride.Head p.Padding.Head)
+    | GlobalPool k -> Some(if k = MaxPool then "globalMaxPool" else "globalAvgPool")
+    | Flatten -> Some "flatten"
+    | Reshape s -> Some(sprintf "reshape %s" (ints s))
+    | Permute p -> Some(sprintf "permute %s" (ints p))
+    | ImageToTokens -> Some "imageToTokens"
+    | TokensToImage(h, w) -> Some(sprintf "tokensToImage %d %d" h w)
+    | Embedding(count, dim) -> Some(sprintf "embedding %d %d" count dim)
+    | PositionalEmbedding _ -> Some "positionalEmbedding"
+    | SelfAttention a -> Some(sprintf "attention %d (causal = %s) (bias = %s)" a.Heads (bool a.Causal) (bool a.Bias))
+    | LayerScale _ ->
+        match initOf "gamma" with
+        | Some(Constant v) -> Some(sprintf "layerScale (init = %s)" (float v))
+        | _ -> Some "layerScale"
+    | Normalize axis -> Some(sprintf "normalize (axis = %d)" axis)
+    | SelectToken i -> Some(sprintf "selectToken %s" (int i))
+    | Input _
+    | Add
+    | Mul
+    | Concat _
+    | Parameter
+    | Scale _ -> None
+
+/// Nodes that are not a layer of one input: written as a function run at the node's path.
+let private valueExpr (g: Graph) (n: Node) =
+    let v = var g
+
+    match n.Op, n.Inputs with
+    | Add, [ a; b ] -> sprintf "%s |> at \"%s\" (fun a -> a + %s)" (v a) n.Path (v b)
+    | Mul, [ a; b ] -> sprintf "%s |> at \"%s\" (fun a -> a * %s)" (v a) n.Path (v b)
+    | Scale f, [ a ] -> sprintf "%s |> at \"%s\" (fun a -> a * %s)" (v a) n.Path (float f)
+    | Concat axis, first :: rest ->
+        let others = rest |> List.map (fun i -> "; " + v i) |> String.concat ""
+        sprintf "%s |> at \"%s\" (fun a -> concat %d [a%s])" (v first) n.Path axis others
+    | Parameter, _ ->
+        let p = g.Params |> List.find (fun p -> p.Name = n.Params["value"])
+        let shape = ints p.Shape
+
+        let init =
+            match p.Init with
+            | Constant c -> sprintf "(init = %s)" (float c)
+            | Normal(m, s) -> sprintf "(init = %s) (std = %s)" (float m) (float s)
+            | other -> failwithf "internal error: a free parameter with init %A cannot be printed" other
+
+        // A parameter has no input; any graph input serves to enter the path scope.
+        sprintf "%s |> at \"%s\" (fun _ -> param %s %s)" (v (snd g.Inputs.Head)) n.Path shape init
+    | op, _ -> failwithf "internal error: cannot print %A with %d inputs" op n.Inputs.Length
+
+let private inputType (n: Node) =
+    let kind =
+        match n.Op with
+        | Input(_, ImageInput) -> "image"
+        | Input(_, TokensInput) -> "tokens"
+        | _ -> "tensor"
+
+    sprintf "%s[%s]" kind (n.Shape |> List.tail |> List.map string |> String.concat ", ")
+
+/// The model as `.dsl` source (one `model` declaration).
+let model (g: Graph) : string =
+    let tied =
+        g.Nodes
+        |> List.exists (fun n -> n.Params |> Map.exists (fun local full -> full <> (if n.Path = "" then local elif local = "value" then n.Path else n.Path + "." + local)))
+
+    if tied then
+        failwithf "internal error: graph %s has tied parameters, which the printer does not write yet" g.Name
+
+    let sb = Text.StringBuilder()
+    let inputs = g.Inputs |> List.map (fun (name, id) -> sprintf "(%s : %s)" name (inputType g.Nodes[id])) |> String.concat " "
+    sb.AppendLine(sprintf "model %s %s =" g.Name inputs) |> ignore
+
+    for n in g.Nodes do
+        match n.Op with
+        | Input _ -> ()
+        | _ ->
+            let rhs =
+                match layerExpr g n, n.Inputs with
+                | Some l, [ i ] -> sprintf "%s |> at \"%s\" (%s)" (var g i) n.Path l
+                | _ -> valueExpr g n
+
+            sb.AppendLine(sprintf "    let %s = %s" (var g n.Id) rhs) |> ignore
+
+    let result =
+        match g.Outputs with
+        | [ ("output", id) ] -> var g id
+        | outs when outs |> List.forall (fun (n, _) -> Char.IsDigit n[0]) -> "(" + (outs |> List.map (snd >> var g) |> String.concat ", ") + ")"
+        | outs -> "{ " + (outs |> List.map (fun (n, id) -> sprintf "%s = %s" n (var g id)) |> String.concat "; ") + " }"
+
+    sb.AppendLine("    " + result).ToString()
