@@ -212,7 +212,7 @@ let elaborateModel (m: ModelDef) : Graph =
         let declared = batch :: typeDims m.Env ty
 
         if declared <> t.Shape then
-            errorf ty.Span "model '%s' produces %s but its declared output type is %s%s" m.Name (showShape t.Shape) ty.Kind (showShape declared)
+            errorf ty.Span "model '%s' produces %s but its declared output type is %s%s" m.Name (showShape t.Shape) ty.Kind (showShape (List.tail declared))
     | Some ty, _ :: _ :: _ -> errorf ty.Span "model '%s' has %d outputs; a declared output type fits one" m.Name outputs.Length
     | _ -> ()
 

@@ -75,7 +75,11 @@ and applyFun ctx (f: Func) args span =
     if f.Given.Length < f.Positional.Length then
         VFun f
     else
-        applyArgs ctx (invoke ctx f span) (later |> List.map PosArg) span
+        match invoke ctx f span, later with
+        | result, [] -> result
+        | (VFun _ | VLayer _ | VError) as result, _ -> applyArgs ctx result (later |> List.map PosArg) span
+        | _, (_, extra) :: _ ->
+            errorf extra "%s takes %d argument%s but is given %d" f.Name f.Positional.Length (if f.Positional.Length = 1 then "" else "s") (f.Positional.Length + later.Length)
 
 and invoke ctx (f: Func) span =
     if ctx.Depth > maxDepth then

@@ -12,7 +12,9 @@ type State =
     { File: string
       Offside: int64
       /// The one position (line, column) allowed at the offside column: an item's first token.
-      Anchor: int64 * int64 }
+      Anchor: int64 * int64
+      /// Where the last token ended (before white space), for the end of spans.
+      LastEnd: int64 * int64 }
 
 type P<'a> = Parser<'a, State>
 
@@ -34,8 +36,9 @@ let private spanned (p: P<'a>) : P<'a * Span> =
         let r = p stream
 
         if r.Status = Ok then
-            let e = { Line = int stream.Line; Col = int stream.Column }
-            let e = if e.Line > s.Line then { s with Col = s.Col + 1 } else e
+            let line, column = stream.UserState.LastEnd
+            let e = { Line = int line; Col = int column }
+            let e = if e.Line < s.Line || (e.Line = s.Line && e.Col <= s.Col) then { s with Col = s.Col + 1 } else e
             Reply((r.Result, { File = stream.UserState.File; Start = s; End = e }))
         else
             Reply(r.Status, r.Error)
@@ -66,7 +69,12 @@ let private onside: P<unit> =
         else
             Reply(Error, expected "an indented continuation")
 
-let private tok p = onside >>. p .>> ws
+let private markEnd: P<unit> =
+    fun stream ->
+        stream.UserState <- { stream.UserState with LastEnd = (stream.Line, stream.Column) }
+        Reply(())
+
+let private tok p = onside >>. p .>> markEnd .>> ws
 
 /// Runs p with another offside column. Changing the column alone is not progress: the state tag
 /// is restored so that a p that fails without consuming input still counts as not consuming.
@@ -78,7 +86,12 @@ let private withOffside (col: int64) (p: P<'a>) : P<'a> =
         stream.StateTag <- tag
         let reply = p stream
         let after = stream.StateTag
-        stream.UserState <- saved
+
+        stream.UserState <-
+            { stream.UserState with
+                Offside = saved.Offside
+                Anchor = saved.Anchor }
+
         stream.StateTag <- after
         reply
 
@@ -99,7 +112,12 @@ let private anchored (p: P<'a>) : P<'a> =
         stream.StateTag <- tag
         let reply = p stream
         let after = stream.StateTag
-        stream.UserState <- saved
+
+        stream.UserState <-
+            { stream.UserState with
+                Offside = saved.Offside
+                Anchor = saved.Anchor }
+
         stream.StateTag <- after
         reply
 
@@ -334,7 +352,7 @@ let private shortMessage (msg: string) =
 let parseProgram (file: string) (text: string) : Program =
     registerSource file text
 
-    match runParserOnString program { File = file; Offside = 0L; Anchor = (0L, 0L) } file text with
+    match runParserOnString program { File = file; Offside = 0L; Anchor = (0L, 0L); LastEnd = (1L, 1L) } file text with
     | Success(decls, _, _) -> { File = file; Decls = decls }
     | Failure(msg, err, _) ->
         let p = { Line = int err.Position.Line; Col = int err.Position.Column }
@@ -344,7 +362,7 @@ let parseProgram (file: string) (text: string) : Program =
 let parseExpr (file: string) (text: string) : Expr =
     registerSource file text
 
-    match runParserOnString (ws >>. expr .>> eof) { File = file; Offside = 0L; Anchor = (0L, 0L) } file text with
+    match runParserOnString (ws >>. expr .>> eof) { File = file; Offside = 0L; Anchor = (0L, 0L); LastEnd = (1L, 1L) } file text with
     | Success(e, _, _) -> e
     | Failure(msg, err, _) ->
         let p = { Line = int err.Position.Line; Col = int err.Position.Column }

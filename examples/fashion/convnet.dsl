@@ -1,0 +1,18 @@
+// Fashion-MNIST with a small VGG-style convnet: conv-BN-ReLU blocks, two poolings, a linear head.
+let block c = conv c (k = 3) (bias = false) >> batchnorm >> relu
+
+let convnet classes =
+    block 32 >> block 32 >> maxpool 2
+    >> block 64 >> block 64 >> maxpool 2
+    >> globalAvgPool >> linear classes
+
+model fashion : image[1, 28, 28] -> logits[10] = convnet 10
+
+train fashion {
+    data      = fashionMnist { augment = [ randomCrop 28 (pad = 2); hflip ] }
+    loss      = crossEntropy (smoothing = 0.1)
+    optimizer = adamw (lr = 3e-3, weightDecay = 0.05)
+    schedule  = cosine (warmup = 200)
+    epochs    = 5
+    batch     = 128
+}

@@ -1,0 +1,119 @@
+/// The command line, declared with Argu: one union per command, one case per option.
+module Dsl.Cli.Args
+
+open Argu
+
+type CheckArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file to check"
+
+type ShowArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | Model of name: string
+    | Ir
+    | Source
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file"
+            | Model _ -> "the model to show (default: the first)"
+            | Ir -> "print the IR as JSON instead of the table"
+            | Source -> "print the model back as .dsl source"
+
+type TrainArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | Model of name: string
+    | Epochs of count: int
+    | Out of dir: string
+    | Resume
+    | Seed of seed: int
+    | Data of dir: string
+    | Max_Steps of steps: int
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file with a model and its train block"
+            | Model _ -> "the model to train (default: the first with a train block)"
+            | Epochs _ -> "override the train block's epochs"
+            | Out _ -> "run folder for checkpoints and metrics (default: runs/<model>)"
+            | Resume -> "continue from the checkpoint in the run folder"
+            | Seed _ -> "override the train block's seed"
+            | Data _ -> "dataset directory (default: the train block's, else the Debian package location)"
+            | Max_Steps _ -> "stop after this many optimizer steps"
+
+type EvalArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | Model of name: string
+    | [<Mandatory>] Checkpoint of dir: string
+    | Data of dir: string
+    | Json
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file"
+            | Model _ -> "the model (default: the first with a train block)"
+            | Checkpoint _ -> "checkpoint directory"
+            | Data _ -> "dataset directory"
+            | Json -> "print the result as JSON"
+
+type PredictArgs =
+    | [<MainCommand>] Inputs of paths: string list
+    | Model of name: string
+    | [<Mandatory>] Checkpoint of dir: string
+    | Top of k: int
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Inputs _ -> "the .dsl file, then one or more image files"
+            | Model _ -> "the model (default: the first with a train block)"
+            | Checkpoint _ -> "checkpoint directory"
+            | Top _ -> "how many classes to print per image (default 3)"
+
+type BenchArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | Model of name: string
+    | Batch of size: int
+    | Repeats of count: int
+    | Warmup of count: int
+    | Threads of count: int
+    | Json
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file"
+            | Model _ -> "the model (default: the first)"
+            | Batch _ -> "batch size (default 1)"
+            | Repeats _ -> "timed repetitions (default 30)"
+            | Warmup _ -> "untimed repetitions first (default 5)"
+            | Threads _ -> "torch threads (default: the number of cores)"
+            | Json -> "print the result as JSON"
+
+[<RequireSubcommand>]
+type DslArgs =
+    | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
+    | [<CliPrefix(CliPrefix.None)>] Show of ParseResults<ShowArgs>
+    | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
+    | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<EvalArgs>
+    | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
+    | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
+    | Version
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Check _ -> "parse and elaborate a .dsl file; report every error"
+            | Show _ -> "print a model's layers, shapes, parameters and MACs"
+            | Train _ -> "train a model with its train block"
+            | Eval _ -> "evaluate a checkpoint on the test set"
+            | Predict _ -> "classify image files with a checkpoint"
+            | Bench _ -> "measure forward and train-step latency"
+            | Version -> "print the version"

@@ -1,0 +1,37 @@
+/// How the CLI talks to people: diagnostics to stderr in the compiler's format, one-line errors
+/// for bad files and data, and exit codes (0 ok, 1 user error, 2 usage, 70 internal error).
+module Dsl.Cli.Report
+
+open System
+open Dsl
+
+exception UserError of string
+
+let fail fmt = Printf.ksprintf (fun s -> raise (UserError s)) fmt
+
+let printDiagnostics (ds: Diagnostics.Diagnostic list) =
+    for d in ds do
+        eprintfn "%s" (Diagnostics.format d)
+
+    if ds.Length > 1 then
+        eprintfn "%d errors" ds.Length
+
+/// Loads and checks a file; on any diagnostic prints them all and stops with exit code 1.
+let checkedOrExit (path: string) : Compiler.Checked =
+    let c = Compiler.checkFile path
+
+    if not c.Diagnostics.IsEmpty then
+        printDiagnostics c.Diagnostics
+        exit 1
+
+    c
+
+let modelOrExit (c: Compiler.Checked) (name: string option) =
+    let name =
+        match name, c.Recipes with
+        | None, r :: _ -> Some r.Model
+        | n, _ -> n
+
+    match Compiler.pickModel c name with
+    | Ok g -> g
+    | Error msg -> raise (UserError msg)

@@ -1,0 +1,47 @@
+/// Helpers shared by the tests: compiling sources held in strings, and temp folders.
+module Dsl.Tests.Support
+
+open System.IO
+open Expecto
+open Dsl
+
+let check (src: string) = Compiler.checkSource "test.dsl" src
+
+/// The graph of the only (or named) model in a source that must compile cleanly.
+let graph (src: string) =
+    let c = check src
+
+    if not c.Diagnostics.IsEmpty then
+        failtestf "unexpected diagnostics:\n%s" (c.Diagnostics |> List.map Diagnostics.format |> String.concat "\n")
+
+    snd c.Models.Head
+
+/// The diagnostics of a source that must fail, as `line:col: message`.
+let errors (src: string) =
+    let c = check src
+
+    if c.Diagnostics.IsEmpty then
+        failtest "expected a diagnostic, got none"
+
+    c.Diagnostics
+    |> List.map (fun d -> sprintf "%d:%d: %s" d.Span.Start.Line d.Span.Start.Col d.Message)
+
+let expectError (src: string) (lineCol: string) (fragment: string) =
+    let es = errors src
+    let hit = es |> List.exists (fun e -> e.StartsWith(lineCol + ":") && e.Contains fragment)
+    Expect.isTrue hit (sprintf "expected an error at %s containing %A, got:\n%s" lineCol fragment (String.concat "\n" es))
+
+let tempDir () =
+    let d = Path.Combine(Path.GetTempPath(), "dsl-tests-" + System.Guid.NewGuid().ToString("N"))
+    Directory.CreateDirectory d |> ignore
+    d
+
+/// The repository root (where Dsl.sln is), found from the test assembly's folder.
+let repoRoot =
+    lazy
+        (let rec up (d: DirectoryInfo) =
+            if isNull d then failwith "Dsl.sln not found above the test assembly"
+            elif File.Exists(Path.Combine(d.FullName, "Dsl.sln")) then d.FullName
+            else up d.Parent
+
+         up (DirectoryInfo System.AppContext.BaseDirectory))
