@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The main job end to end on a fresh Debian/Ubuntu machine with the .NET 10 SDK: install the
+# Fashion-MNIST package if it is missing, build, train the example and evaluate its checkpoint.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+if [ ! -d /usr/share/datasets/fashion-mnist ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist
+fi
+
+dotnet build src/Dsl.Cli -c Release --nologo -v quiet
+dsl="dotnet src/Dsl.Cli/bin/Release/net10.0/dsl.dll"
+out=${OUT:-runs/fashion}
+
+$dsl check examples/fashion/convnet.dsl
+start=$SECONDS
+$dsl train examples/fashion/convnet.dsl --out "$out" "$@"
+echo "training wall time: $((SECONDS - start)) s"
+$dsl eval examples/fashion/convnet.dsl --checkpoint "$out/checkpoint" --json
