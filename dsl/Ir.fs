@@ -147,6 +147,45 @@ type Graph =
       Nodes: Node list
       Params: ParamSpec list }
 
+/// The op's name as the language spells it (and as the JSON form and `dsl show` print it).
+let opKind (op: Op) =
+    match op with
+    | Input _ -> "input"
+    | Conv c -> sprintf "conv%dd" c.Dims
+    | Linear _ -> "linear"
+    | BatchNorm _ -> "batchnorm"
+    | LayerNorm _ -> "layernorm"
+    | RmsNorm _ -> "rmsnorm"
+    | GroupNorm _ -> "groupnorm"
+    | Act Relu -> "relu"
+    | Act Gelu -> "gelu"
+    | Act GeluTanh -> "geluTanh"
+    | Act Silu -> "silu"
+    | Act Sigmoid -> "sigmoid"
+    | Act Tanh -> "tanh"
+    | Act Hardswish -> "hardswish"
+    | Act Identity -> "identity"
+    | Dropout _ -> "dropout"
+    | DropPath _ -> "droppath"
+    | Pool p -> if p.Kind = MaxPool then "maxpool" else "avgpool"
+    | GlobalPool k -> if k = MaxPool then "globalMaxPool" else "globalAvgPool"
+    | Flatten -> "flatten"
+    | Reshape _ -> "reshape"
+    | Permute _ -> "permute"
+    | ImageToTokens -> "imageToTokens"
+    | TokensToImage _ -> "tokensToImage"
+    | Embedding _ -> "embedding"
+    | PositionalEmbedding _ -> "positionalEmbedding"
+    | SelfAttention _ -> "attention"
+    | Add -> "add"
+    | Mul -> "mul"
+    | Concat _ -> "concat"
+    | LayerScale _ -> "layerScale"
+    | Parameter -> "parameter"
+    | Normalize _ -> "normalize"
+    | Scale _ -> "scale"
+    | SelectToken _ -> "selectToken"
+
 let isKnown =
     function
     | Known _ -> true

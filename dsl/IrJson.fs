@@ -16,15 +16,13 @@ let private ints (w: Utf8JsonWriter) (name: string) (xs: int list) =
     w.WriteEndArray()
 
 let private opFields (w: Utf8JsonWriter) (op: Op) =
-    let kind (s: string) = w.WriteString("op", s)
+    w.WriteString("op", opKind op)
 
     match op with
     | Input(name, k) ->
-        kind "input"
         w.WriteString("name", name)
         w.WriteString("kind", (match k with ImageInput -> "image" | TokensInput -> "tokens" | TensorInput -> "tensor"))
     | Conv c ->
-        kind (sprintf "conv%dd" c.Dims)
         w.WriteNumber("in", c.InChannels)
         w.WriteNumber("out", c.OutChannels)
         ints w "kernel" c.Kernel
@@ -34,87 +32,62 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteNumber("groups", c.Groups)
         w.WriteBoolean("bias", c.Bias)
     | Linear(i, o, b) ->
-        kind "linear"
         w.WriteNumber("in", i)
         w.WriteNumber("out", o)
         w.WriteBoolean("bias", b)
     | BatchNorm(c, eps, m) ->
-        kind "batchnorm"
         w.WriteNumber("channels", c)
         w.WriteNumber("eps", eps)
         w.WriteNumber("momentum", m)
     | LayerNorm(d, eps, affine) ->
-        kind "layernorm"
         w.WriteNumber("features", d)
         w.WriteNumber("eps", eps)
         w.WriteBoolean("affine", affine)
     | RmsNorm(d, eps) ->
-        kind "rmsnorm"
         w.WriteNumber("features", d)
         w.WriteNumber("eps", eps)
     | GroupNorm(g, c, eps) ->
-        kind "groupnorm"
         w.WriteNumber("groups", g)
         w.WriteNumber("channels", c)
         w.WriteNumber("eps", eps)
-    | Act a -> kind ((sprintf "%A" a).ToLowerInvariant())
     | Dropout p ->
-        kind "dropout"
         w.WriteNumber("p", p)
     | DropPath p ->
-        kind "droppath"
         w.WriteNumber("p", p)
     | Pool p ->
-        kind (if p.Kind = MaxPool then "maxpool" else "avgpool")
         ints w "kernel" p.Kernel
         ints w "stride" p.Stride
         ints w "padding" p.Padding
-    | GlobalPool k -> kind (if k = MaxPool then "globalMaxPool" else "globalAvgPool")
-    | Flatten -> kind "flatten"
     | Reshape s ->
-        kind "reshape"
         ints w "shape" s
     | Permute p ->
-        kind "permute"
         ints w "axes" p
-    | ImageToTokens -> kind "imageToTokens"
     | TokensToImage(h, wd) ->
-        kind "tokensToImage"
         w.WriteNumber("height", h)
         w.WriteNumber("width", wd)
     | Embedding(n, d) ->
-        kind "embedding"
         w.WriteNumber("count", n)
         w.WriteNumber("dim", d)
     | PositionalEmbedding(n, d) ->
-        kind "positionalEmbedding"
         w.WriteNumber("length", n)
         w.WriteNumber("dim", d)
     | SelfAttention a ->
-        kind "attention"
         w.WriteNumber("dim", a.Dim)
         w.WriteNumber("heads", a.Heads)
         w.WriteBoolean("causal", a.Causal)
         w.WriteBoolean("bias", a.Bias)
-    | Add -> kind "add"
-    | Mul -> kind "mul"
     | Concat a ->
-        kind "concat"
         w.WriteNumber("axis", a)
     | LayerScale(c, a) ->
-        kind "layerScale"
         w.WriteNumber("channels", c)
         w.WriteNumber("axis", a)
-    | Parameter -> kind "parameter"
     | Normalize a ->
-        kind "normalize"
         w.WriteNumber("axis", a)
     | Scale f ->
-        kind "scale"
         w.WriteNumber("factor", f)
-    | SelectToken i ->
-        kind "selectToken"
-        w.WriteNumber("index", i)
+    | SelectToken i -> w.WriteNumber("index", i)
+    // The rest carry no attributes beyond their op name.
+    | _ -> ()
 
 let private initText (i: Init) =
     match i with

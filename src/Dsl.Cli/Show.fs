@@ -28,9 +28,7 @@ let private opName (op: Op) =
         sprintf "conv%dd %d→%d k%s s%s%s" c.Dims c.InChannels c.OutChannels (c.Kernel |> List.map string |> String.concat "×") (c.Stride |> List.map string |> String.concat "×") (if c.Groups > 1 then sprintf " g%d" c.Groups else "")
     | Linear(i, o, _) -> sprintf "linear %d→%d" i o
     | SelfAttention a -> sprintf "attention %d heads%s" a.Heads (if a.Causal then " causal" else "")
-    | other ->
-        let s = (sprintf "%A" other).Split([| ' '; '\n'; '(' |]).[0]
-        s.ToLowerInvariant()
+    | other -> opKind other
 
 let table (g: Graph) =
     let t = Table().Border(TableBorder.Simple)

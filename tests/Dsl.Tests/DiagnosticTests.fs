@@ -90,7 +90,7 @@ let tests =
           }
 
           test "formatted with the source line and a caret" {
-              let c = check "let x = undefinedThing\n"
+              let c = Compiler.checkSource "format.dsl" "let x = undefinedThing\n"
               let text = Diagnostics.format c.Diagnostics.Head
-              Expect.equal text "test.dsl:1:9: error: unknown name 'undefinedThing'\n  let x = undefinedThing\n          ^^^^^^^^^^^^^^" "format"
+              Expect.equal text "format.dsl:1:9: error: unknown name 'undefinedThing'\n  let x = undefinedThing\n          ^^^^^^^^^^^^^^" "format"
           } ]

@@ -5,7 +5,12 @@ open System.IO
 open Expecto
 open Dsl
 
-let check (src: string) = Compiler.checkSource "test.dsl" src
+let private counter = ref 0
+
+/// Each source gets its own file name: diagnostics quote source lines by file name, and tests
+/// run in parallel.
+let check (src: string) =
+    Compiler.checkSource (sprintf "test%d.dsl" (System.Threading.Interlocked.Increment counter)) src
 
 /// The graph of the only (or named) model in a source that must compile cleanly.
 let graph (src: string) =

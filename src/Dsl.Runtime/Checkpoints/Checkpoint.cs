@@ -1,0 +1,196 @@
+using System.Security.Cryptography;
+using System.Text;
+using System.Text.Json;
+using System.Text.Json.Serialization;
+using static TorchSharp.torch;
+
+namespace Dsl.Runtime.Checkpoints;
+
+/// <summary>
+/// A checkpoint is a directory holding model.safetensors (parameters and buffers by dotted
+/// name), optimizer.safetensors (optimizer state by name, possibly empty) and meta.json.
+/// </summary>
+public static class Checkpoint
+{
+    public const string ModelFile = "model.safetensors";
+    public const string OptimizerFile = "optimizer.safetensors";
+    public const string MetaFile = "meta.json";
+
+    /// <summary>The <see cref="CheckpointMeta.FormatVersion"/> this code writes and reads.</summary>
+    public const int FormatVersion = 1;
+
+    /// <summary>An existing checkpoint is renamed to "&lt;dir&gt;.bak-&lt;guid&gt;" while the new one moves in.</summary>
+    private const string BackupInfix = ".bak-";
+
+    private static readonly JsonSerializerOptions MetaJson = new()
+    {
+        PropertyNamingPolicy = JsonNamingPolicy.CamelCase,
+        WriteIndented = true,
+        // A diverged run has a NaN loss; it must still be recorded rather than fail the save.
+        NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
+        RespectNullableAnnotations = true,
+        RespectRequiredConstructorParameters = true,
+    };
+
+    /// <summary>
+    /// Writes the checkpoint atomically: everything goes into a sibling temporary directory,
+    /// each file is fsynced, and only then is it renamed onto <paramref name="directory"/>
+    /// (an existing checkpoint is first renamed aside and deleted afterwards). A crash never
+    /// leaves a partial checkpoint at the target path: it holds the old one or the new one,
+    /// or, if the crash falls between the two renames, nothing, and <see cref="Load"/> then
+    /// names the renamed-aside old one.
+    /// </summary>
+    public static void Save(
+        string directory,
+        IReadOnlyDictionary<string, Tensor> weights,
+        IReadOnlyDictionary<string, Tensor> optimizerState,
+        CheckpointMeta meta)
+    {
+        if (meta.FormatVersion != FormatVersion)
+        {
+            throw new ArgumentException($"meta.FormatVersion is {meta.FormatVersion}; this code writes version {FormatVersion}", nameof(meta));
+        }
+
+        var target = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
+        if (File.Exists(target))
+        {
+            throw new CheckpointError(target, "is a file, not a checkpoint directory");
+        }
+
+        var parent = Path.GetDirectoryName(target) ?? throw new CheckpointError(target, "cannot be a checkpoint directory");
+        Directory.CreateDirectory(parent);
+        var temp = $"{target}.tmp-{Guid.NewGuid():N}";
+        try
+        {
+            Directory.CreateDirectory(temp);
+            SafetensorsFile.Write(Path.Combine(temp, ModelFile), weights);
+            SafetensorsFile.Write(Path.Combine(temp, OptimizerFile), optimizerState);
+            WriteMeta(Path.Combine(temp, MetaFile), meta);
+            MoveIntoPlace(temp, target);
+        }
+        catch
+        {
+            if (Directory.Exists(temp))
+            {
+                Directory.Delete(temp, recursive: true);
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Reads a checkpoint written by <see cref="Save"/>; every problem is a <see cref="CheckpointError"/>.</summary>
+    public static LoadedCheckpoint Load(string directory)
+    {
+        if (!Directory.Exists(directory))
+        {
+            throw new CheckpointError(directory, NotFound(directory));
+        }
+
+        // meta.json first: it is cheap, and an unsupported version stops before any tensor is read.
+        var meta = ReadMeta(Path.Combine(directory, MetaFile));
+        var weights = SafetensorsFile.Read(Path.Combine(directory, ModelFile));
+        try
+        {
+            var optimizerState = SafetensorsFile.Read(Path.Combine(directory, OptimizerFile));
+            return new LoadedCheckpoint(weights, optimizerState, meta);
+        }
+        catch
+        {
+            foreach (var tensor in weights.Values)
+            {
+                tensor.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Lowercase hex SHA-256 of the UTF-8 text; ties a checkpoint to the DSL source it came from.</summary>
+    public static string SourceHash(string text) =>
+        Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+
+    private static void MoveIntoPlace(string temp, string target)
+    {
+        if (!Directory.Exists(target))
+        {
+            Directory.Move(temp, target);
+            return;
+        }
+
+        var backup = $"{target}{BackupInfix}{Guid.NewGuid():N}";
+        Directory.Move(target, backup);
+        try
+        {
+            Directory.Move(temp, target);
+        }
+        catch
+        {
+            Directory.Move(backup, target);
+            throw;
+        }
+
+        try
+        {
+            Directory.Delete(backup, recursive: true);
+        }
+        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
+        {
+            // The new checkpoint is already in place; a leftover backup only costs disk space,
+            // and failing here would make the caller believe the save was lost.
+        }
+    }
+
+    /// <summary>
+    /// Says where the previous checkpoint is if a save was interrupted between renaming it
+    /// aside and renaming the new one into place.
+    /// </summary>
+    private static string NotFound(string directory)
+    {
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
+        var parent = Path.GetDirectoryName(full);
+        var backup = parent is not null && Directory.Exists(parent)
+            ? Directory.GetDirectories(parent, Path.GetFileName(full) + BackupInfix + "*").Order(StringComparer.Ordinal).FirstOrDefault()
+            : null;
+        return backup is null
+            ? "checkpoint directory not found"
+            : $"checkpoint directory not found; an interrupted save left the previous checkpoint at {backup}";
+    }
+
+    private static void WriteMeta(string path, CheckpointMeta meta)
+    {
+        using var stream = new FileStream(path, FileMode.CreateNew, FileAccess.Write, FileShare.None);
+        JsonSerializer.Serialize(stream, meta, MetaJson);
+        stream.Flush(flushToDisk: true);
+    }
+
+    private static CheckpointMeta ReadMeta(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new CheckpointError(path, "file not found");
+        }
+
+        CheckpointMeta? meta;
+        try
+        {
+            meta = JsonSerializer.Deserialize<CheckpointMeta>(File.ReadAllBytes(path), MetaJson);
+        }
+        catch (JsonException e)
+        {
+            throw new CheckpointError(path, $"invalid checkpoint metadata: {e.Message}", e);
+        }
+
+        if (meta is null)
+        {
+            throw new CheckpointError(path, "invalid checkpoint metadata: null");
+        }
+
+        if (meta.FormatVersion != FormatVersion)
+        {
+            throw new CheckpointError(path, $"format version {meta.FormatVersion} is not supported; this code reads version {FormatVersion}");
+        }
+
+        return meta;
+    }
+}
