@@ -83,7 +83,6 @@ type BenchArgs =
     | Batch of size: int
     | Repeats of count: int
     | Warmup of count: int
-    | Threads of count: int
     | Json
 
     interface IArgParserTemplate with
@@ -94,7 +93,6 @@ type BenchArgs =
             | Batch _ -> "batch size (default 1)"
             | Repeats _ -> "timed repetitions (default 30)"
             | Warmup _ -> "untimed repetitions first (default 5)"
-            | Threads _ -> "torch threads (default: the number of cores)"
             | Json -> "print the result as JSON"
 
 [<RequireSubcommand>]

@@ -1,0 +1,206 @@
+/// `dsl train`, `dsl eval`, `dsl predict`, `dsl bench`: the runtime driven from a checked file.
+module Dsl.Cli.Run
+
+open System
+open System.IO
+open System.Text.Json
+open Argu
+open Spectre.Console
+open TorchSharp
+open Dsl
+open Dsl.Ir
+open Dsl.Runtime.Bench
+open Dsl.Runtime.Data
+open Dsl.Runtime.Emit
+open Dsl.Runtime.Training
+open Dsl.Cli.Args
+open Dsl.Cli.Report
+open Dsl.Cli.Session
+
+let private interactive () =
+    not Console.IsOutputRedirected && Environment.GetEnvironmentVariable "CI" |> String.IsNullOrEmpty
+
+/// Progress as a live bar on a terminal, as one plain line every few seconds otherwise.
+let private withProgress (total: int64) (run: (TrainProgress -> unit) -> 'a) : 'a =
+    let describe (p: TrainProgress) =
+        sprintf "epoch %d  loss %.4f  lr %.2e  %.0f img/s  ETA %s" (p.Epoch + 1) p.Loss p.Lr p.ImagesPerSecond (p.Eta.ToString(@"hh\:mm\:ss"))
+
+    let evalLine (p: TrainProgress) =
+        match p.Evaluation with
+        | null -> None
+        | e -> Some(sprintf "epoch %d: test loss %.4f, accuracy %.2f%%, top-5 %.2f%%" (p.Epoch + 1) e.Loss (100.0 * e.Accuracy) (100.0 * e.Top5))
+
+    if interactive () then
+        let mutable result = Unchecked.defaultof<'a>
+
+        AnsiConsole
+            .Progress()
+            .Columns(TaskDescriptionColumn(), ProgressBarColumn(), PercentageColumn(), RemainingTimeColumn())
+            .Start(fun ctx ->
+                let task = ctx.AddTask("training", true, float total)
+
+                result <-
+                    run (fun p ->
+                        task.Value <- float p.Step
+                        task.Description <- Markup.Escape(describe p)
+                        evalLine p |> Option.iter (fun l -> AnsiConsole.MarkupLine(Markup.Escape l))))
+
+        result
+    else
+        let clock = Diagnostics.Stopwatch.StartNew()
+        let mutable last = -1000.0
+
+        run (fun p ->
+            if clock.Elapsed.TotalSeconds - last >= 10.0 || p.Step = p.TotalSteps then
+                last <- clock.Elapsed.TotalSeconds
+                printfn "step %d/%d  %s" p.Step p.TotalSteps (describe p)
+
+            evalLine p |> Option.iter (printfn "%s"))
+
+let train (args: ParseResults<TrainArgs>) =
+    let file = args.GetResult TrainArgs.File
+    let c = checkedOrExit file
+    let g = modelOrExit c (args.TryGetResult TrainArgs.Model)
+    let r = recipeOrExit c g
+    let r = { r with Epochs = args.GetResult(TrainArgs.Epochs, r.Epochs); Seed = args.GetResult(TrainArgs.Seed, r.Seed) }
+    let outDir = args.GetResult(TrainArgs.Out, Path.Combine("runs", g.Name))
+    let dataDir = args.TryGetResult TrainArgs.Data
+    use trainSet = (loadData file r g dataDir true).Value
+    use testSet = loadData file r g dataDir false |> Option.toObj
+    let options = trainOptions r g outDir
+    options.Resume <- args.Contains TrainArgs.Resume
+    args.TryGetResult TrainArgs.Max_Steps |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
+    Benchmark.UseAllCores() |> ignore
+    use model = new GraphModule(g, int64 r.Seed)
+
+    printfn "training %s (%s parameters) on %d images, %d epochs of batch %d → %s" g.Name ((paramCount g).ToString("N0")) trainSet.Count r.Epochs r.Batch outDir
+
+    let stepsPerEpoch = int64 (trainSet.Count / r.Batch)
+    let total = options.MaxSteps |> Option.ofNullable |> Option.defaultValue (stepsPerEpoch * int64 r.Epochs)
+    let result = withProgress total (fun report -> ClassifierTrainer(model, options).Train(trainSet, testSet, Action<_> report))
+
+    printfn "trained %d steps in %.0f s; final loss %.4f" result.Steps result.Elapsed.TotalSeconds result.FinalLoss
+
+    match result.LastEvaluation with
+    | null -> ()
+    | e -> printfn "test accuracy %.2f%% (top-5 %.2f%%) on %d images" (100.0 * e.Accuracy) (100.0 * e.Top5) e.Count
+
+    printfn "checkpoint: %s" options.CheckpointDir
+    0
+
+let eval (args: ParseResults<EvalArgs>) =
+    let file = args.GetResult EvalArgs.File
+    let c = checkedOrExit file
+    let g = modelOrExit c (args.TryGetResult EvalArgs.Model)
+    let r = recipeOrExit c g
+    use model = new GraphModule(g, 0L)
+    let meta = loadWeights model (args.GetResult EvalArgs.Checkpoint)
+
+    use test =
+        match loadData file r g (args.TryGetResult EvalArgs.Data) false with
+        | Some t -> t
+        | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
+
+    Benchmark.UseAllCores() |> ignore
+    let e = Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
+
+    if args.Contains EvalArgs.Json then
+        let o =
+            dict
+                [ "model", box g.Name
+                  "step", box meta.Step
+                  "count", box e.Count
+                  "loss", box e.Loss
+                  "accuracy", box e.Accuracy
+                  "top5", box e.Top5
+                  "images_per_s", box e.ImagesPerSecond ]
+
+        printfn "%s" (JsonSerializer.Serialize(o))
+    else
+        printfn "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s" g.Name meta.Step e.Count e.Loss (100.0 * e.Accuracy) (100.0 * e.Top5) e.ImagesPerSecond
+
+    0
+
+let predict (args: ParseResults<PredictArgs>) =
+    let file, images =
+        match args.GetResult(PredictArgs.Inputs, []) with
+        | f :: (_ :: _ as imgs) -> f, imgs
+        | _ -> fail "dsl predict: give the .dsl file and at least one image"
+
+    let c = checkedOrExit file
+    let g = modelOrExit c (args.TryGetResult PredictArgs.Model)
+    let r = recipeOrExit c g
+    use model = new GraphModule(g, 0L)
+    let meta = loadWeights model (args.GetResult PredictArgs.Checkpoint)
+    let top = args.GetResult(PredictArgs.Top, 3)
+
+    let classes =
+        match meta.Extra.TryGetValue "classes" with
+        | true, names -> names.Split('\n')
+        | _ when r.Data.Kind = "fashionMnist" -> FashionMnist.ClassNames
+        | _ -> [||]
+
+    let channels, height, width =
+        match g.Nodes[snd g.Inputs.Head].Shape with
+        | [ _; Known ch; Known h; Known w ] -> ch, h, w
+        | s -> fail "model '%s' takes %s, not an image" g.Name (showShape s)
+
+    use batch = ImageFolder.LoadFiles(ResizeArray images, channels, height, width)
+    model.eval ()
+    use _ = torch.no_grad ()
+    use normalized = (evalTransforms r g |> List.head).Apply(batch, null)
+    use probs = model.forward(normalized).softmax(1)
+
+    for i, path in List.indexed images do
+        let p = probs[int64 i]
+        let k = min top (int p.shape[0])
+        let struct (values, indices) = p.topk(k)
+        let name j = if j < classes.Length then classes[j] else sprintf "class %d" j
+
+        let best =
+            [ for j in 0 .. k - 1 -> sprintf "%s %.1f%%" (name (int (indices[int64 j].item<int64> ()))) (100.0f * values[int64 j].item<float32> ()) ]
+
+        printfn "%s: %s" path (String.concat ", " best)
+
+    0
+
+let private randomInputs (g: Graph) (batch: int) =
+    g.Inputs
+    |> List.map (fun (name, id) ->
+        let n = g.Nodes[id]
+
+        let dims =
+            n.Shape
+            |> List.mapi (fun i d ->
+                match d with
+                | Known k -> int64 k
+                | Sym _ when i = 0 -> int64 batch
+                | Sym s -> fail "dsl bench: input '%s' has the symbolic dimension %s; declare it with a size" name s)
+            |> Array.ofList
+
+        match n.Op with
+        | Input(_, TokensInput) -> torch.randint(0L, 2L, dims, dtype = torch.int64)
+        | _ -> torch.randn(dims))
+    |> Array.ofList
+
+let bench (args: ParseResults<BenchArgs>) =
+    let c = checkedOrExit (args.GetResult BenchArgs.File)
+    let g = modelOrExit c (args.TryGetResult BenchArgs.Model)
+    let batch = args.GetResult(BenchArgs.Batch, 1)
+    use model = new GraphModule(g, 0L)
+    let inputs = randomInputs g batch
+
+    // The timed training step minimises the mean square of every output: the same work for any
+    // model, and what bench/Dsl.Bench does for the hand-written reference.
+    let loss (outputs: torch.Tensor[]) =
+        outputs |> Array.map (fun o -> o.square().mean()) |> Array.reduce (fun a b -> a + b)
+
+    let result =
+        Benchmark.Measure((fun xs -> model.Forward xs), model, inputs, Func<_, _> loss, args.GetResult(BenchArgs.Warmup, 5), args.GetResult(BenchArgs.Repeats, 30))
+
+    if args.Contains BenchArgs.Json then
+        printfn "%s" (result.ToJson(g.Name, int64 batch))
+    else
+        printfn "%s, batch %d, %d threads: forward %.3f ms (p10 %.3f, p90 %.3f); train step %.3f ms (p10 %.3f, p90 %.3f); median of %d" g.Name batch result.Threads result.Forward.MedianMs result.Forward.P10Ms result.Forward.P90Ms result.TrainStep.MedianMs result.TrainStep.P10Ms result.TrainStep.P90Ms result.Repeats
+
+    0

@@ -1,0 +1,138 @@
+/// What `train`, `eval`, `predict` and `bench` share: turning a checked file into a runtime model,
+/// its data and its trainer options, and loading checkpoints with their names checked.
+module Dsl.Cli.Session
+
+open System
+open System.IO
+open Dsl
+open Dsl.Ir
+open Dsl.Recipe
+open Dsl.Runtime.Checkpoints
+open Dsl.Runtime.Data
+open Dsl.Runtime.Emit
+open Dsl.Runtime.Training
+open Dsl.Cli.Report
+
+/// Per-channel statistics applied to inputs after augmentation. Fashion-MNIST's are measured on
+/// its training set; other image sets are centred at 0.5.
+let private normalization (data: DataSpec) channels =
+    if data.Kind = "fashionMnist" then
+        Normalize([| 0.2860f |], [| 0.3530f |])
+    else
+        Normalize(Array.create channels 0.5f, Array.create channels 0.5f)
+
+/// The source hash stored with checkpoints: the graph's JSON without spans, so reformatting a
+/// file keeps it while any change to the architecture or names changes it.
+let sourceHash (g: Graph) = Checkpoint.SourceHash(IrJson.write false g)
+
+let recipeOrExit (c: Compiler.Checked) (g: Graph) =
+    match Compiler.pickRecipe c g.Name with
+    | Some r -> r
+    | None -> fail "%s: error: model '%s' has no train block" c.File g.Name
+
+let private imageInput (g: Graph) =
+    match g.Inputs with
+    | [ (name, id) ] ->
+        match g.Nodes[id].Shape with
+        | [ _; Known c; Known h; Known w ] -> c, h, w
+        | shape -> fail "model '%s': input '%s' is %s; training needs one image input [C, H, W]" g.Name name (showShape shape)
+    | _ -> fail "model '%s' has %d inputs; image classification training needs exactly one" g.Name g.Inputs.Length
+
+let private relativeTo (file: string) (path: string) =
+    if Path.IsPathRooted path then path
+    else Path.Combine(Path.GetDirectoryName(Path.GetFullPath file), path)
+
+/// Loads the train or test split the recipe names; None when an image folder has no test split.
+let loadData (file: string) (r: TrainRecipe) (g: Graph) (dataDir: string option) (train: bool) : LabeledImages option =
+    let c, h, w = imageInput g
+
+    let data =
+        match r.Data.Kind with
+        | "fashionMnist" ->
+            let dir =
+                match dataDir with
+                | Some d -> d
+                | None when r.Data.Path <> "" -> relativeTo file r.Data.Path
+                | None -> FashionMnist.DefaultDirectory
+
+            Some(FashionMnist.Load(dir, train))
+        | _ ->
+            let root = dataDir |> Option.defaultValue (relativeTo file r.Data.Path)
+            let test = if r.Data.Test = "" then None else Some(relativeTo file r.Data.Test)
+
+            match train, test with
+            | true, _ -> Some(ImageFolder.Load(root, c, h, w))
+            | false, Some t -> Some(ImageFolder.Load(t, c, h, w))
+            | false, None -> None
+
+    match data with
+    | Some d when d.Images.shape[1..] <> [| int64 c; int64 h; int64 w |] ->
+        let got = d.Images.shape[1..] |> Array.map string |> String.concat ", "
+        d.Dispose()
+        fail "%s:%d:%d: error: the data gives images [%s] but model '%s' takes image[%d, %d, %d]" file r.Span.Start.Line r.Span.Start.Col got g.Name c h w
+    | Some d when d.Skipped > 0 ->
+        eprintfn "warning: skipped %d unreadable image(s), e.g. %s" d.Skipped d.SkippedFiles[0]
+        Some d
+    | d -> d
+
+let evalTransforms (r: TrainRecipe) (g: Graph) : IAugment list =
+    let c, _, _ = imageInput g
+    [ normalization r.Data c ]
+
+let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
+    let augments: IAugment list =
+        r.Data.Augment
+        |> List.map (function
+            | RandomCrop(size, pad) -> RandomCrop(size, pad) :> IAugment
+            | HFlip p -> HorizontalFlip p :> IAugment)
+
+    TrainOptions(
+        Epochs = r.Epochs,
+        BatchSize = r.Batch,
+        Optimizer = r.Optimizer.Kind,
+        Lr = r.Optimizer.Lr,
+        WeightDecay = r.Optimizer.WeightDecay,
+        Momentum = r.Optimizer.Momentum,
+        Nesterov = r.Optimizer.Nesterov,
+        Betas = struct (r.Optimizer.Beta1, r.Optimizer.Beta2),
+        Eps = r.Optimizer.Eps,
+        Schedule = (if r.Schedule.Kind = "linearDecay" then LrSchedule.LinearKind else r.Schedule.Kind),
+        WarmupSteps = r.Schedule.Warmup,
+        MinLr = r.Schedule.MinLr,
+        GradClip = r.Clip,
+        LabelSmoothing = r.LabelSmoothing,
+        AccumulationSteps = r.Accumulate,
+        Seed = int64 r.Seed,
+        Augmentations = ResizeArray(augments @ evalTransforms r g),
+        EvalTransforms = ResizeArray(evalTransforms r g),
+        EvalBatchSize = r.EvalBatch,
+        OutDir = outDir,
+        SourceHash = sourceHash g
+    )
+
+/// Copies a checkpoint's weights into the model; every name and shape must match.
+let loadWeights (model: GraphModule) (dir: string) =
+    use loaded = Checkpoint.Load dir
+    let expected = model.state_dict()
+    let missing = expected.Keys |> Seq.filter (fun k -> not (loaded.Weights.ContainsKey k)) |> List.ofSeq
+    let unexpected = loaded.Weights.Keys |> Seq.filter (fun k -> not (expected.ContainsKey k)) |> List.ofSeq
+
+    if not missing.IsEmpty || not unexpected.IsEmpty then
+        let show (xs: string list) = xs |> List.truncate 5 |> String.concat ", "
+        fail "%s: error: the checkpoint does not fit model '%s' (missing: [%s]; unexpected: [%s])" dir model.Graph.Name (show missing) (show unexpected)
+
+    for KeyValue(name, t) in expected do
+        let src = loaded.Weights[name]
+
+        if src.shape <> t.shape then
+            fail "%s: error: parameter '%s' is %A in the checkpoint but %A in model '%s'" dir name src.shape t.shape model.Graph.Name
+
+    use _ = TorchSharp.torch.no_grad()
+
+    for KeyValue(name, t) in expected do
+        t.copy_(loaded.Weights[name]) |> ignore
+
+    if loaded.Meta.SourceHash <> sourceHash model.Graph then
+        eprintfn "warning: %s was trained from a different version of model '%s' (its names and shapes still fit)" dir model.Graph.Name
+
+    loaded.Meta

@@ -1,0 +1,42 @@
+using Dsl;
+
+namespace Dsl.Runtime.Emit;
+
+/// <summary>One convolution configuration, as far as choosing a backend is concerned.</summary>
+/// <param name="InChannels">Input channels (all groups).</param>
+/// <param name="OutChannels">Output channels (all groups).</param>
+/// <param name="Kernel">One size per spatial axis (1 or 2 axes).</param>
+/// <param name="Spatial">The input's spatial size per axis.</param>
+public sealed record ConvShape(
+    long InChannels,
+    long OutChannels,
+    long[] Kernel,
+    long[] Stride,
+    long[] Padding,
+    long[] Dilation,
+    long Groups,
+    long[] Spatial)
+{
+    /// <summary>Spatial size used where the IR leaves it symbolic.</summary>
+    private const long UnknownSpatial = 16;
+
+    /// <summary>Identifies the configuration (arrays compare by reference in a record).</summary>
+    public string Key =>
+        $"{InChannels}->{OutChannels} k[{string.Join(",", Kernel)}] s[{string.Join(",", Stride)}] p[{string.Join(",", Padding)}] " +
+        $"d[{string.Join(",", Dilation)}] g{Groups} in[{string.Join(",", Spatial)}]";
+
+    /// <summary>The shape of a Conv node whose input has the IR shape <paramref name="input"/> ([B, C, *spatial]).</summary>
+    public static ConvShape Of(Ir.ConvAttrs attrs, IReadOnlyList<Ir.Dim> input)
+    {
+        var spatial = input.Skip(2).Select(d => d is Ir.Dim.Known known ? known.Item : UnknownSpatial).ToArray();
+        return new ConvShape(
+            attrs.InChannels,
+            attrs.OutChannels,
+            attrs.Kernel.Select(k => (long)k).ToArray(),
+            AxisValues.Expand(attrs.Stride, attrs.Dims, 1),
+            AxisValues.Expand(attrs.Padding, attrs.Dims, 0),
+            AxisValues.Expand(attrs.Dilation, attrs.Dims, 1),
+            attrs.Groups,
+            spatial.Length == attrs.Dims ? spatial : Enumerable.Repeat(UnknownSpatial, attrs.Dims).ToArray());
+    }
+}

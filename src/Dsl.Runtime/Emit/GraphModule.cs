@@ -1,0 +1,218 @@
+using Dsl;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+
+namespace Dsl.Runtime.Emit;
+
+/// <summary>
+/// A TorchSharp module that runs an IR graph. Parameters and buffers are registered under
+/// exactly their IR names (so <c>state_dict()</c> matches PyTorch's keys), and forward walks a
+/// schedule built once at construction: one closure per node with its tensors already bound.
+/// </summary>
+public sealed class GraphModule : nn.Module<Tensor, Tensor>
+{
+    private readonly ScheduledNode[] schedule;
+    private readonly int[] outputSlots;
+    private readonly InputShape[] inputShapes;
+    private bool isTraining;
+
+    /// <param name="graph">The IR to run.</param>
+    /// <param name="seed">Seeds the initial weights (drawn in <c>graph.Params</c> order) and the Dropout/DropPath masks.</param>
+    /// <param name="device">CPU by default; CUDA only when <c>torch.cuda.is_available()</c>, else CPU.</param>
+    public GraphModule(Ir.Graph graph, long seed, Device? device = null)
+        : base(graph.Name)
+    {
+        Graph = graph;
+        Device = device is { type: DeviceType.CUDA } && cuda.is_available() ? device : CPU;
+        OutputNames = graph.Outputs.Select(output => output.Item1).ToArray();
+        InputNames = graph.Inputs.Select(input => input.Item1).ToArray();
+        outputSlots = graph.Outputs.Select(output => output.Item2).ToArray();
+        inputShapes = graph.Inputs.Select((input, position) => InputShape.Of(graph, input.Item1, input.Item2, position)).ToArray();
+
+        // Before anything runs: oneDNN gets some convolution gradients wrong (see ConvolutionBackend).
+        ConvolutionBackend.Verify(ConvShapes(graph));
+        var parameters = CreateParameters(graph, seed);
+        // Masks come from their own stream, so they do not shift the weights' draws.
+        MaskGenerator = new Generator(unchecked((ulong)seed ^ 0x9E3779B97F4A7C15UL));
+        schedule = Schedule.Build(graph, parameters, MaskGenerator);
+        isTraining = base.training;
+    }
+
+    public Ir.Graph Graph { get; }
+
+    /// <summary>Where the parameters live and where inputs are moved to.</summary>
+    public Device Device { get; }
+
+    /// <summary>Forward argument names, in <c>graph.Inputs</c> order.</summary>
+    public IReadOnlyList<string> InputNames { get; }
+
+    /// <summary>Names of the tensors <see cref="Forward"/> returns, in <c>graph.Outputs</c> order.</summary>
+    public IReadOnlyList<string> OutputNames { get; }
+
+    /// <summary>
+    /// The generator Dropout and DropPath masks are drawn from (not torch's global one, which
+    /// anything in the process may use). A trainer reseeds it per step so that a resumed run
+    /// draws the same masks as an uninterrupted one.
+    /// </summary>
+    public Generator MaskGenerator { get; }
+
+    public override bool training => isTraining;
+
+    public override void train(bool train = true)
+    {
+        base.train(train);
+        isTraining = train;
+    }
+
+    /// <summary>
+    /// Runs the graph on one tensor per graph input and returns one tensor per graph output,
+    /// which the caller owns. Intermediate values are disposed as soon as their last consumer
+    /// has run, inside or outside a DisposeScope.
+    /// </summary>
+    /// <exception cref="ShapeMismatchError">An input's non-batch dimensions differ from the IR.</exception>
+    public Tensor[] Forward(params Tensor[] inputs)
+    {
+        if (inputs.Length != inputShapes.Length)
+        {
+            throw new ArgumentException($"graph '{Graph.Name}' takes {inputShapes.Length} input(s) ({string.Join(", ", InputNames)}), got {inputs.Length}");
+        }
+
+        foreach (var expected in inputShapes)
+        {
+            expected.Check(inputs[expected.Argument]);
+        }
+
+        var values = new Tensor?[schedule.Length];
+        try
+        {
+            for (var slot = 0; slot < schedule.Length; slot++)
+            {
+                values[slot] = Run(schedule[slot], values, inputs);
+                foreach (var dead in schedule[slot].Release)
+                {
+                    values[dead]!.Dispose();
+                    values[dead] = null;
+                }
+            }
+
+            return CollectOutputs(values);
+        }
+        catch
+        {
+            foreach (var value in values)
+            {
+                value?.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>For graphs with one input and one output.</summary>
+    public override Tensor forward(Tensor input)
+    {
+        if (inputShapes.Length != 1 || outputSlots.Length != 1)
+        {
+            throw new InvalidOperationException($"graph '{Graph.Name}' has {inputShapes.Length} inputs and {outputSlots.Length} outputs; call Forward(params Tensor[])");
+        }
+
+        return Forward(input)[0];
+    }
+
+    /// <summary>
+    /// The schedule holds the parameter tensors themselves, so moving or converting them after
+    /// construction would leave it reading stale copies: pass the device to the constructor.
+    /// </summary>
+    protected override void _toEpilog(ScalarType? dtype, Device? device, bool non_blocking)
+    {
+        var sameType = dtype is null or ScalarType.Float32;
+        var sameDevice = device is null || (device.type == Device.type && (device.index == Device.index || device.type == DeviceType.CPU));
+        if (!sameType || !sameDevice)
+        {
+            throw new NotSupportedException("a GraphModule cannot be moved or converted after construction; pass the device to its constructor");
+        }
+    }
+
+    protected override void Dispose(bool disposing)
+    {
+        if (disposing)
+        {
+            MaskGenerator.Dispose();
+        }
+
+        base.Dispose(disposing);
+    }
+
+    /// <summary>Creates, initialises and registers every parameter and buffer, in graph order.</summary>
+    private Dictionary<string, Tensor> CreateParameters(Ir.Graph graph, long seed)
+    {
+        var tree = new ParameterTree(this);
+        var byName = new Dictionary<string, Tensor>(StringComparer.Ordinal);
+        using var generator = new Generator(unchecked((ulong)seed));
+        foreach (var spec in graph.Params)
+        {
+            using var initial = ParameterInit.Create(spec, generator);
+            var placed = initial.to(Device).DetachFromDisposeScope();
+            if (spec.Kind.IsBuffer)
+            {
+                tree.AddBuffer(spec.Name, placed);
+                byName[spec.Name] = placed;
+            }
+            else
+            {
+                var parameter = (Parameter)new Parameter(placed, requires_grad: true).DetachFromDisposeScope();
+                tree.AddParameter(spec.Name, parameter);
+                byName[spec.Name] = parameter;
+            }
+        }
+
+        return byName;
+    }
+
+    private static IEnumerable<ConvShape> ConvShapes(Ir.Graph graph)
+    {
+        var nodes = graph.Nodes.ToArray();
+        return nodes
+            .Where(node => node.Op.IsConv && !node.Inputs.IsEmpty && node.Inputs.Head < nodes.Length)
+            .Select(node => ConvShape.Of(((Ir.Op.Conv)node.Op).Item, nodes[node.Inputs.Head].Shape.ToArray()));
+    }
+
+    private Tensor Run(ScheduledNode node, Tensor?[] values, Tensor[] inputs)
+    {
+        if (node.Kernel is null)
+        {
+            // A fresh handle even on the same device: the schedule may dispose it, the caller's stays.
+            return inputs[node.Argument].to(Device);
+        }
+
+        var arguments = new Tensor[node.Inputs.Length];
+        for (var i = 0; i < arguments.Length; i++)
+        {
+            arguments[i] = values[node.Inputs[i]]!;
+        }
+
+        try
+        {
+            return node.Kernel(arguments, isTraining);
+        }
+        catch (Exception e) when (e is not ShapeMismatchError)
+        {
+            throw new InvalidOperationException($"graph '{Graph.Name}': {node.Description} failed: {e.Message}", e);
+        }
+    }
+
+    /// <summary>Hands the output values to the caller; an output listed twice gets a second handle.</summary>
+    private Tensor[] CollectOutputs(Tensor?[] values)
+    {
+        var outputs = new Tensor[outputSlots.Length];
+        var handedOut = new HashSet<int>();
+        for (var i = 0; i < outputs.Length; i++)
+        {
+            var value = values[outputSlots[i]]!;
+            outputs[i] = handedOut.Add(outputSlots[i]) ? value : value.alias();
+        }
+
+        return outputs;
+    }
+}

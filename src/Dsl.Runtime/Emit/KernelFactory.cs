@@ -1,0 +1,51 @@
+using Dsl;
+using static TorchSharp.torch;
+
+namespace Dsl.Runtime.Emit;
+
+/// <summary>Turns one IR node into its <see cref="Kernel"/>, once, at construction.</summary>
+internal static class KernelFactory
+{
+    /// <param name="node">Any node but an Input (the schedule feeds those from the forward arguments).</param>
+    /// <param name="parameters">The node's tensors by local name.</param>
+    /// <param name="maskGenerator">The module-owned generator Dropout and DropPath masks are drawn from.</param>
+    public static Kernel Create(Ir.Node node, NodeParams parameters, Generator maskGenerator)
+    {
+        var rank = node.Shape.Length;
+        return node.Op switch
+        {
+            Ir.Op.Conv conv => LayerKernels.Conv(conv.Item, parameters),
+            Ir.Op.Linear linear => LayerKernels.Linear(linear.bias, parameters),
+            Ir.Op.Embedding embedding => LayerKernels.Embedding(embedding.dim, parameters),
+            Ir.Op.PositionalEmbedding positional => LayerKernels.PositionalEmbedding(positional.length, parameters),
+            Ir.Op.SelfAttention attention => LayerKernels.SelfAttention(attention.Item, parameters),
+            Ir.Op.LayerScale scale => LayerKernels.LayerScale(scale.channels, scale.axis, rank, parameters),
+            { IsParameter: true } => LayerKernels.Parameter(parameters),
+
+            Ir.Op.BatchNorm norm => NormKernels.BatchNorm(norm.eps, norm.momentum, parameters),
+            Ir.Op.LayerNorm norm => NormKernels.LayerNorm(norm.features, norm.eps, norm.affine, parameters),
+            Ir.Op.RmsNorm norm => NormKernels.RmsNorm(norm.eps, parameters),
+            Ir.Op.GroupNorm norm => NormKernels.GroupNorm(norm.groups, norm.eps, parameters),
+            Ir.Op.Normalize normalize => NormKernels.Normalize(normalize.axis),
+
+            Ir.Op.Act act => ElementwiseKernels.Activation(act.Item),
+            Ir.Op.Dropout dropout => ElementwiseKernels.Dropout(dropout.p, maskGenerator),
+            Ir.Op.DropPath dropPath => ElementwiseKernels.DropPath(dropPath.p, maskGenerator),
+            Ir.Op.Scale scale => ElementwiseKernels.Scale(scale.factor),
+            { IsAdd: true } => ElementwiseKernels.Add,
+            { IsMul: true } => ElementwiseKernels.Mul,
+
+            Ir.Op.Pool pool => ShapeKernels.Pool(pool.Item),
+            Ir.Op.GlobalPool pool => ShapeKernels.GlobalPool(pool.Item),
+            { IsFlatten: true } => ShapeKernels.Flatten,
+            Ir.Op.Reshape reshape => ShapeKernels.Reshape(reshape.Item),
+            Ir.Op.Permute permute => ShapeKernels.Permute(permute.Item),
+            { IsImageToTokens: true } => ShapeKernels.ImageToTokens,
+            Ir.Op.TokensToImage image => ShapeKernels.TokensToImage(image.height, image.width),
+            Ir.Op.Concat concat => ShapeKernels.Concat(concat.axis),
+            Ir.Op.SelectToken select => ShapeKernels.SelectToken(select.index),
+
+            _ => throw new NotSupportedException($"node {node.Id} ('{node.Path}'): op {OpNames.Of(node.Op)} has no kernel"),
+        };
+    }
+}

@@ -1,0 +1,113 @@
+using Dsl;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Dsl.Runtime.Emit;
+
+/// <summary>Kernels of the ops that own weights: convolutions, projections, embeddings, attention.</summary>
+internal static class LayerKernels
+{
+    /// <summary>Weight [out, in/groups, *kernel], optional bias [out]; 1-D or 2-D by <c>Dims</c>.</summary>
+    public static Kernel Conv(Ir.ConvAttrs attrs, NodeParams parameters)
+    {
+        var weight = parameters.Required("weight");
+        var bias = attrs.Bias ? parameters.Required("bias") : null;
+        var stride = AxisValues.Expand(attrs.Stride, attrs.Dims, 1);
+        var padding = AxisValues.Expand(attrs.Padding, attrs.Dims, 0);
+        var dilation = AxisValues.Expand(attrs.Dilation, attrs.Dims, 1);
+        long groups = attrs.Groups;
+        return attrs.Dims switch
+        {
+            1 => (x, _) => F.conv1d(x[0], weight, bias, stride[0], padding[0], dilation[0], groups),
+            2 => (x, _) => F.conv2d(x[0], weight, bias, stride, padding, dilation, groups),
+            _ => throw new NotSupportedException($"conv with {attrs.Dims} spatial dimensions is not supported (1 or 2)"),
+        };
+    }
+
+    /// <summary>Weight [out, in], bias [out].</summary>
+    public static Kernel Linear(bool hasBias, NodeParams parameters)
+    {
+        var weight = parameters.Required("weight");
+        var bias = hasBias ? parameters.Required("bias") : null;
+        return (x, _) => F.linear(x[0], weight, bias);
+    }
+
+    /// <summary>int64 indices of any shape → the rows of weight [count, dim], shape [..., dim].</summary>
+    public static Kernel Embedding(int dim, NodeParams parameters)
+    {
+        var weight = parameters.Required("weight");
+        return (x, _) =>
+        {
+            var indices = x[0];
+            using var flat = indices.flatten();
+            using var rows = weight.index_select(0, flat);
+            return rows.view([.. indices.shape, dim]);
+        };
+    }
+
+    /// <summary>Adds weight [length, dim] to [B, T, dim]; a shorter sequence uses the first T rows.</summary>
+    public static Kernel PositionalEmbedding(int length, NodeParams parameters)
+    {
+        var weight = parameters.Required("weight");
+        return (x, _) =>
+        {
+            var tokens = x[0].shape[1];
+            if (tokens == length)
+            {
+                return x[0].add(weight);
+            }
+
+            using var rows = weight.narrow(0, 0, tokens);
+            return x[0].add(rows);
+        };
+    }
+
+    /// <summary>
+    /// Multi-head self-attention over [B, T, D] with a fused projection: qkv.weight [3D, D] splits
+    /// into (3, heads, D/heads) like timm's Attention, then scaled dot product and proj [D, D].
+    /// </summary>
+    public static Kernel SelfAttention(Ir.AttentionAttrs attrs, NodeParams parameters)
+    {
+        var qkvWeight = parameters.Required("qkv.weight");
+        var projWeight = parameters.Required("proj.weight");
+        var qkvBias = attrs.Bias ? parameters.Required("qkv.bias") : null;
+        var projBias = attrs.Bias ? parameters.Required("proj.bias") : null;
+        long heads = attrs.Heads;
+        long headDim = attrs.Dim / attrs.Heads;
+        var causal = attrs.Causal;
+        return (x, _) =>
+        {
+            var (batch, tokens, dim) = (x[0].shape[0], x[0].shape[1], x[0].shape[2]);
+            using var qkv = F.linear(x[0], qkvWeight, qkvBias);
+            using var split = qkv.view(batch, tokens, 3, heads, headDim);
+            using var perHead = split.permute(2, 0, 3, 1, 4);
+            using var q = perHead.select(0, 0);
+            using var k = perHead.select(0, 1);
+            using var v = perHead.select(0, 2);
+            using var attended = F.scaled_dot_product_attention(q, k, v, is_casual: causal);
+            using var tokenMajor = attended.transpose(1, 2);
+            using var merged = tokenMajor.reshape(batch, tokens, dim);
+            return F.linear(merged, projWeight, projBias);
+        };
+    }
+
+    /// <summary>x * gamma, gamma [channels] viewed so that it lines up with <paramref name="axis"/>.</summary>
+    public static Kernel LayerScale(int channels, int axis, int rank, NodeParams parameters)
+    {
+        var gamma = parameters.Required("gamma");
+        var aligned = Enumerable.Repeat(1L, rank).ToArray();
+        aligned[axis < 0 ? rank + axis : axis] = channels;
+        return (x, _) =>
+        {
+            using var broadcast = gamma.view(aligned);
+            return x[0].mul(broadcast);
+        };
+    }
+
+    /// <summary>The parameter itself as a value (an alias, so the schedule may dispose it freely).</summary>
+    public static Kernel Parameter(NodeParams parameters)
+    {
+        var parameter = parameters.Single();
+        return (_, _) => parameter.alias();
+    }
+}

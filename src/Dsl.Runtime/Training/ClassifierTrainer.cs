@@ -1,0 +1,204 @@
+using System.Diagnostics;
+using Dsl.Runtime.Data;
+using Dsl.Runtime.Emit;
+using TorchSharp;
+using TorchSharp.Modules;
+using static TorchSharp.torch;
+using F = TorchSharp.torch.nn.functional;
+
+namespace Dsl.Runtime.Training;
+
+/// <summary>
+/// Trains a <see cref="GraphModule"/> whose first output is class logits [B, classes] on a
+/// <see cref="LabeledImages"/> set. Everything random is a function of (seed, step), so a
+/// run resumed from its checkpoint ends bit-identical to one that never stopped.
+/// </summary>
+public sealed class ClassifierTrainer
+{
+    private readonly GraphModule model;
+    private readonly TrainOptions options;
+
+    public ClassifierTrainer(GraphModule model, TrainOptions options)
+    {
+        options.Validate();
+        this.model = model;
+        this.options = options;
+    }
+
+    /// <summary>
+    /// Runs (or, with <see cref="TrainOptions.Resume"/>, continues) training up to the last
+    /// step of the last epoch or <see cref="TrainOptions.MaxSteps"/>. Writes metrics.jsonl and,
+    /// at every epoch end and at the end, a checkpoint into <see cref="TrainOptions.OutDir"/>;
+    /// evaluates on <paramref name="test"/> every <see cref="TrainOptions.EvalEvery"/> epochs.
+    /// </summary>
+    public TrainResult Train(LabeledImages train, LabeledImages? test = null, Action<TrainProgress>? progress = null)
+    {
+        var clock = Stopwatch.StartNew();
+        var plan = StepPlan.For(options, train.Count);
+        Directory.CreateDirectory(options.OutDir);
+        using var optimizer = CreateOptimizer();
+        var startStep = options.Resume ? TrainingCheckpoint.Restore(model, options, optimizer) : 0;
+        var schedule = LrSchedule.Create(options.Schedule, options.Lr, plan.TotalSteps, options.WarmupSteps, options.MinLr);
+        using var log = new MetricsLog(options.MetricsPath, options.Resume ? startStep : null);
+        using var augmentGenerator = new Generator(0);
+        var trainable = model.parameters().Where(p => p.requires_grad).ToArray();
+        var wasTraining = model.training;
+        model.train();
+
+        IEnumerator<long[]>? batches = null;
+        var loss = double.NaN;
+        EvalResult? lastEvaluation = null;
+        var savedStep = startStep;
+        try
+        {
+            for (var step = startStep; step < plan.LastStep; step++)
+            {
+                if (batches is null || step % plan.StepsPerEpoch == 0)
+                {
+                    batches?.Dispose();
+                    batches = plan.Batches(options, train.Count, step);
+                }
+
+                var lr = schedule(step);
+                loss = RunStep(step, lr, batches, train, optimizer, augmentGenerator, trainable);
+                var done = step + 1;
+                var report = new TrainProgress(done, plan.LastStep, plan.EpochOf(step), loss, lr, 0, TimeSpan.Zero, null);
+                report = WithThroughput(report, clock.Elapsed, done - startStep, plan.ImagesPerStep);
+                if (done % options.LogEvery == 0 || done == plan.LastStep)
+                {
+                    LogStep(log, report);
+                }
+
+                if (done % plan.StepsPerEpoch == 0)
+                {
+                    report = report with { Evaluation = EvaluateIfDue(test, done / plan.StepsPerEpoch, report.Epoch, done, log) };
+                    lastEvaluation = report.Evaluation ?? lastEvaluation;
+                    TrainingCheckpoint.Save(model, options, optimizer, plan, done, loss, lastEvaluation);
+                    savedStep = done;
+                }
+
+                progress?.Invoke(report);
+            }
+
+            var finalStep = Math.Max(startStep, plan.LastStep);
+            if (savedStep != finalStep)
+            {
+                TrainingCheckpoint.Save(model, options, optimizer, plan, finalStep, loss, lastEvaluation);
+            }
+
+            return new TrainResult(finalStep, (int)(finalStep / plan.StepsPerEpoch), loss, lastEvaluation, clock.Elapsed);
+        }
+        finally
+        {
+            batches?.Dispose();
+            optimizer.ZeroGrad();
+            model.train(wasTraining);
+        }
+    }
+
+    /// <summary>
+    /// One optimizer step over AccumulationSteps micro-batches, inside one DisposeScope: only
+    /// the loss (as a double), the parameters and the optimizer state outlive it.
+    /// </summary>
+    private double RunStep(
+        long step,
+        double lr,
+        IEnumerator<long[]> batches,
+        LabeledImages train,
+        IOptimizer optimizer,
+        Generator augmentGenerator,
+        Parameter[] trainable)
+    {
+        using var scope = NewDisposeScope();
+        optimizer.ZeroGrad();
+        var loss = 0.0;
+        for (var micro = 0; micro < options.AccumulationSteps; micro++)
+        {
+            if (!batches.MoveNext())
+            {
+                throw new InvalidOperationException($"step {step}: the epoch ran out of batches");
+            }
+
+            Reseed(step, micro, augmentGenerator);
+            var images = Evaluator.Transform(Batches.Take(train.Images, batches.Current), options.Augmentations, augmentGenerator);
+            var labels = Batches.Take(train.Labels, batches.Current).to(model.Device);
+            var logits = model.Forward(images)[0];
+            var microLoss = F.cross_entropy(logits, labels, label_smoothing: options.LabelSmoothing).div(options.AccumulationSteps);
+            microLoss.backward();
+            loss += microLoss.item<float>();
+        }
+
+        if (options.GradClip > 0)
+        {
+            nn.utils.clip_grad_norm_(trainable, options.GradClip);
+        }
+
+        optimizer.Step(lr);
+        return loss;
+    }
+
+    /// <summary>Every random stream restarts from a seed of (run seed, step, micro-batch).</summary>
+    private void Reseed(long step, int micro, Generator augmentGenerator)
+    {
+        var global = RunSeeds.For(options.Seed, step, micro, RunSeeds.Stream.Global);
+        torch.manual_seed(global).Dispose();
+        if (model.Device.type == DeviceType.CUDA)
+        {
+            cuda.manual_seed(global);
+        }
+
+        augmentGenerator.manual_seed(RunSeeds.For(options.Seed, step, micro, RunSeeds.Stream.Augment));
+        model.MaskGenerator.manual_seed(RunSeeds.For(options.Seed, step, micro, RunSeeds.Stream.Masks));
+    }
+
+    /// <summary>Evaluates on the test set after epochs EvalEvery, 2·EvalEvery, … and the last one.</summary>
+    private EvalResult? EvaluateIfDue(LabeledImages? test, long epochsCompleted, int epoch, long step, MetricsLog log)
+    {
+        if (test is null || (epochsCompleted % options.EvalEvery != 0 && epochsCompleted != options.Epochs))
+        {
+            return null;
+        }
+
+        var evaluation = Evaluator.Evaluate(model, test, options.EvalBatchSize, options.EvalTransforms);
+        log.Write(new Dictionary<string, object>
+        {
+            ["step"] = step,
+            ["epoch"] = epoch,
+            ["test_loss"] = evaluation.Loss,
+            ["test_accuracy"] = evaluation.Accuracy,
+            ["test_top5"] = evaluation.Top5,
+            ["eval_images_per_s"] = evaluation.ImagesPerSecond,
+        });
+        return evaluation;
+    }
+
+    private static void LogStep(MetricsLog log, TrainProgress report) =>
+        log.Write(new Dictionary<string, object>
+        {
+            ["step"] = report.Step,
+            ["epoch"] = report.Epoch,
+            ["loss"] = report.Loss,
+            ["lr"] = report.Lr,
+            ["images_per_s"] = report.ImagesPerSecond,
+        });
+
+    /// <summary>Images per second over this call's steps, and the time the remaining steps take at that rate.</summary>
+    private static TrainProgress WithThroughput(TrainProgress report, TimeSpan elapsed, long stepsThisCall, long imagesPerStep)
+    {
+        var seconds = Math.Max(elapsed.TotalSeconds, 1e-9);
+        var remaining = report.TotalSteps - report.Step;
+        return report with
+        {
+            ImagesPerSecond = stepsThisCall * imagesPerStep / seconds,
+            Eta = TimeSpan.FromSeconds(seconds / stepsThisCall * remaining),
+        };
+    }
+
+    private IOptimizer CreateOptimizer()
+    {
+        var named = model.named_parameters().Select(entry => (entry.name, entry.parameter));
+        return options.Optimizer == TrainOptions.SgdKind
+            ? new SgdMomentum(named, options.Momentum, options.Nesterov, options.WeightDecay, options.DecayNormAndBias)
+            : new AdamW(named, options.Betas.Beta1, options.Betas.Beta2, options.Eps, options.WeightDecay, options.DecayNormAndBias);
+    }
+}

@@ -1,0 +1,118 @@
+using Dsl.Runtime.Data;
+
+namespace Dsl.Runtime.Training;
+
+/// <summary>Everything a <see cref="ClassifierTrainer"/> run is configured by.</summary>
+public sealed class TrainOptions
+{
+    public const string AdamWKind = "adamw";
+    public const string SgdKind = "sgd";
+
+    public int Epochs { get; set; } = 10;
+
+    /// <summary>Images per micro-batch; one optimizer step sees BatchSize × AccumulationSteps images.</summary>
+    public int BatchSize { get; set; } = 128;
+
+    /// <summary>"adamw" or "sgd" (with momentum).</summary>
+    public string Optimizer { get; set; } = AdamWKind;
+
+    /// <summary>The peak learning rate (reached at the end of the warmup).</summary>
+    public double Lr { get; set; } = 1e-3;
+
+    public double WeightDecay { get; set; } = 0.05;
+
+    /// <summary>Also decay 1-D parameters (norm weights, biases). Off, as in timm.</summary>
+    public bool DecayNormAndBias { get; set; }
+
+    /// <summary>SGD momentum.</summary>
+    public double Momentum { get; set; } = 0.9;
+
+    /// <summary>SGD with Nesterov momentum.</summary>
+    public bool Nesterov { get; set; }
+
+    /// <summary>AdamW's (beta1, beta2).</summary>
+    public (double Beta1, double Beta2) Betas { get; set; } = (0.9, 0.999);
+
+    /// <summary>AdamW's epsilon.</summary>
+    public double Eps { get; set; } = 1e-8;
+
+    /// <summary>"cosine", "linear" or "constant"; see <see cref="LrSchedule"/>.</summary>
+    public string Schedule { get; set; } = LrSchedule.CosineKind;
+
+    public int WarmupSteps { get; set; }
+
+    public double MinLr { get; set; }
+
+    /// <summary>Maximum global gradient norm; 0 turns clipping off.</summary>
+    public double GradClip { get; set; }
+
+    public double LabelSmoothing { get; set; }
+
+    /// <summary>Micro-batches per optimizer step; each micro-batch's loss is divided by this.</summary>
+    public int AccumulationSteps { get; set; } = 1;
+
+    /// <summary>Seeds the data order, augmentations, dropout and DropPath (not the initial weights: those come from the model).</summary>
+    public long Seed { get; set; }
+
+    /// <summary>Applied in order to every training batch (Normalize belongs here and in <see cref="EvalTransforms"/>).</summary>
+    public IReadOnlyList<IAugment> Augmentations { get; set; } = [];
+
+    /// <summary>Applied in order to every evaluation batch, e.g. the same Normalize as in training.</summary>
+    public IReadOnlyList<IAugment> EvalTransforms { get; set; } = [];
+
+    /// <summary>Where metrics.jsonl and the checkpoint directory go.</summary>
+    public string OutDir { get; set; } = "runs";
+
+    /// <summary>Evaluate on the test set every this many epochs (and after the last one).</summary>
+    public int EvalEvery { get; set; } = 1;
+
+    public int EvalBatchSize { get; set; } = 256;
+
+    /// <summary>Write a metrics line every this many optimizer steps (and at the last one).</summary>
+    public int LogEvery { get; set; } = 10;
+
+    /// <summary>Stop after this many optimizer steps in total; the schedule still spans all epochs.</summary>
+    public long? MaxSteps { get; set; }
+
+    /// <summary>Continue from the checkpoint in OutDir, exactly as if the run had not stopped.</summary>
+    public bool Resume { get; set; }
+
+    /// <summary>Recorded in checkpoints: the SHA-256 of the DSL source the model came from.</summary>
+    public string SourceHash { get; set; } = "";
+
+    /// <summary>The checkpoint directory: OutDir/checkpoint, beside metrics.jsonl.</summary>
+    public string CheckpointDir => Path.Combine(OutDir, "checkpoint");
+
+    public string MetricsPath => Path.Combine(OutDir, "metrics.jsonl");
+
+    /// <summary>Throws ArgumentException naming the first option that makes no sense.</summary>
+    public void Validate()
+    {
+        Require(Epochs > 0, nameof(Epochs), "must be positive");
+        Require(BatchSize > 0, nameof(BatchSize), "must be positive");
+        Require(Optimizer is AdamWKind or SgdKind, nameof(Optimizer), $"must be '{AdamWKind}' or '{SgdKind}'");
+        Require(Lr > 0, nameof(Lr), "must be positive");
+        Require(WeightDecay >= 0, nameof(WeightDecay), "must not be negative");
+        Require(Momentum >= 0, nameof(Momentum), "must not be negative");
+        Require(Betas.Beta1 is >= 0 and < 1 && Betas.Beta2 is >= 0 and < 1, nameof(Betas), "must both be in [0, 1)");
+        Require(LrSchedule.Kinds.Contains(Schedule), nameof(Schedule), $"must be one of {string.Join(", ", LrSchedule.Kinds)}");
+        Require(WarmupSteps >= 0, nameof(WarmupSteps), "must not be negative");
+        Require(MinLr >= 0 && MinLr <= Lr, nameof(MinLr), "must be in [0, Lr]");
+        Require(GradClip >= 0, nameof(GradClip), "must not be negative (0 turns clipping off)");
+        Require(LabelSmoothing is >= 0 and < 1, nameof(LabelSmoothing), "must be in [0, 1)");
+        Require(AccumulationSteps > 0, nameof(AccumulationSteps), "must be positive");
+        Require(EvalEvery > 0, nameof(EvalEvery), "must be positive");
+        Require(EvalBatchSize > 0, nameof(EvalBatchSize), "must be positive");
+        Require(LogEvery > 0, nameof(LogEvery), "must be positive");
+        Require(MaxSteps is null or > 0, nameof(MaxSteps), "must be positive when set");
+        Require(!string.IsNullOrWhiteSpace(OutDir), nameof(OutDir), "must be set");
+    }
+
+    private static void Require(bool ok, string option, string rule)
+    {
+        if (!ok)
+        {
+            throw new ArgumentException($"TrainOptions.{option} {rule}", option);
+        }
+    }
+}

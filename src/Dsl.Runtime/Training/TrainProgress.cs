@@ -1,0 +1,30 @@
+namespace Dsl.Runtime.Training;
+
+/// <summary>
+/// Reported after every optimizer step, for a progress bar. <see cref="Evaluation"/> is set on
+/// the step that ended an evaluated epoch.
+/// </summary>
+/// <param name="Step">Optimizer steps done, counting from the start of the run (1 after the first).</param>
+/// <param name="TotalSteps">The step the run will stop at.</param>
+/// <param name="Epoch">The epoch the step belongs to (0-based).</param>
+/// <param name="Loss">The step's training loss (mean over its micro-batches).</param>
+/// <param name="Lr">The learning rate the step used.</param>
+/// <param name="ImagesPerSecond">Training throughput over this process's steps so far.</param>
+/// <param name="Eta">Estimated time to <see cref="TotalSteps"/> at that rate.</param>
+public sealed record TrainProgress(
+    long Step,
+    long TotalSteps,
+    int Epoch,
+    double Loss,
+    double Lr,
+    double ImagesPerSecond,
+    TimeSpan Eta,
+    EvalResult? Evaluation);
+
+/// <summary>How a <see cref="ClassifierTrainer.Train"/> call ended.</summary>
+/// <param name="Steps">Optimizer steps done in total, including those before a resume.</param>
+/// <param name="EpochsCompleted">Whole epochs done.</param>
+/// <param name="FinalLoss">The last step's training loss (NaN when no step ran).</param>
+/// <param name="LastEvaluation">The latest test-set evaluation, if any ran.</param>
+/// <param name="Elapsed">Wall time of this call.</param>
+public sealed record TrainResult(long Steps, int EpochsCompleted, double FinalLoss, EvalResult? LastEvaluation, TimeSpan Elapsed);
