@@ -3,14 +3,15 @@ using System.Globalization;
 namespace Dsl.Bench;
 
 /// <summary>The command line of Dsl.Bench.</summary>
-internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed, bool Json, bool Help)
+internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed, bool Json, bool Help, string? Compare, string? Model, int Rounds, IReadOnlyList<long> Batches)
 {
     public const string Usage =
-        "usage: Dsl.Bench [--batch B (default 1)] [--repeats N (default 20)] [--warmup W (default 3)] [--seed S (default 0)] [--json]";
+        "usage: Dsl.Bench [--batch B (default 1)] [--repeats N (default 20)] [--warmup W (default 3)] [--seed S (default 0)] [--json]\n" +
+        "       Dsl.Bench --compare FILE.dsl [--model M] [--batches 1,128] [--rounds R (default 5)] [--repeats N] [--warmup W] [--json]";
 
     public static BenchArgs Parse(IReadOnlyList<string> args)
     {
-        var parsed = new BenchArgs(Batch: 1, Repeats: 20, Warmup: 3, Seed: 0, Json: false, Help: false);
+        var parsed = new BenchArgs(Batch: 1, Repeats: 20, Warmup: 3, Seed: 0, Json: false, Help: false, Compare: null, Model: null, Rounds: 5, Batches: [1, 128]);
         for (var i = 0; i < args.Count; i++)
         {
             parsed = args[i] switch
@@ -21,6 +22,10 @@ internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed,
                 "--repeats" => parsed with { Repeats = (int)Positive(args, ++i, "--repeats") },
                 "--warmup" => parsed with { Warmup = (int)NonNegative(args, ++i, "--warmup") },
                 "--seed" => parsed with { Seed = Number(args, ++i, "--seed") },
+                "--compare" => parsed with { Compare = Text(args, ++i, "--compare") },
+                "--model" => parsed with { Model = Text(args, ++i, "--model") },
+                "--rounds" => parsed with { Rounds = (int)Positive(args, ++i, "--rounds") },
+                "--batches" => parsed with { Batches = Text(args, ++i, "--batches").Split(',').Select(b => Positive([b], 0, "--batches")).ToArray() },
                 var unknown => throw new ArgumentException($"unknown argument '{unknown}'"),
             };
         }
@@ -30,6 +35,9 @@ internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed,
 
     private static long Positive(IReadOnlyList<string> args, int i, string option) =>
         Number(args, i, option) is > 0 and <= int.MaxValue and var n ? n : throw new ArgumentException($"{option} needs a positive integer");
+
+    private static string Text(IReadOnlyList<string> args, int i, string option) =>
+        i < args.Count ? args[i] : throw new ArgumentException($"{option} needs a value");
 
     private static long NonNegative(IReadOnlyList<string> args, int i, string option) =>
         Number(args, i, option) is >= 0 and <= int.MaxValue and var n ? n : throw new ArgumentException($"{option} needs a non-negative integer");

@@ -8,6 +8,7 @@ using static TorchSharp.torch;
 // Times the hand-written ReferenceConvnet (forward and training step) with the same
 // Benchmark harness the DSL uses for compiled graphs, so the two can be compared.
 // Usage: Dsl.Bench [--batch B] [--repeats N] [--warmup W] [--seed S] [--json]
+// With --compare FILE.dsl it times the DSL model of FILE and the reference side by side.
 BenchArgs options;
 try
 {
@@ -24,6 +25,11 @@ if (options.Help)
 {
     Console.WriteLine(BenchArgs.Usage);
     return 0;
+}
+
+if (options.Compare is { } file)
+{
+    return Compare.Run(file, options.Model, options.Batches, options.Rounds, options.Warmup, options.Repeats, options.Json);
 }
 
 ConvolutionBackend.Verify(ReferenceConvnet.ConvShapes);

@@ -34,6 +34,7 @@ type TrainArgs =
     | Seed of seed: int
     | Data of dir: string
     | Max_Steps of steps: int
+    | Device of name: string
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -46,12 +47,14 @@ type TrainArgs =
             | Seed _ -> "override the train block's seed"
             | Data _ -> "dataset directory (default: the train block's, else the Debian package location)"
             | Max_Steps _ -> "stop after this many optimizer steps"
+            | Device _ -> "cpu or cuda (default: cuda when a CUDA build of TorchSharp finds a GPU, else cpu)"
 
 type EvalArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
     | Model of name: string
     | [<Mandatory>] Checkpoint of dir: string
     | Data of dir: string
+    | Device of name: string
     | Json
 
     interface IArgParserTemplate with
@@ -61,6 +64,7 @@ type EvalArgs =
             | Model _ -> "the model (default: the first with a train block)"
             | Checkpoint _ -> "checkpoint directory"
             | Data _ -> "dataset directory"
+            | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"
 
 type PredictArgs =
@@ -83,6 +87,7 @@ type BenchArgs =
     | Batch of size: int
     | Repeats of count: int
     | Warmup of count: int
+    | Device of name: string
     | Json
 
     interface IArgParserTemplate with
@@ -93,6 +98,7 @@ type BenchArgs =
             | Batch _ -> "batch size (default 1)"
             | Repeats _ -> "timed repetitions (default 30)"
             | Warmup _ -> "untimed repetitions first (default 5)"
+            | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"
 
 [<RequireSubcommand>]

@@ -71,7 +71,7 @@ let train (args: ParseResults<TrainArgs>) =
     options.Resume <- args.Contains TrainArgs.Resume
     args.TryGetResult TrainArgs.Max_Steps |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
     Benchmark.UseAllCores() |> ignore
-    use model = new GraphModule(g, int64 r.Seed)
+    use model = new GraphModule(g, int64 r.Seed, deviceOf (args.TryGetResult TrainArgs.Device))
 
     printfn "training %s (%s parameters) on %d images, %d epochs of batch %d → %s" g.Name ((paramCount g).ToString("N0")) trainSet.Count r.Epochs r.Batch outDir
 
@@ -93,7 +93,7 @@ let eval (args: ParseResults<EvalArgs>) =
     let c = checkedOrExit file
     let g = modelOrExit c (args.TryGetResult EvalArgs.Model)
     let r = recipeOrExit c g
-    use model = new GraphModule(g, 0L)
+    use model = new GraphModule(g, 0L, deviceOf (args.TryGetResult EvalArgs.Device))
     let meta = loadWeights model (args.GetResult EvalArgs.Checkpoint)
 
     use test =
@@ -187,13 +187,24 @@ let bench (args: ParseResults<BenchArgs>) =
     let c = checkedOrExit (args.GetResult BenchArgs.File)
     let g = modelOrExit c (args.TryGetResult BenchArgs.Model)
     let batch = args.GetResult(BenchArgs.Batch, 1)
-    use model = new GraphModule(g, 0L)
-    let inputs = randomInputs g batch
+    use model = new GraphModule(g, 0L, deviceOf (args.TryGetResult BenchArgs.Device))
+    let inputs = randomInputs g batch |> Array.map (fun t -> t.``to``(model.Device))
 
-    // The timed training step minimises the mean square of every output: the same work for any
-    // model, and what bench/Dsl.Bench does for the hand-written reference.
+    // The timed training step: cross-entropy against random labels for a classifier (one output
+    // [B, classes]), as bench/Dsl.Bench does for the hand-written reference; otherwise the mean
+    // square of every output, the same work for any model.
+    let labels =
+        match g.Outputs with
+        | [ (_, id) ] ->
+            match g.Nodes[id].Shape with
+            | [ _; Known classes ] -> Some(torch.randint(int64 classes, [| int64 batch |], device = model.Device))
+            | _ -> None
+        | _ -> None
+
     let loss (outputs: torch.Tensor[]) =
-        outputs |> Array.map (fun o -> o.square().mean()) |> Array.reduce (fun a b -> a + b)
+        match labels with
+        | Some l -> torch.nn.functional.cross_entropy(outputs[0], l)
+        | None -> outputs |> Array.map (fun o -> o.square().mean()) |> Array.reduce (fun a b -> a + b)
 
     let result =
         Benchmark.Measure((fun xs -> model.Forward xs), model, inputs, Func<_, _> loss, args.GetResult(BenchArgs.Warmup, 5), args.GetResult(BenchArgs.Repeats, 30))

@@ -25,6 +25,15 @@ let private normalization (data: DataSpec) channels =
 /// file keeps it while any change to the architecture or names changes it.
 let sourceHash (g: Graph) = Checkpoint.SourceHash(IrJson.write false g)
 
+/// `--device`: cpu, cuda, or by default cuda when a CUDA build of TorchSharp finds a GPU.
+let deviceOf (name: string option) =
+    match name with
+    | Some "cpu" -> TorchSharp.torch.CPU
+    | Some "cuda" when TorchSharp.torch.cuda.is_available () -> TorchSharp.torch.CUDA
+    | Some "cuda" -> fail "error: --device cuda: no CUDA device is available (this build uses TorchSharp-cpu)"
+    | Some other -> fail "error: --device must be cpu or cuda, got '%s'" other
+    | None -> if TorchSharp.torch.cuda.is_available () then TorchSharp.torch.CUDA else TorchSharp.torch.CPU
+
 let recipeOrExit (c: Compiler.Checked) (g: Graph) =
     match Compiler.pickRecipe c g.Name with
     | Some r -> r

@@ -97,7 +97,7 @@ let tests =
         [ test "check reports ok and counts" {
               let r = dsl [ "check"; Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl") ]
               Expect.equal r.Code 0 r.Err
-              Expect.stringContains r.Out "model fashion: 16 layers, 65,834 parameters" "summary"
+              Expect.stringContains r.Out "model fashion: 16 layers, 96,554 parameters" "summary"
           }
 
           test "check reports located errors with exit code 1" {
@@ -131,7 +131,7 @@ let tests =
               let table = dsl [ "show"; file ]
               Expect.equal table.Code 0 table.Err
               Expect.stringContains table.Out "conv2d 32→64" "table row"
-              Expect.stringContains table.Out "18,289,792" "total MACs"
+              Expect.stringContains table.Out "18,320,512" "total MACs"
               let ir = dsl [ "show"; file; "--ir" ]
               use doc = JsonDocument.Parse ir.Out
               Expect.equal (doc.RootElement.GetProperty("name").GetString()) "fashion" "IR JSON"

@@ -24,58 +24,10 @@ module Graphs =
     let node id op inputs shape path (parameters: (string * string) list) =
         { Id = id; Op = op; Inputs = inputs; Shape = shape; Path = path; Params = Map.ofList parameters; Span = span }
 
-    /// One layer of a sequential model: its op, its output shape and its parameters by local name.
-    type Layer = { LayerOp: Op; OutShape: Dim list; Weights: (string * int list * Init * ParamKind * DType) list }
-
-    let layer op shape parameters = { LayerOp = op; OutShape = shape; Weights = parameters }
-
-    let weight shape init = "weight", shape, init, Trainable, Float32
-    let bias shape = "bias", shape, Zeros, Trainable, Float32
-
-    let conv2d inC outC bias' (shape: Dim list) =
-        let attrs =
-            { Dims = 2; InChannels = inC; OutChannels = outC; Kernel = [ 3; 3 ]; Stride = [ 1; 1 ]
-              Padding = [ 1; 1 ]; Dilation = [ 1; 1 ]; Groups = 1; Bias = bias' }
-        layer (Conv attrs) shape [ yield weight [ outC; inC; 3; 3 ] (Normal(0.0, 0.2)); if bias' then yield bias [ outC ] ]
-
-    let batchNorm channels (shape: Dim list) =
-        layer (BatchNorm(channels, 1e-5, 0.1)) shape
-            [ "weight", [ channels ], Uniform(0.5, 1.5), Trainable, Float32
-              "bias", [ channels ], Normal(0.0, 0.1), Trainable, Float32
-              "running_mean", [ channels ], Zeros, Buffer, Float32
-              "running_var", [ channels ], Ones, Buffer, Float32
-              "num_batches_tracked", [], Zeros, Buffer, Int64 ]
-
-    let linear inF outF (shape: Dim list) =
-        layer (Linear(inF, outF, true)) shape [ weight [ outF; inF ] (TruncNormal 0.1); bias [ outF ] ]
-
-    /// A chain input → layers, each layer's parameters under its index ("3.weight"), like nn.Sequential.
-    let sequential name (inputKind: InputKind) (inputShape: Dim list) (layers: Layer list) =
-        let input = node 0 (Input("x", inputKind)) [] inputShape "x" []
-        let nodes =
-            layers
-            |> List.mapi (fun i l ->
-                node (i + 1) l.LayerOp [ i ] l.OutShape (string i) (l.Weights |> List.map (fun (local, _, _, _, _) -> local, $"{i}.{local}")))
-        let parameters =
-            layers
-            |> List.mapi (fun i l -> l.Weights |> List.map (fun (local, shape, init, kind, dtype) -> param $"{i}.{local}" shape init kind dtype))
-            |> List.concat
-        { Name = name; Inputs = [ "x", 0 ]; Outputs = [ "logits", layers.Length ]; Nodes = input :: nodes; Params = parameters }
-
-    let private pool2 = Pool { Kind = MaxPool; Kernel = [ 2; 2 ]; Stride = [ 2; 2 ]; Padding = [ 0; 0 ] }
-
-    /// The reference convnet of src/Dsl.Runtime/Bench/ReferenceConvnet.cs, index for index.
+    /// The shipped example, compiled: src/Dsl.Runtime/Bench/ReferenceConvnet.cs is its hand-written twin.
     let convnet () =
-        let image c s = [ batch; k c; k s; k s ]
-        sequential "convnet" ImageInput (image 1 28) [
-            conv2d 1 32 false (image 32 28); batchNorm 32 (image 32 28); layer (Act Relu) (image 32 28) []
-            conv2d 32 32 false (image 32 28); batchNorm 32 (image 32 28); layer (Act Relu) (image 32 28) []
-            layer pool2 (image 32 14) []
-            conv2d 32 64 false (image 64 14); batchNorm 64 (image 64 14); layer (Act Relu) (image 64 14) []
-            conv2d 64 64 false (image 64 14); batchNorm 64 (image 64 14); layer (Act Relu) (image 64 14) []
-            layer pool2 (image 64 7) []
-            layer (GlobalPool AvgPool) [ batch; k 64 ] []
-            linear 64 10 [ batch; k 10 ] ]
+        let file = System.IO.Path.Combine(Dsl.Tests.Support.repoRoot.Value, "examples", "fashion", "convnet.dsl")
+        snd (Dsl.Compiler.checkFile file).Models.Head
 
     /// Embedding → PositionalEmbedding → LayerNorm → causal SelfAttention → residual Add →
     /// last token → Linear: tokens [B, 8] of a 50-word vocabulary to 5 logits.
