@@ -4,4 +4,4 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 dotnet build bench/Dsl.Bench -c Release --nologo -v quiet
-dotnet bench/Dsl.Bench/bin/Release/net10.0/Dsl.Bench.dll --compare examples/fashion/convnet.dsl --batches 1,128 "$@"
+dotnet bench/Dsl.Bench/bin/Release/net10.0/Dsl.Bench.dll --compare examples/fashion/convnet.dsl --batches 1,128 --repeats 5 "$@"

@@ -7,11 +7,11 @@ internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed,
 {
     public const string Usage =
         "usage: Dsl.Bench [--batch B (default 1)] [--repeats N (default 20)] [--warmup W (default 3)] [--seed S (default 0)] [--json]\n" +
-        "       Dsl.Bench --compare FILE.dsl [--model M] [--batches 1,128] [--rounds R (default 5)] [--repeats N] [--warmup W] [--json]";
+        "       Dsl.Bench --compare FILE.dsl [--model M] [--batches 1,128] [--rounds R (default 20)] [--repeats N] [--warmup W] [--json]";
 
     public static BenchArgs Parse(IReadOnlyList<string> args)
     {
-        var parsed = new BenchArgs(Batch: 1, Repeats: 20, Warmup: 3, Seed: 0, Json: false, Help: false, Compare: null, Model: null, Rounds: 5, Batches: [1, 128]);
+        var parsed = new BenchArgs(Batch: 1, Repeats: 20, Warmup: 3, Seed: 0, Json: false, Help: false, Compare: null, Model: null, Rounds: 20, Batches: [1, 128]);
         for (var i = 0; i < args.Count; i++)
         {
             parsed = args[i] switch

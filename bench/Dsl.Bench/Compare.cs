@@ -8,9 +8,11 @@ using static TorchSharp.torch;
 namespace Dsl.Bench;
 
 /// <summary>
-/// The DSL-compiled convnet and its hand-written twin timed side by side in one process: rounds
-/// alternate which goes first, and each side's figure is the median over rounds of its per-round
-/// medians, so drift in the machine's load hits both sides alike.
+/// The DSL-compiled convnet and its hand-written twin timed side by side in one process. Both are
+/// warmed up once; then short rounds alternate which side goes first. Each side's figure is the
+/// median over rounds of its per-round medians, and the ratio is the median of the per-round
+/// ratios: two measurements taken seconds apart share the machine's load, so the ratio is far
+/// steadier than either latency on a shared machine.
 /// </summary>
 internal static class Compare
 {
@@ -46,7 +48,7 @@ internal static class Compare
         }
         else
         {
-            Console.WriteLine($"{file} vs the hand-written ReferenceConvnet; {rounds} rounds of {repeats} repeats; median of round medians, ms");
+            Console.WriteLine($"{file} vs the hand-written ReferenceConvnet; {rounds} alternating rounds of {repeats} repeats; ms = median of round medians, ratio = median of round ratios (DSL / hand-written)");
             Console.WriteLine("| batch | forward DSL | forward hand-written | ratio | train step DSL | train step hand-written | ratio |");
             Console.WriteLine("|---:|---:|---:|---:|---:|---:|---:|");
             foreach (var r in rows)
@@ -70,25 +72,29 @@ internal static class Compare
         using var labels = randint(ReferenceConvnet.Classes, [batch]);
         Tensor Loss(Tensor[] outputs) => nn.functional.cross_entropy(outputs[0], labels);
 
+        BenchResult MeasureDsl(int warm, int times) => Benchmark.Measure(inputs => dsl.Forward(inputs), dsl, [images], Loss, warm, times);
+        BenchResult MeasureReference(int warm, int times) => Benchmark.Measure(inputs => [reference.forward(inputs[0])], reference, [images], Loss, warm, times);
+        MeasureDsl(warmup, 1);
+        MeasureReference(warmup, 1);
+
         var dslRuns = new List<BenchResult>();
         var referenceRuns = new List<BenchResult>();
         for (var round = 0; round < rounds; round++)
         {
-            BenchResult MeasureDsl() => Benchmark.Measure(inputs => dsl.Forward(inputs), dsl, [images], Loss, warmup, repeats);
-            BenchResult MeasureReference() => Benchmark.Measure(inputs => [reference.forward(inputs[0])], reference, [images], Loss, warmup, repeats);
             if (round % 2 == 0)
             {
-                dslRuns.Add(MeasureDsl());
-                referenceRuns.Add(MeasureReference());
+                dslRuns.Add(MeasureDsl(0, repeats));
+                referenceRuns.Add(MeasureReference(0, repeats));
             }
             else
             {
-                referenceRuns.Add(MeasureReference());
-                dslRuns.Add(MeasureDsl());
+                referenceRuns.Add(MeasureReference(0, repeats));
+                dslRuns.Add(MeasureDsl(0, repeats));
             }
         }
 
         double Median(IEnumerable<double> xs) => LatencyStats.Of(xs.ToArray()).MedianMs;
+        double Ratio(Func<BenchResult, double> of) => Median(dslRuns.Zip(referenceRuns, (d, r) => of(d) / of(r)));
         var forwardDsl = Median(dslRuns.Select(r => r.Forward.MedianMs));
         var forwardReference = Median(referenceRuns.Select(r => r.Forward.MedianMs));
         var trainDsl = Median(dslRuns.Select(r => r.TrainStep.MedianMs));
@@ -100,10 +106,10 @@ internal static class Compare
             ["conv_backend"] = dslRuns[0].ConvBackend,
             ["forward_dsl_ms"] = forwardDsl,
             ["forward_reference_ms"] = forwardReference,
-            ["forward_ratio"] = forwardDsl / forwardReference,
+            ["forward_ratio"] = Ratio(r => r.Forward.MedianMs),
             ["train_dsl_ms"] = trainDsl,
             ["train_reference_ms"] = trainReference,
-            ["train_ratio"] = trainDsl / trainReference,
+            ["train_ratio"] = Ratio(r => r.TrainStep.MedianMs),
         };
     }
 }
