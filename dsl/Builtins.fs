@@ -20,7 +20,12 @@ let private intOrList fn name (v, span) =
     | VNum(_, true) -> [ asPositiveInt fn name (v, span) ]
     | VList _
     | VTuple _ ->
-        let xs = match v with VList xs | VTuple xs -> xs | _ -> []
+        let xs =
+            match v with
+            | VList xs
+            | VTuple xs -> xs
+            | _ -> []
+
         xs |> List.map (fun x -> asPositiveInt fn name (x, span))
     | _ -> asIntList fn name (v, span)
 
@@ -36,19 +41,30 @@ let private layerFn name positional optional (make: Map<string, Value * Span> ->
     name, hostFn name positional optional (fun _ args span -> VLayer(make args span))
 
 let private convFn name dims =
-    layerFn name [ "channels" ] [ "k", num 3; "stride", num 1; "padding", str "same"; "groups", num 1; "dilation", num 1; "bias", VBool true ] (fun a s ->
-        let groups = asPositiveInt name "groups" a["groups"]
+    layerFn
+        name
+        [ "channels" ]
+        [
+            "k", num 3
+            "stride", num 1
+            "padding", str "same"
+            "groups", num 1
+            "dilation", num 1
+            "bias", VBool true
+        ]
+        (fun a s ->
+            let groups = asPositiveInt name "groups" a["groups"]
 
-        conv
-            dims
-            (asPositiveInt name "channels" a["channels"])
-            (intOrList name "k" a["k"])
-            (intOrList name "stride" a["stride"])
-            (padding name a["padding"])
-            groups
-            (intOrList name "dilation" a["dilation"])
-            (asBool name "bias" a["bias"])
-            s)
+            conv
+                dims
+                (asPositiveInt name "channels" a["channels"])
+                (intOrList name "k" a["k"])
+                (intOrList name "stride" a["stride"])
+                (padding name a["padding"])
+                groups
+                (intOrList name "dilation" a["dilation"])
+                (asBool name "bias" a["bias"])
+                s)
 
 let private probability fn name arg =
     let p = asFloat fn name arg
@@ -70,176 +86,277 @@ let private poolFn name kind =
         pool name kind k stride (asInt name "padding" a["padding"]) s)
 
 let private activations =
-    [ "relu", Relu; "gelu", Gelu; "geluTanh", GeluTanh; "silu", Silu; "sigmoid", Sigmoid; "tanh", Tanh; "hardswish", Hardswish; "identity", Identity ]
+    [
+        "relu", Relu
+        "gelu", Gelu
+        "geluTanh", GeluTanh
+        "silu", Silu
+        "sigmoid", Sigmoid
+        "tanh", Tanh
+        "hardswish", Hardswish
+        "identity", Identity
+    ]
     |> List.map (fun (n, a) -> layerFn n [] [] (fun _ s -> activation n a s))
 
 let private layers =
-    [ convFn "conv" None
-      convFn "conv1d" (Some 1)
-      convFn "conv2d" (Some 2)
-      layerFn "linear" [ "features" ] [ "bias", VBool true ] (fun a s ->
-          linear (asPositiveInt "linear" "features" a["features"]) (asBool "linear" "bias" a["bias"]) s)
-      layerFn "batchnorm" [] [ "eps", flt 1e-5; "momentum", flt 0.1 ] (fun a s ->
-          batchnorm (asFloat "batchnorm" "eps" a["eps"]) (asFloat "batchnorm" "momentum" a["momentum"]) s)
-      layerFn "layernorm" [] [ "eps", flt 1e-5; "affine", VBool true ] (fun a s ->
-          layernorm (asFloat "layernorm" "eps" a["eps"]) (asBool "layernorm" "affine" a["affine"]) s)
-      layerFn "rmsnorm" [] [ "eps", flt 1e-6 ] (fun a s -> rmsnorm (asFloat "rmsnorm" "eps" a["eps"]) s)
-      layerFn "groupnorm" [ "groups" ] [ "eps", flt 1e-5 ] (fun a s ->
-          groupnorm (asPositiveInt "groupnorm" "groups" a["groups"]) (asFloat "groupnorm" "eps" a["eps"]) s)
-      layerFn "dropout" [ "p" ] [] (fun a s -> shaped "dropout" (Dropout(probability "dropout" "p" a["p"])) (fun t -> t.Shape) s)
-      layerFn "droppath" [ "p" ] [] (fun a s -> shaped "droppath" (DropPath(probability "droppath" "p" a["p"])) (fun t -> t.Shape) s)
-      poolFn "maxpool" MaxPool
-      poolFn "avgpool" AvgPool
-      layerFn "globalAvgPool" [] [] (fun _ s -> globalPool "globalAvgPool" AvgPool s)
-      layerFn "globalMaxPool" [] [] (fun _ s -> globalPool "globalMaxPool" MaxPool s)
-      layerFn "flatten" [] [] (fun _ s -> flatten s)
-      layerFn "reshape" [ "shape" ] [] (fun a s -> reshape (asIntList "reshape" "shape" a["shape"]) s)
-      layerFn "permute" [ "axes" ] [] (fun a s -> permute (asIntList "permute" "axes" a["axes"]) s)
-      layerFn "imageToTokens" [] [] (fun _ s -> imageToTokens s)
-      layerFn "tokensToImage" [ "height"; "width" ] [] (fun a s ->
-          tokensToImage (asPositiveInt "tokensToImage" "height" a["height"]) (asPositiveInt "tokensToImage" "width" a["width"]) s)
-      layerFn "embedding" [ "count"; "dim" ] [] (fun a s ->
-          embedding (asPositiveInt "embedding" "count" a["count"]) (asPositiveInt "embedding" "dim" a["dim"]) s)
-      layerFn "positionalEmbedding" [] [] (fun _ s -> positionalEmbedding s)
-      layerFn "attention" [ "heads" ] [ "causal", VBool false; "bias", VBool true ] (fun a s ->
-          attention (asPositiveInt "attention" "heads" a["heads"]) (asBool "attention" "causal" a["causal"]) (asBool "attention" "bias" a["bias"]) s)
-      layerFn "layerScale" [] [ "init", flt 1e-5 ] (fun a s -> layerScale (asFloat "layerScale" "init" a["init"]) s)
-      layerFn "normalize" [] [ "axis", num -1 ] (fun a s -> normalize (asInt "normalize" "axis" a["axis"]) s)
-      layerFn "selectToken" [ "index" ] [] (fun a s -> selectToken (asInt "selectToken" "index" a["index"]) s) ]
+    [
+        convFn "conv" None
+        convFn "conv1d" (Some 1)
+        convFn "conv2d" (Some 2)
+        layerFn "linear" [ "features" ] [ "bias", VBool true ] (fun a s ->
+            linear (asPositiveInt "linear" "features" a["features"]) (asBool "linear" "bias" a["bias"]) s)
+        layerFn "batchnorm" [] [ "eps", flt 1e-5; "momentum", flt 0.1 ] (fun a s ->
+            batchnorm (asFloat "batchnorm" "eps" a["eps"]) (asFloat "batchnorm" "momentum" a["momentum"]) s)
+        layerFn "layernorm" [] [ "eps", flt 1e-5; "affine", VBool true ] (fun a s ->
+            layernorm (asFloat "layernorm" "eps" a["eps"]) (asBool "layernorm" "affine" a["affine"]) s)
+        layerFn "rmsnorm" [] [ "eps", flt 1e-6 ] (fun a s -> rmsnorm (asFloat "rmsnorm" "eps" a["eps"]) s)
+        layerFn "groupnorm" [ "groups" ] [ "eps", flt 1e-5 ] (fun a s ->
+            groupnorm (asPositiveInt "groupnorm" "groups" a["groups"]) (asFloat "groupnorm" "eps" a["eps"]) s)
+        layerFn "dropout" [ "p" ] [] (fun a s ->
+            shaped "dropout" (Dropout(probability "dropout" "p" a["p"])) (fun t -> t.Shape) s)
+        layerFn "droppath" [ "p" ] [] (fun a s ->
+            shaped "droppath" (DropPath(probability "droppath" "p" a["p"])) (fun t -> t.Shape) s)
+        poolFn "maxpool" MaxPool
+        poolFn "avgpool" AvgPool
+        layerFn "globalAvgPool" [] [] (fun _ s -> globalPool "globalAvgPool" AvgPool s)
+        layerFn "globalMaxPool" [] [] (fun _ s -> globalPool "globalMaxPool" MaxPool s)
+        layerFn "flatten" [] [] (fun _ s -> flatten s)
+        layerFn "reshape" [ "shape" ] [] (fun a s -> reshape (asIntList "reshape" "shape" a["shape"]) s)
+        layerFn "permute" [ "axes" ] [] (fun a s -> permute (asIntList "permute" "axes" a["axes"]) s)
+        layerFn "imageToTokens" [] [] (fun _ s -> imageToTokens s)
+        layerFn "tokensToImage" [ "height"; "width" ] [] (fun a s ->
+            tokensToImage
+                (asPositiveInt "tokensToImage" "height" a["height"])
+                (asPositiveInt "tokensToImage" "width" a["width"])
+                s)
+        layerFn "embedding" [ "count"; "dim" ] [] (fun a s ->
+            embedding (asPositiveInt "embedding" "count" a["count"]) (asPositiveInt "embedding" "dim" a["dim"]) s)
+        layerFn "positionalEmbedding" [] [] (fun _ s -> positionalEmbedding s)
+        layerFn "attention" [ "heads" ] [ "causal", VBool false; "bias", VBool true ] (fun a s ->
+            attention
+                (asPositiveInt "attention" "heads" a["heads"])
+                (asBool "attention" "causal" a["causal"])
+                (asBool "attention" "bias" a["bias"])
+                s)
+        layerFn "layerScale" [] [ "init", flt 1e-5 ] (fun a s -> layerScale (asFloat "layerScale" "init" a["init"]) s)
+        layerFn "normalize" [] [ "axis", num -1 ] (fun a s -> normalize (asInt "normalize" "axis" a["axis"]) s)
+        layerFn "selectToken" [ "index" ] [] (fun a s -> selectToken (asInt "selectToken" "index" a["index"]) s)
+    ]
     @ activations
 
 let private combinators =
-    [ "seq",
-      hostFn "seq" [ "layers" ] [] (fun _ a s ->
-          let parts = asList "seq" "layers" a["layers"] |> List.map (fun v -> asLayer "seq" v (snd a["layers"]))
-          VLayer { Name = "seq"; Kind = Seq parts; Span = s })
-      "named",
-      hostFn "named" [ "name"; "layer" ] [] (fun _ a s ->
-          let name = asString "named" "name" a["name"]
+    [
+        "seq",
+        hostFn "seq" [ "layers" ] [] (fun _ a s ->
+            let parts =
+                asList "seq" "layers" a["layers"]
+                |> List.map (fun v -> asLayer "seq" v (snd a["layers"]))
 
-          if name = "" || name.Contains '.' then
-              errorf (snd a["name"]) "named: a scope name must be non-empty and without '.', got %A" name
+            VLayer
+                {
+                    Name = "seq"
+                    Kind = Seq parts
+                    Span = s
+                })
+        "named",
+        hostFn "named" [ "name"; "layer" ] [] (fun _ a s ->
+            let name = asString "named" "name" a["name"]
 
-          VLayer { Name = name; Kind = Named(name, asLayer "named" (fst a["layer"]) (snd a["layer"])); Span = s })
-      "shared",
-      hostFn "shared" [ "layer" ] [] (fun _ a s ->
-          let inner = asLayer "shared" (fst a["layer"]) (snd a["layer"])
-          VLayer { Name = "shared " + inner.Name; Kind = Shared(inner, ref None); Span = s })
-      "at",
-      hostFn "at" [ "path"; "layer" ] [] (fun _ a s ->
-          let path = asString "at" "path" a["path"]
-          let segments = if path = "" then [] else path.Split('.') |> List.ofArray
+            if name = "" || name.Contains '.' then
+                errorf (snd a["name"]) "named: a scope name must be non-empty and without '.', got %A" name
 
-          if segments |> List.exists ((=) "") then
-              errorf (snd a["path"]) "at: %A is not a dotted path" path
+            VLayer
+                {
+                    Name = name
+                    Kind = Named(name, asLayer "named" (fst a["layer"]) (snd a["layer"]))
+                    Span = s
+                })
+        "shared",
+        hostFn "shared" [ "layer" ] [] (fun _ a s ->
+            let inner = asLayer "shared" (fst a["layer"]) (snd a["layer"])
 
-          VLayer { Name = "at"; Kind = At(segments, asLayer "at" (fst a["layer"]) (snd a["layer"])); Span = s })
-      "layer", hostFn "layer" [ "f" ] [] (fun _ a s -> VLayer(asLayer "layer" (fst a["f"]) s))
-      "repeat",
-      hostFn "repeat" [ "n"; "layer" ] [] (fun _ a s ->
-          let n = asInt "repeat" "n" a["n"]
+            VLayer
+                {
+                    Name = "shared " + inner.Name
+                    Kind = Shared(inner, ref None)
+                    Span = s
+                })
+        "at",
+        hostFn "at" [ "path"; "layer" ] [] (fun _ a s ->
+            let path = asString "at" "path" a["path"]
+            let segments = if path = "" then [] else path.Split('.') |> List.ofArray
 
-          if n < 0 then
-              errorf (snd a["n"]) "repeat: the count must be non-negative, got %d" n
+            if segments |> List.exists ((=) "") then
+                errorf (snd a["path"]) "at: %A is not a dotted path" path
 
-          let l = asLayer "repeat" (fst a["layer"]) (snd a["layer"])
-          VLayer { Name = "repeat"; Kind = Seq(List.replicate n l); Span = s })
-      "repeati",
-      hostFn "repeati" [ "n"; "make" ] [] (fun ctx a s ->
-          let n = asInt "repeati" "n" a["n"]
+            VLayer
+                {
+                    Name = "at"
+                    Kind = At(segments, asLayer "at" (fst a["layer"]) (snd a["layer"]))
+                    Span = s
+                })
+        "layer", hostFn "layer" [ "f" ] [] (fun _ a s -> VLayer(asLayer "layer" (fst a["f"]) s))
+        "repeat",
+        hostFn "repeat" [ "n"; "layer" ] [] (fun _ a s ->
+            let n = asInt "repeat" "n" a["n"]
 
-          let parts =
-              [ for i in 0 .. n - 1 ->
-                    asLayer "repeati" (applyArgs ctx (fst a["make"]) [ PosArg(num i, s) ] s) s ]
+            if n < 0 then
+                errorf (snd a["n"]) "repeat: the count must be non-negative, got %d" n
 
-          VLayer { Name = "repeati"; Kind = Seq parts; Span = s })
-      "param",
-      hostFn "param" [ "shape" ] [ "init", flt 0.0; "std", flt 0.0 ] (fun ctx a s ->
-          let shape = asIntList "param" "shape" a["shape"]
-          let mean = asFloat "param" "init" a["init"]
-          let std = asFloat "param" "std" a["std"]
-          freeParam ctx s shape (if std > 0.0 then Normal(mean, std) else Constant mean))
-      "concat",
-      hostFn "concat" [ "axis"; "tensors" ] [] (fun ctx a s ->
-          let ts = asList "concat" "tensors" a["tensors"] |> List.map (fun v -> asTensor "concat" "tensors" (v, snd a["tensors"]))
-          concat ctx s (asInt "concat" "axis" a["axis"]) ts)
-      "error", hostFn "error" [ "message" ] [] (fun _ a s -> error s (asString "error" "message" a["message"])) ]
+            let l = asLayer "repeat" (fst a["layer"]) (snd a["layer"])
+
+            VLayer
+                {
+                    Name = "repeat"
+                    Kind = Seq(List.replicate n l)
+                    Span = s
+                })
+        "repeati",
+        hostFn "repeati" [ "n"; "make" ] [] (fun ctx a s ->
+            let n = asInt "repeati" "n" a["n"]
+
+            let parts =
+                [
+                    for i in 0 .. n - 1 -> asLayer "repeati" (applyArgs ctx (fst a["make"]) [ PosArg(num i, s) ] s) s
+                ]
+
+            VLayer
+                {
+                    Name = "repeati"
+                    Kind = Seq parts
+                    Span = s
+                })
+        "param",
+        hostFn "param" [ "shape" ] [ "init", flt 0.0; "std", flt 0.0 ] (fun ctx a s ->
+            let shape = asIntList "param" "shape" a["shape"]
+            let mean = asFloat "param" "init" a["init"]
+            let std = asFloat "param" "std" a["std"]
+            freeParam ctx s shape (if std > 0.0 then Normal(mean, std) else Constant mean))
+        "concat",
+        hostFn "concat" [ "axis"; "tensors" ] [] (fun ctx a s ->
+            let ts =
+                asList "concat" "tensors" a["tensors"]
+                |> List.map (fun v -> asTensor "concat" "tensors" (v, snd a["tensors"]))
+
+            concat ctx s (asInt "concat" "axis" a["axis"]) ts)
+        "error", hostFn "error" [ "message" ] [] (fun _ a s -> error s (asString "error" "message" a["message"]))
+    ]
 
 let private math1 name (f: float -> float) =
     name, hostFn name [ "x" ] [] (fun _ a _ -> flt (f (asFloat name "x" a["x"])))
 
 let private numbers =
-    [ math1 "sqrt" sqrt
-      math1 "exp" exp
-      math1 "log" log
-      "pow", hostFn "pow" [ "x"; "y" ] [] (fun _ a _ -> flt (asFloat "pow" "x" a["x"] ** asFloat "pow" "y" a["y"]))
-      "abs",
-      hostFn "abs" [ "x" ] [] (fun _ a _ ->
-          match a["x"] with
-          | VNum(x, i), _ -> VNum(abs x, i)
-          | v -> flt (asFloat "abs" "x" v))
-      "min", hostFn "min" [ "a"; "b" ] [] (fun _ a _ -> if asFloat "min" "a" a["a"] <= asFloat "min" "b" a["b"] then fst a["a"] else fst a["b"])
-      "max", hostFn "max" [ "a"; "b" ] [] (fun _ a _ -> if asFloat "max" "a" a["a"] >= asFloat "max" "b" a["b"] then fst a["a"] else fst a["b"])
-      "int", hostFn "int" [ "x" ] [] (fun _ a _ -> num (int (asFloat "int" "x" a["x"])))
-      "round", hostFn "round" [ "x" ] [] (fun _ a _ -> num (int (System.Math.Round(asFloat "round" "x" a["x"]))))
-      "floor", hostFn "floor" [ "x" ] [] (fun _ a _ -> num (int (floor (asFloat "floor" "x" a["x"]))))
-      "ceil", hostFn "ceil" [ "x" ] [] (fun _ a _ -> num (int (ceil (asFloat "ceil" "x" a["x"]))))
-      "float", hostFn "float" [ "x" ] [] (fun _ a _ -> flt (asFloat "float" "x" a["x"]))
-      "string", hostFn "string" [ "x" ] [] (fun _ a _ -> match fst a["x"] with VStr s -> VStr s | v -> VStr(show v))
-      "not",
-      hostFn "not" [ "x" ] [] (fun _ a _ -> VBool(not (asBool "not" "x" a["x"]))) ]
+    [
+        math1 "sqrt" sqrt
+        math1 "exp" exp
+        math1 "log" log
+        "pow", hostFn "pow" [ "x"; "y" ] [] (fun _ a _ -> flt (asFloat "pow" "x" a["x"] ** asFloat "pow" "y" a["y"]))
+        "abs",
+        hostFn "abs" [ "x" ] [] (fun _ a _ ->
+            match a["x"] with
+            | VNum(x, i), _ -> VNum(abs x, i)
+            | v -> flt (asFloat "abs" "x" v))
+        "min",
+        hostFn "min" [ "a"; "b" ] [] (fun _ a _ ->
+            if asFloat "min" "a" a["a"] <= asFloat "min" "b" a["b"] then
+                fst a["a"]
+            else
+                fst a["b"])
+        "max",
+        hostFn "max" [ "a"; "b" ] [] (fun _ a _ ->
+            if asFloat "max" "a" a["a"] >= asFloat "max" "b" a["b"] then
+                fst a["a"]
+            else
+                fst a["b"])
+        "int", hostFn "int" [ "x" ] [] (fun _ a _ -> num (int (asFloat "int" "x" a["x"])))
+        "round", hostFn "round" [ "x" ] [] (fun _ a _ -> num (int (System.Math.Round(asFloat "round" "x" a["x"]))))
+        "floor", hostFn "floor" [ "x" ] [] (fun _ a _ -> num (int (floor (asFloat "floor" "x" a["x"]))))
+        "ceil", hostFn "ceil" [ "x" ] [] (fun _ a _ -> num (int (ceil (asFloat "ceil" "x" a["x"]))))
+        "float", hostFn "float" [ "x" ] [] (fun _ a _ -> flt (asFloat "float" "x" a["x"]))
+        "string",
+        hostFn "string" [ "x" ] [] (fun _ a _ ->
+            match fst a["x"] with
+            | VStr s -> VStr s
+            | v -> VStr(show v))
+        "not", hostFn "not" [ "x" ] [] (fun _ a _ -> VBool(not (asBool "not" "x" a["x"])))
+    ]
 
 let private listModule =
-    let call ctx f args s = applyArgs ctx f (args |> List.map (fun v -> PosArg(v, s))) s
+    let call ctx f args s =
+        applyArgs ctx f (args |> List.map (fun v -> PosArg(v, s))) s
+
     let lst name a = asList ("List." + name) "list" a
 
     let fns =
-        [ "map", hostFn "List.map" [ "f"; "list" ] [] (fun ctx a s -> VList(lst "map" a["list"] |> List.map (fun x -> call ctx (fst a["f"]) [ x ] s)))
-          "mapi",
-          hostFn "List.mapi" [ "f"; "list" ] [] (fun ctx a s ->
-              VList(lst "mapi" a["list"] |> List.mapi (fun i x -> call ctx (fst a["f"]) [ num i; x ] s)))
-          "filter",
-          hostFn "List.filter" [ "f"; "list" ] [] (fun ctx a s ->
-              VList(lst "filter" a["list"] |> List.filter (fun x -> asBool "List.filter" "f" (call ctx (fst a["f"]) [ x ] s, s))))
-          "fold",
-          hostFn "List.fold" [ "f"; "state"; "list" ] [] (fun ctx a s ->
-              lst "fold" a["list"] |> List.fold (fun st x -> call ctx (fst a["f"]) [ st; x ] s) (fst a["state"]))
-          "reduce",
-          hostFn "List.reduce" [ "f"; "list" ] [] (fun ctx a s ->
-              match lst "reduce" a["list"] with
-              | [] -> error s "List.reduce: the list is empty"
-              | xs -> xs |> List.reduce (fun x y -> call ctx (fst a["f"]) [ x; y ] s))
-          "length", hostFn "List.length" [ "list" ] [] (fun _ a _ -> num (lst "length" a["list"]).Length)
-          "sum",
-          hostFn "List.sum" [ "list" ] [] (fun ctx a s -> lst "sum" a["list"] |> List.fold (fun x y -> binop ctx "+" s x y) (num 0))
-          "item",
-          hostFn "List.item" [ "index"; "list" ] [] (fun _ a s ->
-              let xs = lst "item" a["list"]
-              let i = asInt "List.item" "index" a["index"]
+        [
+            "map",
+            hostFn "List.map" [ "f"; "list" ] [] (fun ctx a s ->
+                VList(lst "map" a["list"] |> List.map (fun x -> call ctx (fst a["f"]) [ x ] s)))
+            "mapi",
+            hostFn "List.mapi" [ "f"; "list" ] [] (fun ctx a s ->
+                VList(
+                    lst "mapi" a["list"]
+                    |> List.mapi (fun i x -> call ctx (fst a["f"]) [ num i; x ] s)
+                ))
+            "filter",
+            hostFn "List.filter" [ "f"; "list" ] [] (fun ctx a s ->
+                VList(
+                    lst "filter" a["list"]
+                    |> List.filter (fun x -> asBool "List.filter" "f" (call ctx (fst a["f"]) [ x ] s, s))
+                ))
+            "fold",
+            hostFn "List.fold" [ "f"; "state"; "list" ] [] (fun ctx a s ->
+                lst "fold" a["list"]
+                |> List.fold (fun st x -> call ctx (fst a["f"]) [ st; x ] s) (fst a["state"]))
+            "reduce",
+            hostFn "List.reduce" [ "f"; "list" ] [] (fun ctx a s ->
+                match lst "reduce" a["list"] with
+                | [] -> error s "List.reduce: the list is empty"
+                | xs -> xs |> List.reduce (fun x y -> call ctx (fst a["f"]) [ x; y ] s))
+            "length", hostFn "List.length" [ "list" ] [] (fun _ a _ -> num (lst "length" a["list"]).Length)
+            "sum",
+            hostFn "List.sum" [ "list" ] [] (fun ctx a s ->
+                lst "sum" a["list"] |> List.fold (fun x y -> binop ctx "+" s x y) (num 0))
+            "item",
+            hostFn "List.item" [ "index"; "list" ] [] (fun _ a s ->
+                let xs = lst "item" a["list"]
+                let i = asInt "List.item" "index" a["index"]
 
-              if i < 0 || i >= xs.Length then
-                  errorf s "List.item: index %d is outside a list of %d" i xs.Length
+                if i < 0 || i >= xs.Length then
+                    errorf s "List.item: index %d is outside a list of %d" i xs.Length
 
-              xs[i])
-          "init", hostFn "List.init" [ "n"; "f" ] [] (fun ctx a s -> VList(List.init (asInt "List.init" "n" a["n"]) (fun i -> call ctx (fst a["f"]) [ num i ] s)))
-          "zip", hostFn "List.zip" [ "a"; "b" ] [] (fun _ a s ->
-              let xs, ys = lst "zip" a["a"], lst "zip" a["b"]
+                xs[i])
+            "init",
+            hostFn "List.init" [ "n"; "f" ] [] (fun ctx a s ->
+                VList(List.init (asInt "List.init" "n" a["n"]) (fun i -> call ctx (fst a["f"]) [ num i ] s)))
+            "zip",
+            hostFn "List.zip" [ "a"; "b" ] [] (fun _ a s ->
+                let xs, ys = lst "zip" a["a"], lst "zip" a["b"]
 
-              if xs.Length <> ys.Length then
-                  errorf s "List.zip: lists of length %d and %d" xs.Length ys.Length
+                if xs.Length <> ys.Length then
+                    errorf s "List.zip: lists of length %d and %d" xs.Length ys.Length
 
-              VList(List.map2 (fun x y -> VTuple [ x; y ]) xs ys))
-          "rev", hostFn "List.rev" [ "list" ] [] (fun _ a _ -> VList(List.rev (lst "rev" a["list"])))
-          "take", hostFn "List.take" [ "n"; "list" ] [] (fun _ a s ->
-              let xs = lst "take" a["list"]
-              let n = asInt "List.take" "n" a["n"]
-              if n < 0 || n > xs.Length then errorf s "List.take: %d items from a list of %d" n xs.Length
-              VList(List.take n xs))
-          "skip", hostFn "List.skip" [ "n"; "list" ] [] (fun _ a s ->
-              let xs = lst "skip" a["list"]
-              let n = asInt "List.skip" "n" a["n"]
-              if n < 0 || n > xs.Length then errorf s "List.skip: %d items from a list of %d" n xs.Length
-              VList(List.skip n xs)) ]
+                VList(List.map2 (fun x y -> VTuple [ x; y ]) xs ys))
+            "rev", hostFn "List.rev" [ "list" ] [] (fun _ a _ -> VList(List.rev (lst "rev" a["list"])))
+            "take",
+            hostFn "List.take" [ "n"; "list" ] [] (fun _ a s ->
+                let xs = lst "take" a["list"]
+                let n = asInt "List.take" "n" a["n"]
+
+                if n < 0 || n > xs.Length then
+                    errorf s "List.take: %d items from a list of %d" n xs.Length
+
+                VList(List.take n xs))
+            "skip",
+            hostFn "List.skip" [ "n"; "list" ] [] (fun _ a s ->
+                let xs = lst "skip" a["list"]
+                let n = asInt "List.skip" "n" a["n"]
+
+                if n < 0 || n > xs.Length then
+                    errorf s "List.skip: %d items from a list of %d" n xs.Length
+
+                VList(List.skip n xs))
+        ]
 
     [ "List", VRecord fns ]
 
@@ -248,19 +365,41 @@ let private listModule =
 let private tagged kind positional optional =
     kind,
     hostFn kind positional optional (fun _ a _ ->
-        VRecord(("kind", VStr kind) :: (positional @ List.map fst optional |> List.map (fun n -> n, fst a[n]))))
+        VRecord(
+            ("kind", VStr kind)
+            :: (positional @ List.map fst optional |> List.map (fun n -> n, fst a[n]))
+        ))
 
 let private recipes =
-    [ tagged "fashionMnist" [] [ "augment", VList []; "dir", str ""; "size", num 28; "channels", num 1 ]
-      tagged "imageFolder" [ "path" ] [ "test", str ""; "augment", VList []; "size", num 32; "channels", num 3 ]
-      tagged "randomCrop" [ "size" ] [ "pad", num 0 ]
-      tagged "hflip" [] [ "p", flt 0.5 ]
-      tagged "crossEntropy" [] [ "smoothing", flt 0.0 ]
-      tagged "adamw" [] [ "lr", flt 1e-3; "weightDecay", flt 0.01; "beta1", flt 0.9; "beta2", flt 0.999; "eps", flt 1e-8 ]
-      tagged "sgd" [] [ "lr", flt 0.1; "momentum", flt 0.9; "weightDecay", flt 0.0; "nesterov", VBool false ]
-      tagged "cosine" [] [ "warmup", num 0; "minLr", flt 0.0 ]
-      tagged "linearDecay" [] [ "warmup", num 0; "minLr", flt 0.0 ]
-      tagged "constant" [] [ "warmup", num 0 ] ]
+    [
+        tagged "fashionMnist" [] [ "augment", VList []; "dir", str ""; "size", num 28; "channels", num 1 ]
+        tagged "imageFolder" [ "path" ] [ "test", str ""; "augment", VList []; "size", num 32; "channels", num 3 ]
+        tagged "randomCrop" [ "size" ] [ "pad", num 0 ]
+        tagged "hflip" [] [ "p", flt 0.5 ]
+        tagged "crossEntropy" [] [ "smoothing", flt 0.0 ]
+        tagged
+            "adamw"
+            []
+            [
+                "lr", flt 1e-3
+                "weightDecay", flt 0.01
+                "beta1", flt 0.9
+                "beta2", flt 0.999
+                "eps", flt 1e-8
+            ]
+        tagged
+            "sgd"
+            []
+            [
+                "lr", flt 0.1
+                "momentum", flt 0.9
+                "weightDecay", flt 0.0
+                "nesterov", VBool false
+            ]
+        tagged "cosine" [] [ "warmup", num 0; "minLr", flt 0.0 ]
+        tagged "linearDecay" [] [ "warmup", num 0; "minLr", flt 0.0 ]
+        tagged "constant" [] [ "warmup", num 0 ]
+    ]
 
 let environment: Env =
     layers @ combinators @ numbers @ listModule @ recipes

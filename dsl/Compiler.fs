@@ -10,10 +10,12 @@ open Dsl.Ir
 open Dsl.Elaborate
 
 type Checked =
-    { File: string
-      Models: (string * Graph) list
-      Recipes: Recipe.TrainRecipe list
-      Diagnostics: Diagnostic list }
+    {
+        File: string
+        Models: (string * Graph) list
+        Recipes: Recipe.TrainRecipe list
+        Diagnostics: Diagnostic list
+    }
 
 let private onLargeStack (f: unit -> 'a) : 'a =
     let mutable result = Unchecked.defaultof<'a>
@@ -47,7 +49,13 @@ let private attempt f =
 let checkSource (file: string) (text: string) : Checked =
     onLargeStack (fun () ->
         match attempt (fun () -> loadSource file text) with
-        | Error ds -> { File = file; Models = []; Recipes = []; Diagnostics = ds }
+        | Error ds ->
+            {
+                File = file
+                Models = []
+                Recipes = []
+                Diagnostics = ds
+            }
         | Ok loaded ->
             let diags = ResizeArray(loaded.Diagnostics)
             let models = ResizeArray()
@@ -62,24 +70,40 @@ let checkSource (file: string) (text: string) : Checked =
             for t in loaded.Trains do
                 if not (loaded.Models |> List.exists (fun m -> m.Name = t.Model)) then
                     diags.Add
-                        { Span = t.Span
-                          Message = sprintf "train: unknown model '%s'%s" t.Model (didYouMean t.Model (loaded.Models |> List.map (fun m -> m.Name))) }
+                        {
+                            Span = t.Span
+                            Message =
+                                sprintf
+                                    "train: unknown model '%s'%s"
+                                    t.Model
+                                    (didYouMean t.Model (loaded.Models |> List.map (fun m -> m.Name)))
+                        }
                 else
                     match attempt (fun () -> Recipe.ofTrainDef t) with
                     | Ok r -> recipes.Add r
                     | Error ds -> diags.AddRange ds
 
-            { File = file
-              Models = List.ofSeq models
-              Recipes = List.ofSeq recipes
-              Diagnostics = List.ofSeq diags })
+            {
+                File = file
+                Models = List.ofSeq models
+                Recipes = List.ofSeq recipes
+                Diagnostics = List.ofSeq diags
+            })
 
 let checkFile (path: string) : Checked =
     if not (System.IO.File.Exists path) then
-        { File = path
-          Models = []
-          Recipes = []
-          Diagnostics = [ { Span = { Span.None with File = path }; Message = "no such file" } ] }
+        {
+            File = path
+            Models = []
+            Recipes = []
+            Diagnostics =
+                [
+                    {
+                        Span = { Span.None with File = path }
+                        Message = "no such file"
+                    }
+                ]
+        }
     else
         checkSource path (System.IO.File.ReadAllText path)
 
@@ -93,7 +117,15 @@ let pickModel (c: Checked) (name: string option) : Result<Graph, string> =
         | Some(_, g) -> Ok g
         | None ->
             let names = models |> List.map fst
-            Error(sprintf "%s: error: unknown model '%s'%s (models here: %s)" c.File n (didYouMean n names) (String.concat ", " names))
+
+            Error(
+                sprintf
+                    "%s: error: unknown model '%s'%s (models here: %s)"
+                    c.File
+                    n
+                    (didYouMean n names)
+                    (String.concat ", " names)
+            )
 
 let pickRecipe (c: Checked) (model: string) : Recipe.TrainRecipe option =
     c.Recipes |> List.tryFind (fun r -> r.Model = model)

@@ -12,13 +12,15 @@ type Diagnostic = { Span: Span; Message: string }
 /// Raised by a phase that cannot go on; carries one or more located diagnostics.
 exception DslError of Diagnostic list
 
-let error span message = raise (DslError [ { Span = span; Message = message } ])
+let error span message =
+    raise (DslError [ { Span = span; Message = message } ])
 
 let errorf span fmt = Printf.ksprintf (error span) fmt
 
 /// Source text by file name, so a diagnostic can quote its line. Files register themselves
 /// when they are read (including the embedded library).
-let private sources = Collections.Concurrent.ConcurrentDictionary<string, string[]>()
+let private sources =
+    Collections.Concurrent.ConcurrentDictionary<string, string[]>()
 
 let registerSource (file: string) (text: string) =
     sources[file] <- text.Replace("\r\n", "\n").Split('\n')
@@ -29,7 +31,11 @@ let private sourceLine (span: Span) =
     | _ ->
         if File.Exists span.File then
             let lines = File.ReadAllLines span.File
-            if span.Start.Line >= 1 && span.Start.Line <= lines.Length then Some lines[span.Start.Line - 1] else None
+
+            if span.Start.Line >= 1 && span.Start.Line <= lines.Length then
+                Some lines[span.Start.Line - 1]
+            else
+                None
         else
             None
 
@@ -49,7 +55,13 @@ let format (d: Diagnostic) =
                 1
 
         let pad = String(' ', max 0 (d.Span.Start.Col - 1))
-        sprintf "%s\n  %s\n  %s%s" head (line.TrimEnd()) pad (String('^', max 1 (min caretWidth (line.Length - d.Span.Start.Col + 1))))
+
+        sprintf
+            "%s\n  %s\n  %s%s"
+            head
+            (line.TrimEnd())
+            pad
+            (String('^', max 1 (min caretWidth (line.Length - d.Span.Start.Col + 1))))
     | None -> head
 
 /// Levenshtein distance, for "did you mean" suggestions.
@@ -64,7 +76,12 @@ let private distance (a: string) (b: string) =
 
     for i in 1 .. a.Length do
         for j in 1 .. b.Length do
-            let cost = if Char.ToLowerInvariant a[i - 1] = Char.ToLowerInvariant b[j - 1] then 0 else 1
+            let cost =
+                if Char.ToLowerInvariant a[i - 1] = Char.ToLowerInvariant b[j - 1] then
+                    0
+                else
+                    1
+
             d[i, j] <- min (min (d[i - 1, j] + 1) (d[i, j - 1] + 1)) (d[i - 1, j - 1] + cost)
 
     d[a.Length, b.Length]

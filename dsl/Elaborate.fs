@@ -14,25 +14,31 @@ open Dsl.Primitives
 open Dsl.Eval
 
 type ModelDef =
-    { Name: string
-      Inputs: ModelInput list
-      Output: TypeExpr option
-      Body: Expr
-      Span: Span
-      Env: Env }
+    {
+        Name: string
+        Inputs: ModelInput list
+        Output: TypeExpr option
+        Body: Expr
+        Span: Span
+        Env: Env
+    }
 
 type TrainDef =
-    { Model: string
-      Fields: (string * Span * Expr) list
-      Span: Span
-      Env: Env }
+    {
+        Model: string
+        Fields: (string * Span * Expr) list
+        Span: Span
+        Env: Env
+    }
 
 type Loaded =
-    { File: string
-      Env: Env
-      Models: ModelDef list
-      Trains: TrainDef list
-      Diagnostics: Diagnostic list }
+    {
+        File: string
+        Env: Env
+        Models: ModelDef list
+        Trains: TrainDef list
+        Diagnostics: Diagnostic list
+    }
 
 /// The shipped library: `lib/<name>.dsl` embedded in this assembly.
 let libraryText (name: string) =
@@ -56,7 +62,13 @@ let private collect (f: unit -> 'a) : Result<'a, Diagnostic list> =
     with DslError ds ->
         Error ds
 
-let rec private loadText (stack: string list) (cache: Collections.Generic.Dictionary<string, Loaded>) (baseEnv: Env) (file: string) (text: string) : Loaded =
+let rec private loadText
+    (stack: string list)
+    (cache: Collections.Generic.Dictionary<string, Loaded>)
+    (baseEnv: Env)
+    (file: string)
+    (text: string)
+    : Loaded =
     let program = Parser.parseProgram file text
     let ctx = { Builder = None; Depth = 0 }
     let mutable env = baseEnv
@@ -83,16 +95,37 @@ let rec private loadText (stack: string list) (cache: Collections.Generic.Dictio
                 env <- env.Add(b.Name, ref VError)
         | DModel(name, inputs, output, body, span) ->
             if models |> Seq.exists (fun m -> m.Name = name && m.Span.File = file) then
-                diags.Add { Span = span; Message = sprintf "model '%s' is declared twice" name }
+                diags.Add
+                    {
+                        Span = span
+                        Message = sprintf "model '%s' is declared twice" name
+                    }
             else
-                models.Add { Name = name; Inputs = inputs; Output = output; Body = body; Span = span; Env = env }
-        | DTrain(model, fields, span) -> trains.Add { Model = model; Fields = fields; Span = span; Env = env }
+                models.Add
+                    {
+                        Name = name
+                        Inputs = inputs
+                        Output = output
+                        Body = body
+                        Span = span
+                        Env = env
+                    }
+        | DTrain(model, fields, span) ->
+            trains.Add
+                {
+                    Model = model
+                    Fields = fields
+                    Span = span
+                    Env = env
+                }
 
-    { File = file
-      Env = env
-      Models = List.ofSeq models
-      Trains = List.ofSeq trains
-      Diagnostics = List.ofSeq diags }
+    {
+        File = file
+        Env = env
+        Models = List.ofSeq models
+        Trains = List.ofSeq trains
+        Diagnostics = List.ofSeq diags
+    }
 
 and private openTarget stack cache (fromFile: string) (target: string) span : Loaded =
     let isLibrary = not (target.EndsWith ".dsl") && not (target.Contains '/')
@@ -125,7 +158,9 @@ and private openTarget stack cache (fromFile: string) (target: string) span : Lo
 let private prelude =
     lazy
         (let text = (libraryText "prelude").Value
-         let loaded = loadText [] (Collections.Generic.Dictionary()) Builtins.environment "lib/prelude.dsl" text
+
+         let loaded =
+             loadText [] (Collections.Generic.Dictionary()) Builtins.environment "lib/prelude.dsl" text
 
          if not loaded.Diagnostics.IsEmpty then
              raise (DslError loaded.Diagnostics)
@@ -140,7 +175,15 @@ let loadSource (file: string) (text: string) : Loaded =
 
 let loadFile (path: string) : Loaded =
     if not (File.Exists path) then
-        raise (DslError [ { Span = { Span.None with File = path }; Message = "no such file" } ])
+        raise (
+            DslError
+                [
+                    {
+                        Span = { Span.None with File = path }
+                        Message = "no such file"
+                    }
+                ]
+        )
 
     loadSource path (File.ReadAllText path)
 
@@ -151,7 +194,12 @@ let private inputKind (t: TypeExpr) =
     | "image" -> ImageInput
     | "tokens" -> TokensInput
     | "tensor" -> TensorInput
-    | other -> errorf t.Span "unknown input type '%s'%s; inputs are image[C, H, W], tokens[T] or tensor[…]" other (didYouMean other [ "image"; "tokens"; "tensor" ])
+    | other ->
+        errorf
+            t.Span
+            "unknown input type '%s'%s; inputs are image[C, H, W], tokens[T] or tensor[…]"
+            other
+            (didYouMean other [ "image"; "tokens"; "tensor" ])
 
 let private typeDims (env: Env) (t: TypeExpr) =
     let ctx = { Builder = None; Depth = 0 }
@@ -183,7 +231,11 @@ let elaborateModel (m: ModelDef) : Graph =
 
             i.Name, addNode b i.Span (Input(i.Name, kind)) [] (batch :: dims) [])
 
-    let pointFree = m.Inputs.Length = 1 && m.Inputs.Head.Name = "input" && m.Inputs.Head.Span = m.Inputs.Head.Type.Span
+    let pointFree =
+        m.Inputs.Length = 1
+        && m.Inputs.Head.Name = "input"
+        && m.Inputs.Head.Span = m.Inputs.Head.Type.Span
+
     let env = inputs |> List.fold (fun (e: Env) (n, v) -> e.Add(n, ref v)) m.Env
     let body = eval ctx env m.Body
 
@@ -212,12 +264,27 @@ let elaborateModel (m: ModelDef) : Graph =
         let declared = batch :: typeDims m.Env ty
 
         if declared <> t.Shape then
-            errorf ty.Span "model '%s' produces %s but its declared output type is %s%s" m.Name (showShape t.Shape) ty.Kind (showShape (List.tail declared))
-    | Some ty, _ :: _ :: _ -> errorf ty.Span "model '%s' has %d outputs; a declared output type fits one" m.Name outputs.Length
+            errorf
+                ty.Span
+                "model '%s' produces %s but its declared output type is %s%s"
+                m.Name
+                (showShape t.Shape)
+                ty.Kind
+                (showShape (List.tail declared))
+    | Some ty, _ :: _ :: _ ->
+        errorf ty.Span "model '%s' has %d outputs; a declared output type fits one" m.Name outputs.Length
     | _ -> ()
 
-    { Name = m.Name
-      Inputs = inputs |> List.map (fun (n, v) -> n, (match v with VTensor t -> t.Node | _ -> -1))
-      Outputs = outputs |> List.map (fun (n, t) -> n, t.Node)
-      Nodes = List.ofSeq b.Nodes
-      Params = List.ofSeq b.Params }
+    {
+        Name = m.Name
+        Inputs =
+            inputs
+            |> List.map (fun (n, v) ->
+                n,
+                (match v with
+                 | VTensor t -> t.Node
+                 | _ -> -1))
+        Outputs = outputs |> List.map (fun (n, t) -> n, t.Node)
+        Nodes = List.ofSeq b.Nodes
+        Params = List.ofSeq b.Params
+    }

@@ -70,7 +70,12 @@ and applyFun ctx (f: Func) args span =
 
     let need = f.Positional.Length - f.Given.Length
     let now, later = positional |> List.splitAt (min need positional.Length)
-    let f = { f with Given = f.Given @ now; GivenNamed = givenNamed }
+
+    let f =
+        { f with
+            Given = f.Given @ now
+            GivenNamed = givenNamed
+        }
 
     if f.Given.Length < f.Positional.Length then
         VFun f
@@ -79,11 +84,21 @@ and applyFun ctx (f: Func) args span =
         | result, [] -> result
         | (VFun _ | VLayer _ | VError) as result, _ -> applyArgs ctx result (later |> List.map PosArg) span
         | _, (_, extra) :: _ ->
-            errorf extra "%s takes %d argument%s but is given %d" f.Name f.Positional.Length (if f.Positional.Length = 1 then "" else "s") (f.Positional.Length + later.Length)
+            errorf
+                extra
+                "%s takes %d argument%s but is given %d"
+                f.Name
+                f.Positional.Length
+                (if f.Positional.Length = 1 then "" else "s")
+                (f.Positional.Length + later.Length)
 
 and invoke ctx (f: Func) span =
     if ctx.Depth > maxDepth then
-        errorf span "recursion deeper than %d calls (in %s); is a recursive function missing its base case?" maxDepth f.Name
+        errorf
+            span
+            "recursion deeper than %d calls (in %s); is a recursive function missing its base case?"
+            maxDepth
+            f.Name
 
     let args =
         f.Optional
@@ -162,7 +177,12 @@ and runLayer ctx (l: Layer) (input: Value) span : Value =
 let asLayer what (v: Value) span : Layer =
     match v with
     | VLayer l -> l
-    | VFun f when f.Positional.Length - f.Given.Length = 1 -> { Name = f.Name; Kind = FnLayer f; Span = span }
+    | VFun f when f.Positional.Length - f.Given.Length = 1 ->
+        {
+            Name = f.Name
+            Kind = FnLayer f
+            Span = span
+        }
     | VError -> quietStop ()
     | other -> errorf span "%s expects a layer or a function of one tensor, got %s" what (describe other)
 
@@ -172,7 +192,11 @@ let compose (a: Layer) (b: Layer) span =
         | Seq ls -> ls
         | _ -> [ l ]
 
-    { Name = "seq"; Kind = Seq(parts a @ parts b); Span = span }
+    {
+        Name = "seq"
+        Kind = Seq(parts a @ parts b)
+        Span = span
+    }
 
 let private numOp name (f: float -> float -> float) isIntOp span a b =
     match a, b with
@@ -207,7 +231,16 @@ let binop ctx (o: string) span (a: Value) (b: Value) : Value =
     | "*", VTensor x, VTensor y -> binary ctx span "multiply" Mul x y
     | "*", VTensor x, VNum(f, _)
     | "*", VNum(f, _), VTensor x -> scale ctx span f x
-    | "-", VTensor x, VTensor y -> binary ctx span "subtract" Add x (match scale ctx span -1.0 y with VTensor t -> t | _ -> failwith "unreachable")
+    | "-", VTensor x, VTensor y ->
+        binary
+            ctx
+            span
+            "subtract"
+            Add
+            x
+            (match scale ctx span -1.0 y with
+             | VTensor t -> t
+             | _ -> failwith "unreachable")
     | "+", VNum _, VNum _ -> numOp "+" (+) true span a b
     | "-", VNum _, VNum _ -> numOp "-" (-) true span a b
     | "*", VNum _, VNum _ -> numOp "*" (*) true span a b
@@ -319,7 +352,14 @@ let rec eval (ctx: Ctx) (env: Env) (e: Expr) : Value =
             match fields |> List.tryFind (fun (k, _) -> k = name) with
             | Some(_, v) -> autoCall ctx v s
             | None -> errorf s "the record has no field '%s'%s" name (didYouMean name (List.map fst fields))
-        | VTensor t when name = "shape" -> VList(t.Shape |> List.map (fun d -> match d with Known n -> VNum(float n, true) | Sym x -> VStr x))
+        | VTensor t when name = "shape" ->
+            VList(
+                t.Shape
+                |> List.map (fun d ->
+                    match d with
+                    | Known n -> VNum(float n, true)
+                    | Sym x -> VStr x)
+            )
         | VError -> quietStop ()
         | other -> errorf s "cannot take field '%s' of %s" name (describe other)
     | BinOp("|>", x, f, s) ->
@@ -373,17 +413,19 @@ and closure (env: Env) name (ps: Param list) (body: Expr) span : Value =
                 errorf s "parameter '%s' is declared twice" n
 
     VFun
-        { Name = name
-          Positional = positional
-          Optional =
-            optional
-            |> List.map (fun (n, d) -> n, (fun () -> eval { Builder = None; Depth = 0 } env d))
-          Invoke =
-            fun ctx args _ ->
-                let env = args |> Map.fold (fun (e: Env) k (v, _) -> e.Add(k, ref v)) env
-                eval ctx env body
-          Given = []
-          GivenNamed = Map.empty }
+        {
+            Name = name
+            Positional = positional
+            Optional =
+                optional
+                |> List.map (fun (n, d) -> n, (fun () -> eval { Builder = None; Depth = 0 } env d))
+            Invoke =
+                fun ctx args _ ->
+                    let env = args |> Map.fold (fun (e: Env) k (v, _) -> e.Add(k, ref v)) env
+                    eval ctx env body
+            Given = []
+            GivenNamed = Map.empty
+        }
 
 /// `let` binds recursively when it defines a function; a value binding sees only what came before.
 and bind ctx (env: Env) (b: Binding) : Env =

@@ -37,31 +37,37 @@ type Init =
     | Uniform of low: float * high: float
 
 type ConvAttrs =
-    { Dims: int
-      InChannels: int
-      OutChannels: int
-      Kernel: int list
-      Stride: int list
-      Padding: int list
-      Dilation: int list
-      Groups: int
-      Bias: bool }
+    {
+        Dims: int
+        InChannels: int
+        OutChannels: int
+        Kernel: int list
+        Stride: int list
+        Padding: int list
+        Dilation: int list
+        Groups: int
+        Bias: bool
+    }
 
 type PoolKind =
     | MaxPool
     | AvgPool
 
 type PoolAttrs =
-    { Kind: PoolKind
-      Kernel: int list
-      Stride: int list
-      Padding: int list }
+    {
+        Kind: PoolKind
+        Kernel: int list
+        Stride: int list
+        Padding: int list
+    }
 
 type AttentionAttrs =
-    { Dim: int
-      Heads: int
-      Causal: bool
-      Bias: bool }
+    {
+        Dim: int
+        Heads: int
+        Causal: bool
+        Bias: bool
+    }
 
 type InputKind =
     | ImageInput
@@ -122,30 +128,36 @@ type DType =
     | Int64
 
 type ParamSpec =
-    { Name: string
-      Shape: int list
-      Init: Init
-      Kind: ParamKind
-      DType: DType }
+    {
+        Name: string
+        Shape: int list
+        Init: Init
+        Kind: ParamKind
+        DType: DType
+    }
 
 type Node =
-    { Id: int
-      Op: Op
-      Inputs: int list
-      Shape: Dim list
-      /// The dotted scope of the layer; parameters are `Path.local` (PyTorch's state_dict keys).
-      Path: string
-      /// Local parameter name (weight, bias, running_mean…) -> full name in the parameter table.
-      /// Two nodes naming the same full name share (tie) that parameter.
-      Params: Map<string, string>
-      Span: Span }
+    {
+        Id: int
+        Op: Op
+        Inputs: int list
+        Shape: Dim list
+        /// The dotted scope of the layer; parameters are `Path.local` (PyTorch's state_dict keys).
+        Path: string
+        /// Local parameter name (weight, bias, running_mean…) -> full name in the parameter table.
+        /// Two nodes naming the same full name share (tie) that parameter.
+        Params: Map<string, string>
+        Span: Span
+    }
 
 type Graph =
-    { Name: string
-      Inputs: (string * int) list
-      Outputs: (string * int) list
-      Nodes: Node list
-      Params: ParamSpec list }
+    {
+        Name: string
+        Inputs: (string * int) list
+        Outputs: (string * int) list
+        Nodes: Node list
+        Params: ParamSpec list
+    }
 
 /// The op's name as the language spells it (and as the JSON form and `dsl show` print it).
 let opKind (op: Op) =
@@ -219,7 +231,9 @@ let nodeParamCount (g: Graph) (n: Node) =
 /// Multiply-accumulates of one sample through a node (the batch axis excluded).
 let macs (n: Node) =
     let prod (dims: Dim list) =
-        dims |> List.tail |> List.fold (fun acc d -> acc * (if isKnown d then int64 (known d) else 1L)) 1L
+        dims
+        |> List.tail
+        |> List.fold (fun acc d -> acc * (if isKnown d then int64 (known d) else 1L)) 1L
 
     match n.Op with
     | Conv c ->
@@ -228,7 +242,11 @@ let macs (n: Node) =
         outPerSample * kernel * int64 (c.InChannels / c.Groups)
     | Linear(i, _, _) -> prod n.Shape * int64 i
     | SelfAttention a ->
-        let t = (match n.Shape with [ _; t; _ ] when isKnown t -> int64 (known t) | _ -> 1L)
+        let t =
+            (match n.Shape with
+             | [ _; t; _ ] when isKnown t -> int64 (known t)
+             | _ -> 1L)
+
         let d = int64 a.Dim
         4L * t * d * d + 2L * t * t * d
     | _ -> 0L

@@ -21,7 +21,14 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
     match op with
     | Input(name, k) ->
         w.WriteString("name", name)
-        w.WriteString("kind", (match k with ImageInput -> "image" | TokensInput -> "tokens" | TensorInput -> "tensor"))
+
+        w.WriteString(
+            "kind",
+            (match k with
+             | ImageInput -> "image"
+             | TokensInput -> "tokens"
+             | TensorInput -> "tensor")
+        )
     | Conv c ->
         w.WriteNumber("in", c.InChannels)
         w.WriteNumber("out", c.OutChannels)
@@ -50,18 +57,14 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteNumber("groups", g)
         w.WriteNumber("channels", c)
         w.WriteNumber("eps", eps)
-    | Dropout p ->
-        w.WriteNumber("p", p)
-    | DropPath p ->
-        w.WriteNumber("p", p)
+    | Dropout p -> w.WriteNumber("p", p)
+    | DropPath p -> w.WriteNumber("p", p)
     | Pool p ->
         ints w "kernel" p.Kernel
         ints w "stride" p.Stride
         ints w "padding" p.Padding
-    | Reshape s ->
-        ints w "shape" s
-    | Permute p ->
-        ints w "axes" p
+    | Reshape s -> ints w "shape" s
+    | Permute p -> ints w "axes" p
     | TokensToImage(h, wd) ->
         w.WriteNumber("height", h)
         w.WriteNumber("width", wd)
@@ -76,15 +79,12 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteNumber("heads", a.Heads)
         w.WriteBoolean("causal", a.Causal)
         w.WriteBoolean("bias", a.Bias)
-    | Concat a ->
-        w.WriteNumber("axis", a)
+    | Concat a -> w.WriteNumber("axis", a)
     | LayerScale(c, a) ->
         w.WriteNumber("channels", c)
         w.WriteNumber("axis", a)
-    | Normalize a ->
-        w.WriteNumber("axis", a)
-    | Scale f ->
-        w.WriteNumber("factor", f)
+    | Normalize a -> w.WriteNumber("axis", a)
+    | Scale f -> w.WriteNumber("factor", f)
     | SelectToken i -> w.WriteNumber("index", i)
     // The rest carry no attributes beyond their op name.
     | _ -> ()

@@ -9,37 +9,85 @@ open Dsl.Syntax
 open Dsl.Diagnostics
 
 type State =
-    { File: string
-      Offside: int64
-      /// The one position (line, column) allowed at the offside column: an item's first token.
-      Anchor: int64 * int64
-      /// Where the last token ended (before white space), for the end of spans.
-      LastEnd: int64 * int64 }
+    {
+        File: string
+        Offside: int64
+        /// The one position (line, column) allowed at the offside column: an item's first token.
+        Anchor: int64 * int64
+        /// Where the last token ended (before white space), for the end of spans.
+        LastEnd: int64 * int64
+    }
 
 type P<'a> = Parser<'a, State>
 
 let private keywords =
     set
-        [ "let"; "in"; "fun"; "if"; "then"; "else"; "model"; "train"; "open"; "for"; "do"; "true"; "false"; "and"
-          "or"; "not"; "rec" ]
+        [
+            "let"
+            "in"
+            "fun"
+            "if"
+            "then"
+            "else"
+            "model"
+            "train"
+            "open"
+            "for"
+            "do"
+            "true"
+            "false"
+            "and"
+            "or"
+            "not"
+            "rec"
+        ]
 
 let private pos: P<Pos> =
-    fun stream -> Reply { Line = int stream.Line; Col = int stream.Column }
+    fun stream ->
+        Reply
+            {
+                Line = int stream.Line
+                Col = int stream.Column
+            }
 
 let private span (s: Pos) (e: Pos) : P<Span> =
-    fun stream -> Reply { File = stream.UserState.File; Start = s; End = e }
+    fun stream ->
+        Reply
+            {
+                File = stream.UserState.File
+                Start = s
+                End = e
+            }
 
 /// Runs p and returns its result with the span it covered (trailing white space excluded by `tok`).
 let private spanned (p: P<'a>) : P<'a * Span> =
     fun stream ->
-        let s = { Line = int stream.Line; Col = int stream.Column }
+        let s =
+            {
+                Line = int stream.Line
+                Col = int stream.Column
+            }
+
         let r = p stream
 
         if r.Status = Ok then
             let line, column = stream.UserState.LastEnd
             let e = { Line = int line; Col = int column }
-            let e = if e.Line < s.Line || (e.Line = s.Line && e.Col <= s.Col) then { s with Col = s.Col + 1 } else e
-            Reply((r.Result, { File = stream.UserState.File; Start = s; End = e }))
+
+            let e =
+                if e.Line < s.Line || (e.Line = s.Line && e.Col <= s.Col) then
+                    { s with Col = s.Col + 1 }
+                else
+                    e
+
+            Reply(
+                (r.Result,
+                 {
+                     File = stream.UserState.File
+                     Start = s
+                     End = e
+                 })
+            )
         else
             Reply(r.Status, r.Error)
 
@@ -63,15 +111,21 @@ let private ws: P<unit> =
 /// Fails without consuming input when the next token is at or left of the offside column.
 let private onside: P<unit> =
     fun stream ->
-        if stream.Column > stream.UserState.Offside
-           || (stream.Line, stream.Column) = stream.UserState.Anchor then
+        if
+            stream.Column > stream.UserState.Offside
+            || (stream.Line, stream.Column) = stream.UserState.Anchor
+        then
             Reply(())
         else
             Reply(Error, expected "an indented continuation")
 
 let private markEnd: P<unit> =
     fun stream ->
-        stream.UserState <- { stream.UserState with LastEnd = (stream.Line, stream.Column) }
+        stream.UserState <-
+            { stream.UserState with
+                LastEnd = (stream.Line, stream.Column)
+            }
+
         Reply(())
 
 let private tok p = onside >>. p .>> markEnd .>> ws
@@ -90,7 +144,8 @@ let private withOffside (col: int64) (p: P<'a>) : P<'a> =
         stream.UserState <-
             { stream.UserState with
                 Offside = saved.Offside
-                Anchor = saved.Anchor }
+                Anchor = saved.Anchor
+            }
 
         stream.StateTag <- after
         reply
@@ -107,7 +162,8 @@ let private anchored (p: P<'a>) : P<'a> =
         stream.UserState <-
             { saved with
                 Offside = stream.Column
-                Anchor = (stream.Line, stream.Column) }
+                Anchor = (stream.Line, stream.Column)
+            }
 
         stream.StateTag <- tag
         let reply = p stream
@@ -116,7 +172,8 @@ let private anchored (p: P<'a>) : P<'a> =
         stream.UserState <-
             { stream.UserState with
                 Offside = saved.Offside
-                Anchor = saved.Anchor }
+                Anchor = saved.Anchor
+            }
 
         stream.StateTag <- after
         reply
@@ -130,7 +187,10 @@ let private op (s: string) =
 
 let private identRaw: P<string> =
     let first c = isLetter c || c = '_'
-    let rest c = isLetter c || isDigit c || c = '_' || c = '\''
+
+    let rest c =
+        isLetter c || isDigit c || c = '_' || c = '\''
+
     many1Satisfy2L first rest "identifier"
 
 let private ident: P<string> =
@@ -138,7 +198,12 @@ let private ident: P<string> =
     <?> "identifier"
 
 let private kw (s: string) =
-    tok (attempt (skipString s >>. notFollowedBy (satisfy (fun c -> isLetter c || isDigit c || c = '_'))))
+    tok (
+        attempt (
+            skipString s
+            >>. notFollowedBy (satisfy (fun c -> isLetter c || isDigit c || c = '_'))
+        )
+    )
     <?> sprintf "'%s'" s
 
 let private number: P<float * bool> =
@@ -161,7 +226,7 @@ let private stringLit: P<string> =
     tok (between (pchar '"') (pchar '"') (manyChars (noneOf "\"\\\n" <|> escape)))
     <?> "string"
 
-let private expr, exprRef = createParserForwardedToRef<Expr, State> ()
+let private expr, exprRef = createParserForwardedToRef<Expr, State>()
 
 /// Items of a bracketed block, separated by `;` or by starting a new line at the first item's column.
 let private items (item: P<'a>) : P<'a list> =
@@ -218,25 +283,31 @@ let private parenExpr: P<Expr> =
 
 let private atomBase: P<Expr> =
     choice
-        [ spanned number |>> fun ((v, i), s) -> Num(v, i, s)
-          spanned stringLit |>> Str
-          spanned (kw "true") |>> fun (_, s) -> Bool(true, s)
-          spanned (kw "false") |>> fun (_, s) -> Bool(false, s)
-          spanned ident |>> Var
-          parenExpr
-          listLit
-          recordLit ]
+        [
+            spanned number |>> fun ((v, i), s) -> Num(v, i, s)
+            spanned stringLit |>> Str
+            spanned (kw "true") |>> fun (_, s) -> Bool(true, s)
+            spanned (kw "false") |>> fun (_, s) -> Bool(false, s)
+            spanned ident |>> Var
+            parenExpr
+            listLit
+            recordLit
+        ]
 
 /// Field access binds tightest: `cfg.dims`, no space before the dot.
 let private atom: P<Expr> =
-    pos .>>. atomBase
+    pos
+    .>>. atomBase
     .>>. many (attempt (pchar '.' >>. notFollowedBy (pchar '.') >>. spanned identRaw .>> ws))
     |>> fun ((start, a), fields) ->
         fields
         |> List.fold (fun acc (f, s) -> Field(acc, f, { s with Start = start })) a
 
 let private application: P<Expr> =
-    pos .>>. atom .>>. many (namedArgs <|> (atom |>> fun a -> [ Positional a ])) .>>. pos
+    pos
+    .>>. atom
+    .>>. many (namedArgs <|> (atom |>> fun a -> [ Positional a ]))
+    .>>. pos
     >>= fun (((s, head), args), e) ->
         match List.concat args with
         | [] -> preturn head
@@ -266,17 +337,27 @@ let private pipeLevel = binLevel [ "|>" ] orLevel
 let private binding: P<Binding> =
     col
     >>= fun c ->
-        spanned (kw "let" >>. optional (kw "rec") >>. ident .>>. many paramP)
-        .>> op "="
+        spanned (kw "let" >>. optional (kw "rec") >>. ident .>>. many paramP) .>> op "="
         .>>. withOffside c expr
-        |>> fun (((name, ps), s), body) -> { Name = name; Params = ps; Body = body; Span = s }
+        |>> fun (((name, ps), s), body) ->
+            {
+                Name = name
+                Params = ps
+                Body = body
+                Span = s
+            }
 
 let private letExpr: P<Expr> =
     col
     >>= fun c ->
         spanned binding
         .>>. ((kw "in" >>. expr)
-              <|> (col >>= fun c2 -> if c2 = c then expr else fail "the body of the let at the same column"))
+              <|> (col
+                   >>= fun c2 ->
+                       if c2 = c then
+                           expr
+                       else
+                           fail "the body of the let at the same column"))
         |>> fun ((b, s), body) -> Let(b, body, s)
 
 let private lambda: P<Expr> =
@@ -306,15 +387,41 @@ let private modelDecl: P<Decl> =
     |>> fun ((((name, s), inputs), sigOpt), body) ->
         match inputs, sigOpt with
         | [], Some(input, Some output) ->
-            DModel(name, [ { Name = "input"; Type = input; Span = input.Span } ], Some output, body, s)
-        | [], Some(input, None) -> DModel(name, [ { Name = "input"; Type = input; Span = input.Span } ], None, body, s)
+            DModel(
+                name,
+                [
+                    {
+                        Name = "input"
+                        Type = input
+                        Span = input.Span
+                    }
+                ],
+                Some output,
+                body,
+                s
+            )
+        | [], Some(input, None) ->
+            DModel(
+                name,
+                [
+                    {
+                        Name = "input"
+                        Type = input
+                        Span = input.Span
+                    }
+                ],
+                None,
+                body,
+                s
+            )
         | ins, Some(output, None) -> DModel(name, ins, Some output, body, s)
         | ins, Some(_, Some output) -> DModel(name, ins, Some output, body, s)
         | ins, None -> DModel(name, ins, None, body, s)
 
 let private trainDecl: P<Decl> =
     spanned (kw "train" >>. ident)
-    .>>. (sym "{" >>. withOffside 0L (items (spanned ident .>> op "=" .>>. expr |>> fun ((n, s), e) -> n, s, e))
+    .>>. (sym "{"
+          >>. withOffside 0L (items (spanned ident .>> op "=" .>>. expr |>> fun ((n, s), e) -> n, s, e))
           .>> sym "}")
     |>> fun ((m, s), fields) -> DTrain(m, fields, s)
 
@@ -324,14 +431,14 @@ let private openDecl: P<Decl> =
 let private decl: P<Decl> =
     // A declaration starts at column 1; its body must be indented (each body sets that offside),
     // while its head keyword and a closing brace may stand at column 1.
-    withOffside 0L (
-        (fun (stream: CharStream<State>) ->
+    withOffside
+        0L
+        ((fun (stream: CharStream<State>) ->
             if stream.Column = 1L then
                 Reply(())
             else
                 Reply(Error, expected "a declaration at the start of a line"))
-        >>. choice [ openDecl; (binding |>> DLet); modelDecl; trainDecl ]
-    )
+         >>. choice [ openDecl; (binding |>> DLet); modelDecl; trainDecl ])
 
 let private program: P<Decl list> = ws >>. many decl .>> eof
 
@@ -343,27 +450,79 @@ let private shortMessage (msg: string) =
         |> Array.filter (fun l -> l <> "" && not (l.StartsWith "Error in") && not (l.StartsWith "^"))
 
     let expecting = lines |> Array.tryFind (fun l -> l.StartsWith "Expecting:")
-    let other = lines |> Array.filter (fun l -> l.StartsWith "Unexpected" || l.StartsWith "Note:" |> not)
+
+    let other =
+        lines
+        |> Array.filter (fun l -> l.StartsWith "Unexpected" || l.StartsWith "Note:" |> not)
 
     match expecting with
     | Some e -> "syntax error: expecting " + e.Substring("Expecting:".Length).Trim()
-    | None -> "syntax error" + (if other.Length > 1 then ": " + other[other.Length - 1] else "")
+    | None ->
+        "syntax error"
+        + (if other.Length > 1 then
+               ": " + other[other.Length - 1]
+           else
+               "")
 
 let parseProgram (file: string) (text: string) : Program =
     registerSource file text
 
-    match runParserOnString program { File = file; Offside = 0L; Anchor = (0L, 0L); LastEnd = (1L, 1L) } file text with
+    match
+        runParserOnString
+            program
+            {
+                File = file
+                Offside = 0L
+                Anchor = (0L, 0L)
+                LastEnd = (1L, 1L)
+            }
+            file
+            text
+    with
     | Success(decls, _, _) -> { File = file; Decls = decls }
     | Failure(msg, err, _) ->
-        let p = { Line = int err.Position.Line; Col = int err.Position.Column }
-        error { File = file; Start = p; End = { p with Col = p.Col + 1 } } (shortMessage msg)
+        let p =
+            {
+                Line = int err.Position.Line
+                Col = int err.Position.Column
+            }
+
+        error
+            {
+                File = file
+                Start = p
+                End = { p with Col = p.Col + 1 }
+            }
+            (shortMessage msg)
 
 /// Parses a lone expression (used by tests and the REPL-like `dsl check -e`).
 let parseExpr (file: string) (text: string) : Expr =
     registerSource file text
 
-    match runParserOnString (ws >>. expr .>> eof) { File = file; Offside = 0L; Anchor = (0L, 0L); LastEnd = (1L, 1L) } file text with
+    match
+        runParserOnString
+            (ws >>. expr .>> eof)
+            {
+                File = file
+                Offside = 0L
+                Anchor = (0L, 0L)
+                LastEnd = (1L, 1L)
+            }
+            file
+            text
+    with
     | Success(e, _, _) -> e
     | Failure(msg, err, _) ->
-        let p = { Line = int err.Position.Line; Col = int err.Position.Column }
-        error { File = file; Start = p; End = { p with Col = p.Col + 1 } } (shortMessage msg)
+        let p =
+            {
+                Line = int err.Position.Line
+                Col = int err.Position.Column
+            }
+
+        error
+            {
+                File = file
+                Start = p
+                End = { p with Col = p.Col + 1 }
+            }
+            (shortMessage msg)

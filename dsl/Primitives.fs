@@ -14,7 +14,8 @@ let builderOf (ctx: Ctx) span =
     | Some b -> b
     | None -> error span "layers can only be applied to tensors inside a `model` body"
 
-let scopePath (b: Builder) = b.Scope |> List.rev |> String.concat "."
+let scopePath (b: Builder) =
+    b.Scope |> List.rev |> String.concat "."
 
 let pushScope (b: Builder) seg =
     b.Scope <- seg :: b.Scope
@@ -31,12 +32,14 @@ let nextIndex (b: Builder) =
     i
 
 let newBuilder () =
-    { Nodes = ResizeArray()
-      Params = ResizeArray()
-      ParamNames = System.Collections.Generic.HashSet()
-      Scope = []
-      Counters = [ ref 0 ]
-      Reuse = false }
+    {
+        Nodes = ResizeArray()
+        Params = ResizeArray()
+        ParamNames = System.Collections.Generic.HashSet()
+        Scope = []
+        Counters = [ ref 0 ]
+        Reuse = false
+    }
 
 /// Registers a parameter at `scope.local` (or at the scope itself when local is empty).
 let addParam (b: Builder) span local shape init kind dtype =
@@ -57,11 +60,13 @@ let addParam (b: Builder) span local shape init kind dtype =
         errorf span "two layers would own the parameter '%s'; give one of them another name with `named`" full
     else
         b.Params.Add
-            { Name = full
-              Shape = shape
-              Init = init
-              Kind = kind
-              DType = dtype }
+            {
+                Name = full
+                Shape = shape
+                Init = init
+                Kind = kind
+                DType = dtype
+            }
 
     full
 
@@ -69,13 +74,15 @@ let addNode (b: Builder) span op (inputs: Tensor list) shape (ps: (string * stri
     let id = b.Nodes.Count
 
     b.Nodes.Add
-        { Id = id
-          Op = op
-          Inputs = inputs |> List.map (fun t -> t.Node)
-          Shape = shape
-          Path = scopePath b
-          Params = Map.ofList ps
-          Span = span }
+        {
+            Id = id
+            Op = op
+            Inputs = inputs |> List.map (fun t -> t.Node)
+            Shape = shape
+            Path = scopePath b
+            Params = Map.ofList ps
+            Span = span
+        }
 
     VTensor { Node = id; Shape = shape }
 
@@ -108,8 +115,21 @@ type Padding =
     | Valid
     | Explicit of int list
 
-let conv (fixedDims: int option) channels (kernel: int list) (stride: int list) (padding: Padding) groups (dilation: int list) bias span : Layer =
-    let name = match fixedDims with Some d -> sprintf "conv%dd" d | None -> "conv"
+let conv
+    (fixedDims: int option)
+    channels
+    (kernel: int list)
+    (stride: int list)
+    (padding: Padding)
+    groups
+    (dilation: int list)
+    bias
+    span
+    : Layer =
+    let name =
+        match fixedDims with
+        | Some d -> sprintf "conv%dd" d
+        | None -> "conv"
 
     let run ctx input =
         let b = builderOf ctx span
@@ -127,7 +147,9 @@ let conv (fixedDims: int option) channels (kernel: int list) (stride: int list) 
             | xs when xs.Length = dims -> xs
             | xs -> errorf span "%s: %s has %d values for a %d-D convolution" name what xs.Length dims
 
-        let kernel, stride, dilation = per kernel "the kernel", per stride "the stride", per dilation "the dilation"
+        let kernel, stride, dilation =
+            per kernel "the kernel", per stride "the stride", per dilation "the dilation"
+
         let inC = knownDim name span "channel axis" t.Shape[1]
 
         if inC % groups <> 0 then
@@ -150,28 +172,48 @@ let conv (fixedDims: int option) channels (kernel: int list) (stride: int list) 
                     let out = (n + 2 * pads[i] - dilation[i] * (kernel[i] - 1) - 1) / stride[i] + 1
 
                     if out <= 0 then
-                        errorf span "%s: output would be empty: input size %d, kernel %d, padding %d, stride %d" name n kernel[i] pads[i] stride[i]
+                        errorf
+                            span
+                            "%s: output would be empty: input size %d, kernel %d, padding %d, stride %d"
+                            name
+                            n
+                            kernel[i]
+                            pads[i]
+                            stride[i]
 
                     Known out)
 
         let fanIn = inC / groups * List.fold (*) 1 kernel
-        let w = trainable b span "weight" ([ channels; inC / groups ] @ kernel) (fanInUniform fanIn)
-        let bs = if bias then [ trainable b span "bias" [ channels ] (fanInUniform fanIn) ] else []
+
+        let w =
+            trainable b span "weight" ([ channels; inC / groups ] @ kernel) (fanInUniform fanIn)
+
+        let bs =
+            if bias then
+                [ trainable b span "bias" [ channels ] (fanInUniform fanIn) ]
+            else
+                []
 
         let attrs =
-            { Dims = dims
-              InChannels = inC
-              OutChannels = channels
-              Kernel = kernel
-              Stride = stride
-              Padding = pads
-              Dilation = dilation
-              Groups = groups
-              Bias = bias }
+            {
+                Dims = dims
+                InChannels = inC
+                OutChannels = channels
+                Kernel = kernel
+                Stride = stride
+                Padding = pads
+                Dilation = dilation
+                Groups = groups
+                Bias = bias
+            }
 
         addNode b span (Conv attrs) [ t ] ([ t.Shape[0]; Known channels ] @ spatial) (w :: bs)
 
-    { Name = name; Kind = Prim run; Span = span }
+    {
+        Name = name
+        Kind = Prim run
+        Span = span
+    }
 
 let linear features bias span : Layer =
     let run ctx input =
@@ -183,11 +225,21 @@ let linear features bias span : Layer =
 
         let inF = knownDim "linear" span "feature axis" (List.last t.Shape)
         let w = trainable b span "weight" [ features; inF ] (fanInUniform inF)
-        let bs = if bias then [ trainable b span "bias" [ features ] (fanInUniform inF) ] else []
+
+        let bs =
+            if bias then
+                [ trainable b span "bias" [ features ] (fanInUniform inF) ]
+            else
+                []
+
         let shape = (t.Shape |> List.take (t.Shape.Length - 1)) @ [ Known features ]
         addNode b span (Linear(inF, features, bias)) [ t ] shape (w :: bs)
 
-    { Name = "linear"; Kind = Prim run; Span = span }
+    {
+        Name = "linear"
+        Kind = Prim run
+        Span = span
+    }
 
 let batchnorm eps momentum span : Layer =
     let run ctx input =
@@ -200,15 +252,21 @@ let batchnorm eps momentum span : Layer =
         let c = knownDim "batchnorm" span "channel axis" t.Shape[1]
 
         let ps =
-            [ trainable b span "weight" [ c ] Ones
-              trainable b span "bias" [ c ] Zeros
-              "running_mean", addParam b span "running_mean" [ c ] Zeros Buffer Float32
-              "running_var", addParam b span "running_var" [ c ] Ones Buffer Float32
-              "num_batches_tracked", addParam b span "num_batches_tracked" [] Zeros Buffer Int64 ]
+            [
+                trainable b span "weight" [ c ] Ones
+                trainable b span "bias" [ c ] Zeros
+                "running_mean", addParam b span "running_mean" [ c ] Zeros Buffer Float32
+                "running_var", addParam b span "running_var" [ c ] Ones Buffer Float32
+                "num_batches_tracked", addParam b span "num_batches_tracked" [] Zeros Buffer Int64
+            ]
 
         addNode b span (BatchNorm(c, eps, momentum)) [ t ] t.Shape ps
 
-    { Name = "batchnorm"; Kind = Prim run; Span = span }
+    {
+        Name = "batchnorm"
+        Kind = Prim run
+        Span = span
+    }
 
 let layernorm eps affine span : Layer =
     let run ctx input =
@@ -224,7 +282,11 @@ let layernorm eps affine span : Layer =
 
         addNode b span (LayerNorm(d, eps, affine)) [ t ] t.Shape ps
 
-    { Name = "layernorm"; Kind = Prim run; Span = span }
+    {
+        Name = "layernorm"
+        Kind = Prim run
+        Span = span
+    }
 
 let rmsnorm eps span : Layer =
     let run ctx input =
@@ -233,7 +295,11 @@ let rmsnorm eps span : Layer =
         let d = knownDim "rmsnorm" span "last axis" (List.last t.Shape)
         addNode b span (RmsNorm(d, eps)) [ t ] t.Shape [ trainable b span "weight" [ d ] Ones ]
 
-    { Name = "rmsnorm"; Kind = Prim run; Span = span }
+    {
+        Name = "rmsnorm"
+        Kind = Prim run
+        Span = span
+    }
 
 let groupnorm groups eps span : Layer =
     let run ctx input =
@@ -248,10 +314,16 @@ let groupnorm groups eps span : Layer =
         if c % groups <> 0 then
             errorf span "groupnorm: %d channels are not divisible by %d groups" c groups
 
-        let ps = [ trainable b span "weight" [ c ] Ones; trainable b span "bias" [ c ] Zeros ]
+        let ps =
+            [ trainable b span "weight" [ c ] Ones; trainable b span "bias" [ c ] Zeros ]
+
         addNode b span (GroupNorm(groups, c, eps)) [ t ] t.Shape ps
 
-    { Name = "groupnorm"; Kind = Prim run; Span = span }
+    {
+        Name = "groupnorm"
+        Kind = Prim run
+        Span = span
+    }
 
 /// A parameter-free layer whose output shape is a function of the input shape.
 let shaped name (op: Op) (shapeOf: Tensor -> Dim list) span : Layer =
@@ -260,9 +332,14 @@ let shaped name (op: Op) (shapeOf: Tensor -> Dim list) span : Layer =
         let t = tensorIn name span input
         addNode b span op [ t ] (shapeOf t) []
 
-    { Name = name; Kind = Prim run; Span = span }
+    {
+        Name = name
+        Kind = Prim run
+        Span = span
+    }
 
-let activation name act span = shaped name (Act act) (fun t -> t.Shape) span
+let activation name act span =
+    shaped name (Act act) (fun t -> t.Shape) span
 
 let pool name kind (kernel: int) (stride: int) (padding: int) span =
     let shapeOf (t: Tensor) =
@@ -290,10 +367,12 @@ let pool name kind (kernel: int) (stride: int) (padding: int) span =
                     Known out)
 
     let attrs dims =
-        { Kind = kind
-          Kernel = List.replicate dims kernel
-          Stride = List.replicate dims stride
-          Padding = List.replicate dims padding }
+        {
+            Kind = kind
+            Kernel = List.replicate dims kernel
+            Stride = List.replicate dims stride
+            Padding = List.replicate dims padding
+        }
 
     let run ctx input =
         let b = builderOf ctx span
@@ -301,29 +380,47 @@ let pool name kind (kernel: int) (stride: int) (padding: int) span =
         let shape = shapeOf t
         addNode b span (Pool(attrs (t.Shape.Length - 2))) [ t ] shape []
 
-    { Name = name; Kind = Prim run; Span = span }
+    {
+        Name = name
+        Kind = Prim run
+        Span = span
+    }
 
 let globalPool name kind span =
-    shaped name (GlobalPool kind) (fun t ->
-        if t.Shape.Length < 3 then
-            rankError name span "[B, C, …] with at least one spatial axis" t
+    shaped
+        name
+        (GlobalPool kind)
+        (fun t ->
+            if t.Shape.Length < 3 then
+                rankError name span "[B, C, …] with at least one spatial axis" t
 
-        [ t.Shape[0]; t.Shape[1] ]) span
+            [ t.Shape[0]; t.Shape[1] ])
+        span
 
 let flatten span =
-    shaped "flatten" Flatten (fun t ->
-        let rest = List.tail t.Shape
+    shaped
+        "flatten"
+        Flatten
+        (fun t ->
+            let rest = List.tail t.Shape
 
-        if rest |> List.forall isKnown then
-            [ t.Shape[0]; Known(rest |> List.map known |> List.fold (*) 1) ]
-        else
-            errorf span "flatten: all axes after the batch must be known, got %s" (showShape t.Shape)) span
+            if rest |> List.forall isKnown then
+                [ t.Shape[0]; Known(rest |> List.map known |> List.fold (*) 1) ]
+            else
+                errorf span "flatten: all axes after the batch must be known, got %s" (showShape t.Shape))
+        span
 
 let reshape (target: int list) span =
     let run ctx input =
         let b = builderOf ctx span
         let t = tensorIn "reshape" span input
-        let total = t.Shape |> List.tail |> List.map (knownDim "reshape" span "input shape") |> List.fold (*) 1
+
+        let total =
+            t.Shape
+            |> List.tail
+            |> List.map (knownDim "reshape" span "input shape")
+            |> List.fold (*) 1
+
         let free = target |> List.filter (fun d -> d = -1) |> List.length
         let fixedProduct = target |> List.filter (fun d -> d <> -1) |> List.fold (*) 1
 
@@ -341,27 +438,48 @@ let reshape (target: int list) span =
 
         addNode b span (Reshape resolved) [ t ] (t.Shape[0] :: (resolved |> List.map Known)) []
 
-    { Name = "reshape"; Kind = Prim run; Span = span }
+    {
+        Name = "reshape"
+        Kind = Prim run
+        Span = span
+    }
 
 let permute (perm: int list) span =
-    shaped "permute" (Permute perm) (fun t ->
-        if List.sort perm <> [ 0 .. t.Shape.Length - 1 ] || List.head perm <> 0 then
-            errorf span "permute: %A is not a permutation of the %d axes of %s that keeps the batch axis first" perm t.Shape.Length (showShape t.Shape)
+    shaped
+        "permute"
+        (Permute perm)
+        (fun t ->
+            if List.sort perm <> [ 0 .. t.Shape.Length - 1 ] || List.head perm <> 0 then
+                errorf
+                    span
+                    "permute: %A is not a permutation of the %d axes of %s that keeps the batch axis first"
+                    perm
+                    t.Shape.Length
+                    (showShape t.Shape)
 
-        perm |> List.map (fun i -> t.Shape[i])) span
+            perm |> List.map (fun i -> t.Shape[i]))
+        span
 
 let imageToTokens span =
-    shaped "imageToTokens" ImageToTokens (fun t ->
-        match t.Shape with
-        | [ bd; c; Known h; Known w ] -> [ bd; Known(h * w); c ]
-        | _ -> rankError "imageToTokens" span "[B, C, H, W] with known H and W" t) span
+    shaped
+        "imageToTokens"
+        ImageToTokens
+        (fun t ->
+            match t.Shape with
+            | [ bd; c; Known h; Known w ] -> [ bd; Known(h * w); c ]
+            | _ -> rankError "imageToTokens" span "[B, C, H, W] with known H and W" t)
+        span
 
 let tokensToImage h w span =
-    shaped "tokensToImage" (TokensToImage(h, w)) (fun t ->
-        match t.Shape with
-        | [ bd; Known n; c ] when n = h * w -> [ bd; c; Known h; Known w ]
-        | [ _; Known n; _ ] -> errorf span "tokensToImage: %d tokens do not make a %d×%d grid" n h w
-        | _ -> rankError "tokensToImage" span "[B, T, C]" t) span
+    shaped
+        "tokensToImage"
+        (TokensToImage(h, w))
+        (fun t ->
+            match t.Shape with
+            | [ bd; Known n; c ] when n = h * w -> [ bd; c; Known h; Known w ]
+            | [ _; Known n; _ ] -> errorf span "tokensToImage: %d tokens do not make a %d×%d grid" n h w
+            | _ -> rankError "tokensToImage" span "[B, T, C]" t)
+        span
 
 let embedding count dim span : Layer =
     let run ctx input =
@@ -374,7 +492,11 @@ let embedding count dim span : Layer =
         let w = trainable b span "weight" [ count; dim ] (Normal(0.0, 1.0))
         addNode b span (Embedding(count, dim)) [ t ] (t.Shape @ [ Known dim ]) [ w ]
 
-    { Name = "embedding"; Kind = Prim run; Span = span }
+    {
+        Name = "embedding"
+        Kind = Prim run
+        Span = span
+    }
 
 let positionalEmbedding span : Layer =
     let run ctx input =
@@ -389,7 +511,11 @@ let positionalEmbedding span : Layer =
             addNode b span (PositionalEmbedding(len, d)) [ t ] t.Shape [ w ]
         | _ -> rankError "positionalEmbedding" span "[B, T, D]" t
 
-    { Name = "positionalEmbedding"; Kind = Prim run; Span = span }
+    {
+        Name = "positionalEmbedding"
+        Kind = Prim run
+        Span = span
+    }
 
 let attention heads causal bias span : Layer =
     let run ctx input =
@@ -405,15 +531,32 @@ let attention heads causal bias span : Layer =
 
             let ps =
                 [ trainable b span "qkv.weight" [ 3 * d; d ] (fanInUniform d) ]
-                @ (if bias then [ trainable b span "qkv.bias" [ 3 * d ] Zeros ] else [])
+                @ (if bias then
+                       [ trainable b span "qkv.bias" [ 3 * d ] Zeros ]
+                   else
+                       [])
                 @ [ trainable b span "proj.weight" [ d; d ] (fanInUniform d) ]
-                @ (if bias then [ trainable b span "proj.bias" [ d ] Zeros ] else [])
+                @ (if bias then
+                       [ trainable b span "proj.bias" [ d ] Zeros ]
+                   else
+                       [])
 
-            let attrs = { Dim = d; Heads = heads; Causal = causal; Bias = bias }
+            let attrs =
+                {
+                    Dim = d
+                    Heads = heads
+                    Causal = causal
+                    Bias = bias
+                }
+
             addNode b span (SelfAttention attrs) [ t ] t.Shape ps
         | _ -> rankError "attention" span "[B, T, D]" t
 
-    { Name = "attention"; Kind = Prim run; Span = span }
+    {
+        Name = "attention"
+        Kind = Prim run
+        Span = span
+    }
 
 let layerScale (init: float) span : Layer =
     let run ctx input =
@@ -430,7 +573,11 @@ let layerScale (init: float) span : Layer =
         let g = trainable b span "gamma" [ c ] (Constant init)
         addNode b span (LayerScale(c, axis)) [ t ] t.Shape [ g ]
 
-    { Name = "layerScale"; Kind = Prim run; Span = span }
+    {
+        Name = "layerScale"
+        Kind = Prim run
+        Span = span
+    }
 
 let private normAxis name span (t: Tensor) axis =
     let n = t.Shape.Length
@@ -447,21 +594,31 @@ let normalize axis span =
         let t = tensorIn "normalize" span input
         addNode b span (Normalize(normAxis "normalize" span t axis)) [ t ] t.Shape []
 
-    { Name = "normalize"; Kind = Prim run; Span = span }
+    {
+        Name = "normalize"
+        Kind = Prim run
+        Span = span
+    }
 
 let selectToken index span =
-    shaped "selectToken" (SelectToken index) (fun t ->
-        match t.Shape with
-        | [ bd; Known n; d ] when index < n && index >= -n -> [ bd; d ]
-        | [ _; Known n; _ ] -> errorf span "selectToken: index %d is outside %d tokens" index n
-        | _ -> rankError "selectToken" span "[B, T, D] with known T" t) span
+    shaped
+        "selectToken"
+        (SelectToken index)
+        (fun t ->
+            match t.Shape with
+            | [ bd; Known n; d ] when index < n && index >= -n -> [ bd; d ]
+            | [ _; Known n; _ ] -> errorf span "selectToken: index %d is outside %d tokens" index n
+            | _ -> rankError "selectToken" span "[B, T, D] with known T" t)
+        span
 
 // ---- tensor operations ----------------------------------------------------------------------
 
 /// NumPy broadcasting of two shapes, or a located error.
 let broadcast (opName: string) span (a: Dim list) (b: Dim list) =
     let n = max a.Length b.Length
-    let pad (s: Dim list) = List.replicate (n - s.Length) (Known 1) @ s
+
+    let pad (s: Dim list) =
+        List.replicate (n - s.Length) (Known 1) @ s
 
     List.map2
         (fun x y ->
@@ -489,11 +646,24 @@ let concat (ctx: Ctx) span axis (xs: Tensor list) =
         let a = normAxis "concat" span first axis
 
         for t in xs do
-            if t.Shape.Length <> first.Shape.Length
-               || List.exists2 (fun (i: int) (d: Dim) -> i <> a && d <> first.Shape[i]) [ 0 .. t.Shape.Length - 1 ] t.Shape then
-                errorf span "concat: shapes %s and %s differ outside axis %d" (showShape first.Shape) (showShape t.Shape) a
+            if
+                t.Shape.Length <> first.Shape.Length
+                || List.exists2
+                    (fun (i: int) (d: Dim) -> i <> a && d <> first.Shape[i])
+                    [ 0 .. t.Shape.Length - 1 ]
+                    t.Shape
+            then
+                errorf
+                    span
+                    "concat: shapes %s and %s differ outside axis %d"
+                    (showShape first.Shape)
+                    (showShape t.Shape)
+                    a
 
-        let total = xs |> List.sumBy (fun t -> knownDim "concat" span "concatenated axis" t.Shape[a])
+        let total =
+            xs
+            |> List.sumBy (fun t -> knownDim "concat" span "concatenated axis" t.Shape[a])
+
         let shape = first.Shape |> List.mapi (fun i d -> if i = a then Known total else d)
         addNode b span (Concat a) xs shape []
 

@@ -9,11 +9,21 @@ open Dsl.Ir
 
 let private float (x: float) =
     let s = x.ToString("R", CultureInfo.InvariantCulture)
-    let s = if s.Contains '.' || s.Contains 'E' || s.Contains 'e' then s else s + ".0"
+
+    let s =
+        if s.Contains '.' || s.Contains 'E' || s.Contains 'e' then
+            s
+        else
+            s + ".0"
+
     if x < 0.0 then "(" + s + ")" else s
 
-let private int (x: int) = if x < 0 then sprintf "(%d)" x else string x
-let private ints (xs: int list) = "[" + (xs |> List.map string |> String.concat "; ") + "]"
+let private int (x: int) =
+    if x < 0 then sprintf "(%d)" x else string x
+
+let private ints (xs: int list) =
+    "[" + (xs |> List.map string |> String.concat "; ") + "]"
+
 let private bool (b: bool) = if b then "true" else "false"
 
 let private activationName (a: Activation) =
@@ -35,12 +45,23 @@ let private var (g: Graph) (id: int) =
 /// The layer expression of a node that is a layer applied to its single input, if it is one.
 let private layerExpr (g: Graph) (n: Node) =
     let initOf local =
-        g.Params |> List.tryFind (fun p -> p.Name = n.Params[local]) |> Option.map (fun p -> p.Init)
+        g.Params
+        |> List.tryFind (fun p -> p.Name = n.Params[local])
+        |> Option.map (fun p -> p.Init)
 
     match n.Op with
     | Conv c ->
         Some(
-            sprintf "conv%dd %d (k = %s) (stride = %s) (padding = %s) (dilation = %s) (groups = %d) (bias = %s)" c.Dims c.OutChannels (ints c.Kernel) (ints c.Stride) (ints c.Padding) (ints c.Dilation) c.Groups (bool c.Bias)
+            sprintf
+                "conv%dd %d (k = %s) (stride = %s) (padding = %s) (dilation = %s) (groups = %d) (bias = %s)"
+                c.Dims
+                c.OutChannels
+                (ints c.Kernel)
+                (ints c.Stride)
+                (ints c.Padding)
+                (ints c.Dilation)
+                c.Groups
+                (bool c.Bias)
         )
     | Linear(_, o, b) -> Some(sprintf "linear %d (bias = %s)" o (bool b))
     | BatchNorm(_, eps, m) -> Some(sprintf "batchnorm (eps = %s) (momentum = %s)" (float eps) (float m))
@@ -113,13 +134,24 @@ let private inputType (n: Node) =
 let model (g: Graph) : string =
     let tied =
         g.Nodes
-        |> List.exists (fun n -> n.Params |> Map.exists (fun local full -> full <> (if n.Path = "" then local elif local = "value" then n.Path else n.Path + "." + local)))
+        |> List.exists (fun n ->
+            n.Params
+            |> Map.exists (fun local full ->
+                full
+                <> (if n.Path = "" then local
+                    elif local = "value" then n.Path
+                    else n.Path + "." + local)))
 
     if tied then
         failwithf "internal error: graph %s has tied parameters, which the printer does not write yet" g.Name
 
     let sb = Text.StringBuilder()
-    let inputs = g.Inputs |> List.map (fun (name, id) -> sprintf "(%s : %s)" name (inputType g.Nodes[id])) |> String.concat " "
+
+    let inputs =
+        g.Inputs
+        |> List.map (fun (name, id) -> sprintf "(%s : %s)" name (inputType g.Nodes[id]))
+        |> String.concat " "
+
     sb.AppendLine(sprintf "model %s %s =" g.Name inputs) |> ignore
 
     for n in g.Nodes do
@@ -136,7 +168,13 @@ let model (g: Graph) : string =
     let result =
         match g.Outputs with
         | [ ("output", id) ] -> var g id
-        | outs when outs |> List.forall (fun (n, _) -> Char.IsDigit n[0]) -> "(" + (outs |> List.map (snd >> var g) |> String.concat ", ") + ")"
-        | outs -> "{ " + (outs |> List.map (fun (n, id) -> sprintf "%s = %s" n (var g id)) |> String.concat "; ") + " }"
+        | outs when outs |> List.forall (fun (n, _) -> Char.IsDigit n[0]) ->
+            "(" + (outs |> List.map (snd >> var g) |> String.concat ", ") + ")"
+        | outs ->
+            "{ "
+            + (outs
+               |> List.map (fun (n, id) -> sprintf "%s = %s" n (var g id))
+               |> String.concat "; ")
+            + " }"
 
     sb.AppendLine("    " + result).ToString()

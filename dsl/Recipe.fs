@@ -13,49 +13,72 @@ type Augment =
     | HFlip of p: float
 
 type DataSpec =
-    { Kind: string
-      /// Fashion-MNIST directory ("" = the Debian package's location) or the image-folder root.
-      Path: string
-      /// Image-folder test root ("" = none).
-      Test: string
-      Size: int
-      Channels: int
-      Augment: Augment list }
+    {
+        Kind: string
+        /// Fashion-MNIST directory ("" = the Debian package's location) or the image-folder root.
+        Path: string
+        /// Image-folder test root ("" = none).
+        Test: string
+        Size: int
+        Channels: int
+        Augment: Augment list
+    }
 
 type OptimizerSpec =
-    { Kind: string
-      Lr: float
-      WeightDecay: float
-      Beta1: float
-      Beta2: float
-      Eps: float
-      Momentum: float
-      Nesterov: bool }
+    {
+        Kind: string
+        Lr: float
+        WeightDecay: float
+        Beta1: float
+        Beta2: float
+        Eps: float
+        Momentum: float
+        Nesterov: bool
+    }
 
-type ScheduleSpec = { Kind: string; Warmup: int; MinLr: float }
+type ScheduleSpec =
+    {
+        Kind: string
+        Warmup: int
+        MinLr: float
+    }
 
 type TrainRecipe =
-    { Model: string
-      Data: DataSpec
-      LabelSmoothing: float
-      Optimizer: OptimizerSpec
-      Schedule: ScheduleSpec
-      Epochs: int
-      Batch: int
-      EvalBatch: int
-      Clip: float
-      Accumulate: int
-      Seed: int
-      Span: Span }
+    {
+        Model: string
+        Data: DataSpec
+        LabelSmoothing: float
+        Optimizer: OptimizerSpec
+        Schedule: ScheduleSpec
+        Epochs: int
+        Batch: int
+        EvalBatch: int
+        Clip: float
+        Accumulate: int
+        Seed: int
+        Span: Span
+    }
 
 let private fields =
-    [ "data"; "loss"; "optimizer"; "schedule"; "epochs"; "batch"; "evalBatch"; "clip"; "accumulate"; "seed" ]
+    [
+        "data"
+        "loss"
+        "optimizer"
+        "schedule"
+        "epochs"
+        "batch"
+        "evalBatch"
+        "clip"
+        "accumulate"
+        "seed"
+    ]
 
 let private kindOf what (allowed: string list) (v, span) =
     match v with
     | VRecord fs ->
         match fs |> List.tryFind (fun (k, _) -> k = "kind") with
-        | Some(_, VStr k) when List.contains k allowed -> k, (fun name -> fs |> List.find (fun (n, _) -> n = name) |> snd, span)
+        | Some(_, VStr k) when List.contains k allowed ->
+            k, (fun name -> fs |> List.find (fun (n, _) -> n = name) |> snd, span)
         | Some(_, VStr k) -> errorf span "%s: '%s' is not one of %s" what k (String.concat ", " allowed)
         | _ -> errorf span "%s must be one of %s" what (String.concat ", " allowed)
     | VError -> quietStop ()
@@ -74,14 +97,26 @@ let private augment (v, span) =
 
 let private data (v, span) =
     let kind, f = kindOf "data" [ "fashionMnist"; "imageFolder" ] (v, span)
-    let augments = asList kind "augment" (f "augment") |> List.map (fun a -> augment (a, span))
 
-    { Kind = kind
-      Path = if kind = "fashionMnist" then asString kind "dir" (f "dir") else asString kind "path" (f "path")
-      Test = if kind = "imageFolder" then asString kind "test" (f "test") else ""
-      Size = asPositiveInt kind "size" (f "size")
-      Channels = asPositiveInt kind "channels" (f "channels")
-      Augment = augments }
+    let augments =
+        asList kind "augment" (f "augment") |> List.map (fun a -> augment (a, span))
+
+    {
+        Kind = kind
+        Path =
+            if kind = "fashionMnist" then
+                asString kind "dir" (f "dir")
+            else
+                asString kind "path" (f "path")
+        Test =
+            if kind = "imageFolder" then
+                asString kind "test" (f "test")
+            else
+                ""
+        Size = asPositiveInt kind "size" (f "size")
+        Channels = asPositiveInt kind "channels" (f "channels")
+        Augment = augments
+    }
 
 let private optimizer (v, span) =
     let kind, f = kindOf "optimizer" [ "adamw"; "sgd" ] (v, span)
@@ -92,9 +127,27 @@ let private optimizer (v, span) =
         errorf span "%s: lr must be positive, got %g" kind lr
 
     if kind = "adamw" then
-        { Kind = kind; Lr = lr; WeightDecay = num "weightDecay"; Beta1 = num "beta1"; Beta2 = num "beta2"; Eps = num "eps"; Momentum = 0.0; Nesterov = false }
+        {
+            Kind = kind
+            Lr = lr
+            WeightDecay = num "weightDecay"
+            Beta1 = num "beta1"
+            Beta2 = num "beta2"
+            Eps = num "eps"
+            Momentum = 0.0
+            Nesterov = false
+        }
     else
-        { Kind = kind; Lr = lr; WeightDecay = num "weightDecay"; Beta1 = 0.0; Beta2 = 0.0; Eps = 0.0; Momentum = num "momentum"; Nesterov = asBool kind "nesterov" (f "nesterov") }
+        {
+            Kind = kind
+            Lr = lr
+            WeightDecay = num "weightDecay"
+            Beta1 = 0.0
+            Beta2 = 0.0
+            Eps = 0.0
+            Momentum = num "momentum"
+            Nesterov = asBool kind "nesterov" (f "nesterov")
+        }
 
 let private schedule (v, span) =
     let kind, f = kindOf "schedule" [ "cosine"; "linearDecay"; "constant" ] (v, span)
@@ -103,9 +156,15 @@ let private schedule (v, span) =
     if warmup < 0 then
         errorf span "%s: warmup must be non-negative, got %d" kind warmup
 
-    { Kind = kind
-      Warmup = warmup
-      MinLr = if kind = "constant" then 0.0 else asFloat kind "minLr" (f "minLr") }
+    {
+        Kind = kind
+        Warmup = warmup
+        MinLr =
+            if kind = "constant" then
+                0.0
+            else
+                asFloat kind "minLr" (f "minLr")
+    }
 
 let ofTrainDef (t: TrainDef) : TrainRecipe =
     let ctx = { Builder = None; Depth = 0 }
@@ -123,13 +182,19 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
             name, (eval ctx t.Env e, spanOf e))
         |> Map.ofList
 
-    let get name dflt = values.TryFind name |> Option.defaultWith (fun () -> dflt, t.Span)
+    let get name dflt =
+        values.TryFind name |> Option.defaultWith (fun () -> dflt, t.Span)
 
     let positive name dflt =
         asPositiveInt "train" name (get name (VNum(float dflt, true)))
 
     let smoothing =
-        let kind, f = kindOf "loss" [ "crossEntropy" ] (get "loss" (VRecord [ "kind", VStr "crossEntropy"; "smoothing", VNum(0.0, false) ]))
+        let kind, f =
+            kindOf
+                "loss"
+                [ "crossEntropy" ]
+                (get "loss" (VRecord [ "kind", VStr "crossEntropy"; "smoothing", VNum(0.0, false) ]))
+
         ignore kind
         let s = asFloat "crossEntropy" "smoothing" (f "smoothing")
 
@@ -145,18 +210,30 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
 
     let defaults kind fs = VRecord(("kind", VStr kind) :: fs)
 
-    { Model = t.Model
-      Data = data dataValue
-      LabelSmoothing = smoothing
-      Optimizer =
-        optimizer (
-            get "optimizer" (defaults "adamw" [ "lr", VNum(1e-3, false); "weightDecay", VNum(0.01, false); "beta1", VNum(0.9, false); "beta2", VNum(0.999, false); "eps", VNum(1e-8, false) ])
-        )
-      Schedule = schedule (get "schedule" (defaults "constant" [ "warmup", VNum(0.0, true) ]))
-      Epochs = positive "epochs" 1
-      Batch = positive "batch" 64
-      EvalBatch = positive "evalBatch" 256
-      Clip = asFloat "train" "clip" (get "clip" (VNum(0.0, false)))
-      Accumulate = positive "accumulate" 1
-      Seed = asInt "train" "seed" (get "seed" (VNum(0.0, true)))
-      Span = t.Span }
+    {
+        Model = t.Model
+        Data = data dataValue
+        LabelSmoothing = smoothing
+        Optimizer =
+            optimizer (
+                get
+                    "optimizer"
+                    (defaults
+                        "adamw"
+                        [
+                            "lr", VNum(1e-3, false)
+                            "weightDecay", VNum(0.01, false)
+                            "beta1", VNum(0.9, false)
+                            "beta2", VNum(0.999, false)
+                            "eps", VNum(1e-8, false)
+                        ])
+            )
+        Schedule = schedule (get "schedule" (defaults "constant" [ "warmup", VNum(0.0, true) ]))
+        Epochs = positive "epochs" 1
+        Batch = positive "batch" 64
+        EvalBatch = positive "evalBatch" 256
+        Clip = asFloat "train" "clip" (get "clip" (VNum(0.0, false)))
+        Accumulate = positive "accumulate" 1
+        Seed = asInt "train" "seed" (get "seed" (VNum(0.0, true)))
+        Span = t.Span
+    }

@@ -5,14 +5,18 @@ module Dsl.Syntax
 type Pos = { Line: int; Col: int }
 
 type Span =
-    { File: string
-      Start: Pos
-      End: Pos }
+    {
+        File: string
+        Start: Pos
+        End: Pos
+    }
 
     static member None =
-        { File = "<none>"
-          Start = { Line = 0; Col = 0 }
-          End = { Line = 0; Col = 0 } }
+        {
+            File = "<none>"
+            Start = { Line = 0; Col = 0 }
+            End = { Line = 0; Col = 0 }
+        }
 
 type Expr =
     | Num of float * isInt: bool * Span
@@ -45,20 +49,26 @@ and Param =
     | POpt of string * Expr * Span
 
 and Binding =
-    { Name: string
-      Params: Param list
-      Body: Expr
-      Span: Span }
+    {
+        Name: string
+        Params: Param list
+        Body: Expr
+        Span: Span
+    }
 
 type TypeExpr =
-    { Kind: string
-      Dims: Expr list
-      Span: Span }
+    {
+        Kind: string
+        Dims: Expr list
+        Span: Span
+    }
 
 type ModelInput =
-    { Name: string
-      Type: TypeExpr
-      Span: Span }
+    {
+        Name: string
+        Type: TypeExpr
+        Span: Span
+    }
 
 type Decl =
     | DOpen of string * Span

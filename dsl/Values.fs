@@ -10,19 +10,19 @@ open Dsl.Ir
 
 /// The graph under construction while one model is elaborated.
 type Builder =
-    { Nodes: ResizeArray<Node>
-      Params: ResizeArray<ParamSpec>
-      ParamNames: HashSet<string>
-      /// Path segments, innermost first.
-      mutable Scope: string list
-      /// Application counters, one per open scope, innermost first.
-      mutable Counters: int ref list
-      /// Inside a second application of a `shared` layer: reuse parameters instead of creating them.
-      mutable Reuse: bool }
+    {
+        Nodes: ResizeArray<Node>
+        Params: ResizeArray<ParamSpec>
+        ParamNames: HashSet<string>
+        /// Path segments, innermost first.
+        mutable Scope: string list
+        /// Application counters, one per open scope, innermost first.
+        mutable Counters: int ref list
+        /// Inside a second application of a `shared` layer: reuse parameters instead of creating them.
+        mutable Reuse: bool
+    }
 
-type Ctx =
-    { Builder: Builder option
-      Depth: int }
+type Ctx = { Builder: Builder option; Depth: int }
 
 type Value =
     | VNum of float * isInt: bool
@@ -42,18 +42,22 @@ type Value =
 and Tensor = { Node: int; Shape: Dim list }
 
 and Func =
-    { Name: string
-      Positional: string list
-      Optional: (string * (unit -> Value)) list
-      Invoke: Ctx -> Map<string, Value * Span> -> Span -> Value
-      Given: (Value * Span) list
-      GivenNamed: Map<string, Value * Span> }
+    {
+        Name: string
+        Positional: string list
+        Optional: (string * (unit -> Value)) list
+        Invoke: Ctx -> Map<string, Value * Span> -> Span -> Value
+        Given: (Value * Span) list
+        GivenNamed: Map<string, Value * Span>
+    }
 
 and Layer =
-    { Name: string
-      Kind: LayerKind
-      /// Where the layer was described; shape errors point here.
-      Span: Span }
+    {
+        Name: string
+        Kind: LayerKind
+        /// Where the layer was described; shape errors point here.
+        Span: Span
+    }
 
 and LayerKind =
     | Prim of (Ctx -> Value -> Value)
@@ -91,7 +95,10 @@ let rec show v =
     | VUnit -> "()"
     | VList xs -> "[" + (xs |> List.map show |> String.concat "; ") + "]"
     | VTuple xs -> "(" + (xs |> List.map show |> String.concat ", ") + ")"
-    | VRecord fs -> "{ " + (fs |> List.map (fun (k, v) -> k + " = " + show v) |> String.concat "; ") + " }"
+    | VRecord fs ->
+        "{ "
+        + (fs |> List.map (fun (k, v) -> k + " = " + show v) |> String.concat "; ")
+        + " }"
     | other -> describe other
 
 // Argument accessors for host functions: each names the function and the argument in its error.
@@ -147,9 +154,11 @@ let asTensor fn name (v, span) =
 /// A host function: positional parameter names, named parameters with defaults, and its body.
 let hostFn name positional (optional: (string * Value) list) invoke =
     VFun
-        { Name = name
-          Positional = positional
-          Optional = optional |> List.map (fun (n, v) -> n, (fun () -> v))
-          Invoke = invoke
-          Given = []
-          GivenNamed = Map.empty }
+        {
+            Name = name
+            Positional = positional
+            Optional = optional |> List.map (fun (n, v) -> n, (fun () -> v))
+            Invoke = invoke
+            Given = []
+            GivenNamed = Map.empty
+        }

@@ -55,7 +55,13 @@ let main argv =
             1
         | None ->
             let frame = Diagnostics.StackTrace(e, true).GetFrame 0
-            let where = if isNull frame then "unknown" else sprintf "%s" (frame.GetMethod().DeclaringType.FullName + "." + frame.GetMethod().Name)
+
+            let where =
+                if isNull frame then
+                    "unknown"
+                else
+                    sprintf "%s" (frame.GetMethod().DeclaringType.FullName + "." + frame.GetMethod().Name)
+
             eprintfn "internal error: %s: %s (at %s)" (e.GetType().Name) e.Message where
             eprintfn "this is a bug in dsl; please report it with the command you ran"
             70

@@ -7,7 +7,8 @@ open Dsl
 
 exception UserError of string
 
-let fail fmt = Printf.ksprintf (fun s -> raise (UserError s)) fmt
+let fail fmt =
+    Printf.ksprintf (fun s -> raise (UserError s)) fmt
 
 let printDiagnostics (ds: Diagnostics.Diagnostic list) =
     for d in ds do

@@ -18,17 +18,32 @@ open Dsl.Cli.Report
 open Dsl.Cli.Session
 
 let private interactive () =
-    not Console.IsOutputRedirected && Environment.GetEnvironmentVariable "CI" |> String.IsNullOrEmpty
+    not Console.IsOutputRedirected
+    && Environment.GetEnvironmentVariable "CI" |> String.IsNullOrEmpty
 
 /// Progress as a live bar on a terminal, as one plain line every few seconds otherwise.
 let private withProgress (total: int64) (run: (TrainProgress -> unit) -> 'a) : 'a =
     let describe (p: TrainProgress) =
-        sprintf "epoch %d  loss %.4f  lr %.2e  %.0f img/s  ETA %s" (p.Epoch + 1) p.Loss p.Lr p.ImagesPerSecond (p.Eta.ToString(@"hh\:mm\:ss"))
+        sprintf
+            "epoch %d  loss %.4f  lr %.2e  %.0f img/s  ETA %s"
+            (p.Epoch + 1)
+            p.Loss
+            p.Lr
+            p.ImagesPerSecond
+            (p.Eta.ToString(@"hh\:mm\:ss"))
 
     let evalLine (p: TrainProgress) =
         match p.Evaluation with
         | null -> None
-        | e -> Some(sprintf "epoch %d: test loss %.4f, accuracy %.2f%%, top-5 %.2f%%" (p.Epoch + 1) e.Loss (100.0 * e.Accuracy) (100.0 * e.Top5))
+        | e ->
+            Some(
+                sprintf
+                    "epoch %d: test loss %.4f, accuracy %.2f%%, top-5 %.2f%%"
+                    (p.Epoch + 1)
+                    e.Loss
+                    (100.0 * e.Accuracy)
+                    (100.0 * e.Top5)
+            )
 
     if interactive () then
         let mutable result = Unchecked.defaultof<'a>
@@ -62,22 +77,46 @@ let train (args: ParseResults<TrainArgs>) =
     let c = checkedOrExit file
     let g = modelOrExit c (args.TryGetResult TrainArgs.Model)
     let r = recipeOrExit c g
-    let r = { r with Epochs = args.GetResult(TrainArgs.Epochs, r.Epochs); Seed = args.GetResult(TrainArgs.Seed, r.Seed) }
+
+    let r =
+        { r with
+            Epochs = args.GetResult(TrainArgs.Epochs, r.Epochs)
+            Seed = args.GetResult(TrainArgs.Seed, r.Seed)
+        }
+
     let outDir = args.GetResult(TrainArgs.Out, Path.Combine("runs", g.Name))
     let dataDir = args.TryGetResult TrainArgs.Data
     use trainSet = (loadData file r g dataDir true).Value
     use testSet = loadData file r g dataDir false |> Option.toObj
     let options = trainOptions r g outDir
     options.Resume <- args.Contains TrainArgs.Resume
-    args.TryGetResult TrainArgs.Max_Steps |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
-    Benchmark.UseAllCores() |> ignore
-    use model = new GraphModule(g, int64 r.Seed, deviceOf (args.TryGetResult TrainArgs.Device))
 
-    printfn "training %s (%s parameters) on %d images, %d epochs of batch %d → %s" g.Name ((paramCount g).ToString("N0")) trainSet.Count r.Epochs r.Batch outDir
+    args.TryGetResult TrainArgs.Max_Steps
+    |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
+
+    Benchmark.UseAllCores() |> ignore
+
+    use model =
+        new GraphModule(g, int64 r.Seed, deviceOf (args.TryGetResult TrainArgs.Device))
+
+    printfn
+        "training %s (%s parameters) on %d images, %d epochs of batch %d → %s"
+        g.Name
+        ((paramCount g).ToString("N0"))
+        trainSet.Count
+        r.Epochs
+        r.Batch
+        outDir
 
     let stepsPerEpoch = int64 (trainSet.Count / r.Batch)
-    let total = options.MaxSteps |> Option.ofNullable |> Option.defaultValue (stepsPerEpoch * int64 r.Epochs)
-    let result = withProgress total (fun report -> ClassifierTrainer(model, options).Train(trainSet, testSet, Action<_> report))
+
+    let total =
+        options.MaxSteps
+        |> Option.ofNullable
+        |> Option.defaultValue (stepsPerEpoch * int64 r.Epochs)
+
+    let result =
+        withProgress total (fun report -> ClassifierTrainer(model, options).Train(trainSet, testSet, Action<_> report))
 
     printfn "trained %d steps in %.0f s; final loss %.4f" result.Steps result.Elapsed.TotalSeconds result.FinalLoss
 
@@ -102,22 +141,34 @@ let eval (args: ParseResults<EvalArgs>) =
         | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
 
     Benchmark.UseAllCores() |> ignore
-    let e = Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
+
+    let e =
+        Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
 
     if args.Contains EvalArgs.Json then
         let o =
             dict
-                [ "model", box g.Name
-                  "step", box meta.Step
-                  "count", box e.Count
-                  "loss", box e.Loss
-                  "accuracy", box e.Accuracy
-                  "top5", box e.Top5
-                  "images_per_s", box e.ImagesPerSecond ]
+                [
+                    "model", box g.Name
+                    "step", box meta.Step
+                    "count", box e.Count
+                    "loss", box e.Loss
+                    "accuracy", box e.Accuracy
+                    "top5", box e.Top5
+                    "images_per_s", box e.ImagesPerSecond
+                ]
 
         printfn "%s" (JsonSerializer.Serialize(o))
     else
-        printfn "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s" g.Name meta.Step e.Count e.Loss (100.0 * e.Accuracy) (100.0 * e.Top5) e.ImagesPerSecond
+        printfn
+            "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
+            g.Name
+            meta.Step
+            e.Count
+            e.Loss
+            (100.0 * e.Accuracy)
+            (100.0 * e.Top5)
+            e.ImagesPerSecond
 
     0
 
@@ -154,11 +205,22 @@ let predict (args: ParseResults<PredictArgs>) =
     for i, path in List.indexed images do
         let p = probs[int64 i]
         let k = min top (int p.shape[0])
-        let struct (values, indices) = p.topk(k)
-        let name j = if j < classes.Length then classes[j] else sprintf "class %d" j
+        let struct (values, indices) = p.topk (k)
+
+        let name j =
+            if j < classes.Length then
+                classes[j]
+            else
+                sprintf "class %d" j
 
         let best =
-            [ for j in 0 .. k - 1 -> sprintf "%s %.1f%%" (name (int (indices[int64 j].item<int64> ()))) (100.0f * values[int64 j].item<float32> ()) ]
+            [
+                for j in 0 .. k - 1 ->
+                    sprintf
+                        "%s %.1f%%"
+                        (name (int (indices[int64 j].item<int64>())))
+                        (100.0f * values[int64 j].item<float32>())
+            ]
 
         printfn "%s: %s" path (String.concat ", " best)
 
@@ -179,8 +241,8 @@ let private randomInputs (g: Graph) (batch: int) =
             |> Array.ofList
 
         match n.Op with
-        | Input(_, TokensInput) -> torch.randint(0L, 2L, dims, dtype = torch.int64)
-        | _ -> torch.randn(dims))
+        | Input(_, TokensInput) -> torch.randint (0L, 2L, dims, dtype = torch.int64)
+        | _ -> torch.randn (dims))
     |> Array.ofList
 
 let bench (args: ParseResults<BenchArgs>) =
@@ -188,7 +250,7 @@ let bench (args: ParseResults<BenchArgs>) =
     let g = modelOrExit c (args.TryGetResult BenchArgs.Model)
     let batch = args.GetResult(BenchArgs.Batch, 1)
     use model = new GraphModule(g, 0L, deviceOf (args.TryGetResult BenchArgs.Device))
-    let inputs = randomInputs g batch |> Array.map (fun t -> t.``to``(model.Device))
+    let inputs = randomInputs g batch |> Array.map (fun t -> t.``to`` (model.Device))
 
     // The timed training step: cross-entropy against random labels for a classifier (one output
     // [B, classes]), as bench/Dsl.Bench does for the hand-written reference; otherwise the mean
@@ -197,21 +259,42 @@ let bench (args: ParseResults<BenchArgs>) =
         match g.Outputs with
         | [ (_, id) ] ->
             match g.Nodes[id].Shape with
-            | [ _; Known classes ] -> Some(torch.randint(int64 classes, [| int64 batch |], device = model.Device))
+            | [ _; Known classes ] -> Some(torch.randint (int64 classes, [| int64 batch |], device = model.Device))
             | _ -> None
         | _ -> None
 
     let loss (outputs: torch.Tensor[]) =
         match labels with
-        | Some l -> torch.nn.functional.cross_entropy(outputs[0], l)
-        | None -> outputs |> Array.map (fun o -> o.square().mean()) |> Array.reduce (fun a b -> a + b)
+        | Some l -> torch.nn.functional.cross_entropy (outputs[0], l)
+        | None ->
+            outputs
+            |> Array.map (fun o -> o.square().mean())
+            |> Array.reduce (fun a b -> a + b)
 
     let result =
-        Benchmark.Measure((fun xs -> model.Forward xs), model, inputs, Func<_, _> loss, args.GetResult(BenchArgs.Warmup, 5), args.GetResult(BenchArgs.Repeats, 30))
+        Benchmark.Measure(
+            (fun xs -> model.Forward xs),
+            model,
+            inputs,
+            Func<_, _> loss,
+            args.GetResult(BenchArgs.Warmup, 5),
+            args.GetResult(BenchArgs.Repeats, 30)
+        )
 
     if args.Contains BenchArgs.Json then
         printfn "%s" (result.ToJson(g.Name, int64 batch))
     else
-        printfn "%s, batch %d, %d threads: forward %.3f ms (p10 %.3f, p90 %.3f); train step %.3f ms (p10 %.3f, p90 %.3f); median of %d" g.Name batch result.Threads result.Forward.MedianMs result.Forward.P10Ms result.Forward.P90Ms result.TrainStep.MedianMs result.TrainStep.P10Ms result.TrainStep.P90Ms result.Repeats
+        printfn
+            "%s, batch %d, %d threads: forward %.3f ms (p10 %.3f, p90 %.3f); train step %.3f ms (p10 %.3f, p90 %.3f); median of %d"
+            g.Name
+            batch
+            result.Threads
+            result.Forward.MedianMs
+            result.Forward.P10Ms
+            result.Forward.P90Ms
+            result.TrainStep.MedianMs
+            result.TrainStep.P10Ms
+            result.TrainStep.P90Ms
+            result.Repeats
 
     0

@@ -23,7 +23,8 @@ let private normalization (data: DataSpec) channels =
 
 /// The source hash stored with checkpoints: the graph's JSON without spans, so reformatting a
 /// file keeps it while any change to the architecture or names changes it.
-let sourceHash (g: Graph) = Checkpoint.SourceHash(IrJson.write false g)
+let sourceHash (g: Graph) =
+    Checkpoint.SourceHash(IrJson.write false g)
 
 /// `--device`: cpu, cuda, or by default cuda when a CUDA build of TorchSharp finds a GPU.
 let deviceOf (name: string option) =
@@ -32,7 +33,11 @@ let deviceOf (name: string option) =
     | Some "cuda" when TorchSharp.torch.cuda.is_available () -> TorchSharp.torch.CUDA
     | Some "cuda" -> fail "error: --device cuda: no CUDA device is available (this build uses TorchSharp-cpu)"
     | Some other -> fail "error: --device must be cpu or cuda, got '%s'" other
-    | None -> if TorchSharp.torch.cuda.is_available () then TorchSharp.torch.CUDA else TorchSharp.torch.CPU
+    | None ->
+        if TorchSharp.torch.cuda.is_available () then
+            TorchSharp.torch.CUDA
+        else
+            TorchSharp.torch.CPU
 
 let recipeOrExit (c: Compiler.Checked) (g: Graph) =
     match Compiler.pickRecipe c g.Name with
@@ -44,12 +49,15 @@ let private imageInput (g: Graph) =
     | [ (name, id) ] ->
         match g.Nodes[id].Shape with
         | [ _; Known c; Known h; Known w ] -> c, h, w
-        | shape -> fail "model '%s': input '%s' is %s; training needs one image input [C, H, W]" g.Name name (showShape shape)
+        | shape ->
+            fail "model '%s': input '%s' is %s; training needs one image input [C, H, W]" g.Name name (showShape shape)
     | _ -> fail "model '%s' has %d inputs; image classification training needs exactly one" g.Name g.Inputs.Length
 
 let private relativeTo (file: string) (path: string) =
-    if Path.IsPathRooted path then path
-    else Path.Combine(Path.GetDirectoryName(Path.GetFullPath file), path)
+    if Path.IsPathRooted path then
+        path
+    else
+        Path.Combine(Path.GetDirectoryName(Path.GetFullPath file), path)
 
 /// Loads the train or test split the recipe names; None when an image folder has no test split.
 let loadData (file: string) (r: TrainRecipe) (g: Graph) (dataDir: string option) (train: bool) : LabeledImages option =
@@ -67,7 +75,12 @@ let loadData (file: string) (r: TrainRecipe) (g: Graph) (dataDir: string option)
             Some(FashionMnist.Load(dir, train))
         | _ ->
             let root = dataDir |> Option.defaultValue (relativeTo file r.Data.Path)
-            let test = if r.Data.Test = "" then None else Some(relativeTo file r.Data.Test)
+
+            let test =
+                if r.Data.Test = "" then
+                    None
+                else
+                    Some(relativeTo file r.Data.Test)
 
             match train, test with
             | true, _ -> Some(ImageFolder.Load(root, c, h, w))
@@ -78,7 +91,17 @@ let loadData (file: string) (r: TrainRecipe) (g: Graph) (dataDir: string option)
     | Some d when d.Images.shape[1..] <> [| int64 c; int64 h; int64 w |] ->
         let got = d.Images.shape[1..] |> Array.map string |> String.concat ", "
         d.Dispose()
-        fail "%s:%d:%d: error: the data gives images [%s] but model '%s' takes image[%d, %d, %d]" file r.Span.Start.Line r.Span.Start.Col got g.Name c h w
+
+        fail
+            "%s:%d:%d: error: the data gives images [%s] but model '%s' takes image[%d, %d, %d]"
+            file
+            r.Span.Start.Line
+            r.Span.Start.Col
+            got
+            g.Name
+            c
+            h
+            w
     | Some d when d.Skipped > 0 ->
         eprintfn "warning: skipped %d unreadable image(s), e.g. %s" d.Skipped d.SkippedFiles[0]
         Some d
@@ -105,7 +128,11 @@ let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
         Nesterov = r.Optimizer.Nesterov,
         Betas = struct (r.Optimizer.Beta1, r.Optimizer.Beta2),
         Eps = r.Optimizer.Eps,
-        Schedule = (if r.Schedule.Kind = "linearDecay" then LrSchedule.LinearKind else r.Schedule.Kind),
+        Schedule =
+            (if r.Schedule.Kind = "linearDecay" then
+                 LrSchedule.LinearKind
+             else
+                 r.Schedule.Kind),
         WarmupSteps = r.Schedule.Warmup,
         MinLr = r.Schedule.MinLr,
         GradClip = r.Clip,
@@ -122,26 +149,50 @@ let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
 /// Copies a checkpoint's weights into the model; every name and shape must match.
 let loadWeights (model: GraphModule) (dir: string) =
     use loaded = Checkpoint.Load dir
-    let expected = model.state_dict()
-    let missing = expected.Keys |> Seq.filter (fun k -> not (loaded.Weights.ContainsKey k)) |> List.ofSeq
-    let unexpected = loaded.Weights.Keys |> Seq.filter (fun k -> not (expected.ContainsKey k)) |> List.ofSeq
+    let expected = model.state_dict ()
+
+    let missing =
+        expected.Keys
+        |> Seq.filter (fun k -> not (loaded.Weights.ContainsKey k))
+        |> List.ofSeq
+
+    let unexpected =
+        loaded.Weights.Keys
+        |> Seq.filter (fun k -> not (expected.ContainsKey k))
+        |> List.ofSeq
 
     if not missing.IsEmpty || not unexpected.IsEmpty then
-        let show (xs: string list) = xs |> List.truncate 5 |> String.concat ", "
-        fail "%s: error: the checkpoint does not fit model '%s' (missing: [%s]; unexpected: [%s])" dir model.Graph.Name (show missing) (show unexpected)
+        let show (xs: string list) =
+            xs |> List.truncate 5 |> String.concat ", "
+
+        fail
+            "%s: error: the checkpoint does not fit model '%s' (missing: [%s]; unexpected: [%s])"
+            dir
+            model.Graph.Name
+            (show missing)
+            (show unexpected)
 
     for KeyValue(name, t) in expected do
         let src = loaded.Weights[name]
 
         if src.shape <> t.shape then
-            fail "%s: error: parameter '%s' is %A in the checkpoint but %A in model '%s'" dir name src.shape t.shape model.Graph.Name
+            fail
+                "%s: error: parameter '%s' is %A in the checkpoint but %A in model '%s'"
+                dir
+                name
+                src.shape
+                t.shape
+                model.Graph.Name
 
-    use _ = TorchSharp.torch.no_grad()
+    use _ = TorchSharp.torch.no_grad ()
 
     for KeyValue(name, t) in expected do
-        t.copy_(loaded.Weights[name]) |> ignore
+        t.copy_ (loaded.Weights[name]) |> ignore
 
     if loaded.Meta.SourceHash <> sourceHash model.Graph then
-        eprintfn "warning: %s was trained from a different version of model '%s' (its names and shapes still fit)" dir model.Graph.Name
+        eprintfn
+            "warning: %s was trained from a different version of model '%s' (its names and shapes still fit)"
+            dir
+            model.Graph.Name
 
     loaded.Meta

@@ -13,7 +13,11 @@ let check (args: ParseResults<CheckArgs>) =
     let c = checkedOrExit path
 
     for name, g in c.Models do
-        printfn "model %s: %d layers, %s parameters" name (g.Nodes.Length - g.Inputs.Length) ((paramCount g).ToString("N0"))
+        printfn
+            "model %s: %d layers, %s parameters"
+            name
+            (g.Nodes.Length - g.Inputs.Length)
+            ((paramCount g).ToString("N0"))
 
     for r in c.Recipes do
         printfn "train %s: %s, %s, %d epochs, batch %d" r.Model r.Data.Kind r.Optimizer.Kind r.Epochs r.Batch
@@ -25,7 +29,14 @@ let private opName (op: Op) =
     match op with
     | Input(n, _) -> "input " + n
     | Conv c ->
-        sprintf "conv%dd %d→%d k%s s%s%s" c.Dims c.InChannels c.OutChannels (c.Kernel |> List.map string |> String.concat "×") (c.Stride |> List.map string |> String.concat "×") (if c.Groups > 1 then sprintf " g%d" c.Groups else "")
+        sprintf
+            "conv%dd %d→%d k%s s%s%s"
+            c.Dims
+            c.InChannels
+            c.OutChannels
+            (c.Kernel |> List.map string |> String.concat "×")
+            (c.Stride |> List.map string |> String.concat "×")
+            (if c.Groups > 1 then sprintf " g%d" c.Groups else "")
     | Linear(i, o, _) -> sprintf "linear %d→%d" i o
     | SelfAttention a -> sprintf "attention %d heads%s" a.Heads (if a.Causal then " causal" else "")
     | other -> opKind other
@@ -53,7 +64,9 @@ let table (g: Graph) =
         )
         |> ignore
 
-    t.AddRow("[bold]total[/]", "", "", (paramCount g).ToString("N0"), totalMacs.ToString("N0")) |> ignore
+    t.AddRow("[bold]total[/]", "", "", (paramCount g).ToString("N0"), totalMacs.ToString("N0"))
+    |> ignore
+
     t
 
 let show (args: ParseResults<ShowArgs>) =

@@ -10,9 +10,15 @@ open Dsl.Runtime.Checkpoints
 
 /// A fresh directory under the system temp dir, deleted after `body` runs.
 let private withTempDir (body: string -> unit) =
-    let dir = Path.Combine(Path.GetTempPath(), "dsl-checkpoint-" + Guid.NewGuid().ToString "N")
+    let dir =
+        Path.Combine(Path.GetTempPath(), "dsl-checkpoint-" + Guid.NewGuid().ToString "N")
+
     Directory.CreateDirectory dir |> ignore
-    try body dir finally Directory.Delete(dir, true)
+
+    try
+        body dir
+    finally
+        Directory.Delete(dir, true)
 
 let private tensors (pairs: (string * torch.Tensor) list) =
     Dictionary<string, torch.Tensor>(dict pairs) :> IReadOnlyDictionary<string, torch.Tensor>
@@ -26,7 +32,8 @@ let private meta (step: int64) =
         Seed = 42L,
         Created = "2025-01-02T03:04:05Z",
         Metrics = Dictionary(dict [ "loss", 0.25; "accuracy", 0.9; "diverged", nan ]),
-        Extra = Dictionary(dict [ "optimizer", "adamw"; "source", "examples/mnist.dsl" ]))
+        Extra = Dictionary(dict [ "optimizer", "adamw"; "source", "examples/mnist.dsl" ])
+    )
 
 let private rawBytes (t: torch.Tensor) = t.bytes.ToArray()
 
@@ -39,14 +46,21 @@ let private expectBitExact (actual: torch.Tensor) (expected: torch.Tensor) (name
 /// Saves a small model with float32 and int64 tensors (including a 0-d and a non-contiguous one).
 let private saveSample (directory: string) (step: int64) =
     let g = new torch.Generator(uint64 step, torch.CPU)
+
     let weights =
-        [ "conv.weight", torch.randn([| 4L; 3L; 3L; 3L |], generator = g)
-          "fc.weight", torch.randn([| 5L; 7L |], generator = g).t()
-          "fc.bias", torch.tensor [| 1.5f; -0.0f; Single.Epsilon; Single.MaxValue; Single.NegativeInfinity |]
-          "bn.num_batches_tracked", torch.tensor (step * 1000L) ]
+        [
+            "conv.weight", torch.randn ([| 4L; 3L; 3L; 3L |], generator = g)
+            "fc.weight", torch.randn([| 5L; 7L |], generator = g).t()
+            "fc.bias", torch.tensor [| 1.5f; -0.0f; Single.Epsilon; Single.MaxValue; Single.NegativeInfinity |]
+            "bn.num_batches_tracked", torch.tensor (step * 1000L)
+        ]
+
     let optimizer =
-        [ "state.0.exp_avg", torch.randn([| 4L; 3L; 3L; 3L |], generator = g)
-          "state.0.step", torch.tensor [| step; Int64.MaxValue; Int64.MinValue |] ]
+        [
+            "state.0.exp_avg", torch.randn ([| 4L; 3L; 3L; 3L |], generator = g)
+            "state.0.step", torch.tensor [| step; Int64.MaxValue; Int64.MinValue |]
+        ]
+
     Checkpoint.Save(directory, tensors weights, tensors optimizer, meta step)
     weights, optimizer
 
@@ -66,140 +80,212 @@ let private safetensors (header: string) (data: byte[]) =
 
 [<Tests>]
 let tests =
-    testList "CheckpointTests" [
-        test "save then load is bit-exact for float32 and int64 tensors and the metadata" {
-            withTempDir (fun root ->
-                let directory = Path.Combine(root, "ckpt")
-                let weights, optimizer = saveSample directory 7L
-                use loaded = Checkpoint.Load directory
-                Expect.sequenceEqual (loaded.Weights.Keys |> Seq.sort) (weights |> List.map fst |> List.sort) "weight names"
-                for name, expected in weights do
-                    expectBitExact loaded.Weights[name] (expected.contiguous ()) name
-                Expect.sequenceEqual (loaded.OptimizerState.Keys |> Seq.sort) (optimizer |> List.map fst |> List.sort) "optimizer names"
-                for name, expected in optimizer do
-                    expectBitExact loaded.OptimizerState[name] expected name
-                let m, expected = loaded.Meta, meta 7L
-                Expect.equal (m.Model, m.SourceHash, m.Step, m.Epoch, m.Seed, m.Created, m.FormatVersion)
-                             (expected.Model, expected.SourceHash, expected.Step, expected.Epoch, expected.Seed, expected.Created, 1)
-                             "scalar fields"
-                Expect.equal m.Metrics["loss"] 0.25 "loss"
-                Expect.isTrue (Double.IsNaN m.Metrics["diverged"]) "a NaN metric survives"
-                Expect.equal (m.Extra |> Seq.map (fun kv -> kv.Key, kv.Value) |> Seq.toList)
-                             (expected.Extra |> Seq.map (fun kv -> kv.Key, kv.Value) |> Seq.toList) "extra"
-                let json = File.ReadAllText(Path.Combine(directory, Checkpoint.MetaFile))
-                Expect.stringContains json "\"sourceHash\"" "camelCase"
-                Expect.stringContains json "\n" "indented")
-        }
+    testList
+        "CheckpointTests"
+        [
+            test "save then load is bit-exact for float32 and int64 tensors and the metadata" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    let weights, optimizer = saveSample directory 7L
+                    use loaded = Checkpoint.Load directory
 
-        test "an empty optimizer state round-trips" {
-            withTempDir (fun root ->
-                let directory = Path.Combine(root, "ckpt")
-                use w = torch.ones(2L)
-                Checkpoint.Save(directory, tensors [ "w", w ], tensors [], meta 1L)
-                use loaded = Checkpoint.Load directory
-                Expect.isEmpty loaded.OptimizerState "no optimizer tensors"
-                expectBitExact loaded.Weights["w"] w "w")
-        }
+                    Expect.sequenceEqual
+                        (loaded.Weights.Keys |> Seq.sort)
+                        (weights |> List.map fst |> List.sort)
+                        "weight names"
 
-        test "saving over a checkpoint replaces it and leaves no temporary directories" {
-            withTempDir (fun root ->
-                let directory = Path.Combine(root, "ckpt")
-                saveSample directory 1L |> ignore
-                File.WriteAllText(Path.Combine(directory, "stale.txt"), "from an older layout")
-                let weights, _ = saveSample directory 2L
-                use loaded = Checkpoint.Load directory
-                Expect.equal loaded.Meta.Step 2L "new metadata"
-                expectBitExact loaded.Weights["conv.weight"] (snd weights.Head) "new weights"
-                Expect.isFalse (File.Exists(Path.Combine(directory, "stale.txt"))) "old contents gone"
-                Expect.sequenceEqual (Directory.GetFileSystemEntries root) [ directory ] "only the checkpoint remains"
-                Expect.sequenceEqual
-                    (Directory.GetFiles directory |> Array.map Path.GetFileName |> Array.sort)
-                    [ Checkpoint.MetaFile; Checkpoint.ModelFile; Checkpoint.OptimizerFile ]
-                    "exactly the three files")
-        }
+                    for name, expected in weights do
+                        expectBitExact loaded.Weights[name] (expected.contiguous ()) name
 
-        test "loading leaves the files unlocked" {
-            withTempDir (fun root ->
-                let directory = Path.Combine(root, "ckpt")
-                saveSample directory 3L |> ignore
-                (use _ = Checkpoint.Load directory in ())
-                for file in Directory.GetFiles directory do
-                    use exclusive = new FileStream(file, FileMode.Open, FileAccess.ReadWrite, FileShare.None)
-                    Expect.isTrue exclusive.CanWrite $"{file} can be opened exclusively")
-        }
+                    Expect.sequenceEqual
+                        (loaded.OptimizerState.Keys |> Seq.sort)
+                        (optimizer |> List.map fst |> List.sort)
+                        "optimizer names"
 
-        test "a truncated model.safetensors is a CheckpointError naming the file" {
-            withTempDir (fun root ->
-                let directory = Path.Combine(root, "ckpt")
-                saveSample directory 4L |> ignore
-                let model = Path.Combine(directory, Checkpoint.ModelFile)
-                let bytes = File.ReadAllBytes model
-                File.WriteAllBytes(model, bytes[.. bytes.Length / 2 - 1])
-                expectCheckpointError model "truncated" (fun () -> Checkpoint.Load directory |> ignore))
-        }
+                    for name, expected in optimizer do
+                        expectBitExact loaded.OptimizerState[name] expected name
 
-        test "a garbage header is a CheckpointError" {
-            withTempDir (fun root ->
-                let directory = Path.Combine(root, "ckpt")
-                saveSample directory 5L |> ignore
-                let model = Path.Combine(directory, Checkpoint.ModelFile)
-                let corrupt = [
-                    "a header length beyond the file", BitConverter.GetBytes UInt64.MaxValue, "header length"
-                    "a file shorter than the length field", [| 1uy; 2uy; 3uy |], "truncated"
-                    "a header that is not JSON", safetensors "{\"w\": {\"dtype\": " [||], "not valid JSON"
-                    "a header that is not an object", safetensors "[1, 2]" [||], "expected an object"
-                    "an unsupported dtype", safetensors """{"w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}""" (Array.zeroCreate 8), "unsupported dtype 'C64'"
-                    "data offsets beyond the file", safetensors """{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}""" (Array.zeroCreate 8), "truncated"
-                    "offsets that disagree with the shape", safetensors """{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}""" (Array.zeroCreate 8), "needs 12 bytes"
-                    "a negative dimension", safetensors """{"w": {"dtype": "I64", "shape": [-1], "data_offsets": [0, 8]}}""" (Array.zeroCreate 8), "non-negative"
-                    "no data_offsets", safetensors """{"w": {"dtype": "I64", "shape": [1]}}""" (Array.zeroCreate 8), "data_offsets" ]
-                for case, bytes, fragment in corrupt do
-                    File.WriteAllBytes(model, bytes)
-                    try
-                        expectCheckpointError model fragment (fun () -> Checkpoint.Load directory |> ignore)
-                    with e ->
-                        failtest $"{case}: {e.Message}")
-        }
+                    let m, expected = loaded.Meta, meta 7L
 
-        test "a file written by another safetensors writer with __metadata__ loads" {
-            withTempDir (fun root ->
-                let directory = Path.Combine(root, "ckpt")
-                saveSample directory 6L |> ignore
-                let header = """{"__metadata__": {"format": "pt"}, "w": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}}    """
-                let data = Array.append (BitConverter.GetBytes 5L) (BitConverter.GetBytes -6L)
-                File.WriteAllBytes(Path.Combine(directory, Checkpoint.ModelFile), safetensors header data)
-                use loaded = Checkpoint.Load directory
-                Expect.sequenceEqual (loaded.Weights["w"].data<int64>().ToArray()) [| 5L; -6L |] "values")
-        }
+                    Expect.equal
+                        (m.Model, m.SourceHash, m.Step, m.Epoch, m.Seed, m.Created, m.FormatVersion)
+                        (expected.Model,
+                         expected.SourceHash,
+                         expected.Step,
+                         expected.Epoch,
+                         expected.Seed,
+                         expected.Created,
+                         1)
+                        "scalar fields"
 
-        test "a missing directory or file is a CheckpointError" {
-            withTempDir (fun root ->
-                let missing = Path.Combine(root, "nowhere")
-                expectCheckpointError missing "not found" (fun () -> Checkpoint.Load missing |> ignore)
-                let directory = Path.Combine(root, "ckpt")
-                saveSample directory 8L |> ignore
-                for file in [ Checkpoint.OptimizerFile; Checkpoint.MetaFile ] do
-                    let path = Path.Combine(directory, file)
-                    let kept = File.ReadAllBytes path
-                    File.Delete path
-                    expectCheckpointError path "not found" (fun () -> Checkpoint.Load directory |> ignore)
-                    File.WriteAllBytes(path, kept))
-        }
+                    Expect.equal m.Metrics["loss"] 0.25 "loss"
+                    Expect.isTrue (Double.IsNaN m.Metrics["diverged"]) "a NaN metric survives"
 
-        test "invalid meta.json is a CheckpointError" {
-            withTempDir (fun root ->
-                let directory = Path.Combine(root, "ckpt")
-                saveSample directory 9L |> ignore
-                let path = Path.Combine(directory, Checkpoint.MetaFile)
-                for json, fragment in [ "{ not json", "invalid"; """{"model": "m"}""", "invalid"; "null", "invalid" ] do
-                    File.WriteAllText(path, json)
-                    expectCheckpointError path fragment (fun () -> Checkpoint.Load directory |> ignore)
-                saveSample directory 9L |> ignore
-                File.WriteAllText(path, File.ReadAllText(path).Replace("\"formatVersion\": 1", "\"formatVersion\": 2"))
-                expectCheckpointError path "format version 2" (fun () -> Checkpoint.Load directory |> ignore))
-        }
+                    Expect.equal
+                        (m.Extra |> Seq.map (fun kv -> kv.Key, kv.Value) |> Seq.toList)
+                        (expected.Extra |> Seq.map (fun kv -> kv.Key, kv.Value) |> Seq.toList)
+                        "extra"
 
-        test "SourceHash is lowercase hex SHA-256" {
-            Expect.equal (Checkpoint.SourceHash "abc") "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad" "SHA-256 of abc"
-        }
-    ]
+                    let json = File.ReadAllText(Path.Combine(directory, Checkpoint.MetaFile))
+                    Expect.stringContains json "\"sourceHash\"" "camelCase"
+                    Expect.stringContains json "\n" "indented")
+            }
+
+            test "an empty optimizer state round-trips" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    use w = torch.ones (2L)
+                    Checkpoint.Save(directory, tensors [ "w", w ], tensors [], meta 1L)
+                    use loaded = Checkpoint.Load directory
+                    Expect.isEmpty loaded.OptimizerState "no optimizer tensors"
+                    expectBitExact loaded.Weights["w"] w "w")
+            }
+
+            test "saving over a checkpoint replaces it and leaves no temporary directories" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    saveSample directory 1L |> ignore
+                    File.WriteAllText(Path.Combine(directory, "stale.txt"), "from an older layout")
+                    let weights, _ = saveSample directory 2L
+                    use loaded = Checkpoint.Load directory
+                    Expect.equal loaded.Meta.Step 2L "new metadata"
+                    expectBitExact loaded.Weights["conv.weight"] (snd weights.Head) "new weights"
+                    Expect.isFalse (File.Exists(Path.Combine(directory, "stale.txt"))) "old contents gone"
+
+                    Expect.sequenceEqual
+                        (Directory.GetFileSystemEntries root)
+                        [ directory ]
+                        "only the checkpoint remains"
+
+                    Expect.sequenceEqual
+                        (Directory.GetFiles directory |> Array.map Path.GetFileName |> Array.sort)
+                        [ Checkpoint.MetaFile; Checkpoint.ModelFile; Checkpoint.OptimizerFile ]
+                        "exactly the three files")
+            }
+
+            test "loading leaves the files unlocked" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    saveSample directory 3L |> ignore
+                    (use _ = Checkpoint.Load directory in ())
+
+                    for file in Directory.GetFiles directory do
+                        use exclusive =
+                            new FileStream(file, FileMode.Open, FileAccess.ReadWrite, FileShare.None)
+
+                        Expect.isTrue exclusive.CanWrite $"{file} can be opened exclusively")
+            }
+
+            test "a truncated model.safetensors is a CheckpointError naming the file" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    saveSample directory 4L |> ignore
+                    let model = Path.Combine(directory, Checkpoint.ModelFile)
+                    let bytes = File.ReadAllBytes model
+                    File.WriteAllBytes(model, bytes[.. bytes.Length / 2 - 1])
+                    expectCheckpointError model "truncated" (fun () -> Checkpoint.Load directory |> ignore))
+            }
+
+            test "a garbage header is a CheckpointError" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    saveSample directory 5L |> ignore
+                    let model = Path.Combine(directory, Checkpoint.ModelFile)
+
+                    let corrupt =
+                        [
+                            "a header length beyond the file", BitConverter.GetBytes UInt64.MaxValue, "header length"
+                            "a file shorter than the length field", [| 1uy; 2uy; 3uy |], "truncated"
+                            "a header that is not JSON", safetensors "{\"w\": {\"dtype\": " [||], "not valid JSON"
+                            "a header that is not an object", safetensors "[1, 2]" [||], "expected an object"
+                            "an unsupported dtype",
+                            safetensors
+                                """{"w": {"dtype": "C64", "shape": [1], "data_offsets": [0, 8]}}"""
+                                (Array.zeroCreate 8),
+                            "unsupported dtype 'C64'"
+                            "data offsets beyond the file",
+                            safetensors
+                                """{"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}"""
+                                (Array.zeroCreate 8),
+                            "truncated"
+                            "offsets that disagree with the shape",
+                            safetensors
+                                """{"w": {"dtype": "F32", "shape": [3], "data_offsets": [0, 8]}}"""
+                                (Array.zeroCreate 8),
+                            "needs 12 bytes"
+                            "a negative dimension",
+                            safetensors
+                                """{"w": {"dtype": "I64", "shape": [-1], "data_offsets": [0, 8]}}"""
+                                (Array.zeroCreate 8),
+                            "non-negative"
+                            "no data_offsets",
+                            safetensors """{"w": {"dtype": "I64", "shape": [1]}}""" (Array.zeroCreate 8),
+                            "data_offsets"
+                        ]
+
+                    for case, bytes, fragment in corrupt do
+                        File.WriteAllBytes(model, bytes)
+
+                        try
+                            expectCheckpointError model fragment (fun () -> Checkpoint.Load directory |> ignore)
+                        with e ->
+                            failtest $"{case}: {e.Message}")
+            }
+
+            test "a file written by another safetensors writer with __metadata__ loads" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    saveSample directory 6L |> ignore
+
+                    let header =
+                        """{"__metadata__": {"format": "pt"}, "w": {"dtype": "I64", "shape": [2], "data_offsets": [0, 16]}}    """
+
+                    let data = Array.append (BitConverter.GetBytes 5L) (BitConverter.GetBytes -6L)
+                    File.WriteAllBytes(Path.Combine(directory, Checkpoint.ModelFile), safetensors header data)
+                    use loaded = Checkpoint.Load directory
+                    Expect.sequenceEqual (loaded.Weights["w"].data<int64>().ToArray()) [| 5L; -6L |] "values")
+            }
+
+            test "a missing directory or file is a CheckpointError" {
+                withTempDir (fun root ->
+                    let missing = Path.Combine(root, "nowhere")
+                    expectCheckpointError missing "not found" (fun () -> Checkpoint.Load missing |> ignore)
+                    let directory = Path.Combine(root, "ckpt")
+                    saveSample directory 8L |> ignore
+
+                    for file in [ Checkpoint.OptimizerFile; Checkpoint.MetaFile ] do
+                        let path = Path.Combine(directory, file)
+                        let kept = File.ReadAllBytes path
+                        File.Delete path
+                        expectCheckpointError path "not found" (fun () -> Checkpoint.Load directory |> ignore)
+                        File.WriteAllBytes(path, kept))
+            }
+
+            test "invalid meta.json is a CheckpointError" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    saveSample directory 9L |> ignore
+                    let path = Path.Combine(directory, Checkpoint.MetaFile)
+
+                    for json, fragment in
+                        [ "{ not json", "invalid"; """{"model": "m"}""", "invalid"; "null", "invalid" ] do
+                        File.WriteAllText(path, json)
+                        expectCheckpointError path fragment (fun () -> Checkpoint.Load directory |> ignore)
+
+                    saveSample directory 9L |> ignore
+
+                    File.WriteAllText(
+                        path,
+                        File.ReadAllText(path).Replace("\"formatVersion\": 1", "\"formatVersion\": 2")
+                    )
+
+                    expectCheckpointError path "format version 2" (fun () -> Checkpoint.Load directory |> ignore))
+            }
+
+            test "SourceHash is lowercase hex SHA-256" {
+                Expect.equal
+                    (Checkpoint.SourceHash "abc")
+                    "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+                    "SHA-256 of abc"
+            }
+        ]

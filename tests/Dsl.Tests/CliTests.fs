@@ -14,7 +14,10 @@ type Run = { Code: int; Out: string; Err: string }
 
 let dsl (args: string list) =
     let exe = Path.Combine(AppContext.BaseDirectory, "dsl.dll")
-    let psi = ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+
+    let psi =
+        ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+
     psi.ArgumentList.Add exe
 
     for a in args do
@@ -29,23 +32,34 @@ let dsl (args: string list) =
         p.Kill true
         failtestf "dsl %s did not finish in 3 minutes" (String.concat " " args)
 
-    { Code = p.ExitCode; Out = out.Result; Err = err.Result }
+    {
+        Code = p.ExitCode
+        Out = out.Result
+        Err = err.Result
+    }
 
 let private noStackTrace (r: Run) =
-    Expect.isFalse (r.Err.Contains "   at " || r.Out.Contains "   at ") (sprintf "no .NET stack trace:\n%s%s" r.Out r.Err)
+    Expect.isFalse
+        (r.Err.Contains "   at " || r.Out.Contains "   at ")
+        (sprintf "no .NET stack trace:\n%s%s" r.Out r.Err)
 
 /// Writes an IDX pair in Fashion-MNIST's layout: class k is a bright k-th horizontal band.
 let writeFashionLike (dir: string) (prefix: string) (count: int) =
     let rnd = Random(count)
-    let images = Array.zeroCreate<byte> (count * 28 * 28)
+    let images = Array.zeroCreate<byte>(count * 28 * 28)
     let labels = Array.init count (fun i -> byte (i % 10))
 
     for i in 0 .. count - 1 do
         let band = int labels[i] * 2 + 4
 
-        for y in 0 .. 27 do
-            for x in 0 .. 27 do
-                let v = if y >= band && y < band + 3 then 200 + rnd.Next 56 else rnd.Next 40
+        for y in 0..27 do
+            for x in 0..27 do
+                let v =
+                    if y >= band && y < band + 3 then
+                        200 + rnd.Next 56
+                    else
+                        rnd.Next 40
+
                 images[i * 784 + y * 28 + x] <- byte v
 
     let write (name: string) (header: int list) (body: byte[]) =
@@ -94,112 +108,153 @@ let tests =
     testSequenced
     <| testList
         "cli"
-        [ test "check reports ok and counts" {
-              let r = dsl [ "check"; Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl") ]
-              Expect.equal r.Code 0 r.Err
-              Expect.stringContains r.Out "model fashion: 16 layers, 96,554 parameters" "summary"
-          }
+        [
+            test "check reports ok and counts" {
+                let r =
+                    dsl [ "check"; Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl") ]
 
-          test "check reports located errors with exit code 1" {
-              let dir = tempDir ()
-              let file = Path.Combine(dir, "bad.dsl")
-              File.WriteAllText(file, "model m : image[1, 8, 8] -> logits[2] =\n    flatten >> lineer 2\n")
-              let r = dsl [ "check"; file ]
-              Expect.equal r.Code 1 "exit code"
-              Expect.stringContains r.Err (file + ":2:16: error: unknown name 'lineer'; did you mean 'linear'?") "located"
-              noStackTrace r
-          }
+                Expect.equal r.Code 0 r.Err
+                Expect.stringContains r.Out "model fashion: 16 layers, 96,554 parameters" "summary"
+            }
 
-          test "a missing file and bad usage are clear" {
-              let r = dsl [ "check"; "/nonexistent/x.dsl" ]
-              Expect.equal r.Code 1 "missing file"
-              Expect.stringContains r.Err "/nonexistent/x.dsl: error: no such file" "message"
-              let u = dsl [ "train" ]
-              Expect.equal u.Code 2 "usage"
-              noStackTrace u
-          }
+            test "check reports located errors with exit code 1" {
+                let dir = tempDir ()
+                let file = Path.Combine(dir, "bad.dsl")
+                File.WriteAllText(file, "model m : image[1, 8, 8] -> logits[2] =\n    flatten >> lineer 2\n")
+                let r = dsl [ "check"; file ]
+                Expect.equal r.Code 1 "exit code"
 
-          test "every command has --help" {
-              for cmd in [ "check"; "show"; "train"; "eval"; "predict"; "bench" ] do
-                  let r = dsl [ cmd; "--help" ]
-                  Expect.equal r.Code 0 (cmd + " --help")
-                  Expect.stringContains r.Out "USAGE: dsl" cmd
-          }
+                Expect.stringContains
+                    r.Err
+                    (file + ":2:16: error: unknown name 'lineer'; did you mean 'linear'?")
+                    "located"
 
-          test "show prints the table, the IR and the source" {
-              let file = Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl")
-              let table = dsl [ "show"; file ]
-              Expect.equal table.Code 0 table.Err
-              Expect.stringContains table.Out "conv2d 32→64" "table row"
-              Expect.stringContains table.Out "18,320,512" "total MACs"
-              let ir = dsl [ "show"; file; "--ir" ]
-              use doc = JsonDocument.Parse ir.Out
-              Expect.equal (doc.RootElement.GetProperty("name").GetString()) "fashion" "IR JSON"
-              let src = dsl [ "show"; file; "--source" ]
-              let printed = Path.Combine(tempDir (), "printed.dsl")
-              File.WriteAllText(printed, src.Out)
-              Expect.equal (dsl [ "check"; printed ]).Code 0 "printed source checks"
-          }
+                noStackTrace r
+            }
 
-          test "unknown model names the ones there are" {
-              let r = dsl [ "show"; Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl"); "--model"; "fashon" ]
-              Expect.equal r.Code 1 "exit"
-              Expect.stringContains r.Err "unknown model 'fashon'; did you mean 'fashion'?" "suggestion"
-          }
+            test "a missing file and bad usage are clear" {
+                let r = dsl [ "check"; "/nonexistent/x.dsl" ]
+                Expect.equal r.Code 1 "missing file"
+                Expect.stringContains r.Err "/nonexistent/x.dsl: error: no such file" "message"
+                let u = dsl [ "train" ]
+                Expect.equal u.Code 2 "usage"
+                noStackTrace u
+            }
 
-          test "train writes a checkpoint and metrics, eval and predict read it" {
-              let dir, file, data, out, r = trained.Value
-              Expect.equal r.Code 0 (r.Out + r.Err)
-              Expect.isTrue (File.Exists(Path.Combine(out, "checkpoint", "model.safetensors"))) "weights"
-              Expect.isTrue (File.Exists(Path.Combine(out, "metrics.jsonl"))) "metrics"
-              let e = dsl [ "eval"; file; "--checkpoint"; Path.Combine(out, "checkpoint"); "--data"; data; "--json" ]
-              Expect.equal e.Code 0 e.Err
-              use doc = JsonDocument.Parse e.Out
-              let acc = doc.RootElement.GetProperty("accuracy").GetDouble()
-              Expect.isGreaterThan acc 0.5 "the bands are learnable in two epochs"
-              Expect.equal (doc.RootElement.GetProperty("count").GetInt32()) 200 "whole test split"
+            test "every command has --help" {
+                for cmd in [ "check"; "show"; "train"; "eval"; "predict"; "bench" ] do
+                    let r = dsl [ cmd; "--help" ]
+                    Expect.equal r.Code 0 (cmd + " --help")
+                    Expect.stringContains r.Out "USAGE: dsl" cmd
+            }
 
-              let png = Path.Combine(dir, "x.png")
-              use img = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.L8>(28, 28)
-              SixLabors.ImageSharp.ImageExtensions.SaveAsPng(img, png)
-              let p = dsl [ "predict"; file; png; "--checkpoint"; Path.Combine(out, "checkpoint") ]
-              Expect.equal p.Code 0 p.Err
-              Expect.stringContains p.Out (png + ": ") "one line per image"
-          }
+            test "show prints the table, the IR and the source" {
+                let file = Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl")
+                let table = dsl [ "show"; file ]
+                Expect.equal table.Code 0 table.Err
+                Expect.stringContains table.Out "conv2d 32→64" "table row"
+                Expect.stringContains table.Out "18,320,512" "total MACs"
+                let ir = dsl [ "show"; file; "--ir" ]
+                use doc = JsonDocument.Parse ir.Out
+                Expect.equal (doc.RootElement.GetProperty("name").GetString()) "fashion" "IR JSON"
+                let src = dsl [ "show"; file; "--source" ]
+                let printed = Path.Combine(tempDir (), "printed.dsl")
+                File.WriteAllText(printed, src.Out)
+                Expect.equal (dsl [ "check"; printed ]).Code 0 "printed source checks"
+            }
 
-          test "bad data and checkpoints are one clear error" {
-              let dir, file, data, out, _ = trained.Value
-              let missing = dsl [ "train"; file; "--data"; Path.Combine(dir, "nope") ]
-              Expect.equal missing.Code 1 "missing data"
-              Expect.stringContains missing.Err "dataset-fashion-mnist" "says how to get the data"
-              noStackTrace missing
+            test "unknown model names the ones there are" {
+                let r =
+                    dsl
+                        [
+                            "show"
+                            Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl")
+                            "--model"
+                            "fashon"
+                        ]
 
-              let broken = Path.Combine(dir, "broken")
-              Directory.CreateDirectory broken |> ignore
+                Expect.equal r.Code 1 "exit"
+                Expect.stringContains r.Err "unknown model 'fashon'; did you mean 'fashion'?" "suggestion"
+            }
 
-              for f in Directory.GetFiles(Path.Combine(out, "checkpoint")) do
-                  File.Copy(f, Path.Combine(broken, Path.GetFileName f))
+            test "train writes a checkpoint and metrics, eval and predict read it" {
+                let dir, file, data, out, r = trained.Value
+                Expect.equal r.Code 0 (r.Out + r.Err)
+                Expect.isTrue (File.Exists(Path.Combine(out, "checkpoint", "model.safetensors"))) "weights"
+                Expect.isTrue (File.Exists(Path.Combine(out, "metrics.jsonl"))) "metrics"
 
-              let weights = Path.Combine(broken, "model.safetensors")
-              let bytes = File.ReadAllBytes weights
-              File.WriteAllBytes(weights, bytes[.. bytes.Length / 2])
-              let e = dsl [ "eval"; file; "--checkpoint"; broken; "--data"; data ]
-              Expect.equal e.Code 1 "truncated checkpoint"
-              Expect.stringContains e.Err "model.safetensors" "names the file"
-              noStackTrace e
+                let e =
+                    dsl
+                        [
+                            "eval"
+                            file
+                            "--checkpoint"
+                            Path.Combine(out, "checkpoint")
+                            "--data"
+                            data
+                            "--json"
+                        ]
 
-              let img = Path.Combine(dir, "corrupt.png")
-              File.WriteAllBytes(img, [| 0x89uy; 0x50uy; 0x4Euy; 0x47uy; 1uy; 2uy; 3uy |])
-              let p = dsl [ "predict"; file; img; "--checkpoint"; Path.Combine(out, "checkpoint") ]
-              Expect.equal p.Code 1 "corrupt image"
-              Expect.stringContains p.Err "corrupt.png" "names the image"
-              noStackTrace p
-          }
+                Expect.equal e.Code 0 e.Err
+                use doc = JsonDocument.Parse e.Out
+                let acc = doc.RootElement.GetProperty("accuracy").GetDouble()
+                Expect.isGreaterThan acc 0.5 "the bands are learnable in two epochs"
+                Expect.equal (doc.RootElement.GetProperty("count").GetInt32()) 200 "whole test split"
 
-          test "bench reports medians as JSON" {
-              let _, file, _, _, _ = trained.Value
-              let r = dsl [ "bench"; file; "--batch"; "2"; "--repeats"; "3"; "--warmup"; "1"; "--json" ]
-              Expect.equal r.Code 0 r.Err
-              use doc = JsonDocument.Parse r.Out
-              Expect.isTrue (r.Out.Contains "median") r.Out
-          } ]
+                let png = Path.Combine(dir, "x.png")
+
+                use img =
+                    new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.L8>(28, 28)
+
+                SixLabors.ImageSharp.ImageExtensions.SaveAsPng(img, png)
+
+                let p =
+                    dsl [ "predict"; file; png; "--checkpoint"; Path.Combine(out, "checkpoint") ]
+
+                Expect.equal p.Code 0 p.Err
+                Expect.stringContains p.Out (png + ": ") "one line per image"
+            }
+
+            test "bad data and checkpoints are one clear error" {
+                let dir, file, data, out, _ = trained.Value
+                let missing = dsl [ "train"; file; "--data"; Path.Combine(dir, "nope") ]
+                Expect.equal missing.Code 1 "missing data"
+                Expect.stringContains missing.Err "dataset-fashion-mnist" "says how to get the data"
+                noStackTrace missing
+
+                let broken = Path.Combine(dir, "broken")
+                Directory.CreateDirectory broken |> ignore
+
+                for f in Directory.GetFiles(Path.Combine(out, "checkpoint")) do
+                    File.Copy(f, Path.Combine(broken, Path.GetFileName f))
+
+                let weights = Path.Combine(broken, "model.safetensors")
+                let bytes = File.ReadAllBytes weights
+                File.WriteAllBytes(weights, bytes[.. bytes.Length / 2])
+                let e = dsl [ "eval"; file; "--checkpoint"; broken; "--data"; data ]
+                Expect.equal e.Code 1 "truncated checkpoint"
+                Expect.stringContains e.Err "model.safetensors" "names the file"
+                noStackTrace e
+
+                let img = Path.Combine(dir, "corrupt.png")
+                File.WriteAllBytes(img, [| 0x89uy; 0x50uy; 0x4Euy; 0x47uy; 1uy; 2uy; 3uy |])
+
+                let p =
+                    dsl [ "predict"; file; img; "--checkpoint"; Path.Combine(out, "checkpoint") ]
+
+                Expect.equal p.Code 1 "corrupt image"
+                Expect.stringContains p.Err "corrupt.png" "names the image"
+                noStackTrace p
+            }
+
+            test "bench reports medians as JSON" {
+                let _, file, _, _, _ = trained.Value
+
+                let r =
+                    dsl [ "bench"; file; "--batch"; "2"; "--repeats"; "3"; "--warmup"; "1"; "--json" ]
+
+                Expect.equal r.Code 0 r.Err
+                use doc = JsonDocument.Parse r.Out
+                Expect.isTrue (r.Out.Contains "median") r.Out
+            }
+        ]

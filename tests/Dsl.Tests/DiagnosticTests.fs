@@ -13,84 +13,137 @@ let private model body =
 let tests =
     testList
         "diagnostics"
-        [ test "syntax error" { expectError "let x = (1 + \nlet y = 2\n" "2:1" "syntax error" }
+        [
+            test "syntax error" { expectError "let x = (1 + \nlet y = 2\n" "2:1" "syntax error" }
 
-          test "unknown name, with a suggestion" {
-              expectError (model "flatten >> lineer 10") "2:16" "unknown name 'lineer'; did you mean 'linear'?"
-          }
+            test "unknown name, with a suggestion" {
+                expectError (model "flatten >> lineer 10") "2:16" "unknown name 'lineer'; did you mean 'linear'?"
+            }
 
-          test "too many arguments" {
-              expectError "let f a = a + 1\nlet y = f 1 2\n" "2:13" "f takes 1 argument but is given 2"
-          }
+            test "too many arguments" {
+                expectError "let f a = a + 1\nlet y = f 1 2\n" "2:13" "f takes 1 argument but is given 2"
+            }
 
-          test "unknown named argument" {
-              expectError (model "conv 8 (kernal = 3) >> globalAvgPool >> linear 10") "2:13" "unknown named argument 'kernal' for conv; it takes k, stride, padding, groups, dilation, bias"
-          }
+            test "unknown named argument" {
+                expectError
+                    (model "conv 8 (kernal = 3) >> globalAvgPool >> linear 10")
+                    "2:13"
+                    "unknown named argument 'kernal' for conv; it takes k, stride, padding, groups, dilation, bias"
+            }
 
-          test "wrong argument type" {
-              expectError (model "conv \"eight\" >> globalAvgPool >> linear 10") "2:10" "conv: argument 'channels' must be an int, got a string"
-          }
+            test "wrong argument type" {
+                expectError
+                    (model "conv \"eight\" >> globalAvgPool >> linear 10")
+                    "2:10"
+                    "conv: argument 'channels' must be an int, got a string"
+            }
 
-          test "shape mismatch names the layer and both shapes" {
-              expectError
-                  "model m (x : image[2, 8, 8]) =\n    x + (x |> conv 4)\n"
-                  "2:7"
-                  "cannot add tensors of shapes [B, 2, 8, 8] and [B, 4, 8, 8]"
+            test "shape mismatch names the layer and both shapes" {
+                expectError
+                    "model m (x : image[2, 8, 8]) =\n    x + (x |> conv 4)\n"
+                    "2:7"
+                    "cannot add tensors of shapes [B, 2, 8, 8] and [B, 4, 8, 8]"
 
-              expectError (model "flatten >> linear 12") "1:31" "model 'm' produces [B, 12] but its declared output type is logits[10]"
-              expectError "model m : image[1, 8, 8] -> logits[3] =\n    linear 3 >> attention 2 >> flatten\n" "2:17" "attention: expects a [B, T, D] input, got [B, 1, 8, 3]"
-          }
+                expectError
+                    (model "flatten >> linear 12")
+                    "1:31"
+                    "model 'm' produces [B, 12] but its declared output type is logits[10]"
 
-          test "channel and group divisibility" {
-              expectError "model m : image[3, 8, 8] =\n    conv 32 (groups = 3)\n" "2:5" "32 output channels are not divisible by groups = 3"
-              expectError "model m : image[6, 8, 8] -> logits[2] =\n    groupnorm 4 >> globalAvgPool >> linear 2\n" "2:5" "6 channels are not divisible by 4 groups"
-          }
+                expectError
+                    "model m : image[1, 8, 8] -> logits[3] =\n    linear 3 >> attention 2 >> flatten\n"
+                    "2:17"
+                    "attention: expects a [B, T, D] input, got [B, 1, 8, 3]"
+            }
 
-          test "non-positive sizes" {
-              expectError (model "flatten >> linear 0") "2:23" "linear: 'features' must be positive, got 0"
-              expectError "model m : image[1, 0, 8] -> logits[2] = flatten >> linear 2\n" "1:20" "a dimension must be a positive int"
-          }
+            test "channel and group divisibility" {
+                expectError
+                    "model m : image[3, 8, 8] =\n    conv 32 (groups = 3)\n"
+                    "2:5"
+                    "32 output channels are not divisible by groups = 3"
 
-          test "empty convolution output" {
-              expectError "model m : image[1, 2, 2] -> logits[2] =\n    conv 4 (k = 5) (padding = 0) >> flatten >> linear 2\n" "2:5" "output would be empty"
-          }
+                expectError
+                    "model m : image[6, 8, 8] -> logits[2] =\n    groupnorm 4 >> globalAvgPool >> linear 2\n"
+                    "2:5"
+                    "6 channels are not divisible by 4 groups"
+            }
 
-          test "unknown model in a train block" {
-              expectError (model "flatten >> linear 10" + "train mm {\n    data = fashionMnist\n}\n") "3:1" "train: unknown model 'mm'; did you mean 'm'?"
-          }
+            test "non-positive sizes" {
+                expectError (model "flatten >> linear 0") "2:23" "linear: 'features' must be positive, got 0"
 
-          test "unknown train field and bad optimizer" {
-              expectError (model "flatten >> linear 10" + "train m {\n    data = fashionMnist\n    epocs = 2\n}\n") "5:5" "unknown train field 'epocs'; did you mean 'epochs'?"
-              expectError (model "flatten >> linear 10" + "train m {\n    data = fashionMnist\n    optimizer = 3\n}\n") "5:17" "optimizer must be one of adamw, sgd"
-          }
+                expectError
+                    "model m : image[1, 0, 8] -> logits[2] = flatten >> linear 2\n"
+                    "1:20"
+                    "a dimension must be a positive int"
+            }
 
-          test "recursion depth" {
-              expectError "let f x = f (x + 1)\nlet y = f 0\n" "1:11" "recursion deeper than 400 calls (in f)"
-          }
+            test "empty convolution output" {
+                expectError
+                    "model m : image[1, 2, 2] -> logits[2] =\n    conv 4 (k = 5) (padding = 0) >> flatten >> linear 2\n"
+                    "2:5"
+                    "output would be empty"
+            }
 
-          test "missing imported file" {
-              expectError "open \"nowhere/missing.dsl\"\n" "1:1" "cannot open 'nowhere/missing.dsl': no such file"
-          }
+            test "unknown model in a train block" {
+                expectError
+                    (model "flatten >> linear 10" + "train mm {\n    data = fashionMnist\n}\n")
+                    "3:1"
+                    "train: unknown model 'mm'; did you mean 'm'?"
+            }
 
-          test "unknown library" { expectError "open prelud\n" "1:1" "no library 'prelud'; did you mean 'prelude'?" }
+            test "unknown train field and bad optimizer" {
+                expectError
+                    (model "flatten >> linear 10"
+                     + "train m {\n    data = fashionMnist\n    epocs = 2\n}\n")
+                    "5:5"
+                    "unknown train field 'epocs'; did you mean 'epochs'?"
 
-          test "import cycle" {
-              let dir = tempDir ()
-              File.WriteAllText(Path.Combine(dir, "a.dsl"), "open \"b.dsl\"\nlet a = 1\n")
-              File.WriteAllText(Path.Combine(dir, "b.dsl"), "open \"a.dsl\"\nlet b = 2\n")
-              let c = Compiler.checkFile (Path.Combine(dir, "a.dsl"))
-              let d = c.Diagnostics |> List.exactlyOne
-              Expect.equal (Path.GetFileName d.Span.File, d.Span.Start.Line, d.Span.Start.Col) ("b.dsl", 1, 1) "located at the open in b.dsl"
-              Expect.stringContains d.Message "import cycle: a.dsl -> b.dsl -> a.dsl" "names the cycle"
-          }
+                expectError
+                    (model "flatten >> linear 10"
+                     + "train m {\n    data = fashionMnist\n    optimizer = 3\n}\n")
+                    "5:17"
+                    "optimizer must be one of adamw, sgd"
+            }
 
-          test "several errors in one run" {
-              let es = errors "let a = nope\nmodel m : image[1, 8, 8] -> logits[2] = flatten >> linear 3\nmodel n : image[1, 8, 8] -> logits[2] = flaten\n"
-              Expect.equal es.Length 3 "one per broken declaration"
-          }
+            test "recursion depth" {
+                expectError "let f x = f (x + 1)\nlet y = f 0\n" "1:11" "recursion deeper than 400 calls (in f)"
+            }
 
-          test "formatted with the source line and a caret" {
-              let c = Compiler.checkSource "format.dsl" "let x = undefinedThing\n"
-              let text = Diagnostics.format c.Diagnostics.Head
-              Expect.equal text "format.dsl:1:9: error: unknown name 'undefinedThing'\n  let x = undefinedThing\n          ^^^^^^^^^^^^^^" "format"
-          } ]
+            test "missing imported file" {
+                expectError "open \"nowhere/missing.dsl\"\n" "1:1" "cannot open 'nowhere/missing.dsl': no such file"
+            }
+
+            test "unknown library" { expectError "open prelud\n" "1:1" "no library 'prelud'; did you mean 'prelude'?" }
+
+            test "import cycle" {
+                let dir = tempDir ()
+                File.WriteAllText(Path.Combine(dir, "a.dsl"), "open \"b.dsl\"\nlet a = 1\n")
+                File.WriteAllText(Path.Combine(dir, "b.dsl"), "open \"a.dsl\"\nlet b = 2\n")
+                let c = Compiler.checkFile (Path.Combine(dir, "a.dsl"))
+                let d = c.Diagnostics |> List.exactlyOne
+
+                Expect.equal
+                    (Path.GetFileName d.Span.File, d.Span.Start.Line, d.Span.Start.Col)
+                    ("b.dsl", 1, 1)
+                    "located at the open in b.dsl"
+
+                Expect.stringContains d.Message "import cycle: a.dsl -> b.dsl -> a.dsl" "names the cycle"
+            }
+
+            test "several errors in one run" {
+                let es =
+                    errors
+                        "let a = nope\nmodel m : image[1, 8, 8] -> logits[2] = flatten >> linear 3\nmodel n : image[1, 8, 8] -> logits[2] = flaten\n"
+
+                Expect.equal es.Length 3 "one per broken declaration"
+            }
+
+            test "formatted with the source line and a caret" {
+                let c = Compiler.checkSource "format.dsl" "let x = undefinedThing\n"
+                let text = Diagnostics.format c.Diagnostics.Head
+
+                Expect.equal
+                    text
+                    "format.dsl:1:9: error: unknown name 'undefinedThing'\n  let x = undefinedThing\n          ^^^^^^^^^^^^^^"
+                    "format"
+            }
+        ]

@@ -24,81 +24,127 @@ model fashion : image[1, 28, 28] -> logits[10] =
 let tests =
     testList
         "elaborate"
-        [ test "convnet shapes, names and parameter count" {
-              let g = graph convnet
-              Expect.equal (shapeOf g "output") "[B, 10]" "logits"
-              Expect.equal (names g |> List.take 6) [ "0.weight"; "1.weight"; "1.bias"; "1.running_mean"; "1.running_var"; "1.num_batches_tracked" ] "Sequential-style names"
-              Expect.contains (names g) "15.weight" "the head is the 16th element"
-              // 1*32*9 + 32*32*9 + 32*64*9 + 64*64*9 convs, 4 BN (2C each), linear 64*10+10
-              Expect.equal (paramCount g) (288L + 9216L + 18432L + 36864L + 2L * (32L + 32L + 64L + 64L) + 650L) "parameter count"
-          }
+        [
+            test "convnet shapes, names and parameter count" {
+                let g = graph convnet
+                Expect.equal (shapeOf g "output") "[B, 10]" "logits"
 
-          test "conv and pool arithmetic" {
-              let g = graph "model m : image[3, 32, 32] -> tensor[16, 12, 12] =\n    conv 8 (k = 3) (stride = 2) >> conv 16 (k = 5) (padding = 0) >> maxpool 3 (stride = 1) (padding = 1)\n"
-              Expect.equal (shapeOf g "output") "[B, 16, 12, 12]" "32 -> 16 by stride 2, -> 12 by k5 valid, kept by the pool"
-          }
+                Expect.equal
+                    (names g |> List.take 6)
+                    [
+                        "0.weight"
+                        "1.weight"
+                        "1.bias"
+                        "1.running_mean"
+                        "1.running_var"
+                        "1.num_batches_tracked"
+                    ]
+                    "Sequential-style names"
 
-          test "a layer described once and applied twice gets two sets of parameters" {
-              let g = graph "let l = linear 4\nmodel m (x : tensor[4]) = x |> l |> l\n"
-              Expect.equal (names g) [ "0.weight"; "0.bias"; "1.weight"; "1.bias" ] "fresh per application"
-          }
+                Expect.contains (names g) "15.weight" "the head is the 16th element"
+                // 1*32*9 + 32*32*9 + 32*64*9 + 64*64*9 convs, 4 BN (2C each), linear 64*10+10
+                Expect.equal
+                    (paramCount g)
+                    (288L + 9216L + 18432L + 36864L + 2L * (32L + 32L + 64L + 64L) + 650L)
+                    "parameter count"
+            }
 
-          test "shared ties parameters" {
-              let g = graph "let l = shared (linear 4)\nmodel m (x : tensor[4]) = x |> l |> l\n"
-              Expect.equal (names g) [ "0.weight"; "0.bias" ] "one set"
-              let linears = g.Nodes |> List.filter (fun n -> match n.Op with Linear _ -> true | _ -> false)
-              Expect.equal (linears |> List.map (fun n -> n.Params["weight"])) [ "0.weight"; "0.weight" ] "both nodes use it"
-          }
+            test "conv and pool arithmetic" {
+                let g =
+                    graph
+                        "model m : image[3, 32, 32] -> tensor[16, 12, 12] =\n    conv 8 (k = 3) (stride = 2) >> conv 16 (k = 5) (padding = 0) >> maxpool 3 (stride = 1) (padding = 1)\n"
 
-          test "named scopes and record outputs" {
-              let g =
-                  graph
-                      "model clip (image : image[1, 16, 16]) (text : tokens[8]) =\n    { image = image |> named \"enc\" (conv 4 >> globalAvgPool) |> linear 6 |> normalize\n      text = text |> embedding 50 6 |> positionalEmbedding |> attention 2 (causal = true) |> selectToken (-1)\n      scale = param [] (init = 2.659) }\n"
+                Expect.equal
+                    (shapeOf g "output")
+                    "[B, 16, 12, 12]"
+                    "32 -> 16 by stride 2, -> 12 by k5 valid, kept by the pool"
+            }
 
-              Expect.equal (g.Outputs |> List.map fst) [ "image"; "text"; "scale" ] "outputs in order"
-              Expect.equal (shapeOf g "image") "[B, 6]" "image embedding"
-              Expect.equal (shapeOf g "text") "[B, 6]" "text embedding"
-              Expect.equal (shapeOf g "scale") "[]" "scalar parameter"
-              Expect.contains (names g) "image.enc.0.weight" "named scope"
-              Expect.contains (names g) "text.2.qkv.weight" "attention projections"
-              Expect.contains (names g) "scale" "free parameter named by its field"
-          }
+            test "a layer described once and applied twice gets two sets of parameters" {
+                let g = graph "let l = linear 4\nmodel m (x : tensor[4]) = x |> l |> l\n"
+                Expect.equal (names g) [ "0.weight"; "0.bias"; "1.weight"; "1.bias" ] "fresh per application"
+            }
 
-          test "functions, recursion, comprehensions and the prelude" {
-              let src =
-                  "let rec widths n = if n = 0 then [] else widths (n - 1) @ [8 * n]\nlet body = seq [for w in widths 3 -> residual (conv w) >> conv w]\nmodel m : image[8, 8, 8] = conv 8 >> residual (conv 8 >> relu) >> stage \"s\" 2 (fun i -> conv (16 * (i + 1)))\n"
+            test "shared ties parameters" {
+                let g = graph "let l = shared (linear 4)\nmodel m (x : tensor[4]) = x |> l |> l\n"
+                Expect.equal (names g) [ "0.weight"; "0.bias" ] "one set"
 
-              let g = graph src
-              Expect.equal (shapeOf g "output") "[B, 32, 8, 8]" "stage widths 16, 32"
-              Expect.contains (names g) "s.1.weight" "stage names its blocks"
-              Expect.contains (names g) "1.0.0.weight" "residual body scoped under its index"
-          }
+                let linears =
+                    g.Nodes
+                    |> List.filter (fun n ->
+                        match n.Op with
+                        | Linear _ -> true
+                        | _ -> false)
 
-          test "symbolic sequence length flows through" {
-              let g = graph "model lm (t : tokens[T]) = t |> embedding 100 16 |> layernorm |> attention 4 (causal = true) |> linear 100\n"
-              Expect.equal (shapeOf g "output") "[B, T, 100]" "T stays symbolic"
-          }
+                Expect.equal
+                    (linears |> List.map (fun n -> n.Params["weight"]))
+                    [ "0.weight"; "0.weight" ]
+                    "both nodes use it"
+            }
 
-          test "IR JSON is stable and print/parse gives the same IR" {
-              for src in [ convnet; "model c (image : image[1, 16, 16]) (text : tokens[8]) =\n    { image = image |> conv 4 (groups = 1) |> globalAvgPool |> normalize\n      text = text |> embedding 50 4 |> positionalEmbedding |> residual (layernorm >> attention 2) |> selectToken 0\n      scale = param [] (init = 2.5) }\n" ] do
-                  let g = graph src
-                  let printed = Print.model g
-                  let g2 = snd (Compiler.checkSource "printed.dsl" printed).Models.Head
-                  Expect.equal (IrJson.write false g2) (IrJson.write false g) "round trip"
-                  Expect.equal (IrJson.write false (graph src)) (IrJson.write false g) "deterministic"
-          }
+            test "named scopes and record outputs" {
+                let g =
+                    graph
+                        "model clip (image : image[1, 16, 16]) (text : tokens[8]) =\n    { image = image |> named \"enc\" (conv 4 >> globalAvgPool) |> linear 6 |> normalize\n      text = text |> embedding 50 6 |> positionalEmbedding |> attention 2 (causal = true) |> selectToken (-1)\n      scale = param [] (init = 2.659) }\n"
 
-          test "IR JSON golden for a tiny model" {
-              let g = graph "model tiny : tensor[3] -> tensor[2] = linear 2 (bias = false) >> relu\n"
-              let expected = File.ReadAllText(Path.Combine(repoRoot.Value, "tests", "Dsl.Tests", "goldens", "tiny.ir.json"))
-              Expect.equal (IrJson.write false g) (expected.TrimEnd().Replace("\r\n", "\n")) "golden"
-          }
+                Expect.equal (g.Outputs |> List.map fst) [ "image"; "text"; "scale" ] "outputs in order"
+                Expect.equal (shapeOf g "image") "[B, 6]" "image embedding"
+                Expect.equal (shapeOf g "text") "[B, 6]" "text embedding"
+                Expect.equal (shapeOf g "scale") "[]" "scalar parameter"
+                Expect.contains (names g) "image.enc.0.weight" "named scope"
+                Expect.contains (names g) "text.2.qkv.weight" "attention projections"
+                Expect.contains (names g) "scale" "free parameter named by its field"
+            }
 
-          test "every shipped example checks" {
-              let examples = Directory.GetFiles(Path.Combine(repoRoot.Value, "examples"), "*.dsl", SearchOption.AllDirectories)
-              Expect.isNonEmpty examples "examples exist"
+            test "functions, recursion, comprehensions and the prelude" {
+                let src =
+                    "let rec widths n = if n = 0 then [] else widths (n - 1) @ [8 * n]\nlet body = seq [for w in widths 3 -> residual (conv w) >> conv w]\nmodel m : image[8, 8, 8] = conv 8 >> residual (conv 8 >> relu) >> stage \"s\" 2 (fun i -> conv (16 * (i + 1)))\n"
 
-              for f in examples do
-                  let c = Compiler.checkFile f
-                  Expect.isEmpty (c.Diagnostics |> List.map Diagnostics.format) f
-          } ]
+                let g = graph src
+                Expect.equal (shapeOf g "output") "[B, 32, 8, 8]" "stage widths 16, 32"
+                Expect.contains (names g) "s.1.weight" "stage names its blocks"
+                Expect.contains (names g) "1.0.0.weight" "residual body scoped under its index"
+            }
+
+            test "symbolic sequence length flows through" {
+                let g =
+                    graph
+                        "model lm (t : tokens[T]) = t |> embedding 100 16 |> layernorm |> attention 4 (causal = true) |> linear 100\n"
+
+                Expect.equal (shapeOf g "output") "[B, T, 100]" "T stays symbolic"
+            }
+
+            test "IR JSON is stable and print/parse gives the same IR" {
+                for src in
+                    [
+                        convnet
+                        "model c (image : image[1, 16, 16]) (text : tokens[8]) =\n    { image = image |> conv 4 (groups = 1) |> globalAvgPool |> normalize\n      text = text |> embedding 50 4 |> positionalEmbedding |> residual (layernorm >> attention 2) |> selectToken 0\n      scale = param [] (init = 2.5) }\n"
+                    ] do
+                    let g = graph src
+                    let printed = Print.model g
+                    let g2 = snd (Compiler.checkSource "printed.dsl" printed).Models.Head
+                    Expect.equal (IrJson.write false g2) (IrJson.write false g) "round trip"
+                    Expect.equal (IrJson.write false (graph src)) (IrJson.write false g) "deterministic"
+            }
+
+            test "IR JSON golden for a tiny model" {
+                let g =
+                    graph "model tiny : tensor[3] -> tensor[2] = linear 2 (bias = false) >> relu\n"
+
+                let expected =
+                    File.ReadAllText(Path.Combine(repoRoot.Value, "tests", "Dsl.Tests", "goldens", "tiny.ir.json"))
+
+                Expect.equal (IrJson.write false g) (expected.TrimEnd().Replace("\r\n", "\n")) "golden"
+            }
+
+            test "every shipped example checks" {
+                let examples =
+                    Directory.GetFiles(Path.Combine(repoRoot.Value, "examples"), "*.dsl", SearchOption.AllDirectories)
+
+                Expect.isNonEmpty examples "examples exist"
+
+                for f in examples do
+                    let c = Compiler.checkFile f
+                    Expect.isEmpty (c.Diagnostics |> List.map Diagnostics.format) f
+            }
+        ]

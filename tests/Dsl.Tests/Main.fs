@@ -13,7 +13,8 @@ let private withPlainSummary (inner: TestPrinters) =
                     do! inner.summary cfg summary
                     let failed = summary.failed.Length + summary.errored.Length
                     printfn "%d passed, %d failed" summary.passed.Length failed
-                } }
+                }
+    }
 
 [<EntryPoint>]
 let main argv =

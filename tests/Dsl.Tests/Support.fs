@@ -33,11 +33,18 @@ let errors (src: string) =
 
 let expectError (src: string) (lineCol: string) (fragment: string) =
     let es = errors src
-    let hit = es |> List.exists (fun e -> e.StartsWith(lineCol + ":") && e.Contains fragment)
-    Expect.isTrue hit (sprintf "expected an error at %s containing %A, got:\n%s" lineCol fragment (String.concat "\n" es))
+
+    let hit =
+        es |> List.exists (fun e -> e.StartsWith(lineCol + ":") && e.Contains fragment)
+
+    Expect.isTrue
+        hit
+        (sprintf "expected an error at %s containing %A, got:\n%s" lineCol fragment (String.concat "\n" es))
 
 let tempDir () =
-    let d = Path.Combine(Path.GetTempPath(), "dsl-tests-" + System.Guid.NewGuid().ToString("N"))
+    let d =
+        Path.Combine(Path.GetTempPath(), "dsl-tests-" + System.Guid.NewGuid().ToString("N"))
+
     Directory.CreateDirectory d |> ignore
     d
 
@@ -45,8 +52,11 @@ let tempDir () =
 let repoRoot =
     lazy
         (let rec up (d: DirectoryInfo) =
-            if isNull d then failwith "Dsl.sln not found above the test assembly"
-            elif File.Exists(Path.Combine(d.FullName, "Dsl.sln")) then d.FullName
-            else up d.Parent
+            if isNull d then
+                failwith "Dsl.sln not found above the test assembly"
+            elif File.Exists(Path.Combine(d.FullName, "Dsl.sln")) then
+                d.FullName
+            else
+                up d.Parent
 
          up (DirectoryInfo System.AppContext.BaseDirectory))
