@@ -464,65 +464,37 @@ let private shortMessage (msg: string) =
            else
                "")
 
+/// Runs a parser over a whole text; a failure is one located diagnostic.
+let private run (parser: P<'a>) (file: string) (text: string) : 'a =
+    registerSource file text
+
+    let state =
+        {
+            File = file
+            Offside = 0L
+            Anchor = (0L, 0L)
+            LastEnd = (1L, 1L)
+        }
+
+    match runParserOnString parser state file text with
+    | Success(result, _, _) -> result
+    | Failure(msg, err, _) ->
+        let p =
+            {
+                Line = int err.Position.Line
+                Col = int err.Position.Column
+            }
+
+        error
+            {
+                File = file
+                Start = p
+                End = { p with Col = p.Col + 1 }
+            }
+            (shortMessage msg)
+
 let parseProgram (file: string) (text: string) : Program =
-    registerSource file text
-
-    match
-        runParserOnString
-            program
-            {
-                File = file
-                Offside = 0L
-                Anchor = (0L, 0L)
-                LastEnd = (1L, 1L)
-            }
-            file
-            text
-    with
-    | Success(decls, _, _) -> { File = file; Decls = decls }
-    | Failure(msg, err, _) ->
-        let p =
-            {
-                Line = int err.Position.Line
-                Col = int err.Position.Column
-            }
-
-        error
-            {
-                File = file
-                Start = p
-                End = { p with Col = p.Col + 1 }
-            }
-            (shortMessage msg)
-
-/// Parses a lone expression (used by tests and the REPL-like `dsl check -e`).
-let parseExpr (file: string) (text: string) : Expr =
-    registerSource file text
-
-    match
-        runParserOnString
-            (ws >>. expr .>> eof)
-            {
-                File = file
-                Offside = 0L
-                Anchor = (0L, 0L)
-                LastEnd = (1L, 1L)
-            }
-            file
-            text
-    with
-    | Success(e, _, _) -> e
-    | Failure(msg, err, _) ->
-        let p =
-            {
-                Line = int err.Position.Line
-                Col = int err.Position.Column
-            }
-
-        error
-            {
-                File = file
-                Start = p
-                End = { p with Col = p.Col + 1 }
-            }
-            (shortMessage msg)
+    {
+        File = file
+        Decls = run program file text
+    }

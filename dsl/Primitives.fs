@@ -108,6 +108,13 @@ let fanInUniform (fanIn: int) =
 let trainable b span local shape init =
     local, addParam b span local shape init Trainable Float32
 
+let private primLayer name span run : Layer =
+    {
+        Name = name
+        Kind = Prim run
+        Span = span
+    }
+
 // ---- layers ---------------------------------------------------------------------------------
 
 type Padding =
@@ -209,11 +216,7 @@ let conv
 
         addNode b span (Conv attrs) [ t ] ([ t.Shape[0]; Known channels ] @ spatial) (w :: bs)
 
-    {
-        Name = name
-        Kind = Prim run
-        Span = span
-    }
+    primLayer name span run
 
 let linear features bias span : Layer =
     let run ctx input =
@@ -235,11 +238,7 @@ let linear features bias span : Layer =
         let shape = (t.Shape |> List.take (t.Shape.Length - 1)) @ [ Known features ]
         addNode b span (Linear(inF, features, bias)) [ t ] shape (w :: bs)
 
-    {
-        Name = "linear"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "linear" span run
 
 let batchnorm eps momentum span : Layer =
     let run ctx input =
@@ -262,11 +261,7 @@ let batchnorm eps momentum span : Layer =
 
         addNode b span (BatchNorm(c, eps, momentum)) [ t ] t.Shape ps
 
-    {
-        Name = "batchnorm"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "batchnorm" span run
 
 let layernorm eps affine span : Layer =
     let run ctx input =
@@ -282,11 +277,7 @@ let layernorm eps affine span : Layer =
 
         addNode b span (LayerNorm(d, eps, affine)) [ t ] t.Shape ps
 
-    {
-        Name = "layernorm"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "layernorm" span run
 
 let rmsnorm eps span : Layer =
     let run ctx input =
@@ -295,11 +286,7 @@ let rmsnorm eps span : Layer =
         let d = knownDim "rmsnorm" span "last axis" (List.last t.Shape)
         addNode b span (RmsNorm(d, eps)) [ t ] t.Shape [ trainable b span "weight" [ d ] Ones ]
 
-    {
-        Name = "rmsnorm"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "rmsnorm" span run
 
 let groupnorm groups eps span : Layer =
     let run ctx input =
@@ -319,11 +306,7 @@ let groupnorm groups eps span : Layer =
 
         addNode b span (GroupNorm(groups, c, eps)) [ t ] t.Shape ps
 
-    {
-        Name = "groupnorm"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "groupnorm" span run
 
 /// A parameter-free layer whose output shape is a function of the input shape.
 let shaped name (op: Op) (shapeOf: Tensor -> Dim list) span : Layer =
@@ -332,11 +315,7 @@ let shaped name (op: Op) (shapeOf: Tensor -> Dim list) span : Layer =
         let t = tensorIn name span input
         addNode b span op [ t ] (shapeOf t) []
 
-    {
-        Name = name
-        Kind = Prim run
-        Span = span
-    }
+    primLayer name span run
 
 let activation name act span =
     shaped name (Act act) (fun t -> t.Shape) span
@@ -380,11 +359,7 @@ let pool name kind (kernel: int) (stride: int) (padding: int) span =
         let shape = shapeOf t
         addNode b span (Pool(attrs (t.Shape.Length - 2))) [ t ] shape []
 
-    {
-        Name = name
-        Kind = Prim run
-        Span = span
-    }
+    primLayer name span run
 
 let globalPool name kind span =
     shaped
@@ -438,11 +413,7 @@ let reshape (target: int list) span =
 
         addNode b span (Reshape resolved) [ t ] (t.Shape[0] :: (resolved |> List.map Known)) []
 
-    {
-        Name = "reshape"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "reshape" span run
 
 let permute (perm: int list) span =
     shaped
@@ -492,11 +463,7 @@ let embedding count dim span : Layer =
         let w = trainable b span "weight" [ count; dim ] (Normal(0.0, 1.0))
         addNode b span (Embedding(count, dim)) [ t ] (t.Shape @ [ Known dim ]) [ w ]
 
-    {
-        Name = "embedding"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "embedding" span run
 
 let positionalEmbedding span : Layer =
     let run ctx input =
@@ -511,11 +478,7 @@ let positionalEmbedding span : Layer =
             addNode b span (PositionalEmbedding(len, d)) [ t ] t.Shape [ w ]
         | _ -> rankError "positionalEmbedding" span "[B, T, D]" t
 
-    {
-        Name = "positionalEmbedding"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "positionalEmbedding" span run
 
 let attention heads causal bias span : Layer =
     let run ctx input =
@@ -552,11 +515,7 @@ let attention heads causal bias span : Layer =
             addNode b span (SelfAttention attrs) [ t ] t.Shape ps
         | _ -> rankError "attention" span "[B, T, D]" t
 
-    {
-        Name = "attention"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "attention" span run
 
 let layerScale (init: float) span : Layer =
     let run ctx input =
@@ -573,11 +532,7 @@ let layerScale (init: float) span : Layer =
         let g = trainable b span "gamma" [ c ] (Constant init)
         addNode b span (LayerScale(c, axis)) [ t ] t.Shape [ g ]
 
-    {
-        Name = "layerScale"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "layerScale" span run
 
 let private normAxis name span (t: Tensor) axis =
     let n = t.Shape.Length
@@ -594,11 +549,7 @@ let normalize axis span =
         let t = tensorIn "normalize" span input
         addNode b span (Normalize(normAxis "normalize" span t axis)) [ t ] t.Shape []
 
-    {
-        Name = "normalize"
-        Kind = Prim run
-        Span = span
-    }
+    primLayer "normalize" span run
 
 let selectToken index span =
     shaped
