@@ -132,10 +132,11 @@ let private layers =
         layerFn "embedding" [ "count"; "dim" ] [] (fun a s ->
             embedding (asPositiveInt "embedding" "count" a["count"]) (asPositiveInt "embedding" "dim" a["dim"]) s)
         layerFn "positionalEmbedding" [] [] (fun _ s -> positionalEmbedding s)
-        layerFn "attention" [ "heads" ] [ "causal", VBool false; "bias", VBool true ] (fun a s ->
+        layerFn "attention" [ "heads" ] [ "causal", VBool false; "qkvBias", VBool true; "bias", VBool true ] (fun a s ->
             attention
                 (asPositiveInt "attention" "heads" a["heads"])
                 (asBool "attention" "causal" a["causal"])
+                (asBool "attention" "qkvBias" a["qkvBias"])
                 (asBool "attention" "bias" a["bias"])
                 s)
         layerFn "layerScale" [] [ "init", flt 1e-5 ] (fun a s -> layerScale (asFloat "layerScale" "init" a["init"]) s)
@@ -337,6 +338,16 @@ let private listModule =
                     errorf s "List.zip: lists of length %d and %d" xs.Length ys.Length
 
                 VList(List.map2 (fun x y -> VTuple [ x; y ]) xs ys))
+            "head",
+            hostFn "List.head" [ "list" ] [] (fun _ a s ->
+                match lst "head" a["list"] with
+                | x :: _ -> x
+                | [] -> error s "List.head: the list is empty")
+            "last",
+            hostFn "List.last" [ "list" ] [] (fun _ a s ->
+                match List.rev (lst "last" a["list"]) with
+                | x :: _ -> x
+                | [] -> error s "List.last: the list is empty")
             "rev", hostFn "List.rev" [ "list" ] [] (fun _ a _ -> VList(List.rev (lst "rev" a["list"])))
             "take",
             hostFn "List.take" [ "n"; "list" ] [] (fun _ a s ->

@@ -79,7 +79,7 @@ let rec private loadText
     for d in program.Decls do
         match d with
         | DOpen(target, span) ->
-            match collect (fun () -> openTarget (file :: stack) cache file target span) with
+            match collect (fun () -> openTarget (file :: stack) cache baseEnv file target span) with
             | Ok loaded ->
                 // What the opened file binds is visible here; its models and recipes too.
                 env <- loaded.Env |> Map.fold (fun (e: Env) k v -> e.Add(k, v)) env
@@ -127,7 +127,9 @@ let rec private loadText
         Diagnostics = List.ofSeq diags
     }
 
-and private openTarget stack cache (fromFile: string) (target: string) span : Loaded =
+/// An opened file starts from the same environment as its opener (the prelude, for every file
+/// but the prelude itself).
+and private openTarget stack cache (baseEnv: Env) (fromFile: string) (target: string) span : Loaded =
     let isLibrary = not (target.EndsWith ".dsl") && not (target.Contains '/')
 
     let key, text =
@@ -151,7 +153,7 @@ and private openTarget stack cache (fromFile: string) (target: string) span : Lo
     match cache.TryGetValue key with
     | true, loaded -> loaded
     | _ ->
-        let loaded = loadText stack cache Builtins.environment key text
+        let loaded = loadText stack cache baseEnv key text
         cache[key] <- loaded
         loaded
 

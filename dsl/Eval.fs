@@ -1,8 +1,8 @@
 /// Phase 3: the evaluator. The language is strict and pure; evaluating a model body applies layers
 /// to symbolic tensors, which builds the graph. Scoping is what gives parameters their names:
-/// every application of a layer takes the next index in the current scope (so a chain
-/// `a >> b >> c` names its parts 0, 1, 2 like PyTorch's Sequential), and `named "x"` replaces
-/// the index with a name.
+/// a chain `a >> b >> c` names its parts by position 0, 1, 2 like PyTorch's Sequential; inside a
+/// function body each application of a layer with parameters takes the next index; and
+/// `named "x"` replaces the index with a name.
 module Dsl.Eval
 
 open Dsl.Syntax
@@ -125,7 +125,17 @@ and applyLayer ctx (l: Layer) (input: Value) span =
     match l.Kind with
     | Named(n, inner) -> inScope b n (fun () -> runLayer ctx inner input span)
     | At _ -> runLayer ctx l input span
-    | _ -> inScope b (string (nextIndex b)) (fun () -> runLayer ctx l input span)
+    | _ ->
+        let before = b.Params.Count
+        let index = nextIndex b
+        let result = inScope b (string index) (fun () -> runLayer ctx l input span)
+
+        // A layer without parameters does not use up an index, so a function body names its
+        // parameterised layers 0, 1, 2… whatever reshapes and activations stand between them.
+        if b.Params.Count = before then
+            (List.head b.Counters).Value <- index
+
+        result
 
 /// Runs a layer in the current scope.
 and runLayer ctx (l: Layer) (input: Value) span : Value =
@@ -142,7 +152,7 @@ and runLayer ctx (l: Layer) (input: Value) span : Value =
                 | Named(n, inner) -> inScope b n (fun () -> runLayer ctx inner v span)
                 | _ -> inScope b (string i) (fun () -> runLayer ctx layer v span))
             input
-    | Named(_, inner) -> runLayer ctx inner input span
+    | Named(n, inner) -> inScope b n (fun () -> runLayer ctx inner input span)
     | FnLayer f -> applyFun ctx f [ PosArg(input, span) ] span
     | At(path, inner) ->
         let saved = b.Scope, b.Counters
@@ -326,26 +336,24 @@ let rec eval (ctx: Ctx) (env: Env) (e: Expr) : Value =
 
         VList([ num a .. step .. num b ] |> List.map (fun i -> VNum(float i, true)))
     | Tuple(xs, _) -> VTuple(xs |> List.map (eval ctx env))
-    | Record(fields, _) ->
-        let seen = System.Collections.Generic.HashSet()
+    | Record(fields, _) -> VRecord(evalFields ctx env fields)
+    | RecordUpdate(baseRecord, fields, s) ->
+        match eval ctx env baseRecord with
+        | VRecord existing ->
+            let names = existing |> List.map fst
 
-        VRecord(
-            fields
-            |> List.map (fun (n, s, fe) ->
-                if not (seen.Add n) then
-                    errorf s "field '%s' is given twice" n
+            for n, fs, _ in fields do
+                if not (List.contains n names) then
+                    errorf fs "the record has no field '%s' to replace%s" n (didYouMean n names)
 
-                // A record field names the scope of the layers applied in it.
-                match ctx.Builder with
-                | Some b ->
-                    pushScope b n
+            let updates = evalFields ctx env fields |> Map.ofList
 
-                    try
-                        n, eval ctx env fe
-                    finally
-                        popScope b
-                | None -> n, eval ctx env fe)
-        )
+            VRecord(
+                existing
+                |> List.map (fun (n, v) -> n, updates.TryFind n |> Option.defaultValue v)
+            )
+        | VError -> quietStop ()
+        | other -> errorf s "'with' needs a record, got %s" (describe other)
     | Field(r, name, s) ->
         match eval ctx env r with
         | VRecord fields ->
@@ -387,6 +395,25 @@ let rec eval (ctx: Ctx) (env: Env) (e: Expr) : Value =
         | VNum(v, i) -> VNum(-v, i)
         | VTensor t -> scale ctx s -1.0 t
         | other -> errorf s "cannot negate %s" (describe other)
+
+/// Record fields in order; each names the scope of the layers applied in it.
+and evalFields ctx env (fields: (string * Span * Expr) list) =
+    let seen = System.Collections.Generic.HashSet()
+
+    fields
+    |> List.map (fun (n, s, fe) ->
+        if not (seen.Add n) then
+            errorf s "field '%s' is given twice" n
+
+        match ctx.Builder with
+        | Some b ->
+            pushScope b n
+
+            try
+                n, eval ctx env fe
+            finally
+                popScope b
+        | None -> n, eval ctx env fe)
 
 /// A user function: positional parameters, then optional named ones with defaults evaluated in
 /// the defining environment.

@@ -66,6 +66,9 @@ type AttentionAttrs =
         Dim: int
         Heads: int
         Causal: bool
+        /// Bias of the fused q/k/v projection (FastViT's attention has none, CLIP's has one).
+        QkvBias: bool
+        /// Bias of the output projection.
         Bias: bool
     }
 

@@ -78,6 +78,7 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteNumber("dim", a.Dim)
         w.WriteNumber("heads", a.Heads)
         w.WriteBoolean("causal", a.Causal)
+        w.WriteBoolean("qkvBias", a.QkvBias)
         w.WriteBoolean("bias", a.Bias)
     | Concat a -> w.WriteNumber("axis", a)
     | LayerScale(c, a) ->

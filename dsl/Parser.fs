@@ -24,6 +24,7 @@ let private keywords =
     set
         [
             "let"
+            "with"
             "in"
             "fun"
             "if"
@@ -249,12 +250,15 @@ let private namedArgs: P<Arg list> =
     |>> List.map (fun ((n, s), e) -> Named(n, e, s))
 
 let private recordLit: P<Expr> =
+    let field = spanned ident .>> op "=" .>>. expr |>> fun ((n, s), e) -> n, s, e
+
     spanned (
-        sym "{"
-        >>. withOffside 0L (items (spanned ident .>> op "=" .>>. expr |>> fun ((n, s), e) -> n, s, e))
+        sym "{" >>. withOffside 0L (opt (attempt (expr .>> kw "with")) .>>. items field)
         .>> sym "}"
     )
-    |>> Record
+    |>> function
+        | (None, fields), s -> Record(fields, s)
+        | (Some baseRecord, fields), s -> RecordUpdate(baseRecord, fields, s)
 
 let private listLit: P<Expr> =
     let comp =

@@ -480,7 +480,7 @@ let positionalEmbedding span : Layer =
 
     primLayer "positionalEmbedding" span run
 
-let attention heads causal bias span : Layer =
+let attention heads causal qkvBias bias span : Layer =
     let run ctx input =
         let b = builderOf ctx span
         let t = tensorIn "attention" span input
@@ -494,7 +494,7 @@ let attention heads causal bias span : Layer =
 
             let ps =
                 [ trainable b span "qkv.weight" [ 3 * d; d ] (fanInUniform d) ]
-                @ (if bias then
+                @ (if qkvBias then
                        [ trainable b span "qkv.bias" [ 3 * d ] Zeros ]
                    else
                        [])
@@ -509,6 +509,7 @@ let attention heads causal bias span : Layer =
                     Dim = d
                     Heads = heads
                     Causal = causal
+                    QkvBias = qkvBias
                     Bias = bias
                 }
 

@@ -82,7 +82,15 @@ let private layerExpr (g: Graph) (n: Node) =
     | TokensToImage(h, w) -> Some(sprintf "tokensToImage %d %d" h w)
     | Embedding(count, dim) -> Some(sprintf "embedding %d %d" count dim)
     | PositionalEmbedding _ -> Some "positionalEmbedding"
-    | SelfAttention a -> Some(sprintf "attention %d (causal = %s) (bias = %s)" a.Heads (bool a.Causal) (bool a.Bias))
+    | SelfAttention a ->
+        Some(
+            sprintf
+                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)"
+                a.Heads
+                (bool a.Causal)
+                (bool a.QkvBias)
+                (bool a.Bias)
+        )
     | LayerScale _ ->
         match initOf "gamma" with
         | Some(Constant v) -> Some(sprintf "layerScale (init = %s)" (float v))

@@ -34,6 +34,8 @@ type Expr =
     | Range of Expr * Expr * Expr option * Span
     | Tuple of Expr list * Span
     | Record of (string * Span * Expr) list * Span
+    /// `{ r with a = 1 }`: a copy of record r with some fields replaced.
+    | RecordUpdate of Expr * (string * Span * Expr) list * Span
     | Field of Expr * string * Span
     | BinOp of string * Expr * Expr * Span
     | Neg of Expr * Span
@@ -94,6 +96,7 @@ let spanOf expr =
     | Range(_, _, _, s)
     | Tuple(_, s)
     | Record(_, s)
+    | RecordUpdate(_, _, s)
     | Field(_, _, s)
     | BinOp(_, _, _, s)
     | Neg(_, s)

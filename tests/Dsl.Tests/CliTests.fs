@@ -215,6 +215,37 @@ let tests =
                 Expect.stringContains p.Out (png + ": ") "one line per image"
             }
 
+            test "train --resume continues bit-exactly" {
+                let dir, file, data, _, _ = trained.Value
+
+                let run out steps resume =
+                    let args =
+                        [
+                            "train"
+                            file
+                            "--data"
+                            data
+                            "--out"
+                            Path.Combine(dir, out)
+                            "--max-steps"
+                            string steps
+                        ]
+
+                    let r = dsl (if resume then args @ [ "--resume" ] else args)
+                    Expect.equal r.Code 0 (r.Out + r.Err)
+
+                run "straight" 30 false
+                run "resumed" 12 false
+                run "resumed" 30 true
+
+                let weights out =
+                    File.ReadAllBytes(Path.Combine(dir, out, "checkpoint", "model.safetensors"))
+
+                Expect.isTrue
+                    ((weights "straight") = (weights "resumed"))
+                    "30 steps straight = 12 steps, stop, resume to 30"
+            }
+
             test "bad data and checkpoints are one clear error" {
                 let dir, file, data, out, _ = trained.Value
                 let missing = dsl [ "train"; file; "--data"; Path.Combine(dir, "nope") ]

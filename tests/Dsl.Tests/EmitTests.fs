@@ -55,6 +55,7 @@ module Graphs =
                 Dim = 16
                 Heads = 2
                 Causal = true
+                QkvBias = true
                 Bias = true
             }
 

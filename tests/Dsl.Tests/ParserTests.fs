@@ -30,6 +30,12 @@ let rec private render e =
     | Range(a, b, None, _) -> sprintf "[%s..%s]" (render a) (render b)
     | Range(a, b, Some st, _) -> sprintf "[%s..%s..%s]" (render a) (render st) (render b)
     | Tuple(xs, _) -> "(" + (xs |> List.map render |> String.concat ", ") + ")"
+    | RecordUpdate(r, fs, _) ->
+        "{"
+        + render r
+        + " with "
+        + (fs |> List.map (fun (n, _, v) -> n + "=" + render v) |> String.concat "; ")
+        + "}"
     | Record(fs, _) ->
         "{"
         + (fs |> List.map (fun (n, _, v) -> n + "=" + render v) |> String.concat "; ")
@@ -55,6 +61,7 @@ let goldens =
         "let x = [for i in xs -> i * 2]", "[for i in xs -> (i * 2)]"
         "let x = { a = 1; b = \"s\" }", "{a=1; b=\"s\"}"
         "let x = cfg.dims", "cfg.dims"
+        "let x = { cfg with a = 1; b = 2 }", "{cfg with a=1; b=2}"
         "let x = if a < b then a else b", "(if (a < b) a b)"
         "let x = (1, 2)", "(1, 2)"
         "let x = fun a b -> a", "(fun 2 -> a)"

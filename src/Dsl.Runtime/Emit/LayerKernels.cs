@@ -70,7 +70,7 @@ internal static class LayerKernels
     {
         var qkvWeight = parameters.Required("qkv.weight");
         var projWeight = parameters.Required("proj.weight");
-        var qkvBias = attrs.Bias ? parameters.Required("qkv.bias") : null;
+        var qkvBias = attrs.QkvBias ? parameters.Required("qkv.bias") : null;
         var projBias = attrs.Bias ? parameters.Required("proj.bias") : null;
         long heads = attrs.Heads;
         long headDim = attrs.Dim / attrs.Heads;

@@ -1,0 +1,138 @@
+// The FastViT family (Vasu et al., ICCV 2023) in its train-time, multi-branch form, with timm's
+// parameter names. Blocks are code, variants are data (the tables at the end). Facts from
+// shared/papers/PAPERS.md §0: apple/ml-fastvit models/fastvit.py, timm timm/models/fastvit.py.
+
+let channels x = List.item 1 x.shape
+
+/// Squeeze-and-excitation: a per-channel gate from the global average (Hu et al. 2018).
+let squeezeExcite (ratio = 0.0625) =
+    fun x ->
+        let c = channels x
+        let gate =
+            x |> globalAvgPool |> reshape [ c; 1; 1 ]
+            |> named "fc1" (conv (int (float c * ratio)) (k = 1))
+            |> relu
+            |> named "fc2" (conv c (k = 1))
+            |> sigmoid
+        x * gate
+
+/// MobileOne block (Vasu et al., CVPR 2023), train-time form:
+/// act (se (BN skip + k×k conv-BN branches + 1×1 conv-BN scale branch)).
+/// The skip exists when the shape is kept; the scale branch when k > 1.
+let mobileOne cout (k = 3) (stride = 1) (groups = 1) (se = false) (act = gelu) (scale = true) (branches = 1) =
+    fun x ->
+        let convBn kk =
+            named "conv" (conv cout (k = kk) (stride = stride) (groups = groups) (bias = false))
+            >> named "bn" batchnorm
+        let skip = if channels x = cout && stride = 1 then [ x |> named "identity" batchnorm ] else []
+        let kxk = if branches > 0 then x |> named "conv_kxk" (parallel (List.init branches (fun _ -> convBn k))) else []
+        let scaled = if scale && k > 1 then [ x |> named "conv_scale" (convBn 1) ] else []
+        let y = skip @ kxk @ scaled |> List.reduce (fun a b -> a + b)
+        let y = if se then y |> named "se" squeezeExcite else y
+        y |> act
+
+/// RepLKNet-style large-kernel depthwise conv with a parallel small kernel (Ding et al. 2022).
+/// `act` is identity for the original FastViT (its activation result is discarded there) and
+/// GELU for the MobileCLIP/FastVLM encoders (PAPERS.md §0.2).
+let largeKernelConv cout (k = 7) (stride = 2) (small = 3) (se = false) (act = identity) =
+    fun x ->
+        let branch kk =
+            named "conv" (conv cout (k = kk) (stride = stride) (groups = channels x) (bias = false))
+            >> named "bn" batchnorm
+        let y = (x |> named "large_conv" (branch k)) + (x |> named "small_conv" (branch small))
+        let y = if se then y |> named "se" (squeezeExcite (ratio = 0.25)) else y
+        y |> act
+
+/// Downsampling between stages: large-kernel conv (stride 2) then a 1×1 MobileOne block.
+let patchEmbed cout (se = false) (act = identity) =
+    named "proj" (seq [ largeKernelConv cout (se = se) (act = act); mobileOne cout (k = 1) ])
+
+/// Output stride 4: 3×3 s2, depthwise 3×3 s2, 1×1; FastViTHD drops the scale branches.
+let convStem c (scale = true) =
+    seq [ mobileOne c (stride = 2) (scale = scale)
+          mobileOne c (stride = 2) (groups = c) (scale = scale)
+          mobileOne c (k = 1) (scale = scale) ]
+
+/// RepMixer: x + γ·(mixer(x) − norm(x)), both depthwise; re-parameterises into one depthwise conv.
+let repMixer (k = 3) (init = 1e-5) =
+    fun x ->
+        let c = channels x
+        let norm = x |> named "norm" (mobileOne c (k = k) (groups = c) (act = identity) (scale = false) (branches = 0))
+        let mixed = x |> named "mixer" (mobileOne c (k = k) (groups = c) (act = identity))
+        x + (mixed - norm |> named "layer_scale" (layerScale (init = init)))
+
+/// ConvFFN: depthwise 7×7 conv-BN, then a 1×1 expansion, GELU and a 1×1 projection.
+let convMlp (ratio = 3.0) =
+    fun x ->
+        let c = channels x
+        x
+        |> named "conv" (named "conv" (conv c (k = 7) (groups = c) (bias = false)) >> named "bn" batchnorm)
+        |> named "fc1" (conv (int (float c * ratio)) (k = 1))
+        |> gelu
+        |> named "fc2" (conv c (k = 1))
+
+let repMixerBlock (ratio = 3.0) (init = 1e-5) (dropPath = 0.0) =
+    fun x ->
+        let x = x |> named "token_mixer" (repMixer (init = init))
+        x + (x |> named "mlp" (convMlp (ratio = ratio)) |> named "layer_scale" (layerScale (init = init)) |> droppath dropPath)
+
+/// norm → multi-head self-attention over the H·W tokens (head size 32, no q/k/v bias) → ConvFFN,
+/// each residual with layer scale and drop path.
+let attentionBlock (ratio = 4.0) (init = 1e-5) (dropPath = 0.0) (norm = batchnorm) (headDim = 32) =
+    fun x ->
+        let mhsa =
+            x |> named "norm" norm |> imageToTokens
+            |> named "token_mixer" (attention (channels x / headDim) (qkvBias = false))
+            |> tokensToImage (List.item 2 x.shape) (List.item 3 x.shape)
+        let x = x + (mhsa |> named "layer_scale_1" (layerScale (init = init)) |> droppath dropPath)
+        x + (x |> named "mlp" (convMlp (ratio = ratio)) |> named "layer_scale_2" (layerScale (init = init)) |> droppath dropPath)
+
+/// Conditional positional encoding: x + depthwise 7×7 conv (Chu et al. 2021).
+let repCpe = fun x -> x + (x |> named "pos_enc" (conv (channels x) (k = 7) (groups = channels x)))
+
+/// Stochastic depth grows linearly with the block's global index (PAPERS.md §0.7).
+let dropPathAt cfg stage block =
+    let before = List.sum (List.take stage cfg.layers)
+    let total = List.sum cfg.layers
+    if total > 1 then cfg.dropPath * float (before + block) / float (total - 1) else 0.0
+
+/// The network up to the final feature map: stem, stages with downsampling and (before
+/// attention stages) positional encoding.
+let fastvitFeatures cfg =
+    let stage i =
+        let dim = List.item i cfg.dims
+        let attn = List.item i cfg.mixers = "attention"
+        let down = if i = 0 then [] else [ named "downsample" (patchEmbed dim (se = cfg.downSe) (act = cfg.downAct)) ]
+        let cpe = if attn then [ named "pos_emb" repCpe ] else []
+        let block j =
+            if attn then attentionBlock (ratio = cfg.ratio) (init = cfg.init) (dropPath = dropPathAt cfg i j) (norm = cfg.attnNorm)
+            else repMixerBlock (ratio = cfg.ratio) (init = cfg.init) (dropPath = dropPathAt cfg i j)
+        named (string i) (seq (down @ cpe @ [ named "blocks" (repeati (List.item i cfg.layers) block) ]))
+    named "stem" (convStem (List.head cfg.dims) (scale = cfg.stemScale))
+    >> named "stages" (seq (List.init (List.length cfg.layers) stage))
+
+/// conv_exp: depthwise 3×3 MobileOne block to 2·C with squeeze-excitation.
+let finalConv cfg =
+    let c = List.last cfg.dims
+    named "final_conv" (mobileOne (2 * c) (groups = c) (se = true))
+
+/// FastViT classifier: features, conv_exp, global average pool, linear head.
+let fastvit cfg (classes = 1000) =
+    fastvitFeatures cfg >> finalConv cfg >> globalAvgPool >> named "head" (named "fc" (linear classes))
+
+// ---- variants: data, not code ------------------------------------------------------------
+
+let fastvitBase =
+    { layers = [ 2; 2; 6; 2 ]; dims = [ 64; 128; 256; 512 ]; ratio = 4.0; init = 1e-5; dropPath = 0.0
+      mixers = [ "repmixer"; "repmixer"; "repmixer"; "repmixer" ]
+      attnNorm = batchnorm; stemScale = true; downSe = false; downAct = identity }
+
+let attentionLast = [ "repmixer"; "repmixer"; "repmixer"; "attention" ]
+
+let fastvitT8 = { fastvitBase with layers = [ 2; 2; 4; 2 ]; dims = [ 48; 96; 192; 384 ]; ratio = 3.0 }
+let fastvitT12 = { fastvitBase with ratio = 3.0 }
+let fastvitS12 = fastvitBase
+let fastvitSA12 = { fastvitBase with mixers = attentionLast }
+let fastvitSA24 = { fastvitBase with layers = [ 4; 4; 12; 4 ]; mixers = attentionLast }
+let fastvitSA36 = { fastvitBase with layers = [ 6; 6; 18; 6 ]; mixers = attentionLast; init = 1e-6 }
+let fastvitMA36 = { fastvitSA36 with dims = [ 76; 152; 304; 608 ] }

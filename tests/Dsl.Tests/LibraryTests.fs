@@ -1,0 +1,95 @@
+/// The shipped model library, checked from its variant tables: every FastViT variant elaborates
+/// and has the parameter count published for it (shared/papers/PAPERS.md §0.9, 1000-class head).
+module Dsl.Tests.LibraryTests
+
+open Expecto
+open Dsl
+open Dsl.Ir
+open Dsl.Tests.Support
+
+/// Variant name in dsl/lib/fastvit.dsl -> published train-time parameter count (millions).
+let fastvitPublished =
+    [
+        "fastvitT8", 4.03
+        "fastvitT12", 7.55
+        "fastvitS12", 9.47
+        "fastvitSA12", 11.58
+        "fastvitSA24", 21.55
+        "fastvitSA36", 31.53
+        "fastvitMA36", 44.07
+    ]
+
+let private fastvit variant size =
+    graph (sprintf "open fastvit\nmodel m : image[3, %d, %d] = fastvit %s\n" size size variant)
+
+let private shapeOf (g: Graph) (path: string) =
+    g.Nodes
+    |> List.filter (fun n -> n.Path = path)
+    |> List.last
+    |> fun n -> showShape n.Shape
+
+[<Tests>]
+let tests =
+    testList
+        "library"
+        [
+            yield!
+                [
+                    for variant, millions in fastvitPublished ->
+                        test (sprintf "%s has %.2fM parameters (±0.5%%)" variant millions) {
+                            let count = float (paramCount (fastvit variant 64)) / 1e6
+
+                            Expect.isLessThan
+                                (abs (count - millions) / millions)
+                                0.005
+                                (sprintf "%s: %.3fM" variant count)
+                        }
+                ]
+
+            test "FastViT has output stride 32 and timm's parameter names" {
+                let g = fastvit "fastvitSA12" 256
+                Expect.equal (shapeOf g "stages.3.blocks.1") "[B, 512, 8, 8]" "256 px -> 8×8 before conv_exp"
+                Expect.equal (shapeOf g "final_conv") "[B, 1024, 8, 8]" "conv_exp doubles the channels"
+                Expect.equal (shapeOf g "head.fc") "[B, 1000]" "classifier"
+                let names = g.Params |> List.map (fun p -> p.Name) |> set
+
+                for expected in
+                    [
+                        "stem.0.conv_kxk.0.conv.weight"
+                        "stem.0.conv_scale.bn.running_var"
+                        "stem.2.identity.weight"
+                        "stages.1.downsample.proj.0.large_conv.conv.weight"
+                        "stages.1.downsample.proj.0.small_conv.bn.bias"
+                        "stages.0.blocks.0.token_mixer.mixer.conv_kxk.0.conv.weight"
+                        "stages.0.blocks.0.token_mixer.norm.identity.running_mean"
+                        "stages.0.blocks.0.token_mixer.layer_scale.gamma"
+                        "stages.0.blocks.1.mlp.conv.conv.weight"
+                        "stages.0.blocks.1.mlp.fc1.weight"
+                        "stages.3.pos_emb.pos_enc.weight"
+                        "stages.3.blocks.0.token_mixer.qkv.weight"
+                        "stages.3.blocks.0.layer_scale_2.gamma"
+                        "final_conv.se.fc1.weight"
+                        "head.fc.weight"
+                    ] do
+                    Expect.isTrue (names.Contains expected) expected
+
+                Expect.isFalse
+                    (names.Contains "stages.3.blocks.0.token_mixer.qkv.bias")
+                    "FastViT attention has no q/k/v bias"
+            }
+
+            test "a variant is a record: a new one is one line" {
+                let g =
+                    graph
+                        "open fastvit\nlet tiny = { fastvitT8 with layers = [ 1; 1; 1; 1 ]; dims = [ 8; 16; 32; 64 ]; mixers = attentionLast }\nmodel m : image[1, 64, 64] -> logits[10] = fastvit tiny (classes = 10)\n"
+
+                Expect.equal (shapeOf g "stages.3.blocks.0") "[B, 64, 2, 2]" "64 px -> 2×2"
+            }
+
+            test "a misspelt variant field is located in the user's file" {
+                expectError
+                    "open fastvit\nlet v = { fastvitT8 with dimz = [ 8 ] }\n"
+                    "2:26"
+                    "the record has no field 'dimz' to replace; did you mean 'dims'?"
+            }
+        ]
