@@ -102,7 +102,7 @@ let fastvitFeatures cfg =
     let stage i =
         let dim = List.item i cfg.dims
         let attn = List.item i cfg.mixers = "attention"
-        let down = if i = 0 then [] else [ named "downsample" (patchEmbed dim (se = cfg.downSe) (act = cfg.downAct)) ]
+        let down = if i = 0 then [] else [ named "downsample" (patchEmbed dim (se = List.item i cfg.downSe) (act = cfg.downAct)) ]
         let cpe = if attn then [ named "pos_emb" repCpe ] else []
         let block j =
             if attn then attentionBlock (ratio = cfg.ratio) (init = cfg.init) (dropPath = dropPathAt cfg i j) (norm = cfg.attnNorm)
@@ -120,12 +120,23 @@ let finalConv cfg =
 let fastvit cfg (classes = 1000) =
     fastvitFeatures cfg >> finalConv cfg >> globalAvgPool >> named "head" (named "fc" (linear classes))
 
+/// MobileCLIP image encoder (MCi): features, conv_exp, then GlobalPool2D — the mean over H, W
+/// projected without bias into the shared image–text space (PAPERS.md §0.8, §9.1).
+let mci cfg (dim = 512) =
+    fastvitFeatures cfg >> finalConv cfg >> named "head" (globalAvgPool >> named "proj" (linear dim (bias = false)))
+
+/// The conv_exp map as a token grid [B, H·W, 2C]: what FastVLM feeds its projector (PAPERS.md §1.1).
+let fastvitTokens cfg = fastvitFeatures cfg >> finalConv cfg >> imageToTokens
+
+/// LayerNorm over the channels of a [B, C, H, W] map (FastViTHD's attention norm).
+let channelLayernorm = permute [ 0; 2; 3; 1 ] >> layernorm >> permute [ 0; 3; 1; 2 ]
+
 // ---- variants: data, not code ------------------------------------------------------------
 
 let fastvitBase =
     { layers = [ 2; 2; 6; 2 ]; dims = [ 64; 128; 256; 512 ]; ratio = 4.0; init = 1e-5; dropPath = 0.0
       mixers = [ "repmixer"; "repmixer"; "repmixer"; "repmixer" ]
-      attnNorm = batchnorm; stemScale = true; downSe = false; downAct = identity }
+      attnNorm = batchnorm; stemScale = true; downSe = [ false; false; false; false ]; downAct = identity }
 
 let attentionLast = [ "repmixer"; "repmixer"; "repmixer"; "attention" ]
 
@@ -136,3 +147,18 @@ let fastvitSA12 = { fastvitBase with mixers = attentionLast }
 let fastvitSA24 = { fastvitBase with layers = [ 4; 4; 12; 4 ]; mixers = attentionLast }
 let fastvitSA36 = { fastvitBase with layers = [ 6; 6; 18; 6 ]; mixers = attentionLast; init = 1e-6 }
 let fastvitMA36 = { fastvitSA36 with dims = [ 76; 152; 304; 608 ] }
+
+// MobileCLIP's MCi encoders: FastViT with MLP ratio 3, attention in stage 4, squeeze-excitation in
+// the downsamplings into stages 3 and 4, and the large-kernel conv's activation kept (§9.1, §5.2).
+let mciBase = { fastvitBase with ratio = 3.0; mixers = attentionLast; downSe = [ false; false; true; true ]; downAct = gelu }
+let mci0 = { mciBase with layers = [ 2; 6; 10; 2 ] }
+let mci1 = { mciBase with layers = [ 4; 12; 20; 4 ] }
+let mci2 = { mciBase with layers = [ 4; 12; 24; 4 ]; dims = [ 80; 160; 320; 640 ] }
+
+// FastViTHD (= MCi3 layout; FastVLM's encoder): five stages, output stride 64, attention in
+// stages 4 and 5 with channel LayerNorm, a stem without scale branches (§1.1).
+let fastvitHD =
+    { fastvitBase with
+        layers = [ 2; 12; 24; 4; 2 ]; dims = [ 96; 192; 384; 768; 1536 ]
+        mixers = [ "repmixer"; "repmixer"; "repmixer"; "attention"; "attention" ]
+        attnNorm = channelLayernorm; stemScale = false; downSe = [ false; false; false; false; false ]; downAct = gelu }

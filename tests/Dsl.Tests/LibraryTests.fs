@@ -19,8 +19,20 @@ let fastvitPublished =
         "fastvitMA36", 44.07
     ]
 
+/// MobileCLIP image encoders with their CLIP projection (PAPERS.md §9.1, §1.1): name, source, millions.
+let mciPublished =
+    [
+        "mci0", "mci mci0", 11.41
+        "mci1", "mci mci1", 21.54
+        "mci2", "mci mci2", 35.81
+        "fastvitHD", "mci fastvitHD (dim = 768)", 125.07
+    ]
+
 let private fastvit variant size =
     graph (sprintf "open fastvit\nmodel m : image[3, %d, %d] = fastvit %s\n" size size variant)
+
+let private outputShape (g: Graph) =
+    showShape g.Nodes[snd g.Outputs.Head].Shape
 
 let private shapeOf (g: Graph) (path: string) =
     g.Nodes
@@ -45,6 +57,29 @@ let tests =
                                 (sprintf "%s: %.3fM" variant count)
                         }
                 ]
+
+            yield!
+                [
+                    for name, source, millions in mciPublished ->
+                        test (sprintf "%s has %.2fM parameters (±0.5%%)" name millions) {
+                            let g = graph (sprintf "open fastvit\nmodel m : image[3, 64, 64] = %s\n" source)
+                            let count = float (paramCount g) / 1e6
+                            Expect.isLessThan (abs (count - millions) / millions) 0.005 (sprintf "%s: %.3fM" name count)
+                        }
+                ]
+
+            test "FastViTHD emits 16/64/144/256 tokens of 3072 channels at 256/512/768/1024 px, MCi 4× as many" {
+                for size, tokens in [ 256, 16; 512, 64; 768, 144; 1024, 256 ] do
+                    let hd =
+                        graph (sprintf "open fastvit\nmodel m : image[3, %d, %d] = fastvitTokens fastvitHD\n" size size)
+
+                    Expect.equal (outputShape hd) (sprintf "[B, %d, 3072]" tokens) (sprintf "FastViTHD at %d px" size)
+
+                    let mci =
+                        graph (sprintf "open fastvit\nmodel m : image[3, %d, %d] = fastvitTokens mci2\n" size size)
+
+                    Expect.equal (outputShape mci) (sprintf "[B, %d, 1280]" (4 * tokens)) (sprintf "MCi2 at %d px" size)
+            }
 
             test "FastViT has output stride 32 and timm's parameter names" {
                 let g = fastvit "fastvitSA12" 256
