@@ -1,0 +1,15 @@
+// The FastViT family from the shipped library: each model is one line over a variant record.
+open fastvit
+
+model fastvitT8 : image[3, 256, 256] -> logits[1000] = fastvit fastvitT8
+model fastvitSA12 : image[3, 256, 256] -> logits[1000] = fastvit fastvitSA12
+
+// MobileCLIP's image encoder: 512-d embeddings.
+model mci0 : image[3, 256, 256] -> tensor[512] = mci mci0
+
+// FastVLM's encoder: the conv_exp map as 256 tokens of 3072 channels at 1024 px.
+model fastvitHDTokens : image[3, 1024, 1024] -> tensor[256, 3072] = fastvitTokens fastvitHD
+
+// A new variant is a record update: a tiny FastViT for 64×64 Fashion-MNIST-sized inputs.
+let tiny = { fastvitT8 with layers = [ 1; 1; 2; 1 ]; dims = [ 16; 32; 64; 128 ]; mixers = attentionLast }
+model tinyFastvit : image[3, 64, 64] -> logits[10] = fastvit tiny (classes = 10)
