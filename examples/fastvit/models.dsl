@@ -13,3 +13,7 @@ model fastvitHDTokens : image[3, 1024, 1024] -> tensor[256, 3072] = fastvitToken
 // A new variant is a record update: a tiny FastViT for 64×64 Fashion-MNIST-sized inputs.
 let tiny = { fastvitT8 with layers = [ 1; 1; 2; 1 ]; dims = [ 16; 32; 64; 128 ]; mixers = attentionLast }
 model tinyFastvit : image[3, 64, 64] -> logits[10] = fastvit tiny (classes = 10)
+
+// For comparison: a ViT-B/16 encoder emits 16× FastViTHD's tokens at the same resolution.
+open vit
+model vitB16Tokens : image[3, 1024, 1024] -> tensor[4096, 768] = vitEncoder vitBase16

@@ -28,6 +28,15 @@ let mciPublished =
         "fastvitHD", "mci fastvitHD (dim = 768)", 125.07
     ]
 
+/// timm's ViT parameter counts at 224 px with a 1000-class head; they include a class token and
+/// its position (2·D), which the average-pool variant in dsl/lib/vit.dsl does not have.
+let vitTimm =
+    [
+        "vitTiny16", 192, 5_717_416L
+        "vitSmall16", 384, 22_050_664L
+        "vitBase16", 768, 86_567_656L
+    ]
+
 let private fastvit variant size =
     graph (sprintf "open fastvit\nmodel m : image[3, %d, %d] = fastvit %s\n" size size variant)
 
@@ -79,6 +88,31 @@ let tests =
                         graph (sprintf "open fastvit\nmodel m : image[3, %d, %d] = fastvitTokens mci2\n" size size)
 
                     Expect.equal (outputShape mci) (sprintf "[B, %d, 1280]" (4 * tokens)) (sprintf "MCi2 at %d px" size)
+            }
+
+            yield!
+                [
+                    for variant, dim, timm in vitTimm ->
+                        test (sprintf "%s has timm's parameter count less its class token" variant) {
+                            let g =
+                                graph (
+                                    sprintf "open vit\nmodel m : image[3, 224, 224] -> logits[1000] = vit %s\n" variant
+                                )
+
+                            Expect.equal (paramCount g) (timm - 2L * int64 dim) variant
+                        }
+                ]
+
+            test "a ViT-B/16 emits 16× the tokens of FastViTHD at the same resolution" {
+                for size in [ 256; 512 ] do
+                    let vit =
+                        graph (sprintf "open vit\nmodel m : image[3, %d, %d] = vitEncoder vitBase16\n" size size)
+
+                    let hd =
+                        graph (sprintf "open fastvit\nmodel m : image[3, %d, %d] = fastvitTokens fastvitHD\n" size size)
+
+                    let tokens (g: Graph) = g.Nodes[snd g.Outputs.Head].Shape[1]
+                    Expect.equal (tokens vit) (Known(16 * known (tokens hd))) (sprintf "%d px" size)
             }
 
             test "FastViT has output stride 32 and timm's parameter names" {
