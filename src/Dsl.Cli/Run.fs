@@ -199,8 +199,14 @@ let predict (args: ParseResults<PredictArgs>) =
     use batch = ImageFolder.LoadFiles(ResizeArray images, channels, height, width)
     model.eval ()
     use _ = torch.no_grad ()
-    use normalized = (evalTransforms r g |> List.head).Apply(batch, null)
-    use probs = model.forward(normalized).softmax(1)
+    // The images are decoded at the model's size already, so only the normalisation has work to do.
+    use scope = torch.NewDisposeScope()
+
+    let input =
+        evalTransforms r g
+        |> List.fold (fun (x: torch.Tensor) t -> t.Apply(x, null)) batch
+
+    use probs = scope.MoveToOuter(model.forward(input).softmax(1))
 
     for i, path in List.indexed images do
         let p = probs[int64 i]

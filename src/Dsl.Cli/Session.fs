@@ -17,7 +17,7 @@ open Dsl.Cli.Report
 /// its training set; other image sets are centred at 0.5.
 let private normalization (data: DataSpec) channels =
     if data.Kind = "fashionMnist" then
-        Normalize([| 0.2860f |], [| 0.3530f |])
+        Normalize(Array.create channels 0.2860f, Array.create channels 0.3530f)
     else
         Normalize(Array.create channels 0.5f, Array.create channels 0.5f)
 
@@ -87,17 +87,23 @@ let loadData (file: string) (r: TrainRecipe) (g: Graph) (dataDir: string option)
             | false, Some t -> Some(ImageFolder.Load(t, c, h, w))
             | false, None -> None
 
+    // Fashion-MNIST is stored as 1×28×28; its recipe's `size` and `channels` say what the
+    // pipeline delivers after resizing (see evalTransforms), and that must be the model's input.
     match data with
-    | Some d when d.Images.shape[1..] <> [| int64 c; int64 h; int64 w |] ->
-        let got = d.Images.shape[1..] |> Array.map string |> String.concat ", "
+    | Some d when
+        r.Data.Kind = "fashionMnist"
+        && (r.Data.Channels, r.Data.Size, r.Data.Size) <> (c, h, w)
+        ->
         d.Dispose()
 
         fail
-            "%s:%d:%d: error: the data gives images [%s] but model '%s' takes image[%d, %d, %d]"
+            "%s:%d:%d: error: the data gives images [%d, %d, %d] but model '%s' takes image[%d, %d, %d]; set size and channels in the data"
             file
             r.Span.Start.Line
             r.Span.Start.Col
-            got
+            r.Data.Channels
+            r.Data.Size
+            r.Data.Size
             g.Name
             c
             h
@@ -107,9 +113,18 @@ let loadData (file: string) (r: TrainRecipe) (g: Graph) (dataDir: string option)
         Some d
     | d -> d
 
+/// Resize Fashion-MNIST's 1×28×28 to the model's input when they differ (e.g. a 3×64×64 encoder),
+/// then normalise: applied after augmentation in training, and alone in evaluation.
 let evalTransforms (r: TrainRecipe) (g: Graph) : IAugment list =
-    let c, _, _ = imageInput g
-    [ normalization r.Data c ]
+    let c, h, w = imageInput g
+
+    let resize =
+        if r.Data.Kind = "fashionMnist" && (c, h, w) <> (1, 28, 28) then
+            [ Resize(c, h, w) :> IAugment ]
+        else
+            []
+
+    resize @ [ normalization r.Data c ]
 
 let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
     let augments: IAugment list =

@@ -246,6 +246,46 @@ let tests =
                     "30 steps straight = 12 steps, stop, resume to 30"
             }
 
+            test "Fashion-MNIST is resized for models declared at another size, and a mismatch is located" {
+                let dir, _, data, _, _ = trained.Value
+                let file = Path.Combine(dir, "resized.dsl")
+
+                File.WriteAllText(
+                    file,
+                    "model r : image[3, 32, 32] -> logits[10] = conv 8 (stride = 2) >> relu >> globalAvgPool >> linear 10\ntrain r {\n    data = fashionMnist { size = 32; channels = 3 }\n    batch = 16\n}\n"
+                )
+
+                let ok =
+                    dsl
+                        [
+                            "train"
+                            file
+                            "--data"
+                            data
+                            "--out"
+                            Path.Combine(dir, "resized")
+                            "--max-steps"
+                            "3"
+                        ]
+
+                Expect.equal ok.Code 0 (ok.Out + ok.Err)
+                let wrong = Path.Combine(dir, "wrong.dsl")
+
+                File.WriteAllText(
+                    wrong,
+                    "model r : image[3, 32, 32] = conv 8 >> globalAvgPool >> linear 10\ntrain r {\n    data = fashionMnist\n}\n"
+                )
+
+                let r = dsl [ "train"; wrong; "--data"; data ]
+                Expect.equal r.Code 1 "mismatch"
+
+                Expect.stringContains
+                    r.Err
+                    (wrong
+                     + ":2:1: error: the data gives images [1, 28, 28] but model 'r' takes image[3, 32, 32]")
+                    "located"
+            }
+
             test "bad data and checkpoints are one clear error" {
                 let dir, file, data, out, _ = trained.Value
                 let missing = dsl [ "train"; file; "--data"; Path.Combine(dir, "nope") ]
