@@ -131,39 +131,18 @@ let private markEnd: P<unit> =
 
 let private tok p = onside >>. p .>> markEnd .>> ws
 
-/// Runs p with another offside column. Changing the column alone is not progress: the state tag
-/// is restored so that a p that fails without consuming input still counts as not consuming.
-let private withOffside (col: int64) (p: P<'a>) : P<'a> =
-    fun stream ->
-        let saved = stream.UserState
-        let tag = stream.StateTag
-        stream.UserState <- { saved with Offside = col }
-        stream.StateTag <- tag
-        let reply = p stream
-        let after = stream.StateTag
-
-        stream.UserState <-
-            { stream.UserState with
-                Offside = saved.Offside
-                Anchor = saved.Anchor
-            }
-
-        stream.StateTag <- after
-        reply
-
-let private col: P<int64> = fun stream -> Reply stream.Column
-
-/// Runs p as an item anchored at the current column: its first token stands at that column and
-/// everything after it must be further right, so the next item at the same column ends it.
-let private anchored (p: P<'a>) : P<'a> =
+/// Runs p with another layout (offside column and anchor). Changing the layout alone is not
+/// progress: the state tag is restored so that a p that fails without consuming input still
+/// counts as not consuming. The layout is restored afterwards; the rest of the state is kept.
+let private withLayout (offside: int64) (anchor: int64 * int64) (p: P<'a>) : P<'a> =
     fun stream ->
         let saved = stream.UserState
         let tag = stream.StateTag
 
         stream.UserState <-
             { saved with
-                Offside = stream.Column
-                Anchor = (stream.Line, stream.Column)
+                Offside = offside
+                Anchor = anchor
             }
 
         stream.StateTag <- tag
@@ -178,6 +157,16 @@ let private anchored (p: P<'a>) : P<'a> =
 
         stream.StateTag <- after
         reply
+
+let private withOffside (col: int64) (p: P<'a>) : P<'a> =
+    fun stream -> withLayout col stream.UserState.Anchor p stream
+
+let private col: P<int64> = fun stream -> Reply stream.Column
+
+/// Runs p as an item anchored at the current column: its first token stands at that column and
+/// everything after it must be further right, so the next item at the same column ends it.
+let private anchored (p: P<'a>) : P<'a> =
+    fun stream -> withLayout stream.Column (stream.Line, stream.Column) p stream
 
 let private sym (s: string) = tok (skipString s) <?> sprintf "'%s'" s
 

@@ -8,17 +8,7 @@ open Expecto
 open TorchSharp
 open Dsl.Runtime.Checkpoints
 
-/// A fresh directory under the system temp dir, deleted after `body` runs.
-let private withTempDir (body: string -> unit) =
-    let dir =
-        Path.Combine(Path.GetTempPath(), "dsl-checkpoint-" + Guid.NewGuid().ToString "N")
-
-    Directory.CreateDirectory dir |> ignore
-
-    try
-        body dir
-    finally
-        Directory.Delete(dir, true)
+let private withTempDir = Dsl.Tests.Support.withTempDir "dsl-checkpoint-"
 
 let private tensors (pairs: (string * torch.Tensor) list) =
     Dictionary<string, torch.Tensor>(dict pairs) :> IReadOnlyDictionary<string, torch.Tensor>

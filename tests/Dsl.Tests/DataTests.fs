@@ -9,17 +9,7 @@ open SixLabors.ImageSharp.PixelFormats
 open TorchSharp
 open Dsl.Runtime.Data
 
-/// A fresh directory under the system temp dir, deleted after `body` runs.
-let private withTempDir (body: string -> unit) =
-    let dir =
-        Path.Combine(Path.GetTempPath(), "dsl-data-" + Guid.NewGuid().ToString "N")
-
-    Directory.CreateDirectory dir |> ignore
-
-    try
-        body dir
-    finally
-        Directory.Delete(dir, true)
+let private withTempDir = Dsl.Tests.Support.withTempDir "dsl-data-"
 
 let private bigEndian (value: int) =
     [| byte (value >>> 24); byte (value >>> 16); byte (value >>> 8); byte value |]

@@ -41,6 +41,18 @@ let expectError (src: string) (lineCol: string) (fragment: string) =
         hit
         (sprintf "expected an error at %s containing %A, got:\n%s" lineCol fragment (String.concat "\n" es))
 
+/// A fresh directory under the system temp dir, deleted after `body` runs.
+let withTempDir (prefix: string) (body: string -> unit) =
+    let dir =
+        Path.Combine(Path.GetTempPath(), prefix + System.Guid.NewGuid().ToString "N")
+
+    Directory.CreateDirectory dir |> ignore
+
+    try
+        body dir
+    finally
+        Directory.Delete(dir, true)
+
 let tempDir () =
     let d =
         Path.Combine(Path.GetTempPath(), "dsl-tests-" + System.Guid.NewGuid().ToString("N"))
