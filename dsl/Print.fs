@@ -186,3 +186,77 @@ let model (g: Graph) : string =
             + " }"
 
     sb.AppendLine("    " + result).ToString()
+
+let private augment (a: Recipe.Augment) =
+    match a with
+    | Recipe.RandomCrop(size, pad) -> sprintf "randomCrop %d (pad = %d)" size pad
+    | Recipe.HFlip p -> sprintf "hflip (p = %s)" (float p)
+
+let private quoted (s: string) =
+    "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\""
+
+/// A recipe as a `train` block, every field explicit, so a printed model can be trained and
+/// evaluated without the file it came from.
+let recipe (r: Recipe.TrainRecipe) : string =
+    let d = r.Data
+    let augments = d.Augment |> List.map augment |> String.concat "; "
+
+    let data =
+        match d.Kind with
+        | "imageFolder" ->
+            sprintf
+                "imageFolder %s (test = %s) (augment = [ %s ]) (size = %d) (channels = %d)"
+                (quoted d.Path)
+                (quoted d.Test)
+                augments
+                d.Size
+                d.Channels
+        | _ ->
+            sprintf
+                "fashionMnist (augment = [ %s ]) (dir = %s) (size = %d) (channels = %d)"
+                augments
+                (quoted d.Path)
+                d.Size
+                d.Channels
+
+    let o = r.Optimizer
+
+    let optimizer =
+        if o.Kind = "sgd" then
+            sprintf
+                "sgd (lr = %s) (momentum = %s) (weightDecay = %s) (nesterov = %s)"
+                (float o.Lr)
+                (float o.Momentum)
+                (float o.WeightDecay)
+                (bool o.Nesterov)
+        else
+            sprintf
+                "adamw (lr = %s) (weightDecay = %s) (beta1 = %s) (beta2 = %s) (eps = %s)"
+                (float o.Lr)
+                (float o.WeightDecay)
+                (float o.Beta1)
+                (float o.Beta2)
+                (float o.Eps)
+
+    let schedule =
+        if r.Schedule.Kind = "constant" then
+            sprintf "constant (warmup = %d)" r.Schedule.Warmup
+        else
+            sprintf "%s (warmup = %d) (minLr = %s)" r.Schedule.Kind r.Schedule.Warmup (float r.Schedule.MinLr)
+
+    [
+        sprintf "train %s {" r.Model
+        sprintf "    data = %s" data
+        sprintf "    loss = crossEntropy (smoothing = %s)" (float r.LabelSmoothing)
+        sprintf "    optimizer = %s" optimizer
+        sprintf "    schedule = %s" schedule
+        sprintf "    epochs = %d" r.Epochs
+        sprintf "    batch = %d" r.Batch
+        sprintf "    evalBatch = %d" r.EvalBatch
+        sprintf "    clip = %s" (float r.Clip)
+        sprintf "    accumulate = %d" r.Accumulate
+        sprintf "    seed = %d" r.Seed
+        "}"
+    ]
+    |> String.concat "\n"
+    |> fun s -> s + "\n"

@@ -101,6 +101,20 @@ type BenchArgs =
             | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"
 
+type TransformArgs =
+    | [<MainCommand; ExactlyOnce>] Inputs of kind_and_file: string list
+    | Model of name: string
+    | [<Mandatory>] Checkpoint of dir: string
+    | [<Mandatory>] Out of dir: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Inputs _ -> "the transform (reparam), then the .dsl file"
+            | Model _ -> "the model (default: the first with a train block, else the first)"
+            | Checkpoint _ -> "the trained checkpoint directory"
+            | Out _ -> "where to write model.dsl and the transformed checkpoint"
+
 [<RequireSubcommand>]
 type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
@@ -109,6 +123,7 @@ type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<EvalArgs>
     | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
+    | [<CliPrefix(CliPrefix.None)>] Transform of ParseResults<TransformArgs>
     | Version
 
     interface IArgParserTemplate with
@@ -120,4 +135,5 @@ type DslArgs =
             | Eval _ -> "evaluate a checkpoint on the test set"
             | Predict _ -> "classify image files with a checkpoint"
             | Bench _ -> "measure forward and train-step latency"
+            | Transform _ -> "rewrite a trained model (reparam: fold branches and BatchNorms into single convolutions)"
             | Version -> "print the version"

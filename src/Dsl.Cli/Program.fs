@@ -16,6 +16,7 @@ let private run (args: ParseResults<DslArgs>) =
     | Eval a -> Run.eval a
     | Predict a -> Run.predict a
     | Bench a -> Run.bench a
+    | Transform a -> Transform.run a
     | Version ->
         printfn "dsl %s" (Reflection.Assembly.GetExecutingAssembly().GetName().Version.ToString(3))
         0

@@ -142,7 +142,7 @@ let tests =
             }
 
             test "every command has --help" {
-                for cmd in [ "check"; "show"; "train"; "eval"; "predict"; "bench" ] do
+                for cmd in [ "check"; "show"; "train"; "eval"; "predict"; "bench"; "transform" ] do
                     let r = dsl [ cmd; "--help" ]
                     Expect.equal r.Code 0 (cmd + " --help")
                     Expect.stringContains r.Out "USAGE: dsl" cmd
@@ -284,6 +284,38 @@ let tests =
                     (wrong
                      + ":2:1: error: the data gives images [1, 28, 28] but model 'r' takes image[3, 32, 32]")
                     "located"
+            }
+
+            test "transform reparam writes a deploy model and checkpoint that evaluate the same" {
+                let dir, file, data, out, _ = trained.Value
+                let deploy = Path.Combine(dir, "deploy")
+
+                let t =
+                    dsl
+                        [
+                            "transform"
+                            "reparam"
+                            file
+                            "--checkpoint"
+                            Path.Combine(out, "checkpoint")
+                            "--out"
+                            deploy
+                        ]
+
+                Expect.equal t.Code 0 (t.Out + t.Err)
+                let printed = Path.Combine(deploy, "model.dsl")
+                Expect.isFalse ((File.ReadAllText printed).Contains "batchnorm") "BatchNorms folded away"
+
+                let accuracy (f: string) (checkpoint: string) =
+                    let e = dsl [ "eval"; f; "--checkpoint"; checkpoint; "--data"; data; "--json" ]
+                    Expect.equal e.Code 0 e.Err
+                    use doc = JsonDocument.Parse e.Out
+                    doc.RootElement.GetProperty("accuracy").GetDouble()
+
+                Expect.equal
+                    (accuracy printed (Path.Combine(deploy, "checkpoint")))
+                    (accuracy file (Path.Combine(out, "checkpoint")))
+                    "same predictions"
             }
 
             test "bad data and checkpoints are one clear error" {
