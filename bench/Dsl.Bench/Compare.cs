@@ -8,11 +8,8 @@ using static TorchSharp.torch;
 namespace Dsl.Bench;
 
 /// <summary>
-/// The DSL-compiled convnet and its hand-written twin timed side by side in one process. Both are
-/// warmed up once; then short rounds alternate which side goes first. Each side's figure is the
-/// median over rounds of its per-round medians, and the ratio is the median of the per-round
-/// ratios: two measurements taken seconds apart share the machine's load, so the ratio is far
-/// steadier than either latency on a shared machine.
+/// The DSL-compiled convnet and its hand-written twin timed side by side in one process
+/// (<see cref="PairedComparison"/>).
 /// </summary>
 internal static class Compare
 {
@@ -74,42 +71,18 @@ internal static class Compare
 
         BenchResult MeasureDsl(int warm, int times) => Benchmark.Measure(inputs => dsl.Forward(inputs), dsl, [images], Loss, warm, times);
         BenchResult MeasureReference(int warm, int times) => Benchmark.Measure(inputs => [reference.forward(inputs[0])], reference, [images], Loss, warm, times);
-        MeasureDsl(warmup, 1);
-        MeasureReference(warmup, 1);
-
-        var dslRuns = new List<BenchResult>();
-        var referenceRuns = new List<BenchResult>();
-        for (var round = 0; round < rounds; round++)
-        {
-            if (round % 2 == 0)
-            {
-                dslRuns.Add(MeasureDsl(0, repeats));
-                referenceRuns.Add(MeasureReference(0, repeats));
-            }
-            else
-            {
-                referenceRuns.Add(MeasureReference(0, repeats));
-                dslRuns.Add(MeasureDsl(0, repeats));
-            }
-        }
-
-        double Median(IEnumerable<double> xs) => LatencyStats.Of(xs.ToArray()).MedianMs;
-        double Ratio(Func<BenchResult, double> of) => Median(dslRuns.Zip(referenceRuns, (d, r) => of(d) / of(r)));
-        var forwardDsl = Median(dslRuns.Select(r => r.Forward.MedianMs));
-        var forwardReference = Median(referenceRuns.Select(r => r.Forward.MedianMs));
-        var trainDsl = Median(dslRuns.Select(r => r.TrainStep.MedianMs));
-        var trainReference = Median(referenceRuns.Select(r => r.TrainStep.MedianMs));
+        var paired = PairedComparison.Run(MeasureDsl, MeasureReference, rounds, warmup, repeats);
         return new Dictionary<string, object>
         {
             ["batch"] = batch,
-            ["threads"] = dslRuns[0].Threads,
-            ["conv_backend"] = dslRuns[0].ConvBackend,
-            ["forward_dsl_ms"] = forwardDsl,
-            ["forward_reference_ms"] = forwardReference,
-            ["forward_ratio"] = Ratio(r => r.Forward.MedianMs),
-            ["train_dsl_ms"] = trainDsl,
-            ["train_reference_ms"] = trainReference,
-            ["train_ratio"] = Ratio(r => r.TrainStep.MedianMs),
+            ["threads"] = paired.FirstRound.Threads,
+            ["conv_backend"] = paired.FirstRound.ConvBackend,
+            ["forward_dsl_ms"] = paired.ForwardA,
+            ["forward_reference_ms"] = paired.ForwardB,
+            ["forward_ratio"] = paired.ForwardRatio,
+            ["train_dsl_ms"] = paired.TrainStepA,
+            ["train_reference_ms"] = paired.TrainStepB,
+            ["train_ratio"] = paired.TrainStepRatio,
         };
     }
 }

@@ -88,6 +88,8 @@ type BenchArgs =
     | Repeats of count: int
     | Warmup of count: int
     | Device of name: string
+    | Reparam
+    | Rounds of count: int
     | Json
 
     interface IArgParserTemplate with
@@ -98,6 +100,8 @@ type BenchArgs =
             | Batch _ -> "batch size (default 1)"
             | Repeats _ -> "timed repetitions (default 30)"
             | Warmup _ -> "untimed repetitions first (default 5)"
+            | Reparam -> "time the re-parameterised (deploy) form against the train form, side by side"
+            | Rounds _ -> "with --reparam: alternating rounds (default 10)"
             | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"
 

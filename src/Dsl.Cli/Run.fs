@@ -277,30 +277,74 @@ let bench (args: ParseResults<BenchArgs>) =
             |> Array.map (fun o -> o.square().mean())
             |> Array.reduce (fun a b -> a + b)
 
-    let result =
-        Benchmark.Measure(
-            (fun xs -> model.Forward xs),
-            model,
-            inputs,
-            Func<_, _> loss,
-            args.GetResult(BenchArgs.Warmup, 5),
-            args.GetResult(BenchArgs.Repeats, 30)
-        )
+    let measure (m: GraphModule) warmup repeats =
+        Benchmark.Measure((fun xs -> m.Forward xs), m, inputs, Func<_, _> loss, warmup, repeats)
 
-    if args.Contains BenchArgs.Json then
-        printfn "%s" (result.ToJson(g.Name, int64 batch))
+    if args.Contains BenchArgs.Reparam then
+        // The deploy form's weights come from the train form's, so both compute the same function.
+        use deploy = Dsl.Runtime.Transforms.WeightMapEvaluator.Reparameterize model
+        let rounds = args.GetResult(BenchArgs.Rounds, 10)
+        let repeats = args.GetResult(BenchArgs.Repeats, 5)
+
+        let paired =
+            PairedComparison.Run(
+                Func<_, _, _>(measure deploy),
+                Func<_, _, _>(measure model),
+                rounds,
+                args.GetResult(BenchArgs.Warmup, 3),
+                repeats
+            )
+
+        if args.Contains BenchArgs.Json then
+            let o =
+                dict
+                    [
+                        "model", box g.Name
+                        "batch", box batch
+                        "threads", box paired.FirstRound.Threads
+                        "conv_backend", box paired.FirstRound.ConvBackend
+                        "rounds", box rounds
+                        "repeats", box repeats
+                        "train_form_params", box (paramCount g)
+                        "deploy_form_params", box (paramCount deploy.Graph)
+                        "forward_train_form_ms", box paired.ForwardB
+                        "forward_deploy_form_ms", box paired.ForwardA
+                        "forward_ratio_deploy_over_train", box paired.ForwardRatio
+                    ]
+
+            printfn "%s" (JsonSerializer.Serialize o)
+        else
+            printfn
+                "%s, batch %d, %d threads, %s convolutions: forward train form %.3f ms, deploy form %.3f ms, deploy/train %.3f (median of %d alternating rounds of %d)"
+                g.Name
+                batch
+                paired.FirstRound.Threads
+                paired.FirstRound.ConvBackend
+                paired.ForwardB
+                paired.ForwardA
+                paired.ForwardRatio
+                rounds
+                repeats
+
+        0
     else
-        printfn
-            "%s, batch %d, %d threads: forward %.3f ms (p10 %.3f, p90 %.3f); train step %.3f ms (p10 %.3f, p90 %.3f); median of %d"
-            g.Name
-            batch
-            result.Threads
-            result.Forward.MedianMs
-            result.Forward.P10Ms
-            result.Forward.P90Ms
-            result.TrainStep.MedianMs
-            result.TrainStep.P10Ms
-            result.TrainStep.P90Ms
-            result.Repeats
+        let result =
+            measure model (args.GetResult(BenchArgs.Warmup, 5)) (args.GetResult(BenchArgs.Repeats, 30))
 
-    0
+        if args.Contains BenchArgs.Json then
+            printfn "%s" (result.ToJson(g.Name, int64 batch))
+        else
+            printfn
+                "%s, batch %d, %d threads: forward %.3f ms (p10 %.3f, p90 %.3f); train step %.3f ms (p10 %.3f, p90 %.3f); median of %d"
+                g.Name
+                batch
+                result.Threads
+                result.Forward.MedianMs
+                result.Forward.P10Ms
+                result.Forward.P90Ms
+                result.TrainStep.MedianMs
+                result.TrainStep.P10Ms
+                result.TrainStep.P90Ms
+                result.Repeats
+
+        0

@@ -318,6 +318,40 @@ let tests =
                     "same predictions"
             }
 
+            test "bench --reparam times the deploy form against the train form" {
+                let _, file, _, _, _ = trained.Value
+
+                let r =
+                    dsl
+                        [
+                            "bench"
+                            file
+                            "--reparam"
+                            "--rounds"
+                            "2"
+                            "--repeats"
+                            "1"
+                            "--warmup"
+                            "1"
+                            "--batch"
+                            "2"
+                            "--json"
+                        ]
+
+                Expect.equal r.Code 0 r.Err
+                use doc = JsonDocument.Parse r.Out
+
+                let p name =
+                    doc.RootElement.GetProperty(name: string)
+
+                Expect.isLessThan
+                    (p("deploy_form_params").GetInt64())
+                    (p("train_form_params").GetInt64())
+                    "BatchNorms folded"
+
+                Expect.isGreaterThan (p("forward_ratio_deploy_over_train").GetDouble()) 0.0 "a ratio"
+            }
+
             test "bad data and checkpoints are one clear error" {
                 let dir, file, data, out, _ = trained.Value
                 let missing = dsl [ "train"; file; "--data"; Path.Combine(dir, "nope") ]
