@@ -196,6 +196,21 @@ let tests =
                 let g2, _ = Reparam.reparameterize g
                 equivalent g && roundTrips g2 && countOps isBn g2 = 0)
 
+            yield!
+                [
+                    for variant in List.map fst LibraryTests.fastvitPublished @ [ "mci0"; "mci2" ] ->
+                        test (sprintf "every library variant: %s re-parameterises to the same outputs at 64×64" variant) {
+                            let builder = if variant.StartsWith "mci" then "mci" else "fastvit"
+
+                            let g =
+                                graph (sprintf "open fastvit\nmodel m : image[3, 64, 64] = %s %s\n" builder variant)
+
+                            let diff, tol, deploy = compare g 1L
+                            Expect.isLessThanOrEqual diff tol variant
+                            Expect.isLessThan (paramCount deploy) (paramCount g) "fewer parameters"
+                        }
+                ]
+
             test "FastViT-T8: 4.03M -> 4.00M parameters (±0.5%), same outputs at 64×64" {
                 let g = graph "open fastvit\nmodel m : image[3, 64, 64] = fastvit fastvitT8\n"
                 let diff, tol, g2 = compare g 2L
