@@ -18,4 +18,9 @@ let private withPlainSummary (inner: TestPrinters) =
 
 [<EntryPoint>]
 let main argv =
-    runTestsInAssemblyWithCLIArgs [ CLIArguments.Printer(withPlainSummary Tests.defaultConfig.printer) ] argv
+    // Sequenced: building a model may switch libtorch's process-wide convolution backend
+    // (src/Dsl.Runtime/Emit/ConvolutionBackend.cs), which is not safe while another test's
+    // convolution runs on another thread (seen as a segmentation fault in a parallel run).
+    runTestsInAssemblyWithCLIArgs
+        [ CLIArguments.Sequenced; CLIArguments.Printer(withPlainSummary Tests.defaultConfig.printer) ]
+        argv
