@@ -288,6 +288,17 @@ let private listModule =
 
     let lst name a = asList ("List." + name) "list" a
 
+    // List.take and List.skip: n items from the front, checked against the list's length.
+    let slice name (f: int -> Value list -> Value list) =
+        hostFn ("List." + name) [ "n"; "list" ] [] (fun _ a s ->
+            let xs = lst name a["list"]
+            let n = asInt ("List." + name) "n" a["n"]
+
+            if n < 0 || n > xs.Length then
+                errorf s "List.%s: %d items from a list of %d" name n xs.Length
+
+            VList(f n xs))
+
     let fns =
         [
             "map",
@@ -349,24 +360,8 @@ let private listModule =
                 | x :: _ -> x
                 | [] -> error s "List.last: the list is empty")
             "rev", hostFn "List.rev" [ "list" ] [] (fun _ a _ -> VList(List.rev (lst "rev" a["list"])))
-            "take",
-            hostFn "List.take" [ "n"; "list" ] [] (fun _ a s ->
-                let xs = lst "take" a["list"]
-                let n = asInt "List.take" "n" a["n"]
-
-                if n < 0 || n > xs.Length then
-                    errorf s "List.take: %d items from a list of %d" n xs.Length
-
-                VList(List.take n xs))
-            "skip",
-            hostFn "List.skip" [ "n"; "list" ] [] (fun _ a s ->
-                let xs = lst "skip" a["list"]
-                let n = asInt "List.skip" "n" a["n"]
-
-                if n < 0 || n > xs.Length then
-                    errorf s "List.skip: %d items from a list of %d" n xs.Length
-
-                VList(List.skip n xs))
+            "take", slice "take" List.take
+            "skip", slice "skip" List.skip
         ]
 
     [ "List", VRecord fns ]

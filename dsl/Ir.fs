@@ -221,15 +221,17 @@ let paramCount (g: Graph) =
     |> List.filter (fun p -> p.Kind = Trainable)
     |> List.sumBy (fun p -> int64 (numel p.Shape))
 
-let nodeParamCount (g: Graph) (n: Node) =
+/// Trainable parameters per node; the parameter table is indexed once for all nodes.
+let nodeParamCounts (g: Graph) : Node -> int64 =
     let table = g.Params |> List.map (fun p -> p.Name, p) |> Map.ofList
 
-    n.Params
-    |> Map.toList
-    |> List.sumBy (fun (_, full) ->
-        match table.TryFind full with
-        | Some p when p.Kind = Trainable -> int64 (numel p.Shape)
-        | _ -> 0L)
+    fun n ->
+        n.Params
+        |> Map.toList
+        |> List.sumBy (fun (_, full) ->
+            match table.TryFind full with
+            | Some p when p.Kind = Trainable -> int64 (numel p.Shape)
+            | _ -> 0L)
 
 /// Multiply-accumulates of one sample through a node (the batch axis excluded).
 let macs (n: Node) =

@@ -49,9 +49,10 @@ let table (g: Graph) =
     t.AddColumn(TableColumn("params").RightAligned()) |> ignore
     t.AddColumn(TableColumn("MACs").RightAligned()) |> ignore
     let mutable totalMacs = 0L
+    let paramsOf = nodeParamCounts g
 
     for n in g.Nodes do
-        let ps = nodeParamCount g n
+        let ps = paramsOf n
         let m = macs n
         totalMacs <- totalMacs + m
 
