@@ -360,6 +360,18 @@ let private listModule =
                 | x :: _ -> x
                 | [] -> error s "List.last: the list is empty")
             "rev", hostFn "List.rev" [ "list" ] [] (fun _ a _ -> VList(List.rev (lst "rev" a["list"])))
+            "concat",
+            hostFn "List.concat" [ "lists" ] [] (fun _ a _ ->
+                VList(
+                    lst "concat" a["lists"]
+                    |> List.collect (fun l -> lst "concat" (l, snd a["lists"]))
+                ))
+            "collect",
+            hostFn "List.collect" [ "f"; "list" ] [] (fun ctx a s ->
+                VList(
+                    lst "collect" a["list"]
+                    |> List.collect (fun x -> lst "collect" (call ctx (fst a["f"]) [ x ] s, s))
+                ))
             "take", slice "take" List.take
             "skip", slice "skip" List.skip
         ]

@@ -87,7 +87,9 @@ let checkSource (file: string) (text: string) : Checked =
                 File = file
                 Models = List.ofSeq models
                 Recipes = List.ofSeq recipes
-                Diagnostics = List.ofSeq diags
+                // A library file opened twice, or a failed definition used in several places,
+                // reports the same error more than once: each is worth reading once.
+                Diagnostics = List.ofSeq diags |> List.distinct
             })
 
 let checkFile (path: string) : Checked =

@@ -101,6 +101,15 @@ let private data (v, span) =
     let augments =
         asList kind "augment" (f "augment") |> List.map (fun a -> augment (a, span))
 
+    let size = asPositiveInt kind "size" (f "size")
+
+    // Augmentations run on images at the data's size, and the model sees what they return.
+    for a in augments do
+        match a with
+        | RandomCrop(crop, pad) when crop <> size ->
+            errorf span "randomCrop %d (pad = %d): the crop must keep the data's size %d" crop pad size
+        | _ -> ()
+
     {
         Kind = kind
         Path =
@@ -113,7 +122,7 @@ let private data (v, span) =
                 asString kind "test" (f "test")
             else
                 ""
-        Size = asPositiveInt kind "size" (f "size")
+        Size = size
         Channels = asPositiveInt kind "channels" (f "channels")
         Augment = augments
     }

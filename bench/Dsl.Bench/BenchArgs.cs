@@ -3,11 +3,12 @@ using System.Globalization;
 namespace Dsl.Bench;
 
 /// <summary>The command line of Dsl.Bench.</summary>
-internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed, bool Json, bool Help, string? Compare, string? Model, int Rounds, IReadOnlyList<long> Batches)
+internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed, bool Json, bool Help, string? Compare, string? Model, int Rounds, IReadOnlyList<long> Batches, string? Ttft = null, string? Tsv = null)
 {
     public const string Usage =
         "usage: Dsl.Bench [--batch B (default 1)] [--repeats N (default 20)] [--warmup W (default 3)] [--seed S (default 0)] [--json]\n" +
-        "       Dsl.Bench --compare FILE.dsl [--model M] [--batches 1,128] [--rounds R (default 20)] [--repeats N] [--warmup W] [--json]";
+        "       Dsl.Bench --compare FILE.dsl [--model M] [--batches 1,128] [--rounds R (default 20)] [--repeats N] [--warmup W] [--json]\n" +
+        "       Dsl.Bench --ttft FILE.dsl [--rounds R] [--repeats N] [--warmup W] [--tsv OUT.tsv]   (every NAMEEncoder / NAMEVlm pair)";
 
     public static BenchArgs Parse(IReadOnlyList<string> args)
     {
@@ -24,6 +25,8 @@ internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed,
                 "--seed" => parsed with { Seed = Number(args, ++i, "--seed") },
                 "--compare" => parsed with { Compare = Text(args, ++i, "--compare") },
                 "--model" => parsed with { Model = Text(args, ++i, "--model") },
+                "--ttft" => parsed with { Ttft = Text(args, ++i, "--ttft") },
+                "--tsv" => parsed with { Tsv = Text(args, ++i, "--tsv") },
                 "--rounds" => parsed with { Rounds = (int)Positive(args, ++i, "--rounds") },
                 "--batches" => parsed with { Batches = Text(args, ++i, "--batches").Split(',').Select(b => Positive([b], 0, "--batches")).ToArray() },
                 var unknown => throw new ArgumentException($"unknown argument '{unknown}'"),

@@ -8,7 +8,8 @@ using static TorchSharp.torch;
 // Times the hand-written ReferenceConvnet (forward and training step) with the same
 // Benchmark harness the DSL uses for compiled graphs, so the two can be compared.
 // Usage: Dsl.Bench [--batch B] [--repeats N] [--warmup W] [--seed S] [--json]
-// With --compare FILE.dsl it times the DSL model of FILE and the reference side by side.
+// With --compare FILE.dsl it times the DSL model of FILE and the reference side by side; with
+// --ttft FILE.dsl, FastVLM's time-to-first-token for every encoder/VLM pair in FILE.
 BenchArgs options;
 try
 {
@@ -25,6 +26,11 @@ if (options.Help)
 {
     Console.WriteLine(BenchArgs.Usage);
     return 0;
+}
+
+if (options.Ttft is { } pairsFile)
+{
+    return Ttft.Run(pairsFile, options.Rounds, options.Warmup, options.Repeats, options.Tsv);
 }
 
 if (options.Compare is { } file)

@@ -2,34 +2,8 @@
 // parameter names. Blocks are code, variants are data (the tables at the end). Facts from
 // shared/papers/PAPERS.md §0: apple/ml-fastvit models/fastvit.py, timm timm/models/fastvit.py.
 
-let channels x = List.item 1 x.shape
-
-/// Squeeze-and-excitation: a per-channel gate from the global average (Hu et al. 2018).
-let squeezeExcite (ratio = 0.0625) =
-    fun x ->
-        let c = channels x
-        let gate =
-            x |> globalAvgPool |> reshape [ c; 1; 1 ]
-            |> named "fc1" (conv (int (float c * ratio)) (k = 1))
-            |> relu
-            |> named "fc2" (conv c (k = 1))
-            |> sigmoid
-        x * gate
-
-/// MobileOne block (Vasu et al., CVPR 2023), train-time form:
-/// act (se (BN skip + k×k conv-BN branches + 1×1 conv-BN scale branch)).
-/// The skip exists when the shape is kept; the scale branch when k > 1.
-let mobileOne cout (k = 3) (stride = 1) (groups = 1) (se = false) (act = gelu) (scale = true) (branches = 1) =
-    fun x ->
-        let convBn kk =
-            named "conv" (conv cout (k = kk) (stride = stride) (groups = groups) (bias = false))
-            >> named "bn" batchnorm
-        let skip = if channels x = cout && stride = 1 then [ x |> named "identity" batchnorm ] else []
-        let kxk = if branches > 0 then x |> named "conv_kxk" (parallel (List.init branches (fun _ -> convBn k))) else []
-        let scaled = if scale && k > 1 then [ x |> named "conv_scale" (convBn 1) ] else []
-        let y = skip @ kxk @ scaled |> List.reduce (fun a b -> a + b)
-        let y = if se then y |> named "se" squeezeExcite else y
-        y |> act
+// The MobileOne block and squeeze-excitation come from the MobileOne library.
+open mobileone
 
 /// RepLKNet-style large-kernel depthwise conv with a parallel small kernel (Ding et al. 2022).
 /// `act` is identity for the original FastViT (its activation result is discarded there) and

@@ -17,3 +17,8 @@ model tinyFastvit : image[3, 64, 64] -> logits[10] = fastvit tiny (classes = 10)
 // For comparison: a ViT-B/16 encoder emits 16× FastViTHD's tokens at the same resolution.
 open vit
 model vitB16Tokens : image[3, 1024, 1024] -> tensor[4096, 768] = vitEncoder vitBase16
+
+// MobileOne, the block's own family: S0 (four k×k branches per block) and S4 (with SE).
+open mobileone
+model mobileoneS0 : image[3, 224, 224] -> logits[1000] = mobileoneNet mobileoneS0
+model mobileoneS4 : image[3, 224, 224] -> logits[1000] = mobileoneNet mobileoneS4

@@ -90,6 +90,7 @@ type BenchArgs =
     | Device of name: string
     | Reparam
     | Rounds of count: int
+    | Profile
     | Json
 
     interface IArgParserTemplate with
@@ -102,6 +103,7 @@ type BenchArgs =
             | Warmup _ -> "untimed repetitions first (default 5)"
             | Reparam -> "time the re-parameterised (deploy) form against the train form, side by side"
             | Rounds _ -> "with --reparam: alternating rounds (default 10)"
+            | Profile -> "where a training step's time goes: forward time per kind of op, and the rest (loss, backward)"
             | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"
 

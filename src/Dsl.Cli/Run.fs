@@ -232,31 +232,89 @@ let predict (args: ParseResults<PredictArgs>) =
 
     0
 
-let private randomInputs (g: Graph) (batch: int) =
-    g.Inputs
-    |> List.map (fun (name, id) ->
-        let n = g.Nodes[id]
+/// Where the time goes, per kind of op: forward time in a training step (train mode) and in
+/// inference (eval mode, no_grad), totals over the repeats divided by their number; the rest of
+/// the training step is the loss and the backward pass.
+let private profile (g: Graph) (model: GraphModule) inputs (loss: torch.Tensor[] -> torch.Tensor) warmup repeats =
+    Benchmark.UseAllCores() |> ignore
 
-        let dims =
-            n.Shape
-            |> List.mapi (fun i d ->
-                match d with
-                | Known k -> int64 k
-                | Sym _ when i = 0 -> int64 batch
-                | Sym s -> fail "dsl bench: input '%s' has the symbolic dimension %s; declare it with a size" name s)
-            |> Array.ofList
+    let timed (run: unit -> unit) =
+        for _ in 1..warmup do
+            run ()
 
+        model.ProfileNodes true
+        let clock = Diagnostics.Stopwatch.StartNew()
+
+        for _ in 1..repeats do
+            run ()
+
+        let ms = clock.Elapsed.TotalMilliseconds / float repeats
+        let perNode = model.NodeSeconds |> Array.map (fun s -> s * 1000.0 / float repeats)
+        model.ProfileNodes false
+        ms, perNode
+
+    model.train ()
+
+    let stepMs, trainNodes =
+        timed (fun () ->
+            use scope = torch.NewDisposeScope()
+            model.zero_grad ()
+            (loss (model.Forward inputs)).backward())
+
+    model.eval ()
+
+    let inferenceMs, evalNodes =
+        timed (fun () ->
+            use scope = torch.NewDisposeScope()
+            use noGrad = torch.no_grad ()
+            model.Forward inputs |> ignore)
+
+    let kindOf (n: Node) =
         match n.Op with
-        | Input(_, TokensInput) -> torch.randint (0L, 2L, dims, dtype = torch.int64)
-        | _ -> torch.randn (dims))
-    |> Array.ofList
+        | Conv c when c.Groups > 1 && c.Groups = c.InChannels -> opKind n.Op + " depthwise"
+        | Conv c when c.Groups > 1 -> opKind n.Op + " grouped"
+        | op -> opKind op
+
+    let byKind =
+        g.Nodes
+        |> List.groupBy kindOf
+        |> List.map (fun (kind, ns) ->
+            kind,
+            List.length ns,
+            ns |> List.sumBy (fun n -> trainNodes[n.Id]),
+            ns |> List.sumBy (fun n -> evalNodes[n.Id]))
+        |> List.sortByDescending (fun (_, _, train, eval) -> train + eval)
+
+    let forwardMs = byKind |> List.sumBy (fun (_, _, ms, _) -> ms)
+    let batch = (Array.head inputs: torch.Tensor).shape[0]
+
+    printfn
+        "%s, batch %d, %d repeats: training step %.1f ms, inference forward %.1f ms"
+        g.Name
+        batch
+        repeats
+        stepMs
+        inferenceMs
+
+    printfn "  %-18s %6s %14s %14s" "op" "nodes" "train fwd ms" "inference ms"
+
+    for kind, count, train, eval in byKind do
+        printfn "  %-18s %6d %14.2f %14.2f" kind count train eval
+
+    printfn "  %-18s %6s %14.2f" "loss + backward" "" (stepMs - forwardMs)
+    0
 
 let bench (args: ParseResults<BenchArgs>) =
     let c = checkedOrExit (args.GetResult BenchArgs.File)
     let g = modelOrExit c (args.TryGetResult BenchArgs.Model)
     let batch = args.GetResult(BenchArgs.Batch, 1)
     use model = new GraphModule(g, 0L, deviceOf (args.TryGetResult BenchArgs.Device))
-    let inputs = randomInputs g batch |> Array.map (fun t -> t.``to`` (model.Device))
+
+    let inputs =
+        try
+            RandomInputs.For(g, int64 batch, model.Device)
+        with :? ArgumentException as e ->
+            fail "dsl bench: %s" e.Message
 
     // The timed training step: cross-entropy against random labels for a classifier (one output
     // [B, classes]), as bench/Dsl.Bench does for the hand-written reference; otherwise the mean
@@ -280,7 +338,9 @@ let bench (args: ParseResults<BenchArgs>) =
     let measure (m: GraphModule) warmup repeats =
         Benchmark.Measure((fun xs -> m.Forward xs), m, inputs, Func<_, _> loss, warmup, repeats)
 
-    if args.Contains BenchArgs.Reparam then
+    if args.Contains BenchArgs.Profile then
+        profile g model inputs loss (args.GetResult(BenchArgs.Warmup, 3)) (args.GetResult(BenchArgs.Repeats, 10))
+    elif args.Contains BenchArgs.Reparam then
         // The deploy form's weights come from the train form's, so both compute the same function.
         use deploy = Dsl.Runtime.Transforms.WeightMapEvaluator.Reparameterize model
         let rounds = args.GetResult(BenchArgs.Rounds, 10)

@@ -113,18 +113,23 @@ let loadData (file: string) (r: TrainRecipe) (g: Graph) (dataDir: string option)
         Some d
     | d -> d
 
-/// Resize Fashion-MNIST's 1×28×28 to the model's input when they differ (e.g. a 3×64×64 encoder),
-/// then normalise: applied after augmentation in training, and alone in evaluation.
-let evalTransforms (r: TrainRecipe) (g: Graph) : IAugment list =
+/// Fashion-MNIST's 1×28×28 resized to the model's input when they differ (e.g. a 3×64×64
+/// encoder): the first transform, so augmentations see images at the data's declared size.
+let private resizeTransforms (r: TrainRecipe) (g: Graph) : IAugment list =
     let c, h, w = imageInput g
 
-    let resize =
-        if r.Data.Kind = "fashionMnist" && (c, h, w) <> (1, 28, 28) then
-            [ Resize(c, h, w) :> IAugment ]
-        else
-            []
+    if r.Data.Kind = "fashionMnist" && (c, h, w) <> (1, 28, 28) then
+        [ Resize(c, h, w) :> IAugment ]
+    else
+        []
 
-    resize @ [ normalization r.Data c ]
+let private normalizeFor (r: TrainRecipe) (g: Graph) : IAugment =
+    let c, _, _ = imageInput g
+    normalization r.Data c
+
+/// What evaluation applies: the resize, then normalisation.
+let evalTransforms (r: TrainRecipe) (g: Graph) : IAugment list =
+    resizeTransforms r g @ [ normalizeFor r g ]
 
 let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
     let augments: IAugment list =
@@ -154,7 +159,7 @@ let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
         LabelSmoothing = r.LabelSmoothing,
         AccumulationSteps = r.Accumulate,
         Seed = int64 r.Seed,
-        Augmentations = ResizeArray(augments @ evalTransforms r g),
+        Augmentations = ResizeArray(resizeTransforms r g @ augments @ [ normalizeFor r g ]),
         EvalTransforms = ResizeArray(evalTransforms r g),
         EvalBatchSize = r.EvalBatch,
         OutDir = outDir,

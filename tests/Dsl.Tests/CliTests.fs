@@ -394,4 +394,28 @@ let tests =
                 use doc = JsonDocument.Parse r.Out
                 Expect.isTrue (r.Out.Contains "median") r.Out
             }
+
+            test "bench --profile splits a training step into forward time per op and the backward rest" {
+                let _, file, _, _, _ = trained.Value
+
+                let r =
+                    dsl
+                        [
+                            "bench"
+                            file
+                            "--batch"
+                            "4"
+                            "--repeats"
+                            "2"
+                            "--warmup"
+                            "1"
+                            "--profile"
+                        ]
+
+                Expect.equal r.Code 0 r.Err
+                Expect.stringContains r.Out "training step" "step time"
+                Expect.stringContains r.Out "inference forward" "eval-mode forward"
+                Expect.stringContains r.Out "conv2d" "the example's convolutions"
+                Expect.stringContains r.Out "loss + backward" "the remainder"
+            }
         ]

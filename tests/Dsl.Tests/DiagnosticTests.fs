@@ -104,6 +104,14 @@ let tests =
                     "optimizer must be one of adamw, sgd"
             }
 
+            test "a random crop that would change the data's size" {
+                expectError
+                    (model "flatten >> linear 10"
+                     + "train m {\n    data = fashionMnist { augment = [ randomCrop 64 (pad = 4) ] }\n}\n")
+                    "4:12"
+                    "randomCrop 64 (pad = 4): the crop must keep the data's size 28"
+            }
+
             test "recursion depth" {
                 expectError "let f x = f (x + 1)\nlet y = f 0\n" "1:11" "recursion deeper than 400 calls (in f)"
             }

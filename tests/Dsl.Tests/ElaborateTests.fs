@@ -106,6 +106,15 @@ let tests =
                 Expect.contains (names g) "1.0.0.weight" "residual body scoped under its index"
             }
 
+            test "List.collect and List.concat flatten lists of layers in order" {
+                let g =
+                    graph
+                        "let pair c = [ conv c; relu ]\nmodel m : image[4, 8, 8] = seq (List.collect pair [ 8; 16 ] @ List.concat [ [ conv 24 ]; []; [ relu ] ])\n"
+
+                Expect.equal (shapeOf g "output") "[B, 24, 8, 8]" "8, 16 then 24 channels"
+                Expect.equal (names g) [ "0.weight"; "0.bias"; "2.weight"; "2.bias"; "4.weight"; "4.bias" ] "positions"
+            }
+
             test "symbolic sequence length flows through" {
                 let g =
                     graph
@@ -137,9 +146,13 @@ let tests =
                 Expect.equal (IrJson.write false g) (expected.TrimEnd().Replace("\r\n", "\n")) "golden"
             }
 
-            test "every shipped example checks" {
+            test "every shipped example and benchmark model checks" {
                 let examples =
-                    Directory.GetFiles(Path.Combine(repoRoot.Value, "examples"), "*.dsl", SearchOption.AllDirectories)
+                    [ "examples"; "bench" ]
+                    |> Array.ofList
+                    |> Array.collect (fun dir ->
+                        Directory.GetFiles(Path.Combine(repoRoot.Value, dir), "*.dsl", SearchOption.AllDirectories))
+                    |> Array.filter (fun f -> not (f.Contains "/bin/" || f.Contains "/obj/"))
 
                 Expect.isNonEmpty examples "examples exist"
 

@@ -198,12 +198,21 @@ let tests =
 
             yield!
                 [
-                    for variant in List.map fst LibraryTests.fastvitPublished @ [ "mci0"; "mci2" ] ->
+                    for variant in
+                        List.map (fun (v, _, _) -> v) LibraryTests.fastvitPublished
+                        @ [ "mci0"; "mci2" ]
+                        @ List.map fst LibraryTests.mobileonePublished ->
                         test (sprintf "every library variant: %s re-parameterises to the same outputs at 64×64" variant) {
-                            let builder = if variant.StartsWith "mci" then "mci" else "fastvit"
+                            let lib, builder =
+                                if variant.StartsWith "mci" then
+                                    "fastvit", "mci"
+                                elif variant.StartsWith "mobileone" then
+                                    "mobileone", "mobileoneNet"
+                                else
+                                    "fastvit", "fastvit"
 
                             let g =
-                                graph (sprintf "open fastvit\nmodel m : image[3, 64, 64] = %s %s\n" builder variant)
+                                graph (sprintf "open %s\nmodel m : image[3, 64, 64] = %s %s\n" lib builder variant)
 
                             let diff, tol, deploy = compare g 1L
                             Expect.isLessThanOrEqual diff tol variant

@@ -49,20 +49,39 @@ public static class Benchmark
         var parameters = module.parameters().ToArray();
         try
         {
-            module.eval();
-            var forwardMs = Time(warmup, repeats, () =>
-            {
-                using var noGrad = no_grad();
-                forward(inputs);
-            });
-
+            var forwardMs = MeasureForward(forward, module, inputs, warmup, repeats);
             module.train();
             var trainMs = Time(warmup, repeats, () => TrainStep(forward, module, parameters, inputs, loss));
-            return new BenchResult(LatencyStats.Of(forwardMs), LatencyStats.Of(trainMs), threads, backend, warmup, repeats);
+            return new BenchResult(forwardMs, LatencyStats.Of(trainMs), threads, backend, warmup, repeats);
         }
         finally
         {
             module.zero_grad();
+            module.train(wasTraining);
+        }
+    }
+
+    /// <summary>
+    /// Forward latency alone, in eval mode under no_grad: <paramref name="warmup"/> untimed then
+    /// <paramref name="repeats"/> timed runs, each in its own DisposeScope. The mode is restored.
+    /// </summary>
+    public static LatencyStats MeasureForward(Func<Tensor[], Tensor[]> forward, nn.Module module, Tensor[] inputs, int warmup, int repeats)
+    {
+        ArgumentOutOfRangeException.ThrowIfNegative(warmup);
+        ArgumentOutOfRangeException.ThrowIfNegativeOrZero(repeats);
+        UseAllCores();
+        var wasTraining = module.training;
+        try
+        {
+            module.eval();
+            return LatencyStats.Of(Time(warmup, repeats, () =>
+            {
+                using var noGrad = no_grad();
+                forward(inputs);
+            }));
+        }
+        finally
+        {
             module.train(wasTraining);
         }
     }

@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using Dsl;
 using TorchSharp;
 using TorchSharp.Modules;
@@ -16,6 +17,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
     private readonly int[] outputSlots;
     private readonly InputShape[] inputShapes;
     private bool isTraining;
+    private double[]? nodeSeconds;
 
     /// <param name="graph">The IR to run.</param>
     /// <param name="seed">Seeds the initial weights (drawn in <c>graph.Params</c> order) and the Dropout/DropPath masks.</param>
@@ -59,6 +61,12 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
 
     public override bool training => isTraining;
 
+    /// <summary>Each node's accumulated forward seconds (indexed by node id) while profiling, else null.</summary>
+    public double[]? NodeSeconds => nodeSeconds;
+
+    /// <summary>Turns per-node forward timing on (zeroed) or off.</summary>
+    public void ProfileNodes(bool on) => nodeSeconds = on ? new double[schedule.Length] : null;
+
     public override void train(bool train = true)
     {
         base.train(train);
@@ -88,7 +96,14 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
         {
             for (var slot = 0; slot < schedule.Length; slot++)
             {
+                var started = nodeSeconds is null ? 0 : Stopwatch.GetTimestamp();
                 values[slot] = Run(schedule[slot], values, inputs);
+                if (nodeSeconds is not null)
+                {
+                    // libtorch's CPU kernels are synchronous, so this is the node's own work.
+                    nodeSeconds[slot] += Stopwatch.GetElapsedTime(started).TotalSeconds;
+                }
+
                 foreach (var dead in schedule[slot].Release)
                 {
                     values[dead]!.Dispose();
