@@ -240,6 +240,14 @@ let private combinators =
                 |> List.map (fun v -> asTensor "concat" "tensors" (v, snd a["tensors"]))
 
             concat ctx s (asInt "concat" "axis" a["axis"]) ts)
+        "selectWhere",
+        hostFn "selectWhere" [ "token"; "ids"; "x" ] [] (fun ctx a s ->
+            selectWhere
+                ctx
+                s
+                (asInt "selectWhere" "token" a["token"])
+                (asTensor "selectWhere" "ids" a["ids"])
+                (asTensor "selectWhere" "x" a["x"]))
         "error", hostFn "error" [ "message" ] [] (fun _ a s -> error s (asString "error" "message" a["message"]))
     ]
 

@@ -121,6 +121,10 @@ type Op =
     | Scale of factor: float
     /// Picks one position along axis 1 ([B, T, D] -> [B, D]); negative counts from the end.
     | SelectToken of index: int
+    /// Inputs [x; ids]: for each row, x [B, T, D] at the first position where ids [B, T] equals
+    /// `token`, or at the last position when it does not occur -> [B, D]. CLIP's pooling at the
+    /// end-of-text token.
+    | SelectWhere of token: int
 
 type ParamKind =
     | Trainable
@@ -200,6 +204,7 @@ let opKind (op: Op) =
     | Normalize _ -> "normalize"
     | Scale _ -> "scale"
     | SelectToken _ -> "selectToken"
+    | SelectWhere _ -> "selectWhere"
 
 let isKnown =
     function

@@ -87,6 +87,7 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
     | Normalize a -> w.WriteNumber("axis", a)
     | Scale f -> w.WriteNumber("factor", f)
     | SelectToken i -> w.WriteNumber("index", i)
+    | SelectWhere t -> w.WriteNumber("token", t)
     // The rest carry no attributes beyond their op name.
     | _ -> ()
 

@@ -619,6 +619,17 @@ let concat (ctx: Ctx) span axis (xs: Tensor list) =
         let shape = first.Shape |> List.mapi (fun i d -> if i = a then Known total else d)
         addNode b span (Concat a) xs shape []
 
+/// x [B, T, D] at the first position where ids [B, T] equals token (the last when absent).
+let selectWhere (ctx: Ctx) span (token: int) (ids: Tensor) (x: Tensor) =
+    let b = builderOf ctx span
+
+    match x.Shape, ids.Shape with
+    | [ bx; tx; d ], [ bi; ti ] when bx = bi && tx = ti -> addNode b span (SelectWhere token) [ x; ids ] [ bx; d ] []
+    | [ _; _; _ ], [ _; _ ] ->
+        errorf span "selectWhere: ids %s do not match the tokens %s" (showShape ids.Shape) (showShape x.Shape)
+    | [ _; _; _ ], _ -> rankError "selectWhere" span "ids [B, T]" ids
+    | _ -> rankError "selectWhere" span "[B, T, D]" x
+
 let freeParam (ctx: Ctx) span (shape: int list) (init: Init) =
     let b = builderOf ctx span
     let full = addParam b span "" shape init Trainable Float32

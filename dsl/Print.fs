@@ -101,6 +101,7 @@ let private layerExpr (g: Graph) (n: Node) =
     | Add
     | Mul
     | Concat _
+    | SelectWhere _
     | Parameter
     | Scale _ -> None
 
@@ -115,6 +116,8 @@ let private valueExpr (g: Graph) (n: Node) =
     | Concat axis, first :: rest ->
         let others = rest |> List.map (fun i -> "; " + v i) |> String.concat ""
         sprintf "%s |> at \"%s\" (fun a -> concat %d [a%s])" (v first) n.Path axis others
+    | SelectWhere token, [ x; ids ] ->
+        sprintf "%s |> at \"%s\" (fun a -> selectWhere %d %s a)" (v x) n.Path token (v ids)
     | Parameter, _ ->
         let p = g.Params |> List.find (fun p -> p.Name = n.Params["value"])
         let shape = ints p.Shape

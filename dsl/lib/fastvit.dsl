@@ -35,12 +35,12 @@ let repMixer (k = 3) (init = 1e-5) =
         let mixed = x |> named "mixer" (mobileOne c (k = k) (groups = c) (act = identity))
         x + (mixed - norm |> named "layer_scale" (layerScale (init = init)))
 
-/// ConvFFN: depthwise 7×7 conv-BN, then a 1×1 expansion, GELU and a 1×1 projection.
-let convMlp (ratio = 3.0) =
+/// ConvFFN: depthwise k×k conv-BN (7×7 in FastViT), then a 1×1 expansion, GELU and a 1×1 projection.
+let convMlp (ratio = 3.0) (k = 7) =
     fun x ->
         let c = channels x
         x
-        |> named "conv" (named "conv" (conv c (k = 7) (groups = c) (bias = false)) >> named "bn" batchnorm)
+        |> named "conv" (named "conv" (conv c (k = k) (groups = c) (bias = false)) >> named "bn" batchnorm)
         |> named "fc1" (conv (int (float c * ratio)) (k = 1))
         |> gelu
         |> named "fc2" (conv c (k = 1))

@@ -11,10 +11,10 @@ let vitMlp (ratio = 4.0) =
 
 /// Pre-norm transformer block: x + attn(norm1 x), then x + mlp(norm2 x). `causal` masks each
 /// token to those before it (a decoder).
-let vitBlock heads (ratio = 4.0) (dropPath = 0.0) (causal = false) =
+let vitBlock heads (ratio = 4.0) (dropPath = 0.0) (causal = false) (eps = 1e-6) =
     fun x ->
-        let x = x + (x |> named "norm1" (layernorm (eps = 1e-6)) |> named "attn" (attention heads (causal = causal)) |> droppath dropPath)
-        x + (x |> named "norm2" (layernorm (eps = 1e-6)) |> named "mlp" (vitMlp (ratio = ratio)) |> droppath dropPath)
+        let x = x + (x |> named "norm1" (layernorm (eps = eps)) |> named "attn" (attention heads (causal = causal)) |> droppath dropPath)
+        x + (x |> named "norm2" (layernorm (eps = eps)) |> named "mlp" (vitMlp (ratio = ratio)) |> droppath dropPath)
 
 /// Non-overlapping p×p patches, linearly embedded: one strided convolution.
 let patchEmbedding dim (patch = 16) =

@@ -3,7 +3,7 @@
 // re-parameterised (`dsl transform reparam`) and evaluated again.
 open fastvit
 
-let small = { fastvitT8 with layers = [ 2; 2; 4; 2 ]; dims = [ 24; 48; 96; 192 ]; mixers = attentionLast }
+let small = { fastvitT8 with layers = [ 2; 2; 4; 2 ]; dims = [ 16; 32; 64; 128 ]; mixers = attentionLast }
 
 model fashionFastvit : image[3, 64, 64] -> logits[10] = fastvit small (classes = 10)
 
@@ -12,6 +12,6 @@ train fashionFastvit {
     loss      = crossEntropy (smoothing = 0.1)
     optimizer = adamw (lr = 2e-3, weightDecay = 0.05)
     schedule  = cosine (warmup = 300)
-    epochs    = 8
+    epochs    = 6
     batch     = 128
 }

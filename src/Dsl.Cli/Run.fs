@@ -296,6 +296,13 @@ let private profile (g: Graph) (model: GraphModule) inputs (loss: torch.Tensor[]
         stepMs
         inferenceMs
 
+    printfn
+        "  convolutions on %s%s"
+        ConvolutionBackend.Current
+        (match ConvolutionBackend.DisabledBecause with
+         | null -> ""
+         | why -> sprintf " (oneDNN off: %s)" why)
+
     printfn "  %-18s %6s %14s %14s" "op" "nodes" "train fwd ms" "inference ms"
 
     for kind, count, train, eval in byKind do

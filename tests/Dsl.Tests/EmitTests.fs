@@ -304,6 +304,24 @@ let tests =
                 Expect.isGreaterThan (maxAbsDiff last lastAfter) 1e-4 "the changed position changes"
             }
 
+            test "selectWhere picks each row's first matching token, or its last position" {
+                use m =
+                    new GraphModule(
+                        Support.graph "model m (x : tensor[4, 3]) (ids : tokens[4]) = selectWhere 7 ids x\n",
+                        1L
+                    )
+
+                use x = torch.arange(24.0f).reshape(2L, 4L, 3L)
+                use ids = torch.tensor([| 1L; 7L; 2L; 7L; 1L; 2L; 3L; 4L |]).reshape(2L, 4L)
+                let out = m.Forward(x, ids)[0]
+
+                use expected =
+                    torch.tensor([| 3.0f; 4.0f; 5.0f; 21.0f; 22.0f; 23.0f |]).reshape(2L, 3L)
+
+                Expect.equal (maxAbsDiff out expected) 0.0 "row 0 at position 1, row 1 at its last"
+                out.Dispose()
+            }
+
             test "two inputs and two outputs: unit-norm rows and the parameter itself" {
                 use m = new GraphModule(Graphs.twoHeads (), 1L)
                 Expect.sequenceEqual m.OutputNames [ "embedding"; "scale" ] "output names"

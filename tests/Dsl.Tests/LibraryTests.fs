@@ -42,6 +42,10 @@ let mobileonePublished =
         "mobileoneS4", 14.8
     ]
 
+/// MobileCLIP's text encoders with the CLIP vocabulary (49408) and context (77), projection to
+/// 512 included (PAPERS.md §9.2): MCt of S0 and the 12-layer base of S1/S2.
+let textPublished = [ "mct", 42.44; "clipText", 63.43 ]
+
 /// Every library entry whose counts are published: name, source, train-time and deploy millions,
 /// and the unit the publication rounds to.
 let publishedCounts =
@@ -52,6 +56,7 @@ let publishedCounts =
             name, "open fastvit\nmodel m : image[3, 64, 64] = " + source, Some train, deploy, 0.01
         for v, deploy in mobileonePublished ->
             v, "open mobileone\nmodel m : image[3, 224, 224] = mobileoneNet " + v, None, Some deploy, 0.1
+        for v, train in textPublished -> v, "open clip\nmodel m : tokens[77] = textEncoder " + v, Some train, None, 0.01
     ]
 
 /// Within 0.5% of the published count, or within its rounding when that is coarser.

@@ -56,7 +56,11 @@ let private compare (g: Graph) (batch: int64) =
         batch
         :: (g.Nodes[snd g.Inputs.Head].Shape |> List.tail |> List.map (known >> int64))
 
-    use x = torch.randn (List.toArray shape, generator = generator)
+    use x =
+        match g.Nodes[snd g.Inputs.Head].Op with
+        | Input(_, TokensInput) -> torch.randint (0L, 100L, List.toArray shape, generator = generator)
+        | _ -> torch.randn (List.toArray shape, generator = generator)
+
     use y = m.forward x
     use y2 = deploy.forward x
     let diff = (y - y2).abs().max().item<float32>() |> float
@@ -219,6 +223,17 @@ let tests =
                             Expect.isLessThan (paramCount deploy) (paramCount g) "fewer parameters"
                         }
                 ]
+
+            test "MobileCLIP's MCt text encoder re-parameterises to the same outputs" {
+                let g =
+                    graph
+                        "open clip\nlet small = { mct with vocabulary = 100; eot = 99; width = 64; heads = 2 }\nmodel m : tokens[16] = textEncoder small (dim = 32)\n"
+
+                let diff, tol, deploy = compare g 2L
+                Expect.isLessThanOrEqual diff tol "max |y − y'|"
+                Expect.equal (countOps isBn deploy) 0 "no BatchNorm left"
+                Expect.isLessThan (paramCount deploy) (paramCount g) "fewer parameters"
+            }
 
             test "FastViT-T8: 4.03M -> 4.00M parameters (±0.5%), same outputs at 64×64" {
                 let g = graph "open fastvit\nmodel m : image[3, 64, 64] = fastvit fastvitT8\n"

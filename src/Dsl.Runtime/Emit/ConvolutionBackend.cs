@@ -16,7 +16,8 @@ namespace Dsl.Runtime.Emit;
 /// oneDNN pads to its 16-wide blocks). Training through such a shape silently goes wrong.
 /// In a sweep of a few hundred configurations the shapes below were always right, so oneDNN stays on
 /// only for them: one group, output channels a multiple of 16, input channels a multiple of
-/// 16 at stride 1 (or an image stem of at most 4 channels at any stride), no dilation. Each
+/// 16 at stride 1 (or an image stem of at most 4 channels at any stride), no dilation; and
+/// depthwise convolutions of any width (see <see cref="Depthwise"/>). Each
 /// such shape is still checked once per process against an im2col reference
 /// (<see cref="ConvolutionCheck"/>). The first shape outside that set, or failing its check,
 /// switches oneDNN off for good. The switch is libtorch's global at::Context flag
@@ -98,11 +99,22 @@ public static class ConvolutionBackend
     private static bool KnownGood(ConvShape shape)
     {
         var imageStem = shape.InChannels <= 4;
-        return shape.Groups == 1
+        var dense = shape.Groups == 1
             && shape.OutChannels % 16 == 0
-            && (imageStem || (shape.InChannels % 16 == 0 && shape.Stride.All(s => s == 1)))
-            && shape.Dilation.All(d => d == 1);
+            && (imageStem || (shape.InChannels % 16 == 0 && shape.Stride.All(s => s == 1)));
+        return (dense || Depthwise(shape)) && shape.Dilation.All(d => d == 1);
     }
+
+    /// <summary>
+    /// One group per input channel, with a whole number of outputs each. A sweep of 26,820
+    /// depthwise configurations (3 to 768 channels, kernels 1×1 to 7×7 and 1×11, strides 1 and
+    /// 2, batches 1 to 128, spatial 2 to 32, with and without bias, three fresh draws each) found
+    /// output and both gradients right every time on NCHW-contiguous inputs; with a channel
+    /// multiplier (out = 2·in) and channels-last strides, oneDNN was wrong every time, forward
+    /// included. Hence the Conv kernel hands convolutions NCHW-contiguous inputs.
+    /// </summary>
+    private static bool Depthwise(ConvShape shape) =>
+        shape.Groups == shape.InChannels && shape.OutChannels % shape.InChannels == 0;
 
     private static void SwitchOff(string reason)
     {

@@ -78,6 +78,21 @@ internal static class ShapeKernels
 
     public static Kernel Concat(int axis) => (x, _) => cat(x, axis);
 
+    /// <summary>
+    /// x [B, T, D] at each row's first position where ids [B, T] equal the token, or at the last
+    /// position when the token is absent → [B, D].
+    /// </summary>
+    public static Kernel SelectWhere(long token) => (x, _) =>
+    {
+        using var scope = NewDisposeScope();
+        var (tokens, ids) = (x[0], x[1]);
+        var hit = ids.eq(token);
+        var first = hit.to(ScalarType.Int64).argmax(1);
+        var position = where(hit.any(1), first, tensor(tokens.shape[1] - 1, device: ids.device));
+        var index = position.view(-1, 1, 1).expand(-1, 1, tokens.shape[2]);
+        return scope.MoveToOuter(tokens.gather(1, index).squeeze(1));
+    };
+
     /// <summary>One position along axis 1: [B, T, D] → [B, D]; negative counts from the end.</summary>
     public static Kernel SelectToken(int index) => (x, _) =>
         x[0].select(1, index < 0 ? x[0].shape[1] + index : index);
