@@ -6,12 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v gnuplot >/dev/null; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq gnuplot-nox
-fi
+bash build/debian-packages.sh gnuplot-nox
 
 dotnet build bench/Dsl.Bench -c Release --nologo -v quiet
 tsv=docs/fastvlm-ttft.tsv

@@ -4,12 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-if [ ! -d /usr/share/datasets/fashion-mnist ]; then
-  sudo=""
-  [ "$(id -u)" -eq 0 ] || sudo="sudo"
-  $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist
-fi
+bash build/debian-packages.sh dataset-fashion-mnist
 
 dotnet build src/Dsl.Cli -c Release --nologo -v quiet
 dsl="dotnet src/Dsl.Cli/bin/Release/net10.0/dsl.dll"

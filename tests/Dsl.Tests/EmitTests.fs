@@ -322,6 +322,28 @@ let tests =
                 out.Dispose()
             }
 
+            test "a 1×1 convolution over a single position equals conv2d and leaves the backend alone" {
+                let g = Support.graph "model m : image[8, 1, 1] = conv 4 (k = 1)\n"
+                let before = ConvolutionBackend.Current
+                use m = new GraphModule(g, 3L)
+
+                Expect.equal
+                    ConvolutionBackend.Current
+                    before
+                    "4 output channels would not be oneDNN-safe as a convolution"
+
+                let state = m.state_dict ()
+
+                let find (suffix: string) =
+                    state |> Seq.find (fun kv -> kv.Key.EndsWith suffix) |> fun kv -> kv.Value
+
+                use x = torch.randn (5L, 8L, 1L, 1L)
+                use y = m.forward x
+                use expected = torch.nn.functional.conv2d (x, find "weight", find "bias")
+                Expect.sequenceEqual y.shape [| 5L; 4L; 1L; 1L |] "shape"
+                Expect.isLessThanOrEqual (maxAbsDiff y expected) 1e-6 "values"
+            }
+
             test "two inputs and two outputs: unit-norm rows and the parameter itself" {
                 use m = new GraphModule(Graphs.twoHeads (), 1L)
                 Expect.sequenceEqual m.OutputNames [ "embedding"; "scale" ] "output names"

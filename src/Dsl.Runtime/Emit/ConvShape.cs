@@ -25,6 +25,18 @@ public sealed record ConvShape(
         $"{InChannels}->{OutChannels} k[{string.Join(",", Kernel)}] s[{string.Join(",", Stride)}] p[{string.Join(",", Padding)}] " +
         $"d[{string.Join(",", Dilation)}] g{Groups} in[{string.Join(",", Spatial)}]";
 
+    /// <summary>
+    /// A 1×1, ungrouped, unpadded, stride-1 convolution over a single position (e.g. the gates of
+    /// squeeze-excitation): a matrix product, which the Conv kernel computes as one, so it never
+    /// reaches a convolution backend.
+    /// </summary>
+    public bool IsMatrixProduct =>
+        Groups == 1
+        && Kernel.All(k => k == 1)
+        && Stride.All(s => s == 1)
+        && Padding.All(p => p == 0)
+        && Spatial.All(size => size == 1);
+
     /// <summary>The shape of a Conv node whose input has the IR shape <paramref name="input"/> ([B, C, *spatial]).</summary>
     public static ConvShape Of(Ir.ConvAttrs attrs, IReadOnlyList<Ir.Dim> input)
     {

@@ -190,7 +190,8 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
         var nodes = graph.Nodes.ToArray();
         return nodes
             .Where(node => node.Op.IsConv && !node.Inputs.IsEmpty && node.Inputs.Head < nodes.Length)
-            .Select(node => ConvShape.Of(((Ir.Op.Conv)node.Op).Item, nodes[node.Inputs.Head].Shape.ToArray()));
+            .Select(node => ConvShape.Of(((Ir.Op.Conv)node.Op).Item, nodes[node.Inputs.Head].Shape.ToArray()))
+            .Where(shape => !shape.IsMatrixProduct);
     }
 
     private Tensor Run(ScheduledNode node, Tensor?[] values, Tensor[] inputs)

@@ -7,13 +7,15 @@ namespace Dsl.Runtime.Emit;
 internal static class KernelFactory
 {
     /// <param name="node">Any node but an Input (the schedule feeds those from the forward arguments).</param>
+    /// <param name="firstInput">The IR shape of the node's first input (empty when it has none).</param>
     /// <param name="parameters">The node's tensors by local name.</param>
     /// <param name="maskGenerator">The module-owned generator Dropout and DropPath masks are drawn from.</param>
-    public static Kernel Create(Ir.Node node, NodeParams parameters, Generator maskGenerator)
+    public static Kernel Create(Ir.Node node, Ir.Dim[] firstInput, NodeParams parameters, Generator maskGenerator)
     {
         var rank = node.Shape.Length;
         return node.Op switch
         {
+            Ir.Op.Conv conv when ConvShape.Of(conv.Item, firstInput).IsMatrixProduct => LayerKernels.PointConv(parameters),
             Ir.Op.Conv conv => LayerKernels.Conv(conv.Item, parameters),
             Ir.Op.Linear linear => LayerKernels.Linear(linear.bias, parameters),
             Ir.Op.Embedding embedding => LayerKernels.Embedding(embedding.dim, parameters),

@@ -27,6 +27,20 @@ internal static class LayerKernels
         };
     }
 
+    /// <summary>A 1×1 convolution over one position ([B, C, 1, 1] or [B, C, 1]) as a matrix product.</summary>
+    public static Kernel PointConv(NodeParams parameters)
+    {
+        var weight = parameters.Required("weight");
+        var bias = parameters.Optional("bias");
+        return (x, _) =>
+        {
+            using var scope = NewDisposeScope();
+            var input = x[0];
+            var product = F.linear(input.flatten(1), weight.flatten(1), bias);
+            return scope.MoveToOuter(product.view([.. product.shape, .. input.shape.Skip(2)]));
+        };
+    }
+
     /// <summary>Weight [out, in], bias [out].</summary>
     public static Kernel Linear(bool hasBias, NodeParams parameters)
     {

@@ -49,7 +49,7 @@ internal static class Schedule
         {
             Inputs = node.Inputs.ToArray(),
             Argument = node.Op.IsInput ? ArgumentOf(node, arguments) : -1,
-            Kernel = node.Op.IsInput ? null : KernelFactory.Create(node, new NodeParams(node, parameters), maskGenerator),
+            Kernel = node.Op.IsInput ? null : KernelFactory.Create(node, node.Inputs.IsEmpty ? [] : nodes[node.Inputs.Head].Shape.ToArray(), new NodeParams(node, parameters), maskGenerator),
             Release = releasedAfter[node.Id].ToArray(),
             Description = Describe(node),
         }).ToArray();
