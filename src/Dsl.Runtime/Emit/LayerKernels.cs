@@ -18,22 +18,11 @@ internal static class LayerKernels
         long groups = attrs.Groups;
         // Contiguous NCHW: the layout ConvolutionBackend verified. A permuted view (e.g. after a
         // channel LayerNorm) would otherwise reach oneDNN as channels-last, where some grouped
-        // shapes go wrong. For an already contiguous input this is a second handle to the same
-        // tensor, released at once.
+        // shapes go wrong. For an already contiguous input this is the same tensor.
         return attrs.Dims switch
         {
-            1 => (x, _) =>
-            {
-                using var input = x[0].contiguous();
-                return F.conv1d(input, weight, bias, stride[0], padding[0], dilation[0], groups);
-            }
-            ,
-            2 => (x, _) =>
-            {
-                using var input = x[0].contiguous();
-                return F.conv2d(input, weight, bias, stride, padding, dilation, groups);
-            }
-            ,
+            1 => (x, _) => F.conv1d(x[0].contiguous(), weight, bias, stride[0], padding[0], dilation[0], groups),
+            2 => (x, _) => F.conv2d(x[0].contiguous(), weight, bias, stride, padding, dilation, groups),
             _ => throw new NotSupportedException($"conv with {attrs.Dims} spatial dimensions is not supported (1 or 2)"),
         };
     }
