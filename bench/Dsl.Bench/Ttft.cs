@@ -61,8 +61,9 @@ internal static class Ttft
         var rows = new List<Row>();
         foreach (var sameSize in pairs.GroupBy(p => p.Resolution).OrderBy(g => g.Key))
         {
-            rows.AddRange(TimeTogether(sameSize.ToList(), rounds, warmup, repeats));
-            foreach (var row in rows.TakeLast(sameSize.Count()))
+            var timed = TimeTogether(sameSize.ToList(), rounds, warmup, repeats);
+            rows.AddRange(timed);
+            foreach (var row in timed)
             {
                 Console.Error.WriteLine(string.Create(CultureInfo.InvariantCulture, $"  {row.Pair.Name}: {row.Pair.Tokens} tokens, encoder {row.Encoder.MedianMs:F1} ms, TTFT {row.Vlm.MedianMs:F1} ms"));
             }
@@ -133,7 +134,7 @@ internal static class Ttft
     {
         var culture = CultureInfo.InvariantCulture;
         var text = new StringBuilder();
-        text.AppendLine(string.Create(culture, $"batch 1, {Benchmark.UseAllCores()} threads, deploy form; ms = median of {rounds} alternating rounds (each the median of {repeats})"));
+        text.AppendLine(string.Create(culture, $"batch 1, {Environment.ProcessorCount} threads (Benchmark uses all cores), deploy form; ms = median of {rounds} alternating rounds (each the median of {repeats})"));
         text.AppendLine("| encoder | px | tokens | encoder ms | projector + prefill ms | TTFT ms | TTFT / FastViTHD's |");
         text.AppendLine("|---|---:|---:|---:|---:|---:|---:|");
         foreach (var row in rows.OrderBy(r => r.Pair.Resolution).ThenBy(r => r.Pair.Tokens))
