@@ -12,6 +12,6 @@ train fashionFastvit {
     loss      = crossEntropy (smoothing = 0.1)
     optimizer = adamw (lr = 2e-3, weightDecay = 0.05)
     schedule  = cosine (warmup = 300)
-    epochs    = 6
+    epochs    = 10
     batch     = 128
 }
