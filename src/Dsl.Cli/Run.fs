@@ -116,7 +116,7 @@ let train (args: ParseResults<TrainArgs>) =
         |> Option.defaultValue (stepsPerEpoch * int64 r.Epochs)
 
     let result =
-        withProgress total (fun report -> ClassifierTrainer(model, options).Train(trainSet, testSet, Action<_> report))
+        withProgress total (fun report -> Trainer(model, options).Train(trainSet, testSet, Action<_> report))
 
     printfn "trained %d steps in %.0f s; final loss %.4f" result.Steps result.Elapsed.TotalSeconds result.FinalLoss
 
