@@ -121,6 +121,57 @@ type TransformArgs =
             | Checkpoint _ -> "the trained checkpoint directory"
             | Out _ -> "where to write model.dsl and the transformed checkpoint"
 
+type FashionCaptionsArgs =
+    | [<Mandatory>] Out of dir: string
+    | Fashion of dir: string
+    | Wordnet of dir: string
+    | Captions of count: int
+    | Synthetic of count: int
+    | Train_Limit of count: int
+    | Test_Limit of count: int
+    | Seed of seed: int
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Out _ -> "folder for images/{train,test}/NNNNN.png, train.jsonl, test.jsonl and classes.json"
+            | Fashion _ -> "Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)"
+            | Wordnet _ -> "WordNet database directory, for synonyms of the class names (default /usr/share/wordnet)"
+            | Captions _ -> "captions per image (default 3)"
+            | Synthetic _ -> "richer synthetic captions per image, the second stream (default 2)"
+            | Train_Limit _ -> "only the first N training images (default all 60,000)"
+            | Test_Limit _ -> "only the first N test images (default all 10,000)"
+            | Seed _ -> "seed of the caption choices (default 0)"
+
+type CatlipLabelsArgs =
+    | [<MainCommand; ExactlyOnce>] Manifest of path: string
+    | [<Mandatory>] Out of path: string
+    | Vocabulary_Size of count: int
+    | Vocabulary of path: string
+    | Wordnet of dir: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Manifest _ -> "the image-text manifest (JSONL) whose captions to mine"
+            | Out _ ->
+                "the labelled manifest to write (each line with \"labels\"); when mining, the vocabulary goes beside it, to OUT with its extension replaced by .vocab.tsv"
+            | Vocabulary_Size _ -> "mine the V most frequent WordNet noun synsets (default 1000)"
+            | Vocabulary _ ->
+                "use this vocabulary (synset<TAB>lemma<TAB>count, e.g. one mined on the training split) instead of mining"
+            | Wordnet _ -> "WordNet database directory (default /usr/share/wordnet)"
+
+[<RequireSubcommand>]
+type DataArgs =
+    | [<CliPrefix(CliPrefix.None)>] Fashion_Captions of ParseResults<FashionCaptionsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Catlip_Labels of ParseResults<CatlipLabelsArgs>
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Fashion_Captions _ -> "make an image-caption data set (JSONL manifests + PNGs) from Fashion-MNIST"
+            | Catlip_Labels _ -> "mine CatLIP's WordNet synset labels from a manifest's captions"
+
 [<RequireSubcommand>]
 type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
@@ -130,6 +181,7 @@ type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Transform of ParseResults<TransformArgs>
+    | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataArgs>
     | Version
 
     interface IArgParserTemplate with
@@ -142,4 +194,5 @@ type DslArgs =
             | Predict _ -> "classify image files with a checkpoint"
             | Bench _ -> "measure forward and train-step latency"
             | Transform _ -> "rewrite a trained model (reparam: fold branches and BatchNorms into single convolutions)"
+            | Data _ -> "make and label image-text data sets (fashion-captions, catlip-labels)"
             | Version -> "print the version"
