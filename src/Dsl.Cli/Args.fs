@@ -56,6 +56,7 @@ type EvalArgs =
     | Data of dir: string
     | Device of name: string
     | Json
+    | Probe
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -66,6 +67,7 @@ type EvalArgs =
             | Data _ -> "dataset directory"
             | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"
+            | Probe -> "image-text models: also fit a linear probe on frozen image features (train manifest) and report its test accuracy"
 
 type PredictArgs =
     | [<MainCommand>] Inputs of paths: string list
@@ -172,6 +174,26 @@ type DataArgs =
             | Fashion_Captions _ -> "make an image-caption data set (JSONL manifests + PNGs) from Fashion-MNIST"
             | Catlip_Labels _ -> "mine CatLIP's WordNet synset labels from a manifest's captions"
 
+type ReinforceArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | Model of name: string
+    | Teacher of file: string * model: string * checkpoint: string
+    | Augmentations of count: int
+    | Out of dir: string
+    | Batch of size: int
+    | Seed of seed: int
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the student's .dsl file; its train block's captions data and augmentations are reinforced"
+            | Model _ -> "the student model (default: the first with a train block)"
+            | Teacher _ -> "a teacher: its .dsl file, model name and trained checkpoint (repeat for an ensemble)"
+            | Augmentations _ -> "augmentations stored per image (default 5)"
+            | Out _ -> "where to write the reinforced data (default: the data's reinforced folder)"
+            | Batch _ -> "teacher batch size (default: the train block's evalBatch)"
+            | Seed _ -> "seed of the stored augmentations (default: the train block's)"
+
 [<RequireSubcommand>]
 type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
@@ -182,6 +204,7 @@ type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Transform of ParseResults<TransformArgs>
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataArgs>
+    | [<CliPrefix(CliPrefix.None)>] Reinforce of ParseResults<ReinforceArgs>
     | Version
 
     interface IArgParserTemplate with
@@ -195,4 +218,5 @@ type DslArgs =
             | Bench _ -> "measure forward and train-step latency"
             | Transform _ -> "rewrite a trained model (reparam: fold branches and BatchNorms into single convolutions)"
             | Data _ -> "make and label image-text data sets (fashion-captions, catlip-labels)"
+            | Reinforce _ -> "store teacher embeddings of augmented images and captions for MobileCLIP's reinforced training"
             | Version -> "print the version"

@@ -35,6 +35,8 @@ let private withProgress (total: int64) (run: (TrainProgress -> unit) -> 'a) : '
     let evalLine (p: TrainProgress) =
         match p.Evaluation with
         | null -> None
+        | e when e.Extra.Count > 0 || Double.IsNaN e.Accuracy ->
+            Some(sprintf "epoch %d: test %s" (p.Epoch + 1) (ImageText.evalLine e))
         | e ->
             Some(
                 sprintf
@@ -86,8 +88,6 @@ let train (args: ParseResults<TrainArgs>) =
 
     let outDir = args.GetResult(TrainArgs.Out, Path.Combine("runs", g.Name))
     let dataDir = args.TryGetResult TrainArgs.Data
-    use trainSet = (loadData file r g dataDir true).Value
-    use testSet = loadData file r g dataDir false |> Option.toObj
     let options = trainOptions r g outDir
     options.Resume <- args.Contains TrainArgs.Resume
 
@@ -99,16 +99,41 @@ let train (args: ParseResults<TrainArgs>) =
     use model =
         new GraphModule(g, int64 r.Seed, deviceOf (args.TryGetResult TrainArgs.Device))
 
+    // What is trained on: labelled images, or an image–text set (which owns its reinforced data).
+    let task, owned: ITrainingTask * IDisposable list =
+        if r.Data.Kind = "captions" then
+            let train = ImageText.loadSet file r g r.Data.Path
+            let test = ImageText.testSet file r g
+            let t, reinforced = ImageText.task file r g model train test
+            t,
+            [ Some(train :> IDisposable)
+              test |> Option.map (fun x -> x :> IDisposable)
+              reinforced |> Option.map (fun x -> x :> IDisposable) ]
+            |> List.choose id
+        else
+            let train = (loadData file r g dataDir true).Value
+            let test = loadData file r g dataDir false
+            ClassificationTask(train, Option.toObj test),
+            [ Some(train :> IDisposable); test |> Option.map (fun x -> x :> IDisposable) ]
+            |> List.choose id
+
+    use _owned =
+        { new IDisposable with
+            member _.Dispose() =
+                for d in owned do
+                    d.Dispose()
+        }
+
     printfn
         "training %s (%s parameters) on %d images, %d epochs of batch %d → %s"
         g.Name
         ((paramCount g).ToString("N0"))
-        trainSet.Count
+        task.Count
         r.Epochs
         r.Batch
         outDir
 
-    let stepsPerEpoch = int64 (trainSet.Count / r.Batch)
+    let stepsPerEpoch = int64 (task.Count / r.Batch)
 
     let total =
         options.MaxSteps
@@ -116,12 +141,13 @@ let train (args: ParseResults<TrainArgs>) =
         |> Option.defaultValue (stepsPerEpoch * int64 r.Epochs)
 
     let result =
-        withProgress total (fun report -> Trainer(model, options).Train(trainSet, testSet, Action<_> report))
+        withProgress total (fun report -> Trainer(model, options).Train(task, Action<_> report))
 
     printfn "trained %d steps in %.0f s; final loss %.4f" result.Steps result.Elapsed.TotalSeconds result.FinalLoss
 
     match result.LastEvaluation with
     | null -> ()
+    | e when e.Extra.Count > 0 || Double.IsNaN e.Accuracy -> printfn "test %s on %d images" (ImageText.evalLine e) e.Count
     | e -> printfn "test accuracy %.2f%% (top-5 %.2f%%) on %d images" (100.0 * e.Accuracy) (100.0 * e.Top5) e.Count
 
     printfn "checkpoint: %s" options.CheckpointDir
@@ -135,42 +161,46 @@ let eval (args: ParseResults<EvalArgs>) =
     use model = new GraphModule(g, 0L, deviceOf (args.TryGetResult EvalArgs.Device))
     let meta = loadWeights model (args.GetResult EvalArgs.Checkpoint)
 
-    use test =
-        match loadData file r g (args.TryGetResult EvalArgs.Data) false with
-        | Some t -> t
-        | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
-
-    Benchmark.UseAllCores() |> ignore
-
-    let e =
-        Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
-
-    if args.Contains EvalArgs.Json then
-        let o =
-            dict
-                [
-                    "model", box g.Name
-                    "step", box meta.Step
-                    "count", box e.Count
-                    "loss", box e.Loss
-                    "accuracy", box e.Accuracy
-                    "top5", box e.Top5
-                    "images_per_s", box e.ImagesPerSecond
-                ]
-
-        printfn "%s" (JsonSerializer.Serialize(o))
+    if r.Data.Kind = "captions" then
+        ImageText.eval file r g model meta (args.Contains EvalArgs.Json) (args.Contains EvalArgs.Probe)
     else
-        printfn
-            "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
-            g.Name
-            meta.Step
-            e.Count
-            e.Loss
-            (100.0 * e.Accuracy)
-            (100.0 * e.Top5)
-            e.ImagesPerSecond
 
-    0
+        use test =
+            match loadData file r g (args.TryGetResult EvalArgs.Data) false with
+            | Some t -> t
+            | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
+
+        Benchmark.UseAllCores() |> ignore
+
+        let e =
+            Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
+
+        if args.Contains EvalArgs.Json then
+            let o =
+                dict
+                    [
+                        "model", box g.Name
+                        "step", box meta.Step
+                        "count", box e.Count
+                        "loss", box e.Loss
+                        "accuracy", box e.Accuracy
+                        "top5", box e.Top5
+                        "images_per_s", box e.ImagesPerSecond
+                    ]
+
+            printfn "%s" (JsonSerializer.Serialize(o))
+        else
+            printfn
+                "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
+                g.Name
+                meta.Step
+                e.Count
+                e.Loss
+                (100.0 * e.Accuracy)
+                (100.0 * e.Top5)
+                e.ImagesPerSecond
+
+        0
 
 let predict (args: ParseResults<PredictArgs>) =
     let file, images =
