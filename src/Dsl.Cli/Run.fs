@@ -353,24 +353,39 @@ let bench (args: ParseResults<BenchArgs>) =
         with :? ArgumentException as e ->
             fail "dsl bench: %s" e.Message
 
-    // The timed training step: cross-entropy against random labels for a classifier (one output
-    // [B, classes]), as bench/Dsl.Bench does for the hand-written reference; otherwise the mean
-    // square of every output, the same work for any model.
-    let labels =
-        match g.Outputs with
-        | [ (_, id) ] ->
-            match g.Nodes[id].Shape with
-            | [ _; Known classes ] -> Some(torch.randint (int64 classes, [| int64 batch |], device = model.Device))
-            | _ -> None
-        | _ -> None
+    // The timed training step: the train block's image–text objective when it has one (CLIP's
+    // InfoNCE, or CatLIP's BCE against random multi-hot targets); cross-entropy against random
+    // labels for a classifier (one output [B, classes]), as bench/Dsl.Bench does for the
+    // hand-written reference; otherwise the mean square of every output.
+    let outputShape i = g.Nodes[snd g.Outputs[i]].Shape
+    let output (outputs: torch.Tensor[]) name = outputs[List.findIndex (fun (n, _) -> n = name) g.Outputs]
 
-    let loss (outputs: torch.Tensor[]) =
-        match labels with
-        | Some l -> torch.nn.functional.cross_entropy (outputs[0], l)
-        | None ->
-            outputs
-            |> Array.map (fun o -> o.square().mean())
-            |> Array.reduce (fun a b -> a + b)
+    let loss: torch.Tensor[] -> torch.Tensor =
+        match Compiler.pickRecipe c g.Name |> Option.map (fun r -> r.Loss), outputShape 0 with
+        | Some(Recipe.ClipLoss | Recipe.MobileclipLoss _), _ ->
+            fun outputs ->
+                ImageTextLosses.Clip(
+                    output outputs DualEncoder.ImageOutput,
+                    output outputs DualEncoder.TextOutput,
+                    ImageTextLosses.Scale(output outputs DualEncoder.ScaleOutput)
+                )
+        | Some Recipe.CatlipLoss, [ _; Known labels ] ->
+            let targets =
+                // About 5% of the synsets present per image, like a caption's few nouns.
+                use p = torch.zeros([| int64 batch; int64 labels |], device = model.Device).fill_ 0.05
+                torch.bernoulli p
+
+            fun outputs -> ImageTextLosses.MultiLabel(outputs[0], targets)
+        | _, [ _; Known classes ] when g.Outputs.Length = 1 ->
+            let labels =
+                torch.randint (int64 classes, [| int64 batch |], device = model.Device)
+
+            fun outputs -> torch.nn.functional.cross_entropy (outputs[0], labels)
+        | _ ->
+            fun outputs ->
+                outputs
+                |> Array.map (fun o -> o.square().mean())
+                |> Array.reduce (fun a b -> a + b)
 
     let measure (m: GraphModule) warmup repeats =
         Benchmark.Measure((fun xs -> m.Forward xs), m, inputs, Func<_, _> loss, warmup, repeats)
