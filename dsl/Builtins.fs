@@ -405,7 +405,13 @@ let private recipes =
         tagged
             "captions"
             [ "manifest" ]
-            [ "test", str ""; "augment", VList []; "size", num 28; "channels", num 1; "reinforced", str "" ]
+            [
+                "test", str ""
+                "augment", VList []
+                "size", num 28
+                "channels", num 1
+                "reinforced", str ""
+            ]
         tagged "crossEntropy" [] [ "smoothing", flt 0.0 ]
         tagged "clipLoss" [] []
         tagged "mobileclipLoss" [] [ "lambda", flt 0.75; "teacherScale", flt 100.0 ]

@@ -67,7 +67,8 @@ type EvalArgs =
             | Data _ -> "dataset directory"
             | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"
-            | Probe -> "image-text models: also fit a linear probe on frozen image features (train manifest) and report its test accuracy"
+            | Probe ->
+                "image-text models: also fit a linear probe on frozen image features (train manifest) and report its test accuracy"
 
 type PredictArgs =
     | [<MainCommand>] Inputs of paths: string list
@@ -218,5 +219,6 @@ type DslArgs =
             | Bench _ -> "measure forward and train-step latency"
             | Transform _ -> "rewrite a trained model (reparam: fold branches and BatchNorms into single convolutions)"
             | Data _ -> "make and label image-text data sets (fashion-captions, catlip-labels)"
-            | Reinforce _ -> "store teacher embeddings of augmented images and captions for MobileCLIP's reinforced training"
+            | Reinforce _ ->
+                "store teacher embeddings of augmented images and captions for MobileCLIP's reinforced training"
             | Version -> "print the version"

@@ -94,7 +94,15 @@ let evalLine (e: EvalResult) = describe e
 
 /// `dsl eval` on captions data: the objective's test loss, zero-shot accuracy, retrieval recalls
 /// and, with --probe, the linear-probe accuracy of frozen image features.
-let eval file (r: TrainRecipe) (g: Graph) (model: GraphModule) (meta: Dsl.Runtime.Checkpoints.CheckpointMeta) json probe =
+let eval
+    file
+    (r: TrainRecipe)
+    (g: Graph)
+    (model: GraphModule)
+    (meta: Dsl.Runtime.Checkpoints.CheckpointMeta)
+    json
+    probe
+    =
     use test =
         match testSet file r g with
         | Some t -> t
@@ -102,7 +110,9 @@ let eval file (r: TrainRecipe) (g: Graph) (model: GraphModule) (meta: Dsl.Runtim
 
     Benchmark.UseAllCores() |> ignore
     let pipeline = imagePipeline r g
-    let e = ImageTextEvaluator.Evaluate(model, test, pipeline, objectiveOf r, r.EvalBatch)
+
+    let e =
+        ImageTextEvaluator.Evaluate(model, test, pipeline, objectiveOf r, r.EvalBatch)
 
     let probeAccuracy =
         if probe then
@@ -127,7 +137,9 @@ let eval file (r: TrainRecipe) (g: Graph) (model: GraphModule) (meta: Dsl.Runtim
         printfn "%s" (JsonSerializer.Serialize(o))
     else
         printfn "%s at step %d on %d test images: %s" g.Name meta.Step e.Count (describe e)
-        probeAccuracy |> Option.iter (fun p -> printfn "linear probe: %.2f%%" (100.0 * p))
+
+        probeAccuracy
+        |> Option.iter (fun p -> printfn "linear probe: %.2f%%" (100.0 * p))
 
     0
 
@@ -178,7 +190,8 @@ let reinforce (args: ParseResults<ReinforceArgs>) =
             | null -> ()
             | problem -> fail "%s: error: teacher %s" tfile problem
 
-            let tshape = tg.Nodes[snd (tg.Inputs |> List.find (fun (n, _) -> n = encoder.ImageInput))].Shape
+            let tshape =
+                tg.Nodes[snd (tg.Inputs |> List.find (fun (n, _) -> n = encoder.ImageInput))].Shape
 
             if tshape.Tail <> [ Known c0; Known h; Known w ] then
                 fail

@@ -105,14 +105,18 @@ let train (args: ParseResults<TrainArgs>) =
             let train = ImageText.loadSet file r g r.Data.Path
             let test = ImageText.testSet file r g
             let t, reinforced = ImageText.task file r g model train test
+
             t,
-            [ Some(train :> IDisposable)
-              test |> Option.map (fun x -> x :> IDisposable)
-              reinforced |> Option.map (fun x -> x :> IDisposable) ]
+            [
+                Some(train :> IDisposable)
+                test |> Option.map (fun x -> x :> IDisposable)
+                reinforced |> Option.map (fun x -> x :> IDisposable)
+            ]
             |> List.choose id
         else
             let train = (loadData file r g dataDir true).Value
             let test = loadData file r g dataDir false
+
             ClassificationTask(train, Option.toObj test),
             [ Some(train :> IDisposable); test |> Option.map (fun x -> x :> IDisposable) ]
             |> List.choose id
@@ -147,7 +151,8 @@ let train (args: ParseResults<TrainArgs>) =
 
     match result.LastEvaluation with
     | null -> ()
-    | e when e.Extra.Count > 0 || Double.IsNaN e.Accuracy -> printfn "test %s on %d images" (ImageText.evalLine e) e.Count
+    | e when e.Extra.Count > 0 || Double.IsNaN e.Accuracy ->
+        printfn "test %s on %d images" (ImageText.evalLine e) e.Count
     | e -> printfn "test accuracy %.2f%% (top-5 %.2f%%) on %d images" (100.0 * e.Accuracy) (100.0 * e.Top5) e.Count
 
     printfn "checkpoint: %s" options.CheckpointDir
@@ -358,7 +363,9 @@ let bench (args: ParseResults<BenchArgs>) =
     // labels for a classifier (one output [B, classes]), as bench/Dsl.Bench does for the
     // hand-written reference; otherwise the mean square of every output.
     let outputShape i = g.Nodes[snd g.Outputs[i]].Shape
-    let output (outputs: torch.Tensor[]) name = outputs[List.findIndex (fun (n, _) -> n = name) g.Outputs]
+
+    let output (outputs: torch.Tensor[]) name =
+        outputs[List.findIndex (fun (n, _) -> n = name) g.Outputs]
 
     let loss: torch.Tensor[] -> torch.Tensor =
         match Compiler.pickRecipe c g.Name |> Option.map (fun r -> r.Loss), outputShape 0 with
@@ -372,13 +379,14 @@ let bench (args: ParseResults<BenchArgs>) =
         | Some Recipe.CatlipLoss, [ _; Known labels ] ->
             let targets =
                 // About 5% of the synsets present per image, like a caption's few nouns.
-                use p = torch.zeros([| int64 batch; int64 labels |], device = model.Device).fill_ 0.05
+                use p =
+                    torch.zeros([| int64 batch; int64 labels |], device = model.Device).fill_ 0.05
+
                 torch.bernoulli p
 
             fun outputs -> ImageTextLosses.MultiLabel(outputs[0], targets)
         | _, [ _; Known classes ] when g.Outputs.Length = 1 ->
-            let labels =
-                torch.randint (int64 classes, [| int64 batch |], device = model.Device)
+            let labels = torch.randint (int64 classes, [| int64 batch |], device = model.Device)
 
             fun outputs -> torch.nn.functional.cross_entropy (outputs[0], labels)
         | _ ->

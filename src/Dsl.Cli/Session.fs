@@ -47,9 +47,7 @@ let recipeOrExit (c: Compiler.Checked) (g: Graph) =
 /// The model's image input [C, H, W]. A classifier has exactly that one input; an image–text
 /// model (captions data) also has a token input, and CatLIP's has only the image.
 let imageInput (r: TrainRecipe) (g: Graph) =
-    let images =
-        g.Inputs
-        |> List.filter (fun (_, id) -> g.Nodes[id].Shape.Length = 4)
+    let images = g.Inputs |> List.filter (fun (_, id) -> g.Nodes[id].Shape.Length = 4)
 
     match images, g.Inputs.Length with
     | [ (name, id) ], n when n = 1 || r.Data.Kind = "captions" ->
@@ -66,7 +64,10 @@ let imageInput (r: TrainRecipe) (g: Graph) =
             name
             (showShape g.Nodes[id].Shape)
     | _, n when r.Data.Kind = "captions" ->
-        fail "model '%s' has %d inputs; image–text training needs one image input [C, H, W] and at most one token input" g.Name n
+        fail
+            "model '%s' has %d inputs; image–text training needs one image input [C, H, W] and at most one token input"
+            g.Name
+            n
     | _, n -> fail "model '%s' has %d inputs; image classification training needs exactly one" g.Name n
 
 let relativeTo (file: string) (path: string) =

@@ -21,7 +21,8 @@ let private rows (t: torch.Tensor) =
     let cols = int t.shape[1]
     Array.init (int t.shape[0]) (fun i -> a[i * cols .. i * cols + cols - 1])
 
-let private dot (a: float[]) (b: float[]) = Array.fold2 (fun s x y -> s + x * y) 0.0 a b
+let private dot (a: float[]) (b: float[]) =
+    Array.fold2 (fun s x y -> s + x * y) 0.0 a b
 
 let private logSoftmax (xs: float[]) =
     let m = Array.max xs
@@ -30,15 +31,17 @@ let private logSoftmax (xs: float[]) =
 
 let private unit (g: torch.Generator) n d =
     let t = torch.randn ([| n; d |], generator = g)
-    t / t.norm(1, true)
+    t / t.norm (1, true)
 
 /// −(1/B) Σ_i Σ_j P[i, j] · log softmax_j(s · a_i · b_j), by hand.
 let private crossTo (p: float[][]) (a: float[][]) (b: float[][]) s =
     let n = a.Length
 
-    [ for i in 0 .. n - 1 ->
-          let logits = b |> Array.map (fun bj -> s * dot a[i] bj) |> logSoftmax
-          -(Array.fold2 (fun acc pij l -> acc + pij * l) 0.0 p[i] logits) ]
+    [
+        for i in 0 .. n - 1 ->
+            let logits = b |> Array.map (fun bj -> s * dot a[i] bj) |> logSoftmax
+            -(Array.fold2 (fun acc pij l -> acc + pij * l) 0.0 p[i] logits)
+    ]
     |> List.average
 
 let private identity n =
@@ -79,7 +82,14 @@ let private lossTests =
 
                 let got =
                     ImageTextLosses
-                        .Distill(img, txt, scale, [| fst teachers[0]; fst teachers[1] |], [| snd teachers[0]; snd teachers[1] |], [| 10.0; 10.0 |])
+                        .Distill(
+                            img,
+                            txt,
+                            scale,
+                            [| fst teachers[0]; fst teachers[1] |],
+                            [| snd teachers[0]; snd teachers[1] |],
+                            [| 10.0; 10.0 |]
+                        )
                         .item<float32>()
                     |> float
 
@@ -116,17 +126,42 @@ let private lossTests =
             test "CatLIP's BCE is summed over classes and batch and divided by the batch size" {
                 use g = new torch.Generator(4UL)
                 use logits = torch.randn ([| 3L; 5L |], generator = g)
-                use targets = torch.tensor([| 1.0f; 0.0f; 0.0f; 1.0f; 0.0f; 0.0f; 0.0f; 0.0f; 0.0f; 0.0f; 1.0f; 1.0f; 1.0f; 1.0f; 1.0f |]).reshape(3L, 5L)
+
+                use targets =
+                    torch
+                        .tensor(
+                            [|
+                                1.0f
+                                0.0f
+                                0.0f
+                                1.0f
+                                0.0f
+                                0.0f
+                                0.0f
+                                0.0f
+                                0.0f
+                                0.0f
+                                1.0f
+                                1.0f
+                                1.0f
+                                1.0f
+                                1.0f
+                            |]
+                        )
+                        .reshape(3L, 5L)
+
                 let got = ImageTextLosses.MultiLabel(logits, targets).item<float32>() |> float
                 let z = rows logits
                 let y = rows targets
                 let sigmoid x = 1.0 / (1.0 + exp -x)
 
                 let expected =
-                    [ for b in 0..2 do
-                          for c in 0..4 ->
-                              let p = sigmoid z.[b].[c]
-                              -(y.[b].[c] * log p + (1.0 - y.[b].[c]) * log (1.0 - p)) ]
+                    [
+                        for b in 0..2 do
+                            for c in 0..4 ->
+                                let p = sigmoid z.[b].[c]
+                                -(y.[b].[c] * log p + (1.0 - y.[b].[c]) * log (1.0 - p))
+                    ]
                     |> List.sum
                     |> fun s -> s / 3.0
 
@@ -136,7 +171,13 @@ let private lossTests =
             test "the logit scale is exp(logit_scale), clamped at 100" {
                 use small = torch.tensor 2.6592600f
                 use large = torch.tensor 6.0f
-                Expect.floatClose Accuracy.medium (ImageTextLosses.Scale(small).item<float32>() |> float) (1.0 / 0.07) "init"
+
+                Expect.floatClose
+                    Accuracy.medium
+                    (ImageTextLosses.Scale(small).item<float32>() |> float)
+                    (1.0 / 0.07)
+                    "init"
+
                 Expect.equal (ImageTextLosses.Scale(large).item<float32>()) 100.0f "clamped"
             }
         ]
@@ -168,7 +209,7 @@ let private forwardTests =
                 let all = model.Forward(images, tokens)
                 let text = model.ForwardOutputs([| "text" |], readOnlyDict [ "text", tokens ])
                 let textIndex = model.OutputNames |> Seq.findIndex ((=) "text")
-                Expect.isTrue (all[textIndex].allclose (text[0])) "same text embeddings"
+                Expect.isTrue (all[textIndex].allclose(text[0])) "same text embeddings"
 
                 for t in Array.append all text do
                     t.Dispose()
@@ -178,7 +219,10 @@ let private forwardTests =
                 use model = new GraphModule(graph dualSource, 5L)
                 use images = torch.rand ([| 3L; 1L; 8L; 8L |])
                 use tokens = torch.randint (50257L, [| 5L; 6L |])
-                let out = model.ForwardOutputs([| "image"; "text" |], readOnlyDict [ "image", images; "text", tokens ])
+
+                let out =
+                    model.ForwardOutputs([| "image"; "text" |], readOnlyDict [ "image", images; "text", tokens ])
+
                 Expect.equal out[0].shape [| 3L; 16L |] "three images"
                 Expect.equal out[1].shape [| 5L; 16L |] "five texts"
 
@@ -189,25 +233,28 @@ let private forwardTests =
             test "an output whose input is not given, or an unknown output, is an ArgumentException naming it" {
                 use model = new GraphModule(graph dualSource, 5L)
 
-                Expect.throwsC
-                    (fun () -> model.ForwardOutputs([| "image" |], readOnlyDict []) |> ignore)
-                    (fun e -> Expect.stringContains e.Message "need input 'image'" "names the input")
+                Expect.throwsC (fun () -> model.ForwardOutputs([| "image" |], readOnlyDict []) |> ignore) (fun e ->
+                    Expect.stringContains e.Message "need input 'image'" "names the input")
 
-                Expect.throwsC
-                    (fun () -> model.ForwardOutputs([| "logits" |], readOnlyDict []) |> ignore)
-                    (fun e -> Expect.stringContains e.Message "no output 'logits'" "names the output")
+                Expect.throwsC (fun () -> model.ForwardOutputs([| "logits" |], readOnlyDict []) |> ignore) (fun e ->
+                    Expect.stringContains e.Message "no output 'logits'" "names the output")
             }
 
             test "the live tensor count is the same before and after a partial forward" {
                 use model = new GraphModule(graph dualSource, 5L)
                 use tokens = torch.randint (50257L, [| 2L; 6L |])
                 let before = DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount
-                let out = model.ForwardOutputs([| "text"; "logit_scale" |], readOnlyDict [ "text", tokens ])
+
+                let out =
+                    model.ForwardOutputs([| "text"; "logit_scale" |], readOnlyDict [ "text", tokens ])
 
                 for t in out do
                     t.Dispose()
 
-                Expect.equal DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount before "nothing left behind"
+                Expect.equal
+                    DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount
+                    before
+                    "nothing left behind"
             }
         ]
 
@@ -224,15 +271,25 @@ let private augmentationTests =
                     StoredAugmentations.Sample(4, 6L, 6L, [| crop :> IAugment; HorizontalFlip(0.5) |], g)
 
                 for r in 0..3 do
-                    Expect.isTrue (stored.Parameters[r, 0] >= 0L && stored.Parameters[r, 0] <= 4L) "top within the padded image"
+                    Expect.isTrue
+                        (stored.Parameters[r, 0] >= 0L && stored.Parameters[r, 0] <= 4L)
+                        "top within the padded image"
 
                 use replayed = stored.Apply(batch, [| 0L; 1L; 2L; 3L |])
 
                 for i in 0..3 do
-                    use one = batch.narrow(0, int64 i, 1L)
-                    use cropped = crop.ApplyAt(one, [| stored.Parameters[i, 0] |], [| stored.Parameters[i, 1] |])
-                    use expected = if stored.Parameters[i, 2] = 1L then cropped.flip 3 else cropped.alias ()
-                    use got = replayed.narrow(0, int64 i, 1L)
+                    use one = batch.narrow (0, int64 i, 1L)
+
+                    use cropped =
+                        crop.ApplyAt(one, [| stored.Parameters[i, 0] |], [| stored.Parameters[i, 1] |])
+
+                    use expected =
+                        if stored.Parameters[i, 2] = 1L then
+                            cropped.flip 3
+                        else
+                            cropped.alias ()
+
+                    use got = replayed.narrow (0, int64 i, 1L)
                     Expect.isTrue (got.equal(expected).all().item<bool>()) $"sample {i}"
 
                 use t = stored.ToTensor()
@@ -258,11 +315,17 @@ let private recipeTests =
         "captions train blocks"
         [
             test "captions data with crossEntropy is a located error" {
-                expectError (withData "captions \"train.jsonl\" (size = 8)" "crossEntropy") "15:12" "image–text objective"
+                expectError
+                    (withData "captions \"train.jsonl\" (size = 8)" "crossEntropy")
+                    "15:12"
+                    "image–text objective"
             }
 
             test "mobileclipLoss without reinforced data is a located error" {
-                expectError (withData "captions \"train.jsonl\" (size = 8)" "mobileclipLoss (lambda = 0.75)") "14:12" "dsl reinforce"
+                expectError
+                    (withData "captions \"train.jsonl\" (size = 8)" "mobileclipLoss (lambda = 0.75)")
+                    "14:12"
+                    "dsl reinforce"
             }
 
             test "an image–text objective on Fashion-MNIST is a located error" {
@@ -288,7 +351,13 @@ let private recipeTests =
                 let printed = Dsl.Print.recipe r
                 let again = check (dualSource + "\n" + printed)
                 Expect.isEmpty again.Diagnostics printed
-                Expect.equal { again.Recipes.Head with Span = r.Span } r "same recipe"
+
+                Expect.equal
+                    { again.Recipes.Head with
+                        Span = r.Span
+                    }
+                    r
+                    "same recipe"
             }
         ]
 
@@ -298,30 +367,34 @@ let writeCaptionSet (dir: string) (count: int) (withLabels: bool) =
     Directory.CreateDirectory(Path.Combine(dir, "images")) |> ignore
 
     let records =
-        [ for i in 0 .. count - 1 ->
-              let cls = i % 4
-              use image = new Image<L8>(8, 8, L8 20uy)
+        [
+            for i in 0 .. count - 1 ->
+                let cls = i % 4
+                use image = new Image<L8>(8, 8, L8 20uy)
 
-              for y in 0..3 do
-                  for x in 0..3 do
-                      image[x + 4 * (cls % 2), y + 4 * (cls / 2)] <- L8(byte (200 + i % 50))
+                for y in 0..3 do
+                    for x in 0..3 do
+                        image[x + 4 * (cls % 2), y + 4 * (cls / 2)] <- L8(byte (200 + i % 50))
 
-              let path = sprintf "images/%03d.png" i
-              image.SaveAsPng(Path.Combine(dir, path))
+                let path = sprintf "images/%03d.png" i
+                image.SaveAsPng(Path.Combine(dir, path))
 
-              ImageTextRecord(
-                  path,
-                  [| sprintf "a photo of a %s." names[cls]; sprintf "the %s" names[cls] |],
-                  [| sprintf "a bright %s square on grey" names[cls] |],
-                  Nullable cls,
-                  (if withLabels then [| cls; 4 |] else null)
-              ) ]
+                ImageTextRecord(
+                    path,
+                    [| sprintf "a photo of a %s." names[cls]; sprintf "the %s" names[cls] |],
+                    [| sprintf "a bright %s square on grey" names[cls] |],
+                    Nullable cls,
+                    (if withLabels then [| cls; 4 |] else null)
+                )
+        ]
 
     ImageTextManifest.Write(Path.Combine(dir, "set.jsonl"), records)
     ClassPrompts(names, [| "a photo of a {}."; "the {}" |]).Write dir
 
 let private trainer dir steps =
-    let o = TrainOptions(Epochs = 100, BatchSize = 8, Lr = 3e-3, OutDir = dir, EvalBatchSize = 16, Seed = 1L)
+    let o =
+        TrainOptions(Epochs = 100, BatchSize = 8, Lr = 3e-3, OutDir = dir, EvalBatchSize = 16, Seed = 1L)
+
     o.MaxSteps <- Nullable(int64 steps)
     o
 
@@ -332,12 +405,16 @@ let private taskTests =
     testList
         "image-text training"
         [
-            test "CLIP training lowers the loss, evaluates zero-shot and retrieval, and keeps the live tensor count flat" {
+            test
+                "CLIP training lowers the loss, evaluates zero-shot and retrieval, and keeps the live tensor count flat" {
                 withTempDir (fun dir ->
                     writeCaptionSet dir 32 false
                     use set = ImageTextManifest.Load(Path.Combine(dir, "set.jsonl"), 1, 8, 8)
                     use model = new GraphModule(graph dualSource, 2L)
-                    let task = ImageTextTask(model, set, set, pipeline (), ImageTextObjective(ImageTextObjectiveKind.Clip))
+
+                    let task =
+                        ImageTextTask(model, set, set, pipeline (), ImageTextObjective(ImageTextObjectiveKind.Clip))
+
                     let losses = Collections.Generic.List<float>()
                     let live = Collections.Generic.Dictionary<int64, int64>()
 
@@ -350,7 +427,16 @@ let private taskTests =
                     let result = Trainer(model, trainer dir 60).Train(task, Action<_> record)
                     Expect.isLessThan (Seq.last losses) (Seq.head losses) "the loss went down"
                     Expect.equal live[60L] live[10L] "live tensors after step 60 = after step 10"
-                    let e = ImageTextEvaluator.Evaluate(model, set, pipeline (), ImageTextObjective(ImageTextObjectiveKind.Clip), 16)
+
+                    let e =
+                        ImageTextEvaluator.Evaluate(
+                            model,
+                            set,
+                            pipeline (),
+                            ImageTextObjective(ImageTextObjectiveKind.Clip),
+                            16
+                        )
+
                     Expect.isFalse (Double.IsNaN e.Accuracy) "zero-shot accuracy measured"
                     Expect.isGreaterThan e.Accuracy 0.25 "better than chance on its own training images"
 
@@ -383,7 +469,7 @@ let private taskTests =
                     do
                         use _ = torch.no_grad ()
                         use g = new torch.Generator(0UL)
-                        use image = set.Images.narrow(0, 5L, 1L)
+                        use image = set.Images.narrow (0, 5L, 1L)
                         use replayed = p.Replay(image, loaded.Augmentations, [| 5L * 3L + 2L |], g)
                         use embedding = encoder.EncodeImages replayed
                         use stored = loaded.TeacherImages[0].narrow(0, 17L, 1L)
@@ -392,7 +478,14 @@ let private taskTests =
                     use student = new GraphModule(graph dualSource, 3L)
 
                     let t =
-                        ImageTextTask(student, set, null, p, ImageTextObjective(ImageTextObjectiveKind.Reinforced, 0.75, 100.0), loaded)
+                        ImageTextTask(
+                            student,
+                            set,
+                            null,
+                            p,
+                            ImageTextObjective(ImageTextObjectiveKind.Reinforced, 0.75, 100.0),
+                            loaded
+                        )
 
                     let result = Trainer(student, trainer dir 4).Train(t)
                     Expect.isFalse (Double.IsNaN result.FinalLoss) "reinforced steps run")
@@ -404,9 +497,21 @@ let private taskTests =
                     use set = ImageTextManifest.Load(Path.Combine(dir, "set.jsonl"), 1, 8, 8)
 
                     use model =
-                        new GraphModule(graph "model cat : image[1, 8, 8] -> logits[5] = conv 8 (k = 3) >> relu >> globalAvgPool >> linear 5", 2L)
+                        new GraphModule(
+                            graph
+                                "model cat : image[1, 8, 8] -> logits[5] = conv 8 (k = 3) >> relu >> globalAvgPool >> linear 5",
+                            2L
+                        )
 
-                    let task = ImageTextTask(model, set, set, pipeline (), ImageTextObjective(ImageTextObjectiveKind.MultiLabel))
+                    let task =
+                        ImageTextTask(
+                            model,
+                            set,
+                            set,
+                            pipeline (),
+                            ImageTextObjective(ImageTextObjectiveKind.MultiLabel)
+                        )
+
                     let losses = Collections.Generic.List<float>()
                     let result = Trainer(model, trainer dir 40).Train(task, fun p -> losses.Add p.Loss)
                     Expect.isLessThan (Seq.last losses) (Seq.head losses) "the loss went down"
@@ -420,11 +525,23 @@ let private taskTests =
                     use set = ImageTextManifest.Load(Path.Combine(dir, "set.jsonl"), 1, 8, 8)
 
                     use model =
-                        new GraphModule(graph "model cat : image[1, 8, 8] -> logits[3] = globalAvgPool >> linear 3", 2L)
+                        new GraphModule(
+                            graph "model cat : image[1, 8, 8] -> logits[3] = globalAvgPool >> linear 3",
+                            2L
+                        )
 
                     Expect.throwsC
-                        (fun () -> ImageTextTask(model, set, null, pipeline (), ImageTextObjective(ImageTextObjectiveKind.MultiLabel)) |> ignore)
-                        (fun e -> Expect.stringContains e.Message "go up to index 4 but the model has 3 logits" "names both"))
+                        (fun () ->
+                            ImageTextTask(
+                                model,
+                                set,
+                                null,
+                                pipeline (),
+                                ImageTextObjective(ImageTextObjectiveKind.MultiLabel)
+                            )
+                            |> ignore)
+                        (fun e ->
+                            Expect.stringContains e.Message "go up to index 4 but the model has 3 logits" "names both"))
             }
         ]
 
@@ -462,27 +579,61 @@ train tiny {
                     Expect.stringContains trained.Out "i2t_r1" "the evaluation line reports recalls"
 
                     let evaluated =
-                        CliTests.dsl [ "eval"; clip; "--checkpoint"; Path.Combine(run, "checkpoint"); "--json"; "--probe" ]
+                        CliTests.dsl
+                            [
+                                "eval"
+                                clip
+                                "--checkpoint"
+                                Path.Combine(run, "checkpoint")
+                                "--json"
+                                "--probe"
+                            ]
 
                     Expect.equal evaluated.Code 0 evaluated.Err
 
                     use json = Text.Json.JsonDocument.Parse evaluated.Out
 
-                    for key in [ "zero_shot_top1"; "zero_shot_top5"; "i2t_r1"; "t2i_r5"; "linear_probe"; "loss" ] do
+                    for key in
+                        [
+                            "zero_shot_top1"
+                            "zero_shot_top5"
+                            "i2t_r1"
+                            "t2i_r5"
+                            "linear_probe"
+                            "loss"
+                        ] do
                         Expect.isTrue (fst (json.RootElement.TryGetProperty key)) key
 
                     let student = studentFile dir "mobileclipLoss (lambda = 0.75)" "reinforced"
-                    let missing = CliTests.dsl [ "train"; student; "--out"; Path.Combine(dir, "s"); "--max-steps"; "2" ]
+
+                    let missing =
+                        CliTests.dsl [ "train"; student; "--out"; Path.Combine(dir, "s"); "--max-steps"; "2" ]
+
                     Expect.equal missing.Code 1 missing.Err
                     Expect.stringContains missing.Err "write it with `dsl reinforce`" "says how to make it"
 
                     let reinforced =
                         CliTests.dsl
-                            [ "reinforce"; student; "--teacher"; clip; "tiny"; Path.Combine(run, "checkpoint"); "--augmentations"; "2" ]
+                            [
+                                "reinforce"
+                                student
+                                "--teacher"
+                                clip
+                                "tiny"
+                                Path.Combine(run, "checkpoint")
+                                "--augmentations"
+                                "2"
+                            ]
 
                     Expect.equal reinforced.Code 0 reinforced.Err
-                    Expect.isTrue (File.Exists(Path.Combine(dir, "reinforced", ReinforcedSet.TensorFile))) "written to the data's folder"
-                    let distilled = CliTests.dsl [ "train"; student; "--out"; Path.Combine(dir, "s"); "--max-steps"; "2" ]
+
+                    Expect.isTrue
+                        (File.Exists(Path.Combine(dir, "reinforced", ReinforcedSet.TensorFile)))
+                        "written to the data's folder"
+
+                    let distilled =
+                        CliTests.dsl [ "train"; student; "--out"; Path.Combine(dir, "s"); "--max-steps"; "2" ]
+
                     Expect.equal distilled.Code 0 distilled.Err)
             }
 
@@ -492,7 +643,15 @@ train tiny {
                     let student = studentFile dir "mobileclipLoss" "reinforced"
 
                     let r =
-                        CliTests.dsl [ "reinforce"; student; "--teacher"; student; "tiny"; Path.Combine(dir, "nothing") ]
+                        CliTests.dsl
+                            [
+                                "reinforce"
+                                student
+                                "--teacher"
+                                student
+                                "tiny"
+                                Path.Combine(dir, "nothing")
+                            ]
 
                     Expect.equal r.Code 1 r.Err
                     Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
