@@ -402,7 +402,20 @@ let private recipes =
         tagged "imageFolder" [ "path" ] [ "test", str ""; "augment", VList []; "size", num 32; "channels", num 3 ]
         tagged "randomCrop" [ "size" ] [ "pad", num 0 ]
         tagged "hflip" [] [ "p", flt 0.5 ]
+        tagged
+            "captions"
+            [ "manifest" ]
+            [
+                "test", str ""
+                "augment", VList []
+                "size", num 28
+                "channels", num 1
+                "reinforced", str ""
+            ]
         tagged "crossEntropy" [] [ "smoothing", flt 0.0 ]
+        tagged "clipLoss" [] []
+        tagged "mobileclipLoss" [] [ "lambda", flt 0.75; "teacherScale", flt 100.0 ]
+        tagged "catlipLoss" [] []
         tagged
             "adamw"
             []

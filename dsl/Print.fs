@@ -214,6 +214,15 @@ let recipe (r: Recipe.TrainRecipe) : string =
                 augments
                 d.Size
                 d.Channels
+        | "captions" ->
+            sprintf
+                "captions %s (test = %s) (augment = [ %s ]) (size = %d) (channels = %d) (reinforced = %s)"
+                (quoted d.Path)
+                (quoted d.Test)
+                augments
+                d.Size
+                d.Channels
+                (quoted d.Reinforced)
         | _ ->
             sprintf
                 "fashionMnist (augment = [ %s ]) (dir = %s) (size = %d) (channels = %d)"
@@ -221,6 +230,14 @@ let recipe (r: Recipe.TrainRecipe) : string =
                 (quoted d.Path)
                 d.Size
                 d.Channels
+
+    let loss =
+        match r.Loss with
+        | Recipe.CrossEntropy s -> sprintf "crossEntropy (smoothing = %s)" (float s)
+        | Recipe.ClipLoss -> "clipLoss"
+        | Recipe.MobileclipLoss(lambda, scale) ->
+            sprintf "mobileclipLoss (lambda = %s) (teacherScale = %s)" (float lambda) (float scale)
+        | Recipe.CatlipLoss -> "catlipLoss"
 
     let o = r.Optimizer
 
@@ -250,7 +267,7 @@ let recipe (r: Recipe.TrainRecipe) : string =
     [
         sprintf "train %s {" r.Model
         sprintf "    data = %s" data
-        sprintf "    loss = crossEntropy (smoothing = %s)" (float r.LabelSmoothing)
+        sprintf "    loss = %s" loss
         sprintf "    optimizer = %s" optimizer
         sprintf "    schedule = %s" schedule
         sprintf "    epochs = %d" r.Epochs

@@ -15,14 +15,29 @@ type Augment =
 type DataSpec =
     {
         Kind: string
-        /// Fashion-MNIST directory ("" = the Debian package's location) or the image-folder root.
+        /// Fashion-MNIST directory ("" = the Debian package's location), the image-folder root,
+        /// or the training manifest of an image–text set (`captions`).
         Path: string
-        /// Image-folder test root ("" = none).
+        /// Image-folder test root or test manifest ("" = none).
         Test: string
         Size: int
         Channels: int
         Augment: Augment list
+        /// `captions`: the folder `dsl reinforce` writes and reinforced training reads ("" = none).
+        Reinforced: string
     }
+
+/// The objective of a train block. Image–text objectives need `captions` data.
+type LossSpec =
+    /// Label-smoothed cross-entropy on class logits.
+    | CrossEntropy of smoothing: float
+    /// CLIP's symmetric InfoNCE (PAPERS.md §9.3) on a dual encoder's image/text/logit_scale outputs.
+    | ClipLoss
+    /// MobileCLIP's (1 − λ)·CLIP + λ·distillation against stored teacher embeddings, summed
+    /// over the ground-truth and a synthetic caption (PAPERS.md §9.3).
+    | MobileclipLoss of lambda: float * teacherScale: float
+    /// CatLIP's multi-label BCE over caption-mined synsets, batch-mean reduction (PAPERS.md §6.2).
+    | CatlipLoss
 
 type OptimizerSpec =
     {
@@ -47,7 +62,7 @@ type TrainRecipe =
     {
         Model: string
         Data: DataSpec
-        LabelSmoothing: float
+        Loss: LossSpec
         Optimizer: OptimizerSpec
         Schedule: ScheduleSpec
         Epochs: int
@@ -96,7 +111,7 @@ let private augment (v, span) =
         HFlip p
 
 let private data (v, span) =
-    let kind, f = kindOf "data" [ "fashionMnist"; "imageFolder" ] (v, span)
+    let kind, f = kindOf "data" [ "fashionMnist"; "imageFolder"; "captions" ] (v, span)
 
     let augments =
         asList kind "augment" (f "augment") |> List.map (fun a -> augment (a, span))
@@ -113,19 +128,47 @@ let private data (v, span) =
     {
         Kind = kind
         Path =
-            if kind = "fashionMnist" then
-                asString kind "dir" (f "dir")
-            else
-                asString kind "path" (f "path")
+            match kind with
+            | "fashionMnist" -> asString kind "dir" (f "dir")
+            | "captions" -> asString kind "manifest" (f "manifest")
+            | _ -> asString kind "path" (f "path")
         Test =
-            if kind = "imageFolder" then
-                asString kind "test" (f "test")
-            else
+            if kind = "fashionMnist" then
                 ""
+            else
+                asString kind "test" (f "test")
         Size = size
         Channels = asPositiveInt kind "channels" (f "channels")
         Augment = augments
+        Reinforced =
+            if kind = "captions" then
+                asString kind "reinforced" (f "reinforced")
+            else
+                ""
     }
+
+let private loss (v, span) =
+    match kindOf "loss" [ "crossEntropy"; "clipLoss"; "mobileclipLoss"; "catlipLoss" ] (v, span) with
+    | "crossEntropy", f ->
+        let s = asFloat "crossEntropy" "smoothing" (f "smoothing")
+
+        if s < 0.0 || s >= 1.0 then
+            errorf (snd (f "smoothing")) "crossEntropy: smoothing must be in [0, 1), got %g" s
+
+        CrossEntropy s
+    | "mobileclipLoss", f ->
+        let lambda = asFloat "mobileclipLoss" "lambda" (f "lambda")
+        let scale = asFloat "mobileclipLoss" "teacherScale" (f "teacherScale")
+
+        if lambda < 0.0 || lambda > 1.0 then
+            errorf span "mobileclipLoss: lambda must be in [0, 1], got %g" lambda
+
+        if scale <= 0.0 then
+            errorf span "mobileclipLoss: teacherScale must be positive, got %g" scale
+
+        MobileclipLoss(lambda, scale)
+    | "clipLoss", _ -> ClipLoss
+    | _ -> CatlipLoss
 
 let private optimizer (v, span) =
     let kind, f = kindOf "optimizer" [ "adamw"; "sgd" ] (v, span)
@@ -197,20 +240,8 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
     let positive name dflt =
         asPositiveInt "train" name (get name (VNum(float dflt, true)))
 
-    let smoothing =
-        let kind, f =
-            kindOf
-                "loss"
-                [ "crossEntropy" ]
-                (get "loss" (VRecord [ "kind", VStr "crossEntropy"; "smoothing", VNum(0.0, false) ]))
-
-        ignore kind
-        let s = asFloat "crossEntropy" "smoothing" (f "smoothing")
-
-        if s < 0.0 || s >= 1.0 then
-            errorf (snd (f "smoothing")) "crossEntropy: smoothing must be in [0, 1), got %g" s
-
-        s
+    let lossValue =
+        get "loss" (VRecord [ "kind", VStr "crossEntropy"; "smoothing", VNum(0.0, false) ])
 
     let dataValue =
         match values.TryFind "data" with
@@ -218,11 +249,25 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
         | None -> errorf t.Span "train %s: the 'data' field is required" t.Model
 
     let defaults kind fs = VRecord(("kind", VStr kind) :: fs)
+    let spec = data dataValue
+    let objective = loss lossValue
+
+    // Which data feeds which objective is known here, before any data is read.
+    match spec.Kind, objective with
+    | "captions", CrossEntropy _ ->
+        errorf (snd lossValue) "captions data trains an image–text objective: clipLoss, mobileclipLoss or catlipLoss"
+    | "captions", MobileclipLoss _ when spec.Reinforced = "" ->
+        errorf
+            (snd dataValue)
+            "mobileclipLoss reads stored teacher embeddings: set the data's reinforced folder (written by `dsl reinforce`)"
+    | kind, (ClipLoss | MobileclipLoss _ | CatlipLoss) when kind <> "captions" ->
+        errorf (snd lossValue) "%s data has no captions; image–text objectives need `captions` data" kind
+    | _ -> ()
 
     {
         Model = t.Model
-        Data = data dataValue
-        LabelSmoothing = smoothing
+        Data = spec
+        Loss = objective
         Optimizer =
             optimizer (
                 get

@@ -56,6 +56,7 @@ type EvalArgs =
     | Data of dir: string
     | Device of name: string
     | Json
+    | Probe
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -66,6 +67,8 @@ type EvalArgs =
             | Data _ -> "dataset directory"
             | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"
+            | Probe ->
+                "image-text models: also fit a linear probe on frozen image features (train manifest) and report its test accuracy"
 
 type PredictArgs =
     | [<MainCommand>] Inputs of paths: string list
@@ -121,6 +124,77 @@ type TransformArgs =
             | Checkpoint _ -> "the trained checkpoint directory"
             | Out _ -> "where to write model.dsl and the transformed checkpoint"
 
+type FashionCaptionsArgs =
+    | [<Mandatory>] Out of dir: string
+    | Fashion of dir: string
+    | Wordnet of dir: string
+    | Captions of count: int
+    | Synthetic of count: int
+    | Train_Limit of count: int
+    | Test_Limit of count: int
+    | Seed of seed: int
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Out _ -> "folder for images/{train,test}/NNNNN.png, train.jsonl, test.jsonl and classes.json"
+            | Fashion _ -> "Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)"
+            | Wordnet _ -> "WordNet database directory, for synonyms of the class names (default /usr/share/wordnet)"
+            | Captions _ -> "captions per image (default 3)"
+            | Synthetic _ -> "richer synthetic captions per image, the second stream (default 2)"
+            | Train_Limit _ -> "only the first N training images (default all 60,000)"
+            | Test_Limit _ -> "only the first N test images (default all 10,000)"
+            | Seed _ -> "seed of the caption choices (default 0)"
+
+type CatlipLabelsArgs =
+    | [<MainCommand; ExactlyOnce>] Manifest of path: string
+    | [<Mandatory>] Out of path: string
+    | Vocabulary_Size of count: int
+    | Vocabulary of path: string
+    | Wordnet of dir: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Manifest _ -> "the image-text manifest (JSONL) whose captions to mine"
+            | Out _ ->
+                "the labelled manifest to write (each line with \"labels\"); when mining, the vocabulary goes beside it, to OUT with its extension replaced by .vocab.tsv"
+            | Vocabulary_Size _ -> "mine the V most frequent WordNet noun synsets (default 1000)"
+            | Vocabulary _ ->
+                "use this vocabulary (synset<TAB>lemma<TAB>count, e.g. one mined on the training split) instead of mining"
+            | Wordnet _ -> "WordNet database directory (default /usr/share/wordnet)"
+
+[<RequireSubcommand>]
+type DataArgs =
+    | [<CliPrefix(CliPrefix.None)>] Fashion_Captions of ParseResults<FashionCaptionsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Catlip_Labels of ParseResults<CatlipLabelsArgs>
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Fashion_Captions _ -> "make an image-caption data set (JSONL manifests + PNGs) from Fashion-MNIST"
+            | Catlip_Labels _ -> "mine CatLIP's WordNet synset labels from a manifest's captions"
+
+type ReinforceArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | Model of name: string
+    | Teacher of file: string * model: string * checkpoint: string
+    | Augmentations of count: int
+    | Out of dir: string
+    | Batch of size: int
+    | Seed of seed: int
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the student's .dsl file; its train block's captions data and augmentations are reinforced"
+            | Model _ -> "the student model (default: the first with a train block)"
+            | Teacher _ -> "a teacher: its .dsl file, model name and trained checkpoint (repeat for an ensemble)"
+            | Augmentations _ -> "augmentations stored per image (default 5)"
+            | Out _ -> "where to write the reinforced data (default: the data's reinforced folder)"
+            | Batch _ -> "teacher batch size (default: the train block's evalBatch)"
+            | Seed _ -> "seed of the stored augmentations (default: the train block's)"
+
 [<RequireSubcommand>]
 type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
@@ -130,6 +204,8 @@ type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Transform of ParseResults<TransformArgs>
+    | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataArgs>
+    | [<CliPrefix(CliPrefix.None)>] Reinforce of ParseResults<ReinforceArgs>
     | Version
 
     interface IArgParserTemplate with
@@ -142,4 +218,7 @@ type DslArgs =
             | Predict _ -> "classify image files with a checkpoint"
             | Bench _ -> "measure forward and train-step latency"
             | Transform _ -> "rewrite a trained model (reparam: fold branches and BatchNorms into single convolutions)"
+            | Data _ -> "make and label image-text data sets (fashion-captions, catlip-labels)"
+            | Reinforce _ ->
+                "store teacher embeddings of augmented images and captions for MobileCLIP's reinforced training"
             | Version -> "print the version"

@@ -17,6 +17,8 @@ let private run (args: ParseResults<DslArgs>) =
     | Predict a -> Run.predict a
     | Bench a -> Run.bench a
     | Transform a -> Transform.run a
+    | Reinforce a -> ImageText.reinforce a
+    | Data a -> Data.run a
     | Version ->
         printfn "dsl %s" (Reflection.Assembly.GetExecutingAssembly().GetName().Version.ToString(3))
         0

@@ -35,6 +35,8 @@ let private withProgress (total: int64) (run: (TrainProgress -> unit) -> 'a) : '
     let evalLine (p: TrainProgress) =
         match p.Evaluation with
         | null -> None
+        | e when e.Extra.Count > 0 || Double.IsNaN e.Accuracy ->
+            Some(sprintf "epoch %d: test %s" (p.Epoch + 1) (ImageText.evalLine e))
         | e ->
             Some(
                 sprintf
@@ -86,8 +88,6 @@ let train (args: ParseResults<TrainArgs>) =
 
     let outDir = args.GetResult(TrainArgs.Out, Path.Combine("runs", g.Name))
     let dataDir = args.TryGetResult TrainArgs.Data
-    use trainSet = (loadData file r g dataDir true).Value
-    use testSet = loadData file r g dataDir false |> Option.toObj
     let options = trainOptions r g outDir
     options.Resume <- args.Contains TrainArgs.Resume
 
@@ -99,16 +99,45 @@ let train (args: ParseResults<TrainArgs>) =
     use model =
         new GraphModule(g, int64 r.Seed, deviceOf (args.TryGetResult TrainArgs.Device))
 
+    // What is trained on: labelled images, or an image–text set (which owns its reinforced data).
+    let task, owned: ITrainingTask * IDisposable list =
+        if r.Data.Kind = "captions" then
+            let train = ImageText.loadSet file r g r.Data.Path
+            let test = ImageText.testSet file r g
+            let t, reinforced = ImageText.task file r g model train test
+
+            t,
+            [
+                Some(train :> IDisposable)
+                test |> Option.map (fun x -> x :> IDisposable)
+                reinforced |> Option.map (fun x -> x :> IDisposable)
+            ]
+            |> List.choose id
+        else
+            let train = (loadData file r g dataDir true).Value
+            let test = loadData file r g dataDir false
+
+            ClassificationTask(train, Option.toObj test),
+            [ Some(train :> IDisposable); test |> Option.map (fun x -> x :> IDisposable) ]
+            |> List.choose id
+
+    use _owned =
+        { new IDisposable with
+            member _.Dispose() =
+                for d in owned do
+                    d.Dispose()
+        }
+
     printfn
         "training %s (%s parameters) on %d images, %d epochs of batch %d → %s"
         g.Name
         ((paramCount g).ToString("N0"))
-        trainSet.Count
+        task.Count
         r.Epochs
         r.Batch
         outDir
 
-    let stepsPerEpoch = int64 (trainSet.Count / r.Batch)
+    let stepsPerEpoch = int64 (task.Count / r.Batch)
 
     let total =
         options.MaxSteps
@@ -116,12 +145,14 @@ let train (args: ParseResults<TrainArgs>) =
         |> Option.defaultValue (stepsPerEpoch * int64 r.Epochs)
 
     let result =
-        withProgress total (fun report -> ClassifierTrainer(model, options).Train(trainSet, testSet, Action<_> report))
+        withProgress total (fun report -> Trainer(model, options).Train(task, Action<_> report))
 
     printfn "trained %d steps in %.0f s; final loss %.4f" result.Steps result.Elapsed.TotalSeconds result.FinalLoss
 
     match result.LastEvaluation with
     | null -> ()
+    | e when e.Extra.Count > 0 || Double.IsNaN e.Accuracy ->
+        printfn "test %s on %d images" (ImageText.evalLine e) e.Count
     | e -> printfn "test accuracy %.2f%% (top-5 %.2f%%) on %d images" (100.0 * e.Accuracy) (100.0 * e.Top5) e.Count
 
     printfn "checkpoint: %s" options.CheckpointDir
@@ -135,42 +166,46 @@ let eval (args: ParseResults<EvalArgs>) =
     use model = new GraphModule(g, 0L, deviceOf (args.TryGetResult EvalArgs.Device))
     let meta = loadWeights model (args.GetResult EvalArgs.Checkpoint)
 
-    use test =
-        match loadData file r g (args.TryGetResult EvalArgs.Data) false with
-        | Some t -> t
-        | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
-
-    Benchmark.UseAllCores() |> ignore
-
-    let e =
-        Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
-
-    if args.Contains EvalArgs.Json then
-        let o =
-            dict
-                [
-                    "model", box g.Name
-                    "step", box meta.Step
-                    "count", box e.Count
-                    "loss", box e.Loss
-                    "accuracy", box e.Accuracy
-                    "top5", box e.Top5
-                    "images_per_s", box e.ImagesPerSecond
-                ]
-
-        printfn "%s" (JsonSerializer.Serialize(o))
+    if r.Data.Kind = "captions" then
+        ImageText.eval file r g model meta (args.Contains EvalArgs.Json) (args.Contains EvalArgs.Probe)
     else
-        printfn
-            "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
-            g.Name
-            meta.Step
-            e.Count
-            e.Loss
-            (100.0 * e.Accuracy)
-            (100.0 * e.Top5)
-            e.ImagesPerSecond
 
-    0
+        use test =
+            match loadData file r g (args.TryGetResult EvalArgs.Data) false with
+            | Some t -> t
+            | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
+
+        Benchmark.UseAllCores() |> ignore
+
+        let e =
+            Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
+
+        if args.Contains EvalArgs.Json then
+            let o =
+                dict
+                    [
+                        "model", box g.Name
+                        "step", box meta.Step
+                        "count", box e.Count
+                        "loss", box e.Loss
+                        "accuracy", box e.Accuracy
+                        "top5", box e.Top5
+                        "images_per_s", box e.ImagesPerSecond
+                    ]
+
+            printfn "%s" (JsonSerializer.Serialize(o))
+        else
+            printfn
+                "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
+                g.Name
+                meta.Step
+                e.Count
+                e.Loss
+                (100.0 * e.Accuracy)
+                (100.0 * e.Top5)
+                e.ImagesPerSecond
+
+        0
 
 let predict (args: ParseResults<PredictArgs>) =
     let file, images =
@@ -323,24 +358,42 @@ let bench (args: ParseResults<BenchArgs>) =
         with :? ArgumentException as e ->
             fail "dsl bench: %s" e.Message
 
-    // The timed training step: cross-entropy against random labels for a classifier (one output
-    // [B, classes]), as bench/Dsl.Bench does for the hand-written reference; otherwise the mean
-    // square of every output, the same work for any model.
-    let labels =
-        match g.Outputs with
-        | [ (_, id) ] ->
-            match g.Nodes[id].Shape with
-            | [ _; Known classes ] -> Some(torch.randint (int64 classes, [| int64 batch |], device = model.Device))
-            | _ -> None
-        | _ -> None
+    // The timed training step: the train block's image–text objective when it has one (CLIP's
+    // InfoNCE, or CatLIP's BCE against random multi-hot targets); cross-entropy against random
+    // labels for a classifier (one output [B, classes]), as bench/Dsl.Bench does for the
+    // hand-written reference; otherwise the mean square of every output.
+    let outputShape i = g.Nodes[snd g.Outputs[i]].Shape
 
-    let loss (outputs: torch.Tensor[]) =
-        match labels with
-        | Some l -> torch.nn.functional.cross_entropy (outputs[0], l)
-        | None ->
-            outputs
-            |> Array.map (fun o -> o.square().mean())
-            |> Array.reduce (fun a b -> a + b)
+    let output (outputs: torch.Tensor[]) name =
+        outputs[List.findIndex (fun (n, _) -> n = name) g.Outputs]
+
+    let loss: torch.Tensor[] -> torch.Tensor =
+        match Compiler.pickRecipe c g.Name |> Option.map (fun r -> r.Loss), outputShape 0 with
+        | Some(Recipe.ClipLoss | Recipe.MobileclipLoss _), _ ->
+            fun outputs ->
+                ImageTextLosses.Clip(
+                    output outputs DualEncoder.ImageOutput,
+                    output outputs DualEncoder.TextOutput,
+                    ImageTextLosses.Scale(output outputs DualEncoder.ScaleOutput)
+                )
+        | Some Recipe.CatlipLoss, [ _; Known labels ] ->
+            let targets =
+                // About 5% of the synsets present per image, like a caption's few nouns.
+                use p =
+                    torch.zeros([| int64 batch; int64 labels |], device = model.Device).fill_ 0.05
+
+                torch.bernoulli p
+
+            fun outputs -> ImageTextLosses.MultiLabel(outputs[0], targets)
+        | _, [ _; Known classes ] when g.Outputs.Length = 1 ->
+            let labels = torch.randint (int64 classes, [| int64 batch |], device = model.Device)
+
+            fun outputs -> torch.nn.functional.cross_entropy (outputs[0], labels)
+        | _ ->
+            fun outputs ->
+                outputs
+                |> Array.map (fun o -> o.square().mean())
+                |> Array.reduce (fun a b -> a + b)
 
     let measure (m: GraphModule) warmup repeats =
         Benchmark.Measure((fun xs -> m.Forward xs), m, inputs, Func<_, _> loss, warmup, repeats)

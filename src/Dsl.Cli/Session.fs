@@ -44,16 +44,33 @@ let recipeOrExit (c: Compiler.Checked) (g: Graph) =
     | Some r -> r
     | None -> fail "%s: error: model '%s' has no train block" c.File g.Name
 
-let private imageInput (g: Graph) =
-    match g.Inputs with
-    | [ (name, id) ] ->
+/// The model's image input [C, H, W]. A classifier has exactly that one input; an image–text
+/// model (captions data) also has a token input, and CatLIP's has only the image.
+let imageInput (r: TrainRecipe) (g: Graph) =
+    let images = g.Inputs |> List.filter (fun (_, id) -> g.Nodes[id].Shape.Length = 4)
+
+    match images, g.Inputs.Length with
+    | [ (name, id) ], n when n = 1 || r.Data.Kind = "captions" ->
         match g.Nodes[id].Shape with
         | [ _; Known c; Known h; Known w ] -> c, h, w
         | shape ->
             fail "model '%s': input '%s' is %s; training needs one image input [C, H, W]" g.Name name (showShape shape)
-    | _ -> fail "model '%s' has %d inputs; image classification training needs exactly one" g.Name g.Inputs.Length
+    | _, 1 ->
+        let name, id = g.Inputs.Head
 
-let private relativeTo (file: string) (path: string) =
+        fail
+            "model '%s': input '%s' is %s; training needs one image input [C, H, W]"
+            g.Name
+            name
+            (showShape g.Nodes[id].Shape)
+    | _, n when r.Data.Kind = "captions" ->
+        fail
+            "model '%s' has %d inputs; image–text training needs one image input [C, H, W] and at most one token input"
+            g.Name
+            n
+    | _, n -> fail "model '%s' has %d inputs; image classification training needs exactly one" g.Name n
+
+let relativeTo (file: string) (path: string) =
     if Path.IsPathRooted path then
         path
     else
@@ -61,7 +78,7 @@ let private relativeTo (file: string) (path: string) =
 
 /// Loads the train or test split the recipe names; None when an image folder has no test split.
 let loadData (file: string) (r: TrainRecipe) (g: Graph) (dataDir: string option) (train: bool) : LabeledImages option =
-    let c, h, w = imageInput g
+    let c, h, w = imageInput r g
 
     let data =
         match r.Data.Kind with
@@ -116,7 +133,7 @@ let loadData (file: string) (r: TrainRecipe) (g: Graph) (dataDir: string option)
 /// Fashion-MNIST's 1×28×28 resized to the model's input when they differ (e.g. a 3×64×64
 /// encoder): the first transform, so augmentations see images at the data's declared size.
 let private resizeTransforms (r: TrainRecipe) (g: Graph) : IAugment list =
-    let c, h, w = imageInput g
+    let c, h, w = imageInput r g
 
     if r.Data.Kind = "fashionMnist" && (c, h, w) <> (1, 28, 28) then
         [ Resize(c, h, w) :> IAugment ]
@@ -124,19 +141,25 @@ let private resizeTransforms (r: TrainRecipe) (g: Graph) : IAugment list =
         []
 
 let private normalizeFor (r: TrainRecipe) (g: Graph) : IAugment =
-    let c, _, _ = imageInput g
+    let c, _, _ = imageInput r g
     normalization r.Data c
 
 /// What evaluation applies: the resize, then normalisation.
 let evalTransforms (r: TrainRecipe) (g: Graph) : IAugment list =
     resizeTransforms r g @ [ normalizeFor r g ]
 
+let private randomAugments (r: TrainRecipe) : IAugment list =
+    r.Data.Augment
+    |> List.map (function
+        | RandomCrop(size, pad) -> RandomCrop(size, pad) :> IAugment
+        | HFlip p -> HorizontalFlip p :> IAugment)
+
+/// The three stages images go through, kept apart for reinforced training's stored augmentations.
+let imagePipeline (r: TrainRecipe) (g: Graph) =
+    ImagePipeline(ResizeArray(resizeTransforms r g), ResizeArray(randomAugments r), ResizeArray [ normalizeFor r g ])
+
 let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
-    let augments: IAugment list =
-        r.Data.Augment
-        |> List.map (function
-            | RandomCrop(size, pad) -> RandomCrop(size, pad) :> IAugment
-            | HFlip p -> HorizontalFlip p :> IAugment)
+    let augments = randomAugments r
 
     TrainOptions(
         Epochs = r.Epochs,
@@ -156,7 +179,10 @@ let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
         WarmupSteps = r.Schedule.Warmup,
         MinLr = r.Schedule.MinLr,
         GradClip = r.Clip,
-        LabelSmoothing = r.LabelSmoothing,
+        LabelSmoothing =
+            (match r.Loss with
+             | CrossEntropy s -> s
+             | _ -> 0.0),
         AccumulationSteps = r.Accumulate,
         Seed = int64 r.Seed,
         Augmentations = ResizeArray(resizeTransforms r g @ augments @ [ normalizeFor r g ]),

@@ -16,6 +16,24 @@ open Dsl.Cli.Args
 open Dsl.Cli.Report
 open Dsl.Cli.Session
 
+/// The recipe with its data paths made relative to the folder the printed model goes to, so
+/// that file trains and evaluates on the same data ("" stays "": the default location).
+let private relocated (file: string) (out: string) (r: Recipe.TrainRecipe) =
+    let rebase (path: string) =
+        if path = "" then
+            path
+        else
+            Path.GetRelativePath(Path.GetFullPath out, Session.relativeTo file path)
+
+    { r with
+        Data =
+            { r.Data with
+                Path = rebase r.Data.Path
+                Test = rebase r.Data.Test
+                Reinforced = rebase r.Data.Reinforced
+            }
+    }
+
 let run (args: ParseResults<TransformArgs>) =
     let file =
         match args.GetResult(TransformArgs.Inputs, []) with
@@ -51,7 +69,7 @@ let run (args: ParseResults<TransformArgs>) =
     let source =
         sprintf "// %s re-parameterised by `dsl transform reparam` from %s.\n%s" g.Name file (Print.model deploy.Graph)
         + (match Compiler.pickRecipe c g.Name with
-           | Some r -> "\n" + Print.recipe r
+           | Some r -> "\n" + Print.recipe (relocated file out r)
            | None -> "")
 
     File.WriteAllText(Path.Combine(out, "model.dsl"), source)

@@ -52,19 +52,34 @@ let private compare (g: Graph) (batch: int64) =
     use deploy = WeightMapEvaluator.Reparameterize m
     use _ = torch.no_grad ()
 
-    let shape =
-        batch
-        :: (g.Nodes[snd g.Inputs.Head].Shape |> List.tail |> List.map (known >> int64))
+    // One random tensor per input (token ids below 100 for token inputs); every output compared.
+    let inputs =
+        g.Inputs
+        |> List.map (fun (_, id) ->
+            let shape =
+                batch :: (g.Nodes[id].Shape |> List.tail |> List.map (known >> int64))
+                |> List.toArray
 
-    use x =
-        match g.Nodes[snd g.Inputs.Head].Op with
-        | Input(_, TokensInput) -> torch.randint (0L, 100L, List.toArray shape, generator = generator)
-        | _ -> torch.randn (List.toArray shape, generator = generator)
+            match g.Nodes[id].Op with
+            | Input(_, TokensInput) -> torch.randint (0L, 100L, shape, generator = generator)
+            | _ -> torch.randn (shape, generator = generator))
+        |> List.toArray
 
-    use y = m.forward x
-    use y2 = deploy.forward x
-    let diff = (y - y2).abs().max().item<float32>() |> float
-    let tol = 1e-4 * max 1.0 (y.abs().max().item<float32>() |> float)
+    let ys = m.Forward inputs
+    let ys2 = deploy.Forward inputs
+
+    let diff =
+        Array.map2 (fun (a: torch.Tensor) (b: torch.Tensor) -> (a - b).abs().max().item<float32>() |> float) ys ys2
+        |> Array.max
+
+    let scale =
+        ys |> Array.map (fun y -> y.abs().max().item<float32>() |> float) |> Array.max
+
+    let tol = 1e-4 * max 1.0 scale
+
+    for t in Array.concat [ inputs; ys; ys2 ] do
+        t.Dispose()
+
     diff, tol, deploy.Graph
 
 let private equivalent (g: Graph) =
@@ -233,6 +248,18 @@ let tests =
                 Expect.isLessThanOrEqual diff tol "max |y − y'|"
                 Expect.equal (countOps isBn deploy) 0 "no BatchNorm left"
                 Expect.isLessThan (paramCount deploy) (paramCount g) "fewer parameters"
+            }
+
+            test "the MobileCLIP example's dual-encoder student re-parameterises to the same outputs" {
+                let c =
+                    Compiler.checkFile (System.IO.Path.Combine(repoRoot.Value, "examples", "mobileclip", "student.dsl"))
+
+                Expect.isEmpty c.Diagnostics "compiles"
+                let g = c.Models |> List.find (fun (n, _) -> n = "studentReinforced") |> snd
+                let diff, tol, deploy = compare g 3L
+                Expect.isLessThanOrEqual diff tol "max |y − y'| over image, text and logit_scale"
+                Expect.equal (countOps isBn deploy) 0 "no BatchNorm left"
+                Expect.isTrue (roundTrips deploy) "printed deploy graph re-parses"
             }
 
             test "FastViT-T8: 4.03M -> 4.00M parameters (±0.5%), same outputs at 64×64" {

@@ -151,7 +151,7 @@ let tests =
                     o.MaxSteps <- Nullable 60L
 
                     let result =
-                        ClassifierTrainer(model, o).Train(train, testSet, fun p -> losses.Add p.Loss)
+                        Trainer(model, o).Train(train, testSet, fun p -> losses.Add p.Loss)
 
                     Expect.equal result.Steps 60L "stopped at MaxSteps"
                     let first = losses |> Seq.take 5 |> Seq.average
@@ -200,7 +200,7 @@ let tests =
                         if p.Step = 10L || p.Step = 200L then
                             live[p.Step] <- DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount
 
-                    ClassifierTrainer(model, o).Train(train, testSet, record) |> ignore
+                    Trainer(model, o).Train(train, testSet, record) |> ignore
                     Expect.equal live[200L] live[10L] "live tensors after step 200 = after step 10"
                 finally
                     Directory.Delete(dir, true)
@@ -217,7 +217,7 @@ let tests =
                     o.LabelSmoothing <- 0.1
                     o.MaxSteps <- Option.toNullable maxSteps
                     o.Resume <- resume
-                    ClassifierTrainer(model, o).Train(train) |> ignore
+                    Trainer(model, o).Train(train) |> ignore
                     model
 
                 let straightDir, resumedDir = tempDir (), tempDir ()

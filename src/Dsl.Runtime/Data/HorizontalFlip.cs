@@ -27,4 +27,18 @@ public sealed class HorizontalFlip : IAugment
         var result = torch.where(flip, batch.flip(3), batch);
         return scope.MoveToOuter(result);
     }
+
+    /// <summary>Mirrors exactly the samples whose flag is set (stored augmentations are replayed with this).</summary>
+    public static Tensor ApplyWhere(Tensor batch, bool[] flips)
+    {
+        Augments.RequireImageBatch(batch);
+        if (flips.Length != batch.shape[0])
+        {
+            throw new ArgumentException($"need one flip flag per sample ({batch.shape[0]}), got {flips.Length}");
+        }
+
+        using var scope = torch.NewDisposeScope();
+        var flip = torch.tensor(flips, device: batch.device).view(flips.Length, 1, 1, 1);
+        return scope.MoveToOuter(torch.where(flip, batch.flip(3), batch));
+    }
 }

@@ -38,9 +38,31 @@ public sealed class RandomCrop : IAugment
             throw new ArgumentException($"crop size {Size} is larger than the padded image {h + (2 * Padding)}×{w + (2 * Padding)}", nameof(batch));
         }
 
-        using var scope = torch.NewDisposeScope();
         var tops = RandomOffsets(n, h + (2 * Padding) - Size + 1, generator);
         var lefts = RandomOffsets(n, w + (2 * Padding) - Size + 1, generator);
+        return ApplyAt(batch, tops, lefts);
+    }
+
+    /// <summary>
+    /// The crop with given offsets into the padded image, one (top, left) per sample, each in
+    /// [0, 2·Padding + image − Size]: how stored augmentations are replayed (MobileCLIP's
+    /// reinforced data keeps the parameters, not the images).
+    /// </summary>
+    public Tensor ApplyAt(Tensor batch, long[] tops, long[] lefts)
+    {
+        Augments.RequireImageBatch(batch);
+        var (n, c, h, w) = (batch.shape[0], batch.shape[1], batch.shape[2], batch.shape[3]);
+        if (tops.Length != n || lefts.Length != n)
+        {
+            throw new ArgumentException($"need one crop offset per sample ({n}), got {tops.Length} tops and {lefts.Length} lefts");
+        }
+
+        if (tops.Concat(lefts).Any(offset => offset < 0 || offset > (2 * Padding) + Math.Min(h, w) - Size))
+        {
+            throw new ArgumentOutOfRangeException(nameof(tops), $"crop offsets must lie in [0, {(2 * Padding) + Math.Min(h, w) - Size}]");
+        }
+
+        using var scope = torch.NewDisposeScope();
         var source = (batch.device_type == DeviceType.CPU ? batch : batch.cpu()).contiguous();
         var cropped = torch.zeros([n, c, Size, Size], dtype: batch.dtype, device: torch.CPU);
         CopyWindows(source, cropped, tops, lefts);

@@ -124,6 +124,111 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
         }
     }
 
+    /// <summary>
+    /// Runs only the nodes that the named outputs depend on, from only the inputs they read, and
+    /// returns those outputs in the order asked. A dual encoder's text side can so be run alone
+    /// (zero-shot class embeddings) and its two sides on batches of different sizes: the
+    /// encoders first meet in the loss.
+    /// </summary>
+    /// <exception cref="ArgumentException">An output is unknown, or an input it needs is not given.</exception>
+    public Tensor[] ForwardOutputs(IReadOnlyList<string> outputs, IReadOnlyDictionary<string, Tensor> inputs)
+    {
+        var wanted = outputs.Select(name =>
+        {
+            var position = Array.IndexOf(OutputNames.ToArray(), name);
+            return position >= 0
+                ? outputSlots[position]
+                : throw new ArgumentException($"graph '{Graph.Name}' has no output '{name}' (it has {string.Join(", ", OutputNames)})");
+        }).ToArray();
+        var needed = NeededSlots(wanted);
+        var arguments = new Tensor[inputShapes.Length];
+        foreach (var expected in inputShapes)
+        {
+            var slot = Graph.Inputs[expected.Argument].Item2;
+            if (!needed[slot])
+            {
+                continue;
+            }
+
+            var name = InputNames[expected.Argument];
+            arguments[expected.Argument] = inputs.TryGetValue(name, out var given)
+                ? given
+                : throw new ArgumentException($"graph '{Graph.Name}': output(s) {string.Join(", ", outputs)} need input '{name}'");
+            expected.Check(given);
+        }
+
+        var values = new Tensor?[schedule.Length];
+        try
+        {
+            for (var slot = 0; slot < schedule.Length; slot++)
+            {
+                if (!needed[slot])
+                {
+                    continue;
+                }
+
+                values[slot] = Run(schedule[slot], values, arguments);
+                foreach (var dead in schedule[slot].Release)
+                {
+                    values[dead]?.Dispose();
+                    values[dead] = null;
+                }
+            }
+
+            var results = new Tensor[wanted.Length];
+            var handedOut = new HashSet<int>();
+            for (var i = 0; i < wanted.Length; i++)
+            {
+                var value = values[wanted[i]]!;
+                results[i] = handedOut.Add(wanted[i]) ? value : value.alias();
+            }
+
+            // A value whose last reader was skipped is still held: free it now.
+            for (var slot = 0; slot < values.Length; slot++)
+            {
+                if (!handedOut.Contains(slot))
+                {
+                    values[slot]?.Dispose();
+                }
+            }
+
+            return results;
+        }
+        catch
+        {
+            foreach (var value in values)
+            {
+                value?.Dispose();
+            }
+
+            throw;
+        }
+    }
+
+    /// <summary>Every slot the given slots are computed from, themselves included.</summary>
+    private bool[] NeededSlots(int[] wanted)
+    {
+        var needed = new bool[schedule.Length];
+        foreach (var slot in wanted)
+        {
+            needed[slot] = true;
+        }
+
+        // Inputs of a node always come before it, so one backward sweep closes the set.
+        for (var slot = schedule.Length - 1; slot >= 0; slot--)
+        {
+            if (needed[slot])
+            {
+                foreach (var input in schedule[slot].Inputs)
+                {
+                    needed[input] = true;
+                }
+            }
+        }
+
+        return needed;
+    }
+
     /// <summary>For graphs with one input and one output.</summary>
     public override Tensor forward(Tensor input)
     {

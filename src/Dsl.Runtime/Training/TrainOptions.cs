@@ -2,7 +2,7 @@ using Dsl.Runtime.Data;
 
 namespace Dsl.Runtime.Training;
 
-/// <summary>Everything a <see cref="ClassifierTrainer"/> run is configured by.</summary>
+/// <summary>Everything a <see cref="Trainer"/> run is configured by.</summary>
 public sealed class TrainOptions
 {
     public const string AdamWKind = "adamw";

@@ -21,7 +21,7 @@ public sealed record TrainProgress(
     TimeSpan Eta,
     EvalResult? Evaluation);
 
-/// <summary>How a <see cref="ClassifierTrainer.Train"/> call ended.</summary>
+/// <summary>How a <see cref="Trainer.Train"/> call ended.</summary>
 /// <param name="Steps">Optimizer steps done in total, including those before a resume.</param>
 /// <param name="EpochsCompleted">Whole epochs done.</param>
 /// <param name="FinalLoss">The last step's training loss (NaN when no step ran).</param>

@@ -13,11 +13,9 @@ internal static class TrainingCheckpoint
     {
         using var scope = NewDisposeScope();
         var metrics = new Dictionary<string, double> { ["loss"] = loss };
-        if (evaluation is not null)
+        foreach (var (name, value) in evaluation?.Metrics() ?? [])
         {
-            metrics["test_loss"] = evaluation.Loss;
-            metrics["test_accuracy"] = evaluation.Accuracy;
-            metrics["test_top5"] = evaluation.Top5;
+            metrics["test_" + name] = value;
         }
 
         var extra = new Dictionary<string, string>

@@ -9,16 +9,17 @@ using F = TorchSharp.torch.nn.functional;
 namespace Dsl.Runtime.Training;
 
 /// <summary>
-/// Trains a <see cref="GraphModule"/> whose first output is class logits [B, classes] on a
-/// <see cref="LabeledImages"/> set. Everything random is a function of (seed, step), so a
-/// run resumed from its checkpoint ends bit-identical to one that never stopped.
+/// Trains a <see cref="GraphModule"/> on an <see cref="ITrainingTask"/>: the loop, the
+/// optimizer, the schedule, checkpoints and metrics are the same for every objective, the task
+/// says what a micro-batch's loss is. Everything random is a function of (seed, step), so a run
+/// resumed from its checkpoint ends bit-identical to one that never stopped.
 /// </summary>
-public sealed class ClassifierTrainer
+public sealed class Trainer
 {
     private readonly GraphModule model;
     private readonly TrainOptions options;
 
-    public ClassifierTrainer(GraphModule model, TrainOptions options)
+    public Trainer(GraphModule model, TrainOptions options)
     {
         options.Validate();
         this.model = model;
@@ -31,10 +32,14 @@ public sealed class ClassifierTrainer
     /// at every epoch end and at the end, a checkpoint into <see cref="TrainOptions.OutDir"/>;
     /// evaluates on <paramref name="test"/> every <see cref="TrainOptions.EvalEvery"/> epochs.
     /// </summary>
-    public TrainResult Train(LabeledImages train, LabeledImages? test = null, Action<TrainProgress>? progress = null)
+    public TrainResult Train(LabeledImages train, LabeledImages? test = null, Action<TrainProgress>? progress = null) =>
+        Train(new ClassificationTask(train, test), progress);
+
+    /// <summary>As above, for any objective.</summary>
+    public TrainResult Train(ITrainingTask task, Action<TrainProgress>? progress = null)
     {
         var clock = Stopwatch.StartNew();
-        var plan = StepPlan.For(options, train.Count);
+        var plan = StepPlan.For(options, task.Count);
         Directory.CreateDirectory(options.OutDir);
         using var optimizer = CreateOptimizer();
         var startStep = options.Resume ? TrainingCheckpoint.Restore(model, options, optimizer) : 0;
@@ -56,11 +61,11 @@ public sealed class ClassifierTrainer
                 if (batches is null || step % plan.StepsPerEpoch == 0)
                 {
                     batches?.Dispose();
-                    batches = plan.Batches(options, train.Count, step);
+                    batches = plan.Batches(options, task.Count, step);
                 }
 
                 var lr = schedule(step);
-                loss = RunStep(step, lr, batches, train, optimizer, augmentGenerator, trainable);
+                loss = RunStep(step, lr, batches, task, optimizer, augmentGenerator, trainable);
                 var done = step + 1;
                 var report = new TrainProgress(done, plan.LastStep, plan.EpochOf(step), loss, lr, 0, TimeSpan.Zero, null);
                 report = WithThroughput(report, clock.Elapsed, done - startStep, plan.ImagesPerStep);
@@ -71,7 +76,7 @@ public sealed class ClassifierTrainer
 
                 if (done % plan.StepsPerEpoch == 0)
                 {
-                    report = report with { Evaluation = EvaluateIfDue(test, done / plan.StepsPerEpoch, report.Epoch, done, log) };
+                    report = report with { Evaluation = EvaluateIfDue(task, done / plan.StepsPerEpoch, report.Epoch, done, log) };
                     lastEvaluation = report.Evaluation ?? lastEvaluation;
                     TrainingCheckpoint.Save(model, options, optimizer, plan, done, loss, lastEvaluation);
                     savedStep = done;
@@ -104,7 +109,7 @@ public sealed class ClassifierTrainer
         long step,
         double lr,
         IEnumerator<long[]> batches,
-        LabeledImages train,
+        ITrainingTask task,
         IOptimizer optimizer,
         Generator augmentGenerator,
         Parameter[] trainable)
@@ -120,10 +125,7 @@ public sealed class ClassifierTrainer
             }
 
             Reseed(step, micro, augmentGenerator);
-            var images = Evaluator.Transform(Batches.Take(train.Images, batches.Current), options.Augmentations, augmentGenerator);
-            var labels = Batches.Take(train.Labels, batches.Current).to(model.Device);
-            var logits = model.Forward(images)[0];
-            var microLoss = F.cross_entropy(logits, labels, label_smoothing: options.LabelSmoothing).div(options.AccumulationSteps);
+            var microLoss = task.Loss(model, batches.Current, augmentGenerator, options).div(options.AccumulationSteps);
             microLoss.backward();
             loss += microLoss.item<float>();
         }
@@ -152,23 +154,31 @@ public sealed class ClassifierTrainer
     }
 
     /// <summary>Evaluates on the test set after epochs EvalEvery, 2·EvalEvery, … and the last one.</summary>
-    private EvalResult? EvaluateIfDue(LabeledImages? test, long epochsCompleted, int epoch, long step, MetricsLog log)
+    private EvalResult? EvaluateIfDue(ITrainingTask task, long epochsCompleted, int epoch, long step, MetricsLog log)
     {
-        if (test is null || (epochsCompleted % options.EvalEvery != 0 && epochsCompleted != options.Epochs))
+        if (epochsCompleted % options.EvalEvery != 0 && epochsCompleted != options.Epochs)
         {
             return null;
         }
 
-        var evaluation = Evaluator.Evaluate(model, test, options.EvalBatchSize, options.EvalTransforms);
-        log.Write(new Dictionary<string, object>
+        var evaluation = task.Evaluate(model, options);
+        if (evaluation is null)
+        {
+            return null;
+        }
+
+        var record = new Dictionary<string, object>
         {
             ["step"] = step,
             ["epoch"] = epoch,
-            ["test_loss"] = evaluation.Loss,
-            ["test_accuracy"] = evaluation.Accuracy,
-            ["test_top5"] = evaluation.Top5,
             ["eval_images_per_s"] = evaluation.ImagesPerSecond,
-        });
+        };
+        foreach (var (name, value) in evaluation.Metrics())
+        {
+            record["test_" + name] = value;
+        }
+
+        log.Write(record);
         return evaluation;
     }
 

@@ -1,0 +1,173 @@
+/// `dsl data fashion-captions` and `dsl data catlip-labels`: the image-text data for CLIP-style
+/// training (issue 4) — a captioned Fashion-MNIST to train and test on anywhere, and CatLIP's
+/// WordNet labels mined from any manifest's captions.
+module Dsl.Cli.Data
+
+open System.Diagnostics
+open System.IO
+open Argu
+open Dsl.Runtime.Data
+open Dsl.Runtime.Text
+open Dsl.Cli.Args
+open Dsl.Cli.Report
+
+let private positive (what: string) (value: int option) =
+    match value with
+    | Some v when v <= 0 -> fail "error: %s must be positive, got %d" what v
+    | v -> v
+
+let private fashionCaptions (args: ParseResults<FashionCaptionsArgs>) =
+    let clock = Stopwatch.StartNew()
+    let out = args.GetResult FashionCaptionsArgs.Out
+
+    let fashion =
+        args.GetResult(FashionCaptionsArgs.Fashion, FashionMnist.DefaultDirectory)
+
+    let wordNet =
+        WordNet.Load(args.GetResult(FashionCaptionsArgs.Wordnet, WordNet.DefaultDirectory))
+
+    let captions = args.GetResult(FashionCaptionsArgs.Captions, 3)
+    let synthetic = args.GetResult(FashionCaptionsArgs.Synthetic, 2)
+
+    if captions <= 0 then
+        fail "error: --captions must be positive, got %d" captions
+
+    if synthetic < 0 then
+        fail "error: --synthetic must not be negative, got %d" synthetic
+
+    let options =
+        FashionCaptionOptions(
+            Captions = captions,
+            Synthetic = synthetic,
+            TrainLimit =
+                Option.toNullable (positive "--train-limit" (args.TryGetResult FashionCaptionsArgs.Train_Limit)),
+            TestLimit = Option.toNullable (positive "--test-limit" (args.TryGetResult FashionCaptionsArgs.Test_Limit)),
+            Seed = args.GetResult(FashionCaptionsArgs.Seed, 0)
+        )
+
+    let result = FashionCaptions.Build(fashion, out, wordNet, options)
+
+    printfn
+        "wrote %d training and %d test images with %d captions and %d synthetic captions each to %s in %.1f s"
+        result.Train.Count
+        result.Test.Count
+        captions
+        synthetic
+        out
+        clock.Elapsed.TotalSeconds
+
+    printfn "  %s" result.TrainManifest
+    printfn "  %s" result.TestManifest
+    printfn "  %s" result.ClassesFile
+
+    let names = FashionCaptions.ClassNames wordNet
+
+    printfn "class names (the table, then WordNet synonyms):"
+
+    for c in 0 .. names.Count - 1 do
+        printfn "  %d %s: %s" c FashionCaptions.PromptNames[c] (String.concat ", " names[c])
+
+    printfn "examples:"
+
+    for r in Seq.truncate 3 result.Train do
+        printfn "  %s (class %d)" r.Image (r.Label.GetValueOrDefault())
+
+        for c in r.Captions do
+            printfn "    caption:   %s" c
+
+        for s in r.Synthetic do
+            printfn "    synthetic: %s" s
+
+    0
+
+/// OUT with its extension replaced by .vocab.tsv (train.catlip.jsonl → train.catlip.vocab.tsv).
+let vocabularyPath (out: string) = Path.ChangeExtension(out, ".vocab.tsv")
+
+/// The record's image path as seen from `toFolder` (unchanged when absolute or when the folders agree).
+let private rebase (fromFolder: string) (toFolder: string) (r: ImageTextRecord) =
+    if Path.IsPathRooted r.Image || fromFolder = toFolder then
+        r
+    else
+        let moved =
+            Path.GetRelativePath(toFolder, Path.Combine(fromFolder, r.Image)).Replace('\\', '/')
+
+        ImageTextRecord(moved, r.Captions, r.Synthetic, r.Label, r.Labels)
+
+let private catlipLabels (args: ParseResults<CatlipLabelsArgs>) =
+    let clock = Stopwatch.StartNew()
+    let manifest = args.GetResult CatlipLabelsArgs.Manifest
+    let out = args.GetResult CatlipLabelsArgs.Out
+
+    let given =
+        match args.TryGetResult CatlipLabelsArgs.Vocabulary_Size, args.TryGetResult CatlipLabelsArgs.Vocabulary with
+        | Some _, Some _ -> fail "error: give --vocabulary-size (to mine) or --vocabulary (to reuse one), not both"
+        | size, file ->
+            positive "--vocabulary-size" size |> ignore
+            file
+
+    if Path.GetFullPath out = Path.GetFullPath manifest then
+        fail "error: --out %s is the input manifest; write the labelled manifest elsewhere" out
+
+    let records = ImageTextManifest.Read manifest
+
+    let wordNet =
+        WordNet.Load(args.GetResult(CatlipLabelsArgs.Wordnet, WordNet.DefaultDirectory))
+
+    let vocabulary =
+        match given with
+        | Some file -> CatlipLabels.ReadVocabulary file
+        | None -> CatlipLabels.Mine(records, wordNet, args.GetResult(CatlipLabelsArgs.Vocabulary_Size, 1000))
+
+    if vocabulary.Count = 0 then
+        fail "%s: error: no caption has a WordNet noun; nothing to label with" manifest
+
+    let labels = CatlipLabels.Apply(vocabulary, records, wordNet)
+    let fromFolder = Path.GetDirectoryName(Path.GetFullPath manifest)
+    let toFolder = Path.GetDirectoryName(Path.GetFullPath out)
+
+    let labelled =
+        CatlipLabels.Labelled(records, labels) |> Seq.map (rebase fromFolder toFolder)
+
+    ImageTextManifest.Write(out, labelled)
+    let unlabelled = labels |> Seq.filter Array.isEmpty |> Seq.length
+    let mean = labels |> Seq.averageBy (fun l -> float l.Length)
+
+    match given with
+    | Some file -> printfn "%s: %d lines labelled with the %d synsets of %s" out records.Count vocabulary.Count file
+    | None ->
+        let vocabFile = vocabularyPath out
+        CatlipLabels.WriteVocabulary(vocabFile, vocabulary)
+
+        printfn
+            "%s: %d lines labelled with %d mined synsets; vocabulary in %s"
+            out
+            records.Count
+            vocabulary.Count
+            vocabFile
+
+    printfn
+        "%.2f labels per line; %d lines (%.1f%%) without a label; %.1f s"
+        mean
+        unlabelled
+        (100.0 * float unlabelled / float records.Count)
+        clock.Elapsed.TotalSeconds
+
+    // Lines per synset in this manifest (the vocabulary's own counts may come from another split).
+    let here = Array.zeroCreate<int> vocabulary.Count
+
+    for l in labels do
+        for i in l do
+            here[i] <- here[i] + 1
+
+    printfn "top synsets (index, synset, lemma, lines of this manifest):"
+
+    for i in 0 .. min 20 vocabulary.Count - 1 do
+        let v = vocabulary[i]
+        printfn "  %3d  %-10s %-16s %d" i v.Synset v.Lemma here[i]
+
+    0
+
+let run (args: ParseResults<DataArgs>) =
+    match args.GetSubCommand() with
+    | Fashion_Captions a -> fashionCaptions a
+    | Catlip_Labels a -> catlipLabels a

@@ -1,0 +1,235 @@
+/// `dsl train` and `dsl eval` on `captions` data, and `dsl reinforce`: CLIP, MobileCLIP's
+/// reinforced training and CatLIP driven from a train block (PAPERS.md §6, §9).
+module Dsl.Cli.ImageText
+
+open System
+open System.IO
+open System.Text.Json
+open Argu
+open Dsl
+open Dsl.Ir
+open Dsl.Recipe
+open Dsl.Runtime.Bench
+open Dsl.Runtime.Data
+open Dsl.Runtime.Emit
+open Dsl.Runtime.Training
+open Dsl.Cli.Args
+open Dsl.Cli.Report
+open Dsl.Cli.Session
+
+let private located (file: string) (r: TrainRecipe) fmt =
+    Printf.ksprintf (fun s -> fail "%s:%d:%d: error: %s" file r.Span.Start.Line r.Span.Start.Col s) fmt
+
+/// A manifest at the recipe's size; a model whose image input differs is a located error.
+let loadSet (file: string) (r: TrainRecipe) (g: Graph) (manifest: string) =
+    let c, h, w = imageInput r g
+
+    if (r.Data.Channels, r.Data.Size, r.Data.Size) <> (c, h, w) then
+        located
+            file
+            r
+            "the data gives images [%d, %d, %d] but model '%s' takes image[%d, %d, %d]; set size and channels in the data"
+            r.Data.Channels
+            r.Data.Size
+            r.Data.Size
+            g.Name
+            c
+            h
+            w
+
+    let set = ImageTextManifest.Load(relativeTo file manifest, c, h, w)
+
+    if set.Skipped > 0 then
+        eprintfn "warning: skipped %d unreadable image(s), e.g. %s" set.Skipped set.SkippedFiles[0]
+
+    set
+
+let testSet file (r: TrainRecipe) g =
+    if r.Data.Test = "" then
+        None
+    else
+        Some(loadSet file r g r.Data.Test)
+
+let objectiveOf (r: TrainRecipe) =
+    match r.Loss with
+    | ClipLoss -> ImageTextObjective(ImageTextObjectiveKind.Clip)
+    | MobileclipLoss(lambda, scale) -> ImageTextObjective(ImageTextObjectiveKind.Reinforced, lambda, scale)
+    | CatlipLoss -> ImageTextObjective(ImageTextObjectiveKind.MultiLabel)
+    | CrossEntropy _ -> fail "error: captions data trains an image–text objective"
+
+let private cropOf (r: TrainRecipe) =
+    r.Data.Augment
+    |> List.tryPick (function
+        | Recipe.RandomCrop(size, pad) -> Some(Dsl.Runtime.Data.RandomCrop(size, pad))
+        | _ -> None)
+    |> Option.toObj
+
+/// The task `dsl train` runs for captions data; owns nothing but the reinforced set.
+let task file (r: TrainRecipe) (g: Graph) (model: GraphModule) (train: ImageTextSet) (test: ImageTextSet option) =
+    let reinforced =
+        match r.Loss with
+        | MobileclipLoss _ -> Some(ReinforcedSet.Load(relativeTo file r.Data.Reinforced, cropOf r))
+        | _ -> None
+
+    try
+        ImageTextTask(model, train, Option.toObj test, imagePipeline r g, objectiveOf r, Option.toObj reinforced),
+        reinforced
+    with :? ArgumentException as e ->
+        reinforced |> Option.iter (fun s -> s.Dispose())
+        located file r "%s" e.Message
+
+let private describe (e: EvalResult) =
+    let metrics =
+        e.Metrics()
+        |> Seq.map (fun struct (name, value) ->
+            if name = "loss" then
+                sprintf "loss %.4f" value
+            else
+                sprintf "%s %.2f%%" name (100.0 * value))
+
+    String.Join(", ", metrics)
+
+/// One line per evaluation: zero-shot accuracy, recalls and the loss.
+let evalLine (e: EvalResult) = describe e
+
+/// `dsl eval` on captions data: the objective's test loss, zero-shot accuracy, retrieval recalls
+/// and, with --probe, the linear-probe accuracy of frozen image features.
+let eval
+    file
+    (r: TrainRecipe)
+    (g: Graph)
+    (model: GraphModule)
+    (meta: Dsl.Runtime.Checkpoints.CheckpointMeta)
+    json
+    probe
+    =
+    use test =
+        match testSet file r g with
+        | Some t -> t
+        | None -> fail "%s: error: the train block of '%s' names no test manifest" file g.Name
+
+    Benchmark.UseAllCores() |> ignore
+    let pipeline = imagePipeline r g
+
+    let e =
+        ImageTextEvaluator.Evaluate(model, test, pipeline, objectiveOf r, r.EvalBatch)
+
+    let probeAccuracy =
+        if probe then
+            use train = loadSet file r g r.Data.Path
+            Some(LinearProbe.Run(model, train, test, pipeline, r.EvalBatch))
+        else
+            None
+
+    if json then
+        let o = Collections.Generic.Dictionary<string, obj>()
+        o["model"] <- box g.Name
+        o["step"] <- box meta.Step
+        o["count"] <- box e.Count
+
+        for struct (name, value) in e.Metrics() do
+            o[if name = "accuracy" then "zero_shot_top1"
+              elif name = "top5" then "zero_shot_top5"
+              else name] <- box value
+
+        probeAccuracy |> Option.iter (fun p -> o["linear_probe"] <- box p)
+        o["images_per_s"] <- box e.ImagesPerSecond
+        printfn "%s" (JsonSerializer.Serialize(o))
+    else
+        printfn "%s at step %d on %d test images: %s" g.Name meta.Step e.Count (describe e)
+
+        probeAccuracy
+        |> Option.iter (fun p -> printfn "linear probe: %.2f%%" (100.0 * p))
+
+    0
+
+/// `dsl reinforce`: runs the teachers once over the training manifest and stores, per image, N
+/// augmentations (as parameters) with each teacher's image embedding of each, and each
+/// teacher's embedding of every caption and synthetic caption (PAPERS.md §9.3).
+let reinforce (args: ParseResults<ReinforceArgs>) =
+    let file = args.GetResult ReinforceArgs.File
+    let c = checkedOrExit file
+    let g = modelOrExit c (args.TryGetResult ReinforceArgs.Model)
+    let r = recipeOrExit c g
+
+    if r.Data.Kind <> "captions" then
+        located file r "dsl reinforce needs captions data in the train block of '%s'" g.Name
+
+    let count = args.GetResult(ReinforceArgs.Augmentations, 5)
+
+    if count <= 0 then
+        fail "error: --augmentations must be positive, got %d" count
+
+    let out =
+        match args.TryGetResult ReinforceArgs.Out, r.Data.Reinforced with
+        | Some o, _ -> o
+        | None, "" -> fail "error: give --out, or set the data's reinforced folder in %s" file
+        | None, folder -> relativeTo file folder
+
+    let teachers = args.GetResults ReinforceArgs.Teacher
+
+    if teachers.IsEmpty then
+        fail "error: give at least one --teacher FILE MODEL CHECKPOINT"
+
+    Benchmark.UseAllCores() |> ignore
+    use train = loadSet file r g r.Data.Path
+    let pipeline = imagePipeline r g
+    let c0, h, w = imageInput r g
+    ignore c0
+
+    let models =
+        teachers
+        |> List.map (fun (tfile, tname, checkpoint) ->
+            let tc = checkedOrExit tfile
+            let tg = modelOrExit tc (Some tname)
+            let model = new GraphModule(tg, 0L)
+            loadWeights model checkpoint |> ignore
+            let encoder = DualEncoder.Of model
+
+            match encoder.ContrastiveProblem() with
+            | null -> ()
+            | problem -> fail "%s: error: teacher %s" tfile problem
+
+            let tshape =
+                tg.Nodes[snd (tg.Inputs |> List.find (fun (n, _) -> n = encoder.ImageInput))].Shape
+
+            if tshape.Tail <> [ Known c0; Known h; Known w ] then
+                fail
+                    "%s: error: teacher '%s' takes images %s but the data gives [%d, %d, %d]"
+                    tfile
+                    tname
+                    (showShape tshape)
+                    c0
+                    h
+                    w
+
+            sprintf "%s:%s@%s" tfile tname checkpoint, encoder)
+
+    let clock = Diagnostics.Stopwatch.StartNew()
+
+    use set =
+        Reinforcer.Run(
+            train,
+            relativeTo file r.Data.Path,
+            pipeline,
+            ResizeArray(models |> List.map snd),
+            ResizeArray(models |> List.map fst),
+            count,
+            args.GetResult(ReinforceArgs.Batch, r.EvalBatch),
+            int64 (args.GetResult(ReinforceArgs.Seed, r.Seed))
+        )
+
+    set.Save out
+
+    for _, e in models do
+        e.Model.Dispose()
+
+    printfn
+        "reinforced %d images × %d augmentations with %d teacher(s) in %.0f s → %s"
+        set.Meta.Count
+        count
+        models.Length
+        clock.Elapsed.TotalSeconds
+        out
+
+    0

@@ -1,0 +1,168 @@
+using Dsl.Runtime.Data;
+using Dsl.Runtime.Emit;
+using Dsl.Runtime.Text;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Dsl.Runtime.Training;
+
+/// <summary>
+/// Training on an image–text set: each step takes one random caption per image (and, for
+/// reinforced training, one stored augmentation and one synthetic caption, with the teachers'
+/// embeddings of exactly those). CatLIP's objective needs no text tower: the captions' mined
+/// synsets are the targets.
+/// </summary>
+public sealed class ImageTextTask : ITrainingTask
+{
+    private readonly ImageTextSet train;
+    private readonly ImageTextSet? test;
+    private readonly ImagePipeline pipeline;
+    private readonly ImageTextObjective objective;
+    private readonly ReinforcedSet? reinforced;
+    private readonly TextTokenizer? tokenizer;
+
+    public ImageTextTask(
+        GraphModule model,
+        ImageTextSet train,
+        ImageTextSet? test,
+        ImagePipeline pipeline,
+        ImageTextObjective objective,
+        ReinforcedSet? reinforced = null)
+    {
+        var encoder = DualEncoder.Of(model);
+        this.train = train;
+        this.test = test;
+        this.pipeline = pipeline;
+        this.objective = objective;
+        this.reinforced = reinforced;
+        if (objective.Kind == ImageTextObjectiveKind.MultiLabel)
+        {
+            CheckLabels(model, train);
+        }
+        else
+        {
+            if (encoder.ContrastiveProblem() is { } problem)
+            {
+                throw new ArgumentException(problem);
+            }
+
+            tokenizer = TextTokenizer.Gpt2(encoder.ContextLength);
+        }
+
+        if (objective.Kind == ImageTextObjectiveKind.Reinforced)
+        {
+            if (reinforced is null)
+            {
+                throw new ArgumentException("reinforced training needs the stored teacher embeddings");
+            }
+
+            if (reinforced.Meta.Count != train.Count)
+            {
+                throw new DataError(reinforced.Meta.Manifest, $"the reinforced data covers {reinforced.Meta.Count} images but the manifest now gives {train.Count}; run `dsl reinforce` again");
+            }
+        }
+    }
+
+    public int Count => train.Count;
+
+    public Tensor Loss(GraphModule model, long[] indices, Generator augment, TrainOptions options)
+    {
+        var images = Batches.Take(train.Images, indices);
+        switch (objective.Kind)
+        {
+            case ImageTextObjectiveKind.MultiLabel:
+                {
+                    var logits = model.Forward(pipeline.Train(images, augment))[0];
+                    var targets = CatlipLabels.MultiHot([.. indices.Select(i => train.SynsetLabels![(int)i])], (int)logits.shape[1]).to(model.Device);
+                    return ImageTextLosses.MultiLabel(logits, targets);
+                }
+
+            case ImageTextObjectiveKind.Clip:
+                {
+                    var captions = Pick(indices, train.Captions, augment);
+                    var (image, text, scale) = DualEncoder.Of(model).EncodePairs(pipeline.Train(images, augment), tokenizer!.Batch([.. Texts(captions, train.Captions)]));
+                    return ImageTextLosses.Clip(image, text, scale);
+                }
+
+            default:
+                return ReinforcedLoss(model, indices, images, augment);
+        }
+    }
+
+    public EvalResult? Evaluate(GraphModule model, TrainOptions options) =>
+        test is null ? null : ImageTextEvaluator.Evaluate(model, test, pipeline, objective, options.EvalBatchSize);
+
+    /// <summary>
+    /// L(img, gt) + L(img, syn) with L = (1 − λ)·CLIP + λ·distill (PAPERS.md §9.3): one stored
+    /// augmentation, one caption and one synthetic caption per image, and the teachers' stored
+    /// embeddings of each. Lines without synthetic captions contribute the first term only.
+    /// </summary>
+    private Tensor ReinforcedLoss(GraphModule model, long[] indices, Tensor images, Generator augment)
+    {
+        var set = reinforced!;
+        var meta = set.Meta;
+        var augmentations = rand(indices.Length, generator: augment).data<float>().ToArray();
+        var augmentRows = indices.Select((image, i) => (image * meta.AugmentationsPerImage) + Math.Min((long)(augmentations[i] * meta.AugmentationsPerImage), meta.AugmentationsPerImage - 1)).ToArray();
+        var captions = Pick(indices, train.Captions, augment);
+        var withSynthetic = indices.All(i => train.Synthetic[(int)i].Length > 0);
+        var synthetic = withSynthetic ? Pick(indices, train.Synthetic, augment) : [];
+        var texts = Texts(captions, train.Captions).Concat(Texts(synthetic, train.Synthetic)).ToList();
+        var prepared = pipeline.Replay(images, set.Augmentations, augmentRows, augment);
+        var (image, text, scale) = DualEncoder.Of(model).EncodePairs(prepared, tokenizer!.Batch(texts));
+        var n = indices.Length;
+
+        IReadOnlyList<Tensor> Rows(IReadOnlyList<Tensor> stored, long[] rows)
+        {
+            var at = tensor(rows);
+            return [.. stored.Select(t => t.index_select(0, at).to(model.Device))];
+        }
+
+        var teacherImages = Rows(set.TeacherImages, augmentRows);
+        var scales = Enumerable.Repeat(objective.TeacherScale, set.Teachers).ToArray();
+        var loss = ImageTextLosses.Reinforced(
+            objective.Lambda, image, text.narrow(0, 0, n), scale, teacherImages,
+            Rows(set.TeacherCaptions, [.. captions.Select(c => (c.Image * meta.MaxCaptions) + c.Caption)]), scales);
+        if (withSynthetic)
+        {
+            loss += ImageTextLosses.Reinforced(
+                objective.Lambda, image, text.narrow(0, n, n), scale, teacherImages,
+                Rows(set.TeacherSynthetic, [.. synthetic.Select(c => (c.Image * meta.MaxSynthetic) + c.Caption)]), scales);
+        }
+
+        return loss;
+    }
+
+    /// <summary>One caption index per image, uniform over that image's captions.</summary>
+    private static (long Image, long Caption)[] Pick(long[] indices, IReadOnlyList<string[]> captions, Generator generator)
+    {
+        var draws = rand(indices.Length, generator: generator).data<float>().ToArray();
+        return [.. indices.Select((image, i) =>
+        {
+            var count = captions[(int)image].Length;
+            return (image, (long)Math.Min((int)(draws[i] * count), count - 1));
+        })];
+    }
+
+    private static IEnumerable<string> Texts((long Image, long Caption)[] picks, IReadOnlyList<string[]> captions) =>
+        picks.Select(p => captions[(int)p.Image][p.Caption]);
+
+    private static void CheckLabels(GraphModule model, ImageTextSet train)
+    {
+        if (train.SynsetLabels is null)
+        {
+            throw new DataError("manifest", "catlipLoss needs mined labels (a \"labels\" field on every line); write them with `dsl data catlip-labels`");
+        }
+
+        var output = model.Graph.Nodes[model.Graph.Outputs.Head.Item2].Shape;
+        if (output.Length != 2 || output[1] is not Ir.Dim.Known classes)
+        {
+            throw new ArgumentException($"catlipLoss needs logits [V] as the model's first output, got {Ir.showShape(output)}");
+        }
+
+        var largest = train.SynsetLabels.SelectMany(l => l).DefaultIfEmpty(-1).Max();
+        if (largest >= classes.Item)
+        {
+            throw new ArgumentException($"the manifest's labels go up to index {largest} but the model has {classes.Item} logits; the head must have one logit per vocabulary synset");
+        }
+    }
+}
