@@ -258,7 +258,10 @@ let tests =
                 let g = c.Models |> List.find (fun (n, _) -> n = "studentReinforced") |> snd
                 let diff, tol, deploy = compare g 3L
                 Expect.isLessThanOrEqual diff tol "max |y − y'| over image, text and logit_scale"
-                Expect.equal (countOps isBn deploy) 0 "no BatchNorm left"
+                // The attention stage's pre-norm BatchNorm follows a residual sum, so no conv
+                // absorbs it (timm's deploy FastViT keeps it too); every other one is folded.
+                Expect.equal (countOps isBn deploy) 1 "only the attention block's norm is left"
+                Expect.isLessThan (paramCount deploy) (paramCount g) "fewer parameters"
                 Expect.isTrue (roundTrips deploy) "printed deploy graph re-parses"
             }
 
