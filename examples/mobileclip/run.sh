@@ -56,12 +56,4 @@ $dsl eval "$out/deploy/model.dsl" --checkpoint "$out/deploy/checkpoint" --json |
 printf '%s\t%s\t%s\t%s\t%s\t%s\n' studentReinforced-deploy $first "$(json zero_shot_top1 < $out/deploy/eval.json)" "$(json zero_shot_top5 < $out/deploy/eval.json)" "$(json i2t_r1 < $out/deploy/eval.json)" "$(json t2i_r1 < $out/deploy/eval.json)" >> docs/mobileclip.tsv
 cat docs/mobileclip.tsv
 
-gnuplot <<'PLOT'
-set terminal pngcairo size 640,400
-set output 'docs/mobileclip-zero-shot.png'
-set title 'Zero-shot Fashion-MNIST accuracy, same student and steps'
-set ylabel 'zero-shot top-1 (%)'; set style data histogram; set style fill solid 0.7; set boxwidth 0.8
-set yrange [0:100]; set xtics rotate by -20
-plot 'docs/mobileclip.tsv' using ($3*100):xtic(stringcolumn(1).' '.stringcolumn(2)) notitle
-PLOT
-echo "wrote docs/mobileclip.tsv and docs/mobileclip-zero-shot.png"
+bash examples/mobileclip/plot.sh
