@@ -31,7 +31,7 @@ done
 gnuplot <<'PLOT'
 set terminal pngcairo size 640,400
 set output 'docs/catlip-step-time.png'
-set title 'Training step, same image encoder: CatLIP (BCE) vs CLIP (InfoNCE + text tower)'
+set title 'Training step, same image encoder: CatLIP (BCE) vs CLIP (InfoNCE, text tower)' font ',10'
 set xlabel 'batch size'; set ylabel 'ms per step (median)'; set logscale xy; set key top left
 set xtics (64, 256, 1024)
 plot 'docs/catlip-step-time.tsv' using 1:2 with linespoints title 'CatLIP', \
