@@ -83,6 +83,9 @@ public sealed class TextTokenizer
         }
     }
 
+    /// <summary>All of a text's ids, untruncated and without end-of-text (for packing corpora).</summary>
+    public int[] EncodeAll(string text) => [.. tokenizer.EncodeToIds(text)];
+
     /// <summary>One caption's row: ids, end-of-text, then padding, exactly ContextLength long.</summary>
     public int[] Encode(string text)
     {
