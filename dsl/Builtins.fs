@@ -132,13 +132,27 @@ let private layers =
         layerFn "embedding" [ "count"; "dim" ] [] (fun a s ->
             embedding (asPositiveInt "embedding" "count" a["count"]) (asPositiveInt "embedding" "dim" a["dim"]) s)
         layerFn "positionalEmbedding" [] [] (fun _ s -> positionalEmbedding s)
-        layerFn "attention" [ "heads" ] [ "causal", VBool false; "qkvBias", VBool true; "bias", VBool true ] (fun a s ->
-            attention
-                (asPositiveInt "attention" "heads" a["heads"])
-                (asBool "attention" "causal" a["causal"])
-                (asBool "attention" "qkvBias" a["qkvBias"])
-                (asBool "attention" "bias" a["bias"])
-                s)
+        layerFn
+            "attention"
+            [ "heads" ]
+            [
+                "causal", VBool false
+                "qkvBias", VBool true
+                "bias", VBool true
+                "kvHeads", num 0
+                "rope", flt 0.0
+                "qkNorm", VBool false
+            ]
+            (fun a s ->
+                attention
+                    (asPositiveInt "attention" "heads" a["heads"])
+                    (asBool "attention" "causal" a["causal"])
+                    (asBool "attention" "qkvBias" a["qkvBias"])
+                    (asBool "attention" "bias" a["bias"])
+                    (asInt "attention" "kvHeads" a["kvHeads"])
+                    (asFloat "attention" "rope" a["rope"])
+                    (asBool "attention" "qkNorm" a["qkNorm"])
+                    s)
         layerFn "layerScale" [] [ "init", flt 1e-5 ] (fun a s -> layerScale (asFloat "layerScale" "init" a["init"]) s)
         layerFn "normalize" [] [ "axis", num -1 ] (fun a s -> normalize (asInt "normalize" "axis" a["axis"]) s)
         layerFn "selectToken" [ "index" ] [] (fun a s -> selectToken (asInt "selectToken" "index" a["index"]) s)

@@ -70,6 +70,13 @@ type AttentionAttrs =
         QkvBias: bool
         /// Bias of the output projection.
         Bias: bool
+        /// Key/value heads; fewer than Heads is grouped-query attention (each serves
+        /// Heads / KvHeads query heads), as in OpenELM (PAPERS.md §4.2).
+        KvHeads: int
+        /// Rotary position embedding base θ applied to q and k per head; 0 = none.
+        Rope: float
+        /// RMSNorm of q and of k per head before the dot product (OpenELM's qk-norm).
+        QkNorm: bool
     }
 
 type InputKind =
@@ -258,5 +265,6 @@ let macs (n: Node) =
              | _ -> 1L)
 
         let d = int64 a.Dim
-        4L * t * d * d + 2L * t * t * d
+        let kv = d * int64 a.KvHeads / int64 a.Heads
+        t * d * (2L * d + 2L * kv) + 2L * t * t * d
     | _ -> 0L

@@ -80,6 +80,16 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteBoolean("causal", a.Causal)
         w.WriteBoolean("qkvBias", a.QkvBias)
         w.WriteBoolean("bias", a.Bias)
+
+        // Written only when used, so graphs without them keep their JSON and checkpoint hash.
+        if a.KvHeads <> a.Heads then
+            w.WriteNumber("kvHeads", a.KvHeads)
+
+        if a.Rope <> 0.0 then
+            w.WriteNumber("rope", a.Rope)
+
+        if a.QkNorm then
+            w.WriteBoolean("qkNorm", true)
     | Concat a -> w.WriteNumber("axis", a)
     | LayerScale(c, a) ->
         w.WriteNumber("channels", c)

@@ -480,7 +480,10 @@ let positionalEmbedding span : Layer =
 
     primLayer "positionalEmbedding" span run
 
-let attention heads causal qkvBias bias span : Layer =
+/// Multi-head self-attention with a fused q/k/v projection; `kvHeads` (0 = heads) below `heads`
+/// is grouped-query attention, `rope` > 0 rotates q and k per head with base θ = rope, and
+/// `qkNorm` RMS-normalises q and k per head (OpenELM, PAPERS.md §4.2).
+let attention heads causal qkvBias bias kvHeads rope qkNorm span : Layer =
     let run ctx input =
         let b = builderOf ctx span
         let t = tensorIn "attention" span input
@@ -492,10 +495,37 @@ let attention heads causal qkvBias bias span : Layer =
             if d % heads <> 0 then
                 errorf span "attention: width %d is not divisible by %d heads" d heads
 
+            let kvHeads = if kvHeads = 0 then heads else kvHeads
+
+            if kvHeads < 0 || heads % kvHeads <> 0 then
+                errorf
+                    span
+                    "attention: %d query heads cannot share %d key/value heads; kvHeads must divide heads"
+                    heads
+                    kvHeads
+
+            let headDim = d / heads
+
+            if rope < 0.0 || (rope > 0.0 && headDim % 2 <> 0) then
+                errorf
+                    span
+                    "attention: rope needs a positive base and an even head size, got rope = %g with head size %d"
+                    rope
+                    headDim
+
+            let qkvRows = d + 2 * kvHeads * headDim
+
             let ps =
-                [ trainable b span "qkv.weight" [ 3 * d; d ] (fanInUniform d) ]
+                [ trainable b span "qkv.weight" [ qkvRows; d ] (fanInUniform d) ]
                 @ (if qkvBias then
-                       [ trainable b span "qkv.bias" [ 3 * d ] Zeros ]
+                       [ trainable b span "qkv.bias" [ qkvRows ] Zeros ]
+                   else
+                       [])
+                @ (if qkNorm then
+                       [
+                           trainable b span "q_norm.weight" [ headDim ] Ones
+                           trainable b span "k_norm.weight" [ headDim ] Ones
+                       ]
                    else
                        [])
                 @ [ trainable b span "proj.weight" [ d; d ] (fanInUniform d) ]
@@ -511,6 +541,9 @@ let attention heads causal qkvBias bias span : Layer =
                     Causal = causal
                     QkvBias = qkvBias
                     Bias = bias
+                    KvHeads = kvHeads
+                    Rope = rope
+                    QkNorm = qkNorm
                 }
 
             addNode b span (SelfAttention attrs) [ t ] t.Shape ps

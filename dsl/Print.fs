@@ -85,11 +85,20 @@ let private layerExpr (g: Graph) (n: Node) =
     | SelfAttention a ->
         Some(
             sprintf
-                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)"
+                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s"
                 a.Heads
                 (bool a.Causal)
                 (bool a.QkvBias)
                 (bool a.Bias)
+                (if a.KvHeads <> a.Heads then
+                     sprintf " (kvHeads = %d)" a.KvHeads
+                 else
+                     "")
+                (if a.Rope <> 0.0 then
+                     sprintf " (rope = %s)" (float a.Rope)
+                 else
+                     "")
+                (if a.QkNorm then " (qkNorm = true)" else "")
         )
     | LayerScale _ ->
         match initOf "gamma" with

@@ -38,7 +38,17 @@ let private opName (op: Op) =
             (c.Stride |> List.map string |> String.concat "×")
             (if c.Groups > 1 then sprintf " g%d" c.Groups else "")
     | Linear(i, o, _) -> sprintf "linear %d→%d" i o
-    | SelfAttention a -> sprintf "attention %d heads%s" a.Heads (if a.Causal then " causal" else "")
+    | SelfAttention a ->
+        sprintf
+            "attention %d heads%s%s%s%s"
+            a.Heads
+            (if a.KvHeads <> a.Heads then
+                 sprintf " (%d kv)" a.KvHeads
+             else
+                 "")
+            (if a.Causal then " causal" else "")
+            (if a.Rope > 0.0 then " rope" else "")
+            (if a.QkNorm then " qk-norm" else "")
     | other -> opKind other
 
 let table (g: Graph) =

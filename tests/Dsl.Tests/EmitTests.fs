@@ -57,6 +57,9 @@ module Graphs =
                 Causal = true
                 QkvBias = true
                 Bias = true
+                KvHeads = 2
+                Rope = 0.0
+                QkNorm = false
             }
 
         {

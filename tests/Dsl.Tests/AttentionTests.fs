@@ -1,0 +1,139 @@
+/// Attention for decoder language models (issue 5): grouped-query heads, rotary position
+/// embedding and per-head qk-norm, each checked against an independent formulation.
+module Dsl.Tests.AttentionTests
+
+open Expecto
+open TorchSharp
+open Dsl.Runtime.Emit
+open Dsl.Tests.Support
+
+let private model src seed =
+    let m = new GraphModule(graph src, seed)
+    m.eval ()
+    m
+
+let private weight (m: GraphModule) name = m.state_dict().[name]
+
+let private run (m: GraphModule) (x: torch.Tensor) =
+    use _ = torch.no_grad ()
+    m.forward x
+
+[<Tests>]
+let tests =
+    testList
+        "attention options"
+        [
+            test "grouped-query attention equals multi-head attention whose heads share k and v within a group" {
+                use gqa =
+                    model "model m : tensor[5, 32] = attention 4 (kvHeads = 2) (causal = true)\n" 1L
+
+                use mha = model "model m : tensor[5, 32] = attention 4 (causal = true)\n" 2L
+                let hd = 8L
+                let w = weight gqa "qkv.weight"
+                Expect.equal w.shape [| (4L + 2L * 2L) * hd; 32L |] "q rows for 4 heads, k and v rows for 2"
+
+                // MHA's k (and v) head i is GQA's kv head i / 2: repeat each kv head's rows twice.
+                let q = w.narrow (0, 0L, 4L * hd)
+
+                let k =
+                    w
+                        .narrow(0, 4L * hd, 2L * hd)
+                        .view(2L, hd, 32L)
+                        .repeat_interleave(2L, dim = 0L)
+                        .reshape(4L * hd, 32L)
+
+                let v =
+                    w
+                        .narrow(0, 6L * hd, 2L * hd)
+                        .view(2L, hd, 32L)
+                        .repeat_interleave(2L, dim = 0L)
+                        .reshape(4L * hd, 32L)
+
+                use _ = torch.no_grad ()
+                (weight mha "qkv.weight").copy_(torch.cat ([| q; k; v |], 0L)) |> ignore
+                (weight mha "proj.weight").copy_(weight gqa "proj.weight") |> ignore
+                (weight mha "qkv.bias").zero_() |> ignore
+                (weight mha "proj.bias").copy_(weight gqa "proj.bias") |> ignore
+                (weight gqa "qkv.bias").zero_() |> ignore
+                use x = torch.randn (3L, 5L, 32L)
+                use a = run gqa x
+                use b = run mha x
+                Expect.isLessThan (EmitTests.maxAbsDiff a b) 1e-5 "same outputs"
+            }
+
+            test "RoPE matches the complex-number formulation: pair (i, i + d/2) times e^(i·m·θ_i)" {
+                use m =
+                    model "model m : tensor[6, 16] = attention 2 (rope = 10000.0) (qkvBias = false) (bias = false)\n" 3L
+
+                use x = torch.randn (1L, 6L, 16L)
+                use y = run m x
+                use _ = torch.no_grad ()
+                let heads, hd, t = 2L, 8L, 6L
+
+                let qkv =
+                    torch.nn.functional.linear(x, weight m "qkv.weight").view(1L, t, 3L, heads, hd)
+
+                let rotate (z: torch.Tensor) : torch.Tensor = // [1, T, heads, hd] → rotated, via complex multiplication
+                    let half = hd / 2L
+                    let re, im = z.narrow (-1, 0L, half), z.narrow (-1, half, half)
+
+                    let freqs =
+                        torch.pow (10000.0, -(torch.arange (0L, half, dtype = torch.float64) * 2.0 / float hd))
+
+                    let angles =
+                        torch.outer(torch.arange (t, dtype = torch.float64), freqs).view(1L, t, 1L, half).to_type
+                            torch.float32
+
+                    let c, s = angles.cos (), angles.sin ()
+                    torch.cat ([| re * c - im * s; re * s + im * c |], -1L)
+
+                let q = rotate (qkv.select (2, 0L)) |> fun z -> z.transpose (1, 2)
+                let k = rotate (qkv.select (2, 1L)) |> fun z -> z.transpose (1, 2)
+                let v = qkv.select(2, 2L).transpose(1, 2)
+                let scores: torch.Tensor = q.matmul (k.transpose (-1, -2)) / sqrt (float hd)
+                let attended = scores.softmax(-1).matmul v
+
+                let expected =
+                    torch.nn.functional.linear (attended.transpose(1, 2).reshape(1L, t, 16L), weight m "proj.weight")
+
+                Expect.isLessThan (EmitTests.maxAbsDiff y expected) 1e-5 "same outputs"
+            }
+
+            test "with qk-norm, scaling the query projection leaves the output unchanged; without, it does not" {
+                let scaledQueries src =
+                    use m = model src 4L
+                    use x = torch.randn (2L, 4L, 16L)
+                    use before = run m x
+                    use _ = torch.no_grad ()
+                    (weight m "qkv.weight").narrow(0, 0L, 16L).mul_(torch.tensor 7.0f) |> ignore
+                    (weight m "qkv.bias").narrow(0, 0L, 16L).mul_(torch.tensor 7.0f) |> ignore
+                    use after = run m x
+                    EmitTests.maxAbsDiff before after
+
+                Expect.isLessThan
+                    (scaledQueries "model m : tensor[4, 16] = attention 2 (qkNorm = true)\n")
+                    1e-4
+                    "RMS-normalised"
+
+                Expect.isGreaterThan
+                    (scaledQueries "model m : tensor[4, 16] = attention 2\n")
+                    1e-3
+                    "plain attention sees the scale"
+            }
+
+            test "kvHeads that do not divide heads, and RoPE with an odd head size, are located errors" {
+                expectError "model m : tensor[4, 24] = attention 4 (kvHeads = 3)\n" "1:27" "kvHeads must divide heads"
+                expectError "model m : tensor[4, 6] = attention 2 (rope = 10000.0)\n" "1:26" "even head size"
+            }
+
+            test "new options print back and re-parse to the same graph; plain attention prints as before" {
+                let src =
+                    "model m : tensor[4, 32] = attention 4 (kvHeads = 2) (rope = 500000.0) (qkNorm = true)\n"
+
+                let printed = Dsl.Print.model (graph src)
+                Expect.stringContains printed "(kvHeads = 2) (rope = 500000.0) (qkNorm = true)" "options printed"
+                Expect.equal (Dsl.IrJson.write false (graph printed)) (Dsl.IrJson.write false (graph src)) "same IR"
+                let plain = Dsl.Print.model (graph "model m : tensor[4, 32] = attention 4\n")
+                Expect.isFalse (plain.Contains "kvHeads") "defaults not printed"
+            }
+        ]
