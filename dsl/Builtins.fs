@@ -156,6 +156,12 @@ let private layers =
         layerFn "layerScale" [] [ "init", flt 1e-5 ] (fun a s -> layerScale (asFloat "layerScale" "init" a["init"]) s)
         layerFn "normalize" [] [ "axis", num -1 ] (fun a s -> normalize (asInt "normalize" "axis" a["axis"]) s)
         layerFn "selectToken" [ "index" ] [] (fun a s -> selectToken (asInt "selectToken" "index" a["index"]) s)
+        layerFn "narrow" [ "axis"; "start"; "length" ] [] (fun a s ->
+            narrow
+                (asInt "narrow" "axis" a["axis"])
+                (asInt "narrow" "start" a["start"])
+                (asPositiveInt "narrow" "length" a["length"])
+                s)
     ]
     @ activations
 

@@ -132,6 +132,9 @@ type Op =
     /// `token`, or at the last position when it does not occur -> [B, D]. CLIP's pooling at the
     /// end-of-text token.
     | SelectWhere of token: int
+    /// `length` positions of `axis` from `start` (axis counts the batch as 0; negative from the
+    /// end): SwiGLU's gate and value halves of one fused projection (PAPERS.md §4.2).
+    | Narrow of axis: int * start: int * length: int
 
 type ParamKind =
     | Trainable
@@ -212,6 +215,7 @@ let opKind (op: Op) =
     | Scale _ -> "scale"
     | SelectToken _ -> "selectToken"
     | SelectWhere _ -> "selectWhere"
+    | Narrow _ -> "narrow"
 
 let isKnown =
     function

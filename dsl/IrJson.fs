@@ -98,6 +98,10 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
     | Scale f -> w.WriteNumber("factor", f)
     | SelectToken i -> w.WriteNumber("index", i)
     | SelectWhere t -> w.WriteNumber("token", t)
+    | Narrow(axis, start, length) ->
+        w.WriteNumber("axis", axis)
+        w.WriteNumber("start", start)
+        w.WriteNumber("length", length)
     // The rest carry no attributes beyond their op name.
     | _ -> ()
 

@@ -596,6 +596,26 @@ let selectToken index span =
             | _ -> rankError "selectToken" span "[B, T, D] with known T" t)
         span
 
+/// Positions start .. start + length − 1 of one axis (the batch is axis 0; negative from the end).
+let narrow axis start length span =
+    shaped
+        "narrow"
+        (Narrow(axis, start, length))
+        (fun t ->
+            let rank = t.Shape.Length
+            let a = if axis < 0 then rank + axis else axis
+
+            if a <= 0 || a >= rank then
+                errorf span "narrow: axis %d is not a non-batch axis of a rank-%d tensor" axis rank
+
+            match t.Shape[a] with
+            | Known n when start >= 0 && length > 0 && start + length <= n ->
+                t.Shape |> List.mapi (fun i d -> if i = a then Known length else d)
+            | Known n ->
+                errorf span "narrow: positions %d..%d are outside the %d of axis %d" start (start + length - 1) n axis
+            | _ -> errorf span "narrow: axis %d has no known size" axis)
+        span
+
 // ---- tensor operations ----------------------------------------------------------------------
 
 /// NumPy broadcasting of two shapes, or a located error.

@@ -106,6 +106,7 @@ let private layerExpr (g: Graph) (n: Node) =
         | _ -> Some "layerScale"
     | Normalize axis -> Some(sprintf "normalize (axis = %d)" axis)
     | SelectToken i -> Some(sprintf "selectToken %s" (int i))
+    | Narrow(axis, start, length) -> Some(sprintf "narrow %s %d %d" (int axis) start length)
     | Input _
     | Add
     | Mul

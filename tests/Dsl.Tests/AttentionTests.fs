@@ -137,3 +137,58 @@ let tests =
                 Expect.isFalse (plain.Contains "kvHeads") "defaults not printed"
             }
         ]
+
+let private decoderSource =
+    "open lm\nmodel t : tokens[16] -> logits[16, 257] = decoder lmTiny\n"
+
+[<Tests>]
+let decoderTests =
+    testList
+        "decoder"
+        [
+            test "the tiny decoder's parameters follow the formula" {
+                let g = graph decoderSource
+                let d, hd, vocab, hidden = 64, 16, 257, 256
+                let attention = (4 + 2 * 2) * hd * d + d * d + 2 * hd
+                let block = attention + 2 * d + 2 * hidden * d + hidden * d
+                let expected = vocab * d + 2 * block + d + d * vocab
+                Expect.equal (Dsl.Ir.paramCount g) (int64 expected) "embedding, 2 blocks, norm, output"
+            }
+
+            test "SwiGLU's hidden width is OpenLM's: 2816 at d 1024, 5632 at d 2048" {
+                for d, hidden in [ 1024, 2816; 2048, 5632 ] do
+                    let g = graph $"open lm\nmodel m : tensor[2, {d}] = swiglu (swigluHidden {d})\n"
+                    let w12 = g.Params |> List.find (fun p -> p.Name = "w12.weight")
+                    Expect.equal w12.Shape [ 2 * hidden; d ] $"d {d}"
+            }
+
+            test "the decoder is causal: a later token never changes earlier logits" {
+                use m = new GraphModule(graph decoderSource, 5L)
+                m.eval ()
+                use _ = torch.no_grad ()
+                use a = torch.randint (257L, [| 2L; 16L |])
+                use b = a.clone ()
+                use later = torch.randint (257L, [| 2L; 6L |])
+                b.narrow(1, 10L, 6L).copy_ later |> ignore
+                use ya = m.forward a
+                use yb = m.forward b
+
+                Expect.isLessThan
+                    (EmitTests.maxAbsDiff (ya.narrow (1, 0L, 10L)) (yb.narrow (1, 0L, 10L)))
+                    1e-5
+                    "positions 0–9 agree"
+
+                Expect.isGreaterThan (EmitTests.maxAbsDiff ya yb) 1e-4 "later positions do change"
+            }
+
+            test "the decoder prints back as source that elaborates to the same IR" {
+                let g = graph decoderSource
+                let again = graph (Dsl.Print.model g)
+                Expect.equal (Dsl.IrJson.write false again) (Dsl.IrJson.write false g) "same IR"
+            }
+
+            test "narrow outside the axis, or on the batch axis, is a located error" {
+                expectError "model m : tensor[4, 8] = narrow (-1) 6 4\n" "1:26" "outside the 8 of axis -1"
+                expectError "model m : tensor[4, 8] = narrow 0 0 1\n" "1:26" "not a non-batch axis"
+            }
+        ]

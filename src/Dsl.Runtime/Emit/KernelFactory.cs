@@ -46,6 +46,7 @@ internal static class KernelFactory
             Ir.Op.TokensToImage image => ShapeKernels.TokensToImage(image.height, image.width),
             Ir.Op.Concat concat => ShapeKernels.Concat(concat.axis),
             Ir.Op.SelectToken select => ShapeKernels.SelectToken(select.index),
+            Ir.Op.Narrow narrow => ShapeKernels.Narrow(narrow.axis, narrow.start, narrow.length),
             Ir.Op.SelectWhere select => ShapeKernels.SelectWhere(select.token),
 
             _ => throw new NotSupportedException($"node {node.Id} ('{node.Path}'): op {OpNames.Of(node.Op)} has no kernel"),

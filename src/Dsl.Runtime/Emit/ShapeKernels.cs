@@ -93,6 +93,10 @@ internal static class ShapeKernels
         return scope.MoveToOuter(tokens.gather(1, index).squeeze(1));
     };
 
+    /// <summary>A view of <paramref name="length"/> positions of one axis from <paramref name="start"/>.</summary>
+    public static Kernel Narrow(int axis, int start, int length) => (x, _) =>
+        x[0].narrow(axis < 0 ? x[0].dim() + axis : axis, start, length);
+
     /// <summary>One position along axis 1: [B, T, D] → [B, D]; negative counts from the end.</summary>
     public static Kernel SelectToken(int index) => (x, _) =>
         x[0].select(1, index < 0 ? x[0].shape[1] + index : index);
