@@ -436,6 +436,8 @@ let private recipes =
         tagged "clipLoss" [] []
         tagged "mobileclipLoss" [] [ "lambda", flt 0.75; "teacherScale", flt 100.0 ]
         tagged "catlipLoss" [] []
+        tagged "corpus" [ "file" ] [ "format", str "plain"; "tokenizer", str "bytes"; "validation", flt 0.05 ]
+        tagged "nextToken" [] [ "zLoss", flt 0.0 ]
         tagged
             "adamw"
             []

@@ -224,6 +224,13 @@ let recipe (r: Recipe.TrainRecipe) : string =
                 augments
                 d.Size
                 d.Channels
+        | "corpus" ->
+            sprintf
+                "corpus %s (format = %s) (tokenizer = %s) (validation = %s)"
+                (quoted d.Path)
+                (quoted d.Format)
+                (quoted d.Tokenizer)
+                (float d.Validation)
         | "captions" ->
             sprintf
                 "captions %s (test = %s) (augment = [ %s ]) (size = %d) (channels = %d) (reinforced = %s)"
@@ -248,6 +255,7 @@ let recipe (r: Recipe.TrainRecipe) : string =
         | Recipe.MobileclipLoss(lambda, scale) ->
             sprintf "mobileclipLoss (lambda = %s) (teacherScale = %s)" (float lambda) (float scale)
         | Recipe.CatlipLoss -> "catlipLoss"
+        | Recipe.NextToken z -> sprintf "nextToken (zLoss = %s)" (float z)
 
     let o = r.Optimizer
 

@@ -25,6 +25,10 @@ type DataSpec =
         Augment: Augment list
         /// `captions`: the folder `dsl reinforce` writes and reinforced training reads ("" = none).
         Reinforced: string
+        /// `corpus`: plain, lines or fortunes; bytes or gpt2; the share of documents held out.
+        Format: string
+        Tokenizer: string
+        Validation: float
     }
 
 /// The objective of a train block. Image–text objectives need `captions` data.
@@ -38,6 +42,8 @@ type LossSpec =
     | MobileclipLoss of lambda: float * teacherScale: float
     /// CatLIP's multi-label BCE over caption-mined synsets, batch-mean reduction (PAPERS.md §6.2).
     | CatlipLoss
+    /// Next-token cross-entropy of a decoder, plus zLoss · mean(logsumexp(logits)²) (OpenLM, §4.2).
+    | NextToken of zLoss: float
 
 type OptimizerSpec =
     {
@@ -111,12 +117,25 @@ let private augment (v, span) =
         HFlip p
 
 let private data (v, span) =
-    let kind, f = kindOf "data" [ "fashionMnist"; "imageFolder"; "captions" ] (v, span)
+    let kind, f =
+        kindOf "data" [ "fashionMnist"; "imageFolder"; "captions"; "corpus" ] (v, span)
+
+    let corpus name read =
+        if kind = "corpus" then
+            read (f name)
+        else
+            Unchecked.defaultof<_>
+
+    // Text has no images: no augmentations, size or channels.
+    let images = kind <> "corpus"
 
     let augments =
-        asList kind "augment" (f "augment") |> List.map (fun a -> augment (a, span))
+        if images then
+            asList kind "augment" (f "augment") |> List.map (fun a -> augment (a, span))
+        else
+            []
 
-    let size = asPositiveInt kind "size" (f "size")
+    let size = if images then asPositiveInt kind "size" (f "size") else 0
 
     // Augmentations run on images at the data's size, and the model sees what they return.
     for a in augments do
@@ -131,24 +150,56 @@ let private data (v, span) =
             match kind with
             | "fashionMnist" -> asString kind "dir" (f "dir")
             | "captions" -> asString kind "manifest" (f "manifest")
+            | "corpus" -> asString kind "file" (f "file")
             | _ -> asString kind "path" (f "path")
         Test =
-            if kind = "fashionMnist" then
+            if kind = "fashionMnist" || kind = "corpus" then
                 ""
             else
                 asString kind "test" (f "test")
         Size = size
-        Channels = asPositiveInt kind "channels" (f "channels")
+        Channels =
+            if images then
+                asPositiveInt kind "channels" (f "channels")
+            else
+                0
         Augment = augments
         Reinforced =
             if kind = "captions" then
                 asString kind "reinforced" (f "reinforced")
             else
                 ""
+        Format =
+            match corpus "format" (asString kind "format") with
+            | null -> ""
+            | ("plain" | "lines" | "fortunes") as s -> s
+            | s -> errorf span "corpus: format '%s' is not one of plain, lines, fortunes" s
+        Tokenizer =
+            match corpus "tokenizer" (asString kind "tokenizer") with
+            | null -> ""
+            | ("bytes" | "gpt2") as s -> s
+            | s -> errorf span "corpus: tokenizer '%s' is not one of bytes, gpt2" s
+        Validation =
+            if kind = "corpus" then
+                let v = asFloat kind "validation" (f "validation")
+
+                if v < 0.0 || v >= 1.0 then
+                    errorf span "corpus: validation must be in [0, 1), got %g" v
+
+                v
+            else
+                0.0
     }
 
 let private loss (v, span) =
-    match kindOf "loss" [ "crossEntropy"; "clipLoss"; "mobileclipLoss"; "catlipLoss" ] (v, span) with
+    match kindOf "loss" [ "crossEntropy"; "clipLoss"; "mobileclipLoss"; "catlipLoss"; "nextToken" ] (v, span) with
+    | "nextToken", f ->
+        let z = asFloat "nextToken" "zLoss" (f "zLoss")
+
+        if z < 0.0 then
+            errorf span "nextToken: zLoss must not be negative, got %g" z
+
+        NextToken z
     | "crossEntropy", f ->
         let s = asFloat "crossEntropy" "smoothing" (f "smoothing")
 
@@ -262,6 +313,9 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
             "mobileclipLoss reads stored teacher embeddings: set the data's reinforced folder (written by `dsl reinforce`)"
     | kind, (ClipLoss | MobileclipLoss _ | CatlipLoss) when kind <> "captions" ->
         errorf (snd lossValue) "%s data has no captions; image–text objectives need `captions` data" kind
+    | "corpus", objective when not objective.IsNextToken ->
+        errorf (snd lossValue) "corpus data trains a language model: use nextToken"
+    | kind, NextToken _ when kind <> "corpus" -> errorf (snd lossValue) "nextToken needs `corpus` data, not %s" kind
     | _ -> ()
 
     {

@@ -55,7 +55,8 @@ let objectiveOf (r: TrainRecipe) =
     | ClipLoss -> ImageTextObjective(ImageTextObjectiveKind.Clip)
     | MobileclipLoss(lambda, scale) -> ImageTextObjective(ImageTextObjectiveKind.Reinforced, lambda, scale)
     | CatlipLoss -> ImageTextObjective(ImageTextObjectiveKind.MultiLabel)
-    | CrossEntropy _ -> fail "error: captions data trains an image–text objective"
+    | CrossEntropy _
+    | NextToken _ -> fail "error: captions data trains an image–text objective"
 
 let private cropOf (r: TrainRecipe) =
     r.Data.Augment
@@ -84,6 +85,8 @@ let private describe (e: EvalResult) =
         |> Seq.map (fun struct (name, value) ->
             if name = "loss" then
                 sprintf "loss %.4f" value
+            elif name = "perplexity" then
+                sprintf "perplexity %.2f" value
             else
                 sprintf "%s %.2f%%" name (100.0 * value))
 

@@ -101,7 +101,10 @@ let train (args: ParseResults<TrainArgs>) =
 
     // What is trained on: labelled images, or an image–text set (which owns its reinforced data).
     let task, owned: ITrainingTask * IDisposable list =
-        if r.Data.Kind = "captions" then
+        if r.Data.Kind = "corpus" then
+            let packed = Corpus.load file r g
+            Corpus.task r packed, [ packed :> IDisposable ]
+        elif r.Data.Kind = "captions" then
             let train = ImageText.loadSet file r g r.Data.Path
             let test = ImageText.testSet file r g
             let t, reinforced = ImageText.task file r g model train test
@@ -152,7 +155,7 @@ let train (args: ParseResults<TrainArgs>) =
     match result.LastEvaluation with
     | null -> ()
     | e when e.Extra.Count > 0 || Double.IsNaN e.Accuracy ->
-        printfn "test %s on %d images" (ImageText.evalLine e) e.Count
+        printfn "test %s on %d examples" (ImageText.evalLine e) e.Count
     | e -> printfn "test accuracy %.2f%% (top-5 %.2f%%) on %d images" (100.0 * e.Accuracy) (100.0 * e.Top5) e.Count
 
     printfn "checkpoint: %s" options.CheckpointDir
@@ -168,6 +171,35 @@ let eval (args: ParseResults<EvalArgs>) =
 
     if r.Data.Kind = "captions" then
         ImageText.eval file r g model meta (args.Contains EvalArgs.Json) (args.Contains EvalArgs.Probe)
+    elif r.Data.Kind = "corpus" then
+        use packed = Corpus.load file r g
+
+        match (Corpus.task r packed).Evaluate(model, trainOptions r g "runs") with
+        | null -> fail "%s: error: the corpus holds out no validation row; raise validation" file
+        | e ->
+            if args.Contains EvalArgs.Json then
+                printfn
+                    "%s"
+                    (JsonSerializer.Serialize(
+                        dict
+                            [
+                                "model", box g.Name
+                                "step", box meta.Step
+                                "rows", box e.Count
+                                "loss", box e.Loss
+                                "perplexity", box e.Extra["perplexity"]
+                            ]
+                    ))
+            else
+                printfn
+                    "%s at step %d on %d validation rows: loss %.4f, perplexity %.2f"
+                    g.Name
+                    meta.Step
+                    e.Count
+                    e.Loss
+                    e.Extra["perplexity"]
+
+            0
     else
 
         use test =

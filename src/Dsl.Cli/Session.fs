@@ -160,6 +160,8 @@ let imagePipeline (r: TrainRecipe) (g: Graph) =
 
 let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
     let augments = randomAugments r
+    // Text has no image pipeline.
+    let images = r.Data.Kind <> "corpus"
 
     TrainOptions(
         Epochs = r.Epochs,
@@ -185,8 +187,14 @@ let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
              | _ -> 0.0),
         AccumulationSteps = r.Accumulate,
         Seed = int64 r.Seed,
-        Augmentations = ResizeArray(resizeTransforms r g @ augments @ [ normalizeFor r g ]),
-        EvalTransforms = ResizeArray(evalTransforms r g),
+        Augmentations =
+            ResizeArray(
+                if images then
+                    resizeTransforms r g @ augments @ [ normalizeFor r g ]
+                else
+                    []
+            ),
+        EvalTransforms = ResizeArray(if images then evalTransforms r g else []),
         EvalBatchSize = r.EvalBatch,
         OutDir = outDir,
         SourceHash = sourceHash g

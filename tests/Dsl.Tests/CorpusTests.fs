@@ -111,3 +111,83 @@ let tests =
                 Expect.isFalse (Array.contains t.EndOfText ids) "no end-of-text added"
             }
         ]
+
+let private lmSource (data: string) (loss: string) =
+    sprintf
+        "open lm\nmodel tiny : tokens[16] -> logits[16, 257] = decoder lmTiny\ntrain tiny {\n    data = %s\n    loss = %s\n    optimizer = adamw (lr = 3e-3)\n    batch = 8\n}\n"
+        data
+        loss
+
+[<Tests>]
+let languageModelTests =
+    testList
+        "language model training"
+        [
+            test "corpus data needs nextToken and nextToken needs corpus data: located errors" {
+                expectError (lmSource "corpus \"f.txt\"" "crossEntropy") "5:12" "use nextToken"
+                expectError (lmSource "fashionMnist" "nextToken") "5:12" "nextToken needs `corpus` data"
+
+                expectError
+                    (lmSource "corpus \"f.txt\" (tokenizer = \"words\")" "nextToken")
+                    "4:12"
+                    "not one of bytes, gpt2"
+            }
+
+            test "a corpus recipe prints back as source that gives the same recipe" {
+                let src =
+                    lmSource
+                        "corpus \"f.txt\" (format = \"fortunes\") (tokenizer = \"gpt2\") (validation = 0.2)"
+                        "nextToken (zLoss = 1e-4)"
+
+                let c = check src
+                Expect.isEmpty c.Diagnostics "compiles"
+                let r = c.Recipes.Head
+                let again = check (src.Substring(0, src.IndexOf "train") + Dsl.Print.recipe r)
+                Expect.isEmpty again.Diagnostics "printed recipe compiles"
+
+                Expect.equal
+                    { again.Recipes.Head with
+                        Span = r.Span
+                    }
+                    r
+                    "same recipe"
+            }
+
+            test "dsl train on a fortunes file lowers the next-token loss; dsl eval reports perplexity = exp(loss)" {
+                withTempDir (fun dir ->
+                    let rnd = System.Random 1
+                    let words = [| "the"; "cat"; "sat"; "on"; "a"; "mat"; "and"; "dog"; "ran" |]
+
+                    let entries =
+                        [
+                            for _ in 1..200 ->
+                                String.concat " " [ for _ in 1 .. rnd.Next(4, 12) -> words[rnd.Next words.Length] ]
+                                + "."
+                        ]
+
+                    File.WriteAllText(Path.Combine(dir, "f.txt"), String.concat "\n%\n" entries)
+                    let file = Path.Combine(dir, "lm.dsl")
+
+                    File.WriteAllText(
+                        file,
+                        lmSource
+                            "corpus \"f.txt\" (format = \"fortunes\") (validation = 0.1)"
+                            "nextToken (zLoss = 1e-4)"
+                    )
+
+                    let run = Path.Combine(dir, "run")
+                    let trained = CliTests.dsl [ "train"; file; "--out"; run; "--epochs"; "2" ]
+                    Expect.equal trained.Code 0 trained.Err
+                    Expect.stringContains trained.Out "perplexity" "the evaluation line"
+
+                    let evaluated =
+                        CliTests.dsl [ "eval"; file; "--checkpoint"; Path.Combine(run, "checkpoint"); "--json" ]
+
+                    Expect.equal evaluated.Code 0 evaluated.Err
+                    use json = System.Text.Json.JsonDocument.Parse evaluated.Out
+                    let loss = json.RootElement.GetProperty("loss").GetDouble()
+                    let perplexity = json.RootElement.GetProperty("perplexity").GetDouble()
+                    Expect.isLessThan loss 2.5 "well below ln 257 = 5.55 after two epochs"
+                    Expect.floatClose Accuracy.medium perplexity (exp loss) "perplexity = exp(loss)")
+            }
+        ]

@@ -1,0 +1,44 @@
+/// `dsl train` and `dsl eval` on `corpus` data: a decoder trained on next tokens of a text file.
+module Dsl.Cli.Corpus
+
+open Dsl
+open Dsl.Ir
+open Dsl.Recipe
+open Dsl.Runtime.Text
+open Dsl.Runtime.Training
+open Dsl.Cli.Report
+open Dsl.Cli.Session
+
+/// The file's documents tokenised and packed into rows of the model's token length, split by
+/// document with the recipe's seed.
+let load (file: string) (r: TrainRecipe) (g: Graph) =
+    let length =
+        match g.Inputs with
+        | [ (_, id) ] ->
+            match g.Nodes[id].Op, g.Nodes[id].Shape with
+            | Input(_, TokensInput), [ _; Known t ] -> t
+            | _, shape -> fail "model '%s' takes %s; a language model takes tokens[T]" g.Name (showShape shape)
+        | inputs -> fail "model '%s' has %d inputs; a language model takes one tokens[T]" g.Name inputs.Length
+
+    let documents = TextCorpus.Read(relativeTo file r.Data.Path, r.Data.Format)
+
+    let encode, endOfText =
+        if r.Data.Tokenizer = "gpt2" then
+            let t = TextTokenizer.Gpt2 2
+            (fun (s: string) -> t.EncodeAll s), t.EndOfText
+        else
+            (fun (s: string) -> ByteTokens.Encode s), ByteTokens.EndOfText
+
+    let packed =
+        PackedSequences.Pack(documents, encode, endOfText, length, r.Data.Validation, int64 r.Seed)
+
+    if packed.Train.shape[0] = 0L then
+        packed.Dispose()
+        fail "%s: error: the corpus gives no training row of %d + 1 tokens" r.Data.Path length
+
+    packed
+
+let task (r: TrainRecipe) (packed: PackedSequences) =
+    match r.Loss with
+    | NextToken z -> LanguageModelTask(packed, z, r.EvalBatch)
+    | _ -> fail "error: corpus data trains with nextToken"
