@@ -120,11 +120,14 @@ let private data (v, span) =
     let kind, f =
         kindOf "data" [ "fashionMnist"; "imageFolder"; "captions"; "corpus" ] (v, span)
 
-    let corpus name read =
-        if kind = "corpus" then
-            read (f name)
+    /// A corpus string field that must be one of `allowed`; "" for other kinds of data.
+    let corpusChoice name (allowed: string list) =
+        if kind <> "corpus" then
+            ""
         else
-            Unchecked.defaultof<_>
+            match asString kind name (f name) with
+            | s when List.contains s allowed -> s
+            | s -> errorf span "corpus: %s '%s' is not one of %s" name s (String.concat ", " allowed)
 
     // Text has no images: no augmentations, size or channels.
     let images = kind <> "corpus"
@@ -169,16 +172,8 @@ let private data (v, span) =
                 asString kind "reinforced" (f "reinforced")
             else
                 ""
-        Format =
-            match corpus "format" (asString kind "format") with
-            | null -> ""
-            | ("plain" | "lines" | "fortunes") as s -> s
-            | s -> errorf span "corpus: format '%s' is not one of plain, lines, fortunes" s
-        Tokenizer =
-            match corpus "tokenizer" (asString kind "tokenizer") with
-            | null -> ""
-            | ("bytes" | "gpt2") as s -> s
-            | s -> errorf span "corpus: tokenizer '%s' is not one of bytes, gpt2" s
+        Format = corpusChoice "format" [ "plain"; "lines"; "fortunes" ]
+        Tokenizer = corpusChoice "tokenizer" [ "bytes"; "gpt2" ]
         Validation =
             if kind = "corpus" then
                 let v = asFloat kind "validation" (f "validation")

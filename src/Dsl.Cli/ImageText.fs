@@ -79,22 +79,6 @@ let task file (r: TrainRecipe) (g: Graph) (model: GraphModule) (train: ImageText
         reinforced |> Option.iter (fun s -> s.Dispose())
         located file r "%s" e.Message
 
-let private describe (e: EvalResult) =
-    let metrics =
-        e.Metrics()
-        |> Seq.map (fun struct (name, value) ->
-            if name = "loss" then
-                sprintf "loss %.4f" value
-            elif name = "perplexity" then
-                sprintf "perplexity %.2f" value
-            else
-                sprintf "%s %.2f%%" name (100.0 * value))
-
-    String.Join(", ", metrics)
-
-/// One line per evaluation: zero-shot accuracy, recalls and the loss.
-let evalLine (e: EvalResult) = describe e
-
 /// `dsl eval` on captions data: the objective's test loss, zero-shot accuracy, retrieval recalls
 /// and, with --probe, the linear-probe accuracy of frozen image features.
 let eval
@@ -139,7 +123,7 @@ let eval
         o["images_per_s"] <- box e.ImagesPerSecond
         printfn "%s" (JsonSerializer.Serialize(o))
     else
-        printfn "%s at step %d on %d test images: %s" g.Name meta.Step e.Count (describe e)
+        printfn "%s at step %d on %d test images: %s" g.Name meta.Step e.Count (metricsLine e)
 
         probeAccuracy
         |> Option.iter (fun p -> printfn "linear probe: %.2f%%" (100.0 * p))
@@ -177,8 +161,7 @@ let reinforce (args: ParseResults<ReinforceArgs>) =
     Benchmark.UseAllCores() |> ignore
     use train = loadSet file r g r.Data.Path
     let pipeline = imagePipeline r g
-    let c0, h, w = imageInput r g
-    ignore c0
+    let channels, h, w = imageInput r g
 
     let models =
         teachers
@@ -196,13 +179,13 @@ let reinforce (args: ParseResults<ReinforceArgs>) =
             let tshape =
                 tg.Nodes[snd (tg.Inputs |> List.find (fun (n, _) -> n = encoder.ImageInput))].Shape
 
-            if tshape.Tail <> [ Known c0; Known h; Known w ] then
+            if tshape.Tail <> [ Known channels; Known h; Known w ] then
                 fail
                     "%s: error: teacher '%s' takes images %s but the data gives [%d, %d, %d]"
                     tfile
                     tname
                     (showShape tshape)
-                    c0
+                    channels
                     h
                     w
 

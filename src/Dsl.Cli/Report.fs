@@ -36,3 +36,21 @@ let modelOrExit (c: Compiler.Checked) (name: string option) =
     match Compiler.pickModel c name with
     | Ok g -> g
     | Error msg -> raise (UserError msg)
+
+/// One line of every metric: the loss and perplexity as numbers, the rest as percentages.
+let metricsLine (e: Dsl.Runtime.Training.EvalResult) =
+    let metrics =
+        e.Metrics()
+        |> Seq.map (fun struct (name, value) ->
+            if name = "loss" then
+                sprintf "loss %.4f" value
+            elif name = "perplexity" then
+                sprintf "perplexity %.2f" value
+            else
+                sprintf "%s %.2f%%" name (100.0 * value))
+
+    System.String.Join(", ", metrics)
+
+/// Whether an evaluation is a plain classifier's (loss, accuracy, top-5 and nothing else).
+let isClassification (e: Dsl.Runtime.Training.EvalResult) =
+    e.Extra.Count = 0 && not (System.Double.IsNaN e.Accuracy)

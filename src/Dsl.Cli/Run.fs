@@ -35,8 +35,7 @@ let private withProgress (total: int64) (run: (TrainProgress -> unit) -> 'a) : '
     let evalLine (p: TrainProgress) =
         match p.Evaluation with
         | null -> None
-        | e when e.Extra.Count > 0 || Double.IsNaN e.Accuracy ->
-            Some(sprintf "epoch %d: test %s" (p.Epoch + 1) (ImageText.evalLine e))
+        | e when not (isClassification e) -> Some(sprintf "epoch %d: test %s" (p.Epoch + 1) (metricsLine e))
         | e ->
             Some(
                 sprintf
@@ -154,8 +153,7 @@ let train (args: ParseResults<TrainArgs>) =
 
     match result.LastEvaluation with
     | null -> ()
-    | e when e.Extra.Count > 0 || Double.IsNaN e.Accuracy ->
-        printfn "test %s on %d examples" (ImageText.evalLine e) e.Count
+    | e when not (isClassification e) -> printfn "test %s on %d examples" (metricsLine e) e.Count
     | e -> printfn "test accuracy %.2f%% (top-5 %.2f%%) on %d images" (100.0 * e.Accuracy) (100.0 * e.Top5) e.Count
 
     printfn "checkpoint: %s" options.CheckpointDir
@@ -174,7 +172,7 @@ let eval (args: ParseResults<EvalArgs>) =
     elif r.Data.Kind = "corpus" then
         use packed = Corpus.load file r g
 
-        match (Corpus.task r packed).Evaluate(model, trainOptions r g "runs") with
+        match (Corpus.task r packed).Evaluate(model, TrainOptions(EvalBatchSize = r.EvalBatch)) with
         | null -> fail "%s: error: the corpus holds out no validation row; raise validation" file
         | e ->
             if args.Contains EvalArgs.Json then

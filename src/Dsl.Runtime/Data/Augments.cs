@@ -1,11 +1,23 @@
+using TorchSharp;
 using static TorchSharp.torch;
 
 namespace Dsl.Runtime.Data;
 
-/// <summary>Checks shared by the <see cref="IAugment"/> implementations.</summary>
-internal static class Augments
+/// <summary>Running <see cref="IAugment"/> lists, and checks shared by the implementations.</summary>
+public static class Augments
 {
-    public static void RequireImageBatch(Tensor batch)
+    /// <summary>Runs <paramref name="batch"/> through the transforms in order (inside the caller's DisposeScope).</summary>
+    public static Tensor Run(Tensor batch, IReadOnlyList<IAugment> transforms, Generator generator)
+    {
+        foreach (var transform in transforms)
+        {
+            batch = transform.Apply(batch, generator);
+        }
+
+        return batch;
+    }
+
+    internal static void RequireImageBatch(Tensor batch)
     {
         if (batch.dim() != 4)
         {

@@ -11,22 +11,12 @@ namespace Dsl.Runtime.Data;
 public sealed record ImagePipeline(IReadOnlyList<IAugment> Resize, IReadOnlyList<IAugment> Random, IReadOnlyList<IAugment> Normalize)
 {
     /// <summary>Resize, random augmentations, normalise.</summary>
-    public Tensor Train(Tensor batch, Generator generator) => Run(Run(Run(batch, Resize, generator), Random, generator), Normalize, generator);
+    public Tensor Train(Tensor batch, Generator generator) => Augments.Run(Augments.Run(Augments.Run(batch, Resize, generator), Random, generator), Normalize, generator);
 
     /// <summary>Resize and normalise, nothing random.</summary>
-    public Tensor Eval(Tensor batch, Generator generator) => Run(Run(batch, Resize, generator), Normalize, generator);
+    public Tensor Eval(Tensor batch, Generator generator) => Augments.Run(Augments.Run(batch, Resize, generator), Normalize, generator);
 
     /// <summary>Resize, the given stored augmentations (one row per sample), normalise.</summary>
     public Tensor Replay(Tensor batch, StoredAugmentations stored, long[] rows, Generator generator) =>
-        Run(stored.Apply(Run(batch, Resize, generator), rows), Normalize, generator);
-
-    private static Tensor Run(Tensor batch, IReadOnlyList<IAugment> transforms, Generator generator)
-    {
-        foreach (var transform in transforms)
-        {
-            batch = transform.Apply(batch, generator);
-        }
-
-        return batch;
-    }
+        Augments.Run(stored.Apply(Augments.Run(batch, Resize, generator), rows), Normalize, generator);
 }

@@ -15,6 +15,8 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
 {
     private readonly ScheduledNode[] schedule;
     private readonly int[] outputSlots;
+    private readonly string[] outputNames;
+    private readonly Dictionary<string, bool[]> neededBySet = new(StringComparer.Ordinal);
     private readonly InputShape[] inputShapes;
     private bool isTraining;
     private double[]? nodeSeconds;
@@ -27,7 +29,8 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
     {
         Graph = graph;
         Device = device is { type: DeviceType.CUDA } && cuda.is_available() ? device : CPU;
-        OutputNames = graph.Outputs.Select(output => output.Item1).ToArray();
+        outputNames = graph.Outputs.Select(output => output.Item1).ToArray();
+        OutputNames = outputNames;
         InputNames = graph.Inputs.Select(input => input.Item1).ToArray();
         outputSlots = graph.Outputs.Select(output => output.Item2).ToArray();
         inputShapes = graph.Inputs.Select((input, position) => InputShape.Of(graph, input.Item1, input.Item2, position)).ToArray();
@@ -91,37 +94,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
             expected.Check(inputs[expected.Argument]);
         }
 
-        var values = new Tensor?[schedule.Length];
-        try
-        {
-            for (var slot = 0; slot < schedule.Length; slot++)
-            {
-                var started = nodeSeconds is null ? 0 : Stopwatch.GetTimestamp();
-                values[slot] = Run(schedule[slot], values, inputs);
-                if (nodeSeconds is not null)
-                {
-                    // libtorch's CPU kernels are synchronous, so this is the node's own work.
-                    nodeSeconds[slot] += Stopwatch.GetElapsedTime(started).TotalSeconds;
-                }
-
-                foreach (var dead in schedule[slot].Release)
-                {
-                    values[dead]!.Dispose();
-                    values[dead] = null;
-                }
-            }
-
-            return CollectOutputs(values);
-        }
-        catch
-        {
-            foreach (var value in values)
-            {
-                value?.Dispose();
-            }
-
-            throw;
-        }
+        return Execute(inputs, outputSlots, needed: null);
     }
 
     /// <summary>
@@ -135,17 +108,23 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
     {
         var wanted = outputs.Select(name =>
         {
-            var position = Array.IndexOf(OutputNames.ToArray(), name);
+            var position = Array.IndexOf(outputNames, name);
             return position >= 0
                 ? outputSlots[position]
                 : throw new ArgumentException($"graph '{Graph.Name}' has no output '{name}' (it has {string.Join(", ", OutputNames)})");
         }).ToArray();
-        var needed = NeededSlots(wanted);
+        // A trainer asks for the same outputs every step: the sub-graph is found once per set.
+        var key = string.Join(',', wanted);
+        if (!neededBySet.TryGetValue(key, out var needed))
+        {
+            needed = NeededSlots(wanted);
+            neededBySet[key] = needed;
+        }
+
         var arguments = new Tensor[inputShapes.Length];
         foreach (var expected in inputShapes)
         {
-            var slot = Graph.Inputs[expected.Argument].Item2;
-            if (!needed[slot])
+            if (!needed[Graph.Inputs[expected.Argument].Item2])
             {
                 continue;
             }
@@ -157,17 +136,34 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
             expected.Check(given);
         }
 
+        return Execute(arguments, wanted, needed);
+    }
+
+    /// <summary>
+    /// Walks the schedule (only the <paramref name="needed"/> slots when given), freeing each
+    /// value after its last reader, and hands the <paramref name="wanted"/> slots to the caller;
+    /// an output listed twice gets a second handle.
+    /// </summary>
+    private Tensor[] Execute(Tensor[] arguments, int[] wanted, bool[]? needed)
+    {
         var values = new Tensor?[schedule.Length];
         try
         {
             for (var slot = 0; slot < schedule.Length; slot++)
             {
-                if (!needed[slot])
+                if (needed is not null && !needed[slot])
                 {
                     continue;
                 }
 
+                var started = nodeSeconds is null ? 0 : Stopwatch.GetTimestamp();
                 values[slot] = Run(schedule[slot], values, arguments);
+                if (nodeSeconds is not null)
+                {
+                    // libtorch's CPU kernels are synchronous, so this is the node's own work.
+                    nodeSeconds[slot] += Stopwatch.GetElapsedTime(started).TotalSeconds;
+                }
+
                 foreach (var dead in schedule[slot].Release)
                 {
                     values[dead]?.Dispose();
@@ -176,20 +172,21 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
             }
 
             var results = new Tensor[wanted.Length];
-            var handedOut = new HashSet<int>();
             for (var i = 0; i < wanted.Length; i++)
             {
                 var value = values[wanted[i]]!;
-                results[i] = handedOut.Add(wanted[i]) ? value : value.alias();
+                results[i] = Array.IndexOf(wanted, wanted[i]) == i ? value : value.alias();
             }
 
-            // A value whose last reader was skipped is still held: free it now.
-            for (var slot = 0; slot < values.Length; slot++)
+            // Handed out, or (in a partial run) held because its last reader was skipped.
+            foreach (var slot in wanted)
             {
-                if (!handedOut.Contains(slot))
-                {
-                    values[slot]?.Dispose();
-                }
+                values[slot] = null;
+            }
+
+            foreach (var value in values)
+            {
+                value?.Dispose();
             }
 
             return results;
@@ -321,19 +318,5 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
         {
             throw new InvalidOperationException($"graph '{Graph.Name}': {node.Description} failed: {e.Message}", e);
         }
-    }
-
-    /// <summary>Hands the output values to the caller; an output listed twice gets a second handle.</summary>
-    private Tensor[] CollectOutputs(Tensor?[] values)
-    {
-        var outputs = new Tensor[outputSlots.Length];
-        var handedOut = new HashSet<int>();
-        for (var i = 0; i < outputs.Length; i++)
-        {
-            var value = values[outputSlots[i]]!;
-            outputs[i] = handedOut.Add(outputSlots[i]) ? value : value.alias();
-        }
-
-        return outputs;
     }
 }

@@ -99,6 +99,8 @@ internal static class LayerKernels
         long headDim = attrs.Dim / attrs.Heads;
         var causal = attrs.Causal;
         var rope = attrs.Rope;
+        // The rotary tables depend only on the sequence length: made once per length, not per step.
+        var rotary = new Dictionary<long, (Tensor Cos, Tensor Sin)>();
         return (x, _) =>
         {
             using var scope = NewDisposeScope();
@@ -115,7 +117,15 @@ internal static class LayerKernels
 
             if (rope > 0)
             {
-                var (cos, sin) = RotaryTables(tokens, headDim, rope, x[0].device);
+                if (!rotary.TryGetValue(tokens, out var tables))
+                {
+                    using var tableScope = NewDisposeScope();
+                    var (c, s) = RotaryTables(tokens, headDim, rope, x[0].device);
+                    tables = (c.DetachFromDisposeScope(), s.DetachFromDisposeScope());
+                    rotary[tokens] = tables;
+                }
+
+                var (cos, sin) = tables;
                 q = Rotate(q, cos, sin);
                 k = Rotate(k, cos, sin);
             }

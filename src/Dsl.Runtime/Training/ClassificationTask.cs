@@ -13,7 +13,7 @@ public sealed class ClassificationTask(LabeledImages train, LabeledImages? test)
 
     public Tensor Loss(GraphModule model, long[] indices, Generator augment, TrainOptions options)
     {
-        var images = Evaluator.Transform(Batches.Take(train.Images, indices), options.Augmentations, augment);
+        var images = Augments.Run(Batches.Take(train.Images, indices), options.Augmentations, augment);
         var labels = Batches.Take(train.Labels, indices).to(model.Device);
         var logits = model.Forward(images)[0];
         return F.cross_entropy(logits, labels, label_smoothing: options.LabelSmoothing);

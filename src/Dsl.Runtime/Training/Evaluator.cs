@@ -32,7 +32,7 @@ public static class Evaluator
             foreach (var indices in Batches.Sequential(data.Count, batchSize))
             {
                 using var scope = NewDisposeScope();
-                var images = Transform(Batches.Take(data.Images, indices), evalTransforms, generator);
+                var images = Augments.Run(Batches.Take(data.Images, indices), evalTransforms, generator);
                 var labels = Batches.Take(data.Labels, indices).to(model.Device);
                 var logits = model.Forward(images)[0];
                 lossSum += F.cross_entropy(logits, labels, reduction: nn.Reduction.Sum).item<float>();
@@ -55,16 +55,5 @@ public static class Evaluator
             Top5: (double)correctTop5 / count,
             ImagesPerSecond: seconds > 0 ? data.Count / seconds : 0,
             Count: data.Count);
-    }
-
-    /// <summary>Runs <paramref name="batch"/> through the transforms in order (inside the caller's DisposeScope).</summary>
-    internal static Tensor Transform(Tensor batch, IReadOnlyList<IAugment> transforms, Generator generator)
-    {
-        foreach (var transform in transforms)
-        {
-            batch = transform.Apply(batch, generator);
-        }
-
-        return batch;
     }
 }

@@ -20,6 +20,7 @@ public sealed class ImageTextTask : ITrainingTask
     private readonly ImageTextObjective objective;
     private readonly ReinforcedSet? reinforced;
     private readonly TextTokenizer? tokenizer;
+    private readonly DualEncoder encoder;
 
     public ImageTextTask(
         GraphModule model,
@@ -29,7 +30,7 @@ public sealed class ImageTextTask : ITrainingTask
         ImageTextObjective objective,
         ReinforcedSet? reinforced = null)
     {
-        var encoder = DualEncoder.Of(model);
+        encoder = DualEncoder.Of(model);
         this.train = train;
         this.test = test;
         this.pipeline = pipeline;
@@ -80,7 +81,7 @@ public sealed class ImageTextTask : ITrainingTask
             case ImageTextObjectiveKind.Clip:
                 {
                     var captions = Pick(indices, train.Captions, augment);
-                    var (image, text, scale) = DualEncoder.Of(model).EncodePairs(pipeline.Train(images, augment), tokenizer!.Batch([.. Texts(captions, train.Captions)]));
+                    var (image, text, scale) = encoder.EncodePairs(pipeline.Train(images, augment), tokenizer!.Batch([.. Texts(captions, train.Captions)]));
                     return ImageTextLosses.Clip(image, text, scale);
                 }
 
@@ -108,7 +109,7 @@ public sealed class ImageTextTask : ITrainingTask
         var synthetic = withSynthetic ? Pick(indices, train.Synthetic, augment) : [];
         var texts = Texts(captions, train.Captions).Concat(Texts(synthetic, train.Synthetic)).ToList();
         var prepared = pipeline.Replay(images, set.Augmentations, augmentRows, augment);
-        var (image, text, scale) = DualEncoder.Of(model).EncodePairs(prepared, tokenizer!.Batch(texts));
+        var (image, text, scale) = encoder.EncodePairs(prepared, tokenizer!.Batch(texts));
         var n = indices.Length;
 
         IReadOnlyList<Tensor> Rows(IReadOnlyList<Tensor> stored, long[] rows)

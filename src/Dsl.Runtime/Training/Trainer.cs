@@ -4,7 +4,6 @@ using Dsl.Runtime.Emit;
 using TorchSharp;
 using TorchSharp.Modules;
 using static TorchSharp.torch;
-using F = TorchSharp.torch.nn.functional;
 
 namespace Dsl.Runtime.Training;
 
