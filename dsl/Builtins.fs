@@ -142,6 +142,7 @@ let private layers =
                 "kvHeads", num 0
                 "rope", flt 0.0
                 "qkNorm", VBool false
+                "headDim", num 0
             ]
             (fun a s ->
                 attention
@@ -152,6 +153,7 @@ let private layers =
                     (asInt "attention" "kvHeads" a["kvHeads"])
                     (asFloat "attention" "rope" a["rope"])
                     (asBool "attention" "qkNorm" a["qkNorm"])
+                    (asInt "attention" "headDim" a["headDim"])
                     s)
         layerFn "layerScale" [] [ "init", flt 1e-5 ] (fun a s -> layerScale (asFloat "layerScale" "init" a["init"]) s)
         layerFn "normalize" [] [ "axis", num -1 ] (fun a s -> normalize (asInt "normalize" "axis" a["axis"]) s)

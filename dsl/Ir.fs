@@ -77,6 +77,9 @@ type AttentionAttrs =
         Rope: float
         /// RMSNorm of q and of k per head before the dot product (OpenELM's qk-norm).
         QkNorm: bool
+        /// Width of one head; Dim / Heads unless set (OpenELM fixes 64 while heads vary per
+        /// layer, and pruning heads or the residual width changes one without the other).
+        HeadDim: int
     }
 
 type InputKind =
@@ -269,6 +272,7 @@ let macs (n: Node) =
              | _ -> 1L)
 
         let d = int64 a.Dim
-        let kv = d * int64 a.KvHeads / int64 a.Heads
-        t * d * (2L * d + 2L * kv) + 2L * t * t * d
+        let inner = int64 (a.Heads * a.HeadDim)
+        let kv = int64 (a.KvHeads * a.HeadDim)
+        t * d * (2L * inner + 2L * kv) + 2L * t * t * inner
     | _ -> 0L

@@ -90,6 +90,9 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
 
         if a.QkNorm then
             w.WriteBoolean("qkNorm", true)
+
+        if a.Heads * a.HeadDim <> a.Dim then
+            w.WriteNumber("headDim", a.HeadDim)
     | Concat a -> w.WriteNumber("axis", a)
     | LayerScale(c, a) ->
         w.WriteNumber("channels", c)

@@ -483,7 +483,7 @@ let positionalEmbedding span : Layer =
 /// Multi-head self-attention with a fused q/k/v projection; `kvHeads` (0 = heads) below `heads`
 /// is grouped-query attention, `rope` > 0 rotates q and k per head with base θ = rope, and
 /// `qkNorm` RMS-normalises q and k per head (OpenELM, PAPERS.md §4.2).
-let attention heads causal qkvBias bias kvHeads rope qkNorm span : Layer =
+let attention heads causal qkvBias bias kvHeads rope qkNorm headDim span : Layer =
     let run ctx input =
         let b = builderOf ctx span
         let t = tensorIn "attention" span input
@@ -492,8 +492,11 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm span : Layer =
         | [ _; _; d ] ->
             let d = knownDim "attention" span "feature axis" d
 
-            if d % heads <> 0 then
-                errorf span "attention: width %d is not divisible by %d heads" d heads
+            if headDim < 0 then
+                errorf span "attention: headDim must be positive, got %d" headDim
+
+            if headDim = 0 && d % heads <> 0 then
+                errorf span "attention: width %d is not divisible by %d heads (or set headDim)" d heads
 
             let kvHeads = if kvHeads = 0 then heads else kvHeads
 
@@ -504,7 +507,8 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm span : Layer =
                     heads
                     kvHeads
 
-            let headDim = d / heads
+            let headDim = if headDim = 0 then d / heads else headDim
+            let inner = heads * headDim
 
             if rope < 0.0 || (rope > 0.0 && headDim % 2 <> 0) then
                 errorf
@@ -513,7 +517,7 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm span : Layer =
                     rope
                     headDim
 
-            let qkvRows = d + 2 * kvHeads * headDim
+            let qkvRows = inner + 2 * kvHeads * headDim
 
             let ps =
                 [ trainable b span "qkv.weight" [ qkvRows; d ] (fanInUniform d) ]
@@ -528,7 +532,7 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm span : Layer =
                        ]
                    else
                        [])
-                @ [ trainable b span "proj.weight" [ d; d ] (fanInUniform d) ]
+                @ [ trainable b span "proj.weight" [ d; inner ] (fanInUniform inner) ]
                 @ (if bias then
                        [ trainable b span "proj.bias" [ d ] Zeros ]
                    else
@@ -544,6 +548,7 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm span : Layer =
                     KvHeads = kvHeads
                     Rope = rope
                     QkNorm = qkNorm
+                    HeadDim = headDim
                 }
 
             addNode b span (SelfAttention attrs) [ t ] t.Shape ps

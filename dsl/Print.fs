@@ -85,7 +85,7 @@ let private layerExpr (g: Graph) (n: Node) =
     | SelfAttention a ->
         Some(
             sprintf
-                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s"
+                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s"
                 a.Heads
                 (bool a.Causal)
                 (bool a.QkvBias)
@@ -99,6 +99,10 @@ let private layerExpr (g: Graph) (n: Node) =
                  else
                      "")
                 (if a.QkNorm then " (qkNorm = true)" else "")
+                (if a.Heads * a.HeadDim <> a.Dim then
+                     sprintf " (headDim = %d)" a.HeadDim
+                 else
+                     "")
         )
     | LayerScale _ ->
         match initOf "gamma" with

@@ -61,6 +61,39 @@ let tests =
                 Expect.isLessThan (EmitTests.maxAbsDiff a b) 1e-5 "same outputs"
             }
 
+            test "headDim decouples the head width from the model width: explicit attention over 3 heads of 8 on D = 20" {
+                use m = model "model m : tensor[5, 20] = attention 3 (headDim = 8)\n" 4L
+                Expect.equal (weight m "qkv.weight").shape [| 72L; 20L |] "q, k, v rows: 3 heads of 8 each"
+                Expect.equal (weight m "proj.weight").shape [| 20L; 24L |] "proj maps 3·8 back to 20"
+                use x = torch.randn (2L, 5L, 20L)
+                use y = run m x
+                use _ = torch.no_grad ()
+
+                let qkv =
+                    torch.nn.functional
+                        .linear(x, weight m "qkv.weight", weight m "qkv.bias")
+                        .view(2L, 5L, 3L, 3L, 8L)
+                        .permute(2L, 0L, 3L, 1L, 4L) // [q/k/v, B, heads, T, hd]
+
+                let q, k, v = qkv[0], qkv[1], qkv[2]
+
+                let scores: torch.Tensor =
+                    torch.matmul (q, k.transpose (-1, -2)) / torch.tensor (sqrt 8.0)
+
+                let merged =
+                    torch.matmul(scores.softmax (-1), v).permute(0L, 2L, 1L, 3L).reshape(2L, 5L, 24L)
+
+                use expected =
+                    torch.nn.functional.linear (merged, weight m "proj.weight", weight m "proj.bias")
+
+                Expect.isLessThan (EmitTests.maxAbsDiff y expected) 1e-5 "same outputs"
+
+                let printed =
+                    Dsl.Print.model (graph "model m : tensor[5, 20] = attention 3 (headDim = 8)\n")
+
+                Expect.stringContains printed "(headDim = 8)" "the printed model keeps the head width"
+            }
+
             test "RoPE matches the complex-number formulation: pair (i, i + d/2) times e^(i·m·θ_i)" {
                 use m =
                     model "model m : tensor[6, 16] = attention 2 (rope = 10000.0) (qkvBias = false) (bias = false)\n" 3L

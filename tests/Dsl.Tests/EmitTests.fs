@@ -60,6 +60,7 @@ module Graphs =
                 KvHeads = 2
                 Rope = 0.0
                 QkNorm = false
+                HeadDim = 8
             }
 
         {

@@ -22,5 +22,8 @@ let main argv =
     // (src/Dsl.Runtime/Emit/ConvolutionBackend.cs), which is not safe while another test's
     // convolution runs on another thread (seen as a segmentation fault in a parallel run).
     runTestsInAssemblyWithCLIArgs
-        [ CLIArguments.Sequenced; CLIArguments.Printer(withPlainSummary Tests.defaultConfig.printer) ]
+        [
+            CLIArguments.Sequenced
+            CLIArguments.Printer(withPlainSummary Tests.defaultConfig.printer)
+        ]
         argv

@@ -150,8 +150,7 @@ let tests =
                     o.Epochs <- 8
                     o.MaxSteps <- Nullable 60L
 
-                    let result =
-                        Trainer(model, o).Train(train, testSet, fun p -> losses.Add p.Loss)
+                    let result = Trainer(model, o).Train(train, testSet, fun p -> losses.Add p.Loss)
 
                     Expect.equal result.Steps 60L "stopped at MaxSteps"
                     let first = losses |> Seq.take 5 |> Seq.average

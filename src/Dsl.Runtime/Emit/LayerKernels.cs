@@ -84,7 +84,7 @@ internal static class LayerKernels
     /// [(heads + 2·kvHeads)·headDim, D] gives q, k and v (timm's (3, heads, D/heads) layout when
     /// kvHeads = heads). Optionally q and k are RMS-normalised per head (q_norm, k_norm) and rotated
     /// by RoPE; with fewer key/value heads each serves heads/kvHeads query heads (GQA). Then scaled
-    /// dot product and proj [D, D].
+    /// dot product and proj [D, heads·headDim].
     /// </summary>
     public static Kernel SelfAttention(Ir.AttentionAttrs attrs, NodeParams parameters)
     {
@@ -96,7 +96,7 @@ internal static class LayerKernels
         var kNorm = attrs.QkNorm ? parameters.Required("k_norm.weight") : null;
         long heads = attrs.Heads;
         long kvHeads = attrs.KvHeads;
-        long headDim = attrs.Dim / attrs.Heads;
+        long headDim = attrs.HeadDim;
         var causal = attrs.Causal;
         var rope = attrs.Rope;
         // The rotary tables depend only on the sequence length: made once per length, not per step.
@@ -104,7 +104,7 @@ internal static class LayerKernels
         return (x, _) =>
         {
             using var scope = NewDisposeScope();
-            var (batch, tokens, dim) = (x[0].shape[0], x[0].shape[1], x[0].shape[2]);
+            var (batch, tokens) = (x[0].shape[0], x[0].shape[1]);
             var qkv = F.linear(x[0], qkvWeight, qkvBias).view(batch, tokens, heads + (2 * kvHeads), headDim).transpose(1, 2);
             var q = qkv.narrow(1, 0, heads);
             var k = qkv.narrow(1, heads, kvHeads);
@@ -137,7 +137,7 @@ internal static class LayerKernels
             }
 
             var attended = F.scaled_dot_product_attention(q, k, v, is_casual: causal);
-            var merged = attended.transpose(1, 2).reshape(batch, tokens, dim);
+            var merged = attended.transpose(1, 2).reshape(batch, tokens, heads * headDim);
             return scope.MoveToOuter(F.linear(merged, projWeight, projBias));
         };
     }
