@@ -16,6 +16,7 @@ type ShowArgs =
     | Model of name: string
     | Ir
     | Source
+    | Groups
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -24,6 +25,7 @@ type ShowArgs =
             | Model _ -> "the model to show (default: the first)"
             | Ir -> "print the IR as JSON instead of the table"
             | Source -> "print the model back as .dsl source"
+            | Groups -> "print the dependency groups: which axes of which parameters shrink together (prune, subclone)"
 
 type TrainArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string

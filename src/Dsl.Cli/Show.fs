@@ -80,6 +80,43 @@ let table (g: Graph) =
 
     t
 
+/// `dsl show --groups`: one paragraph per dependency group: its kind, how many units it has,
+/// whether it can shrink, and the parameter axes that shrink with it (`name:axis`).
+let groups (g: Graph) =
+    let all = Passes.Groups.analyze g
+
+    printfn
+        "model %s: %d dependency groups (%d can shrink)"
+        g.Name
+        all.Length
+        (all |> List.filter (fun x -> x.Frozen.IsNone && x.Units > 1) |> List.length)
+
+    for grp in all do
+        let weights =
+            grp.Members
+            |> List.filter (fun (s, _) -> s.Owner.IsWeight)
+            |> List.map (fst >> Passes.Groups.slotName g)
+
+        let values =
+            grp.Members |> List.filter (fun (s, _) -> s.Owner.IsValue) |> List.length
+
+        let state =
+            match grp.Frozen with
+            | Some why -> "fixed: " + why
+            | None when grp.Units < 2 -> "fixed: one unit"
+            | None -> "can shrink"
+
+        printfn
+            "group %d  %-8s %5d units  %s; %d values, %d parameter axes:"
+            grp.Id
+            (Passes.Groups.kindName grp.Kind)
+            grp.Units
+            state
+            values
+            weights.Length
+
+        printfn "    %s" (String.concat ", " weights)
+
 let show (args: ParseResults<ShowArgs>) =
     let c = checkedOrExit (args.GetResult ShowArgs.File)
     let g = modelOrExit c (args.TryGetResult ShowArgs.Model)
@@ -88,6 +125,8 @@ let show (args: ParseResults<ShowArgs>) =
         printfn "%s" (IrJson.write true g)
     elif args.Contains ShowArgs.Source then
         printf "%s" (Print.model g)
+    elif args.Contains ShowArgs.Groups then
+        groups g
     else
         AnsiConsole.MarkupLine(sprintf "model [bold]%s[/]: MACs are per sample" (Markup.Escape g.Name))
         AnsiConsole.Write(table g)

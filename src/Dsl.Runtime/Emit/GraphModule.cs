@@ -67,6 +67,13 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
     /// <summary>Each node's accumulated forward seconds (indexed by node id) while profiling, else null.</summary>
     public double[]? NodeSeconds => nodeSeconds;
 
+    /// <summary>
+    /// Called with each node's id and value as soon as it is computed (before any reader runs);
+    /// the value stays owned by the module, so an observer reduces it and keeps no handle.
+    /// Importance scores for pruning and subcloning are measured this way, with no hooks in kernels.
+    /// </summary>
+    public Action<int, Tensor>? Observer { get; set; }
+
     /// <summary>Turns per-node forward timing on (zeroed) or off.</summary>
     public void ProfileNodes(bool on) => nodeSeconds = on ? new double[schedule.Length] : null;
 
@@ -158,6 +165,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
 
                 var started = nodeSeconds is null ? 0 : Stopwatch.GetTimestamp();
                 values[slot] = Run(schedule[slot], values, arguments);
+                Observer?.Invoke(slot, values[slot]!);
                 if (nodeSeconds is not null)
                 {
                     // libtorch's CPU kernels are synchronous, so this is the node's own work.

@@ -50,24 +50,7 @@ public static class WeightMapEvaluator
         var deploy = new GraphModule(graph, seed, trained.Device);
         try
         {
-            using var noGrad = no_grad();
-            var target = deploy.state_dict();
-            foreach (var (name, value) in computed)
-            {
-                if (!target.TryGetValue(name, out var slot))
-                {
-                    throw new InvalidOperationException($"reparameterize: the deploy graph has no parameter '{name}'");
-                }
-
-                slot.copy_(value.to(slot.dtype).to(slot.device));
-            }
-
-            var missing = target.Keys.Where(name => !computed.ContainsKey(name)).ToList();
-            if (missing.Count > 0)
-            {
-                throw new InvalidOperationException($"reparameterize: no value computed for {string.Join(", ", missing)}");
-            }
-
+            SliceWeights.Transplant(deploy, computed, "reparameterize");
             deploy.train(trained.training);
             return deploy;
         }

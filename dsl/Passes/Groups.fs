@@ -1,0 +1,452 @@
+/// Dependency groups: which axes of which values and parameters must shrink together. The idea is
+/// DepGraph's (Fang et al., CVPR 2023; shared/design/ANCHORS.md §2.6), but where Torch-Pruning
+/// traces a model to find the coupling, here it is read off our own graph. Every axis of every
+/// value and parameter is a slot of indices; each op says which indices of its inputs, outputs
+/// and parameters are the same unit (a residual add couples i with i, a flatten couples channel
+/// c with c·H·W … c·H·W + H·W − 1, a head couples its q, k, v rows and its proj columns). A
+/// union-find over indices gives the units; slots that share a unit form one group. Removing a
+/// unit means removing all of its indices everywhere, which keeps the graph well-typed.
+module Dsl.Passes.Groups
+
+open System.Collections.Generic
+open Dsl.Ir
+
+type Owner =
+    /// The output of a node.
+    | Value of node: int
+    /// A parameter or buffer, by its full name (tied layers share one).
+    | Weight of param: string
+    /// The key/value heads of an attention node: one index per head (per kv group under GQA).
+    | Heads of node: int
+
+type Slot = { Owner: Owner; Axis: int }
+
+type GroupKind =
+    /// Attention heads; under grouped-query attention a unit is one kv head and its query heads.
+    | HeadGroup
+    /// A token stream's width: embeddings, the residual stream, attention inputs and outputs.
+    | WidthGroup
+    /// Convolution channels.
+    | ChannelGroup
+    /// Hidden units between two projections (an FFN's).
+    | HiddenGroup
+
+type Group =
+    {
+        Id: int
+        Kind: GroupKind
+        /// How many units the group has (what a target fraction or size counts).
+        Units: int
+        /// Every slot of the group with the unit of each of its indices.
+        Members: (Slot * int[]) list
+        /// Why the group cannot shrink, if it cannot.
+        Frozen: string option
+    }
+
+let kindName =
+    function
+    | HeadGroup -> "heads"
+    | WidthGroup -> "width"
+    | ChannelGroup -> "channels"
+    | HiddenGroup -> "hidden"
+
+let slotName (g: Graph) (s: Slot) =
+    match s.Owner with
+    | Value n ->
+        let node = g.Nodes[n]
+
+        sprintf
+            "%s%s:%d"
+            (if node.Path = "" then "" else node.Path + " ")
+            (match node.Op with
+             | Input(name, _) -> "input " + name
+             | op -> sprintf "%s#%d" (opKind op) n)
+            s.Axis
+    | Weight p -> sprintf "%s:%d" p s.Axis
+    | Heads n -> sprintf "%s heads" g.Nodes[n].Path
+
+/// A union-find over the indices of all slots, and one over the slots themselves.
+type private Links(sizes: (Slot * int) list) =
+    let slotIds = Dictionary<Slot, int>()
+    let bases = ResizeArray<int>()
+    let slotSizes = ResizeArray<int>()
+
+    do
+        let mutable total = 0
+
+        for (s, n) in sizes do
+            if not (slotIds.ContainsKey s) then
+                slotIds[s] <- slotIds.Count
+                bases.Add total
+                slotSizes.Add n
+                total <- total + n
+
+    let total = Seq.sum slotSizes
+    let parent = Array.init total id
+    let slotParent = Array.init slotIds.Count id
+    let frozen = Dictionary<int, string>()
+
+    let rec find (p: int[]) i =
+        if p[i] = i then
+            i
+        else
+            let r = find p p[i]
+            p[i] <- r
+            r
+
+    let union (p: int[]) a b =
+        let ra, rb = find p a, find p b
+
+        if ra <> rb then
+            p[max ra rb] <- min ra rb
+
+    member _.Slots = slotIds
+    member _.Size(s: Slot) = slotSizes[slotIds[s]]
+    member _.Has(s: Slot) = slotIds.ContainsKey s
+
+    /// Index i of slot a is the same unit as index j of slot b.
+    member _.Link (a: Slot) (i: int) (b: Slot) (j: int) =
+        let sa, sb = slotIds[a], slotIds[b]
+        union parent (bases[sa] + i) (bases[sb] + j)
+        union slotParent sa sb
+
+    member l.LinkAxes (a: Slot) (b: Slot) =
+        if l.Has a && l.Has b && l.Size a = l.Size b then
+            for i in 0 .. l.Size a - 1 do
+                l.Link a i b i
+
+    member l.Freeze (s: Slot) (why: string) =
+        if l.Has s && not (frozen.ContainsKey slotIds[s]) then
+            frozen[slotIds[s]] <- why
+
+    member _.Unit(s: Slot, i: int) = find parent (bases[slotIds[s]] + i)
+    member _.Component(s: Slot) = find slotParent slotIds[s]
+
+    member _.FrozenWhy(s: Slot) =
+        match frozen.TryGetValue slotIds[s] with
+        | true, why -> Some why
+        | _ -> None
+
+let private knownDims (shape: Dim list) =
+    shape
+    |> List.mapi (fun k d ->
+        match d with
+        | Known n -> Some(k, n)
+        | Sym _ -> None)
+    |> List.choose id
+
+/// Input and output axis blocks of a reshape: runs of axes whose sizes multiply to the same
+/// number (size-1 axes dropped), e.g. [C, H·W] → [C, H, W] gives ([1], [1]) and ([2], [2; 3]).
+let reshapeBlocks (inDims: (int * int) list) (outDims: (int * int) list) =
+    let ins = inDims |> List.filter (fun (_, n) -> n <> 1)
+    let outs = outDims |> List.filter (fun (_, n) -> n <> 1)
+
+    let rec go ins outs acc =
+        match ins, outs with
+        | [], [] -> List.rev acc
+        | [], _
+        | _, [] -> List.rev (([], []) :: acc) // mismatched products: reported as one frozen block
+        | (a, n) :: ri, (b, m) :: ro ->
+            let rec grow
+                (bi: (int * int) list)
+                pi
+                (ri: (int * int) list)
+                (bo: (int * int) list)
+                po
+                (ro: (int * int) list)
+                =
+                if pi = po then
+                    (List.rev bi, List.rev bo), ri, ro
+                elif pi < po then
+                    match ri with
+                    | (x, k) :: rest -> grow ((x, k) :: bi) (pi * k) rest bo po ro
+                    | [] -> (List.rev bi, List.rev bo), [], ro
+                else
+                    match ro with
+                    | (x, k) :: rest -> grow bi pi ri ((x, k) :: bo) (po * k) rest
+                    | [] -> (List.rev bi, List.rev bo), ri, []
+
+            let block, ri, ro = grow [ a, n ] n ri [ b, m ] m ro
+            go ri ro (block :: acc)
+
+    go ins outs []
+
+/// The links every op makes between its inputs, its output and its parameters.
+let private linkNode (l: Links) (g: Graph) (n: Node) =
+    let v (id: int) k = { Owner = Value id; Axis = k }
+
+    let w local k =
+        {
+            Owner = Weight n.Params[local]
+            Axis = k
+        }
+
+    let hasParam local = n.Params.ContainsKey local
+    let rank (id: int) = g.Nodes[id].Shape.Length
+    let out = rank n.Id
+    let x = List.tryHead n.Inputs |> Option.defaultValue -1
+
+    let sameAxes (a: int) =
+        for k in 0 .. out - 1 do
+            l.LinkAxes (v a k) (v n.Id k)
+
+    let last (id: int) = rank id - 1
+
+    let linkParam local k (s: Slot) =
+        if hasParam local then
+            l.LinkAxes (w local k) s
+
+    match n.Op with
+    | Input _ ->
+        for k in 0 .. out - 1 do
+            l.Freeze (v n.Id k) "a graph input"
+    | Conv c ->
+        linkParam "weight" 0 (v n.Id 1)
+        linkParam "bias" 0 (v n.Id 1)
+
+        if c.Groups = 1 then
+            linkParam "weight" 1 (v x 1)
+        else
+            // A grouped convolution's group j reads only input channels j·(in/g) … and writes
+            // only output channels j·(out/g) …: the whole group is one unit (a depthwise
+            // channel with its multiplier outputs, when in/g = 1).
+            let perIn, perOut = c.InChannels / c.Groups, c.OutChannels / c.Groups
+
+            for j in 0 .. c.Groups - 1 do
+                for a in 0 .. perIn - 1 do
+                    l.Link (v x 1) (j * perIn + a) (v n.Id 1) (j * perOut)
+
+                for b in 1 .. perOut - 1 do
+                    l.Link (v n.Id 1) (j * perOut) (v n.Id 1) (j * perOut + b)
+    | Linear _ ->
+        linkParam "weight" 1 (v x (last x))
+        linkParam "weight" 0 (v n.Id (out - 1))
+        linkParam "bias" 0 (v n.Id (out - 1))
+
+        for k in 0 .. out - 2 do
+            l.LinkAxes (v x k) (v n.Id k)
+    | BatchNorm _ ->
+        sameAxes x
+
+        for p in [ "weight"; "bias"; "running_mean"; "running_var" ] do
+            linkParam p 0 (v n.Id 1)
+    | LayerNorm _
+    | RmsNorm _ ->
+        sameAxes x
+        linkParam "weight" 0 (v n.Id (out - 1))
+        linkParam "bias" 0 (v n.Id (out - 1))
+    | GroupNorm(groups, channels, _) ->
+        sameAxes x
+        linkParam "weight" 0 (v n.Id 1)
+        linkParam "bias" 0 (v n.Id 1)
+
+        if groups > 1 && groups < channels then
+            l.Freeze (v n.Id 1) (sprintf "a group norm over %d groups" groups)
+    | Act _
+    | Dropout _
+    | DropPath _
+    | Scale _
+    | Normalize _ -> sameAxes x
+    | Pool _
+    | GlobalPool _ -> l.LinkAxes (v x 1) (v n.Id 1)
+    | Flatten
+    | Reshape _ ->
+        for (ins, outs) in reshapeBlocks (knownDims g.Nodes[x].Shape) (knownDims n.Shape) do
+            match ins, outs with
+            | [ (a, _) ], [ (b, _) ] -> l.LinkAxes (v x a) (v n.Id b)
+            | (a, major) :: rest, [ (b, _) ] -> // merge: index c·inner + r of b is unit c of a
+                let inner = List.fold (fun p (_, k) -> p * k) 1 rest
+
+                for c in 0 .. major - 1 do
+                    for r in 0 .. inner - 1 do
+                        l.Link (v x a) c (v n.Id b) (c * inner + r)
+            | [ (a, _) ], (b, major) :: rest -> // split: the major output axis carries the units
+                let inner = List.fold (fun p (_, k) -> p * k) 1 rest
+
+                for c in 0 .. major - 1 do
+                    for r in 0 .. inner - 1 do
+                        l.Link (v x a) (c * inner + r) (v n.Id b) c
+            | _ ->
+                for (a, _) in ins do
+                    l.Freeze (v x a) "a reshape that mixes axes"
+
+                for (b, _) in outs do
+                    l.Freeze (v n.Id b) "a reshape that mixes axes"
+    | Permute p -> p |> List.iteri (fun k from -> l.LinkAxes (v x from) (v n.Id k))
+    | ImageToTokens -> l.LinkAxes (v x 1) (v n.Id 2)
+    | TokensToImage _ -> l.LinkAxes (v x 2) (v n.Id 1)
+    | Embedding _ ->
+        l.LinkAxes (v x 1) (v n.Id 1)
+        linkParam "weight" 1 (v n.Id 2)
+        l.Freeze (w "weight" 0) "a vocabulary"
+    | PositionalEmbedding _ ->
+        sameAxes x
+        linkParam "weight" 0 (v n.Id 1)
+        linkParam "weight" 1 (v n.Id 2)
+        l.Freeze (w "weight" 0) "a sequence length"
+    | SelfAttention a ->
+        l.LinkAxes (v x 1) (v n.Id 1)
+        linkParam "qkv.weight" 1 (v x 2)
+        linkParam "proj.weight" 0 (v n.Id 2)
+        linkParam "proj.bias" 0 (v n.Id 2)
+        let heads = { Owner = Heads n.Id; Axis = 0 }
+        let hd = a.HeadDim
+        let perGroup = a.Heads / a.KvHeads
+
+        let rows local (row: int) (unit: int) =
+            if hasParam local then
+                l.Link (w local 0) row heads unit
+
+        for h in 0 .. a.Heads - 1 do
+            for r in 0 .. hd - 1 do
+                rows "qkv.weight" (h * hd + r) (h / perGroup)
+                rows "qkv.bias" (h * hd + r) (h / perGroup)
+                l.Link (w "proj.weight" 1) (h * hd + r) heads (h / perGroup)
+
+        for kv in 0 .. a.KvHeads - 1 do
+            for r in 0 .. hd - 1 do
+                for row in [ (a.Heads + kv) * hd + r; (a.Heads + a.KvHeads + kv) * hd + r ] do
+                    rows "qkv.weight" row kv
+                    rows "qkv.bias" row kv
+    | Add
+    | Mul ->
+        // Broadcasting aligns axes from the right; a size-1 axis couples nothing.
+        for i in n.Inputs do
+            let r = rank i
+
+            for k in 0 .. r - 1 do
+                let ko = k + out - r
+
+                if ko >= 0 then
+                    l.LinkAxes (v i k) (v n.Id ko)
+    | Concat axis ->
+        let axis = if axis < 0 then out + axis else axis
+        let mutable offset = 0
+
+        for i in n.Inputs do
+            for k in 0 .. out - 1 do
+                if k <> axis then
+                    l.LinkAxes (v i k) (v n.Id k)
+
+            let size = known g.Nodes[i].Shape[axis]
+
+            for j in 0 .. size - 1 do
+                l.Link (v i axis) j (v n.Id axis) (offset + j)
+
+            offset <- offset + size
+    | LayerScale(_, axis) ->
+        sameAxes x
+        linkParam "gamma" 0 (v n.Id (if axis < 0 then out + axis else axis))
+    | Parameter ->
+        for k in 0 .. out - 1 do
+            linkParam "value" k (v n.Id k)
+            l.Freeze (v n.Id k) "a free parameter"
+    | SelectToken _
+    | SelectWhere _ -> l.LinkAxes (v x 2) (v n.Id 1)
+    | Narrow(axis, start, length) ->
+        let axis = if axis < 0 then out + axis else axis
+
+        for k in 0 .. out - 1 do
+            if k <> axis then
+                l.LinkAxes (v x k) (v n.Id k)
+
+        for j in 0 .. length - 1 do
+            l.Link (v x axis) (start + j) (v n.Id axis) j
+
+/// Every slot of the graph with its size: known axes of node outputs, parameter axes, heads.
+let private slots (g: Graph) =
+    [
+        for n in g.Nodes do
+            for (k, size) in knownDims n.Shape do
+                yield { Owner = Value n.Id; Axis = k }, size
+
+            match n.Op with
+            | SelfAttention a -> yield { Owner = Heads n.Id; Axis = 0 }, a.KvHeads
+            | _ -> ()
+        for p in g.Params do
+            for k, size in List.indexed p.Shape do
+                yield { Owner = Weight p.Name; Axis = k }, size
+    ]
+
+let private kindOf (g: Graph) (members: Slot list) =
+    let nodeOfParam = Dictionary<string, Node>()
+
+    for n in g.Nodes do
+        for KeyValue(_, full) in n.Params do
+            nodeOfParam.TryAdd(full, n) |> ignore
+
+    let opOf (s: Slot) =
+        match s.Owner with
+        | Weight p -> Some nodeOfParam[p].Op
+        | _ -> None
+
+    let any f = members |> List.exists f
+
+    if any (fun s -> s.Owner.IsHeads) then
+        HeadGroup
+    elif
+        any (fun s ->
+            match opOf s with
+            | Some(Embedding _)
+            | Some(PositionalEmbedding _)
+            | Some(SelfAttention _) -> true
+            | _ -> false)
+    then
+        WidthGroup
+    elif
+        any (fun s ->
+            match opOf s with
+            | Some(Conv _) -> true
+            | _ -> false)
+    then
+        ChannelGroup
+    else
+        HiddenGroup
+
+/// The dependency groups of g, in the order of their first slot (node order, then parameters).
+let analyze (g: Graph) : Group list =
+    let all = slots g
+    let l = Links all
+
+    for n in g.Nodes do
+        linkNode l g n
+
+    for (_, id) in g.Outputs do
+        for (k, _) in knownDims g.Nodes[id].Shape do
+            l.Freeze { Owner = Value id; Axis = k } "a graph output"
+
+    let byComponent =
+        all
+        |> List.map fst
+        |> List.distinct
+        |> List.groupBy (fun s -> l.Component s)
+        |> List.filter (fun (_, members) ->
+            // A group has something to remove (a parameter) and something that says what a
+            // unit is (a value or a head); a kernel's spatial axes alone are neither.
+            members |> List.exists (fun s -> s.Owner.IsWeight)
+            && members |> List.exists (fun s -> not s.Owner.IsWeight))
+
+    byComponent
+    |> List.mapi (fun id (_, members) ->
+        let unitIds = Dictionary<int, int>()
+
+        let indexed =
+            members
+            |> List.map (fun s ->
+                s,
+                Array.init (l.Size s) (fun i ->
+                    let root = l.Unit(s, i)
+
+                    match unitIds.TryGetValue root with
+                    | true, u -> u
+                    | _ ->
+                        unitIds[root] <- unitIds.Count
+                        unitIds.Count - 1))
+
+        {
+            Id = id
+            Kind = kindOf g members
+            Units = unitIds.Count
+            Members = indexed
+            Frozen = members |> List.tryPick l.FrozenWhy
+        })

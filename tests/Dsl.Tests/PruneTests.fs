@@ -1,0 +1,464 @@
+/// Dependency groups, pruning and subcloning (issue 5): checked on every library architecture
+/// (each group loses a unit and the result stays well-typed and prints back to the same IR), on
+/// weights (kept slices bit-identical, zero-contribution units removable without changing the
+/// output) and as properties of random small architectures.
+module Dsl.Tests.PruneTests
+
+open Expecto
+open FsCheck
+open FsCheck.FSharp
+open TorchSharp
+open Dsl
+open Dsl.Ir
+open Dsl.Passes
+open Dsl.Passes.Groups
+open Dsl.Passes.Prune
+open Dsl.Runtime.Emit
+open Dsl.Runtime.Transforms
+open Dsl.Tests.Support
+
+/// Every registered variant of the library, at a small input where the family allows it.
+let libraryModels =
+    [
+        for v, _, _ in LibraryTests.fastvitPublished ->
+            v, sprintf "open fastvit\nmodel m : image[3, 64, 64] = fastvit %s\n" v
+        for v in [ "mci0"; "mci1"; "mci2" ] -> v, sprintf "open fastvit\nmodel m : image[3, 64, 64] = mci %s\n" v
+        for v, _ in LibraryTests.mobileonePublished ->
+            v, sprintf "open mobileone\nmodel m : image[3, 64, 64] = mobileoneNet %s\n" v
+        for v in
+            [
+                "vitTiny16"
+                "vitSmall16"
+                "vitBase16"
+                "vitTinyConvStem"
+                "vitSmallConvStem"
+                "vitBaseConvStem"
+            ] -> v, sprintf "open vit\nmodel m : image[3, 64, 64] = vit %s\n" v
+        for v in [ "clipText"; "clipTextCausal"; "mct" ] ->
+            v, sprintf "open clip\nmodel m : tokens[77] = textEncoder %s\n" v
+        yield "lmTiny", "open lm\nmodel m : tokens[16] = decoder lmTiny\n"
+        yield
+            "fashion convnet",
+            System.IO.File.ReadAllText(System.IO.Path.Combine(repoRoot.Value, "examples/fashion/convnet.dsl"))
+    ]
+
+let private roundTrips (g: Graph) =
+    let printed = Print.model g
+    let c = Compiler.checkSource "pruned.dsl" printed
+
+    match c.Diagnostics with
+    | [] -> IrJson.write false (snd c.Models.Head) = IrJson.write false g
+    | ds -> failtestf "the pruned model does not check:\n%s" (ds |> List.map Diagnostics.format |> String.concat "\n")
+
+let private shrinkable (groups: Group list) =
+    groups |> List.filter (fun grp -> grp.Frozen.IsNone && grp.Units > 1)
+
+/// Keeps all units of a group but one.
+let private withoutUnit (grp: Group) (u: int) =
+    Map.ofList
+        [
+            grp.Id,
+            Set.ofList
+                [
+                    for k in 0 .. grp.Units - 1 do
+                        if k <> u then
+                            yield k
+                ]
+        ]
+
+let private lmSource (width: int) (layers: int) (heads: int) (kv: int) =
+    sprintf
+        "open lm\nmodel m : tokens[12] = decoder { lmTiny with width = %d; layers = %d; heads = %d; kvHeads = %d }\n"
+        width
+        layers
+        heads
+        kv
+
+let private sliced (parent: GraphModule) (g: Graph, map: Slice.SliceMap) =
+    SliceWeights.Build(parent, g, map |> List.map (fun (n, s) -> System.Tuple.Create(n, s)))
+
+let private tokens (b: int64) (t: int64) =
+    torch.randint (257L, [| b; t |], dtype = torch.int64)
+
+let private run (m: GraphModule) (x: torch.Tensor) =
+    use _ = torch.no_grad ()
+    m.eval ()
+    m.forward x
+
+/// Same shape and the same value at every position (torch.equal).
+let private bitEqual (a: torch.Tensor) (b: torch.Tensor) =
+    a.shape = b.shape && a.eq(b).all().item<bool>()
+
+let private paramOf (m: GraphModule) (name: string) = m.state_dict().[name]
+
+let private index (xs: int seq) =
+    torch.tensor (xs |> Seq.map int64 |> Array.ofSeq, dtype = torch.int64)
+
+/// Random small architectures for the properties: decoders, ViTs and convnets.
+let private smallArchitecture =
+    Gen.oneof
+        [
+            gen {
+                let! kv = Gen.elements [ 1; 2 ]
+                let! perKv = Gen.elements [ 1; 2 ]
+                let! hd = Gen.elements [ 4; 8 ]
+                let! layers = Gen.choose (1, 3)
+                return lmSource (kv * perKv * hd) layers (kv * perKv) kv, tokens 2L 12L
+            }
+            gen {
+                let! dim = Gen.elements [ 12; 24 ]
+                let! depth = Gen.choose (1, 3)
+
+                return
+                    sprintf
+                        "open vit\nmodel m : image[1, 14, 14] = vit { vitTiny16 with patch = 7; dim = %d; depth = %d; heads = 3 } (classes = 5)\n"
+                        dim
+                        depth,
+                    torch.randn (2L, 1L, 14L, 14L)
+            }
+            gen {
+                let! c1 = Gen.elements [ 4; 8 ]
+                let! c2 = Gen.elements [ 4; 8 ]
+                let! dw = Gen.elements [ ""; " >> conv 8 (k = 3) (groups = 4)" ]
+
+                return
+                    sprintf
+                        "model m : image[2, 8, 8] = conv %d >> batchnorm >> relu >> residual (conv %d >> batchnorm >> relu >> conv %d)%s >> conv %d (groups = %d) >> flatten >> linear 3\n"
+                        c1
+                        c2
+                        c1
+                        dw
+                        (2 * (if dw = "" then c1 else 8))
+                        (if dw = "" then c1 else 8),
+                    torch.randn (2L, 2L, 8L, 8L)
+            }
+        ]
+
+let private randomTargets =
+    gen {
+        let! f = Gen.elements [ 0.25; 0.5 ]
+        let! which = Gen.choose (0, 3)
+
+        return
+            match which with
+            | 0 -> { none with Channels = Some(Remove f) }
+            | 1 ->
+                { none with
+                    Heads = Some(Remove f)
+                    Hidden = Some(Remove f)
+                }
+            | 2 ->
+                { none with
+                    Width = Some(Remove f)
+                    Blocks = Some(Keep 1)
+                }
+            | _ ->
+                { none with
+                    Channels = Some(Remove f)
+                    Heads = Some(Keep 1)
+                    Blocks = Some(Remove f)
+                }
+    }
+
+let private config =
+    { FsCheckConfig.defaultConfig with
+        maxTest = 25
+    }
+
+[<Tests>]
+let tests =
+    testList
+        "prune and subclone"
+        [
+            testList
+                "every library architecture"
+                [
+                    for name, src in libraryModels ->
+                        test $"{name}: removing a unit of any group keeps the graph well-typed" {
+                            let g = graph src
+                            let groups = analyze g
+                            let open' = shrinkable groups
+                            Expect.isNonEmpty open' "something can shrink"
+
+                            // Each group alone on small graphs; on large ones every group at
+                            // once plus every fifth alone (each check re-elaborates the model).
+                            let alone =
+                                if g.Nodes.Length < 400 then
+                                    open'
+                                else
+                                    open' |> List.filter (fun grp -> grp.Id % 5 = 0)
+
+                            for grp in alone do
+                                let pruned, _ = apply g groups (withoutUnit grp (grp.Units / 2)) [] false
+                                Expect.isTrue (roundTrips pruned) $"group {grp.Id} ({kindName grp.Kind}) prints back"
+
+                                Expect.isLessThan (paramCount pruned) (paramCount g) "fewer parameters"
+
+                            let everything =
+                                open'
+                                |> List.map (fun grp -> (withoutUnit grp 0) |> Map.toList |> List.head)
+                                |> Map.ofList
+
+                            let pruned, _ = apply g groups everything [] false
+                            Expect.isTrue (roundTrips pruned) "all groups at once print back"
+                        }
+                ]
+
+            test "the decoder's groups: one residual width, heads per kv group, FFN units per layer" {
+                let groups = analyze (graph (lmSource 32 2 4 2))
+
+                let kinds =
+                    groups |> List.map (fun grp -> kindName grp.Kind, grp.Units, grp.Frozen.IsSome)
+
+                Expect.equal
+                    kinds
+                    [
+                        "width", 32, false
+                        "heads", 2, false
+                        "hidden", 256, false
+                        "heads", 2, false
+                        "hidden", 256, false
+                        "hidden", 257, true
+                    ]
+                    "groups"
+            }
+
+            test "a pruned decoder's parameters: kept slices are bit-identical to the parent's" {
+                let g = graph (lmSource 32 2 4 2)
+                use parent = new GraphModule(g, 7L)
+                let groups = analyze g
+
+                let scores =
+                    groups
+                    |> List.map (fun grp -> grp.Id, Array.init grp.Units (fun u -> float ((u * 7919) % 13)))
+                    |> Map.ofList
+
+                let targets =
+                    { none with
+                        Width = Some(Keep 20)
+                        Heads = Some(Keep 2)
+                        Hidden = Some(Remove 0.5)
+                    }
+
+                let units = selectUnits g groups targets scores
+                let pruned, map = apply g groups units [] false
+                use child = sliced parent (pruned, map)
+                let width = units[0] |> Set.toList
+                Expect.equal width.Length 20 "20 residual dimensions kept"
+
+                let bestWidth =
+                    [ 0..31 ]
+                    |> List.sortBy (fun u -> -scores[0].[u], u)
+                    |> List.take 20
+                    |> List.sort
+
+                Expect.equal width bestWidth "the highest scores, in order"
+                let kvKept = units[1] |> Set.toList
+                Expect.equal kvKept.Length 1 "2 query heads = 1 kv group"
+                let hd = 8
+                let kv = kvKept.Head
+                // Independent of the pass: q heads 2kv, 2kv+1, then k head kv and v head kv.
+                let qkvRows =
+                    [
+                        for h in [ 2 * kv; 2 * kv + 1 ] do
+                            yield! [ h * hd .. h * hd + hd - 1 ]
+                    ]
+                    @ [ (4 + kv) * hd .. (4 + kv) * hd + hd - 1 ]
+                    @ [ (6 + kv) * hd .. (6 + kv) * hd + hd - 1 ]
+
+                use _ = torch.no_grad ()
+
+                let expectSame (name: string) (expected: torch.Tensor) =
+                    Expect.isTrue (bitEqual (paramOf child name) expected) $"{name} is the kept slice"
+
+                expectSame
+                    "tok_embeddings.weight"
+                    ((paramOf parent "tok_embeddings.weight").index_select(1L, index width))
+
+                expectSame "norm.weight" ((paramOf parent "norm.weight").index_select(0L, index width))
+
+                expectSame
+                    "layers.0.attention.qkv.weight"
+                    ((paramOf parent "layers.0.attention.qkv.weight")
+                        .index_select(0L, index qkvRows)
+                        .index_select(1L, index width))
+
+                let hidden = units[2] |> Set.toList
+                Expect.equal hidden.Length 128 "half the FFN units"
+                let w12Rows = hidden @ (hidden |> List.map (fun u -> u + 256))
+
+                expectSame
+                    "layers.0.feed_forward.w12.weight"
+                    ((paramOf parent "layers.0.feed_forward.w12.weight")
+                        .index_select(0L, index w12Rows)
+                        .index_select(1L, index width))
+
+                expectSame
+                    "layers.0.feed_forward.w3.weight"
+                    ((paramOf parent "layers.0.feed_forward.w3.weight")
+                        .index_select(0L, index width)
+                        .index_select(1L, index hidden))
+
+                expectSame "output.weight" ((paramOf parent "output.weight").index_select(1L, index width))
+                use x = tokens 2L 12L
+                use y = run child x
+                Expect.equal y.shape [| 2L; 12L; 257L |] "the child runs"
+            }
+
+            test "the parameter count of a pruned decoder matches the formula" {
+                let count v d q kv hd h l =
+                    // embeddings + output, final norm, per layer: 2 norms, qkv, q/k norms, proj, w12, w3
+                    2 * v * d
+                    + d
+                    + l * (2 * d + (q + 2 * kv) * hd * d + 2 * hd + q * hd * d + 3 * h * d)
+
+                let g = graph (lmSource 64 4 4 2)
+
+                let targets =
+                    { none with
+                        Width = Some(Keep 40)
+                        Heads = Some(Keep 2)
+                        Hidden = Some(Keep 100)
+                        Blocks = Some(Keep 2)
+                    }
+
+                let pruned, _ = prune g targets Map.empty false
+                Expect.equal (paramCount pruned) (int64 (count 257 40 2 1 16 100 2)) "parameters"
+                Expect.equal (paramCount g) (int64 (count 257 64 4 2 16 256 4)) "the parent's"
+            }
+
+            test "removing units that contribute nothing leaves the outputs unchanged" {
+                // A decoder: zero w3's columns of FFN units 3 and 5 in layer 0 and the proj columns
+                // of layer 1's first kv group (query heads 0 and 1); then prune exactly those.
+                let g = graph (lmSource 32 2 4 2)
+                use parent = new GraphModule(g, 3L)
+
+                do
+                    use _ = torch.no_grad ()
+                    let w3 = paramOf parent "layers.0.feed_forward.w3.weight"
+                    w3[torch.TensorIndex.Colon, torch.TensorIndex.Tensor(index [ 3; 5 ])] <- torch.zeros (32L, 2L)
+                    let proj = paramOf parent "layers.1.attention.proj.weight"
+                    proj[torch.TensorIndex.Colon, torch.TensorIndex.Slice(0L, 16L)] <- torch.zeros (32L, 16L)
+
+                let groups = analyze g
+
+                let keep =
+                    Map.ofList
+                        [
+                            2,
+                            Set.ofList
+                                [
+                                    for u in 0..255 do
+                                        if u <> 3 && u <> 5 then
+                                            yield u
+                                ]
+                            3, Set.ofList [ 1 ]
+                        ]
+
+                let pruned, map = apply g groups keep [] false
+                use child = sliced parent (pruned, map)
+                use x = tokens 3L 12L
+                use a = run parent x
+                use b = run child x
+                Expect.isLessThan (EmitTests.maxAbsDiff a b) 1e-5 "same logits"
+
+                // A convnet: zero BatchNorm 1's scale and shift of channel 2; conv→BN→ReLU gives 0 there.
+                let src =
+                    "model c : image[1, 8, 8] = conv 4 >> batchnorm >> relu >> conv 6 >> batchnorm >> relu >> flatten >> linear 3\n"
+
+                let cg = graph src
+                use cparent = new GraphModule(cg, 5L)
+
+                do
+                    use _ = torch.no_grad ()
+                    (paramOf cparent "1.weight")[2L] <- torch.tensor 0.0f
+                    (paramOf cparent "1.bias")[2L] <- torch.tensor 0.0f
+
+                let cgroups = analyze cg
+                let first = cgroups |> List.find (fun grp -> grp.Units = 4 && grp.Frozen.IsNone)
+                let cpruned, cmap = apply cg cgroups (withoutUnit first 2) [] false
+                use cchild = sliced cparent (cpruned, cmap)
+                use img = torch.randn (2L, 1L, 8L, 8L)
+                use ca = run cparent img
+                use cb = run cchild img
+                Expect.isLessThan (EmitTests.maxAbsDiff ca cb) 1e-5 "same logits"
+            }
+
+            test "blocks come out of the middle and the rest are renumbered; their weights move with them" {
+                let g = graph (lmSource 32 4 4 4)
+                use parent = new GraphModule(g, 11L)
+                let pruned, map = prune g { none with Blocks = Some(Keep 2) } Map.empty false
+                Expect.isTrue (roundTrips pruned) "prints back"
+                use child = sliced parent (pruned, map)
+                use _ = torch.no_grad ()
+
+                for name in [ "attention.qkv.weight"; "feed_forward.w3.weight"; "ffn_norm.weight" ] do
+                    Expect.isTrue
+                        (bitEqual (paramOf child ("layers.0." + name)) (paramOf parent ("layers.0." + name)))
+                        "first kept"
+
+                    Expect.isTrue
+                        (bitEqual (paramOf child ("layers.1." + name)) (paramOf parent ("layers.3." + name)))
+                        "last kept"
+
+                Expect.isFalse (child.state_dict().ContainsKey "layers.2.attention.qkv.weight") "two blocks left"
+
+                Expect.equal
+                    (middleBlocks (snd (mainBlocks (graph (lmSource 32 8 4 4))).Value) (Keep 4)
+                     |> List.map (fun b -> b.Index))
+                    [ 2; 3; 4; 5 ]
+                    "8 → 4 drops 2–5"
+            }
+
+            test "weight scaling multiplies projections whose input shrank by √(n/n′)" {
+                let g = graph (lmSource 32 1 4 4)
+                use parent = new GraphModule(g, 2L)
+                let pruned, map = prune g { none with Width = Some(Keep 8) } Map.empty true
+                let slices = Map.ofList map
+                Expect.floatClose Accuracy.veryHigh slices["layers.0.attention.qkv.weight"].Scale 2.0 "√(32/8)"
+
+                Expect.floatClose
+                    Accuracy.veryHigh
+                    slices["layers.0.feed_forward.w3.weight"].Scale
+                    1.0
+                    "its input (FFN units) did not shrink"
+
+                Expect.floatClose Accuracy.veryHigh slices["norm.weight"].Scale 1.0 "norms are not projections"
+                use child = sliced parent (pruned, map)
+                use _ = torch.no_grad ()
+
+                let expected =
+                    (paramOf parent "output.weight").index_select(1L, index [ 0..7 ]).mul(torch.tensor 2.0f)
+
+                Expect.isLessThan (EmitTests.maxAbsDiff (paramOf child "output.weight") expected) 1e-6 "scaled slice"
+            }
+
+            testPropertyWithConfig config "random small architectures: pruned output elaborates, runs and prints back"
+            <| Prop.forAll (Arb.fromGen (Gen.zip smallArchitecture randomTargets)) (fun ((src, input), targets) ->
+                let g = graph src
+                let pruned, map = prune g targets Map.empty false
+                use parent = new GraphModule(g, 1L)
+                use child = sliced parent (pruned, map)
+                use y = run child input
+                input.Dispose()
+                roundTrips pruned && y.shape[0] = 2L && paramCount pruned <= paramCount g)
+
+            testPropertyWithConfig config "with nothing to remove the pass is the identity, bit for bit"
+            <| Prop.forAll (Arb.fromGen smallArchitecture) (fun (src, input) ->
+                let g = graph src
+
+                let nothing =
+                    { none with
+                        Channels = Some(Remove 0.0)
+                        Heads = Some(Remove 0.0)
+                        Blocks = Some(Remove 0.0)
+                    }
+
+                let same, map = prune g nothing Map.empty true
+                use parent = new GraphModule(g, 1L)
+                use child = sliced parent (same, map)
+                use a = run parent input
+                use b = run child input
+                input.Dispose()
+                IrJson.write false same = IrJson.write false g && bitEqual a b)
+        ]
