@@ -36,6 +36,8 @@ type TrainArgs =
     | Seed of seed: int
     | Data of dir: string
     | Max_Steps of steps: int
+    | Eval_Steps of steps: int
+    | Init of checkpoint: string
     | Device of name: string
 
     interface IArgParserTemplate with
@@ -49,6 +51,8 @@ type TrainArgs =
             | Seed _ -> "override the train block's seed"
             | Data _ -> "dataset directory (default: the train block's, else the Debian package location)"
             | Max_Steps _ -> "stop after this many optimizer steps"
+            | Eval_Steps _ -> "also evaluate on the held-out data every this many steps (learning curves)"
+            | Init _ -> "start from these weights (e.g. a pruned or subcloned checkpoint) instead of a random init"
             | Device _ -> "cpu or cuda (default: cuda when a CUDA build of TorchSharp finds a GPU, else cpu)"
 
 type EvalArgs =
@@ -117,14 +121,37 @@ type TransformArgs =
     | Model of name: string
     | [<Mandatory>] Checkpoint of dir: string
     | [<Mandatory>] Out of dir: string
+    | Name of name: string
+    | Channels of amount: string
+    | Width of amount: string
+    | Hidden of amount: string
+    | Ffn of amount: string
+    | Heads of amount: string
+    | Blocks of amount: string
+    | Depth of blocks: int
+    | Criterion of name: string
+    | Batches of count: int
+    | Scale
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
-            | Inputs _ -> "the transform (reparam), then the .dsl file"
+            | Inputs _ -> "the transform (reparam, prune or subclone), then the .dsl file"
             | Model _ -> "the model (default: the first with a train block, else the first)"
             | Checkpoint _ -> "the trained checkpoint directory"
             | Out _ -> "where to write model.dsl and the transformed checkpoint"
+            | Name _ -> "prune, subclone: the new model's name (and whose train block to print, if the file has one)"
+            | Channels _ -> "prune: every group but heads; a fraction removed (0.3) or a size kept (48)"
+            | Width _ -> "a token stream's width (residual stream, embeddings): fraction removed or size kept"
+            | Hidden _ -> "hidden units between projections (FFN): fraction removed or size kept"
+            | Ffn _ -> "subclone: FFN hidden units kept per block (same as --hidden)"
+            | Heads _ -> "attention heads per layer: fraction removed or query heads kept"
+            | Blocks _ -> "prune: blocks of the main stack, from the middle: fraction removed or count kept"
+            | Depth _ -> "subclone: blocks kept (first and last kept, middle removed)"
+            | Criterion _ -> "magnitude, activation or taylor (prune default magnitude; subclone: activation)"
+            | Batches _ -> "sample batches of the train data for activation and taylor (default 8)"
+            | Scale ->
+                "multiply projections whose input shrank from n to n' by sqrt(n/n') (subcloning's weight scaling)"
 
 type FashionCaptionsArgs =
     | [<Mandatory>] Out of dir: string
@@ -219,7 +246,8 @@ type DslArgs =
             | Eval _ -> "evaluate a checkpoint on the test set"
             | Predict _ -> "classify image files with a checkpoint"
             | Bench _ -> "measure forward and train-step latency"
-            | Transform _ -> "rewrite a trained model (reparam: fold branches and BatchNorms into single convolutions)"
+            | Transform _ ->
+                "rewrite a trained model: reparam (fold branches and BatchNorms into convolutions), prune, subclone"
             | Data _ -> "make and label image-text data sets (fashion-captions, catlip-labels)"
             | Reinforce _ ->
                 "store teacher embeddings of augmented images and captions for MobileCLIP's reinforced training"

@@ -73,6 +73,38 @@ let private withProgress (total: int64) (run: (TrainProgress -> unit) -> 'a) : '
 
             evalLine p |> Option.iter (printfn "%s"))
 
+/// What is trained on: labelled images, a text corpus, or an image–text set (which owns its
+/// reinforced data); the second part is what the caller disposes when done.
+let trainingTask
+    (file: string)
+    (r: Recipe.TrainRecipe)
+    (g: Graph)
+    (model: GraphModule)
+    (dataDir: string option)
+    : ITrainingTask * IDisposable list =
+    if r.Data.Kind = "corpus" then
+        let packed = Corpus.load file r g
+        Corpus.task r packed, [ packed :> IDisposable ]
+    elif r.Data.Kind = "captions" then
+        let train = ImageText.loadSet file r g r.Data.Path
+        let test = ImageText.testSet file r g
+        let t, reinforced = ImageText.task file r g model train test
+
+        t,
+        [
+            Some(train :> IDisposable)
+            test |> Option.map (fun x -> x :> IDisposable)
+            reinforced |> Option.map (fun x -> x :> IDisposable)
+        ]
+        |> List.choose id
+    else
+        let train = (loadData file r g dataDir true).Value
+        let test = loadData file r g dataDir false
+
+        ClassificationTask(train, Option.toObj test),
+        [ Some(train :> IDisposable); test |> Option.map (fun x -> x :> IDisposable) ]
+        |> List.choose id
+
 let train (args: ParseResults<TrainArgs>) =
     let file = args.GetResult TrainArgs.File
     let c = checkedOrExit file
@@ -93,35 +125,22 @@ let train (args: ParseResults<TrainArgs>) =
     args.TryGetResult TrainArgs.Max_Steps
     |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
 
+    match args.TryGetResult TrainArgs.Eval_Steps with
+    | Some s when s <= 0 -> fail "dsl train: --eval-steps must be positive, got %d" s
+    | Some s -> options.EvalEverySteps <- s
+    | None -> ()
+
     Benchmark.UseAllCores() |> ignore
 
     use model =
         new GraphModule(g, int64 r.Seed, deviceOf (args.TryGetResult TrainArgs.Device))
 
-    // What is trained on: labelled images, or an image–text set (which owns its reinforced data).
-    let task, owned: ITrainingTask * IDisposable list =
-        if r.Data.Kind = "corpus" then
-            let packed = Corpus.load file r g
-            Corpus.task r packed, [ packed :> IDisposable ]
-        elif r.Data.Kind = "captions" then
-            let train = ImageText.loadSet file r g r.Data.Path
-            let test = ImageText.testSet file r g
-            let t, reinforced = ImageText.task file r g model train test
+    match args.TryGetResult TrainArgs.Init with
+    | Some _ when options.Resume -> fail "dsl train: --init and --resume exclude each other"
+    | Some dir -> loadWeights model dir |> ignore
+    | None -> ()
 
-            t,
-            [
-                Some(train :> IDisposable)
-                test |> Option.map (fun x -> x :> IDisposable)
-                reinforced |> Option.map (fun x -> x :> IDisposable)
-            ]
-            |> List.choose id
-        else
-            let train = (loadData file r g dataDir true).Value
-            let test = loadData file r g dataDir false
-
-            ClassificationTask(train, Option.toObj test),
-            [ Some(train :> IDisposable); test |> Option.map (fun x -> x :> IDisposable) ]
-            |> List.choose id
+    let task, owned = trainingTask file r g model dataDir
 
     use _owned =
         { new IDisposable with

@@ -1,16 +1,20 @@
-/// `dsl transform reparam`: a trained model rewritten by a static IR pass, written as a new
-/// `.dsl` file (the model printed back, plus its train block) and a checkpoint that fits it, so
-/// the result loads without the original source.
+/// `dsl transform reparam|prune|subclone`: a trained model rewritten by a static IR pass, written
+/// as a new `.dsl` file (the model printed back, plus its train block) and a checkpoint that fits
+/// it, so the result loads without the original source.
 module Dsl.Cli.Transform
 
+open System
 open System.Collections.Generic
+open System.Globalization
 open System.IO
 open Argu
 open TorchSharp
 open Dsl
 open Dsl.Ir
+open Dsl.Passes
 open Dsl.Runtime.Checkpoints
 open Dsl.Runtime.Emit
+open Dsl.Runtime.Training
 open Dsl.Runtime.Transforms
 open Dsl.Cli.Args
 open Dsl.Cli.Report
@@ -34,45 +38,56 @@ let private relocated (file: string) (out: string) (r: Recipe.TrainRecipe) =
             }
     }
 
-let run (args: ParseResults<TransformArgs>) =
-    let file =
-        match args.GetResult(TransformArgs.Inputs, []) with
-        | [ "reparam"; f ] -> f
-        | kind :: _ :: _ when kind <> "reparam" -> fail "dsl transform: unknown transform '%s'; there is: reparam" kind
-        | _ -> fail "dsl transform: give the transform (reparam) and the .dsl file"
+/// Writes `out/model.dsl` (the new graph printed, then the train block of `recipeFor` if the
+/// file has one) and `out/checkpoint` with the new weights and the old run's metadata.
+let private write
+    (c: Compiler.Checked)
+    (file: string)
+    (out: string)
+    (recipeFor: string list)
+    (header: string)
+    (g: Graph)
+    (module': GraphModule)
+    (meta: CheckpointMeta)
+    (extra: (string * string) list)
+    =
+    let data = Dictionary(meta.Extra)
 
-    let c = checkedOrExit file
-    let g = modelOrExit c (args.TryGetResult TransformArgs.Model)
+    for k, v in extra do
+        data[k] <- v
+
+    let newMeta =
+        CheckpointMeta(
+            Model = g.Name,
+            SourceHash = sourceHash g,
+            Step = meta.Step,
+            Epoch = meta.Epoch,
+            Seed = meta.Seed,
+            Created = DateTime.UtcNow.ToString "O",
+            Metrics = meta.Metrics,
+            Extra = data
+        )
+
+    Directory.CreateDirectory out |> ignore
+    Checkpoint.Save(Path.Combine(out, "checkpoint"), module'.state_dict (), Dictionary<string, torch.Tensor>(), newMeta)
+
+    let recipe =
+        recipeFor
+        |> List.tryPick (Compiler.pickRecipe c)
+        |> Option.map (fun r -> "\n" + Print.recipe (relocated file out { r with Model = g.Name }))
+
+    File.WriteAllText(Path.Combine(out, "model.dsl"), header + "\n" + Print.model g + Option.defaultValue "" recipe)
+
+let private reparam (c: Compiler.Checked) (file: string) (g: Graph) (args: ParseResults<TransformArgs>) =
     let out = args.GetResult TransformArgs.Out
     use trained = new GraphModule(g, 0L)
     let meta = loadWeights trained (args.GetResult TransformArgs.Checkpoint)
     use deploy = WeightMapEvaluator.Reparameterize trained
-    let weights = deploy.state_dict ()
-    let extra = Dictionary(meta.Extra)
-    extra["transform"] <- "reparam"
 
-    let deployMeta =
-        CheckpointMeta(
-            Model = g.Name,
-            SourceHash = sourceHash deploy.Graph,
-            Step = meta.Step,
-            Epoch = meta.Epoch,
-            Seed = meta.Seed,
-            Created = System.DateTime.UtcNow.ToString "O",
-            Metrics = meta.Metrics,
-            Extra = extra
-        )
+    let header =
+        sprintf "// %s re-parameterised by `dsl transform reparam` from %s." g.Name file
 
-    Directory.CreateDirectory out |> ignore
-    Checkpoint.Save(Path.Combine(out, "checkpoint"), weights, Dictionary<string, torch.Tensor>(), deployMeta)
-
-    let source =
-        sprintf "// %s re-parameterised by `dsl transform reparam` from %s.\n%s" g.Name file (Print.model deploy.Graph)
-        + (match Compiler.pickRecipe c g.Name with
-           | Some r -> "\n" + Print.recipe (relocated file out r)
-           | None -> "")
-
-    File.WriteAllText(Path.Combine(out, "model.dsl"), source)
+    write c file out [ g.Name ] header deploy.Graph deploy meta [ "transform", "reparam" ]
 
     printfn
         "%s: %s → %s parameters, %d → %d nodes; wrote %s and %s"
@@ -85,3 +100,198 @@ let run (args: ParseResults<TransformArgs>) =
         (Path.Combine(out, "checkpoint"))
 
     0
+
+/// A fraction to remove (has a point: 0.3) or a size to keep (a whole number: 48).
+let private amount (flag: string) (text: string) : Prune.Amount =
+    match Double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture) with
+    | true, v when text.Contains '.' && v >= 0.0 && v < 1.0 -> Prune.Remove v
+    | true, v when not (text.Contains '.') && v >= 1.0 && v = floor v -> Prune.Keep(int v)
+    | _ ->
+        fail
+            "dsl transform: --%s takes a fraction to remove (0 ≤ f < 1, e.g. 0.3) or a size to keep (a whole number ≥ 1), got '%s'"
+            flag
+            text
+
+/// One score per unit of every group, by the criterion; activation and Taylor run the model on
+/// the first batches of a seeded shuffle of its train data.
+let private scores
+    (criterion: string)
+    (c: Compiler.Checked)
+    (file: string)
+    (g: Graph)
+    (model: GraphModule)
+    (groups: Groups.Group list)
+    (batches: int)
+    =
+    let sampled (measure: ITrainingTask -> TrainOptions -> (unit -> torch.Tensor) -> Dictionary<int, float[]>) =
+        let r =
+            match Compiler.pickRecipe c g.Name with
+            | Some r -> r
+            | None ->
+                fail
+                    "%s: error: the %s criterion runs the model on its train data, but model '%s' has no train block"
+                    file
+                    criterion
+                    g.Name
+
+        let task, owned = Run.trainingTask file r g model None
+
+        try
+            let options = trainOptions r g (Path.GetTempPath())
+
+            let perm =
+                let a = Array.init task.Count int64
+                Random(r.Seed).Shuffle a
+                a
+
+            let size = min r.Batch task.Count
+            let mutable next = 0
+            use augment = new torch.Generator(uint64 r.Seed)
+
+            measure task options (fun () ->
+                let start = (next * size) % max 1 (task.Count - size + 1)
+                next <- next + 1
+                task.Loss(model, perm[start .. start + size - 1], augment, options))
+        finally
+            for d in owned do
+                d.Dispose()
+
+    let result =
+        match criterion with
+        | "magnitude" -> Importance.Magnitude(model, groups)
+        | "activation" ->
+            sampled (fun _ _ loss ->
+                Importance.Activation(model, ResizeArray groups, (fun () -> loss () |> ignore), batches))
+        | "taylor" ->
+            // Eval mode: BatchNorm uses (and keeps) its running statistics while gradients flow.
+            model.eval ()
+            sampled (fun _ _ loss -> Importance.Taylor(model, ResizeArray groups, Func<_>(loss), batches))
+        | other -> fail "dsl transform: unknown criterion '%s'; there are: magnitude, activation, taylor" other
+
+    result |> Seq.map (fun (KeyValue(k, v)) -> k, v) |> Map.ofSeq
+
+let private shrink (kind: string) (c: Compiler.Checked) (file: string) (g: Graph) (args: ParseResults<TransformArgs>) =
+    let out = args.GetResult TransformArgs.Out
+
+    let flag (case: Quotations.Expr<string -> TransformArgs>) (name: string) =
+        args.TryGetResult case |> Option.map (amount name)
+
+    let sizeOnly (name: string) (a: Prune.Amount option) =
+        match a with
+        | Some(Prune.Remove _) when kind = "subclone" ->
+            fail "dsl transform subclone: --%s is the size of the child (a whole number), not a fraction" name
+        | a -> a
+
+    let targets: Prune.Targets =
+        {
+            Channels = flag <@ TransformArgs.Channels @> "channels"
+            Width = flag <@ TransformArgs.Width @> "width" |> sizeOnly "width"
+            Hidden =
+                Option.orElse (flag <@ TransformArgs.Hidden @> "hidden") (flag <@ TransformArgs.Ffn @> "ffn")
+                |> sizeOnly "ffn"
+            Heads = flag <@ TransformArgs.Heads @> "heads" |> sizeOnly "heads"
+            Blocks =
+                Option.orElse
+                    (flag <@ TransformArgs.Blocks @> "blocks")
+                    (args.TryGetResult TransformArgs.Depth
+                     |> Option.map (fun d -> amount "depth" (string d)))
+        }
+
+    if targets = Prune.none then
+        fail
+            "dsl transform %s: say what to shrink (--channels, --width, --hidden/--ffn, --heads, --blocks/--depth)"
+            kind
+
+    let criterion =
+        args.GetResult(TransformArgs.Criterion, (if kind = "subclone" then "activation" else "magnitude"))
+
+    let name = args.GetResult(TransformArgs.Name, g.Name)
+    use parent = new GraphModule(g, 0L)
+    let meta = loadWeights parent (args.GetResult TransformArgs.Checkpoint)
+    let groups = Groups.analyze g
+
+    let unitScores =
+        scores criterion c file g parent groups (args.GetResult(TransformArgs.Batches, 8))
+
+    let scale = args.Contains TransformArgs.Scale
+    let shrunk, map = Prune.prune g targets unitScores scale
+    let shrunk = { shrunk with Name = name }
+    parent.eval ()
+
+    use child =
+        SliceWeights.Build(parent, shrunk, map |> List.map (fun (n, s) -> Tuple.Create(n, s)))
+
+    let described =
+        [
+            "channels", targets.Channels
+            "width", targets.Width
+            "hidden", targets.Hidden
+            "heads", targets.Heads
+            "blocks", targets.Blocks
+        ]
+        |> List.choose (fun (k, a) ->
+            a
+            |> Option.map (fun a ->
+                match a with
+                | Prune.Remove f -> sprintf "%s −%g%%" k (100.0 * f)
+                | Prune.Keep n -> sprintf "%s %d" k n))
+        |> String.concat ", "
+
+    let header =
+        sprintf
+            "// %s: %s by `dsl transform %s` from model %s of %s (%s; %s%s)."
+            name
+            (if kind = "prune" then "pruned" else "subcloned")
+            kind
+            g.Name
+            file
+            described
+            criterion
+            (if scale then ", weights scaled" else "")
+
+    write
+        c
+        file
+        out
+        [ name; g.Name ]
+        header
+        shrunk
+        child
+        meta
+        [
+            "transform", kind
+            "targets", described
+            "criterion", criterion
+            "scaled", string scale
+        ]
+
+    printfn
+        "%s → %s (%s): %s → %s parameters, %d → %d nodes; wrote %s and %s"
+        g.Name
+        name
+        described
+        ((paramCount g).ToString("N0"))
+        ((paramCount shrunk).ToString("N0"))
+        g.Nodes.Length
+        shrunk.Nodes.Length
+        (Path.Combine(out, "model.dsl"))
+        (Path.Combine(out, "checkpoint"))
+
+    0
+
+let run (args: ParseResults<TransformArgs>) =
+    let kinds = [ "reparam"; "prune"; "subclone" ]
+
+    let kind, file =
+        match args.GetResult(TransformArgs.Inputs, []) with
+        | [ kind; f ] when List.contains kind kinds -> kind, f
+        | kind :: _ :: _ when not (List.contains kind kinds) ->
+            fail "dsl transform: unknown transform '%s'; there are: %s" kind (String.concat ", " kinds)
+        | _ -> fail "dsl transform: give the transform (%s) and the .dsl file" (String.concat ", " kinds)
+
+    let c = checkedOrExit file
+    let g = modelOrExit c (args.TryGetResult TransformArgs.Model)
+
+    match kind with
+    | "reparam" -> reparam c file g args
+    | k -> shrink k c file g args

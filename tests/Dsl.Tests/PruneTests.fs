@@ -461,4 +461,204 @@ let tests =
                 use b = run child input
                 input.Dispose()
                 IrJson.write false same = IrJson.write false g && bitEqual a b)
+
+            test "dsl show --groups, transform prune and subclone end to end: the outputs load, evaluate and train" {
+                withTempDir "dsl-prune-" (fun dir ->
+                    let rnd = System.Random 2
+                    let words = [| "in"; "the"; "beginning"; "was"; "word"; "and"; "light"; "day" |]
+
+                    let entries =
+                        [
+                            for _ in 1..120 ->
+                                String.concat " " [ for _ in 1 .. rnd.Next(4, 10) -> words[rnd.Next words.Length] ]
+                        ]
+
+                    System.IO.File.WriteAllText(System.IO.Path.Combine(dir, "f.txt"), String.concat "\n%\n" entries)
+                    let file = System.IO.Path.Combine(dir, "lm.dsl")
+
+                    System.IO.File.WriteAllText(
+                        file,
+                        "open lm\nmodel tiny : tokens[16] -> logits[16, 257] = decoder { lmTiny with width = 32; layers = 3 }\n"
+                        + "train tiny {\n    data = corpus \"f.txt\" (format = \"fortunes\") (validation = 0.1)\n    loss = nextToken\n    batch = 8\n}\n"
+                    )
+
+                    let path (xs: string list) =
+                        System.IO.Path.Combine(Array.ofList (dir :: xs))
+
+                    let ok (r: CliTests.Run) = Expect.equal r.Code 0 (r.Out + r.Err)
+                    ok (CliTests.dsl [ "train"; file; "--out"; path [ "run" ]; "--max-steps"; "3" ])
+                    let checkpoint = path [ "run"; "checkpoint" ]
+                    let groups = CliTests.dsl [ "show"; file; "--groups" ]
+                    ok groups
+                    Expect.stringContains groups.Out "width       32 units  can shrink" "the residual stream"
+                    Expect.stringContains groups.Out "fixed: a graph output" "the vocabulary"
+
+                    for criterion in [ "magnitude"; "activation"; "taylor" ] do
+                        let out = path [ "pruned-" + criterion ]
+
+                        let pruned =
+                            CliTests.dsl
+                                [
+                                    "transform"
+                                    "prune"
+                                    file
+                                    "--checkpoint"
+                                    checkpoint
+                                    "--out"
+                                    out
+                                    "--width"
+                                    "0.25"
+                                    "--heads"
+                                    "0.5"
+                                    "--hidden"
+                                    "64"
+                                    "--criterion"
+                                    criterion
+                                ]
+
+                        ok pruned
+                        Expect.stringContains pruned.Out "width −25%, hidden 64, heads −50%" "what was done"
+
+                        let evaluated =
+                            CliTests.dsl
+                                [
+                                    "eval"
+                                    System.IO.Path.Combine(out, "model.dsl")
+                                    "--checkpoint"
+                                    System.IO.Path.Combine(out, "checkpoint")
+                                ]
+
+                        ok evaluated
+                        Expect.stringContains evaluated.Out "perplexity" "the pruned model evaluates"
+
+                    let child = path [ "child" ]
+
+                    ok (
+                        CliTests.dsl
+                            [
+                                "transform"
+                                "subclone"
+                                file
+                                "--checkpoint"
+                                checkpoint
+                                "--out"
+                                child
+                                "--name"
+                                "small"
+                                "--width"
+                                "16"
+                                "--depth"
+                                "2"
+                                "--heads"
+                                "2"
+                                "--ffn"
+                                "128"
+                                "--scale"
+                            ]
+                    )
+
+                    let source = System.IO.File.ReadAllText(System.IO.Path.Combine(child, "model.dsl"))
+                    Expect.stringContains source "model small" "the child's name"
+                    Expect.stringContains source "train small" "its train block"
+                    let c = Dsl.Compiler.checkFile (System.IO.Path.Combine(child, "model.dsl"))
+                    Expect.isEmpty c.Diagnostics "the child declaration checks on its own"
+                    let g = snd c.Models.Head
+
+                    Expect.equal
+                        (g.Nodes |> List.filter (fun n -> n.Path.EndsWith ".attention") |> List.length)
+                        2
+                        "two blocks"
+
+                    ok (
+                        CliTests.dsl
+                            [
+                                "train"
+                                System.IO.Path.Combine(child, "model.dsl")
+                                "--init"
+                                System.IO.Path.Combine(child, "checkpoint")
+                                "--out"
+                                path [ "child-run" ]
+                                "--max-steps"
+                                "2"
+                            ]
+                    )
+
+                    let bad (args: string list) (fragment: string) =
+                        let r = CliTests.dsl args
+                        Expect.notEqual r.Code 0 "fails"
+                        Expect.stringContains (r.Out + r.Err) fragment "says why"
+                        Expect.isFalse ((r.Out + r.Err).Contains "   at ") "no stack trace"
+
+                    bad
+                        [
+                            "transform"
+                            "prune"
+                            file
+                            "--checkpoint"
+                            checkpoint
+                            "--out"
+                            path [ "x" ]
+                            "--width"
+                            "1.5"
+                        ]
+                        "a fraction to remove"
+
+                    bad
+                        [
+                            "transform"
+                            "subclone"
+                            file
+                            "--checkpoint"
+                            checkpoint
+                            "--out"
+                            path [ "x" ]
+                            "--width"
+                            "0.5"
+                        ]
+                        "not a fraction"
+
+                    bad
+                        [
+                            "transform"
+                            "prune"
+                            file
+                            "--checkpoint"
+                            checkpoint
+                            "--out"
+                            path [ "x" ]
+                        ]
+                        "say what to shrink"
+
+                    bad
+                        [
+                            "transform"
+                            "prune"
+                            file
+                            "--checkpoint"
+                            checkpoint
+                            "--out"
+                            path [ "x" ]
+                            "--width"
+                            "8"
+                            "--criterion"
+                            "fisher"
+                        ]
+                        "unknown criterion"
+
+                    bad
+                        [
+                            "transform"
+                            "prune"
+                            file
+                            "--checkpoint"
+                            path [ "nowhere" ]
+                            "--out"
+                            path [ "x" ]
+                            "--width"
+                            "8"
+                        ]
+                        "nowhere"
+
+                    bad [ "train"; file; "--init"; path [ "nowhere" ]; "--out"; path [ "y" ] ] "nowhere")
+            }
         ]

@@ -20,7 +20,11 @@ public static class Benchmark
     /// </summary>
     public static int UseAllCores()
     {
-        var cores = Environment.ProcessorCount;
+        // DSL_THREADS caps the threads, e.g. to run two jobs side by side on a shared machine
+        // without libtorch's OpenMP workers spinning against each other.
+        var cores = int.TryParse(Environment.GetEnvironmentVariable("DSL_THREADS"), out var cap) && cap > 0
+            ? Math.Min(cap, Environment.ProcessorCount)
+            : Environment.ProcessorCount;
         set_num_threads(cores);
         return cores;
     }

@@ -66,6 +66,12 @@ public sealed class TrainOptions
     /// <summary>Evaluate on the test set every this many epochs (and after the last one).</summary>
     public int EvalEvery { get; set; } = 1;
 
+    /// <summary>
+    /// Also evaluate every this many optimizer steps (0 = only per epoch): learning curves for
+    /// steps-to-target comparisons such as weight subcloning's (PAPERS.md §7.2).
+    /// </summary>
+    public int EvalEverySteps { get; set; }
+
     public int EvalBatchSize { get; set; } = 256;
 
     /// <summary>Write a metrics line every this many optimizer steps (and at the last one).</summary>
@@ -102,6 +108,7 @@ public sealed class TrainOptions
         Require(LabelSmoothing is >= 0 and < 1, nameof(LabelSmoothing), "must be in [0, 1)");
         Require(AccumulationSteps > 0, nameof(AccumulationSteps), "must be positive");
         Require(EvalEvery > 0, nameof(EvalEvery), "must be positive");
+        Require(EvalEverySteps >= 0, nameof(EvalEverySteps), "must not be negative");
         Require(EvalBatchSize > 0, nameof(EvalBatchSize), "must be positive");
         Require(LogEvery > 0, nameof(LogEvery), "must be positive");
         Require(MaxSteps is null or > 0, nameof(MaxSteps), "must be positive when set");

@@ -80,6 +80,11 @@ public sealed class Trainer
                     TrainingCheckpoint.Save(model, options, optimizer, plan, done, loss, lastEvaluation);
                     savedStep = done;
                 }
+                else if (options.EvalEverySteps > 0 && done % options.EvalEverySteps == 0)
+                {
+                    report = report with { Evaluation = Evaluate(task, report.Epoch, done, log) };
+                    lastEvaluation = report.Evaluation ?? lastEvaluation;
+                }
 
                 progress?.Invoke(report);
             }
@@ -155,11 +160,17 @@ public sealed class Trainer
     /// <summary>Evaluates on the test set after epochs EvalEvery, 2·EvalEvery, … and the last one.</summary>
     private EvalResult? EvaluateIfDue(ITrainingTask task, long epochsCompleted, int epoch, long step, MetricsLog log)
     {
-        if (epochsCompleted % options.EvalEvery != 0 && epochsCompleted != options.Epochs)
+        if (epochsCompleted % options.EvalEvery != 0 && epochsCompleted != options.Epochs && (options.EvalEverySteps <= 0 || step % options.EvalEverySteps != 0))
         {
             return null;
         }
 
+        return Evaluate(task, epoch, step, log);
+    }
+
+    /// <summary>Evaluates on the test set now and logs the metrics as <c>test_*</c> at this step.</summary>
+    private EvalResult? Evaluate(ITrainingTask task, int epoch, long step, MetricsLog log)
+    {
         var evaluation = task.Evaluate(model, options);
         if (evaluation is null)
         {

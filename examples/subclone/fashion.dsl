@@ -1,0 +1,27 @@
+// Weight subcloning and pruning on images (shared/papers/PAPERS.md §7.2): a ViT on Fashion-MNIST
+// with 7×7 patches (16 tokens), the parent, and the child shape it is subcloned to.
+open vit
+
+let parentCfg = { vitTiny16 with patch = 7; dim = 128; depth = 8; heads = 8 }
+let childCfg = { parentCfg with dim = 64; depth = 4; heads = 4 }
+
+model parent : image[1, 28, 28] -> logits[10] = vit parentCfg (classes = 10)
+model child : image[1, 28, 28] -> logits[10] = vit childCfg (classes = 10)
+
+train parent {
+    data      = fashionMnist { augment = [ randomCrop 28 (pad = 2); hflip ] }
+    loss      = crossEntropy (smoothing = 0.1)
+    optimizer = adamw (lr = 2e-3, weightDecay = 0.05)
+    schedule  = cosine (warmup = 100)
+    epochs    = 2
+    batch     = 128
+}
+
+train child {
+    data      = fashionMnist { augment = [ randomCrop 28 (pad = 2); hflip ] }
+    loss      = crossEntropy (smoothing = 0.1)
+    optimizer = adamw (lr = 2e-3, weightDecay = 0.05)
+    schedule  = cosine (warmup = 100)
+    epochs    = 1
+    batch     = 128
+}
