@@ -98,6 +98,8 @@ type BenchArgs =
     | Warmup of count: int
     | Device of name: string
     | Reparam
+    | Against of path: string
+    | Against_Model of name: string
     | Rounds of count: int
     | Profile
     | Json
@@ -111,7 +113,9 @@ type BenchArgs =
             | Repeats _ -> "timed repetitions (default 30)"
             | Warmup _ -> "untimed repetitions first (default 5)"
             | Reparam -> "time the re-parameterised (deploy) form against the train form, side by side"
-            | Rounds _ -> "with --reparam: alternating rounds (default 10)"
+            | Against _ -> "time another .dsl model with the same inputs and outputs (e.g. a pruned one) side by side"
+            | Against_Model _ -> "with --against: the model in that file (default: the first)"
+            | Rounds _ -> "with --reparam or --against: alternating rounds (default 10)"
             | Profile -> "where a training step's time goes: forward time per kind of op, and the rest (loss, backward)"
             | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"

@@ -449,15 +449,44 @@ let bench (args: ParseResults<BenchArgs>) =
 
     if args.Contains BenchArgs.Profile then
         profile g model inputs loss (args.GetResult(BenchArgs.Warmup, 3)) (args.GetResult(BenchArgs.Repeats, 10))
-    elif args.Contains BenchArgs.Reparam then
-        // The deploy form's weights come from the train form's, so both compute the same function.
-        use deploy = Dsl.Runtime.Transforms.WeightMapEvaluator.Reparameterize model
+    elif args.Contains BenchArgs.Reparam || args.Contains BenchArgs.Against then
+        // The other side: the deploy form (weights from the train form's, so both compute the
+        // same function), or another model with the same inputs and outputs (a pruned one).
+        // Each side's label in JSON keys, long (for latencies) and short (for ratios).
+        let other, otherName, (labelA, shortA), (labelB, shortB) =
+            match args.TryGetResult BenchArgs.Against with
+            | Some path when not (args.Contains BenchArgs.Reparam) ->
+                let oc = checkedOrExit path
+                let og = modelOrExit oc (args.TryGetResult BenchArgs.Against_Model)
+
+                if
+                    og.Inputs.Length <> g.Inputs.Length
+                    || List.map2 (fun (_, a) (_, b) -> g.Nodes[a].Shape = og.Nodes[b].Shape) g.Inputs og.Inputs
+                       |> List.contains false
+                    || List.map2 (fun (_, a) (_, b) -> g.Nodes[a].Shape = og.Nodes[b].Shape) g.Outputs og.Outputs
+                       |> List.contains false
+                then
+                    fail
+                        "dsl bench --against: %s's model '%s' does not take and give what '%s' does"
+                        path
+                        og.Name
+                        g.Name
+
+                new GraphModule(og, 0L, model.Device), og.Name, ("other", "other"), ("model", "model")
+            | Some _ -> fail "dsl bench: --reparam and --against exclude each other"
+            | None ->
+                Dsl.Runtime.Transforms.WeightMapEvaluator.Reparameterize model,
+                g.Name,
+                ("deploy_form", "deploy"),
+                ("train_form", "train")
+
+        use other = other
         let rounds = args.GetResult(BenchArgs.Rounds, 10)
         let repeats = args.GetResult(BenchArgs.Repeats, 5)
 
         let paired =
             PairedComparison.Run(
-                Func<_, _, _>(measure deploy),
+                Func<_, _, _>(measure other),
                 Func<_, _, _>(measure model),
                 rounds,
                 args.GetResult(BenchArgs.Warmup, 3),
@@ -469,29 +498,36 @@ let bench (args: ParseResults<BenchArgs>) =
                 dict
                     [
                         "model", box g.Name
+                        "other", box otherName
                         "batch", box batch
                         "threads", box paired.FirstRound.Threads
                         "conv_backend", box paired.FirstRound.ConvBackend
                         "rounds", box rounds
                         "repeats", box repeats
-                        "train_form_params", box (paramCount g)
-                        "deploy_form_params", box (paramCount deploy.Graph)
-                        "forward_train_form_ms", box paired.ForwardB
-                        "forward_deploy_form_ms", box paired.ForwardA
-                        "forward_ratio_deploy_over_train", box paired.ForwardRatio
+                        labelB + "_params", box (paramCount g)
+                        labelA + "_params", box (paramCount other.Graph)
+                        "forward_" + labelB + "_ms", box paired.ForwardB
+                        "forward_" + labelA + "_ms", box paired.ForwardA
+                        "forward_ratio_" + shortA + "_over_" + shortB, box paired.ForwardRatio
+                        "train_step_" + labelB + "_ms", box paired.TrainStepB
+                        "train_step_" + labelA + "_ms", box paired.TrainStepA
+                        "train_step_ratio_" + shortA + "_over_" + shortB, box paired.TrainStepRatio
                     ]
 
             printfn "%s" (JsonSerializer.Serialize o)
         else
             printfn
-                "%s, batch %d, %d threads, %s convolutions: forward train form %.3f ms, deploy form %.3f ms, deploy/train %.3f (median of %d alternating rounds of %d)"
+                "%s, batch %d, %d threads, %s convolutions: forward %s %.3f ms, %s %.3f ms, ratio %.3f; train step ratio %.3f (median of %d alternating rounds of %d)"
                 g.Name
                 batch
                 paired.FirstRound.Threads
                 paired.FirstRound.ConvBackend
+                labelB
                 paired.ForwardB
+                (if labelA = "other" then otherName else labelA)
                 paired.ForwardA
                 paired.ForwardRatio
+                paired.TrainStepRatio
                 rounds
                 repeats
 

@@ -531,6 +531,31 @@ let tests =
                         ok evaluated
                         Expect.stringContains evaluated.Out "perplexity" "the pruned model evaluates"
 
+                    let bench =
+                        CliTests.dsl
+                            [
+                                "bench"
+                                file
+                                "--against"
+                                path [ "pruned-taylor"; "model.dsl" ]
+                                "--batch"
+                                "2"
+                                "--rounds"
+                                "2"
+                                "--repeats"
+                                "1"
+                                "--warmup"
+                                "1"
+                                "--json"
+                            ]
+
+                    ok bench
+
+                    Expect.stringContains
+                        bench.Out
+                        "\"forward_ratio_other_over_model\""
+                        "a paired ratio, pruned over dense"
+
                     let child = path [ "child" ]
 
                     ok (
