@@ -29,14 +29,18 @@ curve() { sed -n 's/.*"step":\([0-9]*\).*"test_loss":\([0-9.eE+-]*\).*/\1 \2/p' 
 # The first evaluated step whose loss is at or below $2 (empty when never).
 steps_to() { curve "$1" | awk -v t="$2" '$2 <= t { print $1; exit }'; }
 
-printf 'task\tinit\tparameters\tinit_loss\tfinal_loss\tfinal_accuracy\tsteps_to_target\tspeedup\n' > docs/subclone.tsv
-printf 'task\tinit\tstep\tloss\n' > docs/subclone-curves.tsv
-printf 'task\tmodel\tparameters\tloss\taccuracy\tforward_ms\tforward_ratio\tnote\n' > docs/prune.tsv
-
-# task file parent-steps child-steps eval-every width ffn bench-batch
-for spec in "text kjv.dsl ${TEXT_PARENT_STEPS:-500} ${TEXT_CHILD_STEPS:-400} 25 64 256 8" \
-            "vision fashion.dsl ${VISION_PARENT_STEPS:-936} ${VISION_CHILD_STEPS:-300} 25 64 256 32"; do
-  read -r task file parent_steps child_steps every width ffn bench_batch <<< "$spec"
+# TASKS="text" or "vision" runs one (two such runs can share a machine; the last one to finish
+# writes the docs from both).
+for task in ${TASKS:-text vision}; do
+  # file parent-steps child-steps eval-every width ffn bench-batch
+  case $task in
+    text) spec="kjv.dsl ${TEXT_PARENT_STEPS:-500} ${TEXT_CHILD_STEPS:-400} 25 64 256 8" ;;
+    vision) spec="fashion.dsl ${VISION_PARENT_STEPS:-936} ${VISION_CHILD_STEPS:-300} 25 64 256 32" ;;
+    *) echo "unknown task $task (text, vision)"; exit 1 ;;
+  esac
+  read -r file parent_steps child_steps every width ffn bench_batch <<< "$spec"
+  results=$out/$task-subclone.tsv curves=$out/$task-curves.tsv pruning=$out/$task-prune.tsv
+  : > $results; : > $curves; : > $pruning
   src=$dir/$file
   parent=$out/$task-parent
   $dsl check $src
@@ -57,7 +61,7 @@ for spec in "text kjv.dsl ${TEXT_PARENT_STEPS:-500} ${TEXT_CHILD_STEPS:-400} 25 
   random_steps=$(steps_to $out/$task-random $target)
   for init in random subclone subclone-scaled; do
     run=$out/$task-$init; [ $init = random ] || run=$out/$task-$init/run
-    curve $run | awk -v t=$task -v i=$init '{ printf "%s\t%s\t%s\t%s\n", t, i, $1, $2 }' >> docs/subclone-curves.tsv
+    curve $run | awk -v t=$task -v i=$init '{ printf "%s\t%s\t%s\t%s\n", t, i, $1, $2 }' >> $curves
     n=$(steps_to $run $target)
     init_loss=-; [ $init = random ] || init_loss=$(json loss < $out/$task-$init/init.json)
     final=$(grep '"test_loss"' $run/metrics.jsonl | tail -n 1)
@@ -65,12 +69,12 @@ for spec in "text kjv.dsl ${TEXT_PARENT_STEPS:-500} ${TEXT_CHILD_STEPS:-400} 25 
     model_file=$src; [ $init = random ] || model_file=$out/$task-$init/model.dsl
     params=$($dsl check $model_file | sed -n 's/^model child: .*layers, \([0-9,]*\) parameters$/\1/p' | tr -d ,)
     printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' $task $init "${params:--}" $init_loss "$(echo "$final" | json test_loss)" $accuracy "${n:-never}" \
-      "$(awk -v a=$random_steps -v b="${n:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" >> docs/subclone.tsv
+      "$(awk -v a=$random_steps -v b="${n:-0}" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "-" }')" >> $results
   done
 
   # --- pruning 30% of the channels -----------------------------------------------------------------
   params=$($dsl check $src | sed -n 's/^model parent: .*layers, \([0-9,]*\) parameters$/\1/p' | tr -d ,)
-  printf '%s\tdense\t%s\t%s\t%s\t-\t1\tthe trained parent\n' $task $params "$(json loss < $parent/eval.json)" "$(json accuracy < $parent/eval.json)" >> docs/prune.tsv
+  printf '%s\tdense\t%s\t%s\t%s\t-\t1\tthe trained parent\n' $task $params "$(json loss < $parent/eval.json)" "$(json accuracy < $parent/eval.json)" >> $pruning
   for criterion in magnitude taylor; do
     p=$out/$task-pruned-$criterion
     timed $dsl transform prune $src --model parent --checkpoint $parent/checkpoint --out $p --channels 0.3 --criterion $criterion
@@ -80,9 +84,13 @@ for spec in "text kjv.dsl ${TEXT_PARENT_STEPS:-500} ${TEXT_CHILD_STEPS:-400} 25 
     $dsl bench $src --model parent --against $p/model.dsl --batch $bench_batch --rounds 10 --json > $p/bench.json
     ms=$(json forward_other_ms < $p/bench.json); ratio=$(json forward_ratio_other_over_model < $p/bench.json)
     params=$($dsl check $p/model.dsl | sed -n 's/^model parent: .*layers, \([0-9,]*\) parameters$/\1/p' | tr -d ,)
-    printf '%s\tpruned-%s\t%s\t%s\t%s\t%s\t%s\tbefore fine-tuning\n' $task $criterion $params "$(json loss < $p/before.json)" "$(json accuracy < $p/before.json)" $ms $ratio >> docs/prune.tsv
-    printf '%s\tpruned-%s\t%s\t%s\t%s\t%s\t%s\tafter 150 fine-tuning steps\n' $task $criterion $params "$(json loss < $p/after.json)" "$(json accuracy < $p/after.json)" $ms $ratio >> docs/prune.tsv
+    printf '%s\tpruned-%s\t%s\t%s\t%s\t%s\t%s\tbefore fine-tuning\n' $task $criterion $params "$(json loss < $p/before.json)" "$(json accuracy < $p/before.json)" $ms $ratio >> $pruning
+    printf '%s\tpruned-%s\t%s\t%s\t%s\t%s\t%s\tafter 150 fine-tuning steps\n' $task $criterion $params "$(json loss < $p/after.json)" "$(json accuracy < $p/after.json)" $ms $ratio >> $pruning
   done
 done
+[ -s $out/text-subclone.tsv ] && [ -s $out/vision-subclone.tsv ] || exit 0
+{ printf 'task\tinit\tparameters\tinit_loss\tfinal_loss\tfinal_accuracy\tsteps_to_target\tspeedup\n'; cat $out/text-subclone.tsv $out/vision-subclone.tsv; } > docs/subclone.tsv
+{ printf 'task\tinit\tstep\tloss\n'; cat $out/text-curves.tsv $out/vision-curves.tsv; } > docs/subclone-curves.tsv
+{ printf 'task\tmodel\tparameters\tloss\taccuracy\tforward_ms\tforward_ratio\tnote\n'; cat $out/text-prune.tsv $out/vision-prune.tsv; } > docs/prune.tsv
 cat docs/subclone.tsv docs/prune.tsv
 bash $dir/plot.sh
