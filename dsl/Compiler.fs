@@ -13,6 +13,8 @@ type Checked =
     {
         File: string
         Models: (string * Graph) list
+        /// The models declared as transforms of earlier ones (`subclone parent (…)`).
+        Declared: (string * Declared.Declared) list
         Recipes: Recipe.TrainRecipe list
         Diagnostics: Diagnostic list
     }
@@ -53,6 +55,7 @@ let checkSource (file: string) (text: string) : Checked =
             {
                 File = file
                 Models = []
+                Declared = []
                 Recipes = []
                 Diagnostics = ds
             }
@@ -60,10 +63,41 @@ let checkSource (file: string) (text: string) : Checked =
             let diags = ResizeArray(loaded.Diagnostics)
             let models = ResizeArray()
 
+            let declared = ResizeArray()
+
             for m in loaded.Models do
-                match attempt (fun () -> elaborateModel m) with
-                | Ok g -> models.Add(m.Name, g)
+                let transform =
+                    if m.Inputs.IsEmpty then
+                        attempt (fun () -> Declared.recognise m.Body)
+                    else
+                        Ok None
+
+                match transform with
                 | Error ds -> diags.AddRange ds
+                | Ok None ->
+                    match attempt (fun () -> elaborateModel m) with
+                    | Ok g -> models.Add(m.Name, g)
+                    | Error ds -> diags.AddRange ds
+                | Ok(Some(kind, parent, parentSpan, named, span)) ->
+                    let result =
+                        attempt (fun () ->
+                            let d = Declared.read kind parent named span
+
+                            match models |> Seq.tryFind (fun (n, _) -> n = parent) with
+                            | Some(_, g) -> d, Declared.graph d m.Name g named
+                            | None ->
+                                errorf
+                                    parentSpan
+                                    "%s: no model '%s' declared before this one%s"
+                                    kind
+                                    parent
+                                    (didYouMean parent (models |> Seq.map fst |> List.ofSeq)))
+
+                    match result with
+                    | Ok(d, g) ->
+                        models.Add(m.Name, g)
+                        declared.Add(m.Name, d)
+                    | Error ds -> diags.AddRange ds
 
             let recipes = ResizeArray()
 
@@ -86,6 +120,7 @@ let checkSource (file: string) (text: string) : Checked =
             {
                 File = file
                 Models = List.ofSeq models
+                Declared = List.ofSeq declared
                 Recipes = List.ofSeq recipes
                 // A library file opened twice, or a failed definition used in several places,
                 // reports the same error more than once: each is worth reading once.
@@ -97,6 +132,7 @@ let checkFile (path: string) : Checked =
         {
             File = path
             Models = []
+            Declared = []
             Recipes = []
             Diagnostics =
                 [

@@ -170,7 +170,13 @@ let private scores
 
     result |> Seq.map (fun (KeyValue(k, v)) -> k, v) |> Map.ofSeq
 
-let private shrink (kind: string) (c: Compiler.Checked) (file: string) (g: Graph) (args: ParseResults<TransformArgs>) =
+let private shrink
+    (kind: string)
+    (c: Compiler.Checked)
+    (file: string)
+    (picked: Graph)
+    (args: ParseResults<TransformArgs>)
+    =
     let out = args.GetResult TransformArgs.Out
 
     let flag (case: Quotations.Expr<string -> TransformArgs>) (name: string) =
@@ -182,7 +188,7 @@ let private shrink (kind: string) (c: Compiler.Checked) (file: string) (g: Graph
             fail "dsl transform subclone: --%s is the size of the child (a whole number), not a fraction" name
         | a -> a
 
-    let targets: Prune.Targets =
+    let fromFlags: Prune.Targets =
         {
             Channels = flag <@ TransformArgs.Channels @> "channels"
             Width = flag <@ TransformArgs.Width @> "width" |> sizeOnly "width"
@@ -197,15 +203,39 @@ let private shrink (kind: string) (c: Compiler.Checked) (file: string) (g: Graph
                      |> Option.map (fun d -> amount "depth" (string d)))
         }
 
-    if targets = Prune.none then
-        fail
-            "dsl transform %s: say what to shrink (--channels, --width, --hidden/--ffn, --heads, --blocks/--depth)"
-            kind
+    // A model declared as `subclone parent (…)` brings its parent and targets; otherwise the
+    // picked model is the parent and the flags say what to shrink.
+    let g, targets, criterion, scale, name =
+        match c.Declared |> List.tryFind (fun (n, _) -> n = picked.Name) with
+        | Some(_, d) ->
+            if d.Kind <> kind then
+                fail "dsl transform %s: model '%s' is declared as %s %s (…) in %s" kind picked.Name d.Kind d.Parent file
 
-    let criterion =
-        args.GetResult(TransformArgs.Criterion, (if kind = "subclone" then "activation" else "magnitude"))
+            if fromFlags <> Prune.none then
+                fail
+                    "dsl transform %s: model '%s' declares what to shrink in %s; drop the size flags"
+                    kind
+                    picked.Name
+                    file
 
-    let name = args.GetResult(TransformArgs.Name, g.Name)
+            snd (c.Models |> List.find (fun (n, _) -> n = d.Parent)),
+            d.Targets,
+            args.GetResult(TransformArgs.Criterion, d.Criterion),
+            d.Scale || args.Contains TransformArgs.Scale,
+            picked.Name
+        | None ->
+            if fromFlags = Prune.none then
+                fail
+                    "dsl transform %s: say what to shrink (--channels, --width, --hidden/--ffn, --heads, --blocks/--depth), or pick a model declared as %s parent (…)"
+                    kind
+                    kind
+
+            picked,
+            fromFlags,
+            args.GetResult(TransformArgs.Criterion, (if kind = "subclone" then "activation" else "magnitude")),
+            args.Contains TransformArgs.Scale,
+            args.GetResult(TransformArgs.Name, picked.Name)
+
     use parent = new GraphModule(g, 0L)
     let meta = loadWeights parent (args.GetResult TransformArgs.Checkpoint)
     let groups = Groups.analyze g
@@ -213,7 +243,6 @@ let private shrink (kind: string) (c: Compiler.Checked) (file: string) (g: Graph
     let unitScores =
         scores criterion c file g parent groups (args.GetResult(TransformArgs.Batches, 8))
 
-    let scale = args.Contains TransformArgs.Scale
     let shrunk, map = Prune.prune g targets unitScores scale
     let shrunk = { shrunk with Name = name }
     parent.eval ()

@@ -462,6 +462,59 @@ let tests =
                 input.Dispose()
                 IrJson.write false same = IrJson.write false g && bitEqual a b)
 
+            test "a declared subclone has exactly the IR of the child declared by hand" {
+                let decoder =
+                    "open lm\nlet p = { lmTiny with width = 128; layers = 8; heads = 8; kvHeads = 8 }\n"
+                    + "model parent : tokens[16] = decoder p\n"
+                    + "model child = subclone parent (width = 64) (depth = 4) (heads = 4) (ffn = 256)\n"
+                    + "model byHand : tokens[16] = decoder { p with width = 64; layers = 4; heads = 4; kvHeads = 4 }\n"
+
+                let vit =
+                    "open vit\nlet p = { vitTiny16 with patch = 7; dim = 128; depth = 8; heads = 8 }\n"
+                    + "model parent : image[1, 28, 28] = vit p (classes = 10)\n"
+                    + "model child = subclone parent (width = 64) (depth = 4) (heads = 4) (ffn = 256)\n"
+                    + "model byHand : image[1, 28, 28] = vit { p with dim = 64; depth = 4; heads = 4 } (classes = 10)\n"
+
+                for src in [ decoder; vit ] do
+                    let c = check src
+                    Expect.isEmpty c.Diagnostics "checks"
+
+                    let model name =
+                        snd (c.Models |> List.find (fun (n, _) -> n = name))
+
+                    let json name =
+                        IrJson.write false { model name with Name = "m" }
+
+                    Expect.equal (json "child") (json "byHand") "same IR"
+                    Expect.equal (c.Declared |> List.map fst) [ "child" ] "child is a declared transform"
+            }
+
+            test "declared transforms report located mistakes" {
+                let src (decl: string) =
+                    "open lm\nmodel parent : tokens[16] = decoder lmTiny\n" + decl + "\n"
+
+                expectError (src "model c = subclone parent (widht = 32)") "3:28" "no option 'widht'"
+
+                expectError
+                    (src "model c = subclone parent (width = 100)")
+                    "3:28"
+                    "width = 100 is more than model 'parent' has (64)"
+
+                expectError
+                    (src "model c = subclone parent (depth = 3)")
+                    "3:28"
+                    "3 blocks is more than model 'parent' has (2)"
+
+                expectError
+                    (src "model c = subclone parnt (width = 32)")
+                    "3:20"
+                    "no model 'parnt' declared before this one"
+
+                expectError (src "model c = subclone parent (width = 0.5)") "3:28" "the child's size, a whole number"
+                expectError (src "model c = prune parent (channels = 1.5)") "3:25" "a fraction to remove"
+                expectError (src "model c = prune parent") "3:11" "say what to shrink"
+            }
+
             test "dsl show --groups, transform prune and subclone end to end: the outputs load, evaluate and train" {
                 withTempDir "dsl-prune-" (fun dir ->
                     let rnd = System.Random 2
@@ -479,6 +532,7 @@ let tests =
                     System.IO.File.WriteAllText(
                         file,
                         "open lm\nmodel tiny : tokens[16] -> logits[16, 257] = decoder { lmTiny with width = 32; layers = 3 }\n"
+                        + "model small = subclone tiny (width = 16) (depth = 2) (heads = 2) (ffn = 128)\n"
                         + "train tiny {\n    data = corpus \"f.txt\" (format = \"fortunes\") (validation = 0.1)\n    loss = nextToken\n    batch = 8\n}\n"
                     )
 
@@ -608,6 +662,30 @@ let tests =
                             ]
                     )
 
+                    let declared = path [ "declared" ]
+
+                    ok (
+                        CliTests.dsl
+                            [
+                                "transform"
+                                "subclone"
+                                file
+                                "--model"
+                                "small"
+                                "--checkpoint"
+                                checkpoint
+                                "--out"
+                                declared
+                            ]
+                    )
+
+                    Expect.equal
+                        (IrJson.write
+                            false
+                            (snd (Dsl.Compiler.checkFile (System.IO.Path.Combine(declared, "model.dsl"))).Models.Head))
+                        (IrJson.write false g)
+                        "the declared child is the flag-built child"
+
                     let bad (args: string list) (fragment: string) =
                         let r = CliTests.dsl args
                         Expect.notEqual r.Code 0 "fails"
@@ -684,6 +762,20 @@ let tests =
                         ]
                         "nowhere"
 
-                    bad [ "train"; file; "--init"; path [ "nowhere" ]; "--out"; path [ "y" ] ] "nowhere")
+                    bad [ "train"; file; "--init"; path [ "nowhere" ]; "--out"; path [ "y" ] ] "nowhere"
+
+                    bad
+                        [
+                            "transform"
+                            "prune"
+                            file
+                            "--model"
+                            "small"
+                            "--checkpoint"
+                            checkpoint
+                            "--out"
+                            path [ "x" ]
+                        ]
+                        "declared as subclone tiny")
             }
         ]
