@@ -84,6 +84,30 @@ type PredictArgs =
             | Checkpoint _ -> "checkpoint directory"
             | Top _ -> "how many classes to print per image (default 3)"
 
+type GenerateArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | Model of name: string
+    | [<Mandatory>] Checkpoint of dir: string
+    | [<Mandatory>] Prompt of text: string
+    | Tokens of count: int
+    | Temperature of t: float
+    | Top_K of k: int
+    | Seed of seed: int
+    | No_Cache
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file with a decoder and its corpus train block (whose tokenizer is used)"
+            | Model _ -> "the model (default: the first with a train block)"
+            | Checkpoint _ -> "checkpoint directory"
+            | Prompt _ -> "the text to continue"
+            | Tokens _ -> "new tokens at most (default 100); fewer at end-of-text or when the context is full"
+            | Temperature _ -> "softmax temperature (default 1.0); 0 is greedy"
+            | Top_K _ -> "draw only from the k most likely tokens (default 0: all)"
+            | Seed _ -> "seed of the draws (default 0)"
+            | No_Cache -> "run the whole sequence for every new token instead of keeping keys and values"
+
 type BenchArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
     | Model of name: string
@@ -94,6 +118,7 @@ type BenchArgs =
     | Reparam
     | Rounds of count: int
     | Profile
+    | Generate of tokens: int
     | Json
 
     interface IArgParserTemplate with
@@ -105,8 +130,10 @@ type BenchArgs =
             | Repeats _ -> "timed repetitions (default 30)"
             | Warmup _ -> "untimed repetitions first (default 5)"
             | Reparam -> "time the re-parameterised (deploy) form against the train form, side by side"
-            | Rounds _ -> "with --reparam: alternating rounds (default 10)"
+            | Rounds _ -> "with --reparam or --generate: alternating rounds (default 10, 5 with --generate)"
             | Profile -> "where a training step's time goes: forward time per kind of op, and the rest (loss, backward)"
+            | Generate _ ->
+                "decoders: tokens/s of greedily generating N tokens (random weights) with and without the KV cache, in alternating rounds"
             | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"
 
@@ -202,6 +229,7 @@ type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<EvalArgs>
     | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
+    | [<CliPrefix(CliPrefix.None)>] Generate of ParseResults<GenerateArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Transform of ParseResults<TransformArgs>
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataArgs>
@@ -216,6 +244,7 @@ type DslArgs =
             | Train _ -> "train a model with its train block"
             | Eval _ -> "evaluate a checkpoint on the test set"
             | Predict _ -> "classify image files with a checkpoint"
+            | Generate _ -> "continue a prompt with a trained decoder language model"
             | Bench _ -> "measure forward and train-step latency"
             | Transform _ -> "rewrite a trained model (reparam: fold branches and BatchNorms into single convolutions)"
             | Data _ -> "make and label image-text data sets (fashion-captions, catlip-labels)"
