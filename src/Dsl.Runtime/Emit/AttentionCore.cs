@@ -20,6 +20,8 @@ internal sealed class AttentionCore
     private readonly Tensor? projBias;
     private readonly Tensor? qNorm;
     private readonly Tensor? kNorm;
+    private readonly Tensor? qWidthNorm;
+    private readonly Tensor? kWidthNorm;
     private readonly long heads;
     private readonly double rope;
     private readonly bool causal;
@@ -42,6 +44,8 @@ internal sealed class AttentionCore
         projBias = attrs.Bias ? parameters.Required("proj.bias") : null;
         qNorm = attrs.QkNorm ? parameters.Required("q_norm.weight") : null;
         kNorm = attrs.QkNorm ? parameters.Required("k_norm.weight") : null;
+        qWidthNorm = attrs.QkLayerNorm ? parameters.Required("q_norm.weight") : null;
+        kWidthNorm = attrs.QkLayerNorm ? parameters.Required("k_norm.weight") : null;
         heads = attrs.Heads;
         KvHeads = attrs.KvHeads;
         HeadDim = attrs.HeadDim;
@@ -55,12 +59,26 @@ internal sealed class AttentionCore
 
     /// <summary>
     /// q [B, heads, n, hd], k and v [B, kvHeads, n, hd] of x [B, n, D] whose first position is
-    /// <paramref name="start"/>: the fused projection, then the optional per-head RMSNorm and RoPE.
+    /// <paramref name="start"/>: the fused projection, the optional full-width LayerNorm of q and
+    /// k, the split into heads, then the optional per-head RMSNorm and RoPE.
     /// </summary>
     public (Tensor Q, Tensor K, Tensor V) Project(Tensor x, long start)
     {
         var (batch, tokens) = (x.shape[0], x.shape[1]);
-        var qkv = F.linear(x, qkvWeight, qkvBias).view(batch, tokens, heads + (2 * KvHeads), HeadDim).transpose(1, 2);
+        var projected = F.linear(x, qkvWeight, qkvBias);
+        if (qWidthNorm is not null)
+        {
+            var (queryWidth, keyWidth) = (heads * HeadDim, KvHeads * HeadDim);
+            projected = cat(
+            [
+                F.layer_norm(projected.narrow(-1, 0, queryWidth), [queryWidth], qWidthNorm, null, 1e-5),
+                F.layer_norm(projected.narrow(-1, queryWidth, keyWidth), [keyWidth], kWidthNorm!, null, 1e-5),
+                projected.narrow(-1, queryWidth + keyWidth, keyWidth),
+            ],
+            -1);
+        }
+
+        var qkv = projected.view(batch, tokens, heads + (2 * KvHeads), HeadDim).transpose(1, 2);
         var q = qkv.narrow(1, 0, heads);
         var k = qkv.narrow(1, heads, KvHeads);
         var v = qkv.narrow(1, heads + KvHeads, KvHeads);
