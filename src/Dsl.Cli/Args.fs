@@ -191,16 +191,29 @@ type CatlipLabelsArgs =
                 "use this vocabulary (synset<TAB>lemma<TAB>count, e.g. one mined on the training split) instead of mining"
             | Wordnet _ -> "WordNet database directory (default /usr/share/wordnet)"
 
+type BibleKjvArgs =
+    | [<Mandatory>] Out of path: string
+    | Bible of program: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Out _ ->
+                "the corpus file to write: the books as documents separated by % lines (corpus format \"fortunes\"), verses without references"
+            | Bible _ -> "the bible program of the Debian package bible-kjv (default: bible on PATH)"
+
 [<RequireSubcommand>]
 type DataArgs =
     | [<CliPrefix(CliPrefix.None)>] Fashion_Captions of ParseResults<FashionCaptionsArgs>
     | [<CliPrefix(CliPrefix.None)>] Catlip_Labels of ParseResults<CatlipLabelsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Bible_Kjv of ParseResults<BibleKjvArgs>
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Fashion_Captions _ -> "make an image-caption data set (JSONL manifests + PNGs) from Fashion-MNIST"
             | Catlip_Labels _ -> "mine CatLIP's WordNet synset labels from a manifest's captions"
+            | Bible_Kjv _ -> "a text corpus of the King James Bible, one document per book (Debian package bible-kjv)"
 
 type ReinforceArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
@@ -247,7 +260,7 @@ type DslArgs =
             | Generate _ -> "continue a prompt with a trained decoder language model"
             | Bench _ -> "measure forward and train-step latency"
             | Transform _ -> "rewrite a trained model (reparam: fold branches and BatchNorms into single convolutions)"
-            | Data _ -> "make and label image-text data sets (fashion-captions, catlip-labels)"
+            | Data _ -> "make data sets (fashion-captions, catlip-labels, bible-kjv)"
             | Reinforce _ ->
                 "store teacher embeddings of augmented images and captions for MobileCLIP's reinforced training"
             | Version -> "print the version"

@@ -80,10 +80,10 @@ let run (args: ParseResults<GenerateArgs>) =
     match result.Stop with
     | "context" ->
         eprintfn
-            "note: stopped after %d new tokens: the prompt and the text fill the context of model '%s' (%s)"
+            "note: stopped after %d new tokens: the prompt and the text fill the context of model '%s' (tokens[%s])"
             result.Tokens.Count
             g.Name
-            (showShape g.Nodes[snd g.Inputs.Head].Shape)
+            (string (List.last g.Nodes[snd g.Inputs.Head].Shape))
     | "end-of-text" -> eprintfn "note: stopped at end-of-text after %d new tokens" result.Tokens.Count
     | _ -> ()
 

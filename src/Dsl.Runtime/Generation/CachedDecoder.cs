@@ -66,7 +66,8 @@ public sealed class CachedDecoder : IDisposable
             return scope.MoveToOuter(logits);
         }
 
-        var sequence = history is null ? tokens.to(model.Device) : cat([history, tokens.to(model.Device)], 1);
+        // A copy, never the caller's tensor: the history is disposed with the sequence.
+        var sequence = history is null ? tokens.to(model.Device).clone() : cat([history, tokens.to(model.Device)], 1);
         history?.Dispose();
         history = sequence.DetachFromDisposeScope();
         var all = model.RunFirstOutput(plan, [history]);

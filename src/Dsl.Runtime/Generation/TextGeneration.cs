@@ -49,7 +49,12 @@ public static class TextGeneration
             promptSeconds = clock.Elapsed.TotalSeconds;
             while (tokens.Count < maxTokens)
             {
-                var next = sampler.Next(logits[0, -1]);
+                long next;
+                using (var last = logits[0, -1])
+                {
+                    next = sampler.Next(last);
+                }
+
                 if (next == endOfText)
                 {
                     stop = "end-of-text";
