@@ -108,6 +108,14 @@ internal sealed class AttentionCore
     public Tensor Attend(Tensor q, Tensor k, Tensor v, long start)
     {
         var (batch, tokens, length) = (q.shape[0], q.shape[2], k.shape[2]);
+        if (KvHeads != heads && tokens == 1)
+        {
+            // One new position (cached decoding) sees every earlier one: each key/value head's
+            // group of query heads attends as a short query sequence, without copying the cache.
+            var grouped = F.scaled_dot_product_attention(q.reshape(batch, KvHeads, heads / KvHeads, HeadDim), k, v);
+            return F.linear(grouped.reshape(batch, 1, heads * HeadDim), projWeight, projBias);
+        }
+
         if (KvHeads != heads)
         {
             k = k.repeat_interleave(heads / KvHeads, 1);
@@ -117,7 +125,7 @@ internal sealed class AttentionCore
         Tensor attended;
         if (!causal || tokens == 1)
         {
-            // One new position sees every earlier one: no mask at all.
+            // Without a causal mask, or one new position that sees every earlier one: no mask.
             attended = F.scaled_dot_product_attention(q, k, v);
         }
         else if (start == 0 && tokens == length)
