@@ -9,7 +9,7 @@ model kjv : tokens[128] -> logits[128, 257] = decoder { lmTiny with width = 128;
 // epoch is about 900 steps; run.sh stops after MAX_STEPS (default 300, a third of the text) to
 // stay within 15 minutes on two cores, so the learning rate is constant after its warmup.
 train kjv {
-    data      = corpus "../../data/kjv.txt" (format = "fortunes") (tokenizer = "bytes") (validation = 0.05)
+    data      = corpus "../../data/kjv-books.txt" (format = "fortunes") (tokenizer = "bytes") (validation = 0.05)
     loss      = nextToken (zLoss = 1e-4)
     optimizer = adamw (lr = 3e-3, weightDecay = 0.033)
     schedule  = constant (warmup = 100)

@@ -14,7 +14,7 @@ spec=examples/lm/kjv.dsl
 out=${OUT:-runs/kjv}
 prompt=${PROMPT:-And God said}
 
-[ -f data/kjv.txt ] || $dsl data bible-kjv --out data/kjv.txt
+[ -f data/kjv-books.txt ] || $dsl data bible-kjv --out data/kjv-books.txt
 $dsl check $spec
 $dsl show $spec | tail -n 2
 
