@@ -107,8 +107,12 @@ let private layers =
             linear (asPositiveInt "linear" "features" a["features"]) (asBool "linear" "bias" a["bias"]) s)
         layerFn "batchnorm" [] [ "eps", flt 1e-5; "momentum", flt 0.1 ] (fun a s ->
             batchnorm (asFloat "batchnorm" "eps" a["eps"]) (asFloat "batchnorm" "momentum" a["momentum"]) s)
-        layerFn "layernorm" [] [ "eps", flt 1e-5; "affine", VBool true ] (fun a s ->
-            layernorm (asFloat "layernorm" "eps" a["eps"]) (asBool "layernorm" "affine" a["affine"]) s)
+        layerFn "layernorm" [] [ "eps", flt 1e-5; "affine", VBool true; "bias", VBool true ] (fun a s ->
+            layernorm
+                (asFloat "layernorm" "eps" a["eps"])
+                (asBool "layernorm" "affine" a["affine"])
+                (asBool "layernorm" "bias" a["bias"])
+                s)
         layerFn "rmsnorm" [] [ "eps", flt 1e-6 ] (fun a s -> rmsnorm (asFloat "rmsnorm" "eps" a["eps"]) s)
         layerFn "groupnorm" [ "groups" ] [ "eps", flt 1e-5 ] (fun a s ->
             groupnorm (asPositiveInt "groupnorm" "groups" a["groups"]) (asFloat "groupnorm" "eps" a["eps"]) s)
@@ -142,6 +146,7 @@ let private layers =
                 "kvHeads", num 0
                 "rope", flt 0.0
                 "qkNorm", VBool false
+                "qkLayerNorm", VBool false
                 "headDim", num 0
             ]
             (fun a s ->
@@ -153,6 +158,7 @@ let private layers =
                     (asInt "attention" "kvHeads" a["kvHeads"])
                     (asFloat "attention" "rope" a["rope"])
                     (asBool "attention" "qkNorm" a["qkNorm"])
+                    (asBool "attention" "qkLayerNorm" a["qkLayerNorm"])
                     (asInt "attention" "headDim" a["headDim"])
                     s)
         layerFn "layerScale" [] [ "init", flt 1e-5 ] (fun a s -> layerScale (asFloat "layerScale" "init" a["init"]) s)
@@ -216,6 +222,20 @@ let private combinators =
                 {
                     Name = "at"
                     Kind = At(segments, asLayer "at" (fst a["layer"]) (snd a["layer"]))
+                    Span = s
+                })
+        "tie",
+        hostFn "tie" [ "path"; "layer" ] [] (fun _ a s ->
+            let path = asString "tie" "path" a["path"]
+            let segments = path.Split('.') |> List.ofArray
+
+            if segments |> List.exists ((=) "") then
+                errorf (snd a["path"]) "tie: %A is not the dotted path of a layer's parameters" path
+
+            VLayer
+                {
+                    Name = "tie"
+                    Kind = Tie(segments, asLayer "tie" (fst a["layer"]) (snd a["layer"]))
                     Span = s
                 })
         "layer", hostFn "layer" [ "f" ] [] (fun _ a s -> VLayer(asLayer "layer" (fst a["f"]) s))

@@ -124,7 +124,8 @@ and applyLayer ctx (l: Layer) (input: Value) span =
 
     match l.Kind with
     | Named(n, inner) -> inScope b n (fun () -> runLayer ctx inner input span)
-    | At _ -> runLayer ctx l input span
+    | At _
+    | Tie _ -> runLayer ctx l input span
     | _ ->
         let before = b.Params.Count
         let index = nextIndex b
@@ -164,6 +165,19 @@ and runLayer ctx (l: Layer) (input: Value) span : Value =
         finally
             b.Scope <- fst saved
             b.Counters <- snd saved
+    | Tie(path, inner) ->
+        let saved = b.Scope, b.Counters, b.Reuse
+        b.Scope <- List.rev path
+        b.Counters <- ref 0 :: b.Counters
+        b.Reuse <- true
+
+        try
+            runLayer ctx inner input span
+        finally
+            let s, c, r = saved
+            b.Scope <- s
+            b.Counters <- c
+            b.Reuse <- r
     | Shared(inner, first) ->
         match first.Value with
         | None ->

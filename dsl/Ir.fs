@@ -77,6 +77,9 @@ type AttentionAttrs =
         Rope: float
         /// RMSNorm of q and of k per head before the dot product (OpenELM's qk-norm).
         QkNorm: bool
+        /// Gain-only LayerNorm over the full width of q (Heads·HeadDim) and of k
+        /// (KvHeads·HeadDim) before the head split (OpenLM's qk_norm).
+        QkLayerNorm: bool
         /// Width of one head; Dim / Heads unless set (OpenELM fixes 64 while heads vary per
         /// layer, and pruning heads or the residual width changes one without the other).
         HeadDim: int
@@ -92,8 +95,9 @@ type Op =
     | Conv of ConvAttrs
     | Linear of inFeatures: int * outFeatures: int * bias: bool
     | BatchNorm of channels: int * eps: float * momentum: float
-    /// Normalises over the last axis.
-    | LayerNorm of features: int * eps: float * affine: bool
+    /// Normalises over the last axis; with affine, a gain and (unless bias is false, OpenLM's
+    /// gain-only LayerNorm) a bias.
+    | LayerNorm of features: int * eps: float * affine: bool * bias: bool
     | RmsNorm of features: int * eps: float
     | GroupNorm of groups: int * channels: int * eps: float
     | Act of Activation

@@ -46,10 +46,14 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteNumber("channels", c)
         w.WriteNumber("eps", eps)
         w.WriteNumber("momentum", m)
-    | LayerNorm(d, eps, affine) ->
+    | LayerNorm(d, eps, affine, bias) ->
         w.WriteNumber("features", d)
         w.WriteNumber("eps", eps)
         w.WriteBoolean("affine", affine)
+
+        // Written only for a gain-only norm, so other graphs keep their JSON and checkpoint hash.
+        if affine && not bias then
+            w.WriteBoolean("bias", false)
     | RmsNorm(d, eps) ->
         w.WriteNumber("features", d)
         w.WriteNumber("eps", eps)
@@ -90,6 +94,9 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
 
         if a.QkNorm then
             w.WriteBoolean("qkNorm", true)
+
+        if a.QkLayerNorm then
+            w.WriteBoolean("qkLayerNorm", true)
 
         if a.Heads * a.HeadDim <> a.Dim then
             w.WriteNumber("headDim", a.HeadDim)

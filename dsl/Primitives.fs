@@ -54,8 +54,20 @@ let addParam (b: Builder) span local shape init kind dtype =
         error span "a free parameter needs a name: bind it to a record field or wrap it in `named \"…\"`"
 
     if b.Reuse then
-        if not (b.ParamNames.Contains full) then
-            errorf span "internal error: shared layer has no parameter '%s'" full
+        match b.Params |> Seq.tryFind (fun p -> p.Name = full) with
+        | None ->
+            errorf
+                span
+                "there is no parameter '%s' to reuse: a tied or shared layer uses only parameters made before it"
+                full
+        | Some p when p.Shape <> shape ->
+            errorf
+                span
+                "parameter '%s' is %s where it was made, but this tied or shared use needs %s"
+                full
+                (showShape (p.Shape |> List.map Known))
+                (showShape (shape |> List.map Known))
+        | Some _ -> ()
     elif not (b.ParamNames.Add full) then
         errorf span "two layers would own the parameter '%s'; give one of them another name with `named`" full
     else
@@ -263,19 +275,22 @@ let batchnorm eps momentum span : Layer =
 
     primLayer "batchnorm" span run
 
-let layernorm eps affine span : Layer =
+/// `bias` matters only with `affine`: false keeps the gain alone (OpenLM's gain_only_layer_norm).
+let layernorm eps affine bias span : Layer =
     let run ctx input =
         let b = builderOf ctx span
         let t = tensorIn "layernorm" span input
         let d = knownDim "layernorm" span "last axis" (List.last t.Shape)
+        let bias = affine && bias
 
         let ps =
-            if affine then
-                [ trainable b span "weight" [ d ] Ones; trainable b span "bias" [ d ] Zeros ]
-            else
-                []
+            (if affine then
+                 [ trainable b span "weight" [ d ] Ones ]
+             else
+                 [])
+            @ (if bias then [ trainable b span "bias" [ d ] Zeros ] else [])
 
-        addNode b span (LayerNorm(d, eps, affine)) [ t ] t.Shape ps
+        addNode b span (LayerNorm(d, eps, affine, bias)) [ t ] t.Shape ps
 
     primLayer "layernorm" span run
 
@@ -482,8 +497,9 @@ let positionalEmbedding span : Layer =
 
 /// Multi-head self-attention with a fused q/k/v projection; `kvHeads` (0 = heads) below `heads`
 /// is grouped-query attention, `rope` > 0 rotates q and k per head with base θ = rope, and
-/// `qkNorm` RMS-normalises q and k per head (OpenELM, PAPERS.md §4.2).
-let attention heads causal qkvBias bias kvHeads rope qkNorm headDim span : Layer =
+/// `qkNorm` RMS-normalises q and k per head (OpenELM, PAPERS.md §4.2); `qkLayerNorm` normalises
+/// q and k over their full width before the head split with a gain-only LayerNorm (OpenLM).
+let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim span : Layer =
     let run ctx input =
         let b = builderOf ctx span
         let t = tensorIn "attention" span input
@@ -519,6 +535,9 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm headDim span : Layer
 
             let qkvRows = inner + 2 * kvHeads * headDim
 
+            if qkNorm && qkLayerNorm then
+                error span "attention: qkNorm (per head) and qkLayerNorm (full width) exclude each other; pick one"
+
             let ps =
                 [ trainable b span "qkv.weight" [ qkvRows; d ] (fanInUniform d) ]
                 @ (if qkvBias then
@@ -529,6 +548,11 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm headDim span : Layer
                        [
                            trainable b span "q_norm.weight" [ headDim ] Ones
                            trainable b span "k_norm.weight" [ headDim ] Ones
+                       ]
+                   elif qkLayerNorm then
+                       [
+                           trainable b span "q_norm.weight" [ inner ] Ones
+                           trainable b span "k_norm.weight" [ kvHeads * headDim ] Ones
                        ]
                    else
                        [])
@@ -548,6 +572,7 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm headDim span : Layer
                     KvHeads = kvHeads
                     Rope = rope
                     QkNorm = qkNorm
+                    QkLayerNorm = qkLayerNorm
                     HeadDim = headDim
                 }
 

@@ -65,7 +65,14 @@ let private layerExpr (g: Graph) (n: Node) =
         )
     | Linear(_, o, b) -> Some(sprintf "linear %d (bias = %s)" o (bool b))
     | BatchNorm(_, eps, m) -> Some(sprintf "batchnorm (eps = %s) (momentum = %s)" (float eps) (float m))
-    | LayerNorm(_, eps, affine) -> Some(sprintf "layernorm (eps = %s) (affine = %s)" (float eps) (bool affine))
+    | LayerNorm(_, eps, affine, bias) ->
+        Some(
+            sprintf
+                "layernorm (eps = %s) (affine = %s)%s"
+                (float eps)
+                (bool affine)
+                (if affine && not bias then " (bias = false)" else "")
+        )
     | RmsNorm(_, eps) -> Some(sprintf "rmsnorm (eps = %s)" (float eps))
     | GroupNorm(groups, _, eps) -> Some(sprintf "groupnorm %d (eps = %s)" groups (float eps))
     | Act a -> Some(activationName a)
@@ -85,7 +92,7 @@ let private layerExpr (g: Graph) (n: Node) =
     | SelfAttention a ->
         Some(
             sprintf
-                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s"
+                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s%s"
                 a.Heads
                 (bool a.Causal)
                 (bool a.QkvBias)
@@ -99,6 +106,7 @@ let private layerExpr (g: Graph) (n: Node) =
                  else
                      "")
                 (if a.QkNorm then " (qkNorm = true)" else "")
+                (if a.QkLayerNorm then " (qkLayerNorm = true)" else "")
                 (if a.Heads * a.HeadDim <> a.Dim then
                      sprintf " (headDim = %d)" a.HeadDim
                  else
@@ -179,12 +187,23 @@ let model (g: Graph) : string =
 
     sb.AppendLine(sprintf "model %s %s =" g.Name inputs) |> ignore
 
+    // A layer whose parameters an earlier node made is a tied (or shared) use: `tie` runs it on them.
+    let made = Collections.Generic.HashSet<string>()
+
     for n in g.Nodes do
         match n.Op with
         | Input _ -> ()
         | _ ->
+            let reuses =
+                not n.Params.IsEmpty
+                && n.Params |> Map.forall (fun _ full -> made.Contains full)
+
+            for KeyValue(_, full) in n.Params do
+                made.Add full |> ignore
+
             let rhs =
                 match layerExpr g n, n.Inputs with
+                | Some l, [ i ] when reuses -> sprintf "%s |> tie \"%s\" (%s)" (var g i) n.Path l
                 | Some l, [ i ] -> sprintf "%s |> at \"%s\" (%s)" (var g i) n.Path l
                 | _ -> valueExpr g n
 

@@ -67,6 +67,9 @@ and LayerKind =
     | Shared of Layer * string list option ref
     /// Runs the layer at an absolute scope path (what the printer emits, so names survive a round trip).
     | At of string list * Layer
+    /// Runs the layer at an absolute scope path on the parameters already there (tied weights,
+    /// e.g. an output projection on the token embedding's table).
+    | Tie of string list * Layer
 
 let describe v =
     match v with

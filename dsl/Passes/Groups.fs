@@ -297,14 +297,23 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
             if hasParam local then
                 l.Link (w local 0) row heads unit
 
+        // OpenLM's qk-norm normalises the full width of q and of k: its gains are per head too.
+        let fullWidthNorm = a.QkLayerNorm
+
         for h in 0 .. a.Heads - 1 do
             for r in 0 .. hd - 1 do
+                if fullWidthNorm then
+                    rows "q_norm.weight" (h * hd + r) (h / perGroup)
+
                 rows "qkv.weight" (h * hd + r) (h / perGroup)
                 rows "qkv.bias" (h * hd + r) (h / perGroup)
                 l.Link (w "proj.weight" 1) (h * hd + r) heads (h / perGroup)
 
         for kv in 0 .. a.KvHeads - 1 do
             for r in 0 .. hd - 1 do
+                if fullWidthNorm then
+                    rows "k_norm.weight" (kv * hd + r) kv
+
                 for row in [ (a.Heads + kv) * hd + r; (a.Heads + a.KvHeads + kv) * hd + r ] do
                     rows "qkv.weight" row kv
                     rows "qkv.bias" row kv

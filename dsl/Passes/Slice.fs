@@ -90,7 +90,7 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
                         }
                 | Linear(_, _, bias) -> Linear(newDim x (g.Nodes[x].Shape.Length - 1), outDim last, bias)
                 | BatchNorm(_, eps, m) -> BatchNorm(outDim 1, eps, m)
-                | LayerNorm(_, eps, affine) -> LayerNorm(outDim last, eps, affine)
+                | LayerNorm(_, eps, affine, bias) -> LayerNorm(outDim last, eps, affine, bias)
                 | RmsNorm(_, eps) -> RmsNorm(outDim last, eps)
                 | GroupNorm(groups, c, eps) -> GroupNorm((if groups = c then outDim 1 else groups), outDim 1, eps)
                 | Reshape _ -> Reshape(shape |> List.tail |> List.map known)

@@ -90,6 +90,30 @@ type PredictArgs =
             | Checkpoint _ -> "checkpoint directory"
             | Top _ -> "how many classes to print per image (default 3)"
 
+type GenerateArgs =
+    | [<MainCommand; ExactlyOnce>] File of path: string
+    | Model of name: string
+    | [<Mandatory>] Checkpoint of dir: string
+    | [<Mandatory>] Prompt of text: string
+    | Tokens of count: int
+    | Temperature of t: float
+    | Top_K of k: int
+    | Seed of seed: int
+    | No_Cache
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file with a decoder and its corpus train block (whose tokenizer is used)"
+            | Model _ -> "the model (default: the first with a train block)"
+            | Checkpoint _ -> "checkpoint directory"
+            | Prompt _ -> "the text to continue"
+            | Tokens _ -> "new tokens at most (default 100); fewer at end-of-text or when the context is full"
+            | Temperature _ -> "softmax temperature (default 1.0); 0 is greedy"
+            | Top_K _ -> "draw only from the k most likely tokens (default 0: all)"
+            | Seed _ -> "seed of the draws (default 0)"
+            | No_Cache -> "run the whole sequence for every new token instead of keeping keys and values"
+
 type BenchArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
     | Model of name: string
@@ -102,6 +126,7 @@ type BenchArgs =
     | Against_Model of name: string
     | Rounds of count: int
     | Profile
+    | Generate of tokens: int
     | Json
 
     interface IArgParserTemplate with
@@ -115,8 +140,10 @@ type BenchArgs =
             | Reparam -> "time the re-parameterised (deploy) form against the train form, side by side"
             | Against _ -> "time another .dsl model with the same inputs and outputs (e.g. a pruned one) side by side"
             | Against_Model _ -> "with --against: the model in that file (default: the first)"
-            | Rounds _ -> "with --reparam or --against: alternating rounds (default 10)"
+            | Rounds _ -> "with --reparam, --against or --generate: alternating rounds (default 10, 5 with --generate)"
             | Profile -> "where a training step's time goes: forward time per kind of op, and the rest (loss, backward)"
+            | Generate _ ->
+                "decoders: tokens/s of greedily generating N tokens (random weights) with and without the KV cache, in alternating rounds"
             | Device _ -> "cpu or cuda (default: cuda when available, else cpu)"
             | Json -> "print the result as JSON"
 
@@ -197,16 +224,29 @@ type CatlipLabelsArgs =
                 "use this vocabulary (synset<TAB>lemma<TAB>count, e.g. one mined on the training split) instead of mining"
             | Wordnet _ -> "WordNet database directory (default /usr/share/wordnet)"
 
+type BibleKjvArgs =
+    | [<Mandatory>] Out of path: string
+    | Bible of program: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Out _ ->
+                "the corpus file to write: the books as documents separated by % lines (corpus format \"fortunes\"), verses without references"
+            | Bible _ -> "the bible program of the Debian package bible-kjv (default: bible on PATH)"
+
 [<RequireSubcommand>]
 type DataArgs =
     | [<CliPrefix(CliPrefix.None)>] Fashion_Captions of ParseResults<FashionCaptionsArgs>
     | [<CliPrefix(CliPrefix.None)>] Catlip_Labels of ParseResults<CatlipLabelsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Bible_Kjv of ParseResults<BibleKjvArgs>
 
     interface IArgParserTemplate with
         member a.Usage =
             match a with
             | Fashion_Captions _ -> "make an image-caption data set (JSONL manifests + PNGs) from Fashion-MNIST"
             | Catlip_Labels _ -> "mine CatLIP's WordNet synset labels from a manifest's captions"
+            | Bible_Kjv _ -> "a text corpus of the King James Bible, one document per book (Debian package bible-kjv)"
 
 type ReinforceArgs =
     | [<MainCommand; ExactlyOnce>] File of path: string
@@ -235,6 +275,7 @@ type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Train of ParseResults<TrainArgs>
     | [<CliPrefix(CliPrefix.None)>] Eval of ParseResults<EvalArgs>
     | [<CliPrefix(CliPrefix.None)>] Predict of ParseResults<PredictArgs>
+    | [<CliPrefix(CliPrefix.None)>] Generate of ParseResults<GenerateArgs>
     | [<CliPrefix(CliPrefix.None)>] Bench of ParseResults<BenchArgs>
     | [<CliPrefix(CliPrefix.None)>] Transform of ParseResults<TransformArgs>
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataArgs>
@@ -249,10 +290,11 @@ type DslArgs =
             | Train _ -> "train a model with its train block"
             | Eval _ -> "evaluate a checkpoint on the test set"
             | Predict _ -> "classify image files with a checkpoint"
+            | Generate _ -> "continue a prompt with a trained decoder language model"
             | Bench _ -> "measure forward and train-step latency"
             | Transform _ ->
                 "rewrite a trained model: reparam (fold branches and BatchNorms into convolutions), prune, subclone"
-            | Data _ -> "make and label image-text data sets (fashion-captions, catlip-labels)"
+            | Data _ -> "make data sets (fashion-captions, catlip-labels, bible-kjv)"
             | Reinforce _ ->
                 "store teacher embeddings of augmented images and captions for MobileCLIP's reinforced training"
             | Version -> "print the version"

@@ -9,6 +9,34 @@ open Dsl.Runtime.Training
 open Dsl.Cli.Report
 open Dsl.Cli.Session
 
+/// The tokenizer a corpus recipe names: encode, decode (up to end-of-text), the end-of-text id
+/// and the number of ids.
+type Tokenizer =
+    {
+        Encode: string -> int[]
+        Decode: int64 seq -> string
+        EndOfText: int
+        Vocabulary: int
+    }
+
+let tokenizer (r: TrainRecipe) =
+    if r.Data.Tokenizer = "gpt2" then
+        let t = TextTokenizer.Gpt2 2
+
+        {
+            Encode = fun s -> t.EncodeAll s
+            Decode = fun ids -> t.Decode ids
+            EndOfText = t.EndOfText
+            Vocabulary = t.Vocabulary
+        }
+    else
+        {
+            Encode = fun s -> ByteTokens.Encode s
+            Decode = fun ids -> ByteTokens.Decode ids
+            EndOfText = ByteTokens.EndOfText
+            Vocabulary = ByteTokens.Vocabulary
+        }
+
 /// The file's documents tokenised and packed into rows of the model's token length, split by
 /// document with the recipe's seed.
 let load (file: string) (r: TrainRecipe) (g: Graph) =
@@ -22,15 +50,17 @@ let load (file: string) (r: TrainRecipe) (g: Graph) =
 
     let documents = TextCorpus.Read(relativeTo file r.Data.Path, r.Data.Format)
 
-    let encode, endOfText =
-        if r.Data.Tokenizer = "gpt2" then
-            let t = TextTokenizer.Gpt2 2
-            (fun (s: string) -> t.EncodeAll s), t.EndOfText
-        else
-            (fun (s: string) -> ByteTokens.Encode s), ByteTokens.EndOfText
+    let t = tokenizer r
 
     let packed =
-        PackedSequences.Pack(documents, encode, endOfText, length, r.Data.Validation, int64 r.Seed)
+        PackedSequences.Pack(
+            documents,
+            System.Func<string, int[]>(t.Encode),
+            t.EndOfText,
+            length,
+            r.Data.Validation,
+            int64 r.Seed
+        )
 
     if packed.Train.shape[0] = 0L then
         packed.Dispose()

@@ -1,6 +1,7 @@
 /// `dsl data fashion-captions` and `dsl data catlip-labels`: the image-text data for CLIP-style
 /// training (issue 4) — a captioned Fashion-MNIST to train and test on anywhere, and CatLIP's
-/// WordNet labels mined from any manifest's captions.
+/// WordNet labels mined from any manifest's captions; `dsl data bible-kjv`: the King James Bible
+/// as a text corpus for language models, one document per book.
 module Dsl.Cli.Data
 
 open System.Diagnostics
@@ -167,7 +168,28 @@ let private catlipLabels (args: ParseResults<CatlipLabelsArgs>) =
 
     0
 
+let private bibleKjv (args: ParseResults<BibleKjvArgs>) =
+    let clock = Stopwatch.StartNew()
+    let out = args.GetResult BibleKjvArgs.Out
+
+    let books =
+        BibleKjv.Read(args.GetResult(BibleKjvArgs.Bible, BibleKjv.DefaultProgram))
+
+    BibleKjv.Write(out, books)
+
+    printfn
+        "wrote %d books (%s verses, %s bytes) to %s in %.1f s; train on it with corpus \"%s\" (format = \"fortunes\")"
+        books.Count
+        ((books |> Seq.sumBy (fun b -> b.Verses)).ToString("N0"))
+        ((FileInfo out).Length.ToString("N0"))
+        out
+        clock.Elapsed.TotalSeconds
+        out
+
+    0
+
 let run (args: ParseResults<DataArgs>) =
     match args.GetSubCommand() with
     | Fashion_Captions a -> fashionCaptions a
     | Catlip_Labels a -> catlipLabels a
+    | Bible_Kjv a -> bibleKjv a

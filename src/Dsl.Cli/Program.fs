@@ -15,6 +15,7 @@ let private run (args: ParseResults<DslArgs>) =
     | Train a -> Run.train a
     | Eval a -> Run.eval a
     | Predict a -> Run.predict a
+    | Generate a -> Generate.run a
     | Bench a -> Run.bench a
     | Transform a -> Transform.run a
     | Reinforce a -> ImageText.reinforce a
@@ -28,7 +29,8 @@ let rec private userMessage (e: exn) =
     | UserError msg -> Some msg
     | :? Dsl.Runtime.Data.DataError
     | :? Dsl.Runtime.Checkpoints.CheckpointError
-    | :? Dsl.Runtime.Emit.ShapeMismatchError -> Some("error: " + e.Message)
+    | :? Dsl.Runtime.Emit.ShapeMismatchError
+    | :? Dsl.Runtime.Generation.DecodingError -> Some("error: " + e.Message)
     | :? IO.FileNotFoundException as f -> Some(sprintf "%s: error: no such file" f.FileName)
     | :? IO.DirectoryNotFoundException
     | :? UnauthorizedAccessException

@@ -12,6 +12,7 @@ open Dsl.Ir
 open Dsl.Runtime.Bench
 open Dsl.Runtime.Data
 open Dsl.Runtime.Emit
+open Dsl.Runtime.Generation
 open Dsl.Runtime.Training
 open Dsl.Cli.Args
 open Dsl.Cli.Report
@@ -395,6 +396,86 @@ let private profile (g: Graph) (model: GraphModule) inputs (loss: torch.Tensor[]
     printfn "  %-18s %6s %14.2f" "loss + backward" "" (stepMs - forwardMs)
     0
 
+/// Tokens per second of greedy generation (random weights, a one-token prompt, no early stop)
+/// with and without the KV cache, in alternating rounds after one untimed run of each; the
+/// ratio is the median of the per-round ratios, steadier on a shared machine than either rate.
+let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json =
+    Benchmark.UseAllCores() |> ignore
+
+    let vocabulary =
+        match g.Nodes[snd g.Outputs.Head].Shape with
+        | [ _; _; Known v ] -> v
+        | s -> fail "dsl bench --generate: model '%s' gives %s, not logits [B, T, V]" g.Name (showShape s)
+
+    if tokens <= 0 || rounds <= 0 then
+        fail "dsl bench --generate: the token count and --rounds must be positive"
+
+    let once cache =
+        use sampler = new TokenSampler(0.0, 0, 0L, int64 vocabulary)
+        TextGeneration.Generate(model, [| 0L |], tokens, sampler, System.Nullable(), cache)
+
+    let first = once true
+    once false |> ignore
+
+    let cached, uncached =
+        List.init rounds (fun round ->
+            if round % 2 = 0 then
+                let a = once true
+                a, once false
+            else
+                let b = once false
+                once true, b)
+        |> List.unzip
+
+    let median (xs: float list) =
+        let s = List.sort xs
+        let n = s.Length
+
+        if n % 2 = 1 then
+            s[n / 2]
+        else
+            (s[n / 2 - 1] + s[n / 2]) / 2.0
+
+    let rate (rs: GenerationResult list) =
+        median (rs |> List.map (fun r -> r.TokensPerSecond))
+
+    let ratio =
+        median (
+            List.map2
+                (fun (a: GenerationResult) (b: GenerationResult) -> a.TokensPerSecond / b.TokensPerSecond)
+                cached
+                uncached
+        )
+
+    let generated = first.Tokens.Count
+
+    if json then
+        let o =
+            dict
+                [
+                    "model", box g.Name
+                    "tokens", box generated
+                    "threads", box (torch.get_num_threads ())
+                    "rounds", box rounds
+                    "cached_tokens_per_s", box (rate cached)
+                    "uncached_tokens_per_s", box (rate uncached)
+                    "ratio_cached_over_uncached", box ratio
+                ]
+
+        printfn "%s" (JsonSerializer.Serialize o)
+    else
+        printfn
+            "%s, %d new tokens after a 1-token prompt, %d threads: with KV cache %.1f tokens/s, without %.1f tokens/s, cached/uncached %.2f (median of %d alternating rounds)"
+            g.Name
+            generated
+            (torch.get_num_threads ())
+            (rate cached)
+            (rate uncached)
+            ratio
+            rounds
+
+    0
+
 let bench (args: ParseResults<BenchArgs>) =
     let c = checkedOrExit (args.GetResult BenchArgs.File)
     let g = modelOrExit c (args.TryGetResult BenchArgs.Model)
@@ -447,7 +528,14 @@ let bench (args: ParseResults<BenchArgs>) =
     let measure (m: GraphModule) warmup repeats =
         Benchmark.Measure((fun xs -> m.Forward xs), m, inputs, Func<_, _> loss, warmup, repeats)
 
-    if args.Contains BenchArgs.Profile then
+    if args.Contains BenchArgs.Generate then
+        generation
+            g
+            model
+            (args.GetResult BenchArgs.Generate)
+            (args.GetResult(BenchArgs.Rounds, 5))
+            (args.Contains BenchArgs.Json)
+    elif args.Contains BenchArgs.Profile then
         profile g model inputs loss (args.GetResult(BenchArgs.Warmup, 3)) (args.GetResult(BenchArgs.Repeats, 10))
     elif args.Contains BenchArgs.Reparam || args.Contains BenchArgs.Against then
         // The other side: the deploy form (weights from the train form's, so both compute the

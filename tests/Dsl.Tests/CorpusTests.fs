@@ -2,6 +2,7 @@
 /// fortune files, byte tokens, and packing into next-token rows with a split by document.
 module Dsl.Tests.CorpusTests
 
+open System
 open System.IO
 open Expecto
 open Dsl.Runtime.Data
@@ -102,6 +103,74 @@ let tests =
 
                 for d in held do
                     Expect.isFalse (train.Contains d) $"'{d}' on one side only"
+            }
+
+            test
+                "bible output parses into books without references, chapters apart; a stray line is a located DataError" {
+                let books =
+                    BibleKjv.Parse
+                        [
+                            "Ge1:1 In the beginning."
+                            "Ge1:2 And the earth."
+                            "Ge2:1 Thus the heavens."
+                            "1Sm1:1 Now there was a man."
+                            ""
+                            "Rev22:21 The grace."
+                        ]
+
+                Expect.equal (books |> Seq.map (fun b -> b.Book) |> List.ofSeq) [ "Ge"; "1Sm"; "Rev" ] "books in order"
+
+                Expect.equal
+                    books[0].Text
+                    "In the beginning.\nAnd the earth.\n\nThus the heavens.\n"
+                    "verses per line, a blank line between chapters"
+
+                Expect.equal (books |> Seq.sumBy (fun b -> b.Verses)) 5 "five verses"
+
+                Expect.throwsC
+                    (fun () -> BibleKjv.Parse [ "Ge1:1 In the beginning."; "Chapter two" ] |> ignore)
+                    (fun e ->
+                        Expect.isTrue (e :? DataError) "a DataError"
+                        Expect.stringContains e.Message "line 2 is not a verse" "names the line")
+            }
+
+            test
+                "dsl data bible-kjv writes the books as %-separated documents atomically; no bible program is a clean error" {
+                withTempDir (fun dir ->
+                    // A stand-in for the bible program of bible-kjv: the same output format.
+                    let program = Path.Combine(dir, "bible")
+
+                    File.WriteAllText(
+                        program,
+                        "#!/bin/sh\n[ \"$1 $2\" = \"-f Gen1:1-Rev22:21\" ] || exit 3\nprintf 'Ge1:1 In the beginning.\\nGe1:2 And the earth.\\nExo1:1 Now these are the names.\\n'\n"
+                    )
+
+                    File.SetUnixFileMode(
+                        program,
+                        UnixFileMode.UserRead ||| UnixFileMode.UserWrite ||| UnixFileMode.UserExecute
+                    )
+
+                    let out = Path.Combine(dir, "data", "kjv.txt")
+                    let r = CliTests.dsl [ "data"; "bible-kjv"; "--out"; out; "--bible"; program ]
+                    Expect.equal r.Code 0 r.Err
+                    Expect.stringContains r.Out "wrote 2 books (3 verses" "counts"
+
+                    Expect.equal
+                        (TextCorpus.Read(out, TextCorpus.Fortunes) |> List.ofSeq)
+                        [ "In the beginning.\nAnd the earth."; "Now these are the names." ]
+                        "one document per book"
+
+                    Expect.equal
+                        (Directory.GetFiles(Path.Combine(dir, "data")) |> Array.map Path.GetFileName)
+                        [| "kjv.txt" |]
+                        "no temporary file left"
+
+                    let missing =
+                        CliTests.dsl [ "data"; "bible-kjv"; "--out"; out; "--bible"; Path.Combine(dir, "nope") ]
+
+                    Expect.equal missing.Code 1 "user error"
+                    Expect.stringContains missing.Err "install the Debian package bible-kjv" "says what to install"
+                    Expect.isFalse (missing.Err.Contains "   at ") "no stack trace")
             }
 
             test "GPT-2 ids of a long text are not truncated" {

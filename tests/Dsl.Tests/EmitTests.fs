@@ -60,6 +60,7 @@ module Graphs =
                 KvHeads = 2
                 Rope = 0.0
                 QkNorm = false
+                QkLayerNorm = false
                 HeadDim = 8
             }
 
@@ -74,7 +75,7 @@ module Graphs =
                     node 2 (PositionalEmbedding(8, 16)) [ 1 ] tokens "pos" [ "weight", "pos.weight" ]
                     node
                         3
-                        (LayerNorm(16, 1e-5, true))
+                        (LayerNorm(16, 1e-5, true, true))
                         [ 2 ]
                         tokens
                         "block.norm"

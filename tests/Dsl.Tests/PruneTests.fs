@@ -36,7 +36,15 @@ let libraryModels =
             ] -> v, sprintf "open vit\nmodel m : image[3, 64, 64] = vit %s\n" v
         for v in [ "clipText"; "clipTextCausal"; "mct" ] ->
             v, sprintf "open clip\nmodel m : tokens[77] = textEncoder %s\n" v
-        yield "lmTiny", "open lm\nmodel m : tokens[16] = decoder lmTiny\n"
+        for v in
+            [
+                "lmTiny"
+                "openlmTiny"
+                "openelmTiny"
+                "openlm411m"
+                "openlm1b"
+                "openelm270m"
+            ] -> v, sprintf "open lm\nmodel m : tokens[16] = decoder %s\n" v
         yield
             "fashion convnet",
             System.IO.File.ReadAllText(System.IO.Path.Combine(repoRoot.Value, "examples/fashion/convnet.dsl"))
@@ -105,6 +113,13 @@ let private smallArchitecture =
                 let! layers = Gen.choose (1, 3)
                 return lmSource (kv * perKv * hd) layers (kv * perKv) kv, tokens 2L 12L
             }
+            // OpenLM's LayerNorms and full-width qk-norm; OpenELM's tied, layer-wise scaled blocks.
+            Gen.elements
+                [
+                    "open lm\nmodel m : tokens[12] = decoder { openlmTiny with width = 32; layers = 3 }\n"
+                    "open lm\nmodel m : tokens[12] = decoder { openelmTiny with width = 32; layers = 3; headDim = 8 }\n"
+                ]
+            |> Gen.map (fun src -> src, tokens 2L 12L)
             gen {
                 let! dim = Gen.elements [ 12; 24 ]
                 let! depth = Gen.choose (1, 3)

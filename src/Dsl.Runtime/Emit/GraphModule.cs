@@ -18,6 +18,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
     private readonly string[] outputNames;
     private readonly Dictionary<string, bool[]> neededBySet = new(StringComparer.Ordinal);
     private readonly InputShape[] inputShapes;
+    private readonly Dictionary<string, Tensor> parameterTable;
     private bool isTraining;
     private double[]? nodeSeconds;
 
@@ -37,10 +38,10 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
 
         // Before anything runs: oneDNN gets some convolution gradients wrong (see ConvolutionBackend).
         ConvolutionBackend.Verify(ConvShapes(graph));
-        var parameters = CreateParameters(graph, seed);
+        parameterTable = CreateParameters(graph, seed);
         // Masks come from their own stream, so they do not shift the weights' draws.
         MaskGenerator = new Generator(unchecked((ulong)seed ^ 0x9E3779B97F4A7C15UL));
-        schedule = Schedule.Build(graph, parameters, MaskGenerator);
+        schedule = Schedule.Build(graph, parameterTable, MaskGenerator, KernelFactory.Create);
         isTraining = base.training;
     }
 
@@ -101,7 +102,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
             expected.Check(inputs[expected.Argument]);
         }
 
-        return Execute(inputs, outputSlots, needed: null);
+        return Execute(schedule, inputs, outputSlots, needed: null, isTraining);
     }
 
     /// <summary>
@@ -143,20 +144,44 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
             expected.Check(given);
         }
 
-        return Execute(arguments, wanted, needed);
+        return Execute(schedule, arguments, wanted, needed, isTraining);
     }
 
     /// <summary>
-    /// Walks the schedule (only the <paramref name="needed"/> slots when given), freeing each
+    /// A schedule of this graph whose kernels come from <paramref name="kernels"/>, bound to the
+    /// same parameter tensors: cached decoding swaps the kernels of the ops that look across
+    /// positions (<c>Dsl.Runtime.Generation</c>).
+    /// </summary>
+    internal ScheduledNode[] BuildSchedule(KernelMaker kernels) => Schedule.Build(Graph, parameterTable, MaskGenerator, kernels);
+
+    /// <summary>
+    /// Runs another schedule of this graph (from <see cref="BuildSchedule"/>) in eval mode on
+    /// inputs whose shapes that schedule's kernels check, and returns the first output only.
+    /// </summary>
+    internal Tensor RunFirstOutput(ScheduledNode[] plan, Tensor[] inputs)
+    {
+        var wanted = new[] { outputSlots[0] };
+        var key = string.Join(',', wanted);
+        if (!neededBySet.TryGetValue(key, out var needed))
+        {
+            needed = NeededSlots(wanted);
+            neededBySet[key] = needed;
+        }
+
+        return Execute(plan, inputs, wanted, needed, training: false)[0];
+    }
+
+    /// <summary>
+    /// Walks a schedule (only the <paramref name="needed"/> slots when given), freeing each
     /// value after its last reader, and hands the <paramref name="wanted"/> slots to the caller;
     /// an output listed twice gets a second handle.
     /// </summary>
-    private Tensor[] Execute(Tensor[] arguments, int[] wanted, bool[]? needed)
+    private Tensor[] Execute(ScheduledNode[] plan, Tensor[] arguments, int[] wanted, bool[]? needed, bool training)
     {
         var values = new Tensor?[schedule.Length];
         try
         {
-            for (var slot = 0; slot < schedule.Length; slot++)
+            for (var slot = 0; slot < plan.Length; slot++)
             {
                 if (needed is not null && !needed[slot])
                 {
@@ -164,7 +189,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
                 }
 
                 var started = nodeSeconds is null ? 0 : Stopwatch.GetTimestamp();
-                values[slot] = Run(schedule[slot], values, arguments);
+                values[slot] = Run(plan[slot], values, arguments, training);
                 Observer?.Invoke(slot, values[slot]!);
                 if (nodeSeconds is not null)
                 {
@@ -172,7 +197,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
                     nodeSeconds[slot] += Stopwatch.GetElapsedTime(started).TotalSeconds;
                 }
 
-                foreach (var dead in schedule[slot].Release)
+                foreach (var dead in plan[slot].Release)
                 {
                     values[dead]?.Dispose();
                     values[dead] = null;
@@ -304,7 +329,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
             .Where(shape => !shape.IsMatrixProduct);
     }
 
-    private Tensor Run(ScheduledNode node, Tensor?[] values, Tensor[] inputs)
+    private Tensor Run(ScheduledNode node, Tensor?[] values, Tensor[] inputs, bool training)
     {
         if (node.Kernel is null)
         {
@@ -320,7 +345,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
 
         try
         {
-            return node.Kernel(arguments, isTraining);
+            return node.Kernel(arguments, training);
         }
         catch (Exception e) when (e is not ShapeMismatchError)
         {

@@ -25,7 +25,7 @@ internal static class KernelFactory
             { IsParameter: true } => LayerKernels.Parameter(parameters),
 
             Ir.Op.BatchNorm norm => NormKernels.BatchNorm(norm.eps, norm.momentum, parameters),
-            Ir.Op.LayerNorm norm => NormKernels.LayerNorm(norm.features, norm.eps, norm.affine, parameters),
+            Ir.Op.LayerNorm norm => NormKernels.LayerNorm(norm.features, norm.eps, norm.affine, norm.bias, parameters),
             Ir.Op.RmsNorm norm => NormKernels.RmsNorm(norm.eps, parameters),
             Ir.Op.GroupNorm norm => NormKernels.GroupNorm(norm.groups, norm.eps, parameters),
             Ir.Op.Normalize normalize => NormKernels.Normalize(normalize.axis),

@@ -84,87 +84,18 @@ internal static class LayerKernels
     /// [(heads + 2·kvHeads)·headDim, D] gives q, k and v (timm's (3, heads, D/heads) layout when
     /// kvHeads = heads). Optionally q and k are RMS-normalised per head (q_norm, k_norm) and rotated
     /// by RoPE; with fewer key/value heads each serves heads/kvHeads query heads (GQA). Then scaled
-    /// dot product and proj [D, heads·headDim].
+    /// dot product and proj [D, heads·headDim] (see <see cref="AttentionCore"/>).
     /// </summary>
     public static Kernel SelfAttention(Ir.AttentionAttrs attrs, NodeParams parameters)
     {
-        var qkvWeight = parameters.Required("qkv.weight");
-        var projWeight = parameters.Required("proj.weight");
-        var qkvBias = attrs.QkvBias ? parameters.Required("qkv.bias") : null;
-        var projBias = attrs.Bias ? parameters.Required("proj.bias") : null;
-        var qNorm = attrs.QkNorm ? parameters.Required("q_norm.weight") : null;
-        var kNorm = attrs.QkNorm ? parameters.Required("k_norm.weight") : null;
-        long heads = attrs.Heads;
-        long kvHeads = attrs.KvHeads;
-        long headDim = attrs.HeadDim;
-        var causal = attrs.Causal;
-        var rope = attrs.Rope;
-        // The rotary tables depend only on the sequence length: made once per length, not per step.
-        var rotary = new Dictionary<long, (Tensor Cos, Tensor Sin)>();
+        var core = new AttentionCore(attrs, parameters);
         return (x, _) =>
         {
             using var scope = NewDisposeScope();
-            var (batch, tokens) = (x[0].shape[0], x[0].shape[1]);
-            var qkv = F.linear(x[0], qkvWeight, qkvBias).view(batch, tokens, heads + (2 * kvHeads), headDim).transpose(1, 2);
-            var q = qkv.narrow(1, 0, heads);
-            var k = qkv.narrow(1, heads, kvHeads);
-            var v = qkv.narrow(1, heads + kvHeads, kvHeads);
-            if (qNorm is not null)
-            {
-                q = HeadRmsNorm(q, qNorm);
-                k = HeadRmsNorm(k, kNorm!);
-            }
-
-            if (rope > 0)
-            {
-                if (!rotary.TryGetValue(tokens, out var tables))
-                {
-                    using var tableScope = NewDisposeScope();
-                    var (c, s) = RotaryTables(tokens, headDim, rope, x[0].device);
-                    tables = (c.DetachFromDisposeScope(), s.DetachFromDisposeScope());
-                    rotary[tokens] = tables;
-                }
-
-                var (cos, sin) = tables;
-                q = Rotate(q, cos, sin);
-                k = Rotate(k, cos, sin);
-            }
-
-            if (kvHeads != heads)
-            {
-                k = k.repeat_interleave(heads / kvHeads, 1);
-                v = v.repeat_interleave(heads / kvHeads, 1);
-            }
-
-            var attended = F.scaled_dot_product_attention(q, k, v, is_casual: causal);
-            var merged = attended.transpose(1, 2).reshape(batch, tokens, heads * headDim);
-            return scope.MoveToOuter(F.linear(merged, projWeight, projBias));
+            var (q, k, v) = core.Project(x[0], 0);
+            return scope.MoveToOuter(core.Attend(q, k, v, 0));
         };
     }
-
-    /// <summary>
-    /// RoPE's cos and sin for positions 0..tokens−1, [tokens, headDim] in the rotate-half layout
-    /// (frequency i at columns i and i + headDim/2): θ^(−2i/headDim) per pair, as in Llama and OpenELM.
-    /// </summary>
-    private static (Tensor Cos, Tensor Sin) RotaryTables(long tokens, long headDim, double theta, Device device)
-    {
-        var inverse = pow(theta, -arange(0, headDim, 2, dtype: ScalarType.Float64, device: device) / headDim);
-        var angles = outer(arange(tokens, dtype: ScalarType.Float64, device: device), inverse);
-        var both = cat([angles, angles], 1);
-        return (both.cos().to_type(ScalarType.Float32), both.sin().to_type(ScalarType.Float32));
-    }
-
-    /// <summary>x·cos + rotate_half(x)·sin, where rotate_half(x) = (−x₂, x₁) over the two halves of the head.</summary>
-    private static Tensor Rotate(Tensor x, Tensor cos, Tensor sin)
-    {
-        var half = x.shape[^1] / 2;
-        var rotated = cat([-x.narrow(-1, half, half), x.narrow(-1, 0, half)], -1);
-        return (x * cos) + (rotated * sin);
-    }
-
-    /// <summary>RMSNorm over each head's features (eps 1e-6), with a per-feature gain.</summary>
-    private static Tensor HeadRmsNorm(Tensor x, Tensor weight) =>
-        x * x.square().mean([-1], keepdim: true).add(1e-6).rsqrt() * weight;
 
     /// <summary>x * gamma, gamma [channels] viewed so that it lines up with <paramref name="axis"/>.</summary>
     public static Kernel LayerScale(int channels, int axis, int rank, NodeParams parameters)

@@ -29,11 +29,11 @@ internal static class NormKernels
         };
     }
 
-    /// <summary>Over the last axis; weight and bias only when affine.</summary>
-    public static Kernel LayerNorm(int features, double eps, bool affine, NodeParams parameters)
+    /// <summary>Over the last axis; weight only when affine, bias only when affine and not gain-only.</summary>
+    public static Kernel LayerNorm(int features, double eps, bool affine, bool hasBias, NodeParams parameters)
     {
         var weight = affine ? parameters.Required("weight") : null;
-        var bias = affine ? parameters.Optional("bias") : null;
+        var bias = hasBias ? parameters.Required("bias") : null;
         long[] normalizedShape = [features];
         return (x, _) => F.layer_norm(x[0], normalizedShape, weight, bias, eps);
     }

@@ -22,10 +22,13 @@ internal sealed class ScheduledNode
     public required string Description { get; init; }
 }
 
+/// <summary>Makes one node's kernel (<see cref="KernelFactory.Create"/>, or cached decoding's).</summary>
+internal delegate Kernel KernelMaker(Ir.Node node, Ir.Dim[] firstInput, NodeParams parameters, Generator maskGenerator);
+
 /// <summary>Builds the array that <see cref="GraphModule.Forward"/> walks.</summary>
 internal static class Schedule
 {
-    public static ScheduledNode[] Build(Ir.Graph graph, IReadOnlyDictionary<string, Tensor> parameters, Generator maskGenerator)
+    public static ScheduledNode[] Build(Ir.Graph graph, IReadOnlyDictionary<string, Tensor> parameters, Generator maskGenerator, KernelMaker kernels)
     {
         var nodes = graph.Nodes.ToArray();
         for (var i = 0; i < nodes.Length; i++)
@@ -49,7 +52,7 @@ internal static class Schedule
         {
             Inputs = node.Inputs.ToArray(),
             Argument = node.Op.IsInput ? ArgumentOf(node, arguments) : -1,
-            Kernel = node.Op.IsInput ? null : KernelFactory.Create(node, node.Inputs.IsEmpty ? [] : nodes[node.Inputs.Head].Shape.ToArray(), new NodeParams(node, parameters), maskGenerator),
+            Kernel = node.Op.IsInput ? null : kernels(node, node.Inputs.IsEmpty ? [] : nodes[node.Inputs.Head].Shape.ToArray(), new NodeParams(node, parameters), maskGenerator),
             Release = releasedAfter[node.Id].ToArray(),
             Description = Describe(node),
         }).ToArray();
@@ -88,6 +91,6 @@ internal static class Schedule
             ? position
             : throw new ArgumentException($"{Describe(node)} is an Input node but Graph.Inputs does not list it");
 
-    private static string Describe(Ir.Node node) =>
+    internal static string Describe(Ir.Node node) =>
         $"node {node.Id} ('{node.Path}', {OpNames.Of(node.Op)}) at {node.Span.File}:{node.Span.Start.Line}:{node.Span.Start.Col}";
 }

@@ -1,0 +1,20 @@
+// A byte-level decoder trained on the King James Bible (examples/lm/run.sh; docs/lm.md):
+// lm.dsl's pre-RMSNorm blocks with GQA (4 query, 2 key/value heads), RoPE, per-head qk-norm and
+// OpenLM's SwiGLU, at width 128 and 4 layers (about 1M parameters), on rows of 128 bytes.
+open lm
+
+model kjv : tokens[128] -> logits[128, 257] = decoder { lmTiny with width = 128; layers = 4 }
+
+// The corpus from `dsl data bible-kjv`: one document per book, 5% of the books held out. One
+// epoch is about 900 steps; run.sh stops after MAX_STEPS (default 300, a third of the text) to
+// stay within 15 minutes on two cores, so the learning rate is constant after its warmup.
+train kjv {
+    data      = corpus "../../data/kjv-books.txt" (format = "fortunes") (tokenizer = "bytes") (validation = 0.05)
+    loss      = nextToken (zLoss = 1e-4)
+    optimizer = adamw (lr = 3e-3, weightDecay = 0.033)
+    schedule  = constant (warmup = 100)
+    epochs    = 1
+    batch     = 32
+    evalBatch = 64
+    clip      = 1.0
+}
