@@ -3,10 +3,10 @@
 open vit
 
 let parentCfg = { vitTiny16 with patch = 7; dim = 128; depth = 8; heads = 8 }
-let childCfg = { parentCfg with dim = 64; depth = 4; heads = 4 }
-
 model parent : image[1, 28, 28] -> logits[10] = vit parentCfg (classes = 10)
-model child : image[1, 28, 28] -> logits[10] = vit childCfg (classes = 10)
+
+// Half the width, heads and MLP units of each block; blocks 0, 1, 6, 7 (PAPERS.md §7.1).
+model child = subclone parent (width = 64) (depth = 4) (heads = 4) (ffn = 256)
 
 train parent {
     data      = fashionMnist { augment = [ randomCrop 28 (pad = 2); hflip ] }

@@ -3,10 +3,12 @@
 open lm
 
 let parentCfg = { lmTiny with width = 128; layers = 8; heads = 8; kvHeads = 8 }
-let childCfg = { parentCfg with width = 64; layers = 4; heads = 4; kvHeads = 4 }
-
 model parent : tokens[64] = decoder parentCfg
-model child : tokens[64] = decoder childCfg
+
+// Half the width, heads and FFN units of each block; blocks 0, 1, 6, 7 (PAPERS.md §7.1).
+// Trained from scratch, this is the random-init child; `dsl transform subclone --model child`
+// initialises it from a trained parent.
+model child = subclone parent (width = 64) (depth = 4) (heads = 4) (ffn = 256)
 
 train parent {
     data      = corpus "../../data/kjv.txt" (format = "lines") (validation = 0.02)

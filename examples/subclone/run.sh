@@ -7,8 +7,9 @@
 #      for the same steps with the same schedule, evaluating the held-out loss every E steps;
 #      steps-to-target = first evaluation at or below the random child's final loss;
 #   3. prune the parent by 30% of its channels (magnitude and Taylor scores), evaluate, fine-tune
-#      briefly, evaluate again, and time it against the dense parent side by side.
-# Writes docs/subclone.tsv, docs/subclone-curves.tsv, docs/prune.tsv and the plots.
+#      briefly at a tenth of the learning rate, evaluate again (latency: bench/prune.sh).
+# Writes docs/subclone.tsv, docs/subclone-curves.tsv, docs/prune.tsv and the plots. Runs whose
+# checkpoint exists are not trained again (delete $OUT to start over).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -23,6 +24,13 @@ mkdir -p "$out" docs data
 [ -s data/kjv.txt ] || bible -f "Gen1:1-Rev22:21" | sed 's/^[^ ]* //' > data/kjv.txt
 
 timed() { local start=$SECONDS; "$@"; echo "($((SECONDS - start)) s: $*)"; }
+# Trains unless the run folder (the argument after --out) already has a checkpoint.
+train() {
+  local args=("$@") run=""
+  for i in "${!args[@]}"; do [ "${args[$i]}" = --out ] && run=${args[$((i + 1))]}; done
+  [ -f "$run/checkpoint/meta.json" ] && { echo "kept $run"; return; }
+  timed $dsl train "$@"
+}
 json() { sed -n 's/.*"'"$1"'":\([0-9.eE+-]*\).*/\1/p'; }
 # "step loss" per held-out evaluation of a run.
 curve() { sed -n 's/.*"step":\([0-9]*\).*"test_loss":\([0-9.eE+-]*\).*/\1 \2/p' "$1/metrics.jsonl"; }
@@ -32,29 +40,31 @@ steps_to() { curve "$1" | awk -v t="$2" '$2 <= t { print $1; exit }'; }
 # TASKS="text" or "vision" runs one (two such runs can share a machine; the last one to finish
 # writes the docs from both).
 for task in ${TASKS:-text vision}; do
-  # file parent-steps child-steps eval-every width ffn bench-batch
+  # file parent-steps child-steps eval-every fine-tune-steps fine-tune-lr
   case $task in
-    text) spec="kjv.dsl ${TEXT_PARENT_STEPS:-500} ${TEXT_CHILD_STEPS:-400} 25 64 256 8" ;;
-    vision) spec="fashion.dsl ${VISION_PARENT_STEPS:-936} ${VISION_CHILD_STEPS:-300} 25 64 256 32" ;;
+    text) spec="kjv.dsl ${TEXT_PARENT_STEPS:-1500} ${TEXT_CHILD_STEPS:-400} 25 150 2e-4" ;;
+    vision) spec="fashion.dsl ${VISION_PARENT_STEPS:-936} ${VISION_CHILD_STEPS:-300} 25 300 2e-4" ;;
     *) echo "unknown task $task (text, vision)"; exit 1 ;;
   esac
-  read -r file parent_steps child_steps every width ffn bench_batch <<< "$spec"
+  read -r file parent_steps child_steps every tune_steps tune_lr <<< "$spec"
   results=$out/$task-subclone.tsv curves=$out/$task-curves.tsv pruning=$out/$task-prune.tsv
   : > $results; : > $curves; : > $pruning
   src=$dir/$file
   parent=$out/$task-parent
   $dsl check $src
-  [ -f $parent/checkpoint/meta.json ] || timed $dsl train $src --model parent --out $parent --eval-steps 100 --max-steps $parent_steps
+  train $src --model parent --out $parent --eval-steps 100 --max-steps $parent_steps
   $dsl eval $src --model parent --checkpoint $parent/checkpoint --json > $parent/eval.json
 
   # --- subcloning -----------------------------------------------------------------------------
-  timed $dsl train $src --model child --out $out/$task-random --max-steps $child_steps --eval-steps $every
+  train $src --model child --out $out/$task-random --max-steps $child_steps --eval-steps $every
   for init in subclone subclone-scaled; do
     scale=""; [ $init = subclone-scaled ] && scale="--scale"
-    timed $dsl transform subclone $src --model parent --name child --checkpoint $parent/checkpoint --out $out/$task-$init \
-      --width $width --depth 4 --heads 4 --ffn $ffn $scale
+    # `child` is declared as `subclone parent (…)` in the .dsl file: the same graph the random
+    # child trains, initialised here from the parent's checkpoint.
+    [ -f $out/$task-$init/run/checkpoint/meta.json ] ||
+      timed $dsl transform subclone $src --model child --checkpoint $parent/checkpoint --out $out/$task-$init $scale
     $dsl eval $out/$task-$init/model.dsl --checkpoint $out/$task-$init/checkpoint --json > $out/$task-$init/init.json
-    timed $dsl train $out/$task-$init/model.dsl --init $out/$task-$init/checkpoint --out $out/$task-$init/run \
+    train $out/$task-$init/model.dsl --init $out/$task-$init/checkpoint --out $out/$task-$init/run \
       --max-steps $child_steps --eval-steps $every
   done
   target=$(curve $out/$task-random | tail -n 1 | cut -d' ' -f2)
@@ -74,23 +84,22 @@ for task in ${TASKS:-text vision}; do
 
   # --- pruning 30% of the channels -----------------------------------------------------------------
   params=$($dsl check $src | sed -n 's/^model parent: .*layers, \([0-9,]*\) parameters$/\1/p' | tr -d ,)
-  printf '%s\tdense\t%s\t%s\t%s\t-\t1\tthe trained parent\n' $task $params "$(json loss < $parent/eval.json)" "$(json accuracy < $parent/eval.json)" >> $pruning
+  printf '%s\tdense\t%s\t%s\t%s\tthe trained parent\n' $task $params "$(json loss < $parent/eval.json)" "$(json accuracy < $parent/eval.json)" >> $pruning
   for criterion in magnitude taylor; do
     p=$out/$task-pruned-$criterion
-    timed $dsl transform prune $src --model parent --checkpoint $parent/checkpoint --out $p --channels 0.3 --criterion $criterion
+    [ -f $p/run/checkpoint/meta.json ] ||
+      timed $dsl transform prune $src --model parent --checkpoint $parent/checkpoint --out $p --channels 0.3 --criterion $criterion
     $dsl eval $p/model.dsl --checkpoint $p/checkpoint --json > $p/before.json
-    timed $dsl train $p/model.dsl --init $p/checkpoint --out $p/run --max-steps 150 --eval-steps 150
+    train $p/model.dsl --init $p/checkpoint --out $p/run --max-steps $tune_steps --eval-steps $tune_steps --lr $tune_lr
     $dsl eval $p/model.dsl --checkpoint $p/run/checkpoint --json > $p/after.json
-    $dsl bench $src --model parent --against $p/model.dsl --batch $bench_batch --rounds 10 --json > $p/bench.json
-    ms=$(json forward_other_ms < $p/bench.json); ratio=$(json forward_ratio_other_over_model < $p/bench.json)
     params=$($dsl check $p/model.dsl | sed -n 's/^model parent: .*layers, \([0-9,]*\) parameters$/\1/p' | tr -d ,)
-    printf '%s\tpruned-%s\t%s\t%s\t%s\t%s\t%s\tbefore fine-tuning\n' $task $criterion $params "$(json loss < $p/before.json)" "$(json accuracy < $p/before.json)" $ms $ratio >> $pruning
-    printf '%s\tpruned-%s\t%s\t%s\t%s\t%s\t%s\tafter 150 fine-tuning steps\n' $task $criterion $params "$(json loss < $p/after.json)" "$(json accuracy < $p/after.json)" $ms $ratio >> $pruning
+    printf '%s\tpruned-%s\t%s\t%s\t%s\tbefore fine-tuning\n' $task $criterion $params "$(json loss < $p/before.json)" "$(json accuracy < $p/before.json)" >> $pruning
+    printf '%s\tpruned-%s\t%s\t%s\t%s\tafter %s fine-tuning steps at lr %s\n' $task $criterion $params "$(json loss < $p/after.json)" "$(json accuracy < $p/after.json)" $tune_steps $tune_lr >> $pruning
   done
 done
 [ -s $out/text-subclone.tsv ] && [ -s $out/vision-subclone.tsv ] || exit 0
 { printf 'task\tinit\tparameters\tinit_loss\tfinal_loss\tfinal_accuracy\tsteps_to_target\tspeedup\n'; cat $out/text-subclone.tsv $out/vision-subclone.tsv; } > docs/subclone.tsv
 { printf 'task\tinit\tstep\tloss\n'; cat $out/text-curves.tsv $out/vision-curves.tsv; } > docs/subclone-curves.tsv
-{ printf 'task\tmodel\tparameters\tloss\taccuracy\tforward_ms\tforward_ratio\tnote\n'; cat $out/text-prune.tsv $out/vision-prune.tsv; } > docs/prune.tsv
+{ printf 'task\tmodel\tparameters\tloss\taccuracy\tnote\n'; cat $out/text-prune.tsv $out/vision-prune.tsv; } > docs/prune.tsv
 cat docs/subclone.tsv docs/prune.tsv
 bash $dir/plot.sh

@@ -38,6 +38,7 @@ type TrainArgs =
     | Max_Steps of steps: int
     | Eval_Steps of steps: int
     | Init of checkpoint: string
+    | Lr of rate: float
     | Device of name: string
 
     interface IArgParserTemplate with
@@ -53,6 +54,7 @@ type TrainArgs =
             | Max_Steps _ -> "stop after this many optimizer steps"
             | Eval_Steps _ -> "also evaluate on the held-out data every this many steps (learning curves)"
             | Init _ -> "start from these weights (e.g. a pruned or subcloned checkpoint) instead of a random init"
+            | Lr _ -> "override the train block's peak learning rate (e.g. lower for fine-tuning a pruned model)"
             | Device _ -> "cpu or cuda (default: cuda when a CUDA build of TorchSharp finds a GPU, else cpu)"
 
 type EvalArgs =

@@ -126,6 +126,11 @@ let train (args: ParseResults<TrainArgs>) =
     args.TryGetResult TrainArgs.Max_Steps
     |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
 
+    match args.TryGetResult TrainArgs.Lr with
+    | Some lr when not (lr > 0.0) -> fail "dsl train: --lr must be positive, got %g" lr
+    | Some lr -> options.Lr <- lr
+    | None -> ()
+
     match args.TryGetResult TrainArgs.Eval_Steps with
     | Some s when s <= 0 -> fail "dsl train: --eval-steps must be positive, got %d" s
     | Some s -> options.EvalEverySteps <- s
