@@ -118,6 +118,22 @@ and private inScope (b: Builder) seg (run: unit -> Value) =
     finally
         popScope b
 
+/// Runs `run` with the builder's scope set to `scope` and parameters reused (not created) there:
+/// a tied or shared layer's later applications name the parameters its first one made.
+and private reusing (b: Builder) (scope: string list) (run: unit -> Value) =
+    let saved = b.Scope, b.Counters, b.Reuse
+    b.Scope <- scope
+    b.Counters <- ref 0 :: b.Counters
+    b.Reuse <- true
+
+    try
+        run ()
+    finally
+        let s, c, r = saved
+        b.Scope <- s
+        b.Counters <- c
+        b.Reuse <- r
+
 /// Applies a layer at the next index of the current scope (or under its name).
 and applyLayer ctx (l: Layer) (input: Value) span =
     let b = builderOf ctx span
@@ -165,37 +181,13 @@ and runLayer ctx (l: Layer) (input: Value) span : Value =
         finally
             b.Scope <- fst saved
             b.Counters <- snd saved
-    | Tie(path, inner) ->
-        let saved = b.Scope, b.Counters, b.Reuse
-        b.Scope <- List.rev path
-        b.Counters <- ref 0 :: b.Counters
-        b.Reuse <- true
-
-        try
-            runLayer ctx inner input span
-        finally
-            let s, c, r = saved
-            b.Scope <- s
-            b.Counters <- c
-            b.Reuse <- r
+    | Tie(path, inner) -> reusing b (List.rev path) (fun () -> runLayer ctx inner input span)
     | Shared(inner, first) ->
         match first.Value with
         | None ->
             first.Value <- Some b.Scope
             runLayer ctx inner input span
-        | Some scope ->
-            let saved = b.Scope, b.Counters, b.Reuse
-            b.Scope <- scope
-            b.Counters <- ref 0 :: b.Counters
-            b.Reuse <- true
-
-            try
-                runLayer ctx inner input span
-            finally
-                let s, c, r = saved
-                b.Scope <- s
-                b.Counters <- c
-                b.Reuse <- r
+        | Some scope -> reusing b scope (fun () -> runLayer ctx inner input span)
 
 /// A value used where a layer is expected: layers as they are, functions of one tensor wrapped.
 let asLayer what (v: Value) span : Layer =

@@ -707,61 +707,15 @@ let tests =
                         Expect.stringContains (r.Out + r.Err) fragment "says why"
                         Expect.isFalse ((r.Out + r.Err).Contains "   at ") "no stack trace"
 
-                    bad
-                        [
-                            "transform"
-                            "prune"
-                            file
-                            "--checkpoint"
-                            checkpoint
-                            "--out"
-                            path [ "x" ]
-                            "--width"
-                            "1.5"
-                        ]
-                        "a fraction to remove"
+                    let transform kind (extra: string list) =
+                        [ "transform"; kind; file; "--checkpoint"; checkpoint; "--out"; path [ "x" ] ]
+                        @ extra
 
-                    bad
-                        [
-                            "transform"
-                            "subclone"
-                            file
-                            "--checkpoint"
-                            checkpoint
-                            "--out"
-                            path [ "x" ]
-                            "--width"
-                            "0.5"
-                        ]
-                        "not a fraction"
-
-                    bad
-                        [
-                            "transform"
-                            "prune"
-                            file
-                            "--checkpoint"
-                            checkpoint
-                            "--out"
-                            path [ "x" ]
-                        ]
-                        "say what to shrink"
-
-                    bad
-                        [
-                            "transform"
-                            "prune"
-                            file
-                            "--checkpoint"
-                            checkpoint
-                            "--out"
-                            path [ "x" ]
-                            "--width"
-                            "8"
-                            "--criterion"
-                            "fisher"
-                        ]
-                        "unknown criterion"
+                    bad (transform "prune" [ "--width"; "1.5" ]) "a fraction to remove"
+                    bad (transform "subclone" [ "--width"; "0.5" ]) "not a fraction"
+                    bad (transform "prune" []) "say what to shrink"
+                    bad (transform "prune" [ "--width"; "8"; "--criterion"; "fisher" ]) "unknown criterion"
+                    bad (transform "prune" [ "--model"; "small" ]) "declared as subclone tiny"
 
                     bad
                         [
@@ -777,20 +731,6 @@ let tests =
                         ]
                         "nowhere"
 
-                    bad [ "train"; file; "--init"; path [ "nowhere" ]; "--out"; path [ "y" ] ] "nowhere"
-
-                    bad
-                        [
-                            "transform"
-                            "prune"
-                            file
-                            "--model"
-                            "small"
-                            "--checkpoint"
-                            checkpoint
-                            "--out"
-                            path [ "x" ]
-                        ]
-                        "declared as subclone tiny")
+                    bad [ "train"; file; "--init"; path [ "nowhere" ]; "--out"; path [ "y" ] ] "nowhere")
             }
         ]
