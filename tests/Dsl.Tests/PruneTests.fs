@@ -239,6 +239,9 @@ let tests =
             }
 
             test "a pruned decoder's parameters: kept slices are bit-identical to the parent's" {
+                // Temporaries stay referenced (by the scope) until the test ends: a tensor passed
+                // straight into a native call must not be finalised by the GC during that call.
+                use _scope = torch.NewDisposeScope()
                 let g = graph (lmSource 32 2 4 2)
                 use parent = new GraphModule(g, 7L)
                 let groups = analyze g
@@ -343,6 +346,9 @@ let tests =
             }
 
             test "removing units that contribute nothing leaves the outputs unchanged" {
+                // Temporaries stay referenced (by the scope) until the test ends: a tensor passed
+                // straight into a native call must not be finalised by the GC during that call.
+                use _scope = torch.NewDisposeScope()
                 // A decoder: zero w3's columns of FFN units 3 and 5 in layer 0 and the proj columns
                 // of layer 1's first kv group (query heads 0 and 1); then prune exactly those.
                 let g = graph (lmSource 32 2 4 2)
@@ -400,6 +406,9 @@ let tests =
             }
 
             test "blocks come out of the middle and the rest are renumbered; their weights move with them" {
+                // Temporaries stay referenced (by the scope) until the test ends: a tensor passed
+                // straight into a native call must not be finalised by the GC during that call.
+                use _scope = torch.NewDisposeScope()
                 let g = graph (lmSource 32 4 4 4)
                 use parent = new GraphModule(g, 11L)
                 let pruned, map = prune g { none with Blocks = Some(Keep 2) } Map.empty false
@@ -426,6 +435,9 @@ let tests =
             }
 
             test "weight scaling multiplies projections whose input shrank by √(n/n′)" {
+                // Temporaries stay referenced (by the scope) until the test ends: a tensor passed
+                // straight into a native call must not be finalised by the GC during that call.
+                use _scope = torch.NewDisposeScope()
                 let g = graph (lmSource 32 1 4 4)
                 use parent = new GraphModule(g, 2L)
                 let pruned, map = prune g { none with Width = Some(Keep 8) } Map.empty true
@@ -450,6 +462,7 @@ let tests =
 
             testPropertyWithConfig config "random small architectures: pruned output elaborates, runs and prints back"
             <| Prop.forAll (Arb.fromGen (Gen.zip smallArchitecture randomTargets)) (fun ((src, input), targets) ->
+                use _scope = torch.NewDisposeScope()
                 let g = graph src
                 let pruned, map = prune g targets Map.empty false
                 use parent = new GraphModule(g, 1L)
@@ -460,6 +473,7 @@ let tests =
 
             testPropertyWithConfig config "with nothing to remove the pass is the identity, bit for bit"
             <| Prop.forAll (Arb.fromGen smallArchitecture) (fun (src, input) ->
+                use _scope = torch.NewDisposeScope()
                 let g = graph src
 
                 let nothing =
