@@ -127,15 +127,9 @@ let graph (d: Declared) (name: string) (parent: Graph) (named: (string * Expr * 
                 |> List.map (fun g ->
                     match g.Kind with
                     | Groups.HeadGroup ->
-                        // Query heads: units times the heads each kv group serves.
-                        g.Members
-                        |> List.tryPick (fun (s, _) ->
-                            match s.Owner with
-                            | Groups.Heads n ->
-                                match parent.Nodes[n].Op with
-                                | SelfAttention a -> Some a.Heads
-                                | _ -> None
-                            | _ -> None)
+                        // Query heads, which the option counts (a unit is a kv group under GQA).
+                        Groups.attentionOf parent g
+                        |> Option.map (fun a -> a.Heads)
                         |> Option.defaultValue g.Units
                     | _ -> g.Units)
 

@@ -377,16 +377,20 @@ let private slots (g: Graph) =
                 yield { Owner = Weight p.Name; Axis = k }, size
     ]
 
-let private kindOf (g: Graph) (members: Slot list) =
-    let nodeOfParam = Dictionary<string, Node>()
+/// Each parameter's first user with the local name it has there (a tied parameter has several).
+let paramOwners (nodes: Node seq) =
+    let owners = Dictionary<string, Node * string>()
 
-    for n in g.Nodes do
-        for KeyValue(_, full) in n.Params do
-            nodeOfParam.TryAdd(full, n) |> ignore
+    for n in nodes do
+        for KeyValue(local, full) in n.Params do
+            owners.TryAdd(full, (n, local)) |> ignore
 
+    owners
+
+let private kindOf (owners: Dictionary<string, Node * string>) (members: Slot list) =
     let opOf (s: Slot) =
         match s.Owner with
-        | Weight p -> Some nodeOfParam[p].Op
+        | Weight p -> Some (fst owners[p]).Op
         | _ -> None
 
     let any f = members |> List.exists f
@@ -435,6 +439,8 @@ let analyze (g: Graph) : Group list =
             members |> List.exists (fun s -> s.Owner.IsWeight)
             && members |> List.exists (fun s -> not s.Owner.IsWeight))
 
+    let owners = paramOwners g.Nodes
+
     byComponent
     |> List.mapi (fun id (_, members) ->
         let unitIds = Dictionary<int, int>()
@@ -454,8 +460,19 @@ let analyze (g: Graph) : Group list =
 
         {
             Id = id
-            Kind = kindOf g members
+            Kind = kindOf owners members
             Units = unitIds.Count
             Members = indexed
             Frozen = members |> List.tryPick l.FrozenWhy
         })
+
+/// The attention node's attributes of a head group; None for the other kinds.
+let attentionOf (g: Graph) (grp: Group) =
+    grp.Members
+    |> List.tryPick (fun (s, _) ->
+        match s.Owner with
+        | Heads n ->
+            match g.Nodes[n].Op with
+            | SelfAttention a -> Some a
+            | _ -> None
+        | _ -> None)

@@ -52,14 +52,8 @@ let private targetOf (t: Targets) (kind: GroupKind) =
 
 /// Query heads per unit of a head group (kv sharing under GQA).
 let private headsPerUnit (g: Graph) (grp: Group) =
-    grp.Members
-    |> List.tryPick (fun (s, _) ->
-        match s.Owner with
-        | Heads n ->
-            match g.Nodes[n].Op with
-            | SelfAttention a -> Some(a.Heads / a.KvHeads)
-            | _ -> None
-        | _ -> None)
+    attentionOf g grp
+    |> Option.map (fun a -> a.Heads / a.KvHeads)
     |> Option.defaultValue 1
 
 /// The kept units of every group a target applies to: the `kept` highest-scoring units, in their

@@ -19,10 +19,6 @@ type Slice =
 
 type SliceMap = (string * Slice) list
 
-let private fanIn (fan: int) =
-    let bound = 1.0 / sqrt (float fan)
-    Uniform(-bound, bound)
-
 /// The kept indices of every slot that shrinks, from the kept units of each group.
 let keptIndices (groups: Group list) (keep: Map<int, Set<int>>) =
     let kept = Dictionary<Slot, int[]>()
@@ -122,14 +118,8 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
 
             { n with Shape = shape; Op = op })
 
-    let nodeArr = Array.ofList nodes
-
-    // Each parameter's owner (the first node naming it), for re-deriving fan-in initialisations.
-    let owner = Dictionary<string, Node * string>()
-
-    for n in nodes do
-        for KeyValue(local, full) in n.Params do
-            owner.TryAdd(full, (n, local)) |> ignore
+    // Each parameter's owner with its new attributes, for re-deriving fan-in initialisations.
+    let owner = paramOwners nodes
 
     let weightAxis name k = { Owner = Weight name; Axis = k }
 
@@ -140,10 +130,10 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
             match owner.TryGetValue p.Name with
             | true, (n, local) ->
                 match n.Op, local with
-                | Conv c, ("weight" | "bias") -> fanIn (c.InChannels / c.Groups * List.fold (*) 1 c.Kernel)
-                | Linear(i, _, _), ("weight" | "bias") -> fanIn i
-                | SelfAttention a, "qkv.weight" -> fanIn a.Dim
-                | SelfAttention a, "proj.weight" -> fanIn (a.Heads * a.HeadDim)
+                | Conv c, ("weight" | "bias") -> Dsl.Primitives.fanInUniform (c.InChannels / c.Groups * numel c.Kernel)
+                | Linear(i, _, _), ("weight" | "bias") -> Dsl.Primitives.fanInUniform i
+                | SelfAttention a, "qkv.weight" -> Dsl.Primitives.fanInUniform a.Dim
+                | SelfAttention a, "proj.weight" -> Dsl.Primitives.fanInUniform (a.Heads * a.HeadDim)
                 | _ -> p.Init
             | _ -> p.Init
 
@@ -185,7 +175,7 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
             })
 
     { g with
-        Nodes = List.ofArray nodeArr
+        Nodes = nodes
         Params = g.Params |> List.map param
     },
     slices
@@ -224,16 +214,12 @@ let blocks (g: Graph) : Block list =
 
     let outputs = g.Outputs |> List.map snd |> set
 
-    let paramUsers = Dictionary<string, Set<int>>()
-
-    for n in g.Nodes do
-        for KeyValue(_, full) in n.Params do
-            paramUsers[full] <-
-                (match paramUsers.TryGetValue full with
-                 | true, s -> s
-                 | _ -> Set.empty)
-                    .Add
-                    n.Id
+    let paramUsers =
+        g.Nodes
+        |> Seq.collect (fun n -> n.Params.Values |> Seq.map (fun full -> full, n.Id))
+        |> Seq.groupBy fst
+        |> Seq.map (fun (full, uses) -> full, uses |> Seq.map snd |> set)
+        |> dict
 
     g.Nodes
     |> List.collect (fun n -> blockKeys n.Path |> List.map (fun key -> key, n.Id))

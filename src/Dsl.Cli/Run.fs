@@ -552,12 +552,12 @@ let bench (args: ParseResults<BenchArgs>) =
                 let oc = checkedOrExit path
                 let og = modelOrExit oc (args.TryGetResult BenchArgs.Against_Model)
 
+                let shapes (x: Graph) (ends: (string * int) list) =
+                    ends |> List.map (fun (_, i) -> x.Nodes[i].Shape)
+
                 if
-                    og.Inputs.Length <> g.Inputs.Length
-                    || List.map2 (fun (_, a) (_, b) -> g.Nodes[a].Shape = og.Nodes[b].Shape) g.Inputs og.Inputs
-                       |> List.contains false
-                    || List.map2 (fun (_, a) (_, b) -> g.Nodes[a].Shape = og.Nodes[b].Shape) g.Outputs og.Outputs
-                       |> List.contains false
+                    shapes g g.Inputs <> shapes og og.Inputs
+                    || shapes g g.Outputs <> shapes og og.Outputs
                 then
                     fail
                         "dsl bench --against: %s's model '%s' does not take and give what '%s' does"

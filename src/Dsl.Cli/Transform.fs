@@ -123,7 +123,7 @@ let private scores
     (groups: Groups.Group list)
     (batches: int)
     =
-    let sampled (measure: ITrainingTask -> TrainOptions -> (unit -> torch.Tensor) -> Dictionary<int, float[]>) =
+    let sampled (measure: (unit -> torch.Tensor) -> Dictionary<int, float[]>) =
         let r =
             match Compiler.pickRecipe c g.Name with
             | Some r -> r
@@ -148,7 +148,7 @@ let private scores
             let mutable next = 0
             use augment = new torch.Generator(uint64 r.Seed)
 
-            measure task options (fun () ->
+            measure (fun () ->
                 let start = (next * size) % max 1 (task.Count - size + 1)
                 next <- next + 1
                 task.Loss(model, perm[start .. start + size - 1], augment, options))
@@ -160,12 +160,12 @@ let private scores
         match criterion with
         | "magnitude" -> Importance.Magnitude(model, groups)
         | "activation" ->
-            sampled (fun _ _ loss ->
+            sampled (fun loss ->
                 Importance.Activation(model, ResizeArray groups, (fun () -> loss () |> ignore), batches))
         | "taylor" ->
             // Eval mode: BatchNorm uses (and keeps) its running statistics while gradients flow.
             model.eval ()
-            sampled (fun _ _ loss -> Importance.Taylor(model, ResizeArray groups, Func<_>(loss), batches))
+            sampled (fun loss -> Importance.Taylor(model, ResizeArray groups, Func<_>(loss), batches))
         | other -> fail "dsl transform: unknown criterion '%s'; there are: magnitude, activation, taylor" other
 
     result |> Seq.map (fun (KeyValue(k, v)) -> k, v) |> Map.ofSeq
