@@ -72,3 +72,16 @@ let repoRoot =
                 up d.Parent
 
          up (DirectoryInfo System.AppContext.BaseDirectory))
+
+/// Skips a test that needs a Debian package's files when they are absent, except under CI
+/// (`CI` set, as `.ci/run` runs), which installs every package the tests read: there a missing
+/// package fails the test rather than passing it silently.
+let requireInstalled (directory: string) (package: string) =
+    if not (Directory.Exists directory) then
+        let message =
+            sprintf "%s is missing: install the Debian package %s" directory package
+
+        if System.String.IsNullOrEmpty(System.Environment.GetEnvironmentVariable "CI") then
+            skiptest message
+        else
+            failtest message
