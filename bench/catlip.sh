@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CatLIP's cost claim (PAPERS.md §6.5): with the same image encoder, a training step of CatLIP
+# CatLIP's cost claim (CatLIP, arXiv 2404.15653; apple/corenet projects/catlip): with the same image encoder, a training step of CatLIP
 # (multi-label BCE over mined synsets, no text tower) against CLIP (InfoNCE with a text tower and
 # a B×B similarity) at batch 64, 256 and 1024. The models are examples/catlip/encoders.dsl's; the
 # step is `dsl bench`'s (forward, the train block's loss, backward, an SGD update, random inputs).

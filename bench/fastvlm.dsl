@@ -1,4 +1,4 @@
-// FastVLM's claim at small scale (Vasu et al., CVPR 2025; shared/papers/PAPERS.md §1): the
+// FastVLM's claim at small scale (Vasu et al., CVPR 2025; arXiv 2412.13303): the
 // time to the first token is vision encoder + projector + the LLM's prefill over the image
 // tokens and the prompt. FastViTHD (output stride 64) emits 4× fewer tokens than a 4-stage
 // FastViT (MCi2, stride 32) and 16× fewer than ViT-B/16, so its prefill stays short as the

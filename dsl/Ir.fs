@@ -71,7 +71,7 @@ type AttentionAttrs =
         /// Bias of the output projection.
         Bias: bool
         /// Key/value heads; fewer than Heads is grouped-query attention (each serves
-        /// Heads / KvHeads query heads), as in OpenELM (PAPERS.md §4.2).
+        /// Heads / KvHeads query heads), as in OpenELM (OpenELM, arXiv 2404.14619; apple/corenet).
         KvHeads: int
         /// Rotary position embedding base θ applied to q and k per head; 0 = none.
         Rope: float
@@ -140,7 +140,7 @@ type Op =
     /// end-of-text token.
     | SelectWhere of token: int
     /// `length` positions of `axis` from `start` (axis counts the batch as 0; negative from the
-    /// end): SwiGLU's gate and value halves of one fused projection (PAPERS.md §4.2).
+    /// end): SwiGLU's gate and value halves of one fused projection (mlfoundations/open_lm open_lm/model.py).
     | Narrow of axis: int * start: int * length: int
 
 type ParamKind =

@@ -497,7 +497,7 @@ let positionalEmbedding span : Layer =
 
 /// Multi-head self-attention with a fused q/k/v projection; `kvHeads` (0 = heads) below `heads`
 /// is grouped-query attention, `rope` > 0 rotates q and k per head with base θ = rope, and
-/// `qkNorm` RMS-normalises q and k per head (OpenELM, PAPERS.md §4.2); `qkLayerNorm` normalises
+/// `qkNorm` RMS-normalises q and k per head (OpenELM, arXiv 2404.14619; apple/corenet); `qkLayerNorm` normalises
 /// q and k over their full width before the head split with a gain-only LayerNorm (OpenLM).
 let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim span : Layer =
     let run ctx input =

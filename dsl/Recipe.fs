@@ -35,12 +35,12 @@ type DataSpec =
 type LossSpec =
     /// Label-smoothed cross-entropy on class logits.
     | CrossEntropy of smoothing: float
-    /// CLIP's symmetric InfoNCE (PAPERS.md §9.3) on a dual encoder's image/text/logit_scale outputs.
+    /// CLIP's symmetric InfoNCE (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip) on a dual encoder's image/text/logit_scale outputs.
     | ClipLoss
     /// MobileCLIP's (1 − λ)·CLIP + λ·distillation against stored teacher embeddings, summed
-    /// over the ground-truth and a synthetic caption (PAPERS.md §9.3).
+    /// over the ground-truth and a synthetic caption (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip).
     | MobileclipLoss of lambda: float * teacherScale: float
-    /// CatLIP's multi-label BCE over caption-mined synsets, batch-mean reduction (PAPERS.md §6.2).
+    /// CatLIP's multi-label BCE over caption-mined synsets, batch-mean reduction (CatLIP, arXiv 2404.15653; apple/corenet projects/catlip).
     | CatlipLoss
     /// Next-token cross-entropy of a decoder, plus zLoss · mean(logsumexp(logits)²) (OpenLM, §4.2).
     | NextToken of zLoss: float

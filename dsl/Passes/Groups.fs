@@ -1,5 +1,5 @@
 /// Dependency groups: which axes of which values and parameters must shrink together. The idea is
-/// DepGraph's (Fang et al., CVPR 2023; shared/design/ANCHORS.md §2.6), but where Torch-Pruning
+/// DepGraph's (Fang et al., CVPR 2023; VainF/Torch-Pruning), but where Torch-Pruning
 /// traces a model to find the coupling, here it is read off our own graph. Every axis of every
 /// value and parameter is a slot of indices; each op says which indices of its inputs, outputs
 /// and parameters are the same unit (a residual add couples i with i, a flatten couples channel

@@ -1,7 +1,7 @@
 /// Structured pruning and weight subcloning as plans over dependency groups: how many units of
 /// each group to keep (targets per kind), which ones (the highest importance scores, computed by
 /// the runtime from weights, activations or gradients), and which blocks to drop (from the
-/// middle, keeping the first and last; weight subcloning, PAPERS.md §7.1). The plan is then
+/// middle, keeping the first and last; weight subcloning, arXiv 2312.09299). The plan is then
 /// carried out by the two static edits of `Slice`.
 module Dsl.Passes.Prune
 

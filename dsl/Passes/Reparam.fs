@@ -3,7 +3,7 @@
 /// identity, eval-time no-ops — that contains a convolution becomes ONE convolution of x with the
 /// largest kernel. This covers conv→BN folding, MobileOne/RepLKNet branch sums (BN skip as an
 /// identity kernel, small kernels zero-padded), RepMixer `x + γ⊙(mixer(x) − norm(x))` and RepCPE
-/// `x + dwconv(x)` (shared/papers/PAPERS.md §0.1–§0.7). It works from graph patterns, not names.
+/// `x + dwconv(x)` (FastViT, arXiv 2303.14189; apple/ml-fastvit models/fastvit.py). It works from graph patterns, not names.
 /// The new weights are returned as expressions over the old parameters, evaluated by the runtime.
 module Dsl.Passes.Reparam
 

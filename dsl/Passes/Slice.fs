@@ -40,7 +40,7 @@ let keptIndices (groups: Group list) (keep: Map<int, Set<int>>) =
 /// g with only the kept units of each group in `keep` (group id → kept unit ids; groups not in
 /// it stay whole). With `scaleInputs`, a projection whose input axis shrank from n to n′ is
 /// multiplied by √(n/n′), so its outputs keep their scale (weight subcloning's scaling,
-/// PAPERS.md §7.1).
+/// weight subcloning, arXiv 2312.09299).
 let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleInputs: bool) : Graph * SliceMap =
     let kept = keptIndices groups keep
 

@@ -1,6 +1,6 @@
 // Image–text dual encoders: CLIP's text transformer (Radford et al., ICML 2021) and MobileCLIP's
 // MCt (Vasu et al., CVPR 2024), with the heads that put both sides in one space. Facts from
-// shared/papers/PAPERS.md §9.2 (apple/ml-mobileclip text_encoder.py, modules/text/repmixer.py).
+// MobileCLIP, arXiv 2311.17049 (apple/ml-mobileclip text_encoder.py, modules/text/repmixer.py).
 open fastvit
 open vit
 
@@ -44,7 +44,7 @@ let clipOutputs image text =
       text = text |> normalize
       logit_scale = param [] (init = 2.6592600) }
 
-// ---- text variants (PAPERS.md §9.2): data, not code -----------------------------------------
+// ---- text variants (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip): data, not code -----------------------------------------
 
 /// The 12-layer CLIP text transformer of MobileCLIP-S1/S2 (CLIP vocabulary, context 77).
 let clipText = { kind = "transformer"; vocabulary = 49408; eot = 49407; width = 512; heads = 8; layers = 12; causal = false; kernel = 11 }

@@ -1,13 +1,13 @@
 // The FastViT family (Vasu et al., ICCV 2023) in its train-time, multi-branch form, with timm's
 // parameter names. Blocks are code, variants are data (the tables at the end). Facts from
-// shared/papers/PAPERS.md §0: apple/ml-fastvit models/fastvit.py, timm timm/models/fastvit.py.
+// FastViT, arXiv 2303.14189: apple/ml-fastvit models/fastvit.py, timm timm/models/fastvit.py.
 
 // The MobileOne block and squeeze-excitation come from the MobileOne library.
 open mobileone
 
 /// RepLKNet-style large-kernel depthwise conv with a parallel small kernel (Ding et al. 2022).
 /// `act` is identity for the original FastViT (its activation result is discarded there) and
-/// GELU for the MobileCLIP/FastVLM encoders (PAPERS.md §0.2).
+/// GELU for the MobileCLIP/FastVLM encoders (FastViT, arXiv 2303.14189; apple/ml-fastvit models/fastvit.py).
 let largeKernelConv cout (k = 7) (stride = 2) (small = 3) (se = false) (act = identity) =
     fun x ->
         let branch kk =
@@ -64,7 +64,7 @@ let attentionBlock (ratio = 4.0) (init = 1e-5) (dropPath = 0.0) (norm = batchnor
 /// Conditional positional encoding: x + depthwise 7×7 conv (Chu et al. 2021).
 let repCpe = fun x -> x + (x |> named "pos_enc" (conv (channels x) (k = 7) (groups = channels x)))
 
-/// Stochastic depth grows linearly with the block's global index (PAPERS.md §0.7).
+/// Stochastic depth grows linearly with the block's global index (FastViT, arXiv 2303.14189; apple/ml-fastvit models/fastvit.py).
 let dropPathAt cfg stage block =
     let before = List.sum (List.take stage cfg.layers)
     let total = List.sum cfg.layers
@@ -95,11 +95,11 @@ let fastvit cfg (classes = 1000) =
     fastvitFeatures cfg >> finalConv cfg >> globalAvgPool >> named "head" (named "fc" (linear classes))
 
 /// MobileCLIP image encoder (MCi): features, conv_exp, then GlobalPool2D — the mean over H, W
-/// projected without bias into the shared image–text space (PAPERS.md §0.8, §9.1).
+/// projected without bias into the shared image–text space (FastViT, arXiv 2303.14189; apple/ml-fastvit models/fastvit.py; MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip).
 let mci cfg (dim = 512) =
     fastvitFeatures cfg >> finalConv cfg >> named "head" (globalAvgPool >> named "proj" (linear dim (bias = false)))
 
-/// The conv_exp map as a token grid [B, H·W, 2C]: what FastVLM feeds its projector (PAPERS.md §1.1).
+/// The conv_exp map as a token grid [B, H·W, 2C]: what FastVLM feeds its projector (arXiv 2412.13303).
 let fastvitTokens cfg = fastvitFeatures cfg >> finalConv cfg >> imageToTokens
 
 /// LayerNorm over the channels of a [B, C, H, W] map (FastViTHD's attention norm).

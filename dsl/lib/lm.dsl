@@ -1,4 +1,4 @@
-// Decoder language models (shared/papers/PAPERS.md §4.2): pre-norm blocks with causal attention
+// Decoder language models (mlfoundations/open_lm open_lm/model.py): pre-norm blocks with causal attention
 // (grouped-query heads, rotary positions, qk-norm per head as in OpenELM or over the full width
 // as in OpenLM) and a SwiGLU FFN whose fused projection w12 is split into gate and value, as in
 // OpenLM. Parameter names follow OpenLM (tok_embeddings, layers.i.attention_norm, attention,
@@ -33,7 +33,7 @@ let headWidth cfg = if cfg.headDim = 0 then cfg.width / cfg.heads else cfg.headD
 
 /// Each layer's query heads, key/value heads and FFN width. Uniform (heads, kvHeads and OpenLM's
 /// swigluHidden) unless the variant has OpenELM's layer-wise scaling (corenet's OpenELM config,
-/// PAPERS.md §4.2): layer i's query width is makeDivisible(d · q_i, headDim · gqaGroups) with q_i
+/// mlfoundations/open_lm open_lm/model.py): layer i's query width is makeDivisible(d · q_i, headDim · gqaGroups) with q_i
 /// from linspace2 over qkvMultipliers, its key/value heads are the query heads / gqaGroups, and
 /// its FFN width is makeDivisible(d · f_i, 256) with f_i from linspace2 over ffnMultipliers.
 let layerShapes cfg =
@@ -87,18 +87,18 @@ let lmBase =
 /// pre-RMSNorm, GQA 4/2 heads, RoPE, per-head qk-norm.
 let lmTiny = { lmBase with kvHeads = 2; qkNorm = true }
 
-/// OpenLM (PAPERS.md §4.2, §13 openlm_tiny): gain-only LayerNorm, qk-norm over the full width,
+/// OpenLM (mlfoundations/open_lm open_lm/model.py; a toy size of ours): gain-only LayerNorm, qk-norm over the full width,
 /// RoPE, head width d/heads, untied output; byte-level toy size.
 let openlmTiny = { lmBase with width = 128; norm = "layer"; qkLayerNorm = true }
 
 /// OpenLM-411M (DCLM's 400M-1x): d 1024, 24 layers, 8 heads, FFN 2816; GPT-NeoX-20B's vocabulary
-/// padded to 50432 as in DCLM (PAPERS.md §4.1).
+/// padded to 50432 as in DCLM (DCLM, arXiv 2406.11794).
 let openlm411m = { openlmTiny with vocabulary = 50432; width = 1024; layers = 24; heads = 8 }
 
 /// OpenLM-1B (DCLM's 1B-1x): d 2048, 24 layers, 16 heads, FFN 5632.
 let openlm1b = { openlm411m with width = 2048; heads = 16 }
 
-/// OpenELM (PAPERS.md §4.2): pre-RMSNorm, per-head qk RMSNorm, RoPE, GQA with 4 query heads per
+/// OpenELM (OpenELM, arXiv 2404.14619; apple/corenet): pre-RMSNorm, per-head qk RMSNorm, RoPE, GQA with 4 query heads per
 /// key/value head, layer-wise scaling of heads (×0.5 → ×1.0) and FFN width (×0.5 → ×4.0), tied
 /// embeddings; byte-level toy size with head width 16.
 let openelmTiny =

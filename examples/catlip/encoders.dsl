@@ -1,4 +1,4 @@
-// CatLIP's claim at small scale (PAPERS.md §6.5): one image encoder, pre-trained two ways on the
+// CatLIP's claim at small scale (CatLIP, arXiv 2404.15653; apple/corenet projects/catlip): one image encoder, pre-trained two ways on the
 // same captions — as a multi-label classifier of the captions' WordNet synsets (CatLIP, BCE) and
 // contrastively against a text tower (CLIP, InfoNCE). Both return the pooled image features as
 // `features`, which the linear probe reads.

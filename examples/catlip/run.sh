@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# CatLIP vs CLIP with the same image encoder (PAPERS.md §6.5): one epoch of each objective on
+# CatLIP vs CLIP with the same image encoder (CatLIP, arXiv 2404.15653; apple/corenet projects/catlip): one epoch of each objective on
 # captioned Fashion-MNIST (the CatLIP labels mined from the captions first), then a linear probe
 # of both encoders' frozen features. Writes docs/catlip-probe.tsv. The training-step time
 # comparison is bench/catlip.sh.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# MobileCLIP at small scale (PAPERS.md §9.5): two teachers trained with CLIP's loss, their
+# MobileCLIP at small scale (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip): two teachers trained with CLIP's loss, their
 # embeddings stored once by `dsl reinforce`, then the same student trained for the same steps
 # with CLIP's loss and with the reinforced loss (λ = 0.75), for two seeds each; zero-shot
 # accuracy on the Fashion-MNIST test set with prompt templates. Finally the reinforced student is

@@ -1,4 +1,4 @@
-// MobileCLIP's claim at small scale (PAPERS.md §9.5 B): the same student, the same steps, trained
+// MobileCLIP's claim at small scale (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip): the same student, the same steps, trained
 // with CLIP's loss alone or with the reinforced loss (1 − λ)·CLIP + λ·distillation, λ = 0.75,
 // against two teachers' stored embeddings (`dsl reinforce`, see run.sh).
 open "towers.dsl"

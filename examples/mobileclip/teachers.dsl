@@ -1,5 +1,5 @@
 // Two teachers for reinforced training, trained once with CLIP's loss from different seeds
-// (MobileCLIP's ensemble is two ViT-L/14 CLIPs; PAPERS.md §9.3).
+// (MobileCLIP's ensemble is two ViT-L/14 CLIPs; MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip).
 open "towers.dsl"
 
 model teacherA (image : image[1, 32, 32]) (text : tokens[24]) =

@@ -1,5 +1,5 @@
 // The image and text towers of the MobileCLIP example, at Fashion-MNIST scale: MCi (FastViT
-// stages with an attention last stage, PAPERS.md §9.1) and MCt (text RepMixer blocks around
+// stages with an attention last stage, MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip) and MCt (text RepMixer blocks around
 // transformer layers, §9.2), built from the library's blocks with small widths. The vocabulary is
 // GPT-2's r50k (50257 ids, end of text 50256), which `captions` data tokenizes with.
 open fastvit

@@ -1,11 +1,11 @@
-// Weight subcloning and pruning on images (shared/papers/PAPERS.md §7.2): a ViT on Fashion-MNIST
+// Weight subcloning and pruning on images (weight subcloning, arXiv 2312.09299): a ViT on Fashion-MNIST
 // with 7×7 patches (16 tokens), the parent, and the child shape it is subcloned to.
 open vit
 
 let parentCfg = { vitTiny16 with patch = 7; dim = 128; depth = 8; heads = 8 }
 model parent : image[1, 28, 28] -> logits[10] = vit parentCfg (classes = 10)
 
-// Half the width, heads and MLP units of each block; blocks 0, 1, 6, 7 (PAPERS.md §7.1).
+// Half the width, heads and MLP units of each block; blocks 0, 1, 6, 7 (weight subcloning, arXiv 2312.09299).
 model child = subclone parent (width = 64) (depth = 4) (heads = 4) (ffn = 256)
 
 train parent {

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Weight subcloning and structured pruning at small scale (PAPERS.md §7.2; issue 5's claims).
+# Weight subcloning and structured pruning at small scale (weight subcloning, arXiv 2312.09299; issue 5's claims).
 # For text (a byte-level decoder on the King James Bible) and vision (a ViT on Fashion-MNIST):
 #   1. train the parent (d 128, 8 blocks);
 #   2. subclone it to the child shape (d 64, 4 blocks, 4 heads, half the FFN units), with and

@@ -1,5 +1,5 @@
 /// `dsl train` and `dsl eval` on `captions` data, and `dsl reinforce`: CLIP, MobileCLIP's
-/// reinforced training and CatLIP driven from a train block (PAPERS.md §6, §9).
+/// reinforced training and CatLIP driven from a train block (CatLIP, arXiv 2404.15653; apple/corenet projects/catlip; MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip).
 module Dsl.Cli.ImageText
 
 open System
@@ -132,7 +132,7 @@ let eval
 
 /// `dsl reinforce`: runs the teachers once over the training manifest and stores, per image, N
 /// augmentations (as parameters) with each teacher's image embedding of each, and each
-/// teacher's embedding of every caption and synthetic caption (PAPERS.md §9.3).
+/// teacher's embedding of every caption and synthetic caption (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip).
 let reinforce (args: ParseResults<ReinforceArgs>) =
     let file = args.GetResult ReinforceArgs.File
     let c = checkedOrExit file

@@ -1,5 +1,5 @@
 /// The shipped model library, checked from its variant tables: every FastViT variant elaborates
-/// and has the parameter count published for it (shared/papers/PAPERS.md §0.9, 1000-class head).
+/// and has the parameter count published for it (FastViT, arXiv 2303.14189; apple/ml-fastvit models/fastvit.py, 1000-class head).
 module Dsl.Tests.LibraryTests
 
 open Expecto
@@ -8,7 +8,7 @@ open Dsl.Ir
 open Dsl.Tests.Support
 
 /// Variant name in dsl/lib/fastvit.dsl -> published train-time and re-parameterised parameter
-/// counts (millions, PAPERS.md §0.9).
+/// counts (millions, FastViT, arXiv 2303.14189; apple/ml-fastvit models/fastvit.py).
 let fastvitPublished =
     [
         "fastvitT8", 4.03, 4.00
@@ -20,7 +20,7 @@ let fastvitPublished =
         "fastvitMA36", 44.07, 43.98
     ]
 
-/// MobileCLIP image encoders with their CLIP projection (PAPERS.md §9.1, §1.1): name, source,
+/// MobileCLIP image encoders with their CLIP projection (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip; arXiv 2412.13303): name, source,
 /// train-time and re-parameterised millions (FastViTHD's deploy count is not published).
 let mciPublished =
     [
@@ -43,7 +43,7 @@ let mobileonePublished =
     ]
 
 /// MobileCLIP's text encoders with the CLIP vocabulary (49408) and context (77), projection to
-/// 512 included (PAPERS.md §9.2): MCt of S0 and the 12-layer base of S1/S2.
+/// 512 included (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip): MCt of S0 and the 12-layer base of S1/S2.
 let textPublished = [ "mct", 42.44; "clipText", 63.43 ]
 
 /// Every library entry whose counts are published: name, source, train-time and deploy millions,

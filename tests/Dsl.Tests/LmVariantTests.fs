@@ -1,4 +1,4 @@
-/// lm.dsl's published decoder shapes (shared/papers/PAPERS.md §4.2): OpenLM-411M and -1B,
+/// lm.dsl's published decoder shapes (mlfoundations/open_lm open_lm/model.py): OpenLM-411M and -1B,
 /// OpenELM-270M and their toy forms, elaborated as shapes only (no tensors for the big ones),
 /// with the options they need: gain-only LayerNorm, full-width qk LayerNorm and tied embeddings.
 module Dsl.Tests.LmVariantTests
@@ -17,7 +17,7 @@ let private variant name (t: int) (vocabulary: int) =
 let private shapeOf (g: Ir.Graph) name =
     (g.Params |> List.find (fun p -> p.Name = name)).Shape
 
-/// OpenLM's count (PAPERS.md §4.2): per layer, attention_norm, q_norm and k_norm over the full
+/// OpenLM's count (mlfoundations/open_lm open_lm/model.py): per layer, attention_norm, q_norm and k_norm over the full
 /// width and ffn_norm (4d), in_proj and out_proj (4d²), w12 and w3 (3·hidden·d); then the
 /// untied embedding and output (2·V·d) and the final norm (d).
 let private openlmCount (v: int64) (d: int64) (layers: int64) (hidden: int64) =
@@ -36,7 +36,7 @@ let private openelmCount (v: int64) (d: int64) (heads: int list) (kvHeads: int l
     |> (+) (v * d + d)
 
 // OpenELM-270M's layers from corenet's OpenELM config (make_divisible of linspace multipliers,
-// PAPERS.md §4.2: q heads 12…20, kv heads 3…5, FFN dims 768…5120).
+// mlfoundations/open_lm open_lm/model.py: q heads 12…20, kv heads 3…5, FFN dims 768…5120).
 let private openelmHeads =
     [ 12; 12; 12; 12; 12; 16; 16; 16; 16; 16; 16; 16; 20; 20; 20; 20 ]
 

@@ -1,4 +1,4 @@
-/// Structural re-parameterisation (dsl/Passes/Reparam.fs, PAPERS.md §0.1–§0.7): the deploy graph
+/// Structural re-parameterisation (dsl/Passes/Reparam.fs, FastViT, arXiv 2303.14189; apple/ml-fastvit models/fastvit.py): the deploy graph
 /// computes the same function as the train-time graph in eval mode, with fewer parameters and no
 /// BatchNorm left where it folds.
 module Dsl.Tests.ReparamTests

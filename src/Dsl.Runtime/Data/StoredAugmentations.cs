@@ -5,7 +5,7 @@ namespace Dsl.Runtime.Data;
 
 /// <summary>
 /// Augmentations kept as parameters rather than pixels (MobileCLIP's DataCompDR stores, for each
-/// image, N augmentations and the teachers' embeddings of each; PAPERS.md §9.3). A row is
+/// image, N augmentations and the teachers' embeddings of each; MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip). A row is
 /// (crop top, crop left, flip) for the <see cref="RandomCrop"/> and <see cref="HorizontalFlip"/>
 /// of a recipe; rows are indexed image·N + k.
 /// </summary>

@@ -4,8 +4,8 @@ using F = TorchSharp.torch.nn.functional;
 namespace Dsl.Runtime.Training;
 
 /// <summary>
-/// The image–text objectives of shared/papers/PAPERS.md §9.3 (CLIP, MobileCLIP) and §6.2
-/// (CatLIP), as plain functions of tensors so that tests can check them against the formulas.
+/// The image–text objectives of MobileCLIP (arXiv 2311.17049; CLIP and its distillation) and of
+/// CatLIP (arXiv 2404.15653), as plain functions of tensors so that tests can check them against the formulas.
 /// Every function returns a scalar and leaves its intermediates to the caller's DisposeScope.
 /// </summary>
 public static class ImageTextLosses

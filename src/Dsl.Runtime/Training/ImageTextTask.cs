@@ -94,7 +94,7 @@ public sealed class ImageTextTask : ITrainingTask
         test is null ? null : ImageTextEvaluator.Evaluate(model, test, pipeline, objective, options.EvalBatchSize);
 
     /// <summary>
-    /// L(img, gt) + L(img, syn) with L = (1 − λ)·CLIP + λ·distill (PAPERS.md §9.3): one stored
+    /// L(img, gt) + L(img, syn) with L = (1 − λ)·CLIP + λ·distill (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip): one stored
     /// augmentation, one caption and one synthetic caption per image, and the teachers' stored
     /// embeddings of each. Lines without synthetic captions contribute the first term only.
     /// </summary>

@@ -12,7 +12,7 @@ namespace Dsl.Runtime.Training;
 /// Next-token training of a decoder whose first output is logits [B, T, V] for tokens [B, T]:
 /// each packed row gives the input (its first T ids) and the target (its last T ids). The loss
 /// is the mean cross-entropy plus OpenLM's z-loss, zLoss · mean(logsumexp(logits)²)
-/// (shared/papers/PAPERS.md §4.2), which keeps the softmax normaliser near 1.
+/// (mlfoundations/open_lm open_lm/model.py), which keeps the softmax normaliser near 1.
 /// </summary>
 public sealed class LanguageModelTask(PackedSequences data, double zLoss, int evalBatchSize) : ITrainingTask
 {

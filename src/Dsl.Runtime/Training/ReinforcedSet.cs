@@ -23,7 +23,7 @@ public sealed record ReinforcedMeta(
     int Size);
 
 /// <summary>
-/// MobileCLIP's reinforced data (PAPERS.md §9.3), written once by `dsl reinforce` so that
+/// MobileCLIP's reinforced data (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip), written once by `dsl reinforce` so that
 /// training never runs the teachers: per image, N augmentations as parameters and, per teacher,
 /// the normalised image embedding of each augmentation and the text embedding of each caption
 /// and synthetic caption. Rows are image·N + k, image·MaxCaptions + j, image·MaxSynthetic + j.

@@ -6,7 +6,7 @@ using static TorchSharp.torch;
 namespace Dsl.Runtime.Training;
 
 /// <summary>
-/// Writes MobileCLIP's reinforced data set (PAPERS.md §9.3): the teachers run once, here, over
+/// Writes MobileCLIP's reinforced data set (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip): the teachers run once, here, over
 /// every stored augmentation and caption, so reinforced training costs the student's steps only.
 /// </summary>
 public static class Reinforcer

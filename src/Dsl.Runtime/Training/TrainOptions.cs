@@ -68,7 +68,7 @@ public sealed class TrainOptions
 
     /// <summary>
     /// Also evaluate every this many optimizer steps (0 = only per epoch): learning curves for
-    /// steps-to-target comparisons such as weight subcloning's (PAPERS.md §7.2).
+    /// steps-to-target comparisons such as weight subcloning's (weight subcloning, arXiv 2312.09299).
     /// </summary>
     public int EvalEverySteps { get; set; }
 

@@ -14,7 +14,7 @@ public enum Criterion
 
     /// <summary>
     /// Mean absolute activation of the unit's values over sample batches: weight subcloning's
-    /// neuron importance (PAPERS.md §7.1). A head, which has no value of its own in the graph,
+    /// neuron importance (weight subcloning, arXiv 2312.09299). A head, which has no value of its own in the graph,
     /// scores the mean norm of its value path through its output projection, ‖W_o,h · v_h(x)‖.
     /// </summary>
     Activation,
