@@ -395,6 +395,71 @@ let tests =
                 Expect.isTrue (r.Out.Contains "median") r.Out
             }
 
+            test "train --init starts from the checkpoint's weights, bit for bit, and a run without it does not" {
+                // No BatchNorm, so training mode changes no buffer. At --lr 1e-30 one AdamW step
+                // moves each weight by at most ~1e-30 (plus a decay factor 1 - 1e-30·wd, which is
+                // 1 in float32): far below half an ulp of any weight the parent's training left,
+                // so the checkpoint after that step holds exactly the weights the run started from.
+                let dir = tempDir ()
+                let data = Path.Combine(dir, "data")
+                Directory.CreateDirectory data |> ignore
+                writeFashionLike data "train" 128
+                writeFashionLike data "t10k" 32
+                let file = Path.Combine(dir, "plain.dsl")
+
+                File.WriteAllText(
+                    file,
+                    "model plain : image[1, 28, 28] -> logits[10] =\n    conv 4 (k = 3) >> relu >> maxpool 4 >> flatten >> linear 10\n"
+                    + "train plain {\n    data = fashionMnist { augment = [] }\n    optimizer = adamw (lr = 1e-2)\n    epochs = 1\n    batch = 32\n}\n"
+                )
+
+                let run (extra: string list) (out: string) =
+                    let r =
+                        dsl ([ "train"; file; "--data"; data; "--out"; Path.Combine(dir, out) ] @ extra)
+
+                    Expect.equal r.Code 0 (r.Out + r.Err)
+                    Dsl.Runtime.Checkpoints.Checkpoint.Load(Path.Combine(dir, out, "checkpoint"))
+
+                use parent = run [ "--max-steps"; "3"; "--seed"; "0" ] "parent"
+
+                use started =
+                    run
+                        [
+                            "--init"
+                            Path.Combine(dir, "parent", "checkpoint")
+                            "--max-steps"
+                            "1"
+                            "--lr"
+                            "1e-30"
+                            "--seed"
+                            "1"
+                        ]
+                        "init"
+
+                use fresh = run [ "--max-steps"; "1"; "--lr"; "1e-30"; "--seed"; "0" ] "fresh"
+                use _scope = TorchSharp.torch.NewDisposeScope()
+                Expect.equal started.Meta.Step 1L "one step was taken"
+
+                Expect.sequenceEqual
+                    (started.Weights.Keys |> Seq.sort)
+                    (parent.Weights.Keys |> Seq.sort)
+                    "the same parameters"
+
+                Expect.equal parent.Weights.Count 4 "conv and linear, weight and bias each"
+
+                for KeyValue(name, expected) in parent.Weights do
+                    let actual = started.Weights[name]
+                    Expect.equal actual.shape expected.shape name
+                    Expect.isTrue (actual.eq(expected).all().item<bool>()) (sprintf "%s is the checkpoint's" name)
+                    // The seed-0 random init is the parent's own starting point; three steps at
+                    // lr 1e-2 moved every tensor of it, so an ignored --init cannot pass above.
+                    Expect.isFalse
+                        (fresh.Weights[name].eq(expected).all().item<bool>())
+                        (sprintf "%s without --init is not the checkpoint's" name)
+
+                Directory.Delete(dir, true)
+            }
+
             test "bench --profile splits a training step into forward time per op and the backward rest" {
                 let _, file, _, _, _ = trained.Value
 
