@@ -20,10 +20,10 @@ open Dsl.Tests.Support
 /// Every registered variant of the library, at a small input where the family allows it.
 let libraryModels =
     [
-        for v, _, _ in LibraryTests.fastvitPublished ->
+        for v, _, _, _, _ in LibraryTests.fastvitPublished ->
             v, sprintf "open fastvit\nmodel m : image[3, 64, 64] = fastvit %s\n" v
         for v in [ "mci0"; "mci1"; "mci2" ] -> v, sprintf "open fastvit\nmodel m : image[3, 64, 64] = mci %s\n" v
-        for v, _ in LibraryTests.mobileonePublished ->
+        for v, _, _, _, _ in LibraryTests.mobileonePublished ->
             v, sprintf "open mobileone\nmodel m : image[3, 64, 64] = mobileoneNet %s\n" v
         for v in
             [
