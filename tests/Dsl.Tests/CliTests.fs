@@ -306,16 +306,41 @@ let tests =
                 let printed = Path.Combine(deploy, "model.dsl")
                 Expect.isFalse ((File.ReadAllText printed).Contains "batchnorm") "BatchNorms folded away"
 
-                let accuracy (f: string) (checkpoint: string) =
+                let evaluate (f: string) (checkpoint: string) =
                     let e = dsl [ "eval"; f; "--checkpoint"; checkpoint; "--data"; data; "--json" ]
                     Expect.equal e.Code 0 e.Err
                     use doc = JsonDocument.Parse e.Out
-                    doc.RootElement.GetProperty("accuracy").GetDouble()
+                    doc.RootElement.GetProperty("loss").GetDouble(), doc.RootElement.GetProperty("accuracy").GetDouble()
 
-                Expect.equal
-                    (accuracy printed (Path.Combine(deploy, "checkpoint")))
-                    (accuracy file (Path.Combine(out, "checkpoint")))
-                    "same predictions"
+                let trainLoss, trainAccuracy = evaluate file (Path.Combine(out, "checkpoint"))
+
+                let deployLoss, deployAccuracy =
+                    evaluate printed (Path.Combine(deploy, "checkpoint"))
+                // Folding BatchNorm into the convolutions is exact up to float32 rounding: the
+                // mean test loss agrees far below any change a wrong fold (eps, a bias) makes.
+                Expect.isLessThanOrEqual (abs (deployLoss - trainLoss)) 1e-5 $"test loss {trainLoss} vs {deployLoss}"
+                Expect.equal deployAccuracy trainAccuracy "same predictions"
+
+                // The logits themselves, both forms loaded here, on one batch of random images.
+                let load (f: string) (checkpoint: string) =
+                    let c = Dsl.Compiler.checkFile f
+                    Expect.isEmpty c.Diagnostics f
+                    let m = new Dsl.Runtime.Emit.GraphModule(snd c.Models.Head, 0L)
+                    use loaded = Dsl.Runtime.Checkpoints.Checkpoint.Load checkpoint
+                    m.load_state_dict (loaded.Weights, strict = true) |> ignore
+                    m.eval ()
+                    m
+
+                use trainForm = load file (Path.Combine(out, "checkpoint"))
+                use deployForm = load printed (Path.Combine(deploy, "checkpoint"))
+                use _scope = TorchSharp.torch.NewDisposeScope()
+                use _noGrad = TorchSharp.torch.no_grad ()
+                let x = TorchSharp.torch.rand (16L, 1L, 28L, 28L)
+                let y = trainForm.forward x
+                let y' = deployForm.forward x
+                let scale = y.abs().max().item<float32>() |> float
+                let diff = (y - y').abs().max().item<float32>() |> float
+                Expect.isLessThanOrEqual diff (1e-5 * max 1.0 scale) $"max |y − y'| = {diff} at output scale {scale}"
             }
 
             test "bench --reparam times the deploy form against the train form" {

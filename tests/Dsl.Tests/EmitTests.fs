@@ -2,6 +2,7 @@ module Dsl.Tests.EmitTests
 
 open System
 open System.Collections.Generic
+open System.Runtime.InteropServices
 open Expecto
 open TorchSharp
 open Dsl
@@ -167,6 +168,27 @@ let private copyByName (source: torch.nn.Module) (target: torch.nn.Module) =
 
     for KeyValue(name, t) in target.state_dict () do
         t.copy_ (from[name]) |> ignore
+
+[<UnmanagedFunctionPointer(CallingConvention.Cdecl)>]
+type private GlobalContextFn = delegate of unit -> nativeint
+
+/// A C++ bool comes back in the low byte.
+[<UnmanagedFunctionPointer(CallingConvention.Cdecl)>]
+type private FlagFn = delegate of nativeint -> byte
+
+/// at::globalContext().userEnabledMkldnn(), read from the libtorch_cpu TorchSharp loaded: what
+/// libtorch will actually do, independent of what ConvolutionBackend says it did.
+let private libtorchMkldnnEnabled () =
+    torch.get_num_threads () |> ignore
+
+    let ok, library =
+        NativeLibrary.TryLoad("libtorch_cpu.so", typeof<torch>.Assembly, Nullable())
+
+    Expect.isTrue ok "libtorch_cpu.so is loaded"
+    let context = NativeLibrary.GetExport(library, "_ZN2at13globalContextEv")
+    let flag = NativeLibrary.GetExport(library, "_ZNK2at7Context17userEnabledMkldnnEv")
+    let ctx = Marshal.GetDelegateForFunctionPointer<GlobalContextFn>(context).Invoke()
+    Marshal.GetDelegateForFunctionPointer<FlagFn>(flag).Invoke ctx <> 0uy
 
 [<Tests>]
 let tests =
@@ -366,12 +388,29 @@ let tests =
             }
 
             test "convolution gradients match an im2col reference" {
-                // Guards ConvolutionBackend: oneDNN's backward pass gets shapes like these wrong here.
-                ConvolutionBackend.Verify
-                    [
-                        ConvShape(8L, 8L, [| 3L; 3L |], [| 1L; 1L |], [| 1L; 1L |], [| 1L; 1L |], 1L, [| 10L; 10L |])
-                    ]
-                |> ignore
+                // Guards ConvolutionBackend: oneDNN's backward pass gets shapes like these wrong
+                // here, so an 8-output-channel shape must switch this process to im2col, both in
+                // what the backend reports and in libtorch's own flag (below it would fail with
+                // DSL_ONEDNN=1, which keeps oneDNN on regardless).
+                let backend =
+                    ConvolutionBackend.Verify
+                        [
+                            ConvShape(
+                                8L,
+                                8L,
+                                [| 3L; 3L |],
+                                [| 1L; 1L |],
+                                [| 1L; 1L |],
+                                [| 1L; 1L |],
+                                1L,
+                                [| 10L; 10L |]
+                            )
+                        ]
+
+                Expect.equal backend ConvolutionBackend.LibTorchName "Verify answers the fallback"
+                Expect.equal ConvolutionBackend.Current ConvolutionBackend.LibTorchName "and it stays in force"
+                Expect.isNotNull ConvolutionBackend.DisabledBecause "with the reason recorded"
+                Expect.isFalse (libtorchMkldnnEnabled ()) "libtorch's at::Context flag is off"
 
                 for (inC, outC, stride) in [ 1L, 8L, 1L; 8L, 8L, 1L; 48L, 16L, 2L; 3L, 8L, 2L ] do
                     use x = torch.randn(16L, inC, 10L, 10L).requires_grad_(true)
