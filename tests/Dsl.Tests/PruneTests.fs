@@ -748,3 +748,183 @@ let tests =
                     bad [ "train"; file; "--init"; path [ "nowhere" ]; "--out"; path [ "y" ] ] "nowhere")
             }
         ]
+
+/// `linear 4 >> relu >> linear 2` on 3 inputs with known weights, and two fixed batches: the
+/// importance criteria against hand computations of what Importance.cs documents.
+module private Hand =
+    let w1 =
+        array2D
+            [
+                [ 0.5; -1.0; 0.25 ]
+                [ -0.2; 0.1; 0.3 ]
+                [ 1.5; 0.0; -0.5 ]
+                [ 0.05; 0.4; -0.9 ]
+            ]
+
+    let b1 = [| 0.1; -0.3; 0.0; 0.2 |]
+    let w2 = array2D [ [ 0.3; -0.6; 0.9; 0.1 ]; [ -1.2; 0.2; 0.4; 0.7 ] ]
+    let b2 = [| 0.05; -0.05 |]
+
+    /// batches[b][n][j]
+    let batches =
+        Array.init 2 (fun b ->
+            Array.init 5 (fun n -> Array.init 3 (fun j -> 2.0 * sin (1.3 * float (b * 15 + n * 3 + j) + 0.2))))
+
+    let hidden (x: float[]) =
+        Array.init 4 (fun u -> b1[u] + Array.sum (Array.init 3 (fun j -> w1[u, j] * x[j])))
+
+    let relu (h: float[]) = h |> Array.map (max 0.0)
+
+    let output (r: float[]) =
+        Array.init 2 (fun k -> b2[k] + Array.sum (Array.init 4 (fun u -> w2[k, u] * r[u])))
+
+    /// Σ over unit u's weights of w·∂L/∂w for L = mean of y² over one batch, by the chain rule.
+    let taylorContribution (xs: float[][]) =
+        let n = float xs.Length
+        let c = Array.zeroCreate 4
+
+        for x in xs do
+            let h = hidden x
+            let r = relu h
+            let y = output r
+            let gy = y |> Array.map (fun v -> 2.0 * v / (n * 2.0))
+
+            for u in 0..3 do
+                let gr = Array.sum (Array.init 2 (fun k -> gy[k] * w2[k, u]))
+                let gh = if h[u] > 0.0 then gr else 0.0
+                // w2[k, u]·∂L/∂w2[k, u] + w1[u, j]·∂L/∂w1[u, j] + b1[u]·∂L/∂b1[u], this sample's share
+                c[u] <-
+                    c[u]
+                    + Array.sum (Array.init 2 (fun k -> w2[k, u] * gy[k] * r[u]))
+                    + Array.sum (Array.init 3 (fun j -> w1[u, j] * gh * x[j]))
+                    + b1[u] * gh
+
+        c
+
+    let tensor2 (a: float[,]) =
+        torch.tensor (
+            [|
+                for i in 0 .. Array2D.length1 a - 1 do
+                    for j in 0 .. Array2D.length2 a - 1 -> float32 a[i, j]
+            |],
+            System.ReadOnlySpan<int64>([| int64 (Array2D.length1 a); int64 (Array2D.length2 a) |])
+        )
+
+    let model () =
+        let g = graph "model m : tensor[3] = linear 4 >> relu >> linear 2\n"
+        let m = new GraphModule(g, 1L)
+        let state = m.state_dict ()
+        use _ = torch.no_grad ()
+
+        for name, value in
+            [
+                "0.weight", tensor2 w1
+                "0.bias", torch.tensor (Array.map float32 b1)
+                "2.weight", tensor2 w2
+                "2.bias", torch.tensor (Array.map float32 b2)
+            ] do
+            state[name].copy_ value |> ignore
+
+        let hiddenGroup = analyze g |> List.find (fun grp -> grp.Units = 4)
+
+        // The unit of each hidden index, read off the first linear's rows.
+        let unitOf =
+            hiddenGroup.Members
+            |> List.find (fun (slot, _) -> slot.Owner = Weight "0.weight" && slot.Axis = 0)
+            |> snd
+
+        m, hiddenGroup, unitOf
+
+    let inputs () =
+        batches
+        |> Array.map (fun xs ->
+            torch.tensor (Array.collect (Array.map float32) xs, System.ReadOnlySpan<int64>([| 5L; 3L |])))
+
+    let expectScores (label: string) (actual: float[]) (unitOf: int[]) (expected: float[]) =
+        for i in 0..3 do
+            let a = actual[unitOf[i]]
+
+            Expect.isLessThanOrEqual
+                (abs (a - expected[i]))
+                (1e-5 * max 1.0 (abs expected[i]))
+                $"{label}: hidden unit {i}, {a} vs {expected[i]}"
+
+[<Tests>]
+let importanceTests =
+    testList
+        "importance"
+        [
+            test "magnitude is the L2 norm of a unit's rows, bias and columns" {
+                use _scope = torch.NewDisposeScope()
+                let m, grp, unitOf = Hand.model ()
+                use _m = m
+                let scores = (Importance.Magnitude(m, [ grp ]))[grp.Id]
+
+                let expected =
+                    Array.init 4 (fun u ->
+                        sqrt (
+                            Array.sum (Array.init 3 (fun j -> Hand.w1[u, j] ** 2.0))
+                            + Hand.b1[u] ** 2.0
+                            + Array.sum (Array.init 2 (fun k -> Hand.w2[k, u] ** 2.0))
+                        ))
+
+                Hand.expectScores "magnitude" scores unitOf expected
+            }
+
+            test "activation is the mean |value| of a unit over the batches, averaged over its values" {
+                use _scope = torch.NewDisposeScope()
+                let m, grp, unitOf = Hand.model ()
+                use _m = m
+                let xs = Hand.inputs ()
+                let mutable b = 0
+
+                let run () =
+                    m.forward xs[b] |> ignore
+                    b <- b + 1
+
+                let scores =
+                    (Importance.Activation(m, ResizeArray [ grp ], System.Action run, 2))[grp.Id]
+
+                Expect.equal b 2 "one forward per batch"
+                let samples = Array.concat Hand.batches
+                let meanOf f = samples |> Array.averageBy f
+
+                // The unit is one index of two values: the first linear's output and the ReLU's.
+                let expected =
+                    Array.init 4 (fun u ->
+                        (meanOf (fun x -> abs ((Hand.hidden x).[u]))
+                         + meanOf (fun x -> (Hand.relu (Hand.hidden x)).[u]))
+                        / 2.0)
+
+                Hand.expectScores "activation" scores unitOf expected
+            }
+
+            test "Taylor is (Σ_unit w·∂L/∂w)² averaged over the batches" {
+                use _scope = torch.NewDisposeScope()
+                let m, grp, unitOf = Hand.model ()
+                use _m = m
+                let xs = Hand.inputs ()
+                let mutable b = 0
+
+                let loss () =
+                    let y = m.forward xs[b]
+                    b <- b + 1
+                    (y * y).mean()
+
+                let scores =
+                    (Importance.Taylor(m, ResizeArray [ grp ], System.Func<_>(loss), 2))[grp.Id]
+
+                Expect.equal b 2 "one backward per batch"
+
+                let expected =
+                    Hand.batches
+                    |> Array.map Hand.taylorContribution
+                    |> Array.map (Array.map (fun c -> c * c / 2.0))
+                    |> Array.reduce (Array.map2 (+))
+
+                Hand.expectScores "taylor" scores unitOf expected
+
+                for p in m.parameters () do
+                    Expect.isTrue (isNull p.grad || p.grad.abs().max().item<float32>() = 0.0f) "gradients cleared"
+            }
+        ]
