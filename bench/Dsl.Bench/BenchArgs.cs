@@ -3,12 +3,13 @@ using System.Globalization;
 namespace Dsl.Bench;
 
 /// <summary>The command line of Dsl.Bench.</summary>
-internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed, bool Json, bool Help, string? Compare, string? Model, int Rounds, IReadOnlyList<long> Batches, string? Ttft = null, string? Tsv = null)
+internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed, bool Json, bool Help, string? Compare, string? Model, int Rounds, IReadOnlyList<long> Batches, string? Ttft = null, string? Tsv = null, bool DepthwiseSweep = false, int Every = 1, int Draws = 2)
 {
     public const string Usage =
         "usage: Dsl.Bench [--batch B (default 1)] [--repeats N (default 20)] [--warmup W (default 3)] [--seed S (default 0)] [--json]\n" +
         "       Dsl.Bench --compare FILE.dsl [--model M] [--batches 1,128] [--rounds R (default 20)] [--repeats N] [--warmup W] [--json]\n" +
-        "       Dsl.Bench --ttft FILE.dsl [--rounds R] [--repeats N] [--warmup W] [--tsv OUT.tsv]   (every NAMEEncoder / NAMEVlm pair)";
+        "       Dsl.Bench --ttft FILE.dsl [--rounds R] [--repeats N] [--warmup W] [--tsv OUT.tsv]   (every NAMEEncoder / NAMEVlm pair)\n" +
+        "       Dsl.Bench --depthwise-sweep [--every K (default 1: every configuration)] [--draws N (default 2)] [--seed S]   (oneDNN's depthwise convolutions against a float64 reference)";
 
     public static BenchArgs Parse(IReadOnlyList<string> args)
     {
@@ -28,6 +29,9 @@ internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed,
                 "--ttft" => parsed with { Ttft = Text(args, ++i, "--ttft") },
                 "--tsv" => parsed with { Tsv = Text(args, ++i, "--tsv") },
                 "--rounds" => parsed with { Rounds = (int)Positive(args, ++i, "--rounds") },
+                "--depthwise-sweep" => parsed with { DepthwiseSweep = true },
+                "--every" => parsed with { Every = (int)Positive(args, ++i, "--every") },
+                "--draws" => parsed with { Draws = (int)Positive(args, ++i, "--draws") },
                 "--batches" => parsed with { Batches = Text(args, ++i, "--batches").Split(',').Select(b => Positive([b], 0, "--batches")).ToArray() },
                 var unknown => throw new ArgumentException($"unknown argument '{unknown}'"),
             };

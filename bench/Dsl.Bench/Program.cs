@@ -9,7 +9,8 @@ using static TorchSharp.torch;
 // Benchmark harness the DSL uses for compiled graphs, so the two can be compared.
 // Usage: Dsl.Bench [--batch B] [--repeats N] [--warmup W] [--seed S] [--json]
 // With --compare FILE.dsl it times the DSL model of FILE and the reference side by side; with
-// --ttft FILE.dsl, FastVLM's time-to-first-token for every encoder/VLM pair in FILE.
+// --ttft FILE.dsl, FastVLM's time-to-first-token for every encoder/VLM pair in FILE; with
+// --depthwise-sweep, the correctness sweep behind ConvolutionBackend's depthwise allowlist.
 BenchArgs options;
 try
 {
@@ -26,6 +27,11 @@ if (options.Help)
 {
     Console.WriteLine(BenchArgs.Usage);
     return 0;
+}
+
+if (options.DepthwiseSweep)
+{
+    return DepthwiseSweep.Run(options.Every, options.Draws, options.Seed);
 }
 
 if (options.Ttft is { } pairsFile)

@@ -107,12 +107,13 @@ public static class ConvolutionBackend
 
     /// <summary>
     /// 2-D, one group per input channel, with a whole number of outputs each, in the kernel sizes,
-    /// strides (1 or 2) and paddings (0 or k/2) a sweep covered: 3,125 depthwise configurations
-    /// (3 to 768 channels, batches 1 to 128, spatial 2 to 32, with and without bias, fresh draws
-    /// and allocations, 28,182 runs against a float64 shifted-slices reference) found output and
-    /// every gradient right on NCHW-contiguous and sliced inputs. With a channel multiplier
-    /// (out = 2·in) and channels-last strides oneDNN was wrong every time, deterministically,
-    /// forward included; hence the Conv kernel hands convolutions NCHW-contiguous inputs.
+    /// strides (1 or 2) and paddings (0 or k/2) a sweep found right: output and every gradient
+    /// against a float64 shifted-slices reference, on NCHW-contiguous and sliced inputs, over
+    /// channel counts, multipliers, batches, spatial sizes and bias. That sweep is
+    /// bench/depthwise-sweep.sh (bench/Dsl.Bench/DepthwiseSweep.cs; its whole grid takes hours,
+    /// `--every K` runs a slice). With a channel multiplier (out = 2·in) and channels-last strides
+    /// oneDNN was seen wrong every time, deterministically, forward included; hence the Conv
+    /// kernel hands convolutions NCHW-contiguous inputs.
     /// </summary>
     private static bool Depthwise(ConvShape shape) =>
         shape.Kernel.Length == 2
