@@ -133,8 +133,10 @@ module Reference =
     let dslDeployFeatures (v: FastVit) =
         deployFeatures v - 2L * List.sum (List.map2 (*) v.Layers v.Dims)
 
-    let classifier (v: FastVit) features =
-        features + 2L * List.last v.Dims * 1000L + 1000L
+    let classifierOf (classes: int64) (v: FastVit) features =
+        features + 2L * List.last v.Dims * classes + classes
+
+    let classifier v features = classifierOf 1000L v features
 
     /// GlobalPool2D's projection is a bare [2C, dim] parameter in ml-mobileclip (timm's
     /// fastvit_mci3 makes it a Linear with bias, 125,235,648 for FastViTHD).
@@ -496,6 +498,34 @@ let tests =
                 Expect.isFalse
                     (names.Contains "stages.3.blocks.0.token_mixer.qkv.bias")
                     "FastViT attention has no q/k/v bias"
+            }
+
+            test "examples/fastvit/fashion.dsl has the layer-by-layer counts the README quotes" {
+                let c =
+                    Compiler.checkFile (System.IO.Path.Combine(repoRoot.Value, "examples", "fastvit", "fashion.dsl"))
+
+                Expect.isEmpty c.Diagnostics "compiles"
+                let g = snd c.Models.Head
+                // FastViT-T8's layout at widths 16…128 with an attention last stage, 10 classes.
+                let v =
+                    { Reference.t8 with
+                        Dims = [ 16L; 32L; 64L; 128L ]
+                        Attention = [ 3 ]
+                    }
+
+                let train = Reference.classifierOf 10L v (Reference.features v)
+                let deploy = Reference.classifierOf 10L v (Reference.dslDeployFeatures v)
+                Expect.equal (paramCount g) train "train form"
+                Expect.equal (paramCount (fst (Dsl.Passes.Reparam.reparameterize g))) deploy "deploy form"
+
+                let readme =
+                    System.IO.File.ReadAllText(System.IO.Path.Combine(repoRoot.Value, "README.md"))
+
+                let n (x: int64) =
+                    x.ToString("N0", System.Globalization.CultureInfo.InvariantCulture)
+
+                Expect.stringContains readme (sprintf "`examples/fastvit/fashion.dsl`, %s parameters" (n train)) "train"
+                Expect.stringContains readme (sprintf "deploy form (%s parameters" (n deploy)) "deploy"
             }
 
             test "a variant is a record: a new one is one line" {
