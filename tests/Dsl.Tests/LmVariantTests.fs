@@ -93,6 +93,37 @@ let tests =
                     "gain-only norms: no bias anywhere"
             }
 
+            test "examples/lm/kjv.dsl has the layer-by-layer count the README quotes" {
+                let c =
+                    Compiler.checkFile (System.IO.Path.Combine(repoRoot.Value, "examples", "lm", "kjv.dsl"))
+
+                Expect.isEmpty c.Diagnostics "compiles"
+                // 257 byte ids, width 128, 4 layers, 4 query and 2 key/value heads of 32, SwiGLU
+                // hidden 256·⌈(8·128/3)/256⌉ = 512. Untied embedding and output (2·V·d), final
+                // RMSNorm (d); per layer two RMSNorms (2d), qkv ((q + 2kv)·hd·d), q/k norms
+                // (2·hd), proj (q·hd·d), w12 and w3 (3·hidden·d), no biases.
+                let v, d, layers, q, kv, hd = 257L, 128L, 4L, 4L, 2L, 32L
+                let hidden = 256L * int64 (ceil (float (8L * d / 3L) / 256.0))
+
+                let expected =
+                    2L * v * d
+                    + d
+                    + layers
+                      * (2L * d + (q + 2L * kv) * hd * d + 2L * hd + q * hd * d + 3L * hidden * d)
+
+                Expect.equal (Ir.paramCount (snd c.Models.Head)) expected "the count"
+
+                let readme =
+                    System.IO.File.ReadAllText(System.IO.Path.Combine(repoRoot.Value, "README.md"))
+
+                Expect.stringContains
+                    readme
+                    (sprintf
+                        "`examples/lm/kjv.dsl`, %s parameters"
+                        (expected.ToString("N0", System.Globalization.CultureInfo.InvariantCulture)))
+                    "the README quotes it"
+            }
+
             test "OpenELM-270M has the published per-layer heads and FFN widths, tied embeddings, ≈ 271.7M parameters" {
                 let g = variant "openelm270m" 2048 32128
                 let found = layers g 64
