@@ -144,9 +144,6 @@ let reinforce (args: ParseResults<ReinforceArgs>) =
 
     let count = args.GetResult(ReinforceArgs.Augmentations, 5)
 
-    if count <= 0 then
-        fail "error: --augmentations must be positive, got %d" count
-
     let out =
         match args.TryGetResult ReinforceArgs.Out, r.Data.Reinforced with
         | Some o, _ -> o

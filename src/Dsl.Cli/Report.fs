@@ -7,6 +7,9 @@ open Dsl
 
 exception UserError of string
 
+/// A command line that cannot be run as given (exit code 2), found before Argu parses it.
+exception UsageError of string
+
 let fail fmt =
     Printf.ksprintf (fun s -> raise (UserError s)) fmt
 

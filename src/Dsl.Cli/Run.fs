@@ -126,15 +126,10 @@ let train (args: ParseResults<TrainArgs>) =
     args.TryGetResult TrainArgs.Max_Steps
     |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
 
-    match args.TryGetResult TrainArgs.Lr with
-    | Some lr when not (lr > 0.0) -> fail "dsl train: --lr must be positive, got %g" lr
-    | Some lr -> options.Lr <- lr
-    | None -> ()
+    args.TryGetResult TrainArgs.Lr |> Option.iter (fun lr -> options.Lr <- lr)
 
-    match args.TryGetResult TrainArgs.Eval_Steps with
-    | Some s when s <= 0 -> fail "dsl train: --eval-steps must be positive, got %d" s
-    | Some s -> options.EvalEverySteps <- s
-    | None -> ()
+    args.TryGetResult TrainArgs.Eval_Steps
+    |> Option.iter (fun s -> options.EvalEverySteps <- s)
 
     Benchmark.UseAllCores() |> ignore
 
@@ -411,9 +406,6 @@ let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json
         match g.Nodes[snd g.Outputs.Head].Shape with
         | [ _; _; Known v ] -> v
         | s -> fail "dsl bench --generate: model '%s' gives %s, not logits [B, T, V]" g.Name (showShape s)
-
-    if tokens <= 0 || rounds <= 0 then
-        fail "dsl bench --generate: the token count and --rounds must be positive"
 
     let once cache =
         use sampler = new TokenSampler(0.0, 0, 0L, int64 vocabulary)

@@ -148,6 +148,117 @@ let tests =
                     Expect.stringContains r.Out "USAGE: dsl" cmd
             }
 
+            test "numeric options out of range, misspelt options and --version are usage answers, not internal errors" {
+                let file = Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl")
+
+                for args, flag in
+                    [
+                        [ "train"; file; "--max-steps"; "0" ], "--max-steps"
+                        [ "train"; file; "--max-steps"; "-5" ], "--max-steps"
+                        [ "train"; "--epochs"; "0"; file ], "--epochs"
+                        [ "train"; file; "--lr"; "-1" ], "--lr"
+                    ] do
+                    let r = dsl args
+                    Expect.equal r.Code 2 (String.concat " " args + "\n" + r.Err)
+                    Expect.stringContains r.Err flag "names the flag"
+                    Expect.isFalse (r.Err.Contains "internal error") r.Err
+
+                let v = dsl [ "--version" ]
+                Expect.equal v.Code 0 v.Err
+                Expect.stringStarts v.Out "dsl " "prints the version"
+                let typo = dsl [ "train"; file; "--epoch"; "1" ]
+                Expect.equal typo.Code 2 typo.Err
+                Expect.stringContains typo.Err "did you mean --epochs?" "suggestion"
+            }
+
+            test "every numeric option declares its range, and a value outside it is refused at parse time" {
+                let parser = Argu.ArgumentParser.Create<Dsl.Cli.Args.DslArgs>(programName = "dsl")
+
+                let rec cases (path: string list) (p: Argu.ArgumentParser) =
+                    [
+                        for c in p.GetArgumentCases() do
+                            if c.ArgumentType = Argu.ArgumentType.SubCommand then
+                                let sub =
+                                    p.GetSubCommandParsers()
+                                    |> List.find (fun s -> s.ParentInfo |> Option.exists (fun i -> i.Name = c.Name))
+
+                                yield! cases (path @ [ c.CommandLineNames.Value.Head ]) sub
+                            else
+                                yield path, c
+                    ]
+
+                let numeric =
+                    cases [] parser
+                    |> List.filter (fun (_, c) ->
+                        c.UnionCaseInfo.GetFields()
+                        |> Array.exists (fun f -> f.PropertyType = typeof<int> || f.PropertyType = typeof<float>))
+
+                Expect.isGreaterThan numeric.Length 20 "the commands' numeric options"
+
+                for path, c in numeric do
+                    let flag = c.CommandLineNames.Value.Head
+                    let attrs = c.UnionCaseInfo.GetCustomAttributes()
+
+                    let bad =
+                        match
+                            attrs
+                            |> Array.tryPick (function
+                                | :? Dsl.Cli.Args.AtLeastAttribute as a -> Some a
+                                | _ -> None),
+                            attrs
+                            |> Array.tryPick (function
+                                | :? Dsl.Cli.Args.AboveAttribute as a -> Some a
+                                | _ -> None)
+                        with
+                        | Some a, _ -> string (int (a.Least - 1.0))
+                        | _, Some a -> string a.Bound
+                        | None, None -> failtestf "%s %s declares no range" (String.concat " " path) flag
+
+                    let argv = Array.ofList (path @ [ flag; bad ])
+
+                    try
+                        Dsl.Cli.CommandLine.prepare parser argv |> ignore
+                        failtestf "%s was accepted" (String.concat " " argv)
+                    with Dsl.Cli.Report.UsageError msg ->
+                        Expect.stringContains msg (flag + " must be") (String.concat " " argv)
+            }
+
+            test "a directory where a file is expected is one clear user error" {
+                let dir = tempDir ()
+                let file = Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl")
+
+                for args in
+                    [
+                        [ "check"; dir ]
+                        [ "show"; dir ]
+                        [ "train"; dir ]
+                        [ "eval"; dir; "--checkpoint"; dir ]
+                        [ "predict"; file; dir; "--checkpoint"; dir ]
+                        [ "bench"; file; "--against"; dir ]
+                        [ "transform"; "reparam"; dir; "--checkpoint"; dir; "--out"; dir ]
+                        [ "data"; "catlip-labels"; dir; "--out"; Path.Combine(dir, "x.jsonl") ]
+                    ] do
+                    let r = dsl args
+                    Expect.equal r.Code 1 (String.concat " " args + "\n" + r.Err)
+                    Expect.stringContains r.Err (dir + ": error: is a directory") (String.concat " " args)
+                    noStackTrace r
+            }
+
+            test "show off a terminal does not wrap at 80 columns" {
+                let dir = tempDir ()
+                let file = Path.Combine(dir, "long.dsl")
+                let name = String.replicate 70 "x"
+
+                File.WriteAllText(
+                    file,
+                    sprintf "model m : image[1, 8, 8] -> logits[2] =\n    named \"%s\" (flatten >> linear 2)\n" name
+                )
+
+                let r = dsl [ "show"; file ]
+                Expect.equal r.Code 0 r.Err
+                Expect.isTrue (r.Out.Split('\n') |> Array.exists (fun l -> l.Contains(name + ".1"))) r.Out
+            }
+
             test "show prints the table, the IR and the source" {
                 let file = Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl")
                 let table = dsl [ "show"; file ]
@@ -382,6 +493,33 @@ let tests =
                 Expect.equal p.Code 1 "corrupt image"
                 Expect.stringContains p.Err "corrupt.png" "names the image"
                 noStackTrace p
+            }
+
+            test "predict takes its options before, between or after the file and the images" {
+                let dir, file, _, out, _ = trained.Value
+                let checkpoint = Path.Combine(out, "checkpoint")
+
+                let png name =
+                    let path = Path.Combine(dir, name)
+
+                    use img =
+                        new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.L8>(28, 28)
+
+                    SixLabors.ImageSharp.ImageExtensions.SaveAsPng(img, path)
+                    path
+
+                let a, b = png "order-a.png", png "order-b.png"
+
+                for args in
+                    [
+                        [ file; "--checkpoint"; checkpoint; a; b ]
+                        [ "--checkpoint"; checkpoint; file; a; b ]
+                        [ file; a; "--top"; "2"; b; "--checkpoint"; checkpoint ]
+                    ] do
+                    let r = dsl ("predict" :: args)
+                    Expect.equal r.Code 0 (String.concat " " args + "\n" + r.Err)
+                    Expect.stringContains r.Out (a + ": ") "first image"
+                    Expect.stringContains r.Out (b + ": ") "second image"
             }
 
             test "bench reports medians as JSON" {
