@@ -139,6 +139,7 @@ let train (args: ParseResults<TrainArgs>) =
     match args.TryGetResult TrainArgs.Init with
     | Some _ when options.Resume -> fail "dsl train: --init and --resume exclude each other"
     | Some dir -> loadWeights model dir |> ignore
+    | None when options.Resume -> requireResumable model options.CheckpointDir
     | None -> ()
 
     let task, owned = trainingTask file r g model dataDir

@@ -522,6 +522,50 @@ let tests =
                     Expect.stringContains r.Out (b + ": ") "second image"
             }
 
+            test "a checkpoint that does not fit the model is a user error listing every difference" {
+                let dir, _, data, out, _ = trained.Value
+                // The trained tiny model with its first block widened from 8 to 12 channels.
+                let file = Path.Combine(dir, "widened.dsl")
+                File.WriteAllText(file, tinyModel.Replace("block 8 >>", "block 12 >>"))
+                let copy = Path.Combine(dir, "widened-run")
+                Directory.CreateDirectory(Path.Combine(copy, "checkpoint")) |> ignore
+
+                for f in Directory.GetFiles(Path.Combine(out, "checkpoint")) do
+                    File.Copy(f, Path.Combine(copy, "checkpoint", Path.GetFileName f), true)
+
+                let checkpoint = Path.Combine(out, "checkpoint")
+
+                for args in
+                    [
+                        [ "train"; file; "--data"; data; "--out"; copy; "--resume" ]
+                        [
+                            "train"
+                            file
+                            "--data"
+                            data
+                            "--out"
+                            Path.Combine(dir, "widened-init")
+                            "--init"
+                            checkpoint
+                        ]
+                        [ "eval"; file; "--data"; data; "--checkpoint"; checkpoint ]
+                    ] do
+                    let r = dsl args
+                    Expect.equal r.Code 1 (String.concat " " args + "\n" + r.Out + r.Err)
+                    Expect.stringContains r.Err "0.weight: checkpoint [8, 1, 3, 3], model [12, 1, 3, 3]" "a shape"
+                    Expect.stringContains r.Err "1.running_mean: checkpoint [8], model [12]" "every shape"
+                    Expect.isFalse (r.Err.Contains "internal error") r.Err
+                    Expect.isFalse (r.Out.Contains "step ") "before any step"
+                    noStackTrace r
+
+                // Another model's run folder.
+                let other = Path.Combine(dir, "other.dsl")
+                File.WriteAllText(other, tinyModel.Replace("tiny", "other"))
+                let r = dsl [ "train"; other; "--data"; data; "--out"; copy; "--resume" ]
+                Expect.equal r.Code 1 (r.Out + r.Err)
+                Expect.stringContains r.Err "the checkpoint is of model 'tiny', not 'other'" "names both"
+            }
+
             test "bench reports medians as JSON" {
                 let _, file, _, _, _ = trained.Value
 
