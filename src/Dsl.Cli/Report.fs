@@ -40,6 +40,26 @@ let modelOrExit (c: Compiler.Checked) (name: string option) =
     | Ok g -> g
     | Error msg -> raise (UserError msg)
 
+/// A result as one line of JSON. JSON has no NaN or infinity (System.Text.Json refuses them): such
+/// a number, e.g. the loss of a diverged model, is written as null and named on stderr.
+let jsonLine (fields: (string * obj) seq) =
+    let o = Collections.Generic.Dictionary<string, obj>()
+
+    for name, value in fields do
+        let finite =
+            match value with
+            | :? float as v -> Double.IsFinite v
+            | :? float32 as v -> Single.IsFinite v
+            | _ -> true
+
+        if finite then
+            o[name] <- value
+        else
+            eprintfn "warning: %s is %O, not a number JSON can hold; written as null" name value
+            o[name] <- null
+
+    Text.Json.JsonSerializer.Serialize o
+
 /// One line of every metric: the loss and perplexity as numbers, the rest as percentages.
 let metricsLine (e: Dsl.Runtime.Training.EvalResult) =
     let metrics =

@@ -199,16 +199,14 @@ let eval (args: ParseResults<EvalArgs>) =
             if args.Contains EvalArgs.Json then
                 printfn
                     "%s"
-                    (JsonSerializer.Serialize(
-                        dict
-                            [
-                                "model", box g.Name
-                                "step", box meta.Step
-                                "rows", box e.Count
-                                "loss", box e.Loss
-                                "perplexity", box e.Extra["perplexity"]
-                            ]
-                    ))
+                    (jsonLine
+                        [
+                            "model", box g.Name
+                            "step", box meta.Step
+                            "rows", box e.Count
+                            "loss", box e.Loss
+                            "perplexity", box e.Extra["perplexity"]
+                        ])
             else
                 printfn
                     "%s at step %d on %d validation rows: loss %.4f, perplexity %.2f"
@@ -232,8 +230,9 @@ let eval (args: ParseResults<EvalArgs>) =
             Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
 
         if args.Contains EvalArgs.Json then
-            let o =
-                dict
+            printfn
+                "%s"
+                (jsonLine
                     [
                         "model", box g.Name
                         "step", box meta.Step
@@ -242,9 +241,7 @@ let eval (args: ParseResults<EvalArgs>) =
                         "accuracy", box e.Accuracy
                         "top5", box e.Top5
                         "images_per_s", box e.ImagesPerSecond
-                    ]
-
-            printfn "%s" (JsonSerializer.Serialize(o))
+                    ])
         else
             printfn
                 "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
@@ -449,18 +446,17 @@ let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json
 
     if json then
         let o =
-            dict
-                [
-                    "model", box g.Name
-                    "tokens", box generated
-                    "threads", box (torch.get_num_threads ())
-                    "rounds", box rounds
-                    "cached_tokens_per_s", box (rate cached)
-                    "uncached_tokens_per_s", box (rate uncached)
-                    "ratio_cached_over_uncached", box ratio
-                ]
+            [
+                "model", box g.Name
+                "tokens", box generated
+                "threads", box (torch.get_num_threads ())
+                "rounds", box rounds
+                "cached_tokens_per_s", box (rate cached)
+                "uncached_tokens_per_s", box (rate uncached)
+                "ratio_cached_over_uncached", box ratio
+            ]
 
-        printfn "%s" (JsonSerializer.Serialize o)
+        printfn "%s" (jsonLine o)
     else
         printfn
             "%s, %d new tokens after a 1-token prompt, %d threads: with KV cache %.1f tokens/s, without %.1f tokens/s, cached/uncached %.2f (median of %d alternating rounds)"
@@ -581,26 +577,25 @@ let bench (args: ParseResults<BenchArgs>) =
 
         if args.Contains BenchArgs.Json then
             let o =
-                dict
-                    [
-                        "model", box g.Name
-                        "other", box otherName
-                        "batch", box batch
-                        "threads", box paired.FirstRound.Threads
-                        "conv_backend", box paired.FirstRound.ConvBackend
-                        "rounds", box rounds
-                        "repeats", box repeats
-                        labelB + "_params", box (paramCount g)
-                        labelA + "_params", box (paramCount other.Graph)
-                        "forward_" + labelB + "_ms", box paired.ForwardB
-                        "forward_" + labelA + "_ms", box paired.ForwardA
-                        "forward_ratio_" + shortA + "_over_" + shortB, box paired.ForwardRatio
-                        "train_step_" + labelB + "_ms", box paired.TrainStepB
-                        "train_step_" + labelA + "_ms", box paired.TrainStepA
-                        "train_step_ratio_" + shortA + "_over_" + shortB, box paired.TrainStepRatio
-                    ]
+                [
+                    "model", box g.Name
+                    "other", box otherName
+                    "batch", box batch
+                    "threads", box paired.FirstRound.Threads
+                    "conv_backend", box paired.FirstRound.ConvBackend
+                    "rounds", box rounds
+                    "repeats", box repeats
+                    labelB + "_params", box (paramCount g)
+                    labelA + "_params", box (paramCount other.Graph)
+                    "forward_" + labelB + "_ms", box paired.ForwardB
+                    "forward_" + labelA + "_ms", box paired.ForwardA
+                    "forward_ratio_" + shortA + "_over_" + shortB, box paired.ForwardRatio
+                    "train_step_" + labelB + "_ms", box paired.TrainStepB
+                    "train_step_" + labelA + "_ms", box paired.TrainStepA
+                    "train_step_ratio_" + shortA + "_over_" + shortB, box paired.TrainStepRatio
+                ]
 
-            printfn "%s" (JsonSerializer.Serialize o)
+            printfn "%s" (jsonLine o)
         else
             printfn
                 "%s, batch %d, %d threads, %s convolutions: forward %s %.3f ms, %s %.3f ms, ratio %.3f; train step ratio %.3f (median of %d alternating rounds of %d)"

@@ -566,6 +566,30 @@ let tests =
                 Expect.stringContains r.Err "the checkpoint is of model 'tiny', not 'other'" "names both"
             }
 
+            test "eval --json writes a NaN metric as null and says so" {
+                let dir, file, data, out, _ = trained.Value
+                let diverged = Path.Combine(dir, "diverged")
+
+                do
+                    use loaded =
+                        Dsl.Runtime.Checkpoints.Checkpoint.Load(Path.Combine(out, "checkpoint"))
+                    // A diverged model: its head's bias NaN makes every logit, and the loss, NaN.
+                    loaded.Weights["9.bias"].fill_(TorchSharp.Scalar.op_Implicit nan) |> ignore
+
+                    Dsl.Runtime.Checkpoints.Checkpoint.Save(
+                        diverged,
+                        loaded.Weights,
+                        loaded.OptimizerState,
+                        loaded.Meta
+                    )
+
+                let e = dsl [ "eval"; file; "--checkpoint"; diverged; "--data"; data; "--json" ]
+                Expect.equal e.Code 0 (e.Out + e.Err)
+                use doc = JsonDocument.Parse e.Out
+                Expect.equal (doc.RootElement.GetProperty("loss").ValueKind) JsonValueKind.Null "loss is null"
+                Expect.stringContains e.Err "loss is NaN" "named on stderr"
+            }
+
             test "bench reports medians as JSON" {
                 let _, file, _, _, _ = trained.Value
 
