@@ -259,6 +259,25 @@ let tests =
                 Expect.isTrue (r.Out.Split('\n') |> Array.exists (fun l -> l.Contains(name + ".1"))) r.Out
             }
 
+            test "check locates a train block whose data has more classes than the model's logits" {
+                let dir = tempDir ()
+                let file = Path.Combine(dir, "few.dsl")
+
+                File.WriteAllText(
+                    file,
+                    "model few : image[1, 28, 28] -> logits[5] = flatten >> linear 5\ntrain few {\n    data = fashionMnist\n}\n"
+                )
+
+                let r = dsl [ "check"; file ]
+                Expect.equal r.Code 1 (r.Out + r.Err)
+
+                Expect.stringContains
+                    r.Err
+                    (file
+                     + ":3:12: error: fashionMnist has 10 classes but model 'few' gives logits[5]")
+                    "located at the data, both numbers"
+            }
+
             test "show prints the table, the IR and the source" {
                 let file = Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl")
                 let table = dsl [ "show"; file ]

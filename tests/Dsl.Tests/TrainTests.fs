@@ -308,6 +308,40 @@ let tests =
                     Directory.Delete(dir, true)
             }
 
+            test
+                "labels beyond the logits are a DataError naming both numbers, before any step, in training and in evaluation" {
+                use train = patterns 64 1L
+                let dir = tempDir ()
+
+                try
+                    use model =
+                        new GraphModule(
+                            Dsl.Tests.Support.graph "model few : image[1, 8, 8] -> logits[3] = flatten >> linear 3\n",
+                            1L
+                        )
+
+                    let o = options dir
+                    o.MaxSteps <- Nullable 2L
+                    let mutable steps = 0
+
+                    let e =
+                        Expect.throwsC
+                            (fun () -> Trainer(model, o).Train(train, null, (fun _ -> steps <- steps + 1)) |> ignore)
+                            id
+
+                    Expect.isTrue (e :? DataError) (e.GetType().Name + ": " + e.Message)
+                    Expect.stringContains e.Message "has 4 classes" "the data's classes"
+                    Expect.stringContains e.Message "logits[3]" "the model's logits"
+                    Expect.equal steps 0 "no step ran"
+
+                    let eval =
+                        Expect.throwsC (fun () -> Evaluator.Evaluate(model, train, 16, [||]) |> ignore) id
+
+                    Expect.isTrue (eval :? DataError) (eval.GetType().Name + ": " + eval.Message)
+                finally
+                    Directory.Delete(dir, true)
+            }
+
             test "AdamW matches a hand-computed update" {
                 let lr, b1, b2, eps, wd = 0.1, 0.9, 0.999, 1e-8, 0.5
 

@@ -37,6 +37,7 @@ public sealed class Trainer
     /// <summary>As above, for any objective.</summary>
     public TrainResult Train(ITrainingTask task, Action<TrainProgress>? progress = null)
     {
+        task.Check(model);
         var clock = Stopwatch.StartNew();
         var plan = StepPlan.For(options, task.Count);
         Directory.CreateDirectory(options.OutDir);
