@@ -40,6 +40,30 @@ let modelOrExit (c: Compiler.Checked) (name: string option) =
     | Ok g -> g
     | Error msg -> raise (UserError msg)
 
+/// "1 epoch", "2 epochs", "0 steps": the plural only when the count is not 1.
+let inline plural count (noun: string) =
+    let n = int64 count
+
+    if n = 1L then
+        sprintf "1 %s" noun
+    else
+        sprintf "%s %ss" (n.ToString "N0") noun
+
+let mutable private convolutionNoted = false
+
+/// Once per process, when the model's convolutions made the runtime switch oneDNN off: training
+/// and timings are then several times slower, and the shape that did it is what to change.
+let convolutionNote () =
+    match Dsl.Runtime.Emit.ConvolutionBackend.DisabledBecause with
+    | null -> ()
+    | _ when convolutionNoted -> ()
+    | why ->
+        convolutionNoted <- true
+
+        eprintfn
+            "note: convolutions run on libtorch's im2col path, several times slower to train than oneDNN, which is off: %s"
+            why
+
 /// A result as one line of JSON. JSON has no NaN or infinity (System.Text.Json refuses them): such
 /// a number, e.g. the loss of a diverged model, is written as null and named on stderr.
 let jsonLine (fields: (string * obj) seq) =

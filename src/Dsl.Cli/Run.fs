@@ -22,26 +22,43 @@ let private interactive () =
     not Console.IsOutputRedirected
     && Environment.GetEnvironmentVariable "CI" |> String.IsNullOrEmpty
 
+/// What one training example is, for the throughput: an image (or image–text pair), or a row of
+/// a corpus, counted in its tokens.
+type private Unit =
+    {
+        Name: string
+        Short: string
+        PerExample: int
+    }
+
 /// Progress as a live bar on a terminal, as one plain line every few seconds otherwise.
-let private withProgress (total: int64) (run: (TrainProgress -> unit) -> 'a) : 'a =
+let private withProgress (total: int64) (unit: Unit) (run: (TrainProgress -> unit) -> 'a) : 'a =
     let describe (p: TrainProgress) =
         sprintf
-            "epoch %d  loss %.4f  lr %.2e  %.0f img/s  ETA %s"
+            "epoch %d  loss %.4f  lr %s  %.0f %s/s  ETA %s"
             (p.Epoch + 1)
             p.Loss
-            p.Lr
-            p.ImagesPerSecond
+            (p.Lr.ToString("0.00e+00", Globalization.CultureInfo.InvariantCulture))
+            (p.ImagesPerSecond * float unit.PerExample)
+            unit.Short
             (p.Eta.ToString(@"hh\:mm\:ss"))
 
+    // An evaluation at an epoch's end belongs to the epoch; one from --eval-steps to its step.
     let evalLine (p: TrainProgress) =
+        let at =
+            if p.EndsEpoch then
+                sprintf "epoch %d (step %d)" (p.Epoch + 1) p.Step
+            else
+                sprintf "step %d" p.Step
+
         match p.Evaluation with
         | null -> None
-        | e when not (isClassification e) -> Some(sprintf "epoch %d: test %s" (p.Epoch + 1) (metricsLine e))
+        | e when not (isClassification e) -> Some(sprintf "%s: test %s" at (metricsLine e))
         | e ->
             Some(
                 sprintf
-                    "epoch %d: test loss %.4f, accuracy %.2f%%, top-5 %.2f%%"
-                    (p.Epoch + 1)
+                    "%s: test loss %.4f, accuracy %.2f%%, top-5 %.2f%%"
+                    at
                     e.Loss
                     (100.0 * e.Accuracy)
                     (100.0 * e.Top5)
@@ -58,6 +75,7 @@ let private withProgress (total: int64) (run: (TrainProgress -> unit) -> 'a) : '
 
                 result <-
                     run (fun p ->
+                        task.MaxValue <- float p.TotalSteps
                         task.Value <- float p.Step
                         task.Description <- Markup.Escape(describe p)
                         evalLine p |> Option.iter (fun l -> AnsiConsole.MarkupLine(Markup.Escape l))))
@@ -136,11 +154,16 @@ let train (args: ParseResults<TrainArgs>) =
     use model =
         new GraphModule(g, int64 r.Seed, deviceOf (args.TryGetResult TrainArgs.Device))
 
-    match args.TryGetResult TrainArgs.Init with
-    | Some _ when options.Resume -> fail "dsl train: --init and --resume exclude each other"
-    | Some dir -> loadWeights model dir |> ignore
-    | None when options.Resume -> requireResumable model options.CheckpointDir
-    | None -> ()
+    convolutionNote ()
+
+    let resumedAt =
+        match args.TryGetResult TrainArgs.Init with
+        | Some _ when options.Resume -> fail "dsl train: --init and --resume exclude each other"
+        | Some dir ->
+            loadWeights model dir |> ignore
+            None
+        | None when options.Resume -> Some(requireResumable model options.CheckpointDir)
+        | None -> None
 
     let task, owned = trainingTask file r g model dataDir
 
@@ -151,16 +174,48 @@ let train (args: ParseResults<TrainArgs>) =
                     d.Dispose()
         }
 
+    let unit =
+        if r.Data.Kind = "corpus" then
+            let tokens =
+                match g.Nodes[snd g.Inputs.Head].Shape with
+                | [ _; Known t ] -> t
+                | _ -> 1
+
+            {
+                Name = "token"
+                Short = "tokens"
+                PerExample = tokens
+            }
+        else
+            {
+                Name = "image"
+                Short = "img"
+                PerExample = 1
+            }
+
+    let examples =
+        if unit.PerExample = 1 then
+            plural task.Count unit.Name
+        else
+            sprintf
+                "%s of %d tokens (%s)"
+                (plural task.Count "row")
+                unit.PerExample
+                (plural (int64 task.Count * int64 unit.PerExample) "token")
+
     printfn
-        "training %s (%s parameters) on %d images, %d epochs of batch %d → %s"
+        "training %s (%s parameters) on %s, %s of batch %d%s → %s"
         g.Name
         ((paramCount g).ToString("N0"))
-        task.Count
-        r.Epochs
+        examples
+        (plural r.Epochs "epoch")
         r.Batch
+        (match resumedAt with
+         | Some step -> sprintf ", resuming after step %d" step
+         | None -> "")
         outDir
 
-    let stepsPerEpoch = int64 (task.Count / r.Batch)
+    let stepsPerEpoch = int64 (task.Count / r.Batch / r.Accumulate)
 
     let total =
         options.MaxSteps
@@ -168,9 +223,17 @@ let train (args: ParseResults<TrainArgs>) =
         |> Option.defaultValue (stepsPerEpoch * int64 r.Epochs)
 
     let result =
-        withProgress total (fun report -> Trainer(model, options).Train(task, Action<_> report))
+        withProgress total unit (fun report -> Trainer(model, options).Train(task, Action<_> report))
 
-    printfn "trained %d steps in %.0f s; final loss %.4f" result.Steps result.Elapsed.TotalSeconds result.FinalLoss
+    printfn
+        "trained %s%s in %.0f s; final loss %.4f"
+        (plural result.StepsThisRun "step")
+        (if result.StepsThisRun <> result.Steps then
+             sprintf " in this run (%d in total)" result.Steps
+         else
+             "")
+        result.Elapsed.TotalSeconds
+        result.FinalLoss
 
     match result.LastEvaluation with
     | null -> ()
@@ -475,6 +538,7 @@ let bench (args: ParseResults<BenchArgs>) =
     let g = modelOrExit c (args.TryGetResult BenchArgs.Model)
     let batch = args.GetResult(BenchArgs.Batch, 1)
     use model = new GraphModule(g, 0L, deviceOf (args.TryGetResult BenchArgs.Device))
+    convolutionNote ()
 
     let inputs =
         try
@@ -563,6 +627,7 @@ let bench (args: ParseResults<BenchArgs>) =
                 ("train_form", "train")
 
         use other = other
+        convolutionNote ()
         let rounds = args.GetResult(BenchArgs.Rounds, 10)
         let repeats = args.GetResult(BenchArgs.Repeats, 5)
 

@@ -221,6 +221,7 @@ let requireResumable (model: GraphModule) (dir: string) =
             model.Graph.Name
 
     requireFit model dir loaded
+    loaded.Meta.Step
 
 /// Copies a checkpoint's weights into the model; every name and shape must match.
 let loadWeights (model: GraphModule) (dir: string) =

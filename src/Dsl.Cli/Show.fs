@@ -20,7 +20,7 @@ let check (args: ParseResults<CheckArgs>) =
             ((paramCount g).ToString("N0"))
 
     for r in c.Recipes do
-        printfn "train %s: %s, %s, %d epochs, batch %d" r.Model r.Data.Kind r.Optimizer.Kind r.Epochs r.Batch
+        printfn "train %s: %s, %s, %s, batch %d" r.Model r.Data.Kind r.Optimizer.Kind (plural r.Epochs "epoch") r.Batch
 
     printfn "%s: ok" path
     0

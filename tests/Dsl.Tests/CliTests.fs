@@ -609,6 +609,58 @@ let tests =
                 Expect.stringContains e.Err "loss is NaN" "named on stderr"
             }
 
+            test "train says what it did: 1 epoch, evaluations by step, a resumed run's own steps, the im2col fallback" {
+                let dir, file, data, _, _ = trained.Value
+                let out = Path.Combine(dir, "honest")
+
+                let first =
+                    dsl
+                        [
+                            "train"
+                            file
+                            "--data"
+                            data
+                            "--out"
+                            out
+                            "--epochs"
+                            "1"
+                            "--max-steps"
+                            "4"
+                            "--eval-steps"
+                            "2"
+                        ]
+
+                Expect.equal first.Code 0 (first.Out + first.Err)
+                Expect.stringContains first.Out "on 640 images, 1 epoch of batch 32" "singular"
+                Expect.isFalse (first.Out.Contains "1 epochs") first.Out
+                Expect.stringContains first.Out "step 2: test loss" "an --eval-steps result is labelled by its step"
+                Expect.isFalse (first.Out.Contains "epoch 1: test") first.Out
+                Expect.stringContains first.Out "trained 4 steps in" "steps"
+                // The tiny model's 8→16 convolution is outside the shapes oneDNN is trusted with.
+                Expect.stringContains first.Err "im2col" "the fallback is said"
+                Expect.stringContains first.Err "conv 8->16" "with the shape that caused it"
+
+                let resumed =
+                    dsl
+                        [
+                            "train"
+                            file
+                            "--data"
+                            data
+                            "--out"
+                            out
+                            "--epochs"
+                            "1"
+                            "--max-steps"
+                            "6"
+                            "--resume"
+                        ]
+
+                Expect.equal resumed.Code 0 (resumed.Out + resumed.Err)
+                Expect.stringContains resumed.Out "resuming after step 4" "where it starts"
+                Expect.stringContains resumed.Out "trained 2 steps in this run (6 in total)" "this run's steps"
+            }
+
             test "bench reports medians as JSON" {
                 let _, file, _, _, _ = trained.Value
 
@@ -618,6 +670,7 @@ let tests =
                 Expect.equal r.Code 0 r.Err
                 use doc = JsonDocument.Parse r.Out
                 Expect.isTrue (r.Out.Contains "median") r.Out
+                Expect.stringContains r.Err "im2col" "bench says the convolutions fell back, on stderr"
             }
 
             test "bench --profile splits a training step into forward time per op and the backward rest" {
