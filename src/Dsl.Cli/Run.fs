@@ -237,8 +237,13 @@ let train (args: ParseResults<TrainArgs>) =
 
     match result.LastEvaluation with
     | null -> ()
-    | e when not (isClassification e) -> printfn "test %s on %d examples" (metricsLine e) e.Count
-    | e -> printfn "test accuracy %.2f%% (top-5 %.2f%%) on %d images" (100.0 * e.Accuracy) (100.0 * e.Top5) e.Count
+    | e when not (isClassification e) -> printfn "test %s on %s" (metricsLine e) (plural e.Count "example")
+    | e ->
+        printfn
+            "test accuracy %.2f%% (top-5 %.2f%%) on %s"
+            (100.0 * e.Accuracy)
+            (100.0 * e.Top5)
+            (plural e.Count "image")
 
     printfn "checkpoint: %s" options.CheckpointDir
     0
@@ -435,10 +440,10 @@ let private profile (g: Graph) (model: GraphModule) inputs (loss: torch.Tensor[]
     let batch = (Array.head inputs: torch.Tensor).shape[0]
 
     printfn
-        "%s, batch %d, %d repeats: training step %.1f ms, inference forward %.1f ms"
+        "%s, batch %d, %s: training step %.1f ms, inference forward %.1f ms"
         g.Name
         batch
-        repeats
+        (plural repeats "repeat")
         stepMs
         inferenceMs
 
@@ -522,14 +527,14 @@ let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json
         printfn "%s" (jsonLine o)
     else
         printfn
-            "%s, %d new tokens after a 1-token prompt, %d threads: with KV cache %.1f tokens/s, without %.1f tokens/s, cached/uncached %.2f (median of %d alternating rounds)"
+            "%s, %s after a 1-token prompt, %s: with KV cache %.1f tokens/s, without %.1f tokens/s, cached/uncached %.2f (median of %s)"
             g.Name
-            generated
-            (torch.get_num_threads ())
+            (plural generated "new token")
+            (plural (torch.get_num_threads ()) "thread")
             (rate cached)
             (rate uncached)
             ratio
-            rounds
+            (plural rounds "alternating round")
 
     0
 
@@ -663,10 +668,10 @@ let bench (args: ParseResults<BenchArgs>) =
             printfn "%s" (jsonLine o)
         else
             printfn
-                "%s, batch %d, %d threads, %s convolutions: forward %s %.3f ms, %s %.3f ms, ratio %.3f; train step ratio %.3f (median of %d alternating rounds of %d)"
+                "%s, batch %d, %s, %s convolutions: forward %s %.3f ms, %s %.3f ms, ratio %.3f; train step ratio %.3f (median of %s of %d)"
                 g.Name
                 batch
-                paired.FirstRound.Threads
+                (plural paired.FirstRound.Threads "thread")
                 paired.FirstRound.ConvBackend
                 labelB
                 paired.ForwardB
@@ -674,7 +679,7 @@ let bench (args: ParseResults<BenchArgs>) =
                 paired.ForwardA
                 paired.ForwardRatio
                 paired.TrainStepRatio
-                rounds
+                (plural rounds "alternating round")
                 repeats
 
         0
@@ -686,10 +691,10 @@ let bench (args: ParseResults<BenchArgs>) =
             printfn "%s" (result.ToJson(g.Name, int64 batch))
         else
             printfn
-                "%s, batch %d, %d threads: forward %.3f ms (p10 %.3f, p90 %.3f); train step %.3f ms (p10 %.3f, p90 %.3f); median of %d"
+                "%s, batch %d, %s: forward %.3f ms (p10 %.3f, p90 %.3f); train step %.3f ms (p10 %.3f, p90 %.3f); median of %d"
                 g.Name
                 batch
-                result.Threads
+                (plural result.Threads "thread")
                 result.Forward.MedianMs
                 result.Forward.P10Ms
                 result.Forward.P90Ms

@@ -14,9 +14,9 @@ let check (args: ParseResults<CheckArgs>) =
 
     for name, g in c.Models do
         printfn
-            "model %s: %d layers, %s parameters"
+            "model %s: %s, %s parameters"
             name
-            (g.Nodes.Length - g.Inputs.Length)
+            (plural (g.Nodes.Length - g.Inputs.Length) "layer")
             ((paramCount g).ToString("N0"))
 
     for r in c.Recipes do

@@ -103,6 +103,20 @@ let private trained =
          let r = dsl [ "train"; file; "--data"; data; "--out"; out ]
          dir, file, data, out, r)
 
+/// Every option of every command, with the subcommand path that leads to it.
+let rec private optionCases (path: string list) (p: Argu.ArgumentParser) =
+    [
+        for c in p.GetArgumentCases() do
+            if c.ArgumentType = Argu.ArgumentType.SubCommand then
+                let sub =
+                    p.GetSubCommandParsers()
+                    |> List.find (fun s -> s.ParentInfo |> Option.exists (fun i -> i.Name = c.Name))
+
+                yield! optionCases (path @ [ c.CommandLineNames.Value.Head ]) sub
+            else
+                yield path, c
+    ]
+
 [<Tests>]
 let tests =
     testSequenced
@@ -174,21 +188,8 @@ let tests =
             test "every numeric option declares its range, and a value outside it is refused at parse time" {
                 let parser = Argu.ArgumentParser.Create<Dsl.Cli.Args.DslArgs>(programName = "dsl")
 
-                let rec cases (path: string list) (p: Argu.ArgumentParser) =
-                    [
-                        for c in p.GetArgumentCases() do
-                            if c.ArgumentType = Argu.ArgumentType.SubCommand then
-                                let sub =
-                                    p.GetSubCommandParsers()
-                                    |> List.find (fun s -> s.ParentInfo |> Option.exists (fun i -> i.Name = c.Name))
-
-                                yield! cases (path @ [ c.CommandLineNames.Value.Head ]) sub
-                            else
-                                yield path, c
-                    ]
-
                 let numeric =
-                    cases [] parser
+                    optionCases [] parser
                     |> List.filter (fun (_, c) ->
                         c.UnionCaseInfo.GetFields()
                         |> Array.exists (fun f -> f.PropertyType = typeof<int> || f.PropertyType = typeof<float>))
@@ -221,6 +222,28 @@ let tests =
                         failtestf "%s was accepted" (String.concat " " argv)
                     with Dsl.Cli.Report.UsageError msg ->
                         Expect.stringContains msg (flag + " must be") (String.concat " " argv)
+            }
+
+            test "README's CLI table lists every option of every command" {
+                let parser = Argu.ArgumentParser.Create<Dsl.Cli.Args.DslArgs>(programName = "dsl")
+
+                let rows =
+                    File.ReadAllLines(Path.Combine(repoRoot.Value, "README.md"))
+                    |> Array.filter (fun l -> l.StartsWith "| `dsl ")
+
+                for path, c in optionCases [] parser do
+                    if not path.IsEmpty && not c.IsMainCommand then
+                        let command = "| `dsl " + String.concat " " path
+                        let flag = c.CommandLineNames.Value.Head
+
+                        let listed =
+                            rows
+                            |> Array.exists (fun r ->
+                                r.StartsWith command && r.Substring(0, r.IndexOf "` | ").Contains flag)
+
+                        Expect.isTrue
+                            listed
+                            (sprintf "dsl %s %s is in the README's CLI table" (String.concat " " path) flag)
             }
 
             test "a directory where a file is expected is one clear user error" {
