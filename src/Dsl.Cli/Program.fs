@@ -15,7 +15,7 @@ let private version () =
 let private run (parser: ArgumentParser<DslArgs>) (args: ParseResults<DslArgs>) =
     match args.TryGetSubCommand() with
     | None when args.Contains Version -> version ()
-    | None -> raise (UsageError(parser.PrintUsage "no valid subcommand has been specified."))
+    | None -> raise (UsageError("ERROR: no valid subcommand has been specified.\n" + parser.PrintUsage()))
     | Some(Check a) -> Show.check a
     | Some(Show a) -> Show.show a
     | Some(Train a) -> Run.train a

@@ -144,7 +144,12 @@ let train (args: ParseResults<TrainArgs>) =
     args.TryGetResult TrainArgs.Max_Steps
     |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
 
-    args.TryGetResult TrainArgs.Lr |> Option.iter (fun lr -> options.Lr <- lr)
+    match args.TryGetResult TrainArgs.Lr with
+    | Some lr when lr < options.MinLr ->
+        // The schedule decays from the peak to minLr; a peak below its floor has no schedule.
+        fail "dsl train: --lr %g is below the schedule's minLr %g in the train block of '%s'" lr options.MinLr g.Name
+    | Some lr -> options.Lr <- lr
+    | None -> ()
 
     args.TryGetResult TrainArgs.Eval_Steps
     |> Option.iter (fun s -> options.EvalEverySteps <- s)

@@ -183,6 +183,18 @@ let tests =
                 let typo = dsl [ "train"; file; "--epoch"; "1" ]
                 Expect.equal typo.Code 2 typo.Err
                 Expect.stringContains typo.Err "did you mean --epochs?" "suggestion"
+
+                // In range, but below the train block's schedule floor: the recipe's, a user error.
+                let floor = Path.Combine(tempDir (), "floor.dsl")
+
+                File.WriteAllText(
+                    floor,
+                    "model m : image[1, 28, 28] -> logits[10] = flatten >> linear 10\ntrain m {\n    data = fashionMnist\n    schedule = cosine (minLr = 1e-4)\n}\n"
+                )
+
+                let low = dsl [ "train"; floor; "--lr"; "1e-5" ]
+                Expect.equal low.Code 1 low.Err
+                Expect.stringContains low.Err "--lr 1e-05 is below the schedule's minLr 0.0001" "names both"
             }
 
             test "every numeric option declares its range, and a value outside it is refused at parse time" {
