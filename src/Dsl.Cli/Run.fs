@@ -144,11 +144,20 @@ let train (args: ParseResults<TrainArgs>) =
     args.TryGetResult TrainArgs.Max_Steps
     |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
 
+    // The schedule decays from the peak to minLr; a peak below its floor has no schedule.
     match args.TryGetResult TrainArgs.Lr with
     | Some lr when lr < options.MinLr ->
-        // The schedule decays from the peak to minLr; a peak below its floor has no schedule.
         fail "dsl train: --lr %g is below the schedule's minLr %g in the train block of '%s'" lr options.MinLr g.Name
     | Some lr -> options.Lr <- lr
+    | None when options.Lr < options.MinLr ->
+        fail
+            "%s:%d:%d: error: train %s: the schedule's minLr %g is above the optimizer's lr %g"
+            file
+            r.Span.Start.Line
+            r.Span.Start.Col
+            g.Name
+            options.MinLr
+            options.Lr
     | None -> ()
 
     args.TryGetResult TrainArgs.Eval_Steps

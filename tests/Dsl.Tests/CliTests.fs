@@ -195,6 +195,15 @@ let tests =
                 let low = dsl [ "train"; floor; "--lr"; "1e-5" ]
                 Expect.equal low.Code 1 low.Err
                 Expect.stringContains low.Err "--lr 1e-05 is below the schedule's minLr 0.0001" "names both"
+                File.WriteAllText(floor, (File.ReadAllText floor).Replace("1e-4", "1e-2"))
+                let above = dsl [ "train"; floor ]
+                Expect.equal above.Code 1 above.Err
+
+                Expect.stringContains
+                    above.Err
+                    (floor
+                     + ":2:1: error: train m: the schedule's minLr 0.01 is above the optimizer's lr 0.001")
+                    "located"
             }
 
             test "every numeric option declares its range, and a value outside it is refused at parse time" {
