@@ -217,6 +217,7 @@ let languageModelTests =
                 Expect.equal
                     { again.Recipes.Head with
                         Span = r.Span
+                        DataSpan = r.DataSpan
                     }
                     r
                     "same recipe"
