@@ -114,7 +114,12 @@ let checkSource (file: string) (text: string) : Checked =
                         }
                 else
                     match attempt (fun () -> Recipe.ofTrainDef t) with
-                    | Ok r -> recipes.Add r
+                    | Ok r ->
+                        recipes.Add r
+
+                        for name, g in models do
+                            if name = t.Model then
+                                diags.AddRange(Recipe.labelsFit r g)
                     | Error ds -> diags.AddRange ds
 
             {

@@ -78,6 +78,8 @@ type TrainRecipe =
         Accumulate: int
         Seed: int
         Span: Span
+        /// Where the `data` field's value is, for errors about what the data gives.
+        DataSpan: Span
     }
 
 let private fields =
@@ -339,4 +341,32 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
         Accumulate = positive "accumulate" 1
         Seed = asInt "train" "seed" (get "seed" (VNum(0.0, true)))
         Span = t.Span
+        DataSpan = snd dataValue
     }
+
+/// Classes of the data kinds whose labels are known before any data is read.
+let private knownClasses = Map [ "fashionMnist", 10 ]
+
+/// A classifier's labels must index its logits: `-> logits[5]` cannot train on Fashion-MNIST's
+/// 10 classes (libtorch would stop at the first label ≥ 5). Other data is checked when it is
+/// loaded, before the first step.
+let labelsFit (r: TrainRecipe) (g: Ir.Graph) : Diagnostic list =
+    match r.Loss, Map.tryFind r.Data.Kind knownClasses, g.Outputs with
+    | CrossEntropy _, Some classes, (_, id) :: _ ->
+        match g.Nodes[id].Shape with
+        | [ _; Ir.Known logits ] when logits < classes ->
+            [
+                {
+                    Span = r.DataSpan
+                    Message =
+                        sprintf
+                            "%s has %d classes but model '%s' gives logits[%d]; its head needs %d logits"
+                            r.Data.Kind
+                            classes
+                            g.Name
+                            logits
+                            classes
+                }
+            ]
+        | _ -> []
+    | _ -> []

@@ -1,10 +1,50 @@
 /// The command line, declared with Argu: one union per command, one case per option.
 module Dsl.Cli.Args
 
+open System
 open Argu
 
+/// The least value a numeric option allows (inclusive). Every numeric option carries one of
+/// these or [<Above>]: CommandLine.prepare checks them all at parse time, so a command never
+/// sees an out-of-range value.
+[<AttributeUsage(AttributeTargets.Property, AllowMultiple = false)>]
+type AtLeastAttribute(least: float) =
+    inherit Attribute()
+    member _.Least = least
+
+/// The bound a numeric option's value must exceed (exclusive), e.g. a learning rate above 0.
+[<AttributeUsage(AttributeTargets.Property, AllowMultiple = false)>]
+type AboveAttribute(bound: float) =
+    inherit Attribute()
+    member _.Bound = bound
+
+/// An argument that names an existing or new file, never a directory: CommandLine.prepare
+/// rejects a directory there. Without a position every value is a file; with one, only the
+/// value at that position of the option's tuple or of the positional list.
+[<AttributeUsage(AttributeTargets.Property, AllowMultiple = false)>]
+type FilePathAttribute(position: int) =
+    inherit Attribute()
+    new() = FilePathAttribute -1
+    member _.Position = position
+
+/// A pruning or subcloning amount: a fraction removed (0 ≤ f < 1, written with a '.') or a size
+/// kept (a whole number ≥ 1), checked at parse time like the numeric ranges.
+[<AttributeUsage(AttributeTargets.Property, AllowMultiple = false)>]
+type AmountAttribute() =
+    inherit Attribute()
+
+let amountRule =
+    "a fraction to remove (0 ≤ f < 1, e.g. 0.3) or a size to keep (a whole number ≥ 1)"
+
+let parseAmount (text: string) : Dsl.Passes.Prune.Amount option =
+    match Double.TryParse(text, Globalization.NumberStyles.Float, Globalization.CultureInfo.InvariantCulture) with
+    | true, v when text.Contains '.' && v >= 0.0 && v < 1.0 -> Some(Dsl.Passes.Prune.Remove v)
+    | true, v when not (text.Contains '.') && v >= 1.0 && v = floor v && v <= float Int32.MaxValue ->
+        Some(Dsl.Passes.Prune.Keep(int v))
+    | _ -> None
+
 type CheckArgs =
-    | [<MainCommand; ExactlyOnce>] File of path: string
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -12,7 +52,7 @@ type CheckArgs =
             | File _ -> "the .dsl file to check"
 
 type ShowArgs =
-    | [<MainCommand; ExactlyOnce>] File of path: string
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
     | Model of name: string
     | Ir
     | Source
@@ -28,17 +68,17 @@ type ShowArgs =
             | Groups -> "print the dependency groups: which axes of which parameters shrink together (prune, subclone)"
 
 type TrainArgs =
-    | [<MainCommand; ExactlyOnce>] File of path: string
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
     | Model of name: string
-    | Epochs of count: int
+    | [<AtLeast 1.0>] Epochs of count: int
     | Out of dir: string
     | Resume
-    | Seed of seed: int
+    | [<AtLeast 0.0>] Seed of seed: int
     | Data of dir: string
-    | Max_Steps of steps: int
-    | Eval_Steps of steps: int
+    | [<AtLeast 1.0>] Max_Steps of steps: int
+    | [<AtLeast 1.0>] Eval_Steps of steps: int
     | Init of checkpoint: string
-    | Lr of rate: float
+    | [<Above 0.0>] Lr of rate: float
     | Device of name: string
 
     interface IArgParserTemplate with
@@ -58,7 +98,7 @@ type TrainArgs =
             | Device _ -> "cpu or cuda (default: cuda when a CUDA build of TorchSharp finds a GPU, else cpu)"
 
 type EvalArgs =
-    | [<MainCommand; ExactlyOnce>] File of path: string
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
     | Model of name: string
     | [<Mandatory>] Checkpoint of dir: string
     | Data of dir: string
@@ -79,10 +119,10 @@ type EvalArgs =
                 "image-text models: also fit a linear probe on frozen image features (train manifest) and report its test accuracy"
 
 type PredictArgs =
-    | [<MainCommand>] Inputs of paths: string list
+    | [<MainCommand; FilePath>] Inputs of paths: string list
     | Model of name: string
     | [<Mandatory>] Checkpoint of dir: string
-    | Top of k: int
+    | [<AtLeast 1.0>] Top of k: int
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -93,14 +133,14 @@ type PredictArgs =
             | Top _ -> "how many classes to print per image (default 3)"
 
 type GenerateArgs =
-    | [<MainCommand; ExactlyOnce>] File of path: string
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
     | Model of name: string
     | [<Mandatory>] Checkpoint of dir: string
     | [<Mandatory>] Prompt of text: string
-    | Tokens of count: int
-    | Temperature of t: float
-    | Top_K of k: int
-    | Seed of seed: int
+    | [<AtLeast 1.0>] Tokens of count: int
+    | [<AtLeast 0.0>] Temperature of t: float
+    | [<AtLeast 0.0>] Top_K of k: int
+    | [<AtLeast 0.0>] Seed of seed: int
     | No_Cache
 
     interface IArgParserTemplate with
@@ -117,18 +157,18 @@ type GenerateArgs =
             | No_Cache -> "run the whole sequence for every new token instead of keeping keys and values"
 
 type BenchArgs =
-    | [<MainCommand; ExactlyOnce>] File of path: string
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
     | Model of name: string
-    | Batch of size: int
-    | Repeats of count: int
-    | Warmup of count: int
+    | [<AtLeast 1.0>] Batch of size: int
+    | [<AtLeast 1.0>] Repeats of count: int
+    | [<AtLeast 0.0>] Warmup of count: int
     | Device of name: string
     | Reparam
-    | Against of path: string
+    | [<FilePath>] Against of path: string
     | Against_Model of name: string
-    | Rounds of count: int
+    | [<AtLeast 1.0>] Rounds of count: int
     | Profile
-    | Generate of tokens: int
+    | [<AtLeast 1.0>] Generate of tokens: int
     | Json
 
     interface IArgParserTemplate with
@@ -150,20 +190,20 @@ type BenchArgs =
             | Json -> "print the result as JSON"
 
 type TransformArgs =
-    | [<MainCommand; ExactlyOnce>] Inputs of kind_and_file: string list
+    | [<MainCommand; ExactlyOnce; FilePath 1>] Inputs of kind_and_file: string list
     | Model of name: string
     | [<Mandatory>] Checkpoint of dir: string
     | [<Mandatory>] Out of dir: string
     | Name of name: string
-    | Channels of amount: string
-    | Width of amount: string
-    | Hidden of amount: string
-    | Ffn of amount: string
-    | Heads of amount: string
-    | Blocks of amount: string
-    | Depth of blocks: int
+    | [<Amount>] Channels of amount: string
+    | [<Amount>] Width of amount: string
+    | [<Amount>] Hidden of amount: string
+    | [<Amount>] Ffn of amount: string
+    | [<Amount>] Heads of amount: string
+    | [<Amount>] Blocks of amount: string
+    | [<AtLeast 1.0>] Depth of blocks: int
     | Criterion of name: string
-    | Batches of count: int
+    | [<AtLeast 1.0>] Batches of count: int
     | Scale
 
     interface IArgParserTemplate with
@@ -190,11 +230,11 @@ type FashionCaptionsArgs =
     | [<Mandatory>] Out of dir: string
     | Fashion of dir: string
     | Wordnet of dir: string
-    | Captions of count: int
-    | Synthetic of count: int
-    | Train_Limit of count: int
-    | Test_Limit of count: int
-    | Seed of seed: int
+    | [<AtLeast 1.0>] Captions of count: int
+    | [<AtLeast 0.0>] Synthetic of count: int
+    | [<AtLeast 1.0>] Train_Limit of count: int
+    | [<AtLeast 1.0>] Test_Limit of count: int
+    | [<AtLeast 0.0>] Seed of seed: int
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -209,10 +249,10 @@ type FashionCaptionsArgs =
             | Seed _ -> "seed of the caption choices (default 0)"
 
 type CatlipLabelsArgs =
-    | [<MainCommand; ExactlyOnce>] Manifest of path: string
+    | [<MainCommand; ExactlyOnce; FilePath>] Manifest of path: string
     | [<Mandatory>] Out of path: string
-    | Vocabulary_Size of count: int
-    | Vocabulary of path: string
+    | [<AtLeast 1.0>] Vocabulary_Size of count: int
+    | [<FilePath>] Vocabulary of path: string
     | Wordnet of dir: string
 
     interface IArgParserTemplate with
@@ -227,8 +267,8 @@ type CatlipLabelsArgs =
             | Wordnet _ -> "WordNet database directory (default /usr/share/wordnet)"
 
 type BibleKjvArgs =
-    | [<Mandatory>] Out of path: string
-    | Bible of program: string
+    | [<Mandatory; FilePath>] Out of path: string
+    | [<FilePath>] Bible of program: string
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -251,13 +291,13 @@ type DataArgs =
             | Bible_Kjv _ -> "a text corpus of the King James Bible, one document per book (Debian package bible-kjv)"
 
 type ReinforceArgs =
-    | [<MainCommand; ExactlyOnce>] File of path: string
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
     | Model of name: string
-    | Teacher of file: string * model: string * checkpoint: string
-    | Augmentations of count: int
+    | [<FilePath 0>] Teacher of file: string * model: string * checkpoint: string
+    | [<AtLeast 1.0>] Augmentations of count: int
     | Out of dir: string
-    | Batch of size: int
-    | Seed of seed: int
+    | [<AtLeast 1.0>] Batch of size: int
+    | [<AtLeast 0.0>] Seed of seed: int
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -270,7 +310,7 @@ type ReinforceArgs =
             | Batch _ -> "teacher batch size (default: the train block's evalBatch)"
             | Seed _ -> "seed of the stored augmentations (default: the train block's)"
 
-[<RequireSubcommand>]
+// No [<RequireSubcommand>]: `dsl --version` has none (Program.run asks for one otherwise).
 type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
     | [<CliPrefix(CliPrefix.None)>] Show of ParseResults<ShowArgs>

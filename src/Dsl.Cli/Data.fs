@@ -12,11 +12,6 @@ open Dsl.Runtime.Text
 open Dsl.Cli.Args
 open Dsl.Cli.Report
 
-let private positive (what: string) (value: int option) =
-    match value with
-    | Some v when v <= 0 -> fail "error: %s must be positive, got %d" what v
-    | v -> v
-
 let private fashionCaptions (args: ParseResults<FashionCaptionsArgs>) =
     let clock = Stopwatch.StartNew()
     let out = args.GetResult FashionCaptionsArgs.Out
@@ -30,19 +25,12 @@ let private fashionCaptions (args: ParseResults<FashionCaptionsArgs>) =
     let captions = args.GetResult(FashionCaptionsArgs.Captions, 3)
     let synthetic = args.GetResult(FashionCaptionsArgs.Synthetic, 2)
 
-    if captions <= 0 then
-        fail "error: --captions must be positive, got %d" captions
-
-    if synthetic < 0 then
-        fail "error: --synthetic must not be negative, got %d" synthetic
-
     let options =
         FashionCaptionOptions(
             Captions = captions,
             Synthetic = synthetic,
-            TrainLimit =
-                Option.toNullable (positive "--train-limit" (args.TryGetResult FashionCaptionsArgs.Train_Limit)),
-            TestLimit = Option.toNullable (positive "--test-limit" (args.TryGetResult FashionCaptionsArgs.Test_Limit)),
+            TrainLimit = Option.toNullable (args.TryGetResult FashionCaptionsArgs.Train_Limit),
+            TestLimit = Option.toNullable (args.TryGetResult FashionCaptionsArgs.Test_Limit),
             Seed = args.GetResult(FashionCaptionsArgs.Seed, 0)
         )
 
@@ -102,9 +90,7 @@ let private catlipLabels (args: ParseResults<CatlipLabelsArgs>) =
     let given =
         match args.TryGetResult CatlipLabelsArgs.Vocabulary_Size, args.TryGetResult CatlipLabelsArgs.Vocabulary with
         | Some _, Some _ -> fail "error: give --vocabulary-size (to mine) or --vocabulary (to reuse one), not both"
-        | size, file ->
-            positive "--vocabulary-size" size |> ignore
-            file
+        | _, file -> file
 
     if Path.GetFullPath out = Path.GetFullPath manifest then
         fail "error: --out %s is the input manifest; write the labelled manifest elsewhere" out

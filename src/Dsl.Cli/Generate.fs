@@ -21,15 +21,6 @@ let run (args: ParseResults<GenerateArgs>) =
     if prompt = "" then
         fail "error: --prompt is empty; give the text to continue"
 
-    if count <= 0 then
-        fail "error: --tokens must be positive, got %d" count
-
-    if not (temperature >= 0.0) || System.Double.IsInfinity temperature then
-        fail "error: --temperature must be 0 (greedy) or positive, got %g" temperature
-
-    if topK < 0 then
-        fail "error: --top-k must be 0 (all tokens) or positive, got %d" topK
-
     let c = checkedOrExit file
     let g = modelOrExit c (args.TryGetResult GenerateArgs.Model)
     let r = recipeOrExit c g

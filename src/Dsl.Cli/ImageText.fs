@@ -109,19 +109,23 @@ let eval
             None
 
     if json then
-        let o = Collections.Generic.Dictionary<string, obj>()
-        o["model"] <- box g.Name
-        o["step"] <- box meta.Step
-        o["count"] <- box e.Count
+        let metrics =
+            [
+                for struct (name, value) in e.Metrics() ->
+                    (if name = "accuracy" then "zero_shot_top1"
+                     elif name = "top5" then "zero_shot_top5"
+                     else name),
+                    box value
+            ]
 
-        for struct (name, value) in e.Metrics() do
-            o[if name = "accuracy" then "zero_shot_top1"
-              elif name = "top5" then "zero_shot_top5"
-              else name] <- box value
-
-        probeAccuracy |> Option.iter (fun p -> o["linear_probe"] <- box p)
-        o["images_per_s"] <- box e.ImagesPerSecond
-        printfn "%s" (JsonSerializer.Serialize(o))
+        printfn
+            "%s"
+            (jsonLine (
+                [ "model", box g.Name; "step", box meta.Step; "count", box e.Count ]
+                @ metrics
+                @ (probeAccuracy |> Option.map (fun p -> "linear_probe", box p) |> Option.toList)
+                @ [ "images_per_s", box e.ImagesPerSecond ]
+            ))
     else
         printfn "%s at step %d on %d test images: %s" g.Name meta.Step e.Count (metricsLine e)
 
@@ -143,9 +147,6 @@ let reinforce (args: ParseResults<ReinforceArgs>) =
         located file r "dsl reinforce needs captions data in the train block of '%s'" g.Name
 
     let count = args.GetResult(ReinforceArgs.Augmentations, 5)
-
-    if count <= 0 then
-        fail "error: --augmentations must be positive, got %d" count
 
     let out =
         match args.TryGetResult ReinforceArgs.Out, r.Data.Reinforced with

@@ -8,21 +8,25 @@ open Argu
 open Dsl.Cli.Args
 open Dsl.Cli.Report
 
-let private run (args: ParseResults<DslArgs>) =
-    match args.GetSubCommand() with
-    | Check a -> Show.check a
-    | Show a -> Show.show a
-    | Train a -> Run.train a
-    | Eval a -> Run.eval a
-    | Predict a -> Run.predict a
-    | Generate a -> Generate.run a
-    | Bench a -> Run.bench a
-    | Transform a -> Transform.run a
-    | Reinforce a -> ImageText.reinforce a
-    | Data a -> Data.run a
-    | Version ->
-        printfn "dsl %s" (Reflection.Assembly.GetExecutingAssembly().GetName().Version.ToString(3))
-        0
+let private version () =
+    printfn "dsl %s" (Reflection.Assembly.GetExecutingAssembly().GetName().Version.ToString(3))
+    0
+
+let private run (parser: ArgumentParser<DslArgs>) (args: ParseResults<DslArgs>) =
+    match args.TryGetSubCommand() with
+    | None when args.Contains Version -> version ()
+    | None -> raise (UsageError("ERROR: no valid subcommand has been specified.\n" + parser.PrintUsage()))
+    | Some(Check a) -> Show.check a
+    | Some(Show a) -> Show.show a
+    | Some(Train a) -> Run.train a
+    | Some(Eval a) -> Run.eval a
+    | Some(Predict a) -> Run.predict a
+    | Some(Generate a) -> Generate.run a
+    | Some(Bench a) -> Run.bench a
+    | Some(Transform a) -> Transform.run a
+    | Some(Reinforce a) -> ImageText.reinforce a
+    | Some(Data a) -> Data.run a
+    | Some Version -> version ()
 
 let rec private userMessage (e: exn) =
     match e with
@@ -42,9 +46,17 @@ let rec private userMessage (e: exn) =
 let main argv =
     let parser = ArgumentParser.Create<DslArgs>(programName = "dsl")
 
+    // Off a terminal Spectre.Console assumes 80 columns and wraps tables (`dsl show > file`);
+    // a file or pipe has no width, so lines stay whole.
+    if Console.IsOutputRedirected then
+        Spectre.Console.AnsiConsole.Profile.Width <- 4096
+
     try
-        run (parser.ParseCommandLine(argv, raiseOnUsage = true))
+        run parser (parser.ParseCommandLine(CommandLine.prepare parser argv, raiseOnUsage = true))
     with
+    | UsageError msg ->
+        eprintfn "%s" msg
+        2
     | :? ArguParseException as e ->
         match e.ErrorCode with
         | ErrorCode.HelpText ->

@@ -7,6 +7,9 @@ open Dsl
 
 exception UserError of string
 
+/// A command line that cannot be run as given (exit code 2), found before Argu parses it.
+exception UsageError of string
+
 let fail fmt =
     Printf.ksprintf (fun s -> raise (UserError s)) fmt
 
@@ -36,6 +39,50 @@ let modelOrExit (c: Compiler.Checked) (name: string option) =
     match Compiler.pickModel c name with
     | Ok g -> g
     | Error msg -> raise (UserError msg)
+
+/// "1 epoch", "2 epochs", "0 steps": the plural only when the count is not 1.
+let inline plural count (noun: string) =
+    let n = int64 count
+
+    if n = 1L then
+        sprintf "1 %s" noun
+    else
+        sprintf "%s %ss" (n.ToString "N0") noun
+
+let mutable private convolutionNoted = false
+
+/// Once per process, when the model's convolutions made the runtime switch oneDNN off: training
+/// and timings are then several times slower, and the shape that did it is what to change.
+let convolutionNote () =
+    match Dsl.Runtime.Emit.ConvolutionBackend.DisabledBecause with
+    | null -> ()
+    | _ when convolutionNoted -> ()
+    | why ->
+        convolutionNoted <- true
+
+        eprintfn
+            "note: convolutions run on libtorch's im2col path, several times slower to train than oneDNN, which is off: %s"
+            why
+
+/// A result as one line of JSON. JSON has no NaN or infinity (System.Text.Json refuses them): such
+/// a number, e.g. the loss of a diverged model, is written as null and named on stderr.
+let jsonLine (fields: (string * obj) seq) =
+    let o = Collections.Generic.Dictionary<string, obj>()
+
+    for name, value in fields do
+        let finite =
+            match value with
+            | :? float as v -> Double.IsFinite v
+            | :? float32 as v -> Single.IsFinite v
+            | _ -> true
+
+        if finite then
+            o[name] <- value
+        else
+            eprintfn "warning: %s is %O, not a number JSON can hold; written as null" name value
+            o[name] <- null
+
+    Text.Json.JsonSerializer.Serialize o
 
 /// One line of every metric: the loss and perplexity as numbers, the rest as percentages.
 let metricsLine (e: Dsl.Runtime.Training.EvalResult) =

@@ -22,26 +22,43 @@ let private interactive () =
     not Console.IsOutputRedirected
     && Environment.GetEnvironmentVariable "CI" |> String.IsNullOrEmpty
 
+/// What one training example is, for the throughput: an image (or image–text pair), or a row of
+/// a corpus, counted in its tokens.
+type private Unit =
+    {
+        Name: string
+        Short: string
+        PerExample: int
+    }
+
 /// Progress as a live bar on a terminal, as one plain line every few seconds otherwise.
-let private withProgress (total: int64) (run: (TrainProgress -> unit) -> 'a) : 'a =
+let private withProgress (total: int64) (unit: Unit) (run: (TrainProgress -> unit) -> 'a) : 'a =
     let describe (p: TrainProgress) =
         sprintf
-            "epoch %d  loss %.4f  lr %.2e  %.0f img/s  ETA %s"
+            "epoch %d  loss %.4f  lr %s  %.0f %s/s  ETA %s"
             (p.Epoch + 1)
             p.Loss
-            p.Lr
-            p.ImagesPerSecond
+            (p.Lr.ToString("0.00e+00", Globalization.CultureInfo.InvariantCulture))
+            (p.ImagesPerSecond * float unit.PerExample)
+            unit.Short
             (p.Eta.ToString(@"hh\:mm\:ss"))
 
+    // An evaluation at an epoch's end belongs to the epoch; one from --eval-steps to its step.
     let evalLine (p: TrainProgress) =
+        let at =
+            if p.EndsEpoch then
+                sprintf "epoch %d (step %d)" (p.Epoch + 1) p.Step
+            else
+                sprintf "step %d" p.Step
+
         match p.Evaluation with
         | null -> None
-        | e when not (isClassification e) -> Some(sprintf "epoch %d: test %s" (p.Epoch + 1) (metricsLine e))
+        | e when not (isClassification e) -> Some(sprintf "%s: test %s" at (metricsLine e))
         | e ->
             Some(
                 sprintf
-                    "epoch %d: test loss %.4f, accuracy %.2f%%, top-5 %.2f%%"
-                    (p.Epoch + 1)
+                    "%s: test loss %.4f, accuracy %.2f%%, top-5 %.2f%%"
+                    at
                     e.Loss
                     (100.0 * e.Accuracy)
                     (100.0 * e.Top5)
@@ -58,6 +75,7 @@ let private withProgress (total: int64) (run: (TrainProgress -> unit) -> 'a) : '
 
                 result <-
                     run (fun p ->
+                        task.MaxValue <- float p.TotalSteps
                         task.Value <- float p.Step
                         task.Description <- Markup.Escape(describe p)
                         evalLine p |> Option.iter (fun l -> AnsiConsole.MarkupLine(Markup.Escape l))))
@@ -126,25 +144,40 @@ let train (args: ParseResults<TrainArgs>) =
     args.TryGetResult TrainArgs.Max_Steps
     |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
 
+    // The schedule decays from the peak to minLr; a peak below its floor has no schedule.
     match args.TryGetResult TrainArgs.Lr with
-    | Some lr when not (lr > 0.0) -> fail "dsl train: --lr must be positive, got %g" lr
+    | Some lr when lr < options.MinLr ->
+        fail "dsl train: --lr %g is below the schedule's minLr %g in the train block of '%s'" lr options.MinLr g.Name
     | Some lr -> options.Lr <- lr
+    | None when options.Lr < options.MinLr ->
+        fail
+            "%s:%d:%d: error: train %s: the schedule's minLr %g is above the optimizer's lr %g"
+            file
+            r.Span.Start.Line
+            r.Span.Start.Col
+            g.Name
+            options.MinLr
+            options.Lr
     | None -> ()
 
-    match args.TryGetResult TrainArgs.Eval_Steps with
-    | Some s when s <= 0 -> fail "dsl train: --eval-steps must be positive, got %d" s
-    | Some s -> options.EvalEverySteps <- s
-    | None -> ()
+    args.TryGetResult TrainArgs.Eval_Steps
+    |> Option.iter (fun s -> options.EvalEverySteps <- s)
 
     Benchmark.UseAllCores() |> ignore
 
     use model =
         new GraphModule(g, int64 r.Seed, deviceOf (args.TryGetResult TrainArgs.Device))
 
-    match args.TryGetResult TrainArgs.Init with
-    | Some _ when options.Resume -> fail "dsl train: --init and --resume exclude each other"
-    | Some dir -> loadWeights model dir |> ignore
-    | None -> ()
+    convolutionNote ()
+
+    let resumedAt =
+        match args.TryGetResult TrainArgs.Init with
+        | Some _ when options.Resume -> fail "dsl train: --init and --resume exclude each other"
+        | Some dir ->
+            loadWeights model dir |> ignore
+            None
+        | None when options.Resume -> Some(requireResumable model options.CheckpointDir)
+        | None -> None
 
     let task, owned = trainingTask file r g model dataDir
 
@@ -155,16 +188,48 @@ let train (args: ParseResults<TrainArgs>) =
                     d.Dispose()
         }
 
+    let unit =
+        if r.Data.Kind = "corpus" then
+            let tokens =
+                match g.Nodes[snd g.Inputs.Head].Shape with
+                | [ _; Known t ] -> t
+                | _ -> 1
+
+            {
+                Name = "token"
+                Short = "tokens"
+                PerExample = tokens
+            }
+        else
+            {
+                Name = "image"
+                Short = "img"
+                PerExample = 1
+            }
+
+    let examples =
+        if unit.PerExample = 1 then
+            plural task.Count unit.Name
+        else
+            sprintf
+                "%s of %d tokens (%s)"
+                (plural task.Count "row")
+                unit.PerExample
+                (plural (int64 task.Count * int64 unit.PerExample) "token")
+
     printfn
-        "training %s (%s parameters) on %d images, %d epochs of batch %d → %s"
+        "training %s (%s parameters) on %s, %s of batch %d%s → %s"
         g.Name
         ((paramCount g).ToString("N0"))
-        task.Count
-        r.Epochs
+        examples
+        (plural r.Epochs "epoch")
         r.Batch
+        (match resumedAt with
+         | Some step -> sprintf ", resuming after step %d" step
+         | None -> "")
         outDir
 
-    let stepsPerEpoch = int64 (task.Count / r.Batch)
+    let stepsPerEpoch = int64 (task.Count / r.Batch / r.Accumulate)
 
     let total =
         options.MaxSteps
@@ -172,14 +237,27 @@ let train (args: ParseResults<TrainArgs>) =
         |> Option.defaultValue (stepsPerEpoch * int64 r.Epochs)
 
     let result =
-        withProgress total (fun report -> Trainer(model, options).Train(task, Action<_> report))
+        withProgress total unit (fun report -> Trainer(model, options).Train(task, Action<_> report))
 
-    printfn "trained %d steps in %.0f s; final loss %.4f" result.Steps result.Elapsed.TotalSeconds result.FinalLoss
+    printfn
+        "trained %s%s in %.0f s; final loss %.4f"
+        (plural result.StepsThisRun "step")
+        (if result.StepsThisRun <> result.Steps then
+             sprintf " in this run (%d in total)" result.Steps
+         else
+             "")
+        result.Elapsed.TotalSeconds
+        result.FinalLoss
 
     match result.LastEvaluation with
     | null -> ()
-    | e when not (isClassification e) -> printfn "test %s on %d examples" (metricsLine e) e.Count
-    | e -> printfn "test accuracy %.2f%% (top-5 %.2f%%) on %d images" (100.0 * e.Accuracy) (100.0 * e.Top5) e.Count
+    | e when not (isClassification e) -> printfn "test %s on %s" (metricsLine e) (plural e.Count "example")
+    | e ->
+        printfn
+            "test accuracy %.2f%% (top-5 %.2f%%) on %s"
+            (100.0 * e.Accuracy)
+            (100.0 * e.Top5)
+            (plural e.Count "image")
 
     printfn "checkpoint: %s" options.CheckpointDir
     0
@@ -203,16 +281,14 @@ let eval (args: ParseResults<EvalArgs>) =
             if args.Contains EvalArgs.Json then
                 printfn
                     "%s"
-                    (JsonSerializer.Serialize(
-                        dict
-                            [
-                                "model", box g.Name
-                                "step", box meta.Step
-                                "rows", box e.Count
-                                "loss", box e.Loss
-                                "perplexity", box e.Extra["perplexity"]
-                            ]
-                    ))
+                    (jsonLine
+                        [
+                            "model", box g.Name
+                            "step", box meta.Step
+                            "rows", box e.Count
+                            "loss", box e.Loss
+                            "perplexity", box e.Extra["perplexity"]
+                        ])
             else
                 printfn
                     "%s at step %d on %d validation rows: loss %.4f, perplexity %.2f"
@@ -236,8 +312,9 @@ let eval (args: ParseResults<EvalArgs>) =
             Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
 
         if args.Contains EvalArgs.Json then
-            let o =
-                dict
+            printfn
+                "%s"
+                (jsonLine
                     [
                         "model", box g.Name
                         "step", box meta.Step
@@ -246,9 +323,7 @@ let eval (args: ParseResults<EvalArgs>) =
                         "accuracy", box e.Accuracy
                         "top5", box e.Top5
                         "images_per_s", box e.ImagesPerSecond
-                    ]
-
-            printfn "%s" (JsonSerializer.Serialize(o))
+                    ])
         else
             printfn
                 "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
@@ -379,10 +454,10 @@ let private profile (g: Graph) (model: GraphModule) inputs (loss: torch.Tensor[]
     let batch = (Array.head inputs: torch.Tensor).shape[0]
 
     printfn
-        "%s, batch %d, %d repeats: training step %.1f ms, inference forward %.1f ms"
+        "%s, batch %d, %s: training step %.1f ms, inference forward %.1f ms"
         g.Name
         batch
-        repeats
+        (plural repeats "repeat")
         stepMs
         inferenceMs
 
@@ -411,9 +486,6 @@ let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json
         match g.Nodes[snd g.Outputs.Head].Shape with
         | [ _; _; Known v ] -> v
         | s -> fail "dsl bench --generate: model '%s' gives %s, not logits [B, T, V]" g.Name (showShape s)
-
-    if tokens <= 0 || rounds <= 0 then
-        fail "dsl bench --generate: the token count and --rounds must be positive"
 
     let once cache =
         use sampler = new TokenSampler(0.0, 0, 0L, int64 vocabulary)
@@ -456,28 +528,27 @@ let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json
 
     if json then
         let o =
-            dict
-                [
-                    "model", box g.Name
-                    "tokens", box generated
-                    "threads", box (torch.get_num_threads ())
-                    "rounds", box rounds
-                    "cached_tokens_per_s", box (rate cached)
-                    "uncached_tokens_per_s", box (rate uncached)
-                    "ratio_cached_over_uncached", box ratio
-                ]
+            [
+                "model", box g.Name
+                "tokens", box generated
+                "threads", box (torch.get_num_threads ())
+                "rounds", box rounds
+                "cached_tokens_per_s", box (rate cached)
+                "uncached_tokens_per_s", box (rate uncached)
+                "ratio_cached_over_uncached", box ratio
+            ]
 
-        printfn "%s" (JsonSerializer.Serialize o)
+        printfn "%s" (jsonLine o)
     else
         printfn
-            "%s, %d new tokens after a 1-token prompt, %d threads: with KV cache %.1f tokens/s, without %.1f tokens/s, cached/uncached %.2f (median of %d alternating rounds)"
+            "%s, %s after a 1-token prompt, %s: with KV cache %.1f tokens/s, without %.1f tokens/s, cached/uncached %.2f (median of %s)"
             g.Name
-            generated
-            (torch.get_num_threads ())
+            (plural generated "new token")
+            (plural (torch.get_num_threads ()) "thread")
             (rate cached)
             (rate uncached)
             ratio
-            rounds
+            (plural rounds "alternating round")
 
     0
 
@@ -486,6 +557,7 @@ let bench (args: ParseResults<BenchArgs>) =
     let g = modelOrExit c (args.TryGetResult BenchArgs.Model)
     let batch = args.GetResult(BenchArgs.Batch, 1)
     use model = new GraphModule(g, 0L, deviceOf (args.TryGetResult BenchArgs.Device))
+    convolutionNote ()
 
     let inputs =
         try
@@ -574,6 +646,7 @@ let bench (args: ParseResults<BenchArgs>) =
                 ("train_form", "train")
 
         use other = other
+        convolutionNote ()
         let rounds = args.GetResult(BenchArgs.Rounds, 10)
         let repeats = args.GetResult(BenchArgs.Repeats, 5)
 
@@ -588,32 +661,31 @@ let bench (args: ParseResults<BenchArgs>) =
 
         if args.Contains BenchArgs.Json then
             let o =
-                dict
-                    [
-                        "model", box g.Name
-                        "other", box otherName
-                        "batch", box batch
-                        "threads", box paired.FirstRound.Threads
-                        "conv_backend", box paired.FirstRound.ConvBackend
-                        "rounds", box rounds
-                        "repeats", box repeats
-                        labelB + "_params", box (paramCount g)
-                        labelA + "_params", box (paramCount other.Graph)
-                        "forward_" + labelB + "_ms", box paired.ForwardB
-                        "forward_" + labelA + "_ms", box paired.ForwardA
-                        "forward_ratio_" + shortA + "_over_" + shortB, box paired.ForwardRatio
-                        "train_step_" + labelB + "_ms", box paired.TrainStepB
-                        "train_step_" + labelA + "_ms", box paired.TrainStepA
-                        "train_step_ratio_" + shortA + "_over_" + shortB, box paired.TrainStepRatio
-                    ]
+                [
+                    "model", box g.Name
+                    "other", box otherName
+                    "batch", box batch
+                    "threads", box paired.FirstRound.Threads
+                    "conv_backend", box paired.FirstRound.ConvBackend
+                    "rounds", box rounds
+                    "repeats", box repeats
+                    labelB + "_params", box (paramCount g)
+                    labelA + "_params", box (paramCount other.Graph)
+                    "forward_" + labelB + "_ms", box paired.ForwardB
+                    "forward_" + labelA + "_ms", box paired.ForwardA
+                    "forward_ratio_" + shortA + "_over_" + shortB, box paired.ForwardRatio
+                    "train_step_" + labelB + "_ms", box paired.TrainStepB
+                    "train_step_" + labelA + "_ms", box paired.TrainStepA
+                    "train_step_ratio_" + shortA + "_over_" + shortB, box paired.TrainStepRatio
+                ]
 
-            printfn "%s" (JsonSerializer.Serialize o)
+            printfn "%s" (jsonLine o)
         else
             printfn
-                "%s, batch %d, %d threads, %s convolutions: forward %s %.3f ms, %s %.3f ms, ratio %.3f; train step ratio %.3f (median of %d alternating rounds of %d)"
+                "%s, batch %d, %s, %s convolutions: forward %s %.3f ms, %s %.3f ms, ratio %.3f; train step ratio %.3f (median of %s of %d)"
                 g.Name
                 batch
-                paired.FirstRound.Threads
+                (plural paired.FirstRound.Threads "thread")
                 paired.FirstRound.ConvBackend
                 labelB
                 paired.ForwardB
@@ -621,7 +693,7 @@ let bench (args: ParseResults<BenchArgs>) =
                 paired.ForwardA
                 paired.ForwardRatio
                 paired.TrainStepRatio
-                rounds
+                (plural rounds "alternating round")
                 repeats
 
         0
@@ -633,10 +705,10 @@ let bench (args: ParseResults<BenchArgs>) =
             printfn "%s" (result.ToJson(g.Name, int64 batch))
         else
             printfn
-                "%s, batch %d, %d threads: forward %.3f ms (p10 %.3f, p90 %.3f); train step %.3f ms (p10 %.3f, p90 %.3f); median of %d"
+                "%s, batch %d, %s: forward %.3f ms (p10 %.3f, p90 %.3f); train step %.3f ms (p10 %.3f, p90 %.3f); median of %d"
                 g.Name
                 batch
-                result.Threads
+                (plural result.Threads "thread")
                 result.Forward.MedianMs
                 result.Forward.P10Ms
                 result.Forward.P90Ms

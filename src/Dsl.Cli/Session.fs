@@ -200,44 +200,34 @@ let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
         SourceHash = sourceHash g
     )
 
+/// Stops with every missing, unexpected and differently shaped parameter unless the
+/// checkpoint's weights fit the model by name and shape.
+let private requireFit (model: GraphModule) (dir: string) (loaded: LoadedCheckpoint) =
+    let differences = CheckpointFit.Differences(loaded.Weights, model.state_dict ())
+
+    if differences.Count > 0 then
+        fail "%s: error: %s" dir (CheckpointFit.Describe(model.Graph.Name, differences))
+
+/// `train --resume`: the run folder's checkpoint must be this model's and fit it, checked
+/// before the data is loaded (the trainer checks again when it restores).
+let requireResumable (model: GraphModule) (dir: string) =
+    use loaded = Checkpoint.Load dir
+
+    if loaded.Meta.Model <> model.Graph.Name then
+        fail
+            "%s: error: the checkpoint is of model '%s', not '%s'; resume needs the run's own model (or another --out)"
+            dir
+            loaded.Meta.Model
+            model.Graph.Name
+
+    requireFit model dir loaded
+    loaded.Meta.Step
+
 /// Copies a checkpoint's weights into the model; every name and shape must match.
 let loadWeights (model: GraphModule) (dir: string) =
     use loaded = Checkpoint.Load dir
     let expected = model.state_dict ()
-
-    let missing =
-        expected.Keys
-        |> Seq.filter (fun k -> not (loaded.Weights.ContainsKey k))
-        |> List.ofSeq
-
-    let unexpected =
-        loaded.Weights.Keys
-        |> Seq.filter (fun k -> not (expected.ContainsKey k))
-        |> List.ofSeq
-
-    if not missing.IsEmpty || not unexpected.IsEmpty then
-        let show (xs: string list) =
-            xs |> List.truncate 5 |> String.concat ", "
-
-        fail
-            "%s: error: the checkpoint does not fit model '%s' (missing: [%s]; unexpected: [%s])"
-            dir
-            model.Graph.Name
-            (show missing)
-            (show unexpected)
-
-    for KeyValue(name, t) in expected do
-        let src = loaded.Weights[name]
-
-        if src.shape <> t.shape then
-            fail
-                "%s: error: parameter '%s' is %A in the checkpoint but %A in model '%s'"
-                dir
-                name
-                src.shape
-                t.shape
-                model.Graph.Name
-
+    requireFit model dir loaded
     use _ = TorchSharp.torch.no_grad ()
 
     for KeyValue(name, t) in expected do

@@ -14,13 +14,13 @@ let check (args: ParseResults<CheckArgs>) =
 
     for name, g in c.Models do
         printfn
-            "model %s: %d layers, %s parameters"
+            "model %s: %s, %s parameters"
             name
-            (g.Nodes.Length - g.Inputs.Length)
+            (plural (g.Nodes.Length - g.Inputs.Length) "layer")
             ((paramCount g).ToString("N0"))
 
     for r in c.Recipes do
-        printfn "train %s: %s, %s, %d epochs, batch %d" r.Model r.Data.Kind r.Optimizer.Kind r.Epochs r.Batch
+        printfn "train %s: %s, %s, %s, batch %d" r.Model r.Data.Kind r.Optimizer.Kind (plural r.Epochs "epoch") r.Batch
 
     printfn "%s: ok" path
     0

@@ -102,15 +102,8 @@ let private reparam (c: Compiler.Checked) (file: string) (g: Graph) (args: Parse
     0
 
 /// A fraction to remove (has a point: 0.3) or a size to keep (a whole number: 48).
-let private amount (flag: string) (text: string) : Prune.Amount =
-    match Double.TryParse(text, NumberStyles.Float, CultureInfo.InvariantCulture) with
-    | true, v when text.Contains '.' && v >= 0.0 && v < 1.0 -> Prune.Remove v
-    | true, v when not (text.Contains '.') && v >= 1.0 && v = floor v -> Prune.Keep(int v)
-    | _ ->
-        fail
-            "dsl transform: --%s takes a fraction to remove (0 ≤ f < 1, e.g. 0.3) or a size to keep (a whole number ≥ 1), got '%s'"
-            flag
-            text
+/// An amount flag's value; CommandLine.prepare has rejected any that does not parse.
+let private amount (text: string) : Prune.Amount = (parseAmount text).Value
 
 /// One score per unit of every group, by the criterion; activation and Taylor run the model on
 /// the first batches of a seeded shuffle of its train data.
@@ -180,7 +173,7 @@ let private shrink
     let out = args.GetResult TransformArgs.Out
 
     let flag (case: Quotations.Expr<string -> TransformArgs>) (name: string) =
-        args.TryGetResult case |> Option.map (amount name)
+        args.TryGetResult case |> Option.map amount
 
     let sizeOnly (name: string) (a: Prune.Amount option) =
         match a with
@@ -199,8 +192,7 @@ let private shrink
             Blocks =
                 Option.orElse
                     (flag <@ TransformArgs.Blocks @> "blocks")
-                    (args.TryGetResult TransformArgs.Depth
-                     |> Option.map (fun d -> amount "depth" (string d)))
+                    (args.TryGetResult TransformArgs.Depth |> Option.map Prune.Keep)
         }
 
     // A model declared as `subclone parent (…)` brings its parent and targets; otherwise the

@@ -125,6 +125,20 @@ let private trained =
          let r = dsl [ "train"; file; "--data"; data; "--out"; out ]
          dir, file, data, out, r)
 
+/// Every option of every command, with the subcommand path that leads to it.
+let rec private optionCases (path: string list) (p: Argu.ArgumentParser) =
+    [
+        for c in p.GetArgumentCases() do
+            if c.ArgumentType = Argu.ArgumentType.SubCommand then
+                let sub =
+                    p.GetSubCommandParsers()
+                    |> List.find (fun s -> s.ParentInfo |> Option.exists (fun i -> i.Name = c.Name))
+
+                yield! optionCases (path @ [ c.CommandLineNames.Value.Head ]) sub
+            else
+                yield path, c
+    ]
+
 [<Tests>]
 let tests =
     testSequenced
@@ -177,6 +191,166 @@ let tests =
                     let r = dsl [ cmd; "--help" ]
                     Expect.equal r.Code 0 (cmd + " --help")
                     Expect.stringContains r.Out "USAGE: dsl" cmd
+            }
+
+            test "numeric options out of range, misspelt options and --version are usage answers, not internal errors" {
+                let file = Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl")
+
+                for args, flag in
+                    [
+                        [ "train"; file; "--max-steps"; "0" ], "--max-steps"
+                        [ "train"; file; "--max-steps"; "-5" ], "--max-steps"
+                        [ "train"; "--epochs"; "0"; file ], "--epochs"
+                        [ "train"; file; "--lr"; "-1" ], "--lr"
+                    ] do
+                    let r = dsl args
+                    Expect.equal r.Code 2 (String.concat " " args + "\n" + r.Err)
+                    Expect.stringContains r.Err flag "names the flag"
+                    Expect.isFalse (r.Err.Contains "internal error") r.Err
+
+                let v = dsl [ "--version" ]
+                Expect.equal v.Code 0 v.Err
+                Expect.stringStarts v.Out "dsl " "prints the version"
+                let typo = dsl [ "train"; file; "--epoch"; "1" ]
+                Expect.equal typo.Code 2 typo.Err
+                Expect.stringContains typo.Err "did you mean --epochs?" "suggestion"
+
+                // In range, but below the train block's schedule floor: the recipe's, a user error.
+                let floor = Path.Combine(tempDir (), "floor.dsl")
+
+                File.WriteAllText(
+                    floor,
+                    "model m : image[1, 28, 28] -> logits[10] = flatten >> linear 10\ntrain m {\n    data = fashionMnist\n    schedule = cosine (minLr = 1e-4)\n}\n"
+                )
+
+                let low = dsl [ "train"; floor; "--lr"; "1e-5" ]
+                Expect.equal low.Code 1 low.Err
+                Expect.stringContains low.Err "--lr 1e-05 is below the schedule's minLr 0.0001" "names both"
+                File.WriteAllText(floor, (File.ReadAllText floor).Replace("1e-4", "1e-2"))
+                let above = dsl [ "train"; floor ]
+                Expect.equal above.Code 1 above.Err
+
+                Expect.stringContains
+                    above.Err
+                    (floor
+                     + ":2:1: error: train m: the schedule's minLr 0.01 is above the optimizer's lr 0.001")
+                    "located"
+            }
+
+            test "every numeric option declares its range, and a value outside it is refused at parse time" {
+                let parser = Argu.ArgumentParser.Create<Dsl.Cli.Args.DslArgs>(programName = "dsl")
+
+                let numeric =
+                    optionCases [] parser
+                    |> List.filter (fun (_, c) ->
+                        c.UnionCaseInfo.GetFields()
+                        |> Array.exists (fun f -> f.PropertyType = typeof<int> || f.PropertyType = typeof<float>))
+
+                Expect.isGreaterThan numeric.Length 20 "the commands' numeric options"
+
+                for path, c in numeric do
+                    let flag = c.CommandLineNames.Value.Head
+                    let attrs = c.UnionCaseInfo.GetCustomAttributes()
+
+                    let bad =
+                        match
+                            attrs
+                            |> Array.tryPick (function
+                                | :? Dsl.Cli.Args.AtLeastAttribute as a -> Some a
+                                | _ -> None),
+                            attrs
+                            |> Array.tryPick (function
+                                | :? Dsl.Cli.Args.AboveAttribute as a -> Some a
+                                | _ -> None)
+                        with
+                        | Some a, _ -> string (int (a.Least - 1.0))
+                        | _, Some a -> string a.Bound
+                        | None, None -> failtestf "%s %s declares no range" (String.concat " " path) flag
+
+                    let argv = Array.ofList (path @ [ flag; bad ])
+
+                    try
+                        Dsl.Cli.CommandLine.prepare parser argv |> ignore
+                        failtestf "%s was accepted" (String.concat " " argv)
+                    with Dsl.Cli.Report.UsageError msg ->
+                        Expect.stringContains msg (flag + " must be") (String.concat " " argv)
+            }
+
+            test "README's CLI table lists every option of every command" {
+                let parser = Argu.ArgumentParser.Create<Dsl.Cli.Args.DslArgs>(programName = "dsl")
+
+                let rows =
+                    File.ReadAllLines(Path.Combine(repoRoot.Value, "README.md"))
+                    |> Array.filter (fun l -> l.StartsWith "| `dsl ")
+
+                for path, c in optionCases [] parser do
+                    if not path.IsEmpty && not c.IsMainCommand then
+                        let command = "| `dsl " + String.concat " " path
+                        let flag = c.CommandLineNames.Value.Head
+
+                        let listed =
+                            rows
+                            |> Array.exists (fun r ->
+                                r.StartsWith command && r.Substring(0, r.IndexOf "` | ").Contains flag)
+
+                        Expect.isTrue
+                            listed
+                            (sprintf "dsl %s %s is in the README's CLI table" (String.concat " " path) flag)
+            }
+
+            test "a directory where a file is expected is one clear user error" {
+                let dir = tempDir ()
+                let file = Path.Combine(repoRoot.Value, "examples", "fashion", "convnet.dsl")
+
+                for args in
+                    [
+                        [ "check"; dir ]
+                        [ "show"; dir ]
+                        [ "train"; dir ]
+                        [ "eval"; dir; "--checkpoint"; dir ]
+                        [ "predict"; file; dir; "--checkpoint"; dir ]
+                        [ "bench"; file; "--against"; dir ]
+                        [ "transform"; "reparam"; dir; "--checkpoint"; dir; "--out"; dir ]
+                        [ "data"; "catlip-labels"; dir; "--out"; Path.Combine(dir, "x.jsonl") ]
+                    ] do
+                    let r = dsl args
+                    Expect.equal r.Code 1 (String.concat " " args + "\n" + r.Err)
+                    Expect.stringContains r.Err (dir + ": error: is a directory") (String.concat " " args)
+                    noStackTrace r
+            }
+
+            test "show off a terminal does not wrap at 80 columns" {
+                let dir = tempDir ()
+                let file = Path.Combine(dir, "long.dsl")
+                let name = String.replicate 70 "x"
+
+                File.WriteAllText(
+                    file,
+                    sprintf "model m : image[1, 8, 8] -> logits[2] =\n    named \"%s\" (flatten >> linear 2)\n" name
+                )
+
+                let r = dsl [ "show"; file ]
+                Expect.equal r.Code 0 r.Err
+                Expect.isTrue (r.Out.Split('\n') |> Array.exists (fun l -> l.Contains(name + ".1"))) r.Out
+            }
+
+            test "check locates a train block whose data has more classes than the model's logits" {
+                let dir = tempDir ()
+                let file = Path.Combine(dir, "few.dsl")
+
+                File.WriteAllText(
+                    file,
+                    "model few : image[1, 28, 28] -> logits[5] = flatten >> linear 5\ntrain few {\n    data = fashionMnist\n}\n"
+                )
+
+                let r = dsl [ "check"; file ]
+                Expect.equal r.Code 1 (r.Out + r.Err)
+
+                Expect.stringContains
+                    r.Err
+                    (file
+                     + ":3:12: error: fashionMnist has 10 classes but model 'few' gives logits[5]")
+                    "located at the data, both numbers"
             }
 
             test "show prints the table, the IR and the source" {
@@ -440,6 +614,153 @@ let tests =
                 noStackTrace p
             }
 
+            test "predict takes its options before, between or after the file and the images" {
+                let dir, file, _, out, _ = trained.Value
+                let checkpoint = Path.Combine(out, "checkpoint")
+
+                let png name =
+                    let path = Path.Combine(dir, name)
+
+                    use img =
+                        new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.L8>(28, 28)
+
+                    SixLabors.ImageSharp.ImageExtensions.SaveAsPng(img, path)
+                    path
+
+                let a, b = png "order-a.png", png "order-b.png"
+
+                for args in
+                    [
+                        [ file; "--checkpoint"; checkpoint; a; b ]
+                        [ "--checkpoint"; checkpoint; file; a; b ]
+                        [ file; a; "--top"; "2"; b; "--checkpoint"; checkpoint ]
+                    ] do
+                    let r = dsl ("predict" :: args)
+                    Expect.equal r.Code 0 (String.concat " " args + "\n" + r.Err)
+                    Expect.stringContains r.Out (a + ": ") "first image"
+                    Expect.stringContains r.Out (b + ": ") "second image"
+            }
+
+            test "a checkpoint that does not fit the model is a user error listing every difference" {
+                let dir, _, data, out, _ = trained.Value
+                // The trained tiny model with its first block widened from 8 to 12 channels.
+                let file = Path.Combine(dir, "widened.dsl")
+                File.WriteAllText(file, tinyModel.Replace("block 8 >>", "block 12 >>"))
+                let copy = Path.Combine(dir, "widened-run")
+                Directory.CreateDirectory(Path.Combine(copy, "checkpoint")) |> ignore
+
+                for f in Directory.GetFiles(Path.Combine(out, "checkpoint")) do
+                    File.Copy(f, Path.Combine(copy, "checkpoint", Path.GetFileName f), true)
+
+                let checkpoint = Path.Combine(out, "checkpoint")
+
+                for args in
+                    [
+                        [ "train"; file; "--data"; data; "--out"; copy; "--resume" ]
+                        [
+                            "train"
+                            file
+                            "--data"
+                            data
+                            "--out"
+                            Path.Combine(dir, "widened-init")
+                            "--init"
+                            checkpoint
+                        ]
+                        [ "eval"; file; "--data"; data; "--checkpoint"; checkpoint ]
+                    ] do
+                    let r = dsl args
+                    Expect.equal r.Code 1 (String.concat " " args + "\n" + r.Out + r.Err)
+                    Expect.stringContains r.Err "0.weight: checkpoint [8, 1, 3, 3], model [12, 1, 3, 3]" "a shape"
+                    Expect.stringContains r.Err "1.running_mean: checkpoint [8], model [12]" "every shape"
+                    Expect.isFalse (r.Err.Contains "internal error") r.Err
+                    Expect.isFalse (r.Out.Contains "step ") "before any step"
+                    noStackTrace r
+
+                // Another model's run folder.
+                let other = Path.Combine(dir, "other.dsl")
+                File.WriteAllText(other, tinyModel.Replace("tiny", "other"))
+                let r = dsl [ "train"; other; "--data"; data; "--out"; copy; "--resume" ]
+                Expect.equal r.Code 1 (r.Out + r.Err)
+                Expect.stringContains r.Err "the checkpoint is of model 'tiny', not 'other'" "names both"
+            }
+
+            test "eval --json writes a NaN metric as null and says so" {
+                let dir, file, data, out, _ = trained.Value
+                let diverged = Path.Combine(dir, "diverged")
+
+                do
+                    use loaded =
+                        Dsl.Runtime.Checkpoints.Checkpoint.Load(Path.Combine(out, "checkpoint"))
+                    // A diverged model: its head's bias NaN makes every logit, and the loss, NaN.
+                    loaded.Weights["9.bias"].fill_(TorchSharp.Scalar.op_Implicit nan) |> ignore
+
+                    Dsl.Runtime.Checkpoints.Checkpoint.Save(
+                        diverged,
+                        loaded.Weights,
+                        loaded.OptimizerState,
+                        loaded.Meta
+                    )
+
+                let e = dsl [ "eval"; file; "--checkpoint"; diverged; "--data"; data; "--json" ]
+                Expect.equal e.Code 0 (e.Out + e.Err)
+                use doc = JsonDocument.Parse e.Out
+                Expect.equal (doc.RootElement.GetProperty("loss").ValueKind) JsonValueKind.Null "loss is null"
+                Expect.stringContains e.Err "loss is NaN" "named on stderr"
+            }
+
+            test "train says what it did: 1 epoch, evaluations by step, a resumed run's own steps, the im2col fallback" {
+                let dir, file, data, _, _ = trained.Value
+                let out = Path.Combine(dir, "honest")
+
+                let first =
+                    dsl
+                        [
+                            "train"
+                            file
+                            "--data"
+                            data
+                            "--out"
+                            out
+                            "--epochs"
+                            "1"
+                            "--max-steps"
+                            "4"
+                            "--eval-steps"
+                            "2"
+                        ]
+
+                Expect.equal first.Code 0 (first.Out + first.Err)
+                Expect.stringContains first.Out "on 640 images, 1 epoch of batch 32" "singular"
+                Expect.isFalse (first.Out.Contains "1 epochs") first.Out
+                Expect.stringContains first.Out "step 2: test loss" "an --eval-steps result is labelled by its step"
+                Expect.isFalse (first.Out.Contains "epoch 1: test") first.Out
+                Expect.stringContains first.Out "trained 4 steps in" "steps"
+                // The tiny model's 8→16 convolution is outside the shapes oneDNN is trusted with.
+                Expect.stringContains first.Err "im2col" "the fallback is said"
+                Expect.stringContains first.Err "conv 8->16" "with the shape that caused it"
+
+                let resumed =
+                    dsl
+                        [
+                            "train"
+                            file
+                            "--data"
+                            data
+                            "--out"
+                            out
+                            "--epochs"
+                            "1"
+                            "--max-steps"
+                            "6"
+                            "--resume"
+                        ]
+
+                Expect.equal resumed.Code 0 (resumed.Out + resumed.Err)
+                Expect.stringContains resumed.Out "resuming after step 4" "where it starts"
+                Expect.stringContains resumed.Out "trained 2 steps in this run (6 in total)" "this run's steps"
+            }
+
             test "bench reports medians as JSON" {
                 let _, file, _, _, _ = trained.Value
 
@@ -449,6 +770,7 @@ let tests =
                 Expect.equal r.Code 0 r.Err
                 use doc = JsonDocument.Parse r.Out
                 Expect.isTrue (r.Out.Contains "median") r.Out
+                Expect.stringContains r.Err "im2col" "bench says the convolutions fell back, on stderr"
             }
 
             test "train --init starts from the checkpoint's weights, bit for bit, and a run without it does not" {

@@ -217,6 +217,7 @@ let languageModelTests =
                 Expect.equal
                     { again.Recipes.Head with
                         Span = r.Span
+                        DataSpan = r.DataSpan
                     }
                     r
                     "same recipe"
@@ -248,6 +249,10 @@ let languageModelTests =
                     let trained = CliTests.dsl [ "train"; file; "--out"; run; "--epochs"; "2" ]
                     Expect.equal trained.Code 0 trained.Err
                     Expect.stringContains trained.Out "perplexity" "the evaluation line"
+                    Expect.stringContains trained.Out "rows of 16 tokens" "a corpus is counted in tokens"
+                    Expect.stringContains trained.Out "tokens/s" "throughput in tokens"
+                    Expect.isFalse (trained.Out.Contains "img/s") trained.Out
+                    Expect.isFalse (trained.Out.Contains "images") trained.Out
 
                     let evaluated =
                         CliTests.dsl [ "eval"; file; "--checkpoint"; Path.Combine(run, "checkpoint"); "--json" ]

@@ -168,10 +168,14 @@ let tests =
                                 [ "generate"; file; "--checkpoint"; Path.Combine(dir, "nope"); "--prompt"; "x" ],
                             "nope"
                             generate [ "--prompt"; "" ], "--prompt is empty"
-                            generate [ "--prompt"; "x"; "--temperature"; "-1" ], "--temperature"
                         ] do
                         Expect.equal r.Code 1 (r.Out + r.Err)
                         Expect.stringContains r.Err fragment "says what is wrong"
-                        Expect.isFalse (r.Err.Contains "   at ") "no stack trace")
+                        Expect.isFalse (r.Err.Contains "   at ") "no stack trace"
+
+                    // An option out of its range is bad usage, refused when the line is parsed.
+                    let cold = generate [ "--prompt"; "x"; "--temperature"; "-1" ]
+                    Expect.equal cold.Code 2 (cold.Out + cold.Err)
+                    Expect.stringContains cold.Err "--temperature must be a finite number ≥ 0" "the flag and its range")
             }
         ]

@@ -355,6 +355,7 @@ let private recipeTests =
                 Expect.equal
                     { again.Recipes.Head with
                         Span = r.Span
+                        DataSpan = r.DataSpan
                     }
                     r
                     "same recipe"
@@ -541,7 +542,7 @@ let private taskTests =
                             )
                             |> ignore)
                         (fun e ->
-                            Expect.stringContains e.Message "go up to index 4 but the model has 3 logits" "names both"))
+                            Expect.stringContains e.Message "(5 synsets) but model 'cat' gives logits[3]" "names both"))
             }
         ]
 

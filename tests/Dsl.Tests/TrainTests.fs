@@ -247,6 +247,101 @@ let tests =
                     Directory.Delete(resumedDir, true)
             }
 
+            test "resuming into a changed model is a CheckpointError listing the difference, before any step" {
+                use train = patterns 64 1L
+                let dir = tempDir ()
+
+                // The block's 3×3 convolution made 1×1: same names, one shape differs.
+                let changed =
+                    let g = patternNet ()
+
+                    { g with
+                        Nodes =
+                            g.Nodes
+                            |> List.map (fun n ->
+                                match n.Op with
+                                | Conv c when n.Id = 4 ->
+                                    { n with
+                                        Op =
+                                            Conv
+                                                { c with
+                                                    Kernel = [ 1; 1 ]
+                                                    Padding = [ 0; 0 ]
+                                                }
+                                    }
+                                | _ -> n)
+                        Params =
+                            g.Params
+                            |> List.map (fun p ->
+                                if p.Name = "block.conv.weight" then
+                                    { p with Shape = [ 8; 8; 1; 1 ] }
+                                else
+                                    p)
+                    }
+
+                try
+                    let o = options dir
+                    o.MaxSteps <- Nullable 2L
+                    use first = new GraphModule(patternNet (), 1L)
+                    Trainer(first, o).Train(train) |> ignore
+                    use model = new GraphModule(changed, 1L)
+                    let resumed = options dir
+                    resumed.Resume <- true
+                    let mutable steps = 0
+
+                    let e =
+                        Expect.throwsC
+                            (fun () ->
+                                Trainer(model, resumed).Train(train, null, (fun _ -> steps <- steps + 1))
+                                |> ignore)
+                            id
+
+                    Expect.isTrue (e :? CheckpointError) (e.GetType().Name + ": " + e.Message)
+
+                    Expect.stringContains
+                        e.Message
+                        "block.conv.weight: checkpoint [8, 8, 3, 3], model [8, 8, 1, 1]"
+                        "names the parameter and both shapes"
+
+                    Expect.equal steps 0 "no step ran"
+                finally
+                    Directory.Delete(dir, true)
+            }
+
+            test
+                "labels beyond the logits are a DataError naming both numbers, before any step, in training and in evaluation" {
+                use train = patterns 64 1L
+                let dir = tempDir ()
+
+                try
+                    use model =
+                        new GraphModule(
+                            Dsl.Tests.Support.graph "model few : image[1, 8, 8] -> logits[3] = flatten >> linear 3\n",
+                            1L
+                        )
+
+                    let o = options dir
+                    o.MaxSteps <- Nullable 2L
+                    let mutable steps = 0
+
+                    let e =
+                        Expect.throwsC
+                            (fun () -> Trainer(model, o).Train(train, null, (fun _ -> steps <- steps + 1)) |> ignore)
+                            id
+
+                    Expect.isTrue (e :? DataError) (e.GetType().Name + ": " + e.Message)
+                    Expect.stringContains e.Message "has 4 classes" "the data's classes"
+                    Expect.stringContains e.Message "logits[3]" "the model's logits"
+                    Expect.equal steps 0 "no step ran"
+
+                    let eval =
+                        Expect.throwsC (fun () -> Evaluator.Evaluate(model, train, 16, [||]) |> ignore) id
+
+                    Expect.isTrue (eval :? DataError) (eval.GetType().Name + ": " + eval.Message)
+                finally
+                    Directory.Delete(dir, true)
+            }
+
             test "AdamW matches a hand-computed update" {
                 let lr, b1, b2, eps, wd = 0.1, 0.9, 0.999, 1e-8, 0.5
 

@@ -21,4 +21,35 @@ public sealed class ClassificationTask(LabeledImages train, LabeledImages? test)
 
     public EvalResult? Evaluate(GraphModule model, TrainOptions options) =>
         test is null ? null : Evaluator.Evaluate(model, test, options.EvalBatchSize, options.EvalTransforms);
+
+    public void Check(GraphModule model)
+    {
+        RequireLabelsFit(model, train, "training");
+        if (test is not null)
+        {
+            RequireLabelsFit(model, test, "test");
+        }
+    }
+
+    /// <summary>
+    /// Every label must index the model's logits [B, n]: class k needs n &gt; k. Throws a
+    /// <see cref="DataError"/> naming both numbers otherwise.
+    /// </summary>
+    public static void RequireLabelsFit(GraphModule model, LabeledImages data, string split)
+    {
+        var output = model.Graph.Nodes[model.Graph.Outputs.Head.Item2].Shape;
+        if (data.Count == 0 || output.Length != 2 || output[1] is not Ir.Dim.Known logits)
+        {
+            return;
+        }
+
+        using var largest = data.Labels.max();
+        var classes = Math.Max(largest.item<long>() + 1, data.ClassNames.Count);
+        if (classes > logits.Item)
+        {
+            throw new DataError(
+                $"model '{model.Graph.Name}'",
+                $"the {split} data has {classes} classes (labels 0 to {classes - 1}) but the model gives logits[{logits.Item}]; its head needs {classes} logits");
+        }
+    }
 }

@@ -18,6 +18,7 @@ public static class Evaluator
     public static EvalResult Evaluate(GraphModule model, LabeledImages data, int batchSize, IReadOnlyList<IAugment> evalTransforms)
     {
         ArgumentOutOfRangeException.ThrowIfNegativeOrZero(batchSize);
+        ClassificationTask.RequireLabelsFit(model, data, "test");
         var wasTraining = model.training;
         model.eval();
         // Evaluation transforms are meant to be deterministic; a fixed seed keeps them so anyway.

@@ -22,4 +22,13 @@ public interface ITrainingTask
 
     /// <summary>Metrics on the task's test data, or null when it has none.</summary>
     EvalResult? Evaluate(GraphModule model, TrainOptions options);
+
+    /// <summary>
+    /// Throws a <see cref="Data.DataError"/> when the data cannot train the model (labels beyond
+    /// its logits); the trainer calls it before any step, where libtorch would fail mid-step
+    /// with a native trace.
+    /// </summary>
+    void Check(GraphModule model)
+    {
+    }
 }

@@ -157,13 +157,13 @@ public sealed class ImageTextTask : ITrainingTask
         var output = model.Graph.Nodes[model.Graph.Outputs.Head.Item2].Shape;
         if (output.Length != 2 || output[1] is not Ir.Dim.Known classes)
         {
-            throw new ArgumentException($"catlipLoss needs logits [V] as the model's first output, got {Ir.showShape(output)}");
+            throw new DataError($"model '{model.Graph.Name}'", $"catlipLoss needs logits [V] as the model's first output, got {Ir.showShape(output)}");
         }
 
         var largest = train.SynsetLabels.SelectMany(l => l).DefaultIfEmpty(-1).Max();
         if (largest >= classes.Item)
         {
-            throw new ArgumentException($"the manifest's labels go up to index {largest} but the model has {classes.Item} logits; the head must have one logit per vocabulary synset");
+            throw new DataError("manifest", $"the labels go up to synset {largest} ({largest + 1} synsets) but model '{model.Graph.Name}' gives logits[{classes.Item}]; the head needs one logit per vocabulary synset");
         }
     }
 }

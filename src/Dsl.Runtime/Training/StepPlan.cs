@@ -14,8 +14,10 @@ internal sealed record StepPlan(long StepsPerEpoch, long TotalSteps, long LastSt
         var stepsPerEpoch = (long)(count / options.BatchSize) / options.AccumulationSteps;
         if (stepsPerEpoch == 0)
         {
-            throw new ArgumentException(
-                $"{count} training images do not fill one step of {options.AccumulationSteps} × {options.BatchSize}; lower BatchSize or AccumulationSteps");
+            // Too little data for the train block's batch: the user's to change, not a bug.
+            throw new DataError(
+                "training data",
+                $"{count} examples do not fill one step of {options.AccumulationSteps} × {options.BatchSize}; lower the train block's batch or accumulate");
         }
 
         var totalSteps = stepsPerEpoch * options.Epochs;

@@ -19,7 +19,14 @@ public sealed record TrainProgress(
     double Lr,
     double ImagesPerSecond,
     TimeSpan Eta,
-    EvalResult? Evaluation);
+    EvalResult? Evaluation)
+{
+    /// <summary>
+    /// Whether the step ended an epoch: an evaluation then belongs to the epoch, otherwise
+    /// (TrainOptions.EvalEverySteps) to the step.
+    /// </summary>
+    public bool EndsEpoch { get; init; }
+}
 
 /// <summary>How a <see cref="Trainer.Train"/> call ended.</summary>
 /// <param name="Steps">Optimizer steps done in total, including those before a resume.</param>
@@ -27,4 +34,8 @@ public sealed record TrainProgress(
 /// <param name="FinalLoss">The last step's training loss (NaN when no step ran).</param>
 /// <param name="LastEvaluation">The latest test-set evaluation, if any ran.</param>
 /// <param name="Elapsed">Wall time of this call.</param>
-public sealed record TrainResult(long Steps, int EpochsCompleted, double FinalLoss, EvalResult? LastEvaluation, TimeSpan Elapsed);
+public sealed record TrainResult(long Steps, int EpochsCompleted, double FinalLoss, EvalResult? LastEvaluation, TimeSpan Elapsed)
+{
+    /// <summary>Optimizer steps this call ran: <see cref="Steps"/> less those before a resume.</summary>
+    public long StepsThisRun { get; init; }
+}

@@ -37,6 +37,7 @@ public sealed class Trainer
     /// <summary>As above, for any objective.</summary>
     public TrainResult Train(ITrainingTask task, Action<TrainProgress>? progress = null)
     {
+        task.Check(model);
         var clock = Stopwatch.StartNew();
         var plan = StepPlan.For(options, task.Count);
         Directory.CreateDirectory(options.OutDir);
@@ -66,7 +67,10 @@ public sealed class Trainer
                 var lr = schedule(step);
                 loss = RunStep(step, lr, batches, task, optimizer, augmentGenerator, trainable);
                 var done = step + 1;
-                var report = new TrainProgress(done, plan.LastStep, plan.EpochOf(step), loss, lr, 0, TimeSpan.Zero, null);
+                var report = new TrainProgress(done, plan.LastStep, plan.EpochOf(step), loss, lr, 0, TimeSpan.Zero, null)
+                {
+                    EndsEpoch = done % plan.StepsPerEpoch == 0,
+                };
                 report = WithThroughput(report, clock.Elapsed, done - startStep, plan.ImagesPerStep);
                 if (done % options.LogEvery == 0 || done == plan.LastStep)
                 {
@@ -95,7 +99,10 @@ public sealed class Trainer
                 TrainingCheckpoint.Save(model, options, optimizer, plan, finalStep, loss, lastEvaluation);
             }
 
-            return new TrainResult(finalStep, (int)(finalStep / plan.StepsPerEpoch), loss, lastEvaluation, clock.Elapsed);
+            return new TrainResult(finalStep, (int)(finalStep / plan.StepsPerEpoch), loss, lastEvaluation, clock.Elapsed)
+            {
+                StepsThisRun = finalStep - startStep,
+            };
         }
         finally
         {

@@ -43,23 +43,24 @@ internal static class TrainingCheckpoint
     public static long Restore(GraphModule model, TrainOptions options, IOptimizer optimizer)
     {
         using var loaded = Checkpoint.Load(options.CheckpointDir);
+        // A run folder reused for another model, or a model changed since: the user's mistake,
+        // found before any step and listing every difference.
         if (loaded.Meta.Model != model.Graph.Name)
         {
-            throw new InvalidOperationException($"{options.CheckpointDir}: the checkpoint is of model '{loaded.Meta.Model}', not '{model.Graph.Name}'");
+            throw new CheckpointError(options.CheckpointDir, $"the checkpoint is of model '{loaded.Meta.Model}', not '{model.Graph.Name}'; resume needs the run's own model");
         }
 
-        var expected = model.state_dict().Keys.ToHashSet(StringComparer.Ordinal);
-        var missing = expected.Where(key => !loaded.Weights.ContainsKey(key)).Order(StringComparer.Ordinal).ToList();
-        var unexpected = loaded.Weights.Keys.Where(key => !expected.Contains(key)).Order(StringComparer.Ordinal).ToList();
-        if (missing.Count > 0 || unexpected.Count > 0)
-        {
-            throw new InvalidOperationException(
-                $"{options.CheckpointDir}: the checkpoint's weights do not fit the model " +
-                $"(missing: {string.Join(", ", missing.Take(5))}; unexpected: {string.Join(", ", unexpected.Take(5))})");
-        }
-
+        CheckpointFit.Require(options.CheckpointDir, loaded.Weights, model.state_dict(), model.Graph.Name);
         model.load_state_dict(loaded.Weights, strict: true);
-        optimizer.LoadState(loaded.OptimizerState);
+        try
+        {
+            optimizer.LoadState(loaded.OptimizerState);
+        }
+        catch (ArgumentException e)
+        {
+            throw new CheckpointError(options.CheckpointDir, $"its optimizer state does not fit this run's {options.Optimizer} optimizer ({e.Message}); a changed optimizer cannot resume", e);
+        }
+
         return loaded.Meta.Step;
     }
 
