@@ -29,13 +29,31 @@ let private intOrList fn name (v, span) =
         xs |> List.map (fun x -> asPositiveInt fn name (x, span))
     | _ -> asIntList fn name (v, span)
 
+/// A convolution's padding: "same", "valid", an int, or one entry per axis, each an int (both
+/// sides) or a (before, after) pair (what the printer writes for "same" with an even extent).
 let private padding fn (v, span) =
+    let side x = asInt fn "padding" (x, span)
+
     match v with
+    | VUnit -> Default
     | VStr "same" -> Same
     | VStr "valid" -> Valid
-    | VNum(x, true) when x >= 0.0 -> Explicit [ int x ]
-    | VList xs -> Explicit(xs |> List.map (fun x -> asInt fn "padding" (x, span)))
-    | _ -> errorf span "%s: padding must be \"same\", \"valid\" or a non-negative int, got %s" fn (show v)
+    | VNum(x, true) when x >= 0.0 -> Explicit [ int x, int x ]
+    | VList xs ->
+        xs
+        |> List.map (fun x ->
+            match x with
+            | VTuple [ a; e ] -> side a, side e
+            | x ->
+                let p = side x
+                p, p)
+        |> Explicit
+    | _ ->
+        errorf
+            span
+            "%s: padding must be \"same\", \"valid\", a non-negative int or a list of them per axis, got %s"
+            fn
+            (show v)
 
 let private layerFn name positional optional (make: Map<string, Value * Span> -> Span -> Layer) =
     name, hostFn name positional optional (fun _ args span -> VLayer(make args span))
@@ -47,7 +65,7 @@ let private convFn name dims =
         [
             "k", num 3
             "stride", num 1
-            "padding", str "same"
+            "padding", VUnit
             "groups", num 1
             "dilation", num 1
             "bias", VBool true
