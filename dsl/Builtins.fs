@@ -55,8 +55,20 @@ let private padding fn (v, span) =
             fn
             (show v)
 
+/// A host function making a primitive layer. A layer described inside a language function is
+/// applied later, outside that call: its shape errors are reported in the calls it was made in.
 let private layerFn name positional optional (make: Map<string, Value * Span> -> Span -> Layer) =
-    name, hostFn name positional optional (fun _ args span -> VLayer(make args span))
+    name,
+    hostFn name positional optional (fun ctx args span ->
+        let l = make args span
+
+        match l.Kind, ctx.Calls with
+        | Prim run, (_ :: _ as calls) ->
+            VLayer
+                { l with
+                    Kind = Prim(fun c v -> withCalls calls (fun () -> run c v))
+                }
+        | _ -> VLayer l)
 
 let private convFn name dims =
     layerFn

@@ -111,6 +111,7 @@ let checkSource (file: string) (text: string) : Checked =
                                     "train: unknown model '%s'%s"
                                     t.Model
                                     (didYouMean t.Model (loaded.Models |> List.map (fun m -> m.Name)))
+                            Notes = []
                         }
                 else
                     match attempt (fun () -> Recipe.ofTrainDef t) with
@@ -139,6 +140,7 @@ let checkFile (path: string) : Checked =
                     {
                         Span = { Span.None with File = path }
                         Message = "no such file"
+                        Notes = []
                     }
                 ]
         }

@@ -70,7 +70,14 @@ let rec private loadText
     (text: string)
     : Loaded =
     let program = Parser.parseProgram file text
-    let ctx = { Builder = None; Depth = 0 }
+
+    let ctx =
+        {
+            Builder = None
+            Depth = 0
+            Calls = []
+        }
+
     let mutable env = baseEnv
     let models = ResizeArray<ModelDef>()
     let trains = ResizeArray<TrainDef>()
@@ -99,6 +106,7 @@ let rec private loadText
                     {
                         Span = span
                         Message = sprintf "model '%s' is declared twice" name
+                        Notes = []
                     }
             else
                 models.Add
@@ -183,6 +191,7 @@ let loadFile (path: string) : Loaded =
                     {
                         Span = { Span.None with File = path }
                         Message = "no such file"
+                        Notes = []
                     }
                 ]
         )
@@ -204,7 +213,12 @@ let private inputKind (t: TypeExpr) =
             (didYouMean other [ "image"; "tokens"; "tensor" ])
 
 let private typeDims (env: Env) (t: TypeExpr) =
-    let ctx = { Builder = None; Depth = 0 }
+    let ctx =
+        {
+            Builder = None
+            Depth = 0
+            Calls = []
+        }
 
     t.Dims
     |> List.map (fun e ->
@@ -217,7 +231,13 @@ let private typeDims (env: Env) (t: TypeExpr) =
 
 let elaborateModel (m: ModelDef) : Graph =
     let b = newBuilder ()
-    let ctx = { Builder = Some b; Depth = 0 }
+
+    let ctx =
+        {
+            Builder = Some b
+            Depth = 0
+            Calls = []
+        }
 
     let inputs =
         m.Inputs

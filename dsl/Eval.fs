@@ -20,6 +20,33 @@ type ArgValue =
 /// Deep enough for any sensible model; a runaway recursion stops here with a located error.
 let maxDepth = 400
 
+/// Runs `run` inside the calls `calls` (innermost first): an error it raises that lies in another
+/// file than the outermost call (inside a library the user's file called) gets the calls as notes,
+/// outermost first, so the user sees where their program entered the library. The innermost
+/// handler sees the whole chain and attaches it; errors in the user's own file stay as they are.
+let withCalls (calls: (string * Span) list) (run: unit -> 'a) : 'a =
+    match calls with
+    | [] -> run ()
+    | _ ->
+        try
+            run ()
+        with DslError ds when ds |> List.exists (fun d -> d.Notes.IsEmpty) ->
+            let outer = snd (List.last calls)
+
+            let notes =
+                calls
+                |> List.rev
+                |> List.map (fun (name, s) -> s, sprintf "in the call of %s" name)
+
+            ds
+            |> List.map (fun d ->
+                if d.Notes.IsEmpty && d.Span.File <> outer.File then
+                    { d with Notes = notes }
+                else
+                    d)
+            |> DslError
+            |> raise
+
 let lookup (env: Env) name span =
     match env.TryFind name with
     | Some cell -> cell.Value
@@ -316,7 +343,7 @@ let rec eval (ctx: Ctx) (env: Env) (e: Expr) : Value =
 
         // A saturated function referenced with only named arguments is called with them.
         autoCall ctx (applyArgs ctx fv args s) s
-    | Lambda(ps, body, s) -> closure env "fun" ps body s
+    | Lambda(ps, body, s) -> closure ctx.Calls env "fun" ps body s
     | Let(b, body, _) -> eval ctx (bind ctx env b) body
     | If(c, t, f, s) ->
         match eval ctx env c with
@@ -422,8 +449,10 @@ and evalFields ctx env (fields: (string * Span * Expr) list) =
         | None -> n, eval ctx env fe)
 
 /// A user function: positional parameters, then optional named ones with defaults evaluated in
-/// the defining environment.
-and closure (env: Env) name (ps: Param list) (body: Expr) span : Value =
+/// the defining environment. `origin` is the calls it was made in: an anonymous function made
+/// inside a library function (`residual f = fun x -> …`) runs later, as a layer, outside that
+/// call, and its errors are reported in it.
+and closure origin (env: Env) name (ps: Param list) (body: Expr) span : Value =
     let positional =
         ps
         |> List.choose (function
@@ -451,11 +480,28 @@ and closure (env: Env) name (ps: Param list) (body: Expr) span : Value =
             Positional = positional
             Optional =
                 optional
-                |> List.map (fun (n, d) -> n, (fun () -> eval { Builder = None; Depth = 0 } env d))
+                |> List.map (fun (n, d) ->
+                    n,
+                    (fun () ->
+                        eval
+                            {
+                                Builder = None
+                                Depth = 0
+                                Calls = []
+                            }
+                            env
+                            d))
             Invoke =
-                fun ctx args _ ->
+                fun ctx args callSpan ->
                     let env = args |> Map.fold (fun (e: Env) k (v, _) -> e.Add(k, ref v)) env
-                    eval ctx env body
+
+                    let calls =
+                        match name, origin with
+                        | "fun", [] -> ctx.Calls
+                        | "fun", origin -> origin
+                        | _ -> (name, callSpan) :: ctx.Calls
+
+                    withCalls calls (fun () -> eval { ctx with Calls = calls } env body)
             Given = []
             GivenNamed = Map.empty
         }
@@ -467,5 +513,5 @@ and bind ctx (env: Env) (b: Binding) : Env =
     else
         let cell = ref VUnit
         let env = env.Add(b.Name, cell)
-        cell.Value <- closure env b.Name b.Params b.Body b.Span
+        cell.Value <- closure ctx.Calls env b.Name b.Params b.Body b.Span
         env

@@ -265,7 +265,13 @@ let private schedule (v, span) =
     }
 
 let ofTrainDef (t: TrainDef) : TrainRecipe =
-    let ctx = { Builder = None; Depth = 0 }
+    let ctx =
+        {
+            Builder = None
+            Depth = 0
+            Calls = []
+        }
+
     let seen = System.Collections.Generic.HashSet()
 
     let values =

@@ -22,7 +22,14 @@ type Builder =
         mutable Reuse: bool
     }
 
-type Ctx = { Builder: Builder option; Depth: int }
+type Ctx =
+    {
+        Builder: Builder option
+        Depth: int
+        /// The calls of language functions being evaluated (name, call site), innermost first;
+        /// an error inside a library is reported with them as notes.
+        Calls: (string * Span) list
+    }
 
 type Value =
     | VNum of float * isInt: bool
