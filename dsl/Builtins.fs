@@ -270,11 +270,13 @@ let private combinators =
                 })
         "layer", hostFn "layer" [ "f" ] [] (fun _ a s -> VLayer(asLayer "layer" (fst a["f"]) s))
         "repeat",
-        hostFn "repeat" [ "n"; "layer" ] [] (fun _ a s ->
+        hostFn "repeat" [ "n"; "layer" ] [] (fun ctx a s ->
             let n = asInt "repeat" "n" a["n"]
 
             if n < 0 then
                 errorf (snd a["n"]) "repeat: the count must be non-negative, got %d" n
+
+            checkLength ctx (snd a["n"]) "repeat: a sequence" (int64 n)
 
             let l = asLayer "repeat" (fst a["layer"]) (snd a["layer"])
 
@@ -420,7 +422,13 @@ let private listModule =
                 xs[i])
             "init",
             hostFn "List.init" [ "n"; "f" ] [] (fun ctx a s ->
-                VList(List.init (asInt "List.init" "n" a["n"]) (fun i -> call ctx (fst a["f"]) [ num i ] s)))
+                let n = asInt "List.init" "n" a["n"]
+
+                if n < 0 then
+                    errorf (snd a["n"]) "List.init: the count must be non-negative, got %d" n
+
+                checkLength ctx (snd a["n"]) "List.init: a list" (int64 n)
+                VList(List.init n (fun i -> call ctx (fst a["f"]) [ num i ] s)))
             "zip",
             hostFn "List.zip" [ "a"; "b" ] [] (fun _ a s ->
                 let xs, ys = lst "zip" a["a"], lst "zip" a["b"]
@@ -441,17 +449,20 @@ let private listModule =
                 | [] -> error s "List.last: the list is empty")
             "rev", hostFn "List.rev" [ "list" ] [] (fun _ a _ -> VList(List.rev (lst "rev" a["list"])))
             "concat",
-            hostFn "List.concat" [ "lists" ] [] (fun _ a _ ->
-                VList(
-                    lst "concat" a["lists"]
-                    |> List.collect (fun l -> lst "concat" (l, snd a["lists"]))
-                ))
+            hostFn "List.concat" [ "lists" ] [] (fun ctx a s ->
+                let lists =
+                    lst "concat" a["lists"] |> List.map (fun l -> lst "concat" (l, snd a["lists"]))
+
+                checkLength ctx s "List.concat: a list" (lists |> List.sumBy (fun l -> int64 l.Length))
+                VList(List.concat lists))
             "collect",
             hostFn "List.collect" [ "f"; "list" ] [] (fun ctx a s ->
-                VList(
+                let lists =
                     lst "collect" a["list"]
-                    |> List.collect (fun x -> lst "collect" (call ctx (fst a["f"]) [ x ] s, s))
-                ))
+                    |> List.map (fun x -> lst "collect" (call ctx (fst a["f"]) [ x ] s, s))
+
+                checkLength ctx s "List.collect: a list" (lists |> List.sumBy (fun l -> int64 l.Length))
+                VList(List.concat lists))
             "take", slice "take" List.take
             "skip", slice "skip" List.skip
         ]

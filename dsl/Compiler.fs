@@ -145,7 +145,16 @@ let checkFile (path: string) : Checked =
                 ]
         }
     else
-        checkSource path (System.IO.File.ReadAllText path)
+        match attempt (fun () -> readSourceFile { Span.None with File = path } path path) with
+        | Ok text -> checkSource path text
+        | Error ds ->
+            {
+                File = path
+                Models = []
+                Declared = []
+                Recipes = []
+                Diagnostics = ds
+            }
 
 /// Picks a model by name, or the only/first one; a miss lists what there is.
 let pickModel (c: Checked) (name: string option) : Result<Graph, string> =

@@ -45,7 +45,13 @@ let private sourceLine (span: Span) =
     match sources.TryGetValue span.File with
     | true, lines when span.Start.Line >= 1 && span.Start.Line <= lines.Length -> Some lines[span.Start.Line - 1]
     | _ ->
-        if File.Exists span.File then
+        // Only a located span quotes a line, and only from a plausible source file: a span on
+        // /dev/zero (length 0, endless) or a huge file must not be read to quote it.
+        if
+            span.Start.Line >= 1
+            && File.Exists span.File
+            && (let n = FileInfo(span.File).Length in n > 0L && n <= 4L * 1024L * 1024L)
+        then
             let lines = File.ReadAllLines span.File
 
             if span.Start.Line >= 1 && span.Start.Line <= lines.Length then

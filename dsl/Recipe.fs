@@ -270,6 +270,7 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
             Builder = None
             Depth = 0
             Calls = []
+            Steps = ref 0L
         }
 
     let seen = System.Collections.Generic.HashSet()
