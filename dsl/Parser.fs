@@ -21,7 +21,7 @@ type State =
         Open: int ref
     }
 
-/// The deepest an expression may nest (brackets, applications, operators, `let … in` chains):
+/// The deepest an expression may nest (brackets, applications, operators; not `let` sequences):
 /// far more than any model needs, and little enough that the parser, the evaluator and every
 /// pass over the syntax stay well within the compiler's stack.
 let maxNesting = 1000
@@ -372,18 +372,49 @@ let private binding: P<Binding> =
                 Span = s
             }
 
+/// `let … in body` or `let …` and the body on a new line at the let's column. A sequence of lets
+/// (a printed model has one per node) is parsed in a loop, not by recursion, and does not count
+/// as nesting: the body of a let is at the let's own level.
 let private letExpr: P<Expr> =
-    col
-    >>= fun c ->
-        spanned binding
-        .>>. ((kw "in" >>. expr)
-              <|> (col
-                   >>= fun c2 ->
-                       if c2 = c then
-                           expr
-                       else
-                           fail "the body of the let at the same column"))
-        |>> fun ((b, s), body) -> Let(b, body, s)
+    let separator (c: int64) =
+        (kw "in" >>% ())
+        <|> (col
+             >>= fun c2 ->
+                 if c2 = c then
+                     preturn ()
+                 else
+                     fail "the body of the let at the same column")
+
+    let anotherLet = followedBy (kw "let")
+
+    fun stream ->
+        let bindings = ResizeArray<Binding * Span>()
+        let mutable result: Reply<Expr> option = None
+
+        while result.IsNone do
+            let c = stream.Column
+            let b = spanned binding stream
+
+            if b.Status <> Ok then
+                result <- Some(Reply(b.Status, b.Error))
+            else
+                bindings.Add b.Result
+                let s = separator c stream
+
+                if s.Status <> Ok then
+                    result <- Some(Reply(s.Status, s.Error))
+                elif (anotherLet stream).Status <> Ok then
+                    let body = expr stream
+
+                    result <-
+                        Some(
+                            if body.Status <> Ok then
+                                Reply(body.Status, body.Error)
+                            else
+                                Reply(Seq.foldBack (fun (b, s) acc -> Let(b, acc, s)) bindings body.Result)
+                        )
+
+        result.Value
 
 let private lambda: P<Expr> =
     spanned (kw "fun" >>. many1 paramP .>> op "->" .>>. expr)
@@ -594,8 +625,16 @@ let private checkDepth (roots: Expr list) =
             let s = spanOf e
             nestingError s.File s.Start.Line s.Start.Col
 
-        for c in children e do
-            pending.Push(c, depth + 1)
+        match e with
+        // A let's body is at the let's level (see letExpr).
+        | Let(b, body, _) ->
+            pending.Push(body, depth)
+
+            for c in children (Let(b, Unit b.Span, b.Span)) do
+                pending.Push(c, depth + 1)
+        | _ ->
+            for c in children e do
+                pending.Push(c, depth + 1)
 
 let parseProgram (file: string) (text: string) : Program =
     let decls = run program file text

@@ -56,6 +56,17 @@ let tests =
                         Expect.isLessThan seconds 20.0 "promptly"
             }
 
+            test "a sequence of 100,000 lets (a printed model's form) is not nesting and checks" {
+                let lets =
+                    [ for i in 1..100_000 -> sprintf "    let a%d = a%d\n" i (i - 1) ]
+                    |> String.concat ""
+
+                let src = "let x =\n    let a0 = 1\n" + lets + "    a100000\n"
+                let c, seconds = timed src
+                Expect.isEmpty c.Diagnostics "checks"
+                Expect.isLessThan seconds 30.0 "promptly"
+            }
+
             test "a long operator chain is bounded like nesting" {
                 let src = sprintf "let x = %s\n" (String.replicate 20_000 "1 + " + "1")
                 let d = single (check src)
