@@ -29,16 +29,46 @@ let private intOrList fn name (v, span) =
         xs |> List.map (fun x -> asPositiveInt fn name (x, span))
     | _ -> asIntList fn name (v, span)
 
+/// A convolution's padding: "same", "valid", an int, or one entry per axis, each an int (both
+/// sides) or a (before, after) pair (what the printer writes for "same" with an even extent).
 let private padding fn (v, span) =
+    let side x = asInt fn "padding" (x, span)
+
     match v with
+    | VUnit -> Default
     | VStr "same" -> Same
     | VStr "valid" -> Valid
-    | VNum(x, true) when x >= 0.0 -> Explicit [ int x ]
-    | VList xs -> Explicit(xs |> List.map (fun x -> asInt fn "padding" (x, span)))
-    | _ -> errorf span "%s: padding must be \"same\", \"valid\" or a non-negative int, got %s" fn (show v)
+    | VNum(x, true) when x >= 0.0 -> Explicit [ int x, int x ]
+    | VList xs ->
+        xs
+        |> List.map (fun x ->
+            match x with
+            | VTuple [ a; e ] -> side a, side e
+            | x ->
+                let p = side x
+                p, p)
+        |> Explicit
+    | _ ->
+        errorf
+            span
+            "%s: padding must be \"same\", \"valid\", a non-negative int or a list of them per axis, got %s"
+            fn
+            (show v)
 
+/// A host function making a primitive layer. A layer described inside a language function is
+/// applied later, outside that call: its shape errors are reported in the calls it was made in.
 let private layerFn name positional optional (make: Map<string, Value * Span> -> Span -> Layer) =
-    name, hostFn name positional optional (fun _ args span -> VLayer(make args span))
+    name,
+    hostFn name positional optional (fun ctx args span ->
+        let l = make args span
+
+        match l.Kind, ctx.Calls with
+        | Prim run, (_ :: _ as calls) ->
+            VLayer
+                { l with
+                    Kind = Prim(fun c v -> withCalls calls (fun () -> run c v))
+                }
+        | _ -> VLayer l)
 
 let private convFn name dims =
     layerFn
@@ -47,7 +77,7 @@ let private convFn name dims =
         [
             "k", num 3
             "stride", num 1
-            "padding", str "same"
+            "padding", VUnit
             "groups", num 1
             "dilation", num 1
             "bias", VBool true
@@ -240,11 +270,13 @@ let private combinators =
                 })
         "layer", hostFn "layer" [ "f" ] [] (fun _ a s -> VLayer(asLayer "layer" (fst a["f"]) s))
         "repeat",
-        hostFn "repeat" [ "n"; "layer" ] [] (fun _ a s ->
+        hostFn "repeat" [ "n"; "layer" ] [] (fun ctx a s ->
             let n = asInt "repeat" "n" a["n"]
 
             if n < 0 then
                 errorf (snd a["n"]) "repeat: the count must be non-negative, got %d" n
+
+            checkLength ctx (snd a["n"]) "repeat: a sequence" (int64 n)
 
             let l = asLayer "repeat" (fst a["layer"]) (snd a["layer"])
 
@@ -390,7 +422,13 @@ let private listModule =
                 xs[i])
             "init",
             hostFn "List.init" [ "n"; "f" ] [] (fun ctx a s ->
-                VList(List.init (asInt "List.init" "n" a["n"]) (fun i -> call ctx (fst a["f"]) [ num i ] s)))
+                let n = asInt "List.init" "n" a["n"]
+
+                if n < 0 then
+                    errorf (snd a["n"]) "List.init: the count must be non-negative, got %d" n
+
+                checkLength ctx (snd a["n"]) "List.init: a list" (int64 n)
+                VList(List.init n (fun i -> call ctx (fst a["f"]) [ num i ] s)))
             "zip",
             hostFn "List.zip" [ "a"; "b" ] [] (fun _ a s ->
                 let xs, ys = lst "zip" a["a"], lst "zip" a["b"]
@@ -411,17 +449,20 @@ let private listModule =
                 | [] -> error s "List.last: the list is empty")
             "rev", hostFn "List.rev" [ "list" ] [] (fun _ a _ -> VList(List.rev (lst "rev" a["list"])))
             "concat",
-            hostFn "List.concat" [ "lists" ] [] (fun _ a _ ->
-                VList(
-                    lst "concat" a["lists"]
-                    |> List.collect (fun l -> lst "concat" (l, snd a["lists"]))
-                ))
+            hostFn "List.concat" [ "lists" ] [] (fun ctx a s ->
+                let lists =
+                    lst "concat" a["lists"] |> List.map (fun l -> lst "concat" (l, snd a["lists"]))
+
+                checkLength ctx s "List.concat: a list" (lists |> List.sumBy (fun l -> int64 l.Length))
+                VList(List.concat lists))
             "collect",
             hostFn "List.collect" [ "f"; "list" ] [] (fun ctx a s ->
-                VList(
+                let lists =
                     lst "collect" a["list"]
-                    |> List.collect (fun x -> lst "collect" (call ctx (fst a["f"]) [ x ] s, s))
-                ))
+                    |> List.map (fun x -> lst "collect" (call ctx (fst a["f"]) [ x ] s, s))
+
+                checkLength ctx s "List.collect: a list" (lists |> List.sumBy (fun l -> int64 l.Length))
+                VList(List.concat lists))
             "take", slice "take" List.take
             "skip", slice "skip" List.skip
         ]

@@ -111,6 +111,7 @@ let checkSource (file: string) (text: string) : Checked =
                                     "train: unknown model '%s'%s"
                                     t.Model
                                     (didYouMean t.Model (loaded.Models |> List.map (fun m -> m.Name)))
+                            Notes = []
                         }
                 else
                     match attempt (fun () -> Recipe.ofTrainDef t) with
@@ -144,11 +145,21 @@ let checkFile (path: string) : Checked =
                     {
                         Span = { Span.None with File = path }
                         Message = "no such file"
+                        Notes = []
                     }
                 ]
         }
     else
-        checkSource path (System.IO.File.ReadAllText path)
+        match attempt (fun () -> readSourceFile { Span.None with File = path } path path) with
+        | Ok text -> checkSource path text
+        | Error ds ->
+            {
+                File = path
+                Models = []
+                Declared = []
+                Recipes = []
+                Diagnostics = ds
+            }
 
 /// Picks a model by name, or the only/first one; a miss lists what there is.
 let pickModel (c: Checked) (name: string option) : Result<Graph, string> =

@@ -7,13 +7,29 @@ open System
 open System.IO
 open Dsl.Syntax
 
-type Diagnostic = { Span: Span; Message: string }
+/// Notes follow the error, each located like it: the calls of language functions that led to an
+/// error inside a library, outermost first (`in the call of residual`).
+type Diagnostic =
+    {
+        Span: Span
+        Message: string
+        Notes: (Span * string) list
+    }
 
 /// Raised by a phase that cannot go on; carries one or more located diagnostics.
 exception DslError of Diagnostic list
 
 let error span message =
-    raise (DslError [ { Span = span; Message = message } ])
+    raise (
+        DslError
+            [
+                {
+                    Span = span
+                    Message = message
+                    Notes = []
+                }
+            ]
+    )
 
 let errorf span fmt = Printf.ksprintf (error span) fmt
 
@@ -29,7 +45,13 @@ let private sourceLine (span: Span) =
     match sources.TryGetValue span.File with
     | true, lines when span.Start.Line >= 1 && span.Start.Line <= lines.Length -> Some lines[span.Start.Line - 1]
     | _ ->
-        if File.Exists span.File then
+        // Only a located span quotes a line, and only from a plausible source file: a span on
+        // /dev/zero (length 0, endless) or a huge file must not be read to quote it.
+        if
+            span.Start.Line >= 1
+            && File.Exists span.File
+            && (let n = FileInfo(span.File).Length in n > 0L && n <= 4L * 1024L * 1024L)
+        then
             let lines = File.ReadAllLines span.File
 
             if span.Start.Line >= 1 && span.Start.Line <= lines.Length then
@@ -39,30 +61,35 @@ let private sourceLine (span: Span) =
         else
             None
 
-let format (d: Diagnostic) =
+let private formatAt (kind: string) (span: Span) (message: string) =
     let head =
-        if d.Span.Start.Line = 0 then
-            sprintf "%s: error: %s" d.Span.File d.Message
+        if span.Start.Line = 0 then
+            sprintf "%s: %s: %s" span.File kind message
         else
-            sprintf "%s:%d:%d: error: %s" d.Span.File d.Span.Start.Line d.Span.Start.Col d.Message
+            sprintf "%s:%d:%d: %s: %s" span.File span.Start.Line span.Start.Col kind message
 
-    match sourceLine d.Span with
+    match sourceLine span with
     | Some line ->
         let caretWidth =
-            if d.Span.End.Line = d.Span.Start.Line && d.Span.End.Col > d.Span.Start.Col then
-                d.Span.End.Col - d.Span.Start.Col
+            if span.End.Line = span.Start.Line && span.End.Col > span.Start.Col then
+                span.End.Col - span.Start.Col
             else
                 1
 
-        let pad = String(' ', max 0 (d.Span.Start.Col - 1))
+        let pad = String(' ', max 0 (span.Start.Col - 1))
 
         sprintf
             "%s\n  %s\n  %s%s"
             head
             (line.TrimEnd())
             pad
-            (String('^', max 1 (min caretWidth (line.Length - d.Span.Start.Col + 1))))
+            (String('^', max 1 (min caretWidth (line.Length - span.Start.Col + 1))))
     | None -> head
+
+let format (d: Diagnostic) =
+    formatAt "error" d.Span d.Message
+    :: (d.Notes |> List.map (fun (s, m) -> formatAt "note" s m))
+    |> String.concat "\n"
 
 /// Levenshtein distance, for "did you mean" suggestions.
 let private distance (a: string) (b: string) =

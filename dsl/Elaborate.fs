@@ -62,6 +62,72 @@ let private collect (f: unit -> 'a) : Result<'a, Diagnostic list> =
     with DslError ds ->
         Error ds
 
+
+/// The largest source file the compiler reads: far above any model (the largest printed one,
+/// FastVLM's, is 134 KB), far below what would exhaust memory.
+let maxSourceBytes = 4 * 1024 * 1024
+
+module private Native =
+    /// .NET's own stat (libSystem.Native, what System.IO uses on Unix), which gives the file type.
+    [<System.Runtime.InteropServices.DllImport("libSystem.Native", EntryPoint = "SystemNative_Stat")>]
+    extern int Stat(
+        [<System.Runtime.InteropServices.MarshalAs(System.Runtime.InteropServices.UnmanagedType.LPUTF8Str)>] string path,
+        byte[] status
+    )
+
+/// Whether `path` is a regular file (not a device, FIFO or socket, which .NET's FileInfo does not
+/// tell apart: /dev/zero has length 0 and never ends, and a FIFO blocks its reader): the Mode of
+/// libSystem.Native's FileStatus, its second int32, masked with S_IFMT. None where it is
+/// unavailable (Windows), which leaves the bounded read below as the only guard.
+let private isRegularFile (path: string) =
+    if OperatingSystem.IsWindows() then
+        None
+    else
+        try
+            let status = Array.zeroCreate<byte> 256
+
+            if Native.Stat(path, status) <> 0 then
+                None
+            else
+                Some(BitConverter.ToInt32(status, 4) &&& 0xF000 = 0x8000)
+        with
+        | :? DllNotFoundException
+        | :? EntryPointNotFoundException -> None
+
+/// Reads a source file that exists, or a located error at `span`: not a regular file, or more
+/// than maxSourceBytes (checked on the length, and again while reading, never reading more).
+let readSourceFile (span: Span) (shown: string) (path: string) : string =
+    if isRegularFile path = Some false then
+        errorf span "cannot open '%s': not a regular file" shown
+
+    let tooLarge () =
+        errorf span "cannot open '%s': the file is larger than the limit of %d bytes" shown maxSourceBytes
+
+    if FileInfo(path).Length > int64 maxSourceBytes then
+        tooLarge ()
+
+    use stream =
+        new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.ReadWrite ||| FileShare.Delete)
+
+    use bytes = new MemoryStream()
+    let buffer = Array.zeroCreate<byte> 65536
+    let mutable reading = true
+
+    while reading do
+        let n = stream.Read(buffer, 0, buffer.Length)
+
+        if n = 0 then
+            reading <- false
+        else
+            bytes.Write(buffer, 0, n)
+
+            if bytes.Length > int64 maxSourceBytes then
+                tooLarge ()
+
+    bytes.Position <- 0L
+    use reader = new StreamReader(bytes, Text.Encoding.UTF8, true)
+    reader.ReadToEnd()
+
 let rec private loadText
     (stack: string list)
     (cache: Collections.Generic.Dictionary<string, Loaded>)
@@ -70,7 +136,15 @@ let rec private loadText
     (text: string)
     : Loaded =
     let program = Parser.parseProgram file text
-    let ctx = { Builder = None; Depth = 0 }
+
+    let ctx =
+        {
+            Builder = None
+            Depth = 0
+            Calls = []
+            Steps = ref 0L
+        }
+
     let mutable env = baseEnv
     let models = ResizeArray<ModelDef>()
     let trains = ResizeArray<TrainDef>()
@@ -99,6 +173,7 @@ let rec private loadText
                     {
                         Span = span
                         Message = sprintf "model '%s' is declared twice" name
+                        Notes = []
                     }
             else
                 models.Add
@@ -144,7 +219,7 @@ and private openTarget stack cache (baseEnv: Env) (fromFile: string) (target: st
             if not (File.Exists path) then
                 errorf span "cannot open '%s': no such file (looked for %s)" target path
 
-            path, File.ReadAllText path
+            path, readSourceFile span target path
 
     if stack |> List.contains key then
         let cycle = (key :: stack |> List.rev |> List.skipWhile ((<>) key)) @ [ key ]
@@ -183,11 +258,12 @@ let loadFile (path: string) : Loaded =
                     {
                         Span = { Span.None with File = path }
                         Message = "no such file"
+                        Notes = []
                     }
                 ]
         )
 
-    loadSource path (File.ReadAllText path)
+    loadSource path (readSourceFile { Span.None with File = path } path path)
 
 // ---- models -> graphs -----------------------------------------------------------------------
 
@@ -204,7 +280,13 @@ let private inputKind (t: TypeExpr) =
             (didYouMean other [ "image"; "tokens"; "tensor" ])
 
 let private typeDims (env: Env) (t: TypeExpr) =
-    let ctx = { Builder = None; Depth = 0 }
+    let ctx =
+        {
+            Builder = None
+            Depth = 0
+            Calls = []
+            Steps = ref 0L
+        }
 
     t.Dims
     |> List.map (fun e ->
@@ -217,7 +299,14 @@ let private typeDims (env: Env) (t: TypeExpr) =
 
 let elaborateModel (m: ModelDef) : Graph =
     let b = newBuilder ()
-    let ctx = { Builder = Some b; Depth = 0 }
+
+    let ctx =
+        {
+            Builder = Some b
+            Depth = 0
+            Calls = []
+            Steps = ref 0L
+        }
 
     let inputs =
         m.Inputs

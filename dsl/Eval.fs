@@ -20,6 +20,64 @@ type ArgValue =
 /// Deep enough for any sensible model; a runaway recursion stops here with a located error.
 let maxDepth = 400
 
+/// The evaluation steps (expressions evaluated, plus list items and string characters made) a
+/// file's top-level declarations, or one model, may take: every shipped model takes under
+/// 100,000, and the budget bounds both the time (seconds) and the memory (~100 MB) of a check.
+let maxSteps = 2_000_000L
+
+/// The longest list (a range, `@`, `List.init`, `repeat`, …) or string a program may make.
+let maxListLength = 1_000_000
+
+/// Charges `n` steps; past the budget, a located error naming the function being evaluated.
+let charge (ctx: Ctx) span (n: int64) =
+    ctx.Steps.Value <- ctx.Steps.Value + n
+
+    if ctx.Steps.Value > maxSteps then
+        let inFn =
+            match ctx.Calls with
+            | (name, _) :: _ -> sprintf " (in %s)" name
+            | [] -> ""
+
+        errorf
+            span
+            "evaluation takes more than %d steps%s; is a recursion exponential, or a list far too long?"
+            maxSteps
+            inFn
+
+/// A list or string about to be made with `n` items: at most maxListLength, and charged.
+let checkLength (ctx: Ctx) span (what: string) (n: int64) =
+    if n > int64 maxListLength then
+        errorf span "%s of %d items is longer than the limit of %d" what n maxListLength
+
+    charge ctx span n
+
+/// Runs `run` inside the calls `calls` (innermost first): an error it raises that lies in another
+/// file than the outermost call (inside a library the user's file called) gets the calls as notes,
+/// outermost first, so the user sees where their program entered the library. The innermost
+/// handler sees the whole chain and attaches it; errors in the user's own file stay as they are.
+let withCalls (calls: (string * Span) list) (run: unit -> 'a) : 'a =
+    match calls with
+    | [] -> run ()
+    | _ ->
+        try
+            run ()
+        with DslError ds when ds |> List.exists (fun d -> d.Notes.IsEmpty) ->
+            let outer = snd (List.last calls)
+
+            let notes =
+                calls
+                |> List.rev
+                |> List.map (fun (name, s) -> s, sprintf "in the call of %s" name)
+
+            ds
+            |> List.map (fun d ->
+                if d.Notes.IsEmpty && d.Span.File <> outer.File then
+                    { d with Notes = notes }
+                else
+                    d)
+            |> DslError
+            |> raise
+
 let lookup (env: Env) name span =
     match env.TryFind name with
     | Some cell -> cell.Value
@@ -262,8 +320,12 @@ let binop ctx (o: string) span (a: Value) (b: Value) : Value =
     | "*", VNum _, VNum _ -> numOp "*" (*) true span a b
     | "/", VNum _, VNum _ -> numOp "/" (/) true span a b
     | "%", VNum _, VNum _ -> numOp "%" (fun x y -> x % y) true span a b
-    | "+", VStr x, VStr y -> VStr(x + y)
-    | "@", VList x, VList y -> VList(x @ y)
+    | "+", VStr x, VStr y ->
+        checkLength ctx span "a string" (int64 x.Length + int64 y.Length)
+        VStr(x + y)
+    | "@", VList x, VList y ->
+        checkLength ctx span "a list" (int64 x.Length + int64 y.Length)
+        VList(x @ y)
     | "=", _, _ -> VBool(valuesEqual a b)
     | "<>", _, _ -> VBool(not (valuesEqual a b))
     | ("<" | ">" | "<=" | ">="), VNum(x, _), VNum(y, _) ->
@@ -296,6 +358,8 @@ let autoCall ctx v span =
     | v -> v
 
 let rec eval (ctx: Ctx) (env: Env) (e: Expr) : Value =
+    charge ctx (spanOf e) 1L
+
     match e with
     | Num(x, isInt, _) -> VNum(x, isInt)
     | Str(s, _) -> VStr s
@@ -316,7 +380,7 @@ let rec eval (ctx: Ctx) (env: Env) (e: Expr) : Value =
 
         // A saturated function referenced with only named arguments is called with them.
         autoCall ctx (applyArgs ctx fv args s) s
-    | Lambda(ps, body, s) -> closure env "fun" ps body s
+    | Lambda(ps, body, s) -> closure ctx.Calls env "fun" ps body s
     | Let(b, body, _) -> eval ctx (bind ctx env b) body
     | If(c, t, f, s) ->
         match eval ctx env c with
@@ -340,7 +404,19 @@ let rec eval (ctx: Ctx) (env: Env) (e: Expr) : Value =
         if step = 0 then
             error s "a range step cannot be 0"
 
-        VList([ num a .. step .. num b ] |> List.map (fun i -> VNum(float i, true)))
+        let first, last = num a, num b
+
+        // Counted before it is made: [1 .. 100000000] is an error, not 10 GB.
+        let count =
+            if step > 0 && last >= first then
+                (int64 last - int64 first) / int64 step + 1L
+            elif step < 0 && last <= first then
+                (int64 first - int64 last) / int64 -step + 1L
+            else
+                0L
+
+        checkLength ctx s "a range" count
+        VList([ first..step..last ] |> List.map (fun i -> VNum(float i, true)))
     | Tuple(xs, _) -> VTuple(xs |> List.map (eval ctx env))
     | Record(fields, _) -> VRecord(evalFields ctx env fields)
     | RecordUpdate(baseRecord, fields, s) ->
@@ -422,8 +498,10 @@ and evalFields ctx env (fields: (string * Span * Expr) list) =
         | None -> n, eval ctx env fe)
 
 /// A user function: positional parameters, then optional named ones with defaults evaluated in
-/// the defining environment.
-and closure (env: Env) name (ps: Param list) (body: Expr) span : Value =
+/// the defining environment. `origin` is the calls it was made in: an anonymous function made
+/// inside a library function (`residual f = fun x -> …`) runs later, as a layer, outside that
+/// call, and its errors are reported in it.
+and closure origin (env: Env) name (ps: Param list) (body: Expr) span : Value =
     let positional =
         ps
         |> List.choose (function
@@ -451,11 +529,29 @@ and closure (env: Env) name (ps: Param list) (body: Expr) span : Value =
             Positional = positional
             Optional =
                 optional
-                |> List.map (fun (n, d) -> n, (fun () -> eval { Builder = None; Depth = 0 } env d))
+                |> List.map (fun (n, d) ->
+                    n,
+                    (fun () ->
+                        eval
+                            {
+                                Builder = None
+                                Depth = 0
+                                Calls = []
+                                Steps = ref 0L
+                            }
+                            env
+                            d))
             Invoke =
-                fun ctx args _ ->
+                fun ctx args callSpan ->
                     let env = args |> Map.fold (fun (e: Env) k (v, _) -> e.Add(k, ref v)) env
-                    eval ctx env body
+
+                    let calls =
+                        match name, origin with
+                        | "fun", [] -> ctx.Calls
+                        | "fun", origin -> origin
+                        | _ -> (name, callSpan) :: ctx.Calls
+
+                    withCalls calls (fun () -> eval { ctx with Calls = calls } env body)
             Given = []
             GivenNamed = Map.empty
         }
@@ -467,5 +563,5 @@ and bind ctx (env: Env) (b: Binding) : Env =
     else
         let cell = ref VUnit
         let env = env.Add(b.Name, cell)
-        cell.Value <- closure env b.Name b.Params b.Body b.Span
+        cell.Value <- closure ctx.Calls env b.Name b.Params b.Body b.Span
         env

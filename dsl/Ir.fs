@@ -43,7 +43,11 @@ type ConvAttrs =
         OutChannels: int
         Kernel: int list
         Stride: int list
+        /// Zero padding before each spatial axis (top, left), and after it (bottom, right): they
+        /// differ only for PyTorch's "same" with an even extent d·(k − 1), which puts the extra
+        /// one at the end.
         Padding: int list
+        PaddingEnd: int list
         Dilation: int list
         Groups: int
         Bias: bool

@@ -35,6 +35,12 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         ints w "kernel" c.Kernel
         ints w "stride" c.Stride
         ints w "padding" c.Padding
+
+        // Written only for asymmetric ("same" with an even extent), so other graphs keep their
+        // JSON and checkpoint hash.
+        if c.PaddingEnd <> c.Padding then
+            ints w "paddingEnd" c.PaddingEnd
+
         ints w "dilation" c.Dilation
         w.WriteNumber("groups", c.Groups)
         w.WriteBoolean("bias", c.Bias)

@@ -16,7 +16,15 @@ type State =
         Anchor: int64 * int64
         /// Where the last token ended (before white space), for the end of spans.
         LastEnd: int64 * int64
+        /// How many expressions are open around the current position (shared by every copy of
+        /// the state: it bounds the parser's recursion, not a property of a parse).
+        Open: int ref
     }
+
+/// The deepest an expression may nest (brackets, applications, operators; not `let` sequences):
+/// far more than any model needs, and little enough that the parser, the evaluator and every
+/// pass over the syntax stay well within the compiler's stack.
+let maxNesting = 1000
 
 type P<'a> = Parser<'a, State>
 
@@ -218,14 +226,26 @@ let private stringLit: P<string> =
 
 let private expr, exprRef = createParserForwardedToRef<Expr, State>()
 
+/// The items after a first one at column `c`: each separated by `;` or by starting a new line
+/// at that column; a trailing `;` is allowed.
+let private itemsAfter (c: int64) (first: 'a) (item: P<'a>) : P<'a list> =
+    let one = anchored item
+
+    let sep =
+        attempt (
+            (sym ";" <|> (col >>= fun c2 -> if c2 = c then preturn () else fail "item"))
+            .>> followedBy onside
+        )
+
+    ((sep >>. sepEndBy one sep) <|>% []) .>> optional (sym ";")
+    |>> fun rest -> first :: rest
+
 /// Items of a bracketed block, separated by `;` or by starting a new line at the first item's column.
 let private items (item: P<'a>) : P<'a list> =
     col
     >>= fun c ->
-        let one = anchored item
-        let sep = sym ";" <|> (col >>= fun c2 -> if c2 = c then preturn () else fail "item")
-
-        sepEndBy one (attempt (sep .>> followedBy onside)) .>> optional (sym ";")
+        (anchored item >>= fun first -> itemsAfter c first item) <|>% []
+        .>> optional (sym ";")
 
 let private paramP: P<Param> =
     (spanned ident |>> fun (n, s) -> PVar(n, s))
@@ -241,10 +261,15 @@ let private namedArgs: P<Arg list> =
 let private recordLit: P<Expr> =
     let field = spanned ident .>> op "=" .>>. expr |>> fun ((n, s), e) -> n, s, e
 
-    spanned (
-        sym "{" >>. withOffside 0L (opt (attempt (expr .>> kw "with")) .>>. items field)
-        .>> sym "}"
-    )
+    // `{ name = …` starts the fields; anything else is the record of a copy-and-update. Deciding
+    // by looking ahead two tokens (not by parsing an expression and backtracking) keeps nested
+    // records linear.
+    let body =
+        (followedBy (ident >>. op "=") >>. items field |>> fun fields -> None, fields)
+        <|> (expr .>> kw "with" .>>. items field |>> fun (b, fields) -> Some b, fields)
+        <|>% (None, [])
+
+    spanned (sym "{" >>. withOffside 0L body .>> sym "}")
     |>> function
         | (None, fields), s -> Record(fields, s)
         | (Some baseRecord, fields), s -> RecordUpdate(baseRecord, fields, s)
@@ -255,16 +280,23 @@ let private listLit: P<Expr> =
         .>>. expr
         |>> fun ((v, src), body) -> fun s -> ListComp(v, src, body, s)
 
-    let range =
-        attempt (expr .>> op "..") .>>. expr .>>. opt (op ".." >>. expr)
-        |>> fun ((a, b), c) ->
-            match c with
-            | Some stop -> fun s -> Range(a, stop, Some b, s)
-            | None -> fun s -> Range(a, b, None, s)
+    // The first item is parsed once: `..` after it makes a range, anything else the rest of a
+    // plain list (parsing it as a range's start and backtracking would double the work at
+    // every level of nesting).
+    let rangeOrPlain =
+        col
+        >>= fun c ->
+            (anchored expr
+             >>= fun first ->
+                 (op ".." >>. expr .>>. opt (op ".." >>. expr)
+                  |>> fun (b, stop) ->
+                      match stop with
+                      | Some stop -> fun s -> Range(first, stop, Some b, s)
+                      | None -> fun s -> Range(first, b, None, s))
+                 <|> (itemsAfter c first expr |>> fun xs -> fun s -> ListLit(xs, s)))
+            <|>% (fun s -> ListLit([], s))
 
-    let plain = items expr |>> fun xs -> fun s -> ListLit(xs, s)
-
-    spanned (sym "[" >>. withOffside 0L (comp <|> range <|> plain) .>> sym "]")
+    spanned (sym "[" >>. withOffside 0L (comp <|> rangeOrPlain) .>> sym "]")
     |>> fun (mk, s) -> mk s
 
 let private parenExpr: P<Expr> =
@@ -340,18 +372,49 @@ let private binding: P<Binding> =
                 Span = s
             }
 
+/// `let … in body` or `let …` and the body on a new line at the let's column. A sequence of lets
+/// (a printed model has one per node) is parsed in a loop, not by recursion, and does not count
+/// as nesting: the body of a let is at the let's own level.
 let private letExpr: P<Expr> =
-    col
-    >>= fun c ->
-        spanned binding
-        .>>. ((kw "in" >>. expr)
-              <|> (col
-                   >>= fun c2 ->
-                       if c2 = c then
-                           expr
-                       else
-                           fail "the body of the let at the same column"))
-        |>> fun ((b, s), body) -> Let(b, body, s)
+    let separator (c: int64) =
+        (kw "in" >>% ())
+        <|> (col
+             >>= fun c2 ->
+                 if c2 = c then
+                     preturn ()
+                 else
+                     fail "the body of the let at the same column")
+
+    let anotherLet = followedBy (kw "let")
+
+    fun stream ->
+        let bindings = ResizeArray<Binding * Span>()
+        let mutable result: Reply<Expr> option = None
+
+        while result.IsNone do
+            let c = stream.Column
+            let b = spanned binding stream
+
+            if b.Status <> Ok then
+                result <- Some(Reply(b.Status, b.Error))
+            else
+                bindings.Add b.Result
+                let s = separator c stream
+
+                if s.Status <> Ok then
+                    result <- Some(Reply(s.Status, s.Error))
+                elif (anotherLet stream).Status <> Ok then
+                    let body = expr stream
+
+                    result <-
+                        Some(
+                            if body.Status <> Ok then
+                                Reply(body.Status, body.Error)
+                            else
+                                Reply(Seq.foldBack (fun (b, s) acc -> Let(b, acc, s)) bindings body.Result)
+                        )
+
+        result.Value
 
 let private lambda: P<Expr> =
     spanned (kw "fun" >>. many1 paramP .>> op "->" .>>. expr)
@@ -361,7 +424,34 @@ let private ifExpr: P<Expr> =
     spanned (kw "if" >>. expr .>> kw "then" .>>. expr .>> kw "else" .>>. expr)
     |>> fun (((c, t), e), s) -> If(c, t, e, s)
 
-exprRef.Value <- choice [ letExpr; lambda; ifExpr; pipeLevel ]
+let private nestingError (file: string) (line: int) (col: int) =
+    let p = { Line = line; Col = col }
+
+    errorf
+        {
+            File = file
+            Start = p
+            End = { p with Col = p.Col + 1 }
+        }
+        "expressions nested deeper than %d levels"
+        maxNesting
+
+/// Counts the expressions open around the parser; one nested too deep is a located error at once
+/// (raised, not a parse failure, so no alternative is tried).
+let private nested (p: P<'a>) : P<'a> =
+    fun stream ->
+        let depth = stream.UserState.Open
+        depth.Value <- depth.Value + 1
+
+        try
+            if depth.Value > maxNesting then
+                nestingError stream.UserState.File (int stream.Line) (int stream.Column)
+
+            p stream
+        finally
+            depth.Value <- depth.Value - 1
+
+exprRef.Value <- nested (choice [ letExpr; lambda; ifExpr; pipeLevel ])
 
 let private typeExpr: P<TypeExpr> =
     spanned (ident .>>. (sym "[" >>. withOffside 0L (sepBy expr (sym ",")) .>> sym "]"))
@@ -467,6 +557,7 @@ let private run (parser: P<'a>) (file: string) (text: string) : 'a =
             Offside = 0L
             Anchor = (0L, 0L)
             LastEnd = (1L, 1L)
+            Open = ref 0
         }
 
     match runParserOnString parser state file text with
@@ -486,8 +577,76 @@ let private run (parser: P<'a>) (file: string) (text: string) : 'a =
             }
             (shortMessage msg)
 
+/// The sub-expressions of an expression (default values of parameters included).
+let private children (e: Expr) : Expr list =
+    let defaults (ps: Param list) =
+        ps
+        |> List.choose (function
+            | POpt(_, d, _) -> Some d
+            | PVar _ -> None)
+
+    match e with
+    | App(h, args, _) ->
+        h
+        :: (args
+            |> List.map (function
+                | Positional a -> a
+                | Named(_, a, _) -> a))
+    | Lambda(ps, body, _) -> defaults ps @ [ body ]
+    | Let(b, body, _) -> defaults b.Params @ [ b.Body; body ]
+    | If(c, t, f, _) -> [ c; t; f ]
+    | ListLit(xs, _)
+    | Tuple(xs, _) -> xs
+    | ListComp(_, src, body, _) -> [ src; body ]
+    | Range(a, b, c, _) -> a :: b :: Option.toList c
+    | Record(fields, _) -> fields |> List.map (fun (_, _, x) -> x)
+    | RecordUpdate(r, fields, _) -> r :: (fields |> List.map (fun (_, _, x) -> x))
+    | Field(x, _, _)
+    | Neg(x, _) -> [ x ]
+    | BinOp(_, a, b, _) -> [ a; b ]
+    | Num _
+    | Str _
+    | Bool _
+    | Var _
+    | Unit _ -> []
+
+/// The syntax tree's depth is bounded too: a long operator chain (`a + b + …`) nests without
+/// nesting the parser. Checked with an explicit stack, so the check itself cannot overflow.
+let private checkDepth (roots: Expr list) =
+    let pending = Collections.Generic.Stack<Expr * int>()
+
+    for r in roots do
+        pending.Push(r, 1)
+
+    while pending.Count > 0 do
+        let e, depth = pending.Pop()
+
+        if depth > maxNesting then
+            let s = spanOf e
+            nestingError s.File s.Start.Line s.Start.Col
+
+        match e with
+        // A let's body is at the let's level (see letExpr).
+        | Let(b, body, _) ->
+            pending.Push(body, depth)
+
+            for c in children (Let(b, Unit b.Span, b.Span)) do
+                pending.Push(c, depth + 1)
+        | _ ->
+            for c in children e do
+                pending.Push(c, depth + 1)
+
 let parseProgram (file: string) (text: string) : Program =
-    {
-        File = file
-        Decls = run program file text
-    }
+    let decls = run program file text
+
+    decls
+    |> List.collect (function
+        | DOpen _ -> []
+        | DLet b -> [ Let(b, Unit b.Span, b.Span) ]
+        | DModel(_, inputs, output, body, _) ->
+            body :: (inputs |> List.collect (fun i -> i.Type.Dims))
+            @ (output |> Option.map (fun t -> t.Dims) |> Option.defaultValue [])
+        | DTrain(_, fields, _) -> fields |> List.map (fun (_, _, x) -> x))
+    |> checkDepth
+
+    { File = file; Decls = decls }

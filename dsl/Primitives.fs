@@ -130,9 +130,38 @@ let private primLayer name span run : Layer =
 // ---- layers ---------------------------------------------------------------------------------
 
 type Padding =
+    /// Not given: "same" on every axis whose stride is 1, d·(k − 1)/2 on both sides of a strided
+    /// one (the usual k // 2 of a downsampling convolution, where PyTorch's "same" is undefined).
+    | Default
     | Same
     | Valid
-    | Explicit of int list
+    /// (before, after) per axis, or one pair for every axis.
+    | Explicit of (int * int) list
+
+/// A convolution's or pool's output size along one axis, as PyTorch computes it: the padded
+/// input must hold the kernel's extent d·(k − 1) + 1 at least once (a floor division of a
+/// negative numerator would otherwise truncate towards zero and give size 1).
+let private windows name span n before after kernel dilation stride =
+    let padded = n + before + after
+    let extent = dilation * (kernel - 1) + 1
+
+    if padded < extent then
+        let kernelText =
+            if dilation = 1 then
+                sprintf "the kernel %d" kernel
+            else
+                sprintf "the kernel's extent %d (kernel %d, dilation %d)" extent kernel dilation
+
+        errorf
+            span
+            "%s: output would be empty: input size %d padded by %d + %d is smaller than %s"
+            name
+            n
+            before
+            after
+            kernelText
+
+    (padded - extent) / stride + 1
 
 let conv
     (fixedDims: int option)
@@ -160,7 +189,7 @@ let conv
         | None when dims <> 1 && dims <> 2 -> rankError name span "3-D [B, C, L] or 4-D [B, C, H, W]" t
         | _ -> ()
 
-        let per (xs: int list) what =
+        let per (xs: 'a list) what =
             match xs with
             | [ x ] -> List.replicate dims x
             | xs when xs.Length = dims -> xs
@@ -177,30 +206,41 @@ let conv
         if channels % groups <> 0 then
             errorf span "%s: %d output channels are not divisible by groups = %d" name channels groups
 
+        // PyTorch's "same": d·(k − 1) in total, the odd one at the end.
+        let same k d =
+            let total = d * (k - 1)
+            total / 2, total - total / 2
+
         let pads =
             match padding with
-            | Same -> List.map2 (fun k d -> d * (k - 1) / 2) kernel dilation
-            | Valid -> List.replicate dims 0
-            | Explicit p -> per p "the padding"
+            | Default ->
+                List.map3
+                    (fun k d s -> if s = 1 then same k d else d * (k - 1) / 2, d * (k - 1) / 2)
+                    kernel
+                    dilation
+                    stride
+            | Same ->
+                match stride |> List.tryFind (fun s -> s > 1) with
+                | Some s ->
+                    errorf
+                        span
+                        "%s: padding = \"same\" is not supported with stride %d (PyTorch refuses it for strided convolutions); give the padding as a number"
+                        name
+                        s
+                | None -> List.map2 same kernel dilation
+            | Valid -> List.replicate dims (0, 0)
+            | Explicit p ->
+                let p = per p "the padding"
+
+                match p |> List.tryFind (fun (a, e) -> a < 0 || e < 0) with
+                | Some(a, e) -> errorf span "%s: padding must be non-negative, got %d" name (min a e)
+                | None -> p
 
         let spatial =
             List.init dims (fun i ->
                 match t.Shape[2 + i] with
                 | Sym s -> Sym s
-                | Known n ->
-                    let out = (n + 2 * pads[i] - dilation[i] * (kernel[i] - 1) - 1) / stride[i] + 1
-
-                    if out <= 0 then
-                        errorf
-                            span
-                            "%s: output would be empty: input size %d, kernel %d, padding %d, stride %d"
-                            name
-                            n
-                            kernel[i]
-                            pads[i]
-                            stride[i]
-
-                    Known out)
+                | Known n -> Known(windows name span n (fst pads[i]) (snd pads[i]) kernel[i] dilation[i] stride[i]))
 
         let fanIn = inC / groups * List.fold (*) 1 kernel
 
@@ -220,7 +260,8 @@ let conv
                 OutChannels = channels
                 Kernel = kernel
                 Stride = stride
-                Padding = pads
+                Padding = List.map fst pads
+                PaddingEnd = List.map snd pads
                 Dilation = dilation
                 Groups = groups
                 Bias = bias
@@ -342,6 +383,10 @@ let pool name kind (kernel: int) (stride: int) (padding: int) span =
         if dims <> 1 && dims <> 2 then
             rankError name span "3-D [B, C, L] or 4-D [B, C, H, W]" t
 
+        // PyTorch's max_pool and avg_pool: "pad should be at most half of kernel size".
+        if padding < 0 then
+            errorf span "%s: padding must be non-negative, got %d" name padding
+
         if padding * 2 > kernel then
             errorf span "%s: padding %d is more than half the kernel %d" name padding kernel
 
@@ -352,13 +397,7 @@ let pool name kind (kernel: int) (stride: int) (padding: int) span =
             else
                 match d with
                 | Sym s -> Sym s
-                | Known n ->
-                    let out = (n + 2 * padding - kernel) / stride + 1
-
-                    if out <= 0 then
-                        errorf span "%s: output would be empty: input size %d, kernel %d" name n kernel
-
-                    Known out)
+                | Known n -> Known(windows name span n padding padding kernel 1 stride))
 
     let attrs dims =
         {

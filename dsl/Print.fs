@@ -58,7 +58,12 @@ let private layerExpr (g: Graph) (n: Node) =
                 c.OutChannels
                 (ints c.Kernel)
                 (ints c.Stride)
-                (ints c.Padding)
+                (if c.PaddingEnd = c.Padding then
+                     ints c.Padding
+                 else
+                     List.map2 (sprintf "(%d, %d)") c.Padding c.PaddingEnd
+                     |> String.concat "; "
+                     |> sprintf "[%s]")
                 (ints c.Dilation)
                 c.Groups
                 (bool c.Bias)

@@ -267,7 +267,14 @@ let private schedule (v, span) =
     }
 
 let ofTrainDef (t: TrainDef) : TrainRecipe =
-    let ctx = { Builder = None; Depth = 0 }
+    let ctx =
+        {
+            Builder = None
+            Depth = 0
+            Calls = []
+            Steps = ref 0L
+        }
+
     let seen = System.Collections.Generic.HashSet()
 
     let values =

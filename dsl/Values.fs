@@ -22,7 +22,16 @@ type Builder =
         mutable Reuse: bool
     }
 
-type Ctx = { Builder: Builder option; Depth: int }
+type Ctx =
+    {
+        Builder: Builder option
+        Depth: int
+        /// The calls of language functions being evaluated (name, call site), innermost first;
+        /// an error inside a library is reported with them as notes.
+        Calls: (string * Span) list
+        /// Evaluation steps (and list items made) so far in this declaration; see Eval.maxSteps.
+        Steps: int64 ref
+    }
 
 type Value =
     | VNum of float * isInt: bool

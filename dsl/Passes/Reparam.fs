@@ -45,8 +45,11 @@ type private Term =
         /// None for diagonal (identity-like) terms, which fit any group count.
         Groups: int option
         Kernel: int list
-        /// 2·padding − dilation·(kernel − 1): where the kernel centre reads; must agree to sum.
+        /// 2·padding − dilation·(kernel − 1) before and after each axis: where the kernel centre
+        /// reads and how far the window reaches past it; both must agree to sum (they differ for
+        /// "same" with an even extent, whose extra padding is at the end).
         Offset: int list
+        OffsetEnd: int list
         Weight: int -> int list -> WeightExpr
         Bias: WeightExpr option
         Convs: int list
@@ -102,6 +105,7 @@ let private combine (a: Term) (b: Term) =
         && a.Out = b.Out
         && a.Stride = b.Stride
         && a.Offset = b.Offset
+        && a.OffsetEnd = b.OffsetEnd
         && groupsOk
         && dilationOk
         && even
@@ -117,6 +121,7 @@ let private combine (a: Term) (b: Term) =
                 Groups = Option.orElse b.Groups a.Groups
                 Kernel = kernel
                 Offset = a.Offset
+                OffsetEnd = a.OffsetEnd
                 Weight = fun g k -> sum [ a.Weight g k; b.Weight g k ]
                 Bias =
                     match a.Bias, b.Bias with
@@ -191,6 +196,7 @@ let private once (g: Graph) : (Graph * WeightMap) option =
                     Groups = None
                     Kernel = List.replicate dims 1
                     Offset = List.replicate dims 0
+                    OffsetEnd = List.replicate dims 0
                     Weight = fun g k -> IdentityKernel(c, c / g, k)
                     Bias = None
                     Convs = []
@@ -254,6 +260,8 @@ let private once (g: Graph) : (Graph * WeightMap) option =
                                 Groups = Some c.Groups
                                 Kernel = c.Kernel
                                 Offset = List.map3 (fun p d k -> 2 * p - d * (k - 1)) c.Padding c.Dilation c.Kernel
+                                OffsetEnd =
+                                    List.map3 (fun p d k -> 2 * p - d * (k - 1)) c.PaddingEnd c.Dilation c.Kernel
                                 Weight = fun _ k -> if k = c.Kernel then Old w else Pad(Old w, k)
                                 Bias = bias
                                 Convs = [ n.Id ]
@@ -371,6 +379,9 @@ let private once (g: Graph) : (Graph * WeightMap) option =
                     let padding =
                         List.map3 (fun o d k -> (o + d * (k - 1)) / 2) t.Offset dilation t.Kernel
 
+                    let paddingEnd =
+                        List.map3 (fun o d k -> (o + d * (k - 1)) / 2) t.OffsetEnd dilation t.Kernel
+
                     let fanIn = t.In / groups * numel t.Kernel
                     let w = qualify path "weight"
                     let b = qualify path "bias"
@@ -404,6 +415,7 @@ let private once (g: Graph) : (Graph * WeightMap) option =
                             Kernel = t.Kernel
                             Stride = t.Stride
                             Padding = padding
+                            PaddingEnd = paddingEnd
                             Dilation = dilation
                             Groups = groups
                             Bias = t.Bias.IsSome

@@ -154,4 +154,54 @@ let tests =
                     "format.dsl:1:9: error: unknown name 'undefinedThing'\n  let x = undefinedThing\n          ^^^^^^^^^^^^^^"
                     "format"
             }
+
+            test "an error inside a library function names the user's call, then the library's" {
+                let src =
+                    "let down = conv 8 (stride = 2)\nmodel m : image[1, 28, 28] =\n    conv 8 >> residual down\n"
+
+                let c = Compiler.checkSource "calls.dsl" src
+                let text = c.Diagnostics |> List.exactlyOne |> Diagnostics.format
+
+                Expect.equal
+                    text
+                    ("lib/prelude.dsl:5:29: error: cannot add tensors of shapes [B, 8, 28, 28] and [B, 8, 14, 14]\n"
+                     + "  let residual f = fun x -> x + f x\n"
+                     + "                              ^\n"
+                     + "calls.dsl:3:15: note: in the call of residual\n"
+                     + "      conv 8 >> residual down\n"
+                     + "                ^")
+                    "the library's location, then the call in the user's file"
+            }
+
+            test "a chain of library calls is listed outermost first, innermost last" {
+                let c =
+                    Compiler.checkSource
+                        "chain.dsl"
+                        "open fastvit\nmodel m : image[3, 64, 64] = fastvit { fastvitT8 with dims = [ 48; 96; 190; 384 ] }\n"
+
+                let d = c.Diagnostics |> List.exactlyOne
+                Expect.equal d.Span.File "lib/fastvit.dsl" "the error is in the library"
+                let notes = d.Notes |> List.map (fun (s, m) -> System.IO.Path.GetFileName s.File, m)
+                Expect.equal notes.Head ("chain.dsl", "in the call of fastvit") "the user's call first"
+
+                Expect.equal
+                    (List.last notes)
+                    ("fastvit.dsl", "in the call of branch")
+                    "the innermost library call last"
+
+                Expect.isTrue
+                    (notes |> List.exists (fun (_, m) -> m = "in the call of largeKernelConv"))
+                    "the calls in between"
+            }
+
+            test "an error in the user's own function has no notes" {
+                let c =
+                    Compiler.checkSource
+                        "own.dsl"
+                        "let block c = conv c >> lineer 3\nmodel m : image[1, 8, 8] = block 4\n"
+
+                let d = c.Diagnostics |> List.exactlyOne
+                Expect.equal d.Notes [] "no notes"
+                Expect.isFalse ((Diagnostics.format d).Contains "note:") "unchanged format"
+            }
         ]

@@ -101,6 +101,9 @@ let private languageModels =
         "open fastvit\nmodel m : image[8, 16, 16] = largeKernelConv 8 (k = 5) >> patchEmbed 8 >> repMixer (k = 5)\n"
         "two conv branches, grouped",
         "open fastvit\nmodel m : image[8, 12, 12] = mobileOne 8 (k = 5) (groups = 2) (branches = 2)\n"
+        // "same" with even kernels pads one more at the end; the 2×2 branch sits inside the 4×4.
+        "even kernels with asymmetric \"same\" padding",
+        "model m : image[3, 9, 9] = fun x -> (x |> conv 4 (k = 2) (bias = false) |> batchnorm) + (x |> conv 4 (k = 4) (bias = false) |> batchnorm)\n"
     ]
 
 /// A random stack of library blocks, tracking the channel count.

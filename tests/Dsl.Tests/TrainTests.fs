@@ -26,6 +26,7 @@ let private patternNet () =
                 Kernel = [ 3; 3 ]
                 Stride = [ 1; 1 ]
                 Padding = [ 1; 1 ]
+                PaddingEnd = [ 1; 1 ]
                 Dilation = [ 1; 1 ]
                 Groups = 1
                 Bias = false

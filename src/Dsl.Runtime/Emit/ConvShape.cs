@@ -37,18 +37,35 @@ public sealed record ConvShape(
         && Padding.All(p => p == 0)
         && Spatial.All(size => size == 1);
 
-    /// <summary>The shape of a Conv node whose input has the IR shape <paramref name="input"/> ([B, C, *spatial]).</summary>
+    /// <summary>
+    /// The shape of a Conv node whose input has the IR shape <paramref name="input"/> ([B, C, *spatial]).
+    /// An asymmetric padding is applied before the convolution (LayerKernels.Conv), so its shape is
+    /// the convolution that runs: unpadded, over the padded input.
+    /// </summary>
     public static ConvShape Of(Ir.ConvAttrs attrs, IReadOnlyList<Ir.Dim> input)
     {
         var spatial = input.Skip(2).Select(d => d is Ir.Dim.Known known ? known.Item : UnknownSpatial).ToArray();
+        if (spatial.Length != attrs.Dims)
+        {
+            spatial = Enumerable.Repeat(UnknownSpatial, attrs.Dims).ToArray();
+        }
+
+        var padding = AxisValues.Expand(attrs.Padding, attrs.Dims, 0);
+        var paddingEnd = AxisValues.Expand(attrs.PaddingEnd, attrs.Dims, padding);
+        if (!padding.SequenceEqual(paddingEnd))
+        {
+            spatial = spatial.Select((size, axis) => size + padding[axis] + paddingEnd[axis]).ToArray();
+            padding = new long[attrs.Dims];
+        }
+
         return new ConvShape(
             attrs.InChannels,
             attrs.OutChannels,
             attrs.Kernel.Select(k => (long)k).ToArray(),
             AxisValues.Expand(attrs.Stride, attrs.Dims, 1),
-            AxisValues.Expand(attrs.Padding, attrs.Dims, 0),
+            padding,
             AxisValues.Expand(attrs.Dilation, attrs.Dims, 1),
             attrs.Groups,
-            spatial.Length == attrs.Dims ? spatial : Enumerable.Repeat(UnknownSpatial, attrs.Dims).ToArray());
+            spatial);
     }
 }

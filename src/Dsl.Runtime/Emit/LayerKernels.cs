@@ -1,4 +1,5 @@
 using Dsl;
+using Microsoft.FSharp.Collections;
 using static TorchSharp.torch;
 using F = TorchSharp.torch.nn.functional;
 
@@ -14,8 +15,26 @@ internal static class LayerKernels
         var bias = attrs.Bias ? parameters.Required("bias") : null;
         var stride = AxisValues.Expand(attrs.Stride, attrs.Dims, 1);
         var padding = AxisValues.Expand(attrs.Padding, attrs.Dims, 0);
+        var paddingEnd = AxisValues.Expand(attrs.PaddingEnd, attrs.Dims, padding);
         var dilation = AxisValues.Expand(attrs.Dilation, attrs.Dims, 1);
         long groups = attrs.Groups;
+        if (!padding.SequenceEqual(paddingEnd))
+        {
+            // Asymmetric ("same" with an even extent): TorchSharp's convolutions pad both sides
+            // alike, so pad explicitly (F.pad takes the last axis first) and convolve unpadded,
+            // the convolution ConvShape.Of describes.
+            var sides = Enumerable.Range(0, attrs.Dims).Reverse().SelectMany(axis => new[] { padding[axis], paddingEnd[axis] }).ToArray();
+            var zeros = ListModule.Replicate(attrs.Dims, 0);
+            var unpadded = new Ir.ConvAttrs(
+                attrs.Dims, attrs.InChannels, attrs.OutChannels, attrs.Kernel, attrs.Stride, zeros, zeros, attrs.Dilation, attrs.Groups, attrs.Bias);
+            var inner = Conv(unpadded, parameters);
+            return (x, training) =>
+            {
+                using var padded = F.pad(x[0], sides);
+                return inner([padded], training);
+            };
+        }
+
         // Contiguous NCHW: the layout ConvolutionBackend verified. A permuted view (e.g. after a
         // channel LayerNorm) would otherwise reach oneDNN as channels-last, where some grouped
         // shapes go wrong. For an already contiguous input this is the same tensor.
