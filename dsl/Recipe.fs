@@ -373,6 +373,7 @@ let labelsFit (r: TrainRecipe) (g: Ir.Graph) : Diagnostic list =
                             g.Name
                             logits
                             classes
+                    Notes = []
                 }
             ]
         | _ -> []
