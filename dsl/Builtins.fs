@@ -270,11 +270,16 @@ let private combinators =
                     Span = s
                 })
         "param",
-        hostFn "param" [ "shape" ] [ "init", flt 0.0; "std", flt 0.0 ] (fun ctx a s ->
+        hostFn "param" [ "shape" ] [ "init", flt 0.0; "std", flt 0.0; "name", str "" ] (fun ctx a s ->
             let shape = asIntList "param" "shape" a["shape"]
             let mean = asFloat "param" "init" a["init"]
             let std = asFloat "param" "std" a["std"]
-            freeParam ctx s shape (if std > 0.0 then Normal(mean, std) else Constant mean))
+            let name = asString "param" "name" a["name"]
+
+            if name.Contains '.' then
+                errorf (snd a["name"]) "param: a parameter name must be without '.', got %A" name
+
+            freeParam ctx s shape (if std > 0.0 then Normal(mean, std) else Constant mean) name)
         "concat",
         hostFn "concat" [ "axis"; "tensors" ] [] (fun ctx a s ->
             let ts =

@@ -36,6 +36,7 @@ let newBuilder () =
         Nodes = ResizeArray()
         Params = ResizeArray()
         ParamNames = System.Collections.Generic.HashSet()
+        Scopes = System.Collections.Generic.HashSet()
         Scope = []
         Counters = [ ref 0 ]
         Reuse = false
@@ -71,6 +72,43 @@ let addParam (b: Builder) span local shape init kind dtype =
     elif not (b.ParamNames.Add full) then
         errorf span "two layers would own the parameter '%s'; give one of them another name with `named`" full
     else
+        // The runtime registers each dotted prefix as a module (PyTorch's module tree), so a
+        // name may not also be the prefix of another: `named "up" (fun x -> conv 4 x + param [4])`
+        // would make 'up' both the free parameter and the scope of 'up.0.weight'.
+        let prefixes =
+            let segments = full.Split '.'
+            [ for i in 1 .. segments.Length - 1 -> String.concat "." segments[.. i - 1] ]
+
+        let clash =
+            if b.Scopes.Contains full then
+                let inner = b.Params |> Seq.find (fun p -> p.Name.StartsWith(full + "."))
+                Some(full, inner.Name)
+            else
+                prefixes
+                |> List.tryFind b.ParamNames.Contains
+                |> Option.map (fun leaf -> leaf, full)
+
+        match clash with
+        | Some(leaf, inner) ->
+            let freeLeaf =
+                leaf = full && local = ""
+                || b.Nodes
+                   |> Seq.exists (fun n -> n.Op = Parameter && n.Params.TryFind "value" = Some leaf)
+
+            errorf
+                span
+                "the parameter '%s' would also be the scope of '%s'; a name cannot be both%s"
+                leaf
+                inner
+                (if freeLeaf then
+                     " (a free `param` takes its scope's name: give it its own with `param [...] (name = \"...\")`)"
+                 else
+                     ": give one of them another name with `named`")
+        | None -> ()
+
+        for p in prefixes do
+            b.Scopes.Add p |> ignore
+
         b.Params.Add
             {
                 Name = full
@@ -713,7 +751,21 @@ let selectWhere (ctx: Ctx) span (token: int) (ids: Tensor) (x: Tensor) =
     | [ _; _; _ ], _ -> rankError "selectWhere" span "ids [B, T]" ids
     | _ -> rankError "selectWhere" span "[B, T, D]" x
 
-let freeParam (ctx: Ctx) span (shape: int list) (init: Init) =
+/// A free parameter named by its scope, or by `scope.name` when it is given a name (so that it
+/// can sit beside layers in one scope without also being that scope's name).
+let freeParam (ctx: Ctx) span (shape: int list) (init: Init) (name: string) =
     let b = builderOf ctx span
-    let full = addParam b span "" shape init Trainable Float32
-    addNode b span Parameter [] (shape |> List.map Known) [ "value", full ]
+
+    let make () =
+        let full = addParam b span "" shape init Trainable Float32
+        addNode b span Parameter [] (shape |> List.map Known) [ "value", full ]
+
+    if name = "" then
+        make ()
+    else
+        pushScope b name
+
+        try
+            make ()
+        finally
+            popScope b

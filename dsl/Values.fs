@@ -14,6 +14,9 @@ type Builder =
         Nodes: ResizeArray<Node>
         Params: ResizeArray<ParamSpec>
         ParamNames: HashSet<string>
+        /// Every proper dotted prefix of a name in ParamNames: the container modules the runtime
+        /// registers, which no parameter may also be named (dsl/Primitives.fs addParam).
+        Scopes: HashSet<string>
         /// Path segments, innermost first.
         mutable Scope: string list
         /// Application counters, one per open scope, innermost first.

@@ -112,6 +112,24 @@ let tests =
                     "randomCrop 64 (pad = 4): the crop must keep the data's size 28"
             }
 
+            test "a free parameter that is also the scope of other parameters" {
+                // Either order: the param made first, or the conv's 'up.0.weight' made first.
+                expectError
+                    (model "conv 4 >> named \"up\" (fun x -> conv 4 x + param [4; 1; 1]) >> flatten >> linear 10")
+                    "2:47"
+                    "the parameter 'up' would also be the scope of 'up.0.weight'; a name cannot be both (a free `param` takes its scope's name"
+
+                expectError
+                    (model "conv 4 >> named \"up\" (fun x -> x + param [4; 1; 1] |> conv 4) >> flatten >> linear 10")
+                    "2:59"
+                    "the parameter 'up' would also be the scope of 'up.0.weight'"
+
+                expectError
+                    (model "conv 4 >> at \"0.weight\" (conv 4) >> flatten >> linear 10")
+                    "2:30"
+                    "the parameter '0.weight' would also be the scope of '0.weight.weight'; a name cannot be both: give one of them another name with `named`"
+            }
+
             test "recursion depth" {
                 expectError "let f x = f (x + 1)\nlet y = f 0\n" "1:11" "recursion deeper than 400 calls (in f)"
             }

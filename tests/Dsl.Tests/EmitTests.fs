@@ -189,6 +189,34 @@ let tests =
                     Expect.equal named trainable $"{graph.Name}: named_parameters keys"
             }
 
+            test "models with free parameters beside layers elaborate and build a module" {
+                // Every model that elaborates must emit: its parameter names form PyTorch's module tree.
+                let sources =
+                    [
+                        "model m : image[1, 8, 8] -> logits[10] =\n    conv 4 >> named \"up\" (fun x -> x + param [4; 1; 1]) >> flatten >> linear 10\n"
+                        "model m : image[1, 8, 8] -> logits[10] =\n    conv 4 >> named \"up\" (fun x -> conv 4 x + param [4; 1; 1] (name = \"bias\")) >> flatten >> linear 10\n"
+                        "model m : image[1, 8, 8] -> logits[10] =\n    conv 4 >> named \"up\" (fun x -> x * param [4; 1; 1] (name = \"g\") |> conv 4) >> flatten >> linear 10\n"
+                        "model m (x : image[1, 8, 8]) =\n    { out = x |> conv 4 |> flatten |> linear 3; scale = param [] (init = 2.0) }\n"
+                    ]
+
+                for src in sources do
+                    let graph = Dsl.Tests.Support.graph src
+                    use m = new GraphModule(graph, 1L)
+                    let irNames = graph.Params |> List.map (fun p -> p.Name) |> Set.ofList
+                    Expect.equal (keys (m.state_dict ())) irNames $"state_dict keys of\n{src}"
+                    use x = torch.randn (2L, 1L, 8L, 8L)
+
+                    for y in m.Forward x do
+                        y.Dispose()
+
+                let named =
+                    Dsl.Tests.Support.graph sources[1]
+                    |> fun g -> g.Params |> List.map (fun p -> p.Name)
+
+                Expect.contains named "up.bias" "the named free parameter sits beside up.0"
+                Expect.contains named "up.0.weight" "the conv in the same scope"
+            }
+
             test "buffers keep their IR dtype" {
                 use m = new GraphModule(Graphs.convnet (), 1L)
                 let state = m.state_dict ()
