@@ -161,7 +161,13 @@ let private layers =
                     (asBool "attention" "qkLayerNorm" a["qkLayerNorm"])
                     (asInt "attention" "headDim" a["headDim"])
                     s)
-        layerFn "layerScale" [] [ "init", flt 1e-5 ] (fun a s -> layerScale (asFloat "layerScale" "init" a["init"]) s)
+        layerFn "layerScale" [] [ "init", flt 1e-5; "axis", VUnit ] (fun a s ->
+            let axis =
+                match a["axis"] with
+                | VUnit, _ -> None
+                | v -> Some(asInt "layerScale" "axis" v)
+
+            layerScale (asFloat "layerScale" "init" a["init"]) axis s)
         layerFn "normalize" [] [ "axis", num -1 ] (fun a s -> normalize (asInt "normalize" "axis" a["axis"]) s)
         layerFn "selectToken" [ "index" ] [] (fun a s -> selectToken (asInt "selectToken" "index" a["index"]) s)
         layerFn "narrow" [ "axis"; "start"; "length" ] [] (fun a s ->

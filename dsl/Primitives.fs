@@ -619,23 +619,6 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim 
 
     primLayer "attention" span run
 
-let layerScale (init: float) span : Layer =
-    let run ctx input =
-        let b = builderOf ctx span
-        let t = tensorIn "layerScale" span input
-
-        let axis =
-            match t.Shape.Length with
-            | 4 -> 1
-            | n when n >= 2 -> n - 1
-            | _ -> rankError "layerScale" span "[B, C, H, W] or [B, …, C]" t
-
-        let c = knownDim "layerScale" span "channel axis" t.Shape[axis]
-        let g = trainable b span "gamma" [ c ] (Constant init)
-        addNode b span (LayerScale(c, axis)) [ t ] t.Shape [ g ]
-
-    primLayer "layerScale" span run
-
 let private normAxis name span (t: Tensor) axis =
     let n = t.Shape.Length
     let a = if axis < 0 then n + axis else axis
@@ -644,6 +627,33 @@ let private normAxis name span (t: Tensor) axis =
         errorf span "%s: axis %d is not a non-batch axis of %s" name axis (showShape t.Shape)
 
     a
+
+/// x·γ along one axis: `axis` when given (negative from the end), else the channel axis the
+/// tensor's layout tells (Ir.defaultChannelAxis); a layout nothing tells is an error rather
+/// than a guess, since a guess learns one γ per row of a channels-last image.
+let layerScale (init: float) (axis: int option) span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "layerScale" span input
+
+        let axis =
+            match axis with
+            | Some a -> normAxis "layerScale" span t a
+            | None ->
+                match defaultChannelAxis (fun i -> b.Nodes[i]) t.Node with
+                | Ok a -> a
+                | Error why ->
+                    errorf
+                        span
+                        "layerScale: cannot tell the channel axis of %s: %s; pass it, e.g. `layerScale (axis = -1)` for channels last"
+                        (showShape t.Shape)
+                        why
+
+        let c = knownDim "layerScale" span "channel axis" t.Shape[axis]
+        let g = trainable b span "gamma" [ c ] (Constant init)
+        addNode b span (LayerScale(c, axis)) [ t ] t.Shape [ g ]
+
+    primLayer "layerScale" span run
 
 let normalize axis span =
     let run ctx input =

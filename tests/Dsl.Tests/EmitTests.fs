@@ -217,6 +217,30 @@ let tests =
                 Expect.contains named "up.0.weight" "the conv in the same scope"
             }
 
+            test "layerScale multiplies along its axis on a channels-last tensor" {
+                let graph =
+                    Dsl.Tests.Support.graph
+                        "model m : image[3, 2, 5] = permute [ 0; 2; 3; 1 ] >> layerScale (axis = -1)\n"
+
+                use m = new GraphModule(graph, 1L)
+
+                let gamma =
+                    m.named_parameters ()
+                    |> Seq.pick (fun struct (n, p) -> if n = "1.gamma" then Some p else None)
+
+                do
+                    use _ = torch.no_grad ()
+                    use values = torch.tensor [| 1.0f; 2.0f; 3.0f |]
+                    gamma.copy_ values |> ignore
+
+                use x = torch.randn (2L, 3L, 2L, 5L)
+                use y = m.forward x
+                Expect.equal y.shape [| 2L; 2L; 5L; 3L |] "channels last"
+                use channelsLast = x.permute (0L, 2L, 3L, 1L)
+                use expected = channelsLast * torch.tensor [| 1.0f; 2.0f; 3.0f |]
+                Expect.isLessThanOrEqual (maxAbsDiff y expected) 1e-6 "one gamma per channel of the last axis"
+            }
+
             test "buffers keep their IR dtype" {
                 use m = new GraphModule(Graphs.convnet (), 1L)
                 let state = m.state_dict ()
