@@ -277,7 +277,10 @@ let private combinators =
                 })
         "param",
         hostFn "param" [ "shape" ] [ "init", flt 0.0; "std", flt 0.0; "name", str "" ] (fun ctx a s ->
-            let shape = asIntList "param" "shape" a["shape"]
+            let shape =
+                asList "param" "shape" a["shape"]
+                |> List.map (fun x -> asPositiveInt "param" "shape" (x, snd a["shape"]))
+
             let mean = asFloat "param" "init" a["init"]
             let std = asFloat "param" "std" a["std"]
             let name = asString "param" "name" a["name"]

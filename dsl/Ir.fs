@@ -239,10 +239,25 @@ let showShape (shape: Dim list) =
 
 let numel (shape: int list) = List.fold (*) 1 shape
 
+/// Values in a tensor of this shape, in 64 bits: parameter counts, bytes and MACs are counted
+/// with checked arithmetic, so a size too large for 64 bits fails instead of wrapping.
+let numel64 (shape: int list) =
+    shape |> List.fold (fun acc d -> Checked.(*) acc (int64 d)) 1L
+
+let private sum64 (xs: int64 seq) =
+    Seq.fold (fun a b -> Checked.(+) a b) 0L xs
+
 let paramCount (g: Graph) =
     g.Params
     |> List.filter (fun p -> p.Kind = Trainable)
-    |> List.sumBy (fun p -> int64 (numel p.Shape))
+    |> List.map (fun p -> numel64 p.Shape)
+    |> sum64
+
+/// Bytes of every parameter and buffer, as the runtime allocates them.
+let paramBytes (g: Graph) =
+    g.Params
+    |> List.map (fun p -> Checked.(*) (numel64 p.Shape) (if p.DType = Int64 then 8L else 4L))
+    |> sum64
 
 /// Trainable parameters per node; the parameter table is indexed once for all nodes.
 let nodeParamCounts (g: Graph) : Node -> int64 =
@@ -251,13 +266,17 @@ let nodeParamCounts (g: Graph) : Node -> int64 =
     fun n ->
         n.Params
         |> Map.toList
-        |> List.sumBy (fun (_, full) ->
+        |> List.map (fun (_, full) ->
             match table.TryFind full with
-            | Some p when p.Kind = Trainable -> int64 (numel p.Shape)
+            | Some p when p.Kind = Trainable -> numel64 p.Shape
             | _ -> 0L)
+        |> sum64
 
 /// Multiply-accumulates of one sample through a node (the batch axis excluded).
 let macs (n: Node) =
+    let (*) a b = Checked.(*) a b
+    let (+) a b = Checked.(+) a b
+
     let prod (dims: Dim list) =
         dims
         |> List.tail
@@ -266,7 +285,7 @@ let macs (n: Node) =
     match n.Op with
     | Conv c ->
         let outPerSample = prod n.Shape
-        let kernel = c.Kernel |> List.fold (*) 1 |> int64
+        let kernel = numel64 c.Kernel
         outPerSample * kernel * int64 (c.InChannels / c.Groups)
     | Linear(i, _, _) -> prod n.Shape * int64 i
     | SelfAttention a ->
@@ -276,10 +295,13 @@ let macs (n: Node) =
              | _ -> 1L)
 
         let d = int64 a.Dim
-        let inner = int64 (a.Heads * a.HeadDim)
-        let kv = int64 (a.KvHeads * a.HeadDim)
+        let inner = int64 a.Heads * int64 a.HeadDim
+        let kv = int64 a.KvHeads * int64 a.HeadDim
         t * d * (2L * inner + 2L * kv) + 2L * t * t * inner
     | _ -> 0L
+
+/// MACs of one sample through the whole graph.
+let totalMacs (g: Graph) = g.Nodes |> List.map macs |> sum64
 
 /// Where a tensor keeps its channels, as far as the ops that made it tell: what `layerScale`
 /// needs to pick its axis without being told.

@@ -54,6 +54,22 @@ let addParam (b: Builder) span local shape init kind dtype =
     if full = "" then
         error span "a free parameter needs a name: bind it to a record field or wrap it in `named \"…\"`"
 
+    // Every size reaching a parameter is positive and its count fits 64 bits with room to spare
+    // (counts, bytes and MACs are summed in 64 bits): a size that wrapped around stops here.
+    if shape |> List.exists (fun d -> d <= 0) then
+        errorf
+            span
+            "parameter '%s' would have the shape %s: its sizes must be positive"
+            full
+            (showShape (List.map Known shape))
+
+    if shape |> List.fold (fun acc d -> acc * float d) 1.0 > 2.0 ** 53.0 then
+        errorf
+            span
+            "parameter '%s' of shape %s would hold more than 2^53 values"
+            full
+            (showShape (List.map Known shape))
+
     if b.Reuse then
         match b.Params |> Seq.tryFind (fun p -> p.Name = full) with
         | None ->
@@ -119,6 +135,17 @@ let addParam (b: Builder) span local shape init kind dtype =
             }
 
     full
+
+/// A product of sizes as a dimension: a located error when it does not fit the 32 bits a
+/// dimension has, instead of a wrapped-around size (the product is taken in doubles, exact up
+/// to 2^53, so it cannot wrap itself).
+let dimProduct (l: string) span (what: string) (dims: int list) =
+    let p = dims |> List.fold (fun acc d -> acc * float d) 1.0
+
+    if p > float System.Int32.MaxValue then
+        errorf span "%s: the %s would be %s, more than the 2,147,483,647 a dimension holds" l what (p.ToString "N0")
+
+    List.fold (*) 1 dims
 
 let addNode (b: Builder) span op (inputs: Tensor list) shape (ps: (string * string) list) =
     let id = b.Nodes.Count
@@ -433,7 +460,10 @@ let flatten span =
             let rest = List.tail t.Shape
 
             if rest |> List.forall isKnown then
-                [ t.Shape[0]; Known(rest |> List.map known |> List.fold (*) 1) ]
+                [
+                    t.Shape[0]
+                    Known(rest |> List.map known |> dimProduct "flatten" span "flattened size")
+                ]
             else
                 errorf span "flatten: all axes after the batch must be known, got %s" (showShape t.Shape))
         span
@@ -447,21 +477,30 @@ let reshape (target: int list) span =
             t.Shape
             |> List.tail
             |> List.map (knownDim "reshape" span "input shape")
-            |> List.fold (*) 1
+            |> dimProduct "reshape" span "number of values per sample"
 
         let free = target |> List.filter (fun d -> d = -1) |> List.length
-        let fixedProduct = target |> List.filter (fun d -> d <> -1) |> List.fold (*) 1
+        // In doubles: a target whose product passes 32 bits cannot match the total, nor wrap to it.
+        let product (dims: int list) =
+            dims |> List.fold (fun acc d -> acc * float d) 1.0
+
+        let fixedProduct = target |> List.filter (fun d -> d <> -1) |> product
 
         if free > 1 || target |> List.exists (fun d -> d = 0 || d < -1) then
             errorf span "reshape: the target %A may hold positive sizes and at most one -1" target
 
         let resolved =
-            if free = 1 && fixedProduct > 0 && total % fixedProduct = 0 then
-                target |> List.map (fun d -> if d = -1 then total / fixedProduct else d)
+            if
+                free = 1
+                && fixedProduct > 0.0
+                && fixedProduct <= float total
+                && total % int fixedProduct = 0
+            then
+                target |> List.map (fun d -> if d = -1 then total / int fixedProduct else d)
             else
                 target
 
-        if List.fold (*) 1 resolved <> total then
+        if product resolved <> float total then
             errorf span "reshape: cannot reshape %s (%d values per sample) to %A" (showShape t.Shape) total target
 
         addNode b span (Reshape resolved) [ t ] (t.Shape[0] :: (resolved |> List.map Known)) []
@@ -490,7 +529,8 @@ let imageToTokens span =
         ImageToTokens
         (fun t ->
             match t.Shape with
-            | [ bd; c; Known h; Known w ] -> [ bd; Known(h * w); c ]
+            | [ bd; c; Known h; Known w ] ->
+                [ bd; Known(dimProduct "imageToTokens" span "number of tokens" [ h; w ]); c ]
             | _ -> rankError "imageToTokens" span "[B, C, H, W] with known H and W" t)
         span
 
@@ -745,7 +785,15 @@ let concat (ctx: Ctx) span axis (xs: Tensor list) =
 
         let total =
             xs
-            |> List.sumBy (fun t -> knownDim "concat" span "concatenated axis" t.Shape[a])
+            |> List.sumBy (fun t -> int64 (knownDim "concat" span "concatenated axis" t.Shape[a]))
+
+        if total > int64 System.Int32.MaxValue then
+            errorf
+                span
+                "concat: the concatenated axis would be %s, more than the 2,147,483,647 a dimension holds"
+                (total.ToString "N0")
+
+        let total = int total
 
         let shape = first.Shape |> List.mapi (fun i d -> if i = a then Known total else d)
         addNode b span (Concat a) xs shape []

@@ -58,13 +58,11 @@ let table (g: Graph) =
     t.AddColumn("output") |> ignore
     t.AddColumn(TableColumn("params").RightAligned()) |> ignore
     t.AddColumn(TableColumn("MACs").RightAligned()) |> ignore
-    let mutable totalMacs = 0L
     let paramsOf = nodeParamCounts g
 
     for n in g.Nodes do
         let ps = paramsOf n
         let m = macs n
-        totalMacs <- totalMacs + m
 
         t.AddRow(
             Markup.Escape(if n.Path = "" then "·" else n.Path),
@@ -75,7 +73,7 @@ let table (g: Graph) =
         )
         |> ignore
 
-    t.AddRow("[bold]total[/]", "", "", (paramCount g).ToString("N0"), totalMacs.ToString("N0"))
+    t.AddRow("[bold]total[/]", "", "", (paramCount g).ToString("N0"), (Ir.totalMacs g).ToString("N0"))
     |> ignore
 
     t

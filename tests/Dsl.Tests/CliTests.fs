@@ -132,6 +132,36 @@ let tests =
                 noStackTrace r
             }
 
+            test "a model too large for memory is one located error from every command that builds it" {
+                let dir = tempDir ()
+                let file = Path.Combine(dir, "huge.dsl")
+
+                File.WriteAllText(
+                    file,
+                    "model m : image[1, 28, 28] -> logits[1000000000] =\n    flatten >> linear 1000000000\n\ntrain m {\n    data = fashionMnist\n}\n"
+                )
+
+                let missing = Path.Combine(dir, "none")
+
+                for args in
+                    [
+                        [ "train"; file; "--out"; Path.Combine(dir, "run") ]
+                        [ "eval"; file; "--checkpoint"; missing ]
+                        [ "predict"; "--checkpoint"; missing; file; Path.Combine(dir, "x.png") ]
+                        [ "bench"; file ]
+                    ] do
+                    let r = dsl args
+                    Expect.equal r.Code 1 (sprintf "exit code of %s: %s" args.Head r.Err)
+
+                    Expect.stringContains
+                        r.Err
+                        (file
+                         + ":2:16: error: model m needs 3,140.0 GB of parameters, 3,140.0 GB of them in this linear; this machine has")
+                        args.Head
+
+                    noStackTrace r
+            }
+
             test "a missing file and bad usage are clear" {
                 let r = dsl [ "check"; "/nonexistent/x.dsl" ]
                 Expect.equal r.Code 1 "missing file"

@@ -55,6 +55,25 @@ let tests =
                     "attention: expects a [B, T, D] input, got [B, 1, 8, 3]"
             }
 
+            test "unknown output type, with a suggestion" {
+                expectError
+                    "model m : image[1, 28, 28] -> foo[10] =\n    flatten >> linear 10\n"
+                    "1:31"
+                    "unknown output type 'foo'; outputs are logits[…], tensor[…] or image[C, H, W]"
+
+                expectError
+                    "model m : image[1, 28, 28] -> logit[10] =\n    flatten >> linear 10\n"
+                    "1:31"
+                    "unknown output type 'logit'; did you mean 'logits'?"
+
+                expectError
+                    "model m (x : image[1, 4, 4]) : image[16] =\n    x |> flatten\n"
+                    "1:32"
+                    "an image output has three dimensions [C, H, W], got 1"
+
+                Expect.equal (graph "model m : image[1, 4, 4] -> image[2, 4, 4] = conv 2\n").Name "m" "image outputs"
+            }
+
             test "channel and group divisibility" {
                 expectError
                     "model m : image[3, 8, 8] =\n    conv 32 (groups = 3)\n"
@@ -128,6 +147,43 @@ let tests =
                     (model "conv 4 >> at \"0.weight\" (conv 4) >> flatten >> linear 10")
                     "2:30"
                     "the parameter '0.weight' would also be the scope of '0.weight.weight'; a name cannot be both: give one of them another name with `named`"
+            }
+
+            test "sizes beyond 32 bits and sizes that are not positive" {
+                expectError
+                    (model "conv 99999999999 >> flatten >> linear 10")
+                    "2:10"
+                    "conv: 'channels' must be at most 2,147,483,647, got 99999999999"
+
+                expectError
+                    (model "flatten >> linear 1000000000000")
+                    "2:23"
+                    "linear: 'features' must be at most 2,147,483,647, got 1000000000000"
+
+                expectError
+                    (model "conv 8 (k = 3000000000) >> flatten >> linear 10")
+                    "2:13"
+                    "conv: 'k' must be at most 2,147,483,647"
+
+                expectError
+                    (model "narrow 1 (-3000000000) 2")
+                    "2:15"
+                    "narrow: argument 'start' must be an int from -2,147,483,648 to 2,147,483,647"
+
+                expectError
+                    "model m : image[1, 3000000000, 1] = flatten\n"
+                    "1:20"
+                    "a dimension must be a positive int (at most 2,147,483,647) or a name, got 3000000000"
+
+                expectError
+                    "model m : image[100000, 100000, 1000] =\n    flatten >> linear 10\n"
+                    "2:5"
+                    "flatten: the flattened size would be 10,000,000,000,000, more than the 2,147,483,647 a dimension holds"
+
+                expectError
+                    "model m (x : image[1, 4, 4]) = { p = param [ 4; -1 ] }\n"
+                    "1:44"
+                    "param: 'shape' must be positive, got -1"
             }
 
             test "recursion depth" {

@@ -146,6 +146,19 @@ let tests =
                 Expect.equal (IrJson.write false g) (expected.TrimEnd().Replace("\r\n", "\n")) "golden"
             }
 
+            test "parameter counts, bytes and MACs are 64-bit" {
+                // 785 billion parameters: only elaborated, never allocated.
+                let g = graph "model m : image[1, 28, 28] =\n    flatten >> linear 1000000000\n"
+                Expect.equal (paramCount g) 785_000_000_000L "784·10⁹ weights + 10⁹ biases"
+                Expect.equal (paramBytes g) 3_140_000_000_000L "float32"
+                Expect.equal (totalMacs g) 784_000_000_000L "MACs"
+
+                let c =
+                    graph "model m : image[1, 8, 8] =\n    conv 1000000000 (k = 3) >> globalAvgPool\n"
+
+                Expect.equal (paramCount c) 10_000_000_000L "9·10⁹ weights + 10⁹ biases"
+            }
+
             test "layerScale takes the channel axis from the layout, or from axis" {
                 let axisOf (g: Graph) =
                     g.Nodes

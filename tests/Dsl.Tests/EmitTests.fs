@@ -241,6 +241,27 @@ let tests =
                 Expect.isLessThanOrEqual (maxAbsDiff y expected) 1e-6 "one gamma per channel of the last axis"
             }
 
+            test "a model too large for memory is an error with its size before any tensor is allocated" {
+                let graph =
+                    Dsl.Tests.Support.graph "model m : image[1, 28, 28] =\n    flatten >> linear 1000000000\n"
+
+                let error =
+                    Expect.throwsC (fun () -> ModelTooLargeError.Check(graph, 24e9)) (fun e -> e :?> ModelTooLargeError)
+
+                Expect.equal
+                    error.Message
+                    "model m needs 3,140.0 GB of parameters, 3,140.0 GB of them in this linear; this machine has 24.0 GB"
+                    "size, largest layer and memory"
+
+                Expect.equal (error.Span.Start.Line, error.Span.Start.Col) (2, 16) "located at the linear"
+
+                Expect.throwsT<ModelTooLargeError>
+                    (fun () -> new GraphModule(graph, 0L) |> ignore)
+                    "refused by the module"
+
+                ModelTooLargeError.Check(Graphs.convnet (), 24e9)
+            }
+
             test "buffers keep their IR dtype" {
                 use m = new GraphModule(Graphs.convnet (), 1L)
                 let state = m.state_dict ()
