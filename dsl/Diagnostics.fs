@@ -7,13 +7,38 @@ open System
 open System.IO
 open Dsl.Syntax
 
-type Diagnostic = { Span: Span; Message: string }
+/// An error stops the command (exit 1); a warning is printed and the command goes on.
+[<RequireQualifiedAccess>]
+type Severity =
+    | Error
+    | Warning
+
+type Diagnostic =
+    {
+        Span: Span
+        Message: string
+        Severity: Severity
+    }
 
 /// Raised by a phase that cannot go on; carries one or more located diagnostics.
 exception DslError of Diagnostic list
 
+let diagnostic span message =
+    {
+        Span = span
+        Message = message
+        Severity = Severity.Error
+    }
+
+let warning span message =
+    {
+        Span = span
+        Message = message
+        Severity = Severity.Warning
+    }
+
 let error span message =
-    raise (DslError [ { Span = span; Message = message } ])
+    raise (DslError [ diagnostic span message ])
 
 let errorf span fmt = Printf.ksprintf (error span) fmt
 
@@ -40,11 +65,16 @@ let private sourceLine (span: Span) =
             None
 
 let format (d: Diagnostic) =
+    let severity =
+        match d.Severity with
+        | Severity.Error -> "error"
+        | Severity.Warning -> "warning"
+
     let head =
         if d.Span.Start.Line = 0 then
-            sprintf "%s: error: %s" d.Span.File d.Message
+            sprintf "%s: %s: %s" d.Span.File severity d.Message
         else
-            sprintf "%s:%d:%d: error: %s" d.Span.File d.Span.Start.Line d.Span.Start.Col d.Message
+            sprintf "%s:%d:%d: %s: %s" d.Span.File d.Span.Start.Line d.Span.Start.Col severity d.Message
 
     match sourceLine d.Span with
     | Some line ->

@@ -95,11 +95,7 @@ let rec private loadText
                 env <- env.Add(b.Name, ref VError)
         | DModel(name, inputs, output, body, span) ->
             if models |> Seq.exists (fun m -> m.Name = name && m.Span.File = file) then
-                diags.Add
-                    {
-                        Span = span
-                        Message = sprintf "model '%s' is declared twice" name
-                    }
+                diags.Add(diagnostic span (sprintf "model '%s' is declared twice" name))
             else
                 models.Add
                     {
@@ -177,15 +173,7 @@ let loadSource (file: string) (text: string) : Loaded =
 
 let loadFile (path: string) : Loaded =
     if not (File.Exists path) then
-        raise (
-            DslError
-                [
-                    {
-                        Span = { Span.None with File = path }
-                        Message = "no such file"
-                    }
-                ]
-        )
+        raise (DslError [ diagnostic { Span.None with File = path } "no such file" ])
 
     loadSource path (File.ReadAllText path)
 

@@ -27,7 +27,8 @@ let private run (args: ParseResults<DslArgs>) =
 let rec private userMessage (e: exn) =
     match e with
     | UserError msg -> Some msg
-    | :? Dsl.Runtime.Emit.ModelTooLargeError as e -> Some(Dsl.Diagnostics.format { Span = e.Span; Message = e.Message })
+    | :? Dsl.Runtime.Emit.ModelTooLargeError as e ->
+        Some(Dsl.Diagnostics.format (Dsl.Diagnostics.diagnostic e.Span e.Message))
     | :? Dsl.Runtime.Data.DataError
     | :? Dsl.Runtime.Checkpoints.CheckpointError
     | :? Dsl.Runtime.Emit.ShapeMismatchError

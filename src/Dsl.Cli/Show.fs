@@ -12,6 +12,9 @@ let check (args: ParseResults<CheckArgs>) =
     let path = args.GetResult CheckArgs.File
     let c = checkedOrExit path
 
+    for w in c.Warnings do
+        eprintfn "%s" (Dsl.Diagnostics.format w)
+
     for name, g in c.Models do
         printfn
             "model %s: %d layers, %s parameters"

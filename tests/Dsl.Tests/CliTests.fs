@@ -162,6 +162,27 @@ let tests =
                     noStackTrace r
             }
 
+            test "a file that declares no model: check warns, commands that need one fail at line 1" {
+                let dir = tempDir ()
+                let file = Path.Combine(dir, "empty.dsl")
+                File.WriteAllText(file, "let width = 8\n")
+                let c = dsl [ "check"; file ]
+                Expect.equal c.Code 0 c.Err
+                Expect.stringContains c.Err (file + ":1:1: warning: " + file + " declares no model") "warning"
+
+                for args in
+                    [
+                        [ "show"; file ]
+                        [ "train"; file ]
+                        [ "eval"; file; "--checkpoint"; dir ]
+                        [ "bench"; file ]
+                    ] do
+                    let r = dsl args
+                    Expect.equal r.Code 1 (sprintf "exit code of %s: %s" args.Head r.Err)
+                    Expect.stringContains r.Err (file + ":1:1: error: " + file + " declares no model") args.Head
+                    noStackTrace r
+            }
+
             test "a missing file and bad usage are clear" {
                 let r = dsl [ "check"; "/nonexistent/x.dsl" ]
                 Expect.equal r.Code 1 "missing file"

@@ -219,6 +219,31 @@ let tests =
                 Expect.equal es.Length 3 "one per broken declaration"
             }
 
+            test "a file that declares no model checks with a warning; picking a model from it is an error" {
+                for text in [ ""; "let x = 1\n" ] do
+                    let c = Compiler.checkSource "nomodel.dsl" text
+                    Expect.isEmpty c.Diagnostics "no error"
+                    let w = Expect.wantSome (List.tryExactlyOne c.Warnings) "one warning"
+                    Expect.equal w.Severity Diagnostics.Severity.Warning "a warning"
+
+                    Expect.stringStarts
+                        (Diagnostics.format w)
+                        "nomodel.dsl:1:1: warning: nomodel.dsl declares no model\n"
+                        "located at line 1"
+
+                    match Compiler.pickModel c None with
+                    | Error msg ->
+                        Expect.stringStarts msg "nomodel.dsl:1:1: error: nomodel.dsl declares no model\n" "error"
+                    | Ok _ -> failtest "no model to pick"
+
+                let some =
+                    Compiler.checkSource "somemodel.dsl" "model m : image[1, 4, 4] = flatten\n"
+
+                Expect.isEmpty some.Warnings "a file with a model has no warning"
+                let broken = Compiler.checkSource "broken.dsl" "model m : image[1, 4, 4] = flaten\n"
+                Expect.isEmpty broken.Warnings "a declared model that fails has its error, no warning"
+            }
+
             test "formatted with the source line and a caret" {
                 let c = Compiler.checkSource "format.dsl" "let x = undefinedThing\n"
                 let text = Diagnostics.format c.Diagnostics.Head
