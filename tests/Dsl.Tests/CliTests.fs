@@ -183,6 +183,23 @@ let tests =
                     noStackTrace r
             }
 
+            test "check and show count parameters and MACs beyond 32 bits" {
+                let dir = tempDir ()
+                let big = Path.Combine(dir, "big.dsl")
+                File.WriteAllText(big, "model m : image[1, 28, 28] =\n    flatten >> linear 1000000000\n")
+                let c = dsl [ "check"; big ]
+                Expect.equal c.Code 0 c.Err
+                Expect.stringContains c.Out "model m: 2 layers, 785,000,000,000 parameters" "64-bit count"
+                let huge = Path.Combine(dir, "huge.dsl")
+
+                File.WriteAllText(huge, "model m : image[1, 40000, 40000] =\n    conv 1000000000 >> globalAvgPool\n")
+
+                let s = dsl [ "show"; huge ]
+                Expect.equal s.Code 0 s.Err
+                Expect.stringContains s.Out "> 9.2e18" "MACs past 64 bits are shown as such"
+                noStackTrace s
+            }
+
             test "a missing file and bad usage are clear" {
                 let r = dsl [ "check"; "/nonexistent/x.dsl" ]
                 Expect.equal r.Code 1 "missing file"

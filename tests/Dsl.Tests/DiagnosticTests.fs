@@ -186,6 +186,13 @@ let tests =
                     "param: 'shape' must be positive, got -1"
             }
 
+            test "layerScale on a tensor whose channel axis nothing tells" {
+                expectError
+                    (model "reshape [ 28; 28; 1 ] >> layerScale >> flatten >> linear 10")
+                    "2:30"
+                    "layerScale: cannot tell the channel axis of [B, 28, 28, 1]: its axes come from a reshape; pass it, e.g. `layerScale (axis = -1)` for channels last"
+            }
+
             test "recursion depth" {
                 expectError "let f x = f (x + 1)\nlet y = f 0\n" "1:11" "recursion deeper than 400 calls (in f)"
             }
