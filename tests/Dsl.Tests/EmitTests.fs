@@ -255,6 +255,21 @@ let tests =
 
                 Expect.equal (error.Span.Start.Line, error.Span.Start.Col) (2, 16) "located at the linear"
 
+                let small =
+                    Dsl.Tests.Support.graph "model m : image[1, 28, 28] =\n    flatten >> linear 1000\n"
+
+                // 785,000 weights = 3.14 MB, four times over for AdamW.
+                ModelTooLargeError.Check(small, 4e6)
+
+                let training =
+                    Expect.throwsC (fun () -> ModelTooLargeError.Check(small, 4e6, 4, "AdamW's two moments")) (fun e ->
+                        e :?> ModelTooLargeError)
+
+                Expect.equal
+                    training.Message
+                    "model m needs 12.6 MB to train (its parameters, their gradients and AdamW's two moments), 12.6 MB of them in this linear; this machine has 4.0 MB"
+                    "training counts gradients and optimizer state"
+
                 Expect.throwsT<ModelTooLargeError>
                     (fun () -> new GraphModule(graph, 0L) |> ignore)
                     "refused by the module"

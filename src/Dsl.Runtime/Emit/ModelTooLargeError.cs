@@ -32,12 +32,20 @@ public sealed class ModelTooLargeError : Exception
     public static double AvailableBytes() => GC.GetGCMemoryInfo().TotalAvailableMemoryBytes;
 
     /// <summary>Throws when the graph's parameters and buffers exceed <paramref name="available"/> bytes.</summary>
-    public static void Check(Ir.Graph graph, double available)
+    public static void Check(Ir.Graph graph, double available) => Check(graph, available, copies: 1, state: null);
+
+    /// <summary>
+    /// Throws when training needs more than <paramref name="available"/> bytes for the weights
+    /// alone: each trainable parameter held <paramref name="copies"/> times (itself, its gradient
+    /// and the optimizer's <paramref name="state"/>), buffers once. Activations come on top, so
+    /// this refuses only what cannot fit at all.
+    /// </summary>
+    public static void Check(Ir.Graph graph, double available, int copies, string? state)
     {
         // Doubles: a size too large for 64 bits is still only too large.
         var bytesByName = graph.Params.ToDictionary(
             spec => spec.Name,
-            spec => spec.Shape.Aggregate(spec.DType.IsInt64 ? 8.0 : 4.0, (bytes, size) => bytes * size),
+            spec => spec.Shape.Aggregate(spec.DType.IsInt64 ? 8.0 : 4.0, (bytes, size) => bytes * size) * (spec.Kind.IsTrainable ? copies : 1),
             StringComparer.Ordinal);
         var total = bytesByName.Values.Sum();
         if (total <= available)
@@ -52,12 +60,13 @@ public sealed class ModelTooLargeError : Exception
             .ToList()
             .MaxBy(entry => entry.bytes);
         var op = Ir.opKind(largest.node.Op);
+        var what = state is null ? "of parameters" : $"to train (its parameters, their gradients and {state})";
         throw new ModelTooLargeError(
-            $"model {graph.Name} needs {Gigabytes(total)} of parameters, {Gigabytes(largest.bytes)} of them in this {op}; this machine has {Gigabytes(available)}",
+            $"model {graph.Name} needs {Size(total)} {what}, {Size(largest.bytes)} of them in this {op}; this machine has {Size(available)}",
             largest.node.Span,
             total,
             available);
     }
 
-    private static string Gigabytes(double bytes) => $"{bytes / 1e9:N1} GB";
+    private static string Size(double bytes) => bytes >= 1e9 ? $"{bytes / 1e9:N1} GB" : $"{bytes / 1e6:N1} MB";
 }
