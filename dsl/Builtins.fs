@@ -191,7 +191,13 @@ let private layers =
                     (asBool "attention" "qkLayerNorm" a["qkLayerNorm"])
                     (asInt "attention" "headDim" a["headDim"])
                     s)
-        layerFn "layerScale" [] [ "init", flt 1e-5 ] (fun a s -> layerScale (asFloat "layerScale" "init" a["init"]) s)
+        layerFn "layerScale" [] [ "init", flt 1e-5; "axis", VUnit ] (fun a s ->
+            let axis =
+                match a["axis"] with
+                | VUnit, _ -> None
+                | v -> Some(asInt "layerScale" "axis" v)
+
+            layerScale (asFloat "layerScale" "init" a["init"]) axis s)
         layerFn "normalize" [] [ "axis", num -1 ] (fun a s -> normalize (asInt "normalize" "axis" a["axis"]) s)
         layerFn "selectToken" [ "index" ] [] (fun a s -> selectToken (asInt "selectToken" "index" a["index"]) s)
         layerFn "narrow" [ "axis"; "start"; "length" ] [] (fun a s ->
@@ -302,11 +308,19 @@ let private combinators =
                     Span = s
                 })
         "param",
-        hostFn "param" [ "shape" ] [ "init", flt 0.0; "std", flt 0.0 ] (fun ctx a s ->
-            let shape = asIntList "param" "shape" a["shape"]
+        hostFn "param" [ "shape" ] [ "init", flt 0.0; "std", flt 0.0; "name", str "" ] (fun ctx a s ->
+            let shape =
+                asList "param" "shape" a["shape"]
+                |> List.map (fun x -> asPositiveInt "param" "shape" (x, snd a["shape"]))
+
             let mean = asFloat "param" "init" a["init"]
             let std = asFloat "param" "std" a["std"]
-            freeParam ctx s shape (if std > 0.0 then Normal(mean, std) else Constant mean))
+            let name = asString "param" "name" a["name"]
+
+            if name.Contains '.' then
+                errorf (snd a["name"]) "param: a parameter name must be without '.', got %A" name
+
+            freeParam ctx s shape (if std > 0.0 then Normal(mean, std) else Constant mean) name)
         "concat",
         hostFn "concat" [ "axis"; "tensors" ] [] (fun ctx a s ->
             let ts =

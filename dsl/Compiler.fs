@@ -16,8 +16,21 @@ type Checked =
         /// The models declared as transforms of earlier ones (`subclone parent (…)`).
         Declared: (string * Declared.Declared) list
         Recipes: Recipe.TrainRecipe list
+        /// Errors only: a file checks when this is empty.
         Diagnostics: Diagnostic list
+        /// What `dsl check` reports without failing (a file that declares no model).
+        Warnings: Diagnostic list
     }
+
+/// Line 1 of the file: where a mistake about the whole file is shown.
+let private wholeFile (file: string) =
+    { Span.None with
+        File = file
+        Start = { Line = 1; Col = 1 }
+        End = { Line = 1; Col = 1 }
+    }
+
+let private noModel (file: string) = sprintf "%s declares no model" file
 
 let private onLargeStack (f: unit -> 'a) : 'a =
     let mutable result = Unchecked.defaultof<'a>
@@ -58,6 +71,7 @@ let checkSource (file: string) (text: string) : Checked =
                 Declared = []
                 Recipes = []
                 Diagnostics = ds
+                Warnings = []
             }
         | Ok loaded ->
             let diags = ResizeArray(loaded.Diagnostics)
@@ -103,16 +117,14 @@ let checkSource (file: string) (text: string) : Checked =
 
             for t in loaded.Trains do
                 if not (loaded.Models |> List.exists (fun m -> m.Name = t.Model)) then
-                    diags.Add
-                        {
-                            Span = t.Span
-                            Message =
-                                sprintf
-                                    "train: unknown model '%s'%s"
-                                    t.Model
-                                    (didYouMean t.Model (loaded.Models |> List.map (fun m -> m.Name)))
-                            Notes = []
-                        }
+                    diags.Add(
+                        diagnostic
+                            t.Span
+                            (sprintf
+                                "train: unknown model '%s'%s"
+                                t.Model
+                                (didYouMean t.Model (loaded.Models |> List.map (fun m -> m.Name))))
+                    )
                 else
                     match attempt (fun () -> Recipe.ofTrainDef t) with
                     | Ok r ->
@@ -131,6 +143,12 @@ let checkSource (file: string) (text: string) : Checked =
                 // A library file opened twice, or a failed definition used in several places,
                 // reports the same error more than once: each is worth reading once.
                 Diagnostics = List.ofSeq diags |> List.distinct
+                // Only when none is declared at all: a declared model that failed has its error.
+                Warnings =
+                    if loaded.Models.IsEmpty then
+                        [ warning (wholeFile file) (noModel file) ]
+                    else
+                        []
             })
 
 let checkFile (path: string) : Checked =
@@ -140,14 +158,8 @@ let checkFile (path: string) : Checked =
             Models = []
             Declared = []
             Recipes = []
-            Diagnostics =
-                [
-                    {
-                        Span = { Span.None with File = path }
-                        Message = "no such file"
-                        Notes = []
-                    }
-                ]
+            Diagnostics = [ diagnostic { Span.None with File = path } "no such file" ]
+            Warnings = []
         }
     else
         match attempt (fun () -> readSourceFile { Span.None with File = path } path path) with
@@ -159,12 +171,13 @@ let checkFile (path: string) : Checked =
                 Declared = []
                 Recipes = []
                 Diagnostics = ds
+                Warnings = []
             }
 
 /// Picks a model by name, or the only/first one; a miss lists what there is.
 let pickModel (c: Checked) (name: string option) : Result<Graph, string> =
     match name, c.Models with
-    | _, [] -> Error(sprintf "%s: error: no model in this file" c.File)
+    | _, [] -> Error(format (diagnostic (wholeFile c.File) (noModel c.File)))
     | None, (_, g) :: _ -> Ok g
     | Some n, models ->
         match models |> List.tryFind (fun (m, _) -> m = n) with

@@ -7,29 +7,43 @@ open System
 open System.IO
 open Dsl.Syntax
 
-/// Notes follow the error, each located like it: the calls of language functions that led to an
-/// error inside a library, outermost first (`in the call of residual`).
+/// An error stops the command (exit 1); a warning is printed and the command goes on.
+[<RequireQualifiedAccess>]
+type Severity =
+    | Error
+    | Warning
+
+/// Notes follow the diagnostic, each located like it: the calls of language functions that led
+/// to an error inside a library, outermost first (`in the call of residual`).
 type Diagnostic =
     {
         Span: Span
         Message: string
+        Severity: Severity
         Notes: (Span * string) list
     }
 
 /// Raised by a phase that cannot go on; carries one or more located diagnostics.
 exception DslError of Diagnostic list
 
+let diagnostic span message =
+    {
+        Span = span
+        Message = message
+        Severity = Severity.Error
+        Notes = []
+    }
+
+let warning span message =
+    {
+        Span = span
+        Message = message
+        Severity = Severity.Warning
+        Notes = []
+    }
+
 let error span message =
-    raise (
-        DslError
-            [
-                {
-                    Span = span
-                    Message = message
-                    Notes = []
-                }
-            ]
-    )
+    raise (DslError [ diagnostic span message ])
 
 let errorf span fmt = Printf.ksprintf (error span) fmt
 
@@ -87,7 +101,12 @@ let private formatAt (kind: string) (span: Span) (message: string) =
     | None -> head
 
 let format (d: Diagnostic) =
-    formatAt "error" d.Span d.Message
+    let severity =
+        match d.Severity with
+        | Severity.Error -> "error"
+        | Severity.Warning -> "warning"
+
+    formatAt severity d.Span d.Message
     :: (d.Notes |> List.map (fun (s, m) -> formatAt "note" s m))
     |> String.concat "\n"
 

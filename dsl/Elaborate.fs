@@ -169,12 +169,7 @@ let rec private loadText
                 env <- env.Add(b.Name, ref VError)
         | DModel(name, inputs, output, body, span) ->
             if models |> Seq.exists (fun m -> m.Name = name && m.Span.File = file) then
-                diags.Add
-                    {
-                        Span = span
-                        Message = sprintf "model '%s' is declared twice" name
-                        Notes = []
-                    }
+                diags.Add(diagnostic span (sprintf "model '%s' is declared twice" name))
             else
                 models.Add
                     {
@@ -252,16 +247,7 @@ let loadSource (file: string) (text: string) : Loaded =
 
 let loadFile (path: string) : Loaded =
     if not (File.Exists path) then
-        raise (
-            DslError
-                [
-                    {
-                        Span = { Span.None with File = path }
-                        Message = "no such file"
-                        Notes = []
-                    }
-                ]
-        )
+        raise (DslError [ diagnostic { Span.None with File = path } "no such file" ])
 
     loadSource path (readSourceFile { Span.None with File = path } path path)
 
@@ -294,10 +280,30 @@ let private typeDims (env: Env) (t: TypeExpr) =
         | Var(n, _) when not (env.ContainsKey n) -> Sym n
         | _ ->
             match eval ctx env e with
-            | VNum(x, true) when x > 0.0 -> Known(int x)
-            | v -> errorf (spanOf e) "a dimension must be a positive int or a name, got %s" (show v))
+            | VNum(x, true) when x > 0.0 && x <= float Int32.MaxValue -> Known(int x)
+            | v ->
+                errorf
+                    (spanOf e)
+                    "a dimension must be a positive int (at most 2,147,483,647) or a name, got %s"
+                    (show v))
+
+/// The kinds a declared output type may have; the kind names what the tensor is (only its
+/// dimensions are checked against the graph).
+let outputKinds = [ "logits"; "tensor"; "image" ]
+
+let private checkOutputType (t: TypeExpr) =
+    if not (List.contains t.Kind outputKinds) then
+        errorf
+            t.Span
+            "unknown output type '%s'%s; outputs are logits[…], tensor[…] or image[C, H, W]"
+            t.Kind
+            (didYouMean t.Kind outputKinds)
+
+    if t.Kind = "image" && t.Dims.Length <> 3 then
+        errorf t.Span "an image output has three dimensions [C, H, W], got %d" t.Dims.Length
 
 let elaborateModel (m: ModelDef) : Graph =
+    m.Output |> Option.iter checkOutputType
     let b = newBuilder ()
 
     let ctx =

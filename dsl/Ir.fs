@@ -243,10 +243,25 @@ let showShape (shape: Dim list) =
 
 let numel (shape: int list) = List.fold (*) 1 shape
 
+/// Values in a tensor of this shape, in 64 bits: parameter counts, bytes and MACs are counted
+/// with checked arithmetic, so a size too large for 64 bits fails instead of wrapping.
+let numel64 (shape: int list) =
+    shape |> List.fold (fun acc d -> Checked.(*) acc (int64 d)) 1L
+
+let private sum64 (xs: int64 seq) =
+    Seq.fold (fun a b -> Checked.(+) a b) 0L xs
+
 let paramCount (g: Graph) =
     g.Params
     |> List.filter (fun p -> p.Kind = Trainable)
-    |> List.sumBy (fun p -> int64 (numel p.Shape))
+    |> List.map (fun p -> numel64 p.Shape)
+    |> sum64
+
+/// Bytes of every parameter and buffer, as the runtime allocates them.
+let paramBytes (g: Graph) =
+    g.Params
+    |> List.map (fun p -> Checked.(*) (numel64 p.Shape) (if p.DType = Int64 then 8L else 4L))
+    |> sum64
 
 /// Trainable parameters per node; the parameter table is indexed once for all nodes.
 let nodeParamCounts (g: Graph) : Node -> int64 =
@@ -255,13 +270,17 @@ let nodeParamCounts (g: Graph) : Node -> int64 =
     fun n ->
         n.Params
         |> Map.toList
-        |> List.sumBy (fun (_, full) ->
+        |> List.map (fun (_, full) ->
             match table.TryFind full with
-            | Some p when p.Kind = Trainable -> int64 (numel p.Shape)
+            | Some p when p.Kind = Trainable -> numel64 p.Shape
             | _ -> 0L)
+        |> sum64
 
 /// Multiply-accumulates of one sample through a node (the batch axis excluded).
 let macs (n: Node) =
+    let (*) a b = Checked.(*) a b
+    let (+) a b = Checked.(+) a b
+
     let prod (dims: Dim list) =
         dims
         |> List.tail
@@ -270,7 +289,7 @@ let macs (n: Node) =
     match n.Op with
     | Conv c ->
         let outPerSample = prod n.Shape
-        let kernel = c.Kernel |> List.fold (*) 1 |> int64
+        let kernel = numel64 c.Kernel
         outPerSample * kernel * int64 (c.InChannels / c.Groups)
     | Linear(i, _, _) -> prod n.Shape * int64 i
     | SelfAttention a ->
@@ -280,7 +299,100 @@ let macs (n: Node) =
              | _ -> 1L)
 
         let d = int64 a.Dim
-        let inner = int64 (a.Heads * a.HeadDim)
-        let kv = int64 (a.KvHeads * a.HeadDim)
+        let inner = int64 a.Heads * int64 a.HeadDim
+        let kv = int64 a.KvHeads * int64 a.HeadDim
         t * d * (2L * inner + 2L * kv) + 2L * t * t * inner
     | _ -> 0L
+
+/// MACs of one sample through the whole graph.
+let totalMacs (g: Graph) = g.Nodes |> List.map macs |> sum64
+
+/// Where a tensor keeps its channels, as far as the ops that made it tell: what `layerScale`
+/// needs to pick its axis without being told.
+type Layout =
+    /// The channels are this axis (the batch is 0): 1 for images, convolutions, pools,
+    /// BatchNorm and GroupNorm; the last for embeddings, attention, linear layers and tokens
+    /// from an image; wherever a permute moves it.
+    | ChannelAxis of int
+    /// Axes merged or split (reshape, flatten), or a declared `tensor[…]` input: the op that
+    /// lost track is named.
+    | UnknownLayout of cause: string
+    /// No batch and no layout (a free parameter), which does not decide a sum's layout.
+    | NoLayout
+
+/// The layout of node `id`'s output. Ops that keep the axes (activations, norms over the last
+/// axis, sums, concats, narrows, scales) take it from their inputs of the same rank; inputs that
+/// disagree make it unknown.
+let layoutOf (nodeOf: int -> Node) (id: int) : Layout =
+    let memo = System.Collections.Generic.Dictionary<int, Layout>()
+
+    let rec go id =
+        match memo.TryGetValue id with
+        | true, l -> l
+        | _ ->
+            let n = nodeOf id
+            let rank = n.Shape.Length
+
+            let l =
+                match n.Op with
+                | Input(_, ImageInput)
+                | Conv _
+                | BatchNorm _
+                | GroupNorm _
+                | Pool _
+                | GlobalPool _
+                | TokensToImage _ -> ChannelAxis 1
+                | Embedding _
+                | PositionalEmbedding _
+                | SelfAttention _
+                | ImageToTokens
+                | Linear _
+                | SelectToken _
+                | SelectWhere _ -> ChannelAxis(rank - 1)
+                | Parameter -> NoLayout
+                | Input(name, _) -> UnknownLayout(sprintf "the input '%s'" name)
+                | Reshape _
+                | Flatten -> UnknownLayout(sprintf "a %s" (opKind n.Op))
+                | Permute perm ->
+                    match go n.Inputs.Head with
+                    | ChannelAxis a -> ChannelAxis(List.findIndex ((=) a) perm)
+                    | other -> other
+                | _ ->
+                    let known =
+                        n.Inputs
+                        |> List.filter (fun i -> (nodeOf i).Shape.Length = rank)
+                        |> List.map go
+                        |> List.filter ((<>) NoLayout)
+                        |> List.distinct
+
+                    match known with
+                    | [] -> NoLayout
+                    | [ l ] -> l
+                    | ls ->
+                        ls
+                        |> List.tryPick (function
+                            | UnknownLayout c -> Some(UnknownLayout c)
+                            | _ -> None)
+                        |> Option.defaultValue (
+                            UnknownLayout(sprintf "%s of differently laid out tensors" (opKind n.Op))
+                        )
+
+            memo[id] <- l
+            l
+
+    go id
+
+/// The axis `layerScale` scales when no `axis` is given: 1 of a [B, C] tensor, else the channel
+/// axis the layout tells ([B, C, H, W] and [B, C, L]: 1; [B, T, C]: the last); otherwise the
+/// reason it cannot tell.
+let defaultChannelAxis (nodeOf: int -> Node) (id: int) : Result<int, string> =
+    let rank = (nodeOf id).Shape.Length
+
+    if rank = 2 then
+        Ok 1
+    else
+        match layoutOf nodeOf id with
+        | ChannelAxis a when a > 0 && a < rank -> Ok a
+        | ChannelAxis _
+        | NoLayout -> Error "it has no batch axis"
+        | UnknownLayout cause -> Error(sprintf "its axes come from %s" cause)

@@ -36,6 +36,7 @@ let newBuilder () =
         Nodes = ResizeArray()
         Params = ResizeArray()
         ParamNames = System.Collections.Generic.HashSet()
+        Scopes = System.Collections.Generic.HashSet()
         Scope = []
         Counters = [ ref 0 ]
         Reuse = false
@@ -52,6 +53,22 @@ let addParam (b: Builder) span local shape init kind dtype =
 
     if full = "" then
         error span "a free parameter needs a name: bind it to a record field or wrap it in `named \"…\"`"
+
+    // Every size reaching a parameter is positive and its count fits 64 bits with room to spare
+    // (counts, bytes and MACs are summed in 64 bits): a size that wrapped around stops here.
+    if shape |> List.exists (fun d -> d <= 0) then
+        errorf
+            span
+            "parameter '%s' would have the shape %s: its sizes must be positive"
+            full
+            (showShape (List.map Known shape))
+
+    if shape |> List.fold (fun acc d -> acc * float d) 1.0 > 2.0 ** 53.0 then
+        errorf
+            span
+            "parameter '%s' of shape %s would hold more than 2^53 values"
+            full
+            (showShape (List.map Known shape))
 
     if b.Reuse then
         match b.Params |> Seq.tryFind (fun p -> p.Name = full) with
@@ -71,6 +88,43 @@ let addParam (b: Builder) span local shape init kind dtype =
     elif not (b.ParamNames.Add full) then
         errorf span "two layers would own the parameter '%s'; give one of them another name with `named`" full
     else
+        // The runtime registers each dotted prefix as a module (PyTorch's module tree), so a
+        // name may not also be the prefix of another: `named "up" (fun x -> conv 4 x + param [4])`
+        // would make 'up' both the free parameter and the scope of 'up.0.weight'.
+        let prefixes =
+            let segments = full.Split '.'
+            [ for i in 1 .. segments.Length - 1 -> String.concat "." segments[.. i - 1] ]
+
+        let clash =
+            if b.Scopes.Contains full then
+                let inner = b.Params |> Seq.find (fun p -> p.Name.StartsWith(full + "."))
+                Some(full, inner.Name)
+            else
+                prefixes
+                |> List.tryFind b.ParamNames.Contains
+                |> Option.map (fun leaf -> leaf, full)
+
+        match clash with
+        | Some(leaf, inner) ->
+            let freeLeaf =
+                leaf = full && local = ""
+                || b.Nodes
+                   |> Seq.exists (fun n -> n.Op = Parameter && n.Params.TryFind "value" = Some leaf)
+
+            errorf
+                span
+                "the parameter '%s' would also be the scope of '%s'; a name cannot be both%s"
+                leaf
+                inner
+                (if freeLeaf then
+                     " (a free `param` takes its scope's name: give it its own with `param [...] (name = \"...\")`)"
+                 else
+                     ": give one of them another name with `named`")
+        | None -> ()
+
+        for p in prefixes do
+            b.Scopes.Add p |> ignore
+
         b.Params.Add
             {
                 Name = full
@@ -81,6 +135,17 @@ let addParam (b: Builder) span local shape init kind dtype =
             }
 
     full
+
+/// A product of sizes as a dimension: a located error when it does not fit the 32 bits a
+/// dimension has, instead of a wrapped-around size (the product is taken in doubles, exact up
+/// to 2^53, so it cannot wrap itself).
+let dimProduct (l: string) span (what: string) (dims: int list) =
+    let p = dims |> List.fold (fun acc d -> acc * float d) 1.0
+
+    if p > float System.Int32.MaxValue then
+        errorf span "%s: the %s would be %s, more than the 2,147,483,647 a dimension holds" l what (p.ToString "N0")
+
+    List.fold (*) 1 dims
 
 let addNode (b: Builder) span op (inputs: Tensor list) shape (ps: (string * string) list) =
     let id = b.Nodes.Count
@@ -434,7 +499,10 @@ let flatten span =
             let rest = List.tail t.Shape
 
             if rest |> List.forall isKnown then
-                [ t.Shape[0]; Known(rest |> List.map known |> List.fold (*) 1) ]
+                [
+                    t.Shape[0]
+                    Known(rest |> List.map known |> dimProduct "flatten" span "flattened size")
+                ]
             else
                 errorf span "flatten: all axes after the batch must be known, got %s" (showShape t.Shape))
         span
@@ -448,21 +516,30 @@ let reshape (target: int list) span =
             t.Shape
             |> List.tail
             |> List.map (knownDim "reshape" span "input shape")
-            |> List.fold (*) 1
+            |> dimProduct "reshape" span "number of values per sample"
 
         let free = target |> List.filter (fun d -> d = -1) |> List.length
-        let fixedProduct = target |> List.filter (fun d -> d <> -1) |> List.fold (*) 1
+        // In doubles: a target whose product passes 32 bits cannot match the total, nor wrap to it.
+        let product (dims: int list) =
+            dims |> List.fold (fun acc d -> acc * float d) 1.0
+
+        let fixedProduct = target |> List.filter (fun d -> d <> -1) |> product
 
         if free > 1 || target |> List.exists (fun d -> d = 0 || d < -1) then
             errorf span "reshape: the target %A may hold positive sizes and at most one -1" target
 
         let resolved =
-            if free = 1 && fixedProduct > 0 && total % fixedProduct = 0 then
-                target |> List.map (fun d -> if d = -1 then total / fixedProduct else d)
+            if
+                free = 1
+                && fixedProduct > 0.0
+                && fixedProduct <= float total
+                && total % int fixedProduct = 0
+            then
+                target |> List.map (fun d -> if d = -1 then total / int fixedProduct else d)
             else
                 target
 
-        if List.fold (*) 1 resolved <> total then
+        if product resolved <> float total then
             errorf span "reshape: cannot reshape %s (%d values per sample) to %A" (showShape t.Shape) total target
 
         addNode b span (Reshape resolved) [ t ] (t.Shape[0] :: (resolved |> List.map Known)) []
@@ -491,7 +568,8 @@ let imageToTokens span =
         ImageToTokens
         (fun t ->
             match t.Shape with
-            | [ bd; c; Known h; Known w ] -> [ bd; Known(h * w); c ]
+            | [ bd; c; Known h; Known w ] ->
+                [ bd; Known(dimProduct "imageToTokens" span "number of tokens" [ h; w ]); c ]
             | _ -> rankError "imageToTokens" span "[B, C, H, W] with known H and W" t)
         span
 
@@ -620,23 +698,6 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim 
 
     primLayer "attention" span run
 
-let layerScale (init: float) span : Layer =
-    let run ctx input =
-        let b = builderOf ctx span
-        let t = tensorIn "layerScale" span input
-
-        let axis =
-            match t.Shape.Length with
-            | 4 -> 1
-            | n when n >= 2 -> n - 1
-            | _ -> rankError "layerScale" span "[B, C, H, W] or [B, …, C]" t
-
-        let c = knownDim "layerScale" span "channel axis" t.Shape[axis]
-        let g = trainable b span "gamma" [ c ] (Constant init)
-        addNode b span (LayerScale(c, axis)) [ t ] t.Shape [ g ]
-
-    primLayer "layerScale" span run
-
 let private normAxis name span (t: Tensor) axis =
     let n = t.Shape.Length
     let a = if axis < 0 then n + axis else axis
@@ -645,6 +706,33 @@ let private normAxis name span (t: Tensor) axis =
         errorf span "%s: axis %d is not a non-batch axis of %s" name axis (showShape t.Shape)
 
     a
+
+/// x·γ along one axis: `axis` when given (negative from the end), else the channel axis the
+/// tensor's layout tells (Ir.defaultChannelAxis); a layout nothing tells is an error rather
+/// than a guess, since a guess learns one γ per row of a channels-last image.
+let layerScale (init: float) (axis: int option) span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "layerScale" span input
+
+        let axis =
+            match axis with
+            | Some a -> normAxis "layerScale" span t a
+            | None ->
+                match defaultChannelAxis (fun i -> b.Nodes[i]) t.Node with
+                | Ok a -> a
+                | Error why ->
+                    errorf
+                        span
+                        "layerScale: cannot tell the channel axis of %s: %s; pass it, e.g. `layerScale (axis = -1)` for channels last"
+                        (showShape t.Shape)
+                        why
+
+        let c = knownDim "layerScale" span "channel axis" t.Shape[axis]
+        let g = trainable b span "gamma" [ c ] (Constant init)
+        addNode b span (LayerScale(c, axis)) [ t ] t.Shape [ g ]
+
+    primLayer "layerScale" span run
 
 let normalize axis span =
     let run ctx input =
@@ -736,7 +824,15 @@ let concat (ctx: Ctx) span axis (xs: Tensor list) =
 
         let total =
             xs
-            |> List.sumBy (fun t -> knownDim "concat" span "concatenated axis" t.Shape[a])
+            |> List.sumBy (fun t -> int64 (knownDim "concat" span "concatenated axis" t.Shape[a]))
+
+        if total > int64 System.Int32.MaxValue then
+            errorf
+                span
+                "concat: the concatenated axis would be %s, more than the 2,147,483,647 a dimension holds"
+                (total.ToString "N0")
+
+        let total = int total
 
         let shape = first.Shape |> List.mapi (fun i d -> if i = a then Known total else d)
         addNode b span (Concat a) xs shape []
@@ -752,7 +848,21 @@ let selectWhere (ctx: Ctx) span (token: int) (ids: Tensor) (x: Tensor) =
     | [ _; _; _ ], _ -> rankError "selectWhere" span "ids [B, T]" ids
     | _ -> rankError "selectWhere" span "[B, T, D]" x
 
-let freeParam (ctx: Ctx) span (shape: int list) (init: Init) =
+/// A free parameter named by its scope, or by `scope.name` when it is given a name (so that it
+/// can sit beside layers in one scope without also being that scope's name).
+let freeParam (ctx: Ctx) span (shape: int list) (init: Init) (name: string) =
     let b = builderOf ctx span
-    let full = addParam b span "" shape init Trainable Float32
-    addNode b span Parameter [] (shape |> List.map Known) [ "value", full ]
+
+    let make () =
+        let full = addParam b span "" shape init Trainable Float32
+        addNode b span Parameter [] (shape |> List.map Known) [ "value", full ]
+
+    if name = "" then
+        make ()
+    else
+        pushScope b name
+
+        try
+            make ()
+        finally
+            popScope b

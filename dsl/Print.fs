@@ -117,10 +117,19 @@ let private layerExpr (g: Graph) (n: Node) =
                  else
                      "")
         )
-    | LayerScale _ ->
+    | LayerScale(_, axis) ->
+        // The axis only when the input's layout would not give it (the printed graph has the
+        // same nodes, so the same layouts).
+        let nodes = Array.ofList g.Nodes
+
+        let axisArg =
+            match n.Inputs with
+            | [ i ] when defaultChannelAxis (fun j -> nodes[j]) i = Ok axis -> ""
+            | _ -> sprintf " (axis = %d)" axis
+
         match initOf "gamma" with
-        | Some(Constant v) -> Some(sprintf "layerScale (init = %s)" (float v))
-        | _ -> Some "layerScale"
+        | Some(Constant v) -> Some(sprintf "layerScale (init = %s)%s" (float v) axisArg)
+        | _ -> Some("layerScale" + axisArg)
     | Normalize axis -> Some(sprintf "normalize (axis = %d)" axis)
     | SelectToken i -> Some(sprintf "selectToken %s" (int i))
     | Narrow(axis, start, length) -> Some(sprintf "narrow %s %d %d" (int axis) start length)

@@ -363,18 +363,15 @@ let labelsFit (r: TrainRecipe) (g: Ir.Graph) : Diagnostic list =
         match g.Nodes[id].Shape with
         | [ _; Ir.Known logits ] when logits < classes ->
             [
-                {
-                    Span = r.DataSpan
-                    Message =
-                        sprintf
-                            "%s has %d classes but model '%s' gives logits[%d]; its head needs %d logits"
-                            r.Data.Kind
-                            classes
-                            g.Name
-                            logits
-                            classes
-                    Notes = []
-                }
+                diagnostic
+                    r.DataSpan
+                    (sprintf
+                        "%s has %d classes but model '%s' gives logits[%d]; its head needs %d logits"
+                        r.Data.Kind
+                        classes
+                        g.Name
+                        logits
+                        classes)
             ]
         | _ -> []
     | _ -> []

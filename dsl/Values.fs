@@ -14,6 +14,9 @@ type Builder =
         Nodes: ResizeArray<Node>
         Params: ResizeArray<ParamSpec>
         ParamNames: HashSet<string>
+        /// Every proper dotted prefix of a name in ParamNames: the container modules the runtime
+        /// registers, which no parameter may also be named (dsl/Primitives.fs addParam).
+        Scopes: HashSet<string>
         /// Path segments, innermost first.
         mutable Scope: string list
         /// Application counters, one per open scope, innermost first.
@@ -122,12 +125,21 @@ let private expect fn name what (v, span) =
 
 let argOf (args: Map<string, Value * Span>) name = args[name]
 
+/// An int argument; the evaluator's ints are exact in a double far beyond 32 bits, so a size
+/// that does not fit is an error here rather than a silently saturated or wrapped dimension.
 let asInt fn name (v, span) =
     match v with
-    | VNum(x, true) -> int x
+    | VNum(x, true) when x >= float System.Int32.MinValue && x <= float System.Int32.MaxValue -> int x
+    | VNum(_, true) ->
+        errorf span "%s: argument '%s' must be an int from -2,147,483,648 to 2,147,483,647, got %s" fn name (show v)
     | _ -> expect fn name "an int" (v, span)
 
 let asPositiveInt fn name (v, span) =
+    match v with
+    | VNum(x, true) when x > float System.Int32.MaxValue ->
+        errorf span "%s: '%s' must be at most 2,147,483,647, got %s" fn name (show v)
+    | _ -> ()
+
     let n = asInt fn name (v, span)
 
     if n <= 0 then

@@ -168,7 +168,7 @@ let private once (g: Graph) : (Graph * WeightMap) option =
     let trainableSize =
         g.Params
         |> List.filter (fun p -> p.Kind = Trainable)
-        |> List.map (fun p -> p.Name, int64 (numel p.Shape))
+        |> List.map (fun p -> p.Name, numel64 p.Shape)
         |> Map.ofList
 
     let ownCount =
@@ -295,7 +295,7 @@ let private once (g: Graph) : (Graph * WeightMap) option =
     let newConvParams (t: Term) =
         let g = defaultArg t.Groups t.In
 
-        int64 (t.Out * (t.In / g) * numel t.Kernel)
+        int64 t.Out * int64 (t.In / g) * numel64 t.Kernel
         + (if t.Bias.IsSome then int64 t.Out else 0L)
 
     let foldable (root: int) (t: Term) =

@@ -31,6 +31,8 @@ let private run (parser: ArgumentParser<DslArgs>) (args: ParseResults<DslArgs>) 
 let rec private userMessage (e: exn) =
     match e with
     | UserError msg -> Some msg
+    | :? Dsl.Runtime.Emit.ModelTooLargeError as e ->
+        Some(Dsl.Diagnostics.format (Dsl.Diagnostics.diagnostic e.Span e.Message))
     | :? Dsl.Runtime.Data.DataError
     | :? Dsl.Runtime.Checkpoints.CheckpointError
     | :? Dsl.Runtime.Emit.ShapeMismatchError

@@ -165,6 +165,16 @@ let train (args: ParseResults<TrainArgs>) =
 
     Benchmark.UseAllCores() |> ignore
 
+    // Training holds each weight with its gradient and the optimizer's state: refuse a model
+    // that cannot fit before libtorch aborts on an allocation.
+    let copies, state =
+        match r.Optimizer.Kind with
+        | "sgd" when r.Optimizer.Momentum = 0.0 -> 2, "no optimizer state"
+        | "sgd" -> 3, "SGD's momentum"
+        | _ -> 4, "AdamW's two moments"
+
+    ModelTooLargeError.Check(g, ModelTooLargeError.AvailableBytes(), copies, state)
+
     use model =
         new GraphModule(g, int64 r.Seed, deviceOf (args.TryGetResult TrainArgs.Device))
 

@@ -1,6 +1,7 @@
 /// `dsl check` and `dsl show`: the compiler's view of a file, without touching a tensor.
 module Dsl.Cli.Show
 
+open System
 open Argu
 open Spectre.Console
 open Dsl
@@ -11,6 +12,9 @@ open Dsl.Cli.Report
 let check (args: ParseResults<CheckArgs>) =
     let path = args.GetResult CheckArgs.File
     let c = checkedOrExit path
+
+    for w in c.Warnings do
+        eprintfn "%s" (Dsl.Diagnostics.format w)
 
     for name, g in c.Models do
         printfn
@@ -58,24 +62,29 @@ let table (g: Graph) =
     t.AddColumn("output") |> ignore
     t.AddColumn(TableColumn("params").RightAligned()) |> ignore
     t.AddColumn(TableColumn("MACs").RightAligned()) |> ignore
-    let mutable totalMacs = 0L
     let paramsOf = nodeParamCounts g
+
+    // Counts are checked 64-bit sums: one too large to hold is shown as such, not wrapped.
+    let count blankZero (f: unit -> int64) =
+        try
+            let n = f ()
+            if n = 0L && blankZero then "" else n.ToString("N0")
+        with :? OverflowException ->
+            "> 9.2e18"
 
     for n in g.Nodes do
         let ps = paramsOf n
-        let m = macs n
-        totalMacs <- totalMacs + m
 
         t.AddRow(
             Markup.Escape(if n.Path = "" then "·" else n.Path),
             Markup.Escape(opName n.Op),
             Markup.Escape(showShape n.Shape),
             (if ps = 0L then "" else ps.ToString("N0")),
-            (if m = 0L then "" else m.ToString("N0"))
+            count true (fun () -> macs n)
         )
         |> ignore
 
-    t.AddRow("[bold]total[/]", "", "", (paramCount g).ToString("N0"), totalMacs.ToString("N0"))
+    t.AddRow("[bold]total[/]", "", "", count false (fun () -> paramCount g), count false (fun () -> Ir.totalMacs g))
     |> ignore
 
     t

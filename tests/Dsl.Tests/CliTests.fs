@@ -177,6 +177,78 @@ let tests =
                 noStackTrace r
             }
 
+            test "a model too large for memory is one located error from every command that builds it" {
+                let dir = tempDir ()
+                let file = Path.Combine(dir, "huge.dsl")
+
+                File.WriteAllText(
+                    file,
+                    "model m : image[1, 28, 28] -> logits[1000000000] =\n    flatten >> linear 1000000000\n\ntrain m {\n    data = fashionMnist\n}\n"
+                )
+
+                let missing = Path.Combine(dir, "none")
+
+                for args in
+                    [
+                        [ "train"; file; "--out"; Path.Combine(dir, "run") ]
+                        [ "eval"; file; "--checkpoint"; missing ]
+                        [ "predict"; "--checkpoint"; missing; file; Path.Combine(dir, "x.png") ]
+                        [ "bench"; file ]
+                    ] do
+                    let r = dsl args
+                    Expect.equal r.Code 1 (sprintf "exit code of %s: %s" args.Head r.Err)
+
+                    Expect.stringContains
+                        r.Err
+                        (file
+                         + (if args.Head = "train" then
+                                // Weights, gradients and AdamW's two moments: four times 3,140 GB.
+                                ":2:16: error: model m needs 12,560.0 GB to train (its parameters, their gradients and AdamW's two moments), 12,560.0 GB of them in this linear; this machine has"
+                            else
+                                ":2:16: error: model m needs 3,140.0 GB of parameters, 3,140.0 GB of them in this linear; this machine has"))
+                        args.Head
+
+                    noStackTrace r
+            }
+
+            test "a file that declares no model: check warns, commands that need one fail at line 1" {
+                let dir = tempDir ()
+                let file = Path.Combine(dir, "empty.dsl")
+                File.WriteAllText(file, "let width = 8\n")
+                let c = dsl [ "check"; file ]
+                Expect.equal c.Code 0 c.Err
+                Expect.stringContains c.Err (file + ":1:1: warning: " + file + " declares no model") "warning"
+
+                for args in
+                    [
+                        [ "show"; file ]
+                        [ "train"; file ]
+                        [ "eval"; file; "--checkpoint"; dir ]
+                        [ "bench"; file ]
+                    ] do
+                    let r = dsl args
+                    Expect.equal r.Code 1 (sprintf "exit code of %s: %s" args.Head r.Err)
+                    Expect.stringContains r.Err (file + ":1:1: error: " + file + " declares no model") args.Head
+                    noStackTrace r
+            }
+
+            test "check and show count parameters and MACs beyond 32 bits" {
+                let dir = tempDir ()
+                let big = Path.Combine(dir, "big.dsl")
+                File.WriteAllText(big, "model m : image[1, 28, 28] =\n    flatten >> linear 1000000000\n")
+                let c = dsl [ "check"; big ]
+                Expect.equal c.Code 0 c.Err
+                Expect.stringContains c.Out "model m: 2 layers, 785,000,000,000 parameters" "64-bit count"
+                let huge = Path.Combine(dir, "huge.dsl")
+
+                File.WriteAllText(huge, "model m : image[1, 40000, 40000] =\n    conv 1000000000 >> globalAvgPool\n")
+
+                let s = dsl [ "show"; huge ]
+                Expect.equal s.Code 0 s.Err
+                Expect.stringContains s.Out "> 9.2e18" "MACs past 64 bits are shown as such"
+                noStackTrace s
+            }
+
             test "a missing file and bad usage are clear" {
                 let r = dsl [ "check"; "/nonexistent/x.dsl" ]
                 Expect.equal r.Code 1 "missing file"

@@ -55,6 +55,25 @@ let tests =
                     "attention: expects a [B, T, D] input, got [B, 1, 8, 3]"
             }
 
+            test "unknown output type, with a suggestion" {
+                expectError
+                    "model m : image[1, 28, 28] -> foo[10] =\n    flatten >> linear 10\n"
+                    "1:31"
+                    "unknown output type 'foo'; outputs are logits[…], tensor[…] or image[C, H, W]"
+
+                expectError
+                    "model m : image[1, 28, 28] -> logit[10] =\n    flatten >> linear 10\n"
+                    "1:31"
+                    "unknown output type 'logit'; did you mean 'logits'?"
+
+                expectError
+                    "model m (x : image[1, 4, 4]) : image[16] =\n    x |> flatten\n"
+                    "1:32"
+                    "an image output has three dimensions [C, H, W], got 1"
+
+                Expect.equal (graph "model m : image[1, 4, 4] -> image[2, 4, 4] = conv 2\n").Name "m" "image outputs"
+            }
+
             test "channel and group divisibility" {
                 expectError
                     "model m : image[3, 8, 8] =\n    conv 32 (groups = 3)\n"
@@ -112,6 +131,68 @@ let tests =
                     "randomCrop 64 (pad = 4): the crop must keep the data's size 28"
             }
 
+            test "a free parameter that is also the scope of other parameters" {
+                // Either order: the param made first, or the conv's 'up.0.weight' made first.
+                expectError
+                    (model "conv 4 >> named \"up\" (fun x -> conv 4 x + param [4; 1; 1]) >> flatten >> linear 10")
+                    "2:47"
+                    "the parameter 'up' would also be the scope of 'up.0.weight'; a name cannot be both (a free `param` takes its scope's name"
+
+                expectError
+                    (model "conv 4 >> named \"up\" (fun x -> x + param [4; 1; 1] |> conv 4) >> flatten >> linear 10")
+                    "2:59"
+                    "the parameter 'up' would also be the scope of 'up.0.weight'"
+
+                expectError
+                    (model "conv 4 >> at \"0.weight\" (conv 4) >> flatten >> linear 10")
+                    "2:30"
+                    "the parameter '0.weight' would also be the scope of '0.weight.weight'; a name cannot be both: give one of them another name with `named`"
+            }
+
+            test "sizes beyond 32 bits and sizes that are not positive" {
+                expectError
+                    (model "conv 99999999999 >> flatten >> linear 10")
+                    "2:10"
+                    "conv: 'channels' must be at most 2,147,483,647, got 99999999999"
+
+                expectError
+                    (model "flatten >> linear 1000000000000")
+                    "2:23"
+                    "linear: 'features' must be at most 2,147,483,647, got 1000000000000"
+
+                expectError
+                    (model "conv 8 (k = 3000000000) >> flatten >> linear 10")
+                    "2:13"
+                    "conv: 'k' must be at most 2,147,483,647"
+
+                expectError
+                    (model "narrow 1 (-3000000000) 2")
+                    "2:15"
+                    "narrow: argument 'start' must be an int from -2,147,483,648 to 2,147,483,647"
+
+                expectError
+                    "model m : image[1, 3000000000, 1] = flatten\n"
+                    "1:20"
+                    "a dimension must be a positive int (at most 2,147,483,647) or a name, got 3000000000"
+
+                expectError
+                    "model m : image[100000, 100000, 1000] =\n    flatten >> linear 10\n"
+                    "2:5"
+                    "flatten: the flattened size would be 10,000,000,000,000, more than the 2,147,483,647 a dimension holds"
+
+                expectError
+                    "model m (x : image[1, 4, 4]) = { p = param [ 4; -1 ] }\n"
+                    "1:44"
+                    "param: 'shape' must be positive, got -1"
+            }
+
+            test "layerScale on a tensor whose channel axis nothing tells" {
+                expectError
+                    (model "reshape [ 28; 28; 1 ] >> layerScale >> flatten >> linear 10")
+                    "2:30"
+                    "layerScale: cannot tell the channel axis of [B, 28, 28, 1]: its axes come from a reshape; pass it, e.g. `layerScale (axis = -1)` for channels last"
+            }
+
             test "recursion depth" {
                 expectError "let f x = f (x + 1)\nlet y = f 0\n" "1:11" "recursion deeper than 400 calls (in f)"
             }
@@ -143,6 +224,31 @@ let tests =
                         "let a = nope\nmodel m : image[1, 8, 8] -> logits[2] = flatten >> linear 3\nmodel n : image[1, 8, 8] -> logits[2] = flaten\n"
 
                 Expect.equal es.Length 3 "one per broken declaration"
+            }
+
+            test "a file that declares no model checks with a warning; picking a model from it is an error" {
+                for text in [ ""; "let x = 1\n" ] do
+                    let c = Compiler.checkSource "nomodel.dsl" text
+                    Expect.isEmpty c.Diagnostics "no error"
+                    let w = Expect.wantSome (List.tryExactlyOne c.Warnings) "one warning"
+                    Expect.equal w.Severity Diagnostics.Severity.Warning "a warning"
+
+                    Expect.stringStarts
+                        (Diagnostics.format w)
+                        "nomodel.dsl:1:1: warning: nomodel.dsl declares no model\n"
+                        "located at line 1"
+
+                    match Compiler.pickModel c None with
+                    | Error msg ->
+                        Expect.stringStarts msg "nomodel.dsl:1:1: error: nomodel.dsl declares no model\n" "error"
+                    | Ok _ -> failtest "no model to pick"
+
+                let some =
+                    Compiler.checkSource "somemodel.dsl" "model m : image[1, 4, 4] = flatten\n"
+
+                Expect.isEmpty some.Warnings "a file with a model has no warning"
+                let broken = Compiler.checkSource "broken.dsl" "model m : image[1, 4, 4] = flaten\n"
+                Expect.isEmpty broken.Warnings "a declared model that fails has its error, no warning"
             }
 
             test "formatted with the source line and a caret" {

@@ -146,6 +146,91 @@ let tests =
                 Expect.equal (IrJson.write false g) (expected.TrimEnd().Replace("\r\n", "\n")) "golden"
             }
 
+            test "parameter counts, bytes and MACs are 64-bit" {
+                // 785 billion parameters: only elaborated, never allocated.
+                let g = graph "model m : image[1, 28, 28] =\n    flatten >> linear 1000000000\n"
+                Expect.equal (paramCount g) 785_000_000_000L "784·10⁹ weights + 10⁹ biases"
+                Expect.equal (paramBytes g) 3_140_000_000_000L "float32"
+                Expect.equal (totalMacs g) 784_000_000_000L "MACs"
+
+                let c =
+                    graph "model m : image[1, 8, 8] =\n    conv 1000000000 (k = 3) >> globalAvgPool\n"
+
+                Expect.equal (paramCount c) 10_000_000_000L "9·10⁹ weights + 10⁹ biases"
+            }
+
+            test "layerScale takes the channel axis from the layout, or from axis" {
+                let axisOf (g: Graph) =
+                    g.Nodes
+                    |> List.pick (fun n ->
+                        match n.Op with
+                        | LayerScale(c, a) -> Some(c, a)
+                        | _ -> None)
+
+                Expect.equal
+                    (axisOf (graph "model m : image[8, 4, 6] = conv 16 >> layerScale\n"))
+                    (16, 1)
+                    "image: axis 1"
+
+                Expect.equal
+                    (axisOf (graph "model m : tokens[5] = embedding 10 12 >> relu >> layerScale\n"))
+                    (12, 2)
+                    "tokens: the last axis"
+
+                Expect.equal
+                    (axisOf (graph "model m : image[8, 4, 5] = reshape [ 8; 20 ] >> conv1d 6 >> layerScale\n"))
+                    (6, 1)
+                    "[B, C, L]: axis 1"
+
+                Expect.equal
+                    (axisOf (graph "model m : image[8, 4, 6] = conv 16 >> imageToTokens >> layerScale\n"))
+                    (16, 2)
+                    "tokens from an image: the last axis"
+
+                let channelsLast =
+                    "model m : image[32, 14, 14] = permute [ 0; 2; 3; 1 ] >> layerScale"
+
+                Expect.equal (axisOf (graph (channelsLast + "\n"))) (32, 3) "a permute moves the channel axis"
+
+                Expect.equal
+                    (axisOf (
+                        graph
+                            "model m : image[8, 4, 6] = permute [ 0; 2; 3; 1 ] >> layernorm >> permute [ 0; 3; 1; 2 ] >> layerScale\n"
+                    ))
+                    (8, 1)
+                    "and back"
+
+                let merged = "model m : image[32, 14, 14] = reshape [ 14; 14; 32 ] >> layerScale"
+
+                expectError
+                    (merged + "\n")
+                    "1:57"
+                    "layerScale: cannot tell the channel axis of [B, 14, 14, 32]: its axes come from a reshape; pass it"
+
+                Expect.equal (axisOf (graph (merged + " (axis = -1)\n"))) (32, 3) "explicit, from the end"
+                Expect.equal (axisOf (graph (merged + " (axis = 3)\n"))) (32, 3) "explicit"
+                Expect.equal (axisOf (graph (channelsLast + " (axis = 2)\n"))) (14, 2) "explicit beats the layout"
+                expectError (merged + " (axis = 0)\n") "1:57" "layerScale: axis 0 is not a non-batch axis of"
+
+                expectError
+                    "model m (x : tensor[4, 6, 8]) = x |> layerScale\n"
+                    "1:35"
+                    "cannot tell the channel axis of [B, 4, 6, 8]: its axes come from the input 'x'"
+            }
+
+            test "layerScale prints its axis only when the layout would not give it" {
+                let explicitSrc =
+                    "model m : image[32, 14, 14] = permute [ 0; 2; 3; 1 ] >> layerScale (init = 0.5) (axis = 2)\n"
+
+                let printed = Print.model (graph explicitSrc)
+                Expect.stringContains printed "layerScale (init = 0.5) (axis = 2)" "non-default axis printed"
+                Expect.equal (IrJson.write false (graph printed)) (IrJson.write false (graph explicitSrc)) "same IR"
+                let plainSrc = "model m : image[8, 4, 6] = conv 16 >> layerScale (axis = 1)\n"
+                let plain = Print.model (graph plainSrc)
+                Expect.isFalse (plain.Contains "axis") "the default axis is not printed"
+                Expect.equal (IrJson.write false (graph plain)) (IrJson.write false (graph plainSrc)) "same IR"
+            }
+
             test "every shipped example and benchmark model checks" {
                 let examples =
                     [ "examples"; "bench" ]

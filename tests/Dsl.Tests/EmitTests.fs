@@ -211,6 +211,94 @@ let tests =
                     Expect.equal named trainable $"{graph.Name}: named_parameters keys"
             }
 
+            test "models with free parameters beside layers elaborate and build a module" {
+                // Every model that elaborates must emit: its parameter names form PyTorch's module tree.
+                let sources =
+                    [
+                        "model m : image[1, 8, 8] -> logits[10] =\n    conv 4 >> named \"up\" (fun x -> x + param [4; 1; 1]) >> flatten >> linear 10\n"
+                        "model m : image[1, 8, 8] -> logits[10] =\n    conv 4 >> named \"up\" (fun x -> conv 4 x + param [4; 1; 1] (name = \"bias\")) >> flatten >> linear 10\n"
+                        "model m : image[1, 8, 8] -> logits[10] =\n    conv 4 >> named \"up\" (fun x -> x * param [4; 1; 1] (name = \"g\") |> conv 4) >> flatten >> linear 10\n"
+                        "model m (x : image[1, 8, 8]) =\n    { out = x |> conv 4 |> flatten |> linear 3; scale = param [] (init = 2.0) }\n"
+                    ]
+
+                for src in sources do
+                    let graph = Dsl.Tests.Support.graph src
+                    use m = new GraphModule(graph, 1L)
+                    let irNames = graph.Params |> List.map (fun p -> p.Name) |> Set.ofList
+                    Expect.equal (keys (m.state_dict ())) irNames $"state_dict keys of\n{src}"
+                    use x = torch.randn (2L, 1L, 8L, 8L)
+
+                    for y in m.Forward x do
+                        y.Dispose()
+
+                let named =
+                    Dsl.Tests.Support.graph sources[1]
+                    |> fun g -> g.Params |> List.map (fun p -> p.Name)
+
+                Expect.contains named "up.bias" "the named free parameter sits beside up.0"
+                Expect.contains named "up.0.weight" "the conv in the same scope"
+            }
+
+            test "layerScale multiplies along its axis on a channels-last tensor" {
+                let graph =
+                    Dsl.Tests.Support.graph
+                        "model m : image[3, 2, 5] = permute [ 0; 2; 3; 1 ] >> layerScale (axis = -1)\n"
+
+                use m = new GraphModule(graph, 1L)
+
+                let gamma =
+                    m.named_parameters ()
+                    |> Seq.pick (fun struct (n, p) -> if n = "1.gamma" then Some p else None)
+
+                do
+                    use _ = torch.no_grad ()
+                    use values = torch.tensor [| 1.0f; 2.0f; 3.0f |]
+                    gamma.copy_ values |> ignore
+
+                use x = torch.randn (2L, 3L, 2L, 5L)
+                use y = m.forward x
+                Expect.equal y.shape [| 2L; 2L; 5L; 3L |] "channels last"
+                use channelsLast = x.permute (0L, 2L, 3L, 1L)
+                use expected = channelsLast * torch.tensor [| 1.0f; 2.0f; 3.0f |]
+                Expect.isLessThanOrEqual (maxAbsDiff y expected) 1e-6 "one gamma per channel of the last axis"
+            }
+
+            test "a model too large for memory is an error with its size before any tensor is allocated" {
+                let graph =
+                    Dsl.Tests.Support.graph "model m : image[1, 28, 28] =\n    flatten >> linear 1000000000\n"
+
+                let error =
+                    Expect.throwsC (fun () -> ModelTooLargeError.Check(graph, 24e9)) (fun e -> e :?> ModelTooLargeError)
+
+                Expect.equal
+                    error.Message
+                    "model m needs 3,140.0 GB of parameters, 3,140.0 GB of them in this linear; this machine has 24.0 GB"
+                    "size, largest layer and memory"
+
+                Expect.equal (error.Span.Start.Line, error.Span.Start.Col) (2, 16) "located at the linear"
+
+                let small =
+                    Dsl.Tests.Support.graph "model m : image[1, 28, 28] =\n    flatten >> linear 1000\n"
+
+                // 785,000 weights = 3.14 MB, four times over for AdamW.
+                ModelTooLargeError.Check(small, 4e6)
+
+                let training =
+                    Expect.throwsC (fun () -> ModelTooLargeError.Check(small, 4e6, 4, "AdamW's two moments")) (fun e ->
+                        e :?> ModelTooLargeError)
+
+                Expect.equal
+                    training.Message
+                    "model m needs 12.6 MB to train (its parameters, their gradients and AdamW's two moments), 12.6 MB of them in this linear; this machine has 4.0 MB"
+                    "training counts gradients and optimizer state"
+
+                Expect.throwsT<ModelTooLargeError>
+                    (fun () -> new GraphModule(graph, 0L) |> ignore)
+                    "refused by the module"
+
+                ModelTooLargeError.Check(Graphs.convnet (), 24e9)
+            }
+
             test "buffers keep their IR dtype" {
                 use m = new GraphModule(Graphs.convnet (), 1L)
                 let state = m.state_dict ()

@@ -23,6 +23,8 @@ let private imageStep =
             Gen.constant "residual (conv 4 >> batchnorm)"
             |> Gen.map (fun s -> "conv 4 >> " + s)
             Gen.constant "layerScale (init = 0.5)"
+            // An explicit axis the layout would not give (W of a channels-last image), printed back.
+            Gen.constant "permute [ 0; 2; 3; 1 ] >> layerScale (init = 0.5) (axis = 2) >> permute [ 0; 3; 1; 2 ]"
             Gen.constant "groupnorm 2"
             // A named scope inside a function of a tensor: the function takes the chain's index.
             Gen.constant "conv 4 >> (fun x -> x |> named \"mixer\" (conv 4 (groups = 4)))"

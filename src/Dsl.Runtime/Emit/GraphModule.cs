@@ -25,9 +25,11 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
     /// <param name="graph">The IR to run.</param>
     /// <param name="seed">Seeds the initial weights (drawn in <c>graph.Params</c> order) and the Dropout/DropPath masks.</param>
     /// <param name="device">CPU by default; CUDA only when <c>torch.cuda.is_available()</c>, else CPU.</param>
+    /// <exception cref="ModelTooLargeError">The parameters need more memory than the machine has (nothing is allocated).</exception>
     public GraphModule(Ir.Graph graph, long seed, Device? device = null)
         : base(graph.Name)
     {
+        ModelTooLargeError.Check(graph, ModelTooLargeError.AvailableBytes());
         Graph = graph;
         Device = device is { type: DeviceType.CUDA } && cuda.is_available() ? device : CPU;
         outputNames = graph.Outputs.Select(output => output.Item1).ToArray();
