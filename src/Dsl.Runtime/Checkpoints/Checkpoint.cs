@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -191,6 +192,55 @@ public static class Checkpoint
             throw new CheckpointError(path, $"format version {meta.FormatVersion} is not supported; this code reads version {FormatVersion}");
         }
 
+        Validate(path, meta);
         return meta;
     }
+
+    /// <summary>
+    /// Every field a reader relies on, checked as the user error it is (a hand-edited or damaged
+    /// meta.json), naming the file and the field, before anything trusts it.
+    /// </summary>
+    private static void Validate(string path, CheckpointMeta meta)
+    {
+        void Require(bool ok, string field, string value, string rule)
+        {
+            if (!ok)
+            {
+                throw new CheckpointError(path, $"field '{field}' is {value}; it {rule}");
+            }
+        }
+
+        Require(!string.IsNullOrWhiteSpace(meta.Model), "model", $"'{meta.Model}'", "must name the model");
+        Require(meta.Step >= 0, "step", Invariant(meta.Step), "must not be negative");
+        Require(meta.Epoch >= 0, "epoch", Invariant(meta.Epoch), "must not be negative");
+        Require(meta.Seed >= 0, "seed", Invariant(meta.Seed), "must not be negative");
+        foreach (var name in meta.Metrics.Keys)
+        {
+            Require(!string.IsNullOrEmpty(name), "metrics", "a metric with no name", "must name every metric");
+        }
+
+        foreach (var (name, value) in meta.Extra)
+        {
+            switch (name)
+            {
+                case "optimizer":
+                    Require(value is "adamw" or "sgd", "extra.optimizer", $"'{value}'", "must be 'adamw' or 'sgd'");
+                    break;
+                case "batch_size" or "accumulation_steps" or "total_steps" or "epochs":
+                    Require(long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var count) && count > 0, "extra." + name, $"'{value}'", "must be a positive whole number");
+                    break;
+                case "warmup_steps":
+                    Require(long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out _), "extra." + name, $"'{value}'", "must be a non-negative whole number");
+                    break;
+                case "lr":
+                    Require(double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var lr) && lr > 0 && double.IsFinite(lr), "extra.lr", $"'{value}'", "must be a positive number");
+                    break;
+                case "min_lr" or "weight_decay" or "grad_clip" or "label_smoothing" or "momentum":
+                    Require(double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var x) && x >= 0 && double.IsFinite(x), "extra." + name, $"'{value}'", "must be a non-negative number");
+                    break;
+            }
+        }
+    }
+
+    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 }
