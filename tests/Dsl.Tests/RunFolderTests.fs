@@ -1,11 +1,12 @@
 /// Issue 13, "nothing is lost": run and transform folders are never written over unless the tool
-/// made them, metrics.jsonl is trimmed atomically, and a resume refuses changed settings and
-/// damaged metadata.
+/// made them, metrics.jsonl is trimmed atomically, a resume refuses changed settings and
+/// damaged metadata, and a checkpoint's tensors are checked (dtype, extents, checksum) on load.
 module Dsl.Tests.RunFolderTests
 
 open System
 open System.Collections.Generic
 open System.IO
+open System.Text
 open System.Text.Json.Nodes
 open Expecto
 open TorchSharp
@@ -298,5 +299,102 @@ let tests =
                 let fresh = Path.Combine(dir, "deploy")
                 Expect.equal (transform fresh).Code 0 "a fresh --out"
                 Expect.equal (transform fresh).Code 0 "its own output again"
+            }
+
+            test "a flipped data byte is a CheckpointError naming the file; legacy checkpoints without checksums load" {
+                withTempDir "dsl-checksum-" (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    saveTiny directory
+                    let path = Path.Combine(directory, Checkpoint.ModelFile)
+                    let bytes = File.ReadAllBytes path
+                    bytes[bytes.Length - 1] <- bytes[bytes.Length - 1] ^^^ 1uy
+                    File.WriteAllBytes(path, bytes)
+
+                    try
+                        (Checkpoint.Load directory).Dispose()
+                        failtest "expected a CheckpointError"
+                    with :? CheckpointError as e ->
+                        Expect.equal e.Path path "names the file"
+                        Expect.stringContains e.Message "damaged" "says what"
+
+                    // Weights only: the optimizer file may be gone.
+                    bytes[bytes.Length - 1] <- bytes[bytes.Length - 1] ^^^ 1uy
+                    File.WriteAllBytes(path, bytes)
+                    File.Delete(Path.Combine(directory, Checkpoint.OptimizerFile))
+
+                    using (Checkpoint.Load(directory, optimizer = false)) (fun l ->
+                        Expect.equal l.Weights.Count 1 "weights")
+
+                    // A checkpoint from before checksums: nothing to verify against.
+                    let meta = Path.Combine(directory, Checkpoint.MetaFile)
+                    let o = JsonNode.Parse(File.ReadAllText meta).AsObject()
+                    o.Remove "checksums" |> ignore
+                    File.WriteAllText(meta, o.ToJsonString())
+
+                    using (Checkpoint.Load(directory, optimizer = false)) (fun l ->
+                        Expect.equal l.Weights.Count 1 "loads"))
+            }
+
+            test "tensors that overlap in a safetensors file are a CheckpointError" {
+                withTempDir "dsl-overlap-" (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    saveTiny directory
+                    let path = Path.Combine(directory, Checkpoint.ModelFile)
+
+                    let header =
+                        Encoding.UTF8.GetBytes
+                            """{"a": {"dtype": "F32", "shape": [2], "data_offsets": [0, 8]}, "b": {"dtype": "F32", "shape": [2], "data_offsets": [4, 12]}}"""
+
+                    File.WriteAllBytes(
+                        path,
+                        Array.concat [ BitConverter.GetBytes(uint64 header.Length); header; Array.zeroCreate 12 ]
+                    )
+
+                    let meta = Path.Combine(directory, Checkpoint.MetaFile)
+                    let o = JsonNode.Parse(File.ReadAllText meta).AsObject()
+                    o.Remove "checksums" |> ignore
+                    File.WriteAllText(meta, o.ToJsonString())
+
+                    try
+                        (Checkpoint.Load directory).Dispose()
+                        failtest "expected a CheckpointError"
+                    with :? CheckpointError as e ->
+                        Expect.stringContains e.Message "tensors 'a' and 'b' overlap" "names both")
+            }
+
+            test "a tensor of another dtype does not fit the model" {
+                use saved = torch.zeros ([| 2L |], dtype = torch.int32)
+                use expected = torch.zeros ([| 2L |], dtype = torch.float32)
+
+                let differences =
+                    CheckpointFit.Differences(Dictionary(dict [ "w", saved ]), Dictionary(dict [ "w", expected ]))
+
+                Expect.sequenceEqual differences [ "w: checkpoint Int32, model Float32" ] "the dtype differs"
+            }
+
+            test "dsl eval refuses a relabelled dtype and needs no optimizer state" {
+                let dir, file, data = setup.Value
+                let run = Path.Combine(dir, "dtype-run")
+                Expect.equal (train run []).Code 0 "a run"
+                let checkpoint = Path.Combine(run, "checkpoint")
+                File.Delete(Path.Combine(checkpoint, Checkpoint.OptimizerFile))
+
+                let eval () =
+                    dsl [ "eval"; file; "--checkpoint"; checkpoint; "--data"; data ]
+
+                let ok = eval ()
+                Expect.equal ok.Code 0 (ok.Out + ok.Err)
+                // The first F32 relabelled I32: same size, so only the dtype says it is wrong.
+                let path = Path.Combine(checkpoint, Checkpoint.ModelFile)
+                let bytes = File.ReadAllBytes path
+                let at = Encoding.ASCII.GetString(bytes).IndexOf "\"F32\""
+                bytes[at + 1] <- byte 'I'
+                File.WriteAllBytes(path, bytes)
+                expectRefused (eval ()) "damaged"
+                let meta = Path.Combine(checkpoint, Checkpoint.MetaFile)
+                let o = JsonNode.Parse(File.ReadAllText meta).AsObject()
+                o.Remove "checksums" |> ignore
+                File.WriteAllText(meta, o.ToJsonString())
+                expectRefused (eval ()) "checkpoint Int32, model Float32"
             }
         ]

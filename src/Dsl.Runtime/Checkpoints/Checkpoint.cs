@@ -66,7 +66,13 @@ public static class Checkpoint
             Directory.CreateDirectory(temp);
             SafetensorsFile.Write(Path.Combine(temp, ModelFile), weights);
             SafetensorsFile.Write(Path.Combine(temp, OptimizerFile), optimizerState);
-            WriteMeta(Path.Combine(temp, MetaFile), meta);
+            // Hashed as written to disk, so flipped bytes found later are the disk's or a user's.
+            var checksums = new Dictionary<string, string>
+            {
+                [ModelFile] = FileHash(Path.Combine(temp, ModelFile)),
+                [OptimizerFile] = FileHash(Path.Combine(temp, OptimizerFile)),
+            };
+            WriteMeta(Path.Combine(temp, MetaFile), meta with { Checksums = checksums });
             MoveIntoPlace(temp, target);
         }
         catch
@@ -80,8 +86,12 @@ public static class Checkpoint
         }
     }
 
-    /// <summary>Reads a checkpoint written by <see cref="Save"/>; every problem is a <see cref="CheckpointError"/>.</summary>
-    public static LoadedCheckpoint Load(string directory)
+    /// <summary>
+    /// Reads a checkpoint written by <see cref="Save"/>; every problem is a <see cref="CheckpointError"/>.
+    /// Without <paramref name="optimizer"/> only the weights are read (evaluation needs no
+    /// optimizer state) and <see cref="LoadedCheckpoint.OptimizerState"/> is empty.
+    /// </summary>
+    public static LoadedCheckpoint Load(string directory, bool optimizer = true)
     {
         if (!Directory.Exists(directory))
         {
@@ -90,10 +100,10 @@ public static class Checkpoint
 
         // meta.json first: it is cheap, and an unsupported version stops before any tensor is read.
         var meta = ReadMeta(Path.Combine(directory, MetaFile));
-        var weights = SafetensorsFile.Read(Path.Combine(directory, ModelFile));
+        var weights = ReadVerified(directory, ModelFile, meta);
         try
         {
-            var optimizerState = SafetensorsFile.Read(Path.Combine(directory, OptimizerFile));
+            var optimizerState = optimizer ? ReadVerified(directory, OptimizerFile, meta) : [];
             return new LoadedCheckpoint(weights, optimizerState, meta);
         }
         catch
@@ -110,6 +120,20 @@ public static class Checkpoint
     /// <summary>Lowercase hex SHA-256 of the UTF-8 text; ties a checkpoint to the DSL source it came from.</summary>
     public static string SourceHash(string text) =>
         Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
+
+    /// <summary>Reads one tensor file after checking it against the checksum meta.json records for it.</summary>
+    private static Dictionary<string, Tensor> ReadVerified(string directory, string file, CheckpointMeta meta)
+    {
+        var path = Path.Combine(directory, file);
+        var expected = meta.Checksums is { } sums && sums.TryGetValue(file, out var sum) ? sum : null;
+        return SafetensorsFile.Read(path, expected);
+    }
+
+    private static string FileHash(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
 
     private static void MoveIntoPlace(string temp, string target)
     {
