@@ -398,3 +398,83 @@ let tests =
                 expectRefused (eval ()) "checkpoint Int32, model Float32"
             }
         ]
+
+/// The fault-injection probes that need no child process: an exception at every durable write.
+[<Tests>]
+let faults =
+    testSequenced
+    <| testList
+        "FaultTests"
+        [
+            test "a failure at every write of a checkpoint save leaves the previous checkpoint whole and no temporaries" {
+                withTempDir "dsl-save-fault-" (fun root ->
+                    let directory = Path.Combine(root, "checkpoint")
+
+                    let save (value: float32) =
+                        use w = torch.tensor (Array.create 3 value)
+
+                        let meta =
+                            CheckpointMeta(
+                                Model = "m",
+                                SourceHash = "",
+                                Step = int64 value,
+                                Epoch = 0,
+                                Seed = 0L,
+                                Created = "2026-01-01T00:00:00Z",
+                                Metrics = Dictionary(),
+                                Extra = Dictionary()
+                            )
+
+                        Checkpoint.Save(directory, Dictionary(dict [ "w", w ]), Dictionary(), meta)
+
+                    let step () =
+                        use loaded = Checkpoint.Load directory
+
+                        Expect.sequenceEqual
+                            (loaded.Weights["w"].data<float32>().ToArray())
+                            (Array.create 3 (float32 loaded.Meta.Step))
+                            "weights match their step"
+
+                        loaded.Meta.Step
+
+                    save 1.0f
+                    let mutable failAt = 1
+                    let mutable failed = true
+
+                    while failed do
+                        let mutable writes = 0
+
+                        DurableFile.BeforeWrite <-
+                            Action<string>(fun _ ->
+                                writes <- writes + 1
+
+                                if writes = failAt then
+                                    raise (IOException "injected"))
+
+                        try
+                            try
+                                save 2.0f
+                                failed <- false
+                            with :? IOException ->
+                                Expect.equal
+                                    (step ())
+                                    1L
+                                    (sprintf "failure at write %d: the previous checkpoint" failAt)
+
+                                Expect.sequenceEqual
+                                    (Directory.GetFileSystemEntries root)
+                                    [| directory |]
+                                    "no .tmp- or .bak- folder is left"
+
+                                failAt <- failAt + 1
+                        finally
+                            DurableFile.BeforeWrite <- null
+
+                    Expect.equal
+                        failAt
+                        6
+                        "five writes probed: model, optimizer, meta, the move, the rename after the backup"
+
+                    Expect.equal (step ()) 2L "the save that was not interrupted")
+            }
+        ]

@@ -64,7 +64,9 @@ public static class Checkpoint
         try
         {
             Directory.CreateDirectory(temp);
+            DurableFile.Probe(Path.Combine(temp, ModelFile));
             SafetensorsFile.Write(Path.Combine(temp, ModelFile), weights);
+            DurableFile.Probe(Path.Combine(temp, OptimizerFile));
             SafetensorsFile.Write(Path.Combine(temp, OptimizerFile), optimizerState);
             // Hashed as written to disk, so flipped bytes found later are the disk's or a user's.
             var checksums = new Dictionary<string, string>
@@ -72,7 +74,9 @@ public static class Checkpoint
                 [ModelFile] = FileHash(Path.Combine(temp, ModelFile)),
                 [OptimizerFile] = FileHash(Path.Combine(temp, OptimizerFile)),
             };
+            DurableFile.Probe(Path.Combine(temp, MetaFile));
             WriteMeta(Path.Combine(temp, MetaFile), meta with { Checksums = checksums });
+            DurableFile.Probe(target);
             MoveIntoPlace(temp, target);
         }
         catch
@@ -147,6 +151,7 @@ public static class Checkpoint
         Directory.Move(target, backup);
         try
         {
+            DurableFile.Probe(target);
             Directory.Move(temp, target);
         }
         catch
