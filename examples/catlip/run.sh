@@ -22,7 +22,7 @@ $dsl check $spec
 json() { sed -n 's/.*"'"$1"'":\([0-9.eE+-]*\).*/\1/p'; }
 for model in catlip clip; do
   start=$SECONDS
-  $dsl train $spec --model $model --out "$out/$model"
+  $dsl train $spec --model $model --out "$out/$model" --overwrite
   echo "$model: trained in $((SECONDS - start)) s"
   $dsl eval $spec --model $model --checkpoint "$out/$model/checkpoint" --probe --json | tee "$out/$model/eval.json"
 done

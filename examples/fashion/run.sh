@@ -12,6 +12,8 @@ out=${OUT:-runs/fashion}
 
 $dsl check examples/fashion/convnet.dsl
 start=$SECONDS
-$dsl train examples/fashion/convnet.dsl --out "$out" "$@"
+# A rerun replaces the earlier run (dsl train refuses it otherwise), unless it resumes it.
+again=--overwrite; for a in "$@"; do [ "$a" = --resume ] && again=; done
+$dsl train examples/fashion/convnet.dsl --out "$out" $again "$@"
 echo "training wall time: $((SECONDS - start)) s"
 $dsl eval examples/fashion/convnet.dsl --checkpoint "$out/checkpoint" --json

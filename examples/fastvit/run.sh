@@ -13,7 +13,9 @@ out=${OUT:-runs/fastvit-fashion}
 
 $dsl check examples/fastvit/fashion.dsl
 start=$SECONDS
-$dsl train examples/fastvit/fashion.dsl --out "$out" "$@"
+# A rerun replaces the earlier run (dsl train refuses it otherwise), unless it resumes it.
+again=--overwrite; for a in "$@"; do [ "$a" = --resume ] && again=; done
+$dsl train examples/fastvit/fashion.dsl --out "$out" $again "$@"
 echo "training wall time: $((SECONDS - start)) s"
 echo "train form:";  $dsl eval examples/fastvit/fashion.dsl --checkpoint "$out/checkpoint" --json
 $dsl transform reparam examples/fastvit/fashion.dsl --checkpoint "$out/checkpoint" --out "$out/deploy"

@@ -19,7 +19,7 @@ $dsl check $spec
 $dsl show $spec | tail -n 2
 
 start=$SECONDS
-$dsl train $spec --out "$out" --max-steps "${MAX_STEPS:-300}"
+$dsl train $spec --out "$out" --overwrite --max-steps "${MAX_STEPS:-300}"
 echo "trained in $((SECONDS - start)) s"
 $dsl eval $spec --checkpoint "$out/checkpoint"
 

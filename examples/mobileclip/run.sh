@@ -42,7 +42,7 @@ done
 for seed in $seeds; do
   for student in studentClip studentReinforced; do
     run="$out/$student-seed$seed"
-    timed $dsl train $dir/student.dsl --model $student --seed $seed --out "$run"
+    timed $dsl train $dir/student.dsl --model $student --seed $seed --out "$run" --overwrite
     $dsl eval $dir/student.dsl --model $student --checkpoint "$run/checkpoint" --json | tee "$run/eval.json"
     e="$run/eval.json"
     printf '%s\t%s\t%s\t%s\t%s\t%s\n' $student $seed "$(json zero_shot_top1 < $e)" "$(json zero_shot_top5 < $e)" "$(json i2t_r1 < $e)" "$(json t2i_r1 < $e)" >> docs/mobileclip.tsv

@@ -73,6 +73,8 @@ type TrainArgs =
     | [<AtLeast 1.0>] Epochs of count: int
     | Out of dir: string
     | Resume
+    | Overwrite
+    | Allow_Changes
     | [<AtLeast 0.0>] Seed of seed: int
     | Data of dir: string
     | [<AtLeast 1.0>] Max_Steps of steps: int
@@ -89,6 +91,9 @@ type TrainArgs =
             | Epochs _ -> "override the train block's epochs"
             | Out _ -> "run folder for checkpoints and metrics (default: runs/<model>)"
             | Resume -> "continue from the checkpoint in the run folder"
+            | Overwrite ->
+                "replace an earlier run in the run folder (its log and checkpoints; never a folder dsl train did not make)"
+            | Allow_Changes -> "with --resume, accept settings (seed, batch, lr, …) that differ from the checkpoint's"
             | Seed _ -> "override the train block's seed"
             | Data _ -> "dataset directory (default: the train block's, else the Debian package location)"
             | Max_Steps _ -> "stop after this many optimizer steps"

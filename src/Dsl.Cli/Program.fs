@@ -35,6 +35,7 @@ let rec private userMessage (e: exn) =
         Some(Dsl.Diagnostics.format (Dsl.Diagnostics.diagnostic e.Span e.Message))
     | :? Dsl.Runtime.Data.DataError
     | :? Dsl.Runtime.Checkpoints.CheckpointError
+    | :? Dsl.Runtime.Checkpoints.OutputFolderError
     | :? Dsl.Runtime.Emit.ShapeMismatchError
     | :? Dsl.Runtime.Generation.DecodingError -> Some("error: " + e.Message)
     | :? IO.FileNotFoundException as f -> Some(sprintf "%s: error: no such file" f.FileName)

@@ -140,6 +140,10 @@ let train (args: ParseResults<TrainArgs>) =
     let dataDir = args.TryGetResult TrainArgs.Data
     let options = trainOptions r g outDir
     options.Resume <- args.Contains TrainArgs.Resume
+    options.AllowChanges <- args.Contains TrainArgs.Allow_Changes
+
+    if options.AllowChanges && not options.Resume then
+        fail "dsl train: --allow-changes only applies with --resume"
 
     args.TryGetResult TrainArgs.Max_Steps
     |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
@@ -245,6 +249,10 @@ let train (args: ParseResults<TrainArgs>) =
         options.MaxSteps
         |> Option.ofNullable
         |> Option.defaultValue (stepsPerEpoch * int64 r.Epochs)
+
+    // Last before the first write: every check above has passed, so a refused run leaves the
+    // folder as it was.
+    Dsl.Runtime.Checkpoints.OutputFolder.PrepareRun(outDir, g.Name, options.Resume, args.Contains TrainArgs.Overwrite)
 
     let result =
         withProgress total unit (fun report -> Trainer(model, options).Train(task, Action<_> report))

@@ -225,7 +225,8 @@ let requireResumable (model: GraphModule) (dir: string) =
 
 /// Copies a checkpoint's weights into the model; every name and shape must match.
 let loadWeights (model: GraphModule) (dir: string) =
-    use loaded = Checkpoint.Load dir
+    // Weights only: a checkpoint copied without its optimizer state still evaluates.
+    use loaded = Checkpoint.Load(dir, optimizer = false)
     let expected = model.state_dict ()
     requireFit model dir loaded
     use _ = TorchSharp.torch.no_grad ()

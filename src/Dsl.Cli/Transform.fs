@@ -49,8 +49,16 @@ let private write
     (g: Graph)
     (module': GraphModule)
     (meta: CheckpointMeta)
+    (checkpoint: string)
     (extra: (string * string) list)
     =
+    // Never over an input, nor over files no transform made; refused before anything is written.
+    OutputFolder.PrepareTransform(
+        out,
+        (extra |> List.find (fun (k, _) -> k = "transform") |> snd),
+        [ file; checkpoint ]
+    )
+
     let data = Dictionary(meta.Extra)
 
     for k, v in extra do
@@ -68,7 +76,6 @@ let private write
             Extra = data
         )
 
-    Directory.CreateDirectory out |> ignore
     Checkpoint.Save(Path.Combine(out, "checkpoint"), module'.state_dict (), Dictionary<string, torch.Tensor>(), newMeta)
 
     let recipe =
@@ -76,7 +83,10 @@ let private write
         |> List.tryPick (Compiler.pickRecipe c)
         |> Option.map (fun r -> "\n" + Print.recipe (relocated file out { r with Model = g.Name }))
 
-    File.WriteAllText(Path.Combine(out, "model.dsl"), header + "\n" + Print.model g + Option.defaultValue "" recipe)
+    DurableFile.WriteAllText(
+        Path.Combine(out, "model.dsl"),
+        header + "\n" + Print.model g + Option.defaultValue "" recipe
+    )
 
 let private reparam (c: Compiler.Checked) (file: string) (g: Graph) (args: ParseResults<TransformArgs>) =
     let out = args.GetResult TransformArgs.Out
@@ -87,7 +97,17 @@ let private reparam (c: Compiler.Checked) (file: string) (g: Graph) (args: Parse
     let header =
         sprintf "// %s re-parameterised by `dsl transform reparam` from %s." g.Name file
 
-    write c file out [ g.Name ] header deploy.Graph deploy meta [ "transform", "reparam" ]
+    write
+        c
+        file
+        out
+        [ g.Name ]
+        header
+        deploy.Graph
+        deploy
+        meta
+        (args.GetResult TransformArgs.Checkpoint)
+        [ "transform", "reparam" ]
 
     printfn
         "%s: %s → %s parameters, %d → %d nodes; wrote %s and %s"
@@ -279,6 +299,7 @@ let private shrink
         shrunk
         child
         meta
+        (args.GetResult TransformArgs.Checkpoint)
         [
             "transform", kind
             "targets", described

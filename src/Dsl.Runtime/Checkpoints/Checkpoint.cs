@@ -1,3 +1,4 @@
+using System.Globalization;
 using System.Security.Cryptography;
 using System.Text;
 using System.Text.Json;
@@ -63,9 +64,19 @@ public static class Checkpoint
         try
         {
             Directory.CreateDirectory(temp);
+            DurableFile.Probe(Path.Combine(temp, ModelFile));
             SafetensorsFile.Write(Path.Combine(temp, ModelFile), weights);
+            DurableFile.Probe(Path.Combine(temp, OptimizerFile));
             SafetensorsFile.Write(Path.Combine(temp, OptimizerFile), optimizerState);
-            WriteMeta(Path.Combine(temp, MetaFile), meta);
+            // Hashed as written to disk, so flipped bytes found later are the disk's or a user's.
+            var checksums = new Dictionary<string, string>
+            {
+                [ModelFile] = FileHash(Path.Combine(temp, ModelFile)),
+                [OptimizerFile] = FileHash(Path.Combine(temp, OptimizerFile)),
+            };
+            DurableFile.Probe(Path.Combine(temp, MetaFile));
+            WriteMeta(Path.Combine(temp, MetaFile), meta with { Checksums = checksums });
+            DurableFile.Probe(target);
             MoveIntoPlace(temp, target);
         }
         catch
@@ -79,8 +90,12 @@ public static class Checkpoint
         }
     }
 
-    /// <summary>Reads a checkpoint written by <see cref="Save"/>; every problem is a <see cref="CheckpointError"/>.</summary>
-    public static LoadedCheckpoint Load(string directory)
+    /// <summary>
+    /// Reads a checkpoint written by <see cref="Save"/>; every problem is a <see cref="CheckpointError"/>.
+    /// Without <paramref name="optimizer"/> only the weights are read (evaluation needs no
+    /// optimizer state) and <see cref="LoadedCheckpoint.OptimizerState"/> is empty.
+    /// </summary>
+    public static LoadedCheckpoint Load(string directory, bool optimizer = true)
     {
         if (!Directory.Exists(directory))
         {
@@ -89,10 +104,10 @@ public static class Checkpoint
 
         // meta.json first: it is cheap, and an unsupported version stops before any tensor is read.
         var meta = ReadMeta(Path.Combine(directory, MetaFile));
-        var weights = SafetensorsFile.Read(Path.Combine(directory, ModelFile));
+        var weights = ReadVerified(directory, ModelFile, meta);
         try
         {
-            var optimizerState = SafetensorsFile.Read(Path.Combine(directory, OptimizerFile));
+            var optimizerState = optimizer ? ReadVerified(directory, OptimizerFile, meta) : [];
             return new LoadedCheckpoint(weights, optimizerState, meta);
         }
         catch
@@ -110,6 +125,20 @@ public static class Checkpoint
     public static string SourceHash(string text) =>
         Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
 
+    /// <summary>Reads one tensor file after checking it against the checksum meta.json records for it.</summary>
+    private static Dictionary<string, Tensor> ReadVerified(string directory, string file, CheckpointMeta meta)
+    {
+        var path = Path.Combine(directory, file);
+        var expected = meta.Checksums is { } sums && sums.TryGetValue(file, out var sum) ? sum : null;
+        return SafetensorsFile.Read(path, expected);
+    }
+
+    private static string FileHash(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        return Convert.ToHexStringLower(SHA256.HashData(stream));
+    }
+
     private static void MoveIntoPlace(string temp, string target)
     {
         if (!Directory.Exists(target))
@@ -122,6 +151,7 @@ public static class Checkpoint
         Directory.Move(target, backup);
         try
         {
+            DurableFile.Probe(target);
             Directory.Move(temp, target);
         }
         catch
@@ -191,6 +221,55 @@ public static class Checkpoint
             throw new CheckpointError(path, $"format version {meta.FormatVersion} is not supported; this code reads version {FormatVersion}");
         }
 
+        Validate(path, meta);
         return meta;
     }
+
+    /// <summary>
+    /// Every field a reader relies on, checked as the user error it is (a hand-edited or damaged
+    /// meta.json), naming the file and the field, before anything trusts it.
+    /// </summary>
+    private static void Validate(string path, CheckpointMeta meta)
+    {
+        void Require(bool ok, string field, string value, string rule)
+        {
+            if (!ok)
+            {
+                throw new CheckpointError(path, $"field '{field}' is {value}; it {rule}");
+            }
+        }
+
+        Require(!string.IsNullOrWhiteSpace(meta.Model), "model", $"'{meta.Model}'", "must name the model");
+        Require(meta.Step >= 0, "step", Invariant(meta.Step), "must not be negative");
+        Require(meta.Epoch >= 0, "epoch", Invariant(meta.Epoch), "must not be negative");
+        Require(meta.Seed >= 0, "seed", Invariant(meta.Seed), "must not be negative");
+        foreach (var name in meta.Metrics.Keys)
+        {
+            Require(!string.IsNullOrEmpty(name), "metrics", "a metric with no name", "must name every metric");
+        }
+
+        foreach (var (name, value) in meta.Extra)
+        {
+            switch (name)
+            {
+                case "optimizer":
+                    Require(value is "adamw" or "sgd", "extra.optimizer", $"'{value}'", "must be 'adamw' or 'sgd'");
+                    break;
+                case "batch_size" or "accumulation_steps" or "total_steps" or "epochs":
+                    Require(long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out var count) && count > 0, "extra." + name, $"'{value}'", "must be a positive whole number");
+                    break;
+                case "warmup_steps":
+                    Require(long.TryParse(value, NumberStyles.None, CultureInfo.InvariantCulture, out _), "extra." + name, $"'{value}'", "must be a non-negative whole number");
+                    break;
+                case "lr":
+                    Require(double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var lr) && lr > 0 && double.IsFinite(lr), "extra.lr", $"'{value}'", "must be a positive number");
+                    break;
+                case "min_lr" or "weight_decay" or "grad_clip" or "label_smoothing" or "momentum":
+                    Require(double.TryParse(value, NumberStyles.Float, CultureInfo.InvariantCulture, out var x) && x >= 0 && double.IsFinite(x), "extra." + name, $"'{value}'", "must be a non-negative number");
+                    break;
+            }
+        }
+    }
+
+    private static string Invariant(long value) => value.ToString(CultureInfo.InvariantCulture);
 }

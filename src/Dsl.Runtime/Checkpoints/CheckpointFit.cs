@@ -3,7 +3,7 @@ using static TorchSharp.torch;
 namespace Dsl.Runtime.Checkpoints;
 
 /// <summary>
-/// Whether a checkpoint's tensors fit a model's state by name and shape, checked before any of
+/// Whether a checkpoint's tensors fit a model's state by name, shape and dtype, checked before any of
 /// them is copied: libtorch's own copy stops at the first mismatch with a native trace, and
 /// names none of the others.
 /// </summary>
@@ -25,7 +25,13 @@ public static class CheckpointFit
             .Where(entry => checkpoint.TryGetValue(entry.Key, out var saved) && !saved.shape.SequenceEqual(entry.Value.shape))
             .OrderBy(entry => entry.Key, StringComparer.Ordinal)
             .Select(entry => $"{entry.Key}: checkpoint {Shape(checkpoint[entry.Key].shape)}, model {Shape(entry.Value.shape)}");
-        return [.. missing, .. unexpected, .. shapes];
+        // Same extent, other element type (an F32 tensor relabelled I32): copying would convert
+        // the reinterpreted bits into nonsense values rather than fail.
+        var dtypes = model
+            .Where(entry => checkpoint.TryGetValue(entry.Key, out var saved) && saved.dtype != entry.Value.dtype)
+            .OrderBy(entry => entry.Key, StringComparer.Ordinal)
+            .Select(entry => $"{entry.Key}: checkpoint {checkpoint[entry.Key].dtype}, model {entry.Value.dtype}");
+        return [.. missing, .. unexpected, .. shapes, .. dtypes];
     }
 
     /// <summary>The message for a non-empty <see cref="Differences"/>: a summary line, then one indented line per difference.</summary>

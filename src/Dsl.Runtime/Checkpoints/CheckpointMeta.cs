@@ -13,6 +13,10 @@ namespace Dsl.Runtime.Checkpoints;
 /// <param name="Metrics">Latest metric values by name, e.g. "loss", "accuracy".</param>
 /// <param name="Extra">Free-form facts, e.g. the optimizer kind or the DSL source path.</param>
 /// <param name="FormatVersion">Layout version of the checkpoint directory.</param>
+/// <param name="Checksums">
+/// Lowercase hex SHA-256 of each file beside meta.json by name, set by <see cref="Checkpoint.Save"/>
+/// and verified on load (absent in checkpoints from before it was recorded).
+/// </param>
 public sealed record CheckpointMeta(
     string Model,
     string SourceHash,
@@ -22,4 +26,5 @@ public sealed record CheckpointMeta(
     string Created,
     Dictionary<string, double> Metrics,
     Dictionary<string, string> Extra,
-    int FormatVersion = 1);
+    int FormatVersion = 1,
+    Dictionary<string, string>? Checksums = null);

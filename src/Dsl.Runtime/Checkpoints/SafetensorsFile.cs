@@ -65,8 +65,12 @@ internal static class SafetensorsFile
         stream.Flush(flushToDisk: true);
     }
 
-    /// <summary>Reads every tensor; the file is closed again before this returns.</summary>
-    public static Dictionary<string, Tensor> Read(string path)
+    /// <summary>
+    /// Reads every tensor; the file is closed again before this returns. With
+    /// <paramref name="sha256"/> (lowercase hex) the file must hash to it: the header is checked
+    /// first, so a truncated file is reported as truncated, then the bytes, then they are read.
+    /// </summary>
+    public static Dictionary<string, Tensor> Read(string path, string? sha256 = null)
     {
         if (!File.Exists(path))
         {
@@ -76,6 +80,17 @@ internal static class SafetensorsFile
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
         ValidateHeader(stream, path);
         stream.Position = 0;
+        if (sha256 is not null)
+        {
+            var actual = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream));
+            if (!string.Equals(actual, sha256, StringComparison.OrdinalIgnoreCase))
+            {
+                throw new CheckpointError(path, $"damaged: its SHA-256 is {actual}, but meta.json records {sha256}; restore the file from a copy, or use an earlier checkpoint");
+            }
+
+            stream.Position = 0;
+        }
+
         try
         {
             return Safetensors.LoadStateDict(stream, leaveOpen: true);
@@ -118,6 +133,7 @@ internal static class SafetensorsFile
 
         var dataLength = fileLength - 8 - (long)headerLength;
         var names = new HashSet<string>(StringComparer.Ordinal);
+        var extents = new List<(long Begin, long End, string Name)>();
         foreach (var entry in document.RootElement.EnumerateObject())
         {
             if (entry.Name == "__metadata__")
@@ -130,7 +146,21 @@ internal static class SafetensorsFile
                 throw new CheckpointError(path, $"corrupt: tensor '{entry.Name}' appears twice in the header");
             }
 
-            ValidateEntry(entry.Name, entry.Value, dataLength, path);
+            var (begin, end) = ValidateEntry(entry.Name, entry.Value, dataLength, path);
+            if (end > begin)
+            {
+                extents.Add((begin, end, entry.Name));
+            }
+        }
+
+        // Two tensors over the same bytes would load as copies of one; a writer never does that.
+        extents.Sort((a, b) => a.Begin.CompareTo(b.Begin));
+        for (var i = 1; i < extents.Count; i++)
+        {
+            if (extents[i].Begin < extents[i - 1].End)
+            {
+                throw new CheckpointError(path, $"corrupt: tensors '{extents[i - 1].Name}' and '{extents[i].Name}' overlap (data bytes {extents[i].Begin} to {Math.Min(extents[i].End, extents[i - 1].End)})");
+            }
         }
     }
 
@@ -146,7 +176,8 @@ internal static class SafetensorsFile
         }
     }
 
-    private static void ValidateEntry(string name, JsonElement entry, long dataLength, string path)
+    /// <summary>Checks one header entry; returns its data extent.</summary>
+    private static (long Begin, long End) ValidateEntry(string name, JsonElement entry, long dataLength, string path)
     {
         CheckpointError Corrupt(string problem) => new(path, $"corrupt: tensor '{name}': {problem}");
 
@@ -183,6 +214,8 @@ internal static class SafetensorsFile
         {
             throw Corrupt($"shape [{string.Join(", ", shape)}] of {dtype.GetString()} needs {expectedBytes} bytes but data_offsets span {offsets[1] - offsets[0]}");
         }
+
+        return (offsets[0], offsets[1]);
     }
 
     /// <summary>A JSON array of non-negative integers.</summary>

@@ -1,4 +1,6 @@
+using System.Text;
 using System.Text.Json;
+using Dsl.Runtime.Checkpoints;
 using System.Text.Json.Serialization;
 
 namespace Dsl.Runtime.Training;
@@ -7,7 +9,7 @@ namespace Dsl.Runtime.Training;
 /// metrics.jsonl: one JSON object per line, appended and flushed as training goes, so a
 /// crashed run keeps everything logged before the crash.
 /// </summary>
-internal sealed class MetricsLog : IDisposable
+public sealed class MetricsLog : IDisposable
 {
     private static readonly JsonSerializerOptions Json = new()
     {
@@ -15,26 +17,59 @@ internal sealed class MetricsLog : IDisposable
         NumberHandling = JsonNumberHandling.AllowNamedFloatingPointLiterals,
     };
 
-    private readonly StreamWriter writer;
+    private readonly FileStream stream;
 
     /// <summary>
-    /// Opens the log. Without <paramref name="resumeStep"/> it starts empty; with it, lines of
-    /// steps after the checkpoint (written by the interrupted run) are dropped, so the resumed
-    /// run's lines follow on without duplicates.
+    /// Opens the log for appending. Without <paramref name="resumeStep"/> it starts empty (the
+    /// run folder has been checked to hold no earlier run's log); with it, lines of steps after
+    /// the checkpoint (written by the interrupted run) are dropped, so the resumed run's lines
+    /// follow on without duplicates. The trimmed log replaces the old one atomically (written
+    /// beside it, fsynced, renamed): a kill at any instant leaves the old log or the new one.
     /// </summary>
     public MetricsLog(string path, long? resumeStep)
     {
-        var kept = resumeStep is { } step && File.Exists(path)
-            ? File.ReadAllLines(path).Where(line => StepOf(line) <= step).ToList()
-            : [];
-        File.WriteAllLines(path, kept);
-        writer = new StreamWriter(path, append: true) { AutoFlush = true };
+        if (resumeStep is { } step)
+        {
+            if (File.Exists(path))
+            {
+                var lines = File.ReadAllLines(path);
+                var kept = lines.Where(line => StepOf(line) <= step).ToList();
+                if (kept.Count != lines.Length || (lines.Length > 0 && !EndsWithNewline(path)))
+                {
+                    DurableFile.WriteAllText(path, string.Concat(kept.Select(line => line + "\n")));
+                }
+            }
+        }
+        else
+        {
+            DurableFile.WriteAllText(path, "");
+        }
+
+        DurableFile.Probe(path);
+        stream = new FileStream(path, FileMode.Append, FileAccess.Write, FileShare.Read);
     }
 
-    public void Write(IReadOnlyDictionary<string, object> record) =>
-        writer.WriteLine(JsonSerializer.Serialize(record, Json));
+    /// <summary>Appends one line and fsyncs it: a line written is a line kept.</summary>
+    public void Write(IReadOnlyDictionary<string, object> record)
+    {
+        var bytes = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(record, Json) + "\n");
+        stream.Write(bytes);
+        stream.Flush(flushToDisk: true);
+    }
 
-    public void Dispose() => writer.Dispose();
+    public void Dispose() => stream.Dispose();
+
+    private static bool EndsWithNewline(string path)
+    {
+        using var file = File.OpenRead(path);
+        if (file.Length == 0)
+        {
+            return true;
+        }
+
+        file.Seek(-1, SeekOrigin.End);
+        return file.ReadByte() == '\n';
+    }
 
     private static long StepOf(string line)
     {

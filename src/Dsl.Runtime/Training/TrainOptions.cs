@@ -83,6 +83,12 @@ public sealed class TrainOptions
     /// <summary>Continue from the checkpoint in OutDir, exactly as if the run had not stopped.</summary>
     public bool Resume { get; set; }
 
+    /// <summary>
+    /// Resume even when the settings differ from those the checkpoint recorded (the seed, batch
+    /// size, learning rate, …); the run then no longer matches one that never stopped.
+    /// </summary>
+    public bool AllowChanges { get; set; }
+
     /// <summary>Recorded in checkpoints: the SHA-256 of the DSL source the model came from.</summary>
     public string SourceHash { get; set; } = "";
 

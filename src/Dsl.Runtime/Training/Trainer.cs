@@ -42,7 +42,7 @@ public sealed class Trainer
         var plan = StepPlan.For(options, task.Count);
         Directory.CreateDirectory(options.OutDir);
         using var optimizer = CreateOptimizer();
-        var startStep = options.Resume ? TrainingCheckpoint.Restore(model, options, optimizer) : 0;
+        var startStep = options.Resume ? TrainingCheckpoint.Restore(model, options, optimizer, plan) : 0;
         var schedule = LrSchedule.Create(options.Schedule, options.Lr, plan.TotalSteps, options.WarmupSteps, options.MinLr);
         using var log = new MetricsLog(options.MetricsPath, options.Resume ? startStep : null);
         using var augmentGenerator = new Generator(0);

@@ -18,13 +18,8 @@ internal static class TrainingCheckpoint
             metrics["test_" + name] = value;
         }
 
-        var extra = new Dictionary<string, string>
+        var extra = new Dictionary<string, string>(Settings(options, plan))
         {
-            ["optimizer"] = options.Optimizer,
-            ["schedule"] = options.Schedule,
-            ["batch_size"] = Text(options.BatchSize),
-            ["accumulation_steps"] = Text(options.AccumulationSteps),
-            ["total_steps"] = Text(plan.TotalSteps),
             ["conv_backend"] = ConvolutionBackend.Current,
         };
         var meta = new CheckpointMeta(
@@ -40,7 +35,7 @@ internal static class TrainingCheckpoint
     }
 
     /// <summary>Loads weights and optimizer state; returns the step the checkpoint was taken at.</summary>
-    public static long Restore(GraphModule model, TrainOptions options, IOptimizer optimizer)
+    public static long Restore(GraphModule model, TrainOptions options, IOptimizer optimizer, StepPlan plan)
     {
         using var loaded = Checkpoint.Load(options.CheckpointDir);
         // A run folder reused for another model, or a model changed since: the user's mistake,
@@ -48,6 +43,11 @@ internal static class TrainingCheckpoint
         if (loaded.Meta.Model != model.Graph.Name)
         {
             throw new CheckpointError(options.CheckpointDir, $"the checkpoint is of model '{loaded.Meta.Model}', not '{model.Graph.Name}'; resume needs the run's own model");
+        }
+
+        if (!options.AllowChanges)
+        {
+            RequireSameSettings(options, plan, loaded.Meta);
         }
 
         CheckpointFit.Require(options.CheckpointDir, loaded.Weights, model.state_dict(), model.Graph.Name);
@@ -63,6 +63,59 @@ internal static class TrainingCheckpoint
 
         return loaded.Meta.Step;
     }
+
+    /// <summary>
+    /// The settings a resumed run must share with the checkpoint's to continue bit-exactly:
+    /// everything that decides the data order, the randomness and the update of a step.
+    /// </summary>
+    public static IReadOnlyDictionary<string, string> Settings(TrainOptions options, StepPlan plan) =>
+        new Dictionary<string, string>
+        {
+            ["optimizer"] = options.Optimizer,
+            ["schedule"] = options.Schedule,
+            ["batch_size"] = Text(options.BatchSize),
+            ["accumulation_steps"] = Text(options.AccumulationSteps),
+            ["total_steps"] = Text(plan.TotalSteps),
+            ["lr"] = Text(options.Lr),
+            ["min_lr"] = Text(options.MinLr),
+            ["warmup_steps"] = Text(options.WarmupSteps),
+            ["weight_decay"] = Text(options.WeightDecay),
+            ["grad_clip"] = Text(options.GradClip),
+            ["label_smoothing"] = Text(options.LabelSmoothing),
+            ["momentum"] = Text(options.Momentum),
+            ["epochs"] = Text(options.Epochs),
+        };
+
+    /// <summary>
+    /// Refuses a resume whose settings differ from those the checkpoint recorded (a setting it
+    /// did not record, from an older version, is not compared), listing every difference.
+    /// </summary>
+    private static void RequireSameSettings(TrainOptions options, StepPlan plan, CheckpointMeta meta)
+    {
+        var differences = new List<string>();
+        if (meta.Seed != options.Seed)
+        {
+            differences.Add($"seed: checkpoint {Text(meta.Seed)}, now {Text(options.Seed)}");
+        }
+
+        foreach (var (name, now) in Settings(options, plan))
+        {
+            if (meta.Extra.TryGetValue(name, out var then) && then != now)
+            {
+                differences.Add($"{name}: checkpoint {then}, now {now}");
+            }
+        }
+
+        if (differences.Count > 0)
+        {
+            throw new CheckpointError(
+                Path.Combine(options.CheckpointDir, Checkpoint.MetaFile),
+                $"the run's settings differ from the checkpoint's, so resuming would not continue the same run ({string.Join("; ", differences)}); "
+                + "restore them, or pass --allow-changes to resume with the new ones");
+        }
+    }
+
+    private static string Text(double value) => value.ToString("R", CultureInfo.InvariantCulture);
 
     private static string Text(long value) => value.ToString(CultureInfo.InvariantCulture);
 }
