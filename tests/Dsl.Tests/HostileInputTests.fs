@@ -250,5 +250,67 @@ let private imageTests =
             }
         ]
 
+let private bigEndian (values: int list) =
+    values
+    |> List.map (fun v ->
+        let b = Array.zeroCreate<byte> 4
+        BinaryPrimitives.WriteInt32BigEndian(Span b, v)
+        b)
+    |> Array.concat
+
+let private gzip (bytes: byte[]) =
+    use output = new MemoryStream()
+
+    (use z = new GZipStream(output, CompressionLevel.SmallestSize, leaveOpen = true)
+     z.Write bytes)
+
+    output.ToArray()
+
+let private idxTests =
+    testList
+        "IDX"
+        [
+            test "a 3 MB gzip expanding to 3.1 GB is refused after the declared bytes, naming the file" {
+                withTempDir (fun dir ->
+                    let path = Path.Combine(dir, "train-images-idx3-ubyte.gz")
+                    // gzip members may be concatenated: one with a Fashion-MNIST header, then one
+                    // 16 MB member of zeros (16 KB compressed) repeated 185 times.
+                    let zeros = gzip (Array.zeroCreate<byte>(16 <<< 20))
+
+                    (use file = File.Create path
+                     file.Write(gzip (bigEndian [ Idx.ImagesMagic; 60000; 28; 28 ]))
+
+                     for _ in 1..185 do
+                         file.Write zeros)
+
+                    Expect.isLessThan (FileInfo(path).Length) (4L <<< 20) "a small file"
+
+                    expectBounded "gzip bomb" (fun () ->
+                        let e = dataError (fun () -> Idx.ReadImages path |> ignore)
+                        Expect.equal e.Path path "names the file"
+                        Expect.stringContains e.Message "unexpected bytes after the 47040000 bytes" "says why"))
+            }
+
+            test "a header declaring more than the reader accepts is refused before anything is allocated" {
+                withTempDir (fun dir ->
+                    let path = Path.Combine(dir, "huge.gz")
+                    File.WriteAllBytes(path, gzip (bigEndian [ Idx.ImagesMagic; Int32.MaxValue; 28; 28 ]))
+
+                    expectBounded "declared size" (fun () ->
+                        let e = dataError (fun () -> Idx.ReadImages path |> ignore)
+                        Expect.equal e.Path path "names the file"
+                        Expect.stringContains e.Message "2147483647 × 28 × 28" "the declared dimensions"
+                        Expect.stringContains e.Message "more than the 1,073,741,824" "the limit"))
+            }
+
+            test "an uncompressed file with bytes past the declared data is refused" {
+                withTempDir (fun dir ->
+                    let path = Path.Combine(dir, "labels")
+                    File.WriteAllBytes(path, Array.append (bigEndian [ Idx.LabelsMagic; 3 ]) [| 1uy; 2uy; 3uy; 4uy |])
+                    let e = dataError (fun () -> Idx.ReadLabels path |> ignore)
+                    Expect.stringContains e.Message "unexpected bytes after the 3 bytes" "says why")
+            }
+        ]
+
 [<Tests>]
-let tests = testList "HostileInputs" [ imageTests ]
+let tests = testList "HostileInputs" [ imageTests; idxTests ]
