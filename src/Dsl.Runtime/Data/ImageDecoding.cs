@@ -177,7 +177,7 @@ internal static class ImageDecoding
 
     private static string? Oversized(long width, long height, string what, long maxPixels) =>
         width * height > maxPixels
-            ? $"{TooLarge}: {what} {width}×{height} = {ImageLimits.Format(width * height)} pixels, above the limit of {ImageLimits.Format(maxPixels)} (--max-pixels or {ImageLimits.EnvironmentVariable} raises it)"
+            ? $"{TooLarge}: {what} {width}×{height} = {ImageLimits.Format(width * height)} pixels, above the limit of {ImageLimits.Format(maxPixels)} (raise it with {ImageLimits.EnvironmentVariable}, or --max-pixels for predict)"
             : null;
 
     /// <summary>The largest frame descriptor of a GIF (width × height), or null for other files or a GIF with no frame.</summary>
