@@ -128,6 +128,7 @@ type PredictArgs =
     | Model of name: string
     | [<Mandatory>] Checkpoint of dir: string
     | [<AtLeast 1.0>] Top of k: int
+    | [<AtLeast 1.0>] Max_Pixels of pixels: int64
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -136,6 +137,8 @@ type PredictArgs =
             | Model _ -> "the model (default: the first with a train block)"
             | Checkpoint _ -> "checkpoint directory"
             | Top _ -> "how many classes to print per image (default 3)"
+            | Max_Pixels _ ->
+                "refuse an image whose header declares more pixels, before decoding it (default: DSL_MAX_PIXELS, else 64000000)"
 
 type GenerateArgs =
     | [<MainCommand; ExactlyOnce; FilePath>] File of path: string

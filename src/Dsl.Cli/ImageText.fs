@@ -40,7 +40,7 @@ let loadSet (file: string) (r: TrainRecipe) (g: Graph) (manifest: string) =
     let set = ImageTextManifest.Load(relativeTo file manifest, c, h, w)
 
     if set.Skipped > 0 then
-        eprintfn "warning: skipped %d unreadable image(s), e.g. %s" set.Skipped set.SkippedFiles[0]
+        eprintfn "warning: %s" set.SkipSummary
 
     set
 

@@ -379,41 +379,62 @@ let predict (args: ParseResults<PredictArgs>) =
         | [ _; Known ch; Known h; Known w ] -> ch, h, w
         | s -> fail "model '%s' takes %s, not an image" g.Name (showShape s)
 
-    use batch = ImageFolder.LoadFiles(ResizeArray images, channels, height, width)
+    // Each image is decoded on its own, so one bad file among good ones costs only its own line.
+    let struct (decoded, failures) =
+        ImageFolder.DecodeFiles(
+            ResizeArray images,
+            channels,
+            height,
+            width,
+            Option.toNullable (args.TryGetResult PredictArgs.Max_Pixels)
+        )
+
+    use _batch = decoded
     model.eval ()
     use _ = torch.no_grad ()
     // The images are decoded at the model's size already, so only the normalisation has work to do.
     use scope = torch.NewDisposeScope()
 
-    let input =
-        evalTransforms r g
-        |> List.fold (fun (x: torch.Tensor) t -> t.Apply(x, null)) batch
+    use probs =
+        if isNull decoded then
+            null
+        else
+            let input =
+                evalTransforms r g
+                |> List.fold (fun (x: torch.Tensor) t -> t.Apply(x, null)) decoded
 
-    use probs = scope.MoveToOuter(model.forward(input).softmax(1))
+            scope.MoveToOuter(model.forward(input).softmax(1))
+
+    // Row of each good image in the decoded batch, which holds them in the order given.
+    let rows = failures |> Array.scan (fun row f -> if isNull f then row + 1 else row) 0
 
     for i, path in List.indexed images do
-        let p = probs[int64 i]
-        let k = min top (int p.shape[0])
-        let struct (values, indices) = p.topk (k)
+        if not (isNull failures[i]) then
+            // As a DataError reads, so a bad image looks the same whether alone or among good ones.
+            eprintfn "error: %s: %s" path failures[i]
+        else
+            let p = probs[int64 rows[i]]
+            let k = min top (int p.shape[0])
+            let struct (values, indices) = p.topk (k)
 
-        let name j =
-            if j < classes.Length then
-                classes[j]
-            else
-                sprintf "class %d" j
+            let name j =
+                if j < classes.Length then
+                    classes[j]
+                else
+                    sprintf "class %d" j
 
-        let best =
-            [
-                for j in 0 .. k - 1 ->
-                    sprintf
-                        "%s %.1f%%"
-                        (name (int (indices[int64 j].item<int64>())))
-                        (100.0f * values[int64 j].item<float32>())
-            ]
+            let best =
+                [
+                    for j in 0 .. k - 1 ->
+                        sprintf
+                            "%s %.1f%%"
+                            (name (int (indices[int64 j].item<int64>())))
+                            (100.0f * values[int64 j].item<float32>())
+                ]
 
-        printfn "%s: %s" path (String.concat ", " best)
+            printfn "%s: %s" path (String.concat ", " best)
 
-    0
+    if failures |> Array.exists (isNull >> not) then 1 else 0
 
 /// Where the time goes, per kind of op: forward time in a training step (train mode) and in
 /// inference (eval mode, no_grad), totals over the repeats divided by their number; the rest of

@@ -126,7 +126,7 @@ let loadData (file: string) (r: TrainRecipe) (g: Graph) (dataDir: string option)
             h
             w
     | Some d when d.Skipped > 0 ->
-        eprintfn "warning: skipped %d unreadable image(s), e.g. %s" d.Skipped d.SkippedFiles[0]
+        eprintfn "warning: %s" d.SkipSummary
         Some d
     | d -> d
 

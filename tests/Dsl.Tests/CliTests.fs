@@ -38,6 +38,48 @@ let dsl (args: string list) =
         Err = err.Result
     }
 
+/// Runs the CLI as `dsl` does and also returns its peak resident set in MB, polled from
+/// /proc/<pid>/status (VmHWM, the peak so far) until it exits.
+let dslPeak (args: string list) =
+    let exe = Path.Combine(AppContext.BaseDirectory, "dsl.dll")
+
+    let psi =
+        ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+
+    psi.ArgumentList.Add exe
+
+    for a in args do
+        psi.ArgumentList.Add a
+
+    psi.Environment["CI"] <- "true"
+    use p = Process.Start psi
+    let out = p.StandardOutput.ReadToEndAsync()
+    let err = p.StandardError.ReadToEndAsync()
+    let status = sprintf "/proc/%d/status" p.Id
+    let clock = Stopwatch.StartNew()
+    let mutable peakKb = 0L
+
+    while not p.HasExited && clock.Elapsed.TotalMinutes < 3.0 do
+        try
+            for line in File.ReadAllLines status do
+                if line.StartsWith "VmHWM:" then
+                    peakKb <- max peakKb (int64 (line.Split(' ', StringSplitOptions.RemoveEmptyEntries)[1]))
+        with _ ->
+            () // exited between the check and the read
+
+        Threading.Thread.Sleep 10
+
+    if not (p.WaitForExit(1000)) then
+        p.Kill true
+        failtestf "dsl %s did not finish in 3 minutes" (String.concat " " args)
+
+    {
+        Code = p.ExitCode
+        Out = out.Result
+        Err = err.Result
+    },
+    peakKb / 1024L
+
 let private noStackTrace (r: Run) =
     Expect.isFalse
         (r.Err.Contains "   at " || r.Out.Contains "   at ")
@@ -684,6 +726,57 @@ let tests =
                 Expect.equal p.Code 1 "corrupt image"
                 Expect.stringContains p.Err "corrupt.png" "names the image"
                 noStackTrace p
+            }
+
+            test "predict answers for each image: good ones with their classes, bad ones as errors naming them" {
+                let dir, file, _, out, _ = trained.Value
+                let checkpoint = Path.Combine(out, "checkpoint")
+
+                let good name =
+                    let path = Path.Combine(dir, name)
+
+                    use img =
+                        new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.L8>(28, 28)
+
+                    SixLabors.ImageSharp.ImageExtensions.SaveAsPng(img, path)
+                    path
+
+                let first, last = good "each-first.png", good "each-last.png"
+                let corrupt = Path.Combine(dir, "each-corrupt.png")
+                File.WriteAllBytes(corrupt, [| 0x89uy; 0x50uy; 0x4Euy; 0x47uy; 1uy; 2uy; 3uy |])
+                let bomb = Path.Combine(dir, "each-bomb.png")
+                File.WriteAllBytes(bomb, Dsl.Tests.HostileInputTests.pngBomb 60000 60000)
+                let missing = Path.Combine(dir, "each-missing.png")
+
+                let r, peak =
+                    dslPeak
+                        [
+                            "predict"
+                            file
+                            first
+                            corrupt
+                            bomb
+                            missing
+                            last
+                            "--checkpoint"
+                            checkpoint
+                        ]
+
+                printfn "predict with a 60000×60000 PNG among good images: peak %d MB" peak
+                Expect.equal r.Code 1 "exit 1: some images failed"
+                Expect.stringContains r.Out (first + ": ") "the first good image is answered"
+                Expect.stringContains r.Out (last + ": ") "the last good image is answered"
+                Expect.stringContains r.Err ("error: " + corrupt + ": ") "the corrupt image, named"
+                Expect.stringContains r.Err ("error: " + bomb + ": too large: declares 60000×60000") "the bomb, named"
+                Expect.stringContains r.Err ("error: " + missing + ": file not found") "the missing image, named"
+                Expect.isLessThan peak 1024L "the bomb is refused from its header, not decoded"
+                noStackTrace r
+
+                let limited =
+                    dsl [ "predict"; file; first; "--max-pixels"; "100"; "--checkpoint"; checkpoint ]
+
+                Expect.equal limited.Code 1 "28×28 is above a limit of 100 pixels"
+                Expect.stringContains limited.Err "above the limit of 100" "the option's limit"
             }
 
             test "predict takes its options before, between or after the file and the images" {

@@ -22,9 +22,7 @@ public static class Benchmark
     {
         // DSL_THREADS caps the threads, e.g. to run two jobs side by side on a shared machine
         // without libtorch's OpenMP workers spinning against each other.
-        var cores = int.TryParse(Environment.GetEnvironmentVariable("DSL_THREADS"), out var cap) && cap > 0
-            ? Math.Min(cap, Environment.ProcessorCount)
-            : Environment.ProcessorCount;
+        var cores = Threads.Count;
         set_num_threads(cores);
         return cores;
     }

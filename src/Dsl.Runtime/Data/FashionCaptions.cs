@@ -188,7 +188,7 @@ public static class FashionCaptions
         var folder = Path.Combine(outDirectory, "images", split);
         Directory.CreateDirectory(folder);
         var records = new ImageTextRecord[count];
-        Parallel.For(0, count, i =>
+        Parallel.For(0, count, new ParallelOptions { MaxDegreeOfParallelism = Threads.Count }, i =>
         {
             var relative = $"images/{split}/{i.ToString("D5", CultureInfo.InvariantCulture)}.png";
             using (var image = Image.LoadPixelData<L8>(pixels.AsSpan(i * height * width, height * width), width, height))

@@ -1,4 +1,10 @@
+using System.Buffers.Binary;
+using System.Collections.Concurrent;
 using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats.Gif;
+using SixLabors.ImageSharp.Formats.Tiff;
+using SixLabors.ImageSharp.Memory;
+using SixLabors.ImageSharp.Metadata;
 using SixLabors.ImageSharp.PixelFormats;
 using SixLabors.ImageSharp.Processing;
 using TorchSharp;
@@ -13,22 +19,53 @@ namespace Dsl.Runtime.Data;
 /// </summary>
 internal static class ImageDecoding
 {
+    /// <summary>The start of every reason given for an image above the pixel limit.</summary>
+    internal const string TooLarge = "too large";
+
     /// <summary>
     /// Decodes every file in parallel into one buffer (image i in slot i). Returns the buffer and,
-    /// per file, why it could not be decoded (null when it was).
+    /// per file, why it could not be decoded (null when it was). At most <see cref="Threads.Count"/>
+    /// files are decoded at once, so memory is bounded by that many images at the pixel limit.
     /// </summary>
-    internal static (byte[] Pixels, string?[] Failures) DecodeAll(IReadOnlyList<string> paths, string where, int channels, int height, int width)
+    internal static (byte[] Pixels, string?[] Failures) DecodeAll(
+        IReadOnlyList<string> paths, string where, int channels, int height, int width, long maxPixels)
     {
         var imageBytes = ImageBytes(channels, height, width);
         var pixels = AllocatePixels(where, paths.Count, imageBytes);
         var failures = new string?[paths.Count];
-        Parallel.For(0, paths.Count, i =>
+        var parallel = new ParallelOptions { MaxDegreeOfParallelism = Threads.Count };
+        Parallel.For(0, paths.Count, parallel, i =>
         {
             var slot = pixels.AsSpan((int)(i * imageBytes), (int)imageBytes);
-            failures[i] = Decode(paths[i], channels, height, width, slot);
+            failures[i] = Decode(paths[i], channels, height, width, slot, maxPixels);
         });
         return (pixels, failures);
     }
+
+    /// <summary>
+    /// What was skipped and why, once: the count per kind of reason (the text before its first
+    /// colon) with one example of each (an image above the pixel limit says how to raise it).
+    /// </summary>
+    internal static string? SkipSummary(IReadOnlyList<string> paths, IReadOnlyList<string?> failures)
+    {
+        var skipped = Enumerable.Range(0, paths.Count).Where(i => failures[i] is not null).ToArray();
+        if (skipped.Length == 0)
+        {
+            return null;
+        }
+
+        var kinds = skipped
+            .GroupBy(i => Kind(failures[i]!))
+            .Select(g => $"{g.Count()} {g.Key} (e.g. {paths[g.First()]}: {Detail(failures[g.First()]!)})");
+        return $"skipped {skipped.Length} of {paths.Count} images: {string.Join("; ", kinds)}";
+    }
+
+    private static string Kind(string reason) =>
+        reason.IndexOf(':', StringComparison.Ordinal) is var colon and >= 0 ? reason[..colon] : reason;
+
+    /// <summary>The reason without its kind, which the summary has already said.</summary>
+    private static string Detail(string reason) =>
+        reason.IndexOf(": ", StringComparison.Ordinal) is var colon and >= 0 ? reason[(colon + 2)..] : reason;
 
     internal static long ImageBytes(int channels, int height, int width)
     {
@@ -56,26 +93,57 @@ internal static class ImageDecoding
         return new byte[count * imageBytes];
     }
 
-    /// <summary>Writes the image's H×W×C bytes into <paramref name="slot"/>; returns why it failed, or null.</summary>
-    internal static string? Decode(string path, int channels, int height, int width, Span<byte> slot)
+    /// <summary>
+    /// Writes the image's H×W×C bytes into <paramref name="slot"/>; returns why it failed, or null.
+    /// The size the file declares is read from its header (no pixels decoded) and checked against
+    /// <paramref name="maxPixels"/> before anything the size would allocate.
+    /// </summary>
+    internal static string? Decode(string path, int channels, int height, int width, Span<byte> slot, long maxPixels)
     {
         try
         {
+            var length = new FileInfo(path).Length;
+            var maxFileBytes = ImageLimits.MaxFileBytes(maxPixels);
+            if (length > maxFileBytes)
+            {
+                return $"{TooLarge}: the file has {ImageLimits.Format(length)} bytes, more than the {ImageLimits.Format(maxFileBytes)} allowed for images of at most {ImageLimits.Format(maxPixels)} pixels";
+            }
+
             var file = File.ReadAllBytes(path);
             if (ImageTruncation.Find(file) is { } truncation)
             {
                 return truncation;
             }
 
+            var configuration = ConfigurationFor(maxPixels);
+            var info = Image.Identify(configuration, file, out _);
+            if (info is null)
+            {
+                return "not a recognised image format";
+            }
+
+            if (Oversized(info.Width, info.Height, "declares", maxPixels) is { } declared)
+            {
+                return declared;
+            }
+
+            // A GIF decoder allocates each frame at the frame descriptor's size, which the
+            // logical screen Identify reports does not bound.
+            if (GifLargestFrame(file) is var (frameWidth, frameHeight)
+                && Oversized(frameWidth, frameHeight, "has a frame of", maxPixels) is { } frame)
+            {
+                return frame;
+            }
+
             if (channels == 1)
             {
-                using var grey = Image.Load<L8>(file);
+                using var grey = Image.Load<L8>(configuration, file);
                 ResizeTo(grey, height, width);
                 grey.CopyPixelDataTo(slot);
             }
             else
             {
-                using var rgb = Image.Load<Rgb24>(file);
+                using var rgb = Image.Load<Rgb24>(configuration, file);
                 ResizeTo(rgb, height, width);
                 rgb.CopyPixelDataTo(slot);
             }
@@ -86,9 +154,18 @@ internal static class ImageDecoding
         {
             return "file not found";
         }
+        catch (DirectoryNotFoundException)
+        {
+            return "file not found";
+        }
         catch (UnknownImageFormatException)
         {
             return "not a recognised image format";
+        }
+        catch (InvalidMemoryOperationException e)
+        {
+            // The allocator's limit (ConfigurationFor) caught a buffer the header checks did not foresee.
+            return $"{TooLarge}: decoding needs more memory than images of at most {ImageLimits.Format(maxPixels)} pixels ({e.Message})";
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
@@ -97,6 +174,66 @@ internal static class ImageDecoding
             return $"cannot decode: {e.Message}";
         }
     }
+
+    private static string? Oversized(long width, long height, string what, long maxPixels) =>
+        width * height > maxPixels
+            ? $"{TooLarge}: {what} {width}×{height} = {ImageLimits.Format(width * height)} pixels, above the limit of {ImageLimits.Format(maxPixels)} (raise it with {ImageLimits.EnvironmentVariable}, or --max-pixels for predict)"
+            : null;
+
+    /// <summary>The largest frame descriptor of a GIF (width × height), or null for other files or a GIF with no frame.</summary>
+    internal static (int Width, int Height)? GifLargestFrame(ReadOnlySpan<byte> file)
+    {
+        const int ScreenDescriptorEnd = 13;
+        if (!(file.StartsWith("GIF87a"u8) || file.StartsWith("GIF89a"u8)) || file.Length < ScreenDescriptorEnd)
+        {
+            return null;
+        }
+
+        (int Width, int Height)? largest = null;
+        long offset = ScreenDescriptorEnd + ImageTruncation.ColourTableLength(file[10]);
+        while (offset < file.Length)
+        {
+            switch (file[(int)offset])
+            {
+                case 0x21:
+                    offset = ImageTruncation.SkipSubBlocks(file, offset + 2);
+                    break;
+                case 0x2C when offset + 10 <= file.Length:
+                    // Descriptor: separator, left, top, width, height (little-endian 16-bit), flags.
+                    int w = BinaryPrimitives.ReadUInt16LittleEndian(file[((int)offset + 5)..]);
+                    int h = BinaryPrimitives.ReadUInt16LittleEndian(file[((int)offset + 7)..]);
+                    if (largest is not { } l || (long)w * h > (long)l.Width * l.Height)
+                    {
+                        largest = (w, h);
+                    }
+
+                    offset = ImageTruncation.SkipSubBlocks(file, offset + 10 + ImageTruncation.ColourTableLength(file[(int)offset + 9]) + 1);
+                    break;
+                default:
+                    return largest;
+            }
+        }
+
+        return largest;
+    }
+
+    private static readonly ConcurrentDictionary<long, Configuration> Configurations = new();
+
+    /// <summary>
+    /// ImageSharp's settings for one pixel limit: no single buffer above 4 bytes per allowed pixel
+    /// (a backstop for sizes the header checks miss), only the first frame of an animation, and
+    /// one thread per decode since <see cref="DecodeAll"/> already decodes files in parallel.
+    /// </summary>
+    private static Configuration ConfigurationFor(long maxPixels) => Configurations.GetOrAdd(maxPixels, limit =>
+    {
+        var configuration = Configuration.Default.Clone();
+        configuration.MaxDegreeOfParallelism = 1;
+        var megabytes = Math.Clamp(((Math.Min(limit, long.MaxValue / 4) * 4) >> 20) + 1, 16, int.MaxValue);
+        configuration.MemoryAllocator = MemoryAllocator.Create(new MemoryAllocatorOptions { AllocationLimitMegabytes = (int)megabytes });
+        configuration.ImageFormatsManager.SetDecoder(GifFormat.Instance, new GifDecoder { DecodingMode = FrameDecodingMode.First, MaxFrames = 1 });
+        configuration.ImageFormatsManager.SetDecoder(TiffFormat.Instance, new TiffDecoder { DecodingMode = FrameDecodingMode.First });
+        return configuration;
+    });
 
     private static void ResizeTo(Image image, int height, int width)
     {

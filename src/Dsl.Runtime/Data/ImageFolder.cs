@@ -15,13 +15,17 @@ public static class ImageFolder
     /// Decodes every image, converts it to grey-scale (<paramref name="channels"/> = 1) or RGB
     /// (3), resizes it to <paramref name="height"/>×<paramref name="width"/> and scales it to
     /// [0, 1]. A file that cannot be decoded is skipped and listed in
-    /// <see cref="LabeledImages.SkippedFiles"/>: one bad file should not cost a training run.
+    /// <see cref="LabeledImages.SkippedFiles"/>: one bad file should not cost a training run. So is
+    /// a file whose header declares more than <paramref name="maxPixels"/> pixels (default
+    /// <see cref="ImageLimits.MaxPixels"/>), before it is decoded.
     /// </summary>
-    public static LabeledImages Load(string root, int channels, int height, int width)
+    public static LabeledImages Load(string root, int channels, int height, int width, long? maxPixels = null)
     {
+        var limit = maxPixels ?? ImageLimits.MaxPixels;
         var imageBytes = ImageDecoding.ImageBytes(channels, height, width);
         var (classNames, samples) = FindSamples(root);
-        var (pixels, failures) = ImageDecoding.DecodeAll(samples.Select(s => s.Path).ToArray(), root, channels, height, width);
+        var paths = samples.Select(s => s.Path).ToArray();
+        var (pixels, failures) = ImageDecoding.DecodeAll(paths, root, channels, height, width, limit);
 
         var labels = new List<long>();
         var skipped = new List<string>();
@@ -44,7 +48,7 @@ public static class ImageFolder
 
         ImageDecoding.Compact(pixels, imageBytes, failures);
         var images = ImageDecoding.ToTensor(pixels, labels.Count, channels, height, width);
-        return new LabeledImages(images, torch.tensor(labels.ToArray()), classNames, skipped);
+        return new LabeledImages(images, torch.tensor(labels.ToArray()), classNames, skipped, ImageDecoding.SkipSummary(paths, failures));
     }
 
     /// <summary>
@@ -52,25 +56,42 @@ public static class ImageFolder
     /// <see cref="Load"/> prepares images. Unlike Load, a file that cannot be decoded is a
     /// <see cref="DataError"/>: the caller named it, so skipping it would hide the problem.
     /// </summary>
-    public static Tensor LoadFiles(IReadOnlyList<string> paths, int channels, int height, int width)
+    public static Tensor LoadFiles(IReadOnlyList<string> paths, int channels, int height, int width, long? maxPixels = null)
     {
-        var imageBytes = ImageDecoding.ImageBytes(channels, height, width);
+        var (images, failures) = DecodeFiles(paths, channels, height, width, maxPixels);
+        var first = Array.FindIndex(failures, f => f is not null);
+        if (first >= 0)
+        {
+            images?.Dispose();
+            throw new DataError(paths[first], failures[first]!);
+        }
+
+        return images!;
+    }
+
+    /// <summary>
+    /// Decodes each of the given files on its own: the images that could be decoded as one batch
+    /// in the order given (null when none could), and per file why it could not (null when it
+    /// could), so a caller can answer for the good files and name each bad one.
+    /// </summary>
+    public static (Tensor? Images, string?[] Failures) DecodeFiles(
+        IReadOnlyList<string> paths, int channels, int height, int width, long? maxPixels = null)
+    {
         if (paths.Count == 0)
         {
             throw new ArgumentException("no image files given", nameof(paths));
         }
 
-        var pixels = ImageDecoding.AllocatePixels(paths[0], paths.Count, imageBytes);
-        for (var i = 0; i < paths.Count; i++)
+        var imageBytes = ImageDecoding.ImageBytes(channels, height, width);
+        var (pixels, failures) = ImageDecoding.DecodeAll(paths, paths[0], channels, height, width, maxPixels ?? ImageLimits.MaxPixels);
+        var decoded = failures.Count(f => f is null);
+        if (decoded == 0)
         {
-            var slot = pixels.AsSpan((int)(i * imageBytes), (int)imageBytes);
-            if (ImageDecoding.Decode(paths[i], channels, height, width, slot) is { } reason)
-            {
-                throw new DataError(paths[i], reason);
-            }
+            return (null, failures);
         }
 
-        return ImageDecoding.ToTensor(pixels, paths.Count, channels, height, width);
+        ImageDecoding.Compact(pixels, imageBytes, failures);
+        return (ImageDecoding.ToTensor(pixels, decoded, channels, height, width), failures);
     }
 
     private readonly record struct Sample(string Path, int ClassIndex);

@@ -59,16 +59,18 @@ public static class ImageTextManifest
     /// (grey-scale for 1 channel, RGB for 3, resized, [0, 1], in parallel); the zero-shot class
     /// names and templates come from classes.json beside it when there is one. An image that is
     /// missing or cannot be decoded is skipped and listed in <see cref="ImageTextSet.SkippedFiles"/>,
-    /// with its line's captions and labels.
+    /// with its line's captions and labels; so is an image whose header declares more than
+    /// <paramref name="maxPixels"/> pixels (default <see cref="ImageLimits.MaxPixels"/>).
     /// </summary>
-    public static ImageTextSet Load(string manifestPath, int channels, int height, int width)
+    public static ImageTextSet Load(string manifestPath, int channels, int height, int width, long? maxPixels = null)
     {
+        var limit = maxPixels ?? ImageLimits.MaxPixels;
         var imageBytes = ImageDecoding.ImageBytes(channels, height, width);
         var records = Read(manifestPath);
         var folder = Path.GetDirectoryName(Path.GetFullPath(manifestPath))!;
         var prompts = ClassPrompts.Read(folder);
         var paths = records.Select(r => ImagePath(folder, r)).ToArray();
-        var (pixels, failures) = ImageDecoding.DecodeAll(paths, manifestPath, channels, height, width);
+        var (pixels, failures) = ImageDecoding.DecodeAll(paths, manifestPath, channels, height, width, limit);
 
         var kept = new List<ImageTextRecord>();
         var skipped = new List<string>();
@@ -100,7 +102,8 @@ public static class ImageTextManifest
             records[0].Labels is null ? null : kept.Select(r => r.Labels!).ToArray(),
             prompts.Classes,
             prompts.Templates,
-            skipped);
+            skipped,
+            ImageDecoding.SkipSummary(paths, failures));
     }
 
     /// <summary>The image's path: as given when absolute, else under the manifest's folder.</summary>

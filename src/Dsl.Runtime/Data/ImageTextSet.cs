@@ -18,7 +18,8 @@ public sealed class ImageTextSet : IDisposable
         IReadOnlyList<int[]>? synsetLabels,
         IReadOnlyList<string> classNames,
         IReadOnlyList<string> templates,
-        IReadOnlyList<string> skippedFiles)
+        IReadOnlyList<string> skippedFiles,
+        string? skipSummary = null)
     {
         var count = images.shape[0];
         if (captions.Count != count || synthetic.Count != count
@@ -36,6 +37,7 @@ public sealed class ImageTextSet : IDisposable
         ClassNames = classNames;
         Templates = templates;
         SkippedFiles = skippedFiles;
+        SkipSummary = skipSummary;
     }
 
     /// <summary>float32 [N, C, H, W], values in [0, 1].</summary>
@@ -65,6 +67,9 @@ public sealed class ImageTextSet : IDisposable
     public IReadOnlyList<string> SkippedFiles { get; }
 
     public int Skipped => SkippedFiles.Count;
+
+    /// <summary>As <see cref="LabeledImages.SkipSummary"/>: counts per kind of reason, with examples; null when nothing was skipped.</summary>
+    public string? SkipSummary { get; }
 
     public void Dispose()
     {

@@ -146,11 +146,11 @@ internal static class ImageTruncation
         return offset > file.Length ? Truncated(offset, file.Length) : null;
     }
 
-    private static int ColourTableLength(byte flags) =>
+    internal static int ColourTableLength(byte flags) =>
         (flags & 0x80) == 0 ? 0 : 3 * (1 << ((flags & 0x07) + 1));
 
     /// <summary>Offset after a chain of length-prefixed sub-blocks ending in a zero length; beyond the file if cut.</summary>
-    private static long SkipSubBlocks(ReadOnlySpan<byte> file, long offset)
+    internal static long SkipSubBlocks(ReadOnlySpan<byte> file, long offset)
     {
         while (offset < file.Length)
         {

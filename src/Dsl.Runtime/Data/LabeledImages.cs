@@ -13,7 +13,8 @@ public sealed class LabeledImages : IDisposable
         Tensor images,
         Tensor labels,
         IReadOnlyList<string> classNames,
-        IReadOnlyList<string>? skippedFiles = null)
+        IReadOnlyList<string>? skippedFiles = null,
+        string? skipSummary = null)
     {
         if (images.dim() != 4 || images.dtype != ScalarType.Float32)
         {
@@ -29,6 +30,7 @@ public sealed class LabeledImages : IDisposable
         Labels = labels;
         ClassNames = classNames;
         SkippedFiles = skippedFiles ?? [];
+        SkipSummary = skipSummary;
     }
 
     /// <summary>float32 [N, C, H, W], values in [0, 1].</summary>
@@ -46,6 +48,12 @@ public sealed class LabeledImages : IDisposable
 
     /// <summary>One entry per skipped file: "path: reason".</summary>
     public IReadOnlyList<string> SkippedFiles { get; }
+
+    /// <summary>
+    /// One line for the user: how many files were skipped, how many for each kind of reason with
+    /// an example, and how to raise the pixel limit if that was a reason; null when none was.
+    /// </summary>
+    public string? SkipSummary { get; }
 
     public void Dispose()
     {
