@@ -322,34 +322,46 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
     | kind, NextToken _ when kind <> "corpus" -> errorf (snd lossValue) "nextToken needs `corpus` data, not %s" kind
     | _ -> ()
 
-    {
-        Model = t.Model
-        Data = spec
-        Loss = objective
-        Optimizer =
-            optimizer (
-                get
-                    "optimizer"
-                    (defaults
-                        "adamw"
-                        [
-                            "lr", VNum(1e-3, false)
-                            "weightDecay", VNum(0.01, false)
-                            "beta1", VNum(0.9, false)
-                            "beta2", VNum(0.999, false)
-                            "eps", VNum(1e-8, false)
-                        ])
-            )
-        Schedule = schedule (get "schedule" (defaults "constant" [ "warmup", VNum(0.0, true) ]))
-        Epochs = positive "epochs" 1
-        Batch = positive "batch" 64
-        EvalBatch = positive "evalBatch" 256
-        Clip = asFloat "train" "clip" (get "clip" (VNum(0.0, false)))
-        Accumulate = positive "accumulate" 1
-        Seed = asInt "train" "seed" (get "seed" (VNum(0.0, true)))
-        Span = t.Span
-        DataSpan = snd dataValue
-    }
+    let recipe =
+        {
+            Model = t.Model
+            Data = spec
+            Loss = objective
+            Optimizer =
+                optimizer (
+                    get
+                        "optimizer"
+                        (defaults
+                            "adamw"
+                            [
+                                "lr", VNum(1e-3, false)
+                                "weightDecay", VNum(0.01, false)
+                                "beta1", VNum(0.9, false)
+                                "beta2", VNum(0.999, false)
+                                "eps", VNum(1e-8, false)
+                            ])
+                )
+            Schedule = schedule (get "schedule" (defaults "constant" [ "warmup", VNum(0.0, true) ]))
+            Epochs = positive "epochs" 1
+            Batch = positive "batch" 64
+            EvalBatch = positive "evalBatch" 256
+            Clip = asFloat "train" "clip" (get "clip" (VNum(0.0, false)))
+            Accumulate = positive "accumulate" 1
+            Seed = asInt "train" "seed" (get "seed" (VNum(0.0, true)))
+            Span = t.Span
+            DataSpan = snd dataValue
+        }
+
+    // The schedule decays from the peak lr to minLr; a floor above the peak is no schedule.
+    if recipe.Schedule.MinLr > recipe.Optimizer.Lr then
+        errorf
+            t.Span
+            "train %s: the schedule's minLr %g is above the optimizer's lr %g"
+            t.Model
+            recipe.Schedule.MinLr
+            recipe.Optimizer.Lr
+
+    recipe
 
 /// Classes of the data kinds whose labels are known before any data is read.
 let private knownClasses = Map [ "fashionMnist", 10 ]

@@ -32,7 +32,7 @@ type private Unit =
     }
 
 /// Progress as a live bar on a terminal, as one plain line every few seconds otherwise.
-let private withProgress (total: int64) (unit: Unit) (run: (TrainProgress -> unit) -> 'a) : 'a =
+let private withProgress (unit: Unit) (run: (TrainProgress -> unit) -> 'a) : 'a =
     let describe (p: TrainProgress) =
         sprintf
             "epoch %d  loss %.4f  lr %s  %.0f %s/s  ETA %s"
@@ -71,7 +71,8 @@ let private withProgress (total: int64) (unit: Unit) (run: (TrainProgress -> uni
             .Progress()
             .Columns(TaskDescriptionColumn(), ProgressBarColumn(), PercentageColumn(), RemainingTimeColumn())
             .Start(fun ctx ->
-                let task = ctx.AddTask("training", true, float total)
+                // The trainer's step plan sets the total with its first report.
+                let task = ctx.AddTask("training", true, 1.0)
 
                 result <-
                     run (fun p ->
@@ -148,20 +149,11 @@ let train (args: ParseResults<TrainArgs>) =
     args.TryGetResult TrainArgs.Max_Steps
     |> Option.iter (fun s -> options.MaxSteps <- Nullable(int64 s))
 
-    // The schedule decays from the peak to minLr; a peak below its floor has no schedule.
+    // The schedule decays from the peak to minLr (Recipe checks the train block's own pair).
     match args.TryGetResult TrainArgs.Lr with
     | Some lr when lr < options.MinLr ->
         fail "dsl train: --lr %g is below the schedule's minLr %g in the train block of '%s'" lr options.MinLr g.Name
     | Some lr -> options.Lr <- lr
-    | None when options.Lr < options.MinLr ->
-        fail
-            "%s:%d:%d: error: train %s: the schedule's minLr %g is above the optimizer's lr %g"
-            file
-            r.Span.Start.Line
-            r.Span.Start.Col
-            g.Name
-            options.MinLr
-            options.Lr
     | None -> ()
 
     args.TryGetResult TrainArgs.Eval_Steps
@@ -243,19 +235,12 @@ let train (args: ParseResults<TrainArgs>) =
          | None -> "")
         outDir
 
-    let stepsPerEpoch = int64 (task.Count / r.Batch / r.Accumulate)
-
-    let total =
-        options.MaxSteps
-        |> Option.ofNullable
-        |> Option.defaultValue (stepsPerEpoch * int64 r.Epochs)
-
     // Last before the first write: every check above has passed, so a refused run leaves the
     // folder as it was.
     Dsl.Runtime.Checkpoints.OutputFolder.PrepareRun(outDir, g.Name, options.Resume, args.Contains TrainArgs.Overwrite)
 
     let result =
-        withProgress total unit (fun report -> Trainer(model, options).Train(task, Action<_> report))
+        withProgress unit (fun report -> Trainer(model, options).Train(task, Action<_> report))
 
     printfn
         "trained %s%s in %.0f s; final loss %.4f"
