@@ -331,6 +331,8 @@ let recipe (r: Recipe.TrainRecipe) : string =
         sprintf "    clip = %s" (float r.Clip)
         sprintf "    accumulate = %d" r.Accumulate
         sprintf "    seed = %d" r.Seed
+        sprintf "    saveEvery = %d" r.SaveEvery
+        sprintf "    keep = %d" r.Keep
         "}"
     ]
     |> String.concat "\n"

@@ -77,6 +77,10 @@ type TrainRecipe =
         Clip: float
         Accumulate: int
         Seed: int
+        /// Save a checkpoint every this many optimizer steps as well as at epoch ends (0: epoch ends only).
+        SaveEvery: int
+        /// How many of the newest checkpoints a run keeps (0: all).
+        Keep: int
         Span: Span
         /// Where the `data` field's value is, for errors about what the data gives.
         DataSpan: Span
@@ -94,6 +98,8 @@ let private fields =
         "clip"
         "accumulate"
         "seed"
+        "saveEvery"
+        "keep"
     ]
 
 let private kindOf what (allowed: string list) (v, span) =
@@ -295,6 +301,15 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
     let positive name dflt =
         asPositiveInt "train" name (get name (VNum(float dflt, true)))
 
+    let natural name dflt =
+        let v = get name (VNum(float dflt, true))
+        let n = asInt "train" name v
+
+        if n < 0 then
+            errorf (snd v) "train: %s must be 0 or more, got %d" name n
+
+        n
+
     let lossValue =
         get "loss" (VRecord [ "kind", VStr "crossEntropy"; "smoothing", VNum(0.0, false) ])
 
@@ -348,6 +363,8 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
             Clip = asFloat "train" "clip" (get "clip" (VNum(0.0, false)))
             Accumulate = positive "accumulate" 1
             Seed = asInt "train" "seed" (get "seed" (VNum(0.0, true)))
+            SaveEvery = natural "saveEvery" 0
+            Keep = natural "keep" 3
             Span = t.Span
             DataSpan = snd dataValue
         }

@@ -79,9 +79,12 @@ type TrainArgs =
     | Data of dir: string
     | [<AtLeast 1.0>] Max_Steps of steps: int
     | [<AtLeast 1.0>] Eval_Steps of steps: int
+    | [<AtLeast 0.0>] Save_Every of steps: int
+    | [<AtLeast 0.0>] Keep of count: int
     | Init of checkpoint: string
     | [<Above 0.0>] Lr of rate: float
     | Device of name: string
+    | [<AtLeast 1.0>] Max_Pixels of pixels: int64
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -98,9 +101,15 @@ type TrainArgs =
             | Data _ -> "dataset directory (default: the train block's, else the Debian package location)"
             | Max_Steps _ -> "stop after this many optimizer steps"
             | Eval_Steps _ -> "also evaluate on the held-out data every this many steps (learning curves)"
+            | Save_Every _ ->
+                "also save a checkpoint every this many steps (default: the train block's saveEvery; 0 = epoch ends only)"
+            | Keep _ ->
+                "keep the newest this many checkpoints in the run folder (default: the train block's keep, 3; 0 = all)"
             | Init _ -> "start from these weights (e.g. a pruned or subcloned checkpoint) instead of a random init"
             | Lr _ -> "override the train block's peak learning rate (e.g. lower for fine-tuning a pruned model)"
             | Device _ -> "cpu or cuda (default: cuda when a CUDA build of TorchSharp finds a GPU, else cpu)"
+            | Max_Pixels _ ->
+                "skip (and count) image-folder images whose header declares more pixels, before decoding them (default: DSL_MAX_PIXELS, else 64000000)"
 
 type EvalArgs =
     | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
@@ -110,6 +119,7 @@ type EvalArgs =
     | Device of name: string
     | Json
     | Probe
+    | [<AtLeast 1.0>] Max_Pixels of pixels: int64
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -122,6 +132,8 @@ type EvalArgs =
             | Json -> "print the result as JSON"
             | Probe ->
                 "image-text models: also fit a linear probe on frozen image features (train manifest) and report its test accuracy"
+            | Max_Pixels _ ->
+                "skip (and count) images whose header declares more pixels, before decoding them (default: DSL_MAX_PIXELS, else 64000000)"
 
 type PredictArgs =
     | [<MainCommand; FilePath>] Inputs of paths: string list
@@ -306,6 +318,7 @@ type ReinforceArgs =
     | Out of dir: string
     | [<AtLeast 1.0>] Batch of size: int
     | [<AtLeast 0.0>] Seed of seed: int
+    | [<AtLeast 1.0>] Max_Pixels of pixels: int64
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -317,6 +330,8 @@ type ReinforceArgs =
             | Out _ -> "where to write the reinforced data (default: the data's reinforced folder)"
             | Batch _ -> "teacher batch size (default: the train block's evalBatch)"
             | Seed _ -> "seed of the stored augmentations (default: the train block's)"
+            | Max_Pixels _ ->
+                "skip (and count) images whose header declares more pixels, before decoding them (default: DSL_MAX_PIXELS, else 64000000)"
 
 // No [<RequireSubcommand>]: `dsl --version` has none (Program.run asks for one otherwise).
 type DslArgs =

@@ -138,6 +138,9 @@ let eval
 /// augmentations (as parameters) with each teacher's image embedding of each, and each
 /// teacher's embedding of every caption and synthetic caption (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip).
 let reinforce (args: ParseResults<ReinforceArgs>) =
+    args.TryGetResult ReinforceArgs.Max_Pixels
+    |> Option.iter (fun n -> Dsl.Runtime.Data.ImageLimits.CommandLine <- Nullable n)
+
     let file = args.GetResult ReinforceArgs.File
     let c = checkedOrExit file
     let g = modelOrExit c (args.TryGetResult ReinforceArgs.Model)

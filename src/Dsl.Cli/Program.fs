@@ -45,8 +45,27 @@ let rec private userMessage (e: exn) =
     | :? AggregateException as a when a.InnerExceptions.Count = 1 -> userMessage a.InnerException
     | _ -> None
 
+/// A test seam for the fault-injection suite: with DSL_TEST_KILL_AT_WRITE=N the process kills
+/// itself (SIGKILL: no finally block, no flush) just before its N-th durable write, the point
+/// a crash or power cut would hit. Unset, nothing is installed.
+let private installFaultInjection () =
+    match Environment.GetEnvironmentVariable "DSL_TEST_KILL_AT_WRITE" with
+    | null
+    | "" -> ()
+    | text ->
+        let at = int text
+        let mutable writes = 0
+
+        Dsl.Runtime.Checkpoints.DurableFile.BeforeWrite <-
+            Action<string>(fun _ ->
+                writes <- writes + 1
+
+                if writes = at then
+                    Diagnostics.Process.GetCurrentProcess().Kill())
+
 [<EntryPoint>]
 let main argv =
+    installFaultInjection ()
     let parser = ArgumentParser.Create<DslArgs>(programName = "dsl")
 
     // Off a terminal Spectre.Console assumes 80 columns and wraps tables (`dsl show > file`);

@@ -10,6 +10,7 @@ open TorchSharp
 open Dsl
 open Dsl.Ir
 open Dsl.Runtime.Bench
+open Dsl.Runtime.Checkpoints
 open Dsl.Runtime.Data
 open Dsl.Runtime.Emit
 open Dsl.Runtime.Generation
@@ -125,7 +126,27 @@ let trainingTask
         [ Some(train :> IDisposable); test |> Option.map (fun x -> x :> IDisposable) ]
         |> List.choose id
 
+/// This process's own command line with --resume in place of --overwrite: what continues it.
+let private resumeCommand (outDir: string) =
+    let given =
+        Environment.GetCommandLineArgs()
+        |> Array.skip 1
+        |> Array.filter (fun a -> a <> "--overwrite" && a <> "--resume")
+        |> Array.map (fun a -> if a.Contains ' ' then sprintf "'%s'" a else a)
+        |> String.concat " "
+
+    let out =
+        if given.Contains "--out" then
+            ""
+        else
+            sprintf " --out %s" outDir
+
+    sprintf "dsl %s%s --resume" given out
+
 let train (args: ParseResults<TrainArgs>) =
+    args.TryGetResult TrainArgs.Max_Pixels
+    |> Option.iter (fun n -> ImageLimits.CommandLine <- Nullable n)
+
     let file = args.GetResult TrainArgs.File
     let c = checkedOrExit file
     let g = modelOrExit c (args.TryGetResult TrainArgs.Model)
@@ -159,6 +180,11 @@ let train (args: ParseResults<TrainArgs>) =
     args.TryGetResult TrainArgs.Eval_Steps
     |> Option.iter (fun s -> options.EvalEverySteps <- s)
 
+    args.TryGetResult TrainArgs.Save_Every
+    |> Option.iter (fun s -> options.SaveEvery <- s)
+
+    args.TryGetResult TrainArgs.Keep |> Option.iter (fun k -> options.Keep <- k)
+
     Benchmark.UseAllCores() |> ignore
 
     // Training holds each weight with its gradient and the optimizer's state: refuse a model
@@ -181,6 +207,15 @@ let train (args: ParseResults<TrainArgs>) =
         | Some _ when options.Resume -> fail "dsl train: --init and --resume exclude each other"
         | Some dir ->
             loadWeights model dir |> ignore
+            None
+        | None when
+            options.Resume
+            && isNull (Checkpoint.Find options.CheckpointDir)
+            && OutputFolder.IsRun outDir
+            ->
+            // Stopped (killed, say) before its first save: nothing is lost by starting it over.
+            eprintfn "note: %s holds no checkpoint yet; the run starts again from step 0" outDir
+            options.Resume <- false
             None
         | None when options.Resume -> Some(requireResumable model options.CheckpointDir)
         | None -> None
@@ -237,20 +272,30 @@ let train (args: ParseResults<TrainArgs>) =
 
     // Last before the first write: every check above has passed, so a refused run leaves the
     // folder as it was.
-    Dsl.Runtime.Checkpoints.OutputFolder.PrepareRun(outDir, g.Name, options.Resume, args.Contains TrainArgs.Overwrite)
+    OutputFolder.PrepareRun(outDir, g.Name, args.Contains TrainArgs.Resume, args.Contains TrainArgs.Overwrite)
+
+    // Ctrl-C or a SIGTERM stops the run at the next step boundary with a checkpoint there; a
+    // second signal ends the process at once (the checkpoints on disk stay whole either way).
+    let stop = Interruption.listen ()
+    options.StopRequested <- Func<bool>(fun () -> stop.Requested)
 
     let result =
         withProgress unit (fun report -> Trainer(model, options).Train(task, Action<_> report))
 
-    printfn
-        "trained %s%s in %.0f s; final loss %.4f"
-        (plural result.StepsThisRun "step")
-        (if result.StepsThisRun <> result.Steps then
-             sprintf " in this run (%d in total)" result.Steps
-         else
-             "")
-        result.Elapsed.TotalSeconds
-        result.FinalLoss
+    stop.Dispose()
+
+    if result.StepsThisRun = 0L && resumedAt.IsSome then
+        printfn "nothing to train: the run already ended at step %d" result.Steps
+    else
+        printfn
+            "trained %s%s in %.0f s; final loss %.4f"
+            (plural result.StepsThisRun "step")
+            (if result.StepsThisRun <> result.Steps then
+                 sprintf " in this run (%d in total)" result.Steps
+             else
+                 "")
+            result.Elapsed.TotalSeconds
+            result.FinalLoss
 
     match result.LastEvaluation with
     | null -> ()
@@ -263,9 +308,22 @@ let train (args: ParseResults<TrainArgs>) =
             (plural e.Count "image")
 
     printfn "checkpoint: %s" options.CheckpointDir
-    0
+
+    if result.Interrupted then
+        eprintfn
+            "interrupted: saved step %d to %s; continue with: %s"
+            result.Steps
+            options.CheckpointDir
+            (resumeCommand outDir)
+
+        130
+    else
+        0
 
 let eval (args: ParseResults<EvalArgs>) =
+    args.TryGetResult EvalArgs.Max_Pixels
+    |> Option.iter (fun n -> ImageLimits.CommandLine <- Nullable n)
+
     let file = args.GetResult EvalArgs.File
     let c = checkedOrExit file
     let g = modelOrExit c (args.TryGetResult EvalArgs.Model)

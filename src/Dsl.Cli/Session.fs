@@ -186,6 +186,8 @@ let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
              | CrossEntropy s -> s
              | _ -> 0.0),
         AccumulationSteps = r.Accumulate,
+        SaveEvery = r.SaveEvery,
+        Keep = r.Keep,
         Seed = int64 r.Seed,
         Augmentations =
             ResizeArray(

@@ -76,7 +76,13 @@ let private write
             Extra = data
         )
 
-    Checkpoint.Save(Path.Combine(out, "checkpoint"), module'.state_dict (), Dictionary<string, torch.Tensor>(), newMeta)
+    Checkpoint.Save(
+        Path.Combine(out, "checkpoint"),
+        module'.state_dict (),
+        Dictionary<string, torch.Tensor>(),
+        newMeta,
+        1
+    )
 
     let recipe =
         recipeFor

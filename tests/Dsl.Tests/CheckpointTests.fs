@@ -131,7 +131,7 @@ let tests =
                     expectBitExact loaded.Weights["w"] w "w")
             }
 
-            test "saving over a checkpoint replaces it and leaves no temporary directories" {
+            test "saving over a checkpoint links a new step folder and leaves no temporary directories" {
                 withTempDir (fun root ->
                     let directory = Path.Combine(root, "ckpt")
                     saveSample directory 1L |> ignore
@@ -142,10 +142,22 @@ let tests =
                     expectBitExact loaded.Weights["conv.weight"] (snd weights.Head) "new weights"
                     Expect.isFalse (File.Exists(Path.Combine(directory, "stale.txt"))) "old contents gone"
 
+                    Expect.equal
+                        (File.ResolveLinkTarget(directory, false).FullName)
+                        (Path.Combine(root, "checkpoints", "step-2"))
+                        "the link names the new step folder"
+
                     Expect.sequenceEqual
-                        (Directory.GetFileSystemEntries root)
-                        [ directory ]
-                        "only the checkpoint remains"
+                        (Directory.GetFileSystemEntries root |> Array.sort)
+                        [ Path.Combine(root, "checkpoints"); directory ]
+                        "only the link and the store remain"
+
+                    Expect.sequenceEqual
+                        (Directory.GetDirectories(Path.Combine(root, "checkpoints"))
+                         |> Array.map Path.GetFileName
+                         |> Array.sort)
+                        [ "step-1"; "step-2" ]
+                        "both step folders, no temporaries"
 
                     Expect.sequenceEqual
                         (Directory.GetFiles directory |> Array.map Path.GetFileName |> Array.sort)
@@ -283,5 +295,114 @@ let tests =
                     (Checkpoint.SourceHash "abc")
                     "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
                     "SHA-256 of abc"
+            }
+
+            test "a save keeps the newest K step folders and never the older ones" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "checkpoint")
+
+                    for step in 1L .. 5L do
+                        use w = torch.tensor [| float32 step; float32 step |]
+                        Checkpoint.Save(directory, tensors [ "w", w ], tensors [], meta step, 2)
+
+                    Expect.sequenceEqual
+                        (Directory.GetDirectories(Path.Combine(root, "checkpoints"))
+                         |> Array.map Path.GetFileName
+                         |> Array.sort)
+                        [ "step-4"; "step-5" ]
+                        "the newest two, nothing half-deleted"
+
+                    use loaded = Checkpoint.Load directory
+                    Expect.equal loaded.Meta.Step 5L "the link names the newest")
+            }
+
+            test "recovery adopts the newest whole checkpoint a crash left unlinked, and the earlier layout's leftovers" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "checkpoint")
+                    saveSample directory 10L |> ignore
+                    // A crash between the step folder's rename and the link's: step-20 is whole, unlinked.
+                    let scratch = Path.Combine(root, "scratch", "checkpoint")
+                    saveSample scratch 20L |> ignore
+
+                    Directory.Move(
+                        Path.Combine(root, "scratch", "checkpoints", "step-20"),
+                        Path.Combine(root, "checkpoints", "step-20")
+                    )
+
+                    (use l = Checkpoint.Load directory in Expect.equal l.Meta.Step 10L "readers keep to the link")
+                    // The earlier layout: a whole .bak- of step 30, a .tmp- without meta.json (cut off).
+                    let legacy = Path.Combine(root, "scratch", "checkpoints", "step-30")
+                    saveSample scratch 30L |> ignore
+                    let bak = directory + ".bak-" + String('a', 32)
+                    Directory.Move(File.ResolveLinkTarget(scratch, true).FullName, bak)
+                    let tmp = directory + ".tmp-" + String('b', 32)
+                    Directory.CreateDirectory tmp |> ignore
+                    File.WriteAllText(Path.Combine(tmp, Checkpoint.ModelFile), "half")
+                    let stray = Path.Combine(root, "checkpoints", ".tmp-" + String('c', 32))
+                    Directory.CreateDirectory stray |> ignore
+
+                    Expect.isTrue (Checkpoint.Recover directory) "a checkpoint is there"
+                    use loaded = Checkpoint.Load directory
+                    Expect.equal loaded.Meta.Step 30L "the newest whole one"
+                    Expect.isFalse (Directory.Exists bak) "the .bak- is adopted"
+                    Expect.isFalse (Directory.Exists tmp) "the cut-off .tmp- is removed"
+                    Expect.isFalse (Directory.Exists stray) "the store's temporary is removed"
+                    Expect.isFalse (Directory.Exists legacy) "moved"
+
+                    Expect.sequenceEqual
+                        (Directory.GetDirectories(Path.Combine(root, "checkpoints"))
+                         |> Array.map Path.GetFileName
+                         |> Array.sort)
+                        [ "step-10"; "step-20"; "step-30" ]
+                        "every whole checkpoint kept")
+            }
+
+            test "a real checkpoint folder of the earlier layout becomes a step folder at the next save" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "checkpoint")
+                    let scratch = Path.Combine(root, "scratch", "checkpoint")
+                    saveSample scratch 4L |> ignore
+                    Directory.Move(File.ResolveLinkTarget(scratch, true).FullName, directory)
+                    saveSample directory 8L |> ignore
+                    Expect.isNotNull (File.ResolveLinkTarget(directory, false)) "now a link"
+
+                    Expect.sequenceEqual
+                        (Directory.GetDirectories(Path.Combine(root, "checkpoints"))
+                         |> Array.map Path.GetFileName
+                         |> Array.sort)
+                        [ "step-4"; "step-8" ]
+                        "the old checkpoint is kept as step-4")
+            }
+
+            test "a run folder, a dangling link and a missing link all load the newest whole checkpoint" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "checkpoint")
+                    saveSample directory 1L |> ignore
+                    saveSample directory 2L |> ignore
+                    (use l = Checkpoint.Load root in Expect.equal l.Meta.Step 2L "the run folder")
+                    Directory.Delete(Path.Combine(root, "checkpoints", "step-2"), true)
+                    (use l = Checkpoint.Load directory in Expect.equal l.Meta.Step 1L "a dangling link")
+                    File.Delete directory
+                    (use l = Checkpoint.Load directory in Expect.equal l.Meta.Step 1L "no link")
+                    Directory.Delete(Path.Combine(root, "checkpoints"), true)
+                    expectCheckpointError directory "not found" (fun () -> Checkpoint.Load directory |> ignore))
+            }
+
+            test "a damaged tensor file names the tensors whose bytes changed" {
+                withTempDir (fun root ->
+                    let directory = Path.Combine(root, "ckpt")
+                    saveSample directory 5L |> ignore
+                    let path = Path.Combine(directory, Checkpoint.ModelFile)
+                    let bytes = File.ReadAllBytes path
+                    // The last byte belongs to the last tensor in the file's data.
+                    bytes[bytes.Length - 1] <- bytes[bytes.Length - 1] ^^^ 0xFFuy
+                    File.WriteAllBytes(path, bytes)
+
+                    try
+                        (Checkpoint.Load directory).Dispose()
+                        failtest "expected a CheckpointError"
+                    with :? CheckpointError as e ->
+                        Expect.stringContains e.Message "damaged: the bytes of tensor '" "names one tensor"
+                        Expect.stringContains e.Message "do not match its SHA-256" "says what is wrong")
             }
         ]

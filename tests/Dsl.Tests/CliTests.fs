@@ -12,7 +12,8 @@ open Dsl.Tests.Support
 
 type Run = { Code: int; Out: string; Err: string }
 
-let dsl (args: string list) =
+/// Runs the CLI with extra environment variables.
+let dslWith (env: (string * string) list) (args: string list) =
     let exe = Path.Combine(AppContext.BaseDirectory, "dsl.dll")
 
     let psi =
@@ -24,6 +25,10 @@ let dsl (args: string list) =
         psi.ArgumentList.Add a
 
     psi.Environment["CI"] <- "true"
+
+    for name, value in env do
+        psi.Environment[name] <- value
+
     use p = Process.Start psi
     let out = p.StandardOutput.ReadToEndAsync()
     let err = p.StandardError.ReadToEndAsync()
@@ -37,6 +42,8 @@ let dsl (args: string list) =
         Out = out.Result
         Err = err.Result
     }
+
+let dsl (args: string list) = dslWith [] args
 
 /// Runs the CLI as `dsl` does and also returns its peak resident set in MB, polled from
 /// /proc/<pid>/status (VmHWM, the peak so far) until it exits.
@@ -777,6 +784,50 @@ let tests =
 
                 Expect.equal limited.Code 1 "28×28 is above a limit of 100 pixels"
                 Expect.stringContains limited.Err "above the limit of 100" "the option's limit"
+            }
+
+            test "--max-pixels of train and eval is the limit their image data is read under" {
+                withTempDir "dsl-max-pixels-" (fun dir ->
+                    let images = Path.Combine(dir, "images")
+
+                    for label in [ "a"; "b" ] do
+                        Directory.CreateDirectory(Path.Combine(images, label)) |> ignore
+
+                        for i in 1..2 do
+                            use img = new SixLabors.ImageSharp.Image<SixLabors.ImageSharp.PixelFormats.L8>(8, 8)
+
+                            SixLabors.ImageSharp.ImageExtensions.SaveAsPng(
+                                img,
+                                Path.Combine(images, label, sprintf "%d.png" i)
+                            )
+
+                    let file = Path.Combine(dir, "folder.dsl")
+
+                    File.WriteAllText(
+                        file,
+                        sprintf
+                            "model m : image[1, 8, 8] -> logits[2] = flatten >> linear 2\ntrain m {\n    data = imageFolder \"%s\" (test = \"%s\")\n    batch = 2\n}\n"
+                            images
+                            images
+                    )
+
+                    // 8×8 = 64 pixels: a limit of 63 refuses every image, so nothing is left to train on.
+                    let refused =
+                        dsl [ "train"; file; "--out"; Path.Combine(dir, "run"); "--max-pixels"; "63" ]
+
+                    Expect.equal refused.Code 1 (refused.Out + refused.Err)
+                    Expect.stringContains refused.Err "too large" "the images were refused by the limit"
+
+                    let trained =
+                        dsl [ "train"; file; "--out"; Path.Combine(dir, "run"); "--max-pixels"; "64" ]
+
+                    Expect.equal trained.Code 0 (trained.Out + trained.Err)
+
+                    let evaluated =
+                        dsl [ "eval"; file; "--checkpoint"; Path.Combine(dir, "run"); "--max-pixels"; "63" ]
+
+                    Expect.equal evaluated.Code 1 (evaluated.Out + evaluated.Err)
+                    Expect.stringContains evaluated.Err "too large" "eval reads under the limit too")
             }
 
             test "predict takes its options before, between or after the file and the images" {

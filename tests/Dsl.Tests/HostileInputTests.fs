@@ -232,6 +232,18 @@ let private imageTests =
                         Expect.stringContains set.SkipSummary "skipped 1 of 2 images: 1 too large" "counted"))
             }
 
+            test "a command's --max-pixels wins over DSL_MAX_PIXELS" {
+                let before = Environment.GetEnvironmentVariable ImageLimits.EnvironmentVariable
+
+                try
+                    Environment.SetEnvironmentVariable(ImageLimits.EnvironmentVariable, "1000")
+                    ImageLimits.CommandLine <- Nullable 10L
+                    Expect.equal ImageLimits.MaxPixels 10L "the command line"
+                finally
+                    ImageLimits.CommandLine <- Nullable()
+                    Environment.SetEnvironmentVariable(ImageLimits.EnvironmentVariable, before)
+            }
+
             test "DSL_MAX_PIXELS sets the default limit; a bad value is a DataError naming it" {
                 let before = Environment.GetEnvironmentVariable ImageLimits.EnvironmentVariable
 

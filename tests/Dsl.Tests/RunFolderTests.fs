@@ -462,18 +462,19 @@ let faults =
                                     (sprintf "failure at write %d: the previous checkpoint" failAt)
 
                                 Expect.sequenceEqual
-                                    (Directory.GetFileSystemEntries root)
-                                    [| directory |]
-                                    "no .tmp- or .bak- folder is left"
+                                    (Directory.GetFileSystemEntries root |> Array.sort)
+                                    [| directory; Path.Combine(root, "checkpoints") |]
+                                    "no temporary link is left"
+
+                                Expect.isEmpty
+                                    (Directory.GetDirectories(Path.Combine(root, "checkpoints"), ".*"))
+                                    "no temporary step folder is left"
 
                                 failAt <- failAt + 1
                         finally
                             DurableFile.BeforeWrite <- null
 
-                    Expect.equal
-                        failAt
-                        6
-                        "five writes probed: model, optimizer, meta, the move, the rename after the backup"
+                    Expect.equal failAt 6 "five writes probed: model, optimizer, meta, the rename to step-N, the link"
 
                     Expect.equal (step ()) 2L "the save that was not interrupted")
             }

@@ -9,7 +9,8 @@ namespace Dsl.Runtime.Checkpoints;
 
 /// <summary>
 /// A checkpoint is a directory holding model.safetensors (parameters and buffers by dotted
-/// name), optimizer.safetensors (optimizer state by name, possibly empty) and meta.json.
+/// name), optimizer.safetensors (optimizer state by name, possibly empty) and meta.json; a
+/// run keeps them as immutable step folders behind a link (<see cref="CheckpointStore"/>).
 /// </summary>
 public static class Checkpoint
 {
@@ -19,9 +20,6 @@ public static class Checkpoint
 
     /// <summary>The <see cref="CheckpointMeta.FormatVersion"/> this code writes and reads.</summary>
     public const int FormatVersion = 1;
-
-    /// <summary>An existing checkpoint is renamed to "&lt;dir&gt;.bak-&lt;guid&gt;" while the new one moves in.</summary>
-    private const string BackupInfix = ".bak-";
 
     private static readonly JsonSerializerOptions MetaJson = new()
     {
@@ -34,50 +32,51 @@ public static class Checkpoint
     };
 
     /// <summary>
-    /// Writes the checkpoint atomically: everything goes into a sibling temporary directory,
-    /// each file is fsynced, and only then is it renamed onto <paramref name="directory"/>
-    /// (an existing checkpoint is first renamed aside and deleted afterwards). A crash never
-    /// leaves a partial checkpoint at the target path: it holds the old one or the new one,
-    /// or, if the crash falls between the two renames, nothing, and <see cref="Load"/> then
-    /// names the renamed-aside old one.
+    /// Writes a checkpoint that survives a crash at any instant: the files go into a temporary
+    /// folder of the store beside <paramref name="directory"/>, each fsynced and hashed as
+    /// written, the folder becomes checkpoints/step-N and <paramref name="directory"/> (a link)
+    /// is switched to it atomically; see <see cref="CheckpointStore"/>. With
+    /// <paramref name="keep"/> above zero only the newest <paramref name="keep"/> step folders stay.
     /// </summary>
     public static void Save(
         string directory,
         IReadOnlyDictionary<string, Tensor> weights,
         IReadOnlyDictionary<string, Tensor> optimizerState,
-        CheckpointMeta meta)
+        CheckpointMeta meta,
+        int keep = 0)
     {
         if (meta.FormatVersion != FormatVersion)
         {
             throw new ArgumentException($"meta.FormatVersion is {meta.FormatVersion}; this code writes version {FormatVersion}", nameof(meta));
         }
 
-        var target = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
-        if (File.Exists(target))
+        var store = CheckpointStore.For(directory);
+        if (File.Exists(store.Pointer) && !CheckpointStore.IsLink(store.Pointer))
         {
-            throw new CheckpointError(target, "is a file, not a checkpoint directory");
+            throw new CheckpointError(store.Pointer, "is a file, not a checkpoint directory");
         }
 
-        var parent = Path.GetDirectoryName(target) ?? throw new CheckpointError(target, "cannot be a checkpoint directory");
-        Directory.CreateDirectory(parent);
-        var temp = $"{target}.tmp-{Guid.NewGuid():N}";
+        store.RemoveTemporaries();
+        var temp = store.NewTemporary();
         try
         {
-            Directory.CreateDirectory(temp);
-            DurableFile.Probe(Path.Combine(temp, ModelFile));
-            SafetensorsFile.Write(Path.Combine(temp, ModelFile), weights);
-            DurableFile.Probe(Path.Combine(temp, OptimizerFile));
-            SafetensorsFile.Write(Path.Combine(temp, OptimizerFile), optimizerState);
-            // Hashed as written to disk, so flipped bytes found later are the disk's or a user's.
-            var checksums = new Dictionary<string, string>
+            var model = Path.Combine(temp, ModelFile);
+            var optimizer = Path.Combine(temp, OptimizerFile);
+            DurableFile.Probe(model);
+            SafetensorsFile.Write(model, weights);
+            DurableFile.Probe(optimizer);
+            SafetensorsFile.Write(optimizer, optimizerState);
+            // Hashed as written to disk, so flipped bytes found later are the disk's or a user's;
+            // per tensor too, so such a file names the tensors that changed.
+            var checksums = new Dictionary<string, string> { [ModelFile] = FileHash(model), [OptimizerFile] = FileHash(optimizer) };
+            var tensorChecksums = new Dictionary<string, Dictionary<string, string>>
             {
-                [ModelFile] = FileHash(Path.Combine(temp, ModelFile)),
-                [OptimizerFile] = FileHash(Path.Combine(temp, OptimizerFile)),
+                [ModelFile] = SafetensorsFile.TensorHashes(model),
+                [OptimizerFile] = SafetensorsFile.TensorHashes(optimizer),
             };
             DurableFile.Probe(Path.Combine(temp, MetaFile));
-            WriteMeta(Path.Combine(temp, MetaFile), meta with { Checksums = checksums });
-            DurableFile.Probe(target);
-            MoveIntoPlace(temp, target);
+            WriteMeta(Path.Combine(temp, MetaFile), meta with { Checksums = checksums, TensorChecksums = tensorChecksums });
+            store.Commit(temp, meta.Step, keep);
         }
         catch
         {
@@ -92,22 +91,21 @@ public static class Checkpoint
 
     /// <summary>
     /// Reads a checkpoint written by <see cref="Save"/>; every problem is a <see cref="CheckpointError"/>.
-    /// Without <paramref name="optimizer"/> only the weights are read (evaluation needs no
-    /// optimizer state) and <see cref="LoadedCheckpoint.OptimizerState"/> is empty.
+    /// <paramref name="directory"/> is a checkpoint folder, the link naming one, or a run folder
+    /// holding that link; when the link is missing (a crash, a deleted folder) the newest whole
+    /// checkpoint beside it is read. Without <paramref name="optimizer"/> only the weights are
+    /// read (evaluation needs no optimizer state) and <see cref="LoadedCheckpoint.OptimizerState"/> is empty.
     /// </summary>
     public static LoadedCheckpoint Load(string directory, bool optimizer = true)
     {
-        if (!Directory.Exists(directory))
-        {
-            throw new CheckpointError(directory, NotFound(directory));
-        }
+        var folder = Find(directory) ?? throw new CheckpointError(directory, NotFound(directory));
 
         // meta.json first: it is cheap, and an unsupported version stops before any tensor is read.
-        var meta = ReadMeta(Path.Combine(directory, MetaFile));
-        var weights = ReadVerified(directory, ModelFile, meta);
+        var meta = ReadMeta(Path.Combine(folder, MetaFile));
+        var weights = ReadVerified(folder, ModelFile, meta);
         try
         {
-            var optimizerState = optimizer ? ReadVerified(directory, OptimizerFile, meta) : [];
+            var optimizerState = optimizer ? ReadVerified(folder, OptimizerFile, meta) : [];
             return new LoadedCheckpoint(weights, optimizerState, meta);
         }
         catch
@@ -121,6 +119,34 @@ public static class Checkpoint
         }
     }
 
+    /// <summary>
+    /// The folder <see cref="Load"/> would read for <paramref name="path"/>, without reading it;
+    /// null when there is no checkpoint there.
+    /// </summary>
+    public static string? Find(string path)
+    {
+        if (File.Exists(Path.Combine(path, MetaFile)))
+        {
+            return path;
+        }
+
+        // A run folder stands for its latest checkpoint.
+        var inside = Path.Combine(path, "checkpoint");
+        if (Directory.Exists(Path.Combine(path, CheckpointStore.FolderName)) || Directory.Exists(inside) || CheckpointStore.IsLink(inside))
+        {
+            return CheckpointStore.For(inside).Resolve();
+        }
+
+        return CheckpointStore.For(path).Resolve();
+    }
+
+    /// <summary>
+    /// Repairs what a crash during a save can leave at <paramref name="directory"/> (see
+    /// <see cref="CheckpointStore.Recover"/>), keeping the newest <paramref name="keep"/> step
+    /// folders (0: all), and returns whether a checkpoint is there.
+    /// </summary>
+    public static bool Recover(string directory, int keep = 0) => CheckpointStore.For(directory).Recover(keep) is not null;
+
     /// <summary>Lowercase hex SHA-256 of the UTF-8 text; ties a checkpoint to the DSL source it came from.</summary>
     public static string SourceHash(string text) =>
         Convert.ToHexStringLower(SHA256.HashData(Encoding.UTF8.GetBytes(text)));
@@ -130,7 +156,8 @@ public static class Checkpoint
     {
         var path = Path.Combine(directory, file);
         var expected = meta.Checksums is { } sums && sums.TryGetValue(file, out var sum) ? sum : null;
-        return SafetensorsFile.Read(path, expected);
+        var tensors = meta.TensorChecksums is { } all && all.TryGetValue(file, out var each) ? each : null;
+        return SafetensorsFile.Read(path, expected, tensors);
     }
 
     private static string FileHash(string path)
@@ -139,53 +166,8 @@ public static class Checkpoint
         return Convert.ToHexStringLower(SHA256.HashData(stream));
     }
 
-    private static void MoveIntoPlace(string temp, string target)
-    {
-        if (!Directory.Exists(target))
-        {
-            Directory.Move(temp, target);
-            return;
-        }
-
-        var backup = $"{target}{BackupInfix}{Guid.NewGuid():N}";
-        Directory.Move(target, backup);
-        try
-        {
-            DurableFile.Probe(target);
-            Directory.Move(temp, target);
-        }
-        catch
-        {
-            Directory.Move(backup, target);
-            throw;
-        }
-
-        try
-        {
-            Directory.Delete(backup, recursive: true);
-        }
-        catch (Exception e) when (e is IOException or UnauthorizedAccessException)
-        {
-            // The new checkpoint is already in place; a leftover backup only costs disk space,
-            // and failing here would make the caller believe the save was lost.
-        }
-    }
-
-    /// <summary>
-    /// Says where the previous checkpoint is if a save was interrupted between renaming it
-    /// aside and renaming the new one into place.
-    /// </summary>
-    private static string NotFound(string directory)
-    {
-        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(directory));
-        var parent = Path.GetDirectoryName(full);
-        var backup = parent is not null && Directory.Exists(parent)
-            ? Directory.GetDirectories(parent, Path.GetFileName(full) + BackupInfix + "*").Order(StringComparer.Ordinal).FirstOrDefault()
-            : null;
-        return backup is null
-            ? "checkpoint directory not found"
-            : $"checkpoint directory not found; an interrupted save left the previous checkpoint at {backup}";
-    }
+    private static string NotFound(string directory) =>
+        Directory.Exists(directory) || CheckpointStore.IsLink(directory) ? "holds no checkpoint (no meta.json, and no whole checkpoint beside it)" : "checkpoint directory not found";
 
     private static void WriteMeta(string path, CheckpointMeta meta)
     {

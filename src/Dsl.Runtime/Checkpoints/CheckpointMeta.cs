@@ -17,6 +17,10 @@ namespace Dsl.Runtime.Checkpoints;
 /// Lowercase hex SHA-256 of each file beside meta.json by name, set by <see cref="Checkpoint.Save"/>
 /// and verified on load (absent in checkpoints from before it was recorded).
 /// </param>
+/// <param name="TensorChecksums">
+/// Per file, the lowercase hex SHA-256 of each tensor's bytes, so a damaged file names the
+/// tensors that changed (absent in checkpoints from before it was recorded).
+/// </param>
 public sealed record CheckpointMeta(
     string Model,
     string SourceHash,
@@ -27,4 +31,5 @@ public sealed record CheckpointMeta(
     Dictionary<string, double> Metrics,
     Dictionary<string, string> Extra,
     int FormatVersion = 1,
-    Dictionary<string, string>? Checksums = null);
+    Dictionary<string, string>? Checksums = null,
+    Dictionary<string, Dictionary<string, string>>? TensorChecksums = null);

@@ -46,6 +46,27 @@ public static class DurableFile
         SyncDirectory(Path.GetDirectoryName(full)!);
     }
 
+    /// <summary>
+    /// rename(2): atomically replaces <paramref name="target"/> (a file or a symbolic link, not
+    /// a directory) with <paramref name="source"/>. .NET's File.Move follows a link at the
+    /// target and refuses directories, so this goes to libc.
+    /// </summary>
+    public static void Rename(string source, string target)
+    {
+        if (rename(source, target) != 0)
+        {
+            var errno = Marshal.GetLastPInvokeError();
+            throw new IOException($"{target}: cannot rename {source} over it ({Marshal.GetPInvokeErrorMessage(errno)})");
+        }
+    }
+
+    /// <summary>Whether a file name is one of this class's temporaries: "&lt;name&gt;.tmp-&lt;32 hex digits&gt;".</summary>
+    public static bool IsTemporary(string name)
+    {
+        var at = name.LastIndexOf(TempInfix, StringComparison.Ordinal);
+        return at > 0 && name.Length == at + TempInfix.Length + 32 && name[(at + TempInfix.Length)..].All(char.IsAsciiHexDigitLower);
+    }
+
     /// <summary>Runs the test hook for <paramref name="path"/>.</summary>
     public static void Probe(string path) => BeforeWrite?.Invoke(path);
 
@@ -81,6 +102,9 @@ public static class DurableFile
 
     [DllImport("libc", SetLastError = true)]
     private static extern int fsync(int fd);
+
+    [DllImport("libc", SetLastError = true)]
+    private static extern int rename([MarshalAs(UnmanagedType.LPUTF8Str)] string oldPath, [MarshalAs(UnmanagedType.LPUTF8Str)] string newPath);
 
     [DllImport("libc", SetLastError = true)]
     private static extern int close(int fd);

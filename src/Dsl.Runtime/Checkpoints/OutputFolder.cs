@@ -35,7 +35,10 @@ public static class OutputFolder
     private static readonly string[] RunFiles = [RunMarker, MetricsFile, "checkpoint", "checkpoints"];
 
     /// <summary>What a transform writes into its folder.</summary>
-    private static readonly string[] TransformFiles = [TransformMarker, "model.dsl", "checkpoint"];
+    private static readonly string[] TransformFiles = [TransformMarker, "model.dsl", "checkpoint", "checkpoints"];
+
+    /// <summary>Whether <paramref name="directory"/> is a run folder dsl train made (it holds run.json).</summary>
+    public static bool IsRun(string directory) => HasMarker(directory, RunMarker, "train");
 
     /// <summary>
     /// Makes <paramref name="directory"/> ready for a training run. A missing or empty folder
@@ -57,12 +60,18 @@ public static class OutputFolder
         }
 
         var marked = HasMarker(directory, RunMarker, "train");
+        if (marked || !Directory.Exists(directory) || Directory.EnumerateFileSystemEntries(directory).All(e => DurableFile.IsTemporary(Path.GetFileName(e))))
+        {
+            // A crash mid-write leaves "<file>.tmp-<guid>" beside the file; only this tool names files so.
+            RemoveTemporaries(directory);
+        }
+
         // A marked folder with nothing else is a run that failed before its first write (bad
         // data, say): starting it again loses nothing.
         if (!Directory.Exists(directory)
             || !Directory.EnumerateFileSystemEntries(directory).Any(entry => !(marked && Path.GetFileName(entry) == RunMarker)))
         {
-            if (resume)
+            if (resume && !marked)
             {
                 throw new OutputFolderError(directory, "holds no run to resume; drop --resume to start one here");
             }
@@ -130,6 +139,12 @@ public static class OutputFolder
             throw new OutputFolderError(directory, "is a file, not an output folder; pick another --out");
         }
 
+        if (Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).All(e => DurableFile.IsTemporary(Path.GetFileName(e))))
+        {
+            // Only what a crash mid-write left (its marker's temporary, say).
+            RemoveTemporaries(directory);
+        }
+
         if (Directory.Exists(directory) && Directory.EnumerateFileSystemEntries(directory).Any())
         {
             if (!HasMarker(directory, TransformMarker, "transform"))
@@ -139,6 +154,7 @@ public static class OutputFolder
                     $"is not empty and is not a folder made by dsl transform (it has no {TransformMarker}); nothing was written. Pick another --out, or move its files away");
             }
 
+            RemoveTemporaries(directory);
             var foreign = Directory.EnumerateFileSystemEntries(directory)
                 .Where(entry => !TransformFiles.Contains(Path.GetFileName(entry)) && !IsToolMade(entry))
                 .Select(Path.GetFileName)
@@ -193,6 +209,22 @@ public static class OutputFolder
         DurableFile.WriteAllText(Path.Combine(directory, marker), o.ToJsonString(new JsonSerializerOptions { WriteIndented = true }) + "\n");
     }
 
+    private static void RemoveTemporaries(string directory)
+    {
+        if (!Directory.Exists(directory))
+        {
+            return;
+        }
+
+        foreach (var entry in Directory.EnumerateFileSystemEntries(directory).Where(e => DurableFile.IsTemporary(Path.GetFileName(e))).ToList())
+        {
+            if (File.Exists(entry) || new FileInfo(entry).LinkTarget is not null)
+            {
+                File.Delete(entry);
+            }
+        }
+    }
+
     private static void Remove(string path)
     {
         if (Directory.Exists(path))
@@ -205,7 +237,13 @@ public static class OutputFolder
         }
     }
 
-    private static string Normal(string path) => Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
+    /// <summary>The absolute path, through a final symbolic link (run/checkpoint names a step folder).</summary>
+    private static string Normal(string path)
+    {
+        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(path));
+        var target = new FileInfo(full).LinkTarget is not null ? File.ResolveLinkTarget(full, returnFinalTarget: true) : null;
+        return target is null ? full : Path.TrimEndingDirectorySeparator(target.FullName);
+    }
 
     /// <summary>Whether <paramref name="path"/> is <paramref name="folder"/> or lies inside it.</summary>
     private static bool Within(string path, string folder) =>

@@ -70,7 +70,7 @@ internal static class SafetensorsFile
     /// <paramref name="sha256"/> (lowercase hex) the file must hash to it: the header is checked
     /// first, so a truncated file is reported as truncated, then the bytes, then they are read.
     /// </summary>
-    public static Dictionary<string, Tensor> Read(string path, string? sha256 = null)
+    public static Dictionary<string, Tensor> Read(string path, string? sha256 = null, IReadOnlyDictionary<string, string>? tensorSha256 = null)
     {
         if (!File.Exists(path))
         {
@@ -78,14 +78,14 @@ internal static class SafetensorsFile
         }
 
         using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
-        ValidateHeader(stream, path);
+        var tensors = ValidateHeader(stream, path);
         stream.Position = 0;
         if (sha256 is not null)
         {
             var actual = Convert.ToHexStringLower(System.Security.Cryptography.SHA256.HashData(stream));
             if (!string.Equals(actual, sha256, StringComparison.OrdinalIgnoreCase))
             {
-                throw new CheckpointError(path, $"damaged: its SHA-256 is {actual}, but meta.json records {sha256}; restore the file from a copy, or use an earlier checkpoint");
+                throw new CheckpointError(path, $"damaged: {Damage(stream, tensors, tensorSha256)}; restore the file from a copy, or use an earlier checkpoint");
             }
 
             stream.Position = 0;
@@ -102,7 +102,73 @@ internal static class SafetensorsFile
         }
     }
 
-    private static void ValidateHeader(FileStream stream, string path)
+    /// <summary>
+    /// Lowercase hex SHA-256 of each tensor's bytes as they lie in the file, by name: recorded
+    /// beside the file's own hash so that a damaged file names the tensors that changed.
+    /// </summary>
+    public static Dictionary<string, string> TensorHashes(string path)
+    {
+        using var stream = new FileStream(path, FileMode.Open, FileAccess.Read, FileShare.Read);
+        return ValidateHeader(stream, path).ToDictionary(t => t.Name, t => HashRange(stream, t.Begin, t.End), StringComparer.Ordinal);
+    }
+
+    /// <summary>Says which tensors' bytes differ from their recorded hashes, or that the header does.</summary>
+    private static string Damage(FileStream stream, List<(long Begin, long End, string Name)> tensors, IReadOnlyDictionary<string, string>? recorded)
+    {
+        if (recorded is null)
+        {
+            return "its SHA-256 differs from the one meta.json records";
+        }
+
+        var changed = tensors
+            .Where(t => !recorded.TryGetValue(t.Name, out var sum) || !string.Equals(sum, HashRange(stream, t.Begin, t.End), StringComparison.OrdinalIgnoreCase))
+            .Select(t => $"'{t.Name}'")
+            .ToList();
+        var missing = recorded.Keys.Where(name => tensors.All(t => t.Name != name)).Select(name => $"'{name}'").ToList();
+        if (changed.Count == 0 && missing.Count == 0)
+        {
+            return "its header differs from the one written (every tensor's bytes match their SHA-256 in meta.json)";
+        }
+
+        var parts = new List<string>();
+        if (changed.Count > 0)
+        {
+            parts.Add($"the bytes of {Few(changed)} do not match {(changed.Count == 1 ? "its" : "their")} SHA-256 in meta.json");
+        }
+
+        if (missing.Count > 0)
+        {
+            parts.Add($"{Few(missing)} recorded in meta.json {(missing.Count == 1 ? "is" : "are")} missing");
+        }
+
+        return string.Join("; ", parts);
+    }
+
+    private static string Few(List<string> names) =>
+        names.Count <= 5 ? "tensor" + (names.Count == 1 ? " " : "s ") + string.Join(", ", names) : $"{names.Count} tensors ({string.Join(", ", names.Take(5))}, …)";
+
+    private static string HashRange(FileStream stream, long begin, long end)
+    {
+        using var hash = System.Security.Cryptography.IncrementalHash.CreateHash(System.Security.Cryptography.HashAlgorithmName.SHA256);
+        var buffer = new byte[1 << 16];
+        stream.Position = begin;
+        for (var left = end - begin; left > 0;)
+        {
+            var read = stream.Read(buffer, 0, (int)Math.Min(buffer.Length, left));
+            if (read == 0)
+            {
+                break;
+            }
+
+            hash.AppendData(buffer, 0, read);
+            left -= read;
+        }
+
+        return Convert.ToHexStringLower(hash.GetHashAndReset());
+    }
+
+    /// <summary>Checks the header against the file; returns every tensor's absolute byte extent.</summary>
+    private static List<(long Begin, long End, string Name)> ValidateHeader(FileStream stream, string path)
     {
         var fileLength = stream.Length;
         if (fileLength < 8)
@@ -132,8 +198,10 @@ internal static class SafetensorsFile
         }
 
         var dataLength = fileLength - 8 - (long)headerLength;
+        var dataStart = 8 + (long)headerLength;
         var names = new HashSet<string>(StringComparer.Ordinal);
         var extents = new List<(long Begin, long End, string Name)>();
+        var all = new List<(long Begin, long End, string Name)>();
         foreach (var entry in document.RootElement.EnumerateObject())
         {
             if (entry.Name == "__metadata__")
@@ -147,6 +215,7 @@ internal static class SafetensorsFile
             }
 
             var (begin, end) = ValidateEntry(entry.Name, entry.Value, dataLength, path);
+            all.Add((dataStart + begin, dataStart + end, entry.Name));
             if (end > begin)
             {
                 extents.Add((begin, end, entry.Name));
@@ -162,6 +231,8 @@ internal static class SafetensorsFile
                 throw new CheckpointError(path, $"corrupt: tensors '{extents[i - 1].Name}' and '{extents[i].Name}' overlap (data bytes {extents[i].Begin} to {Math.Min(extents[i].End, extents[i - 1].End)})");
             }
         }
+
+        return all;
     }
 
     private static JsonDocument ParseHeader(byte[] header, string path)

@@ -16,14 +16,22 @@ public static class ImageLimits
     /// <summary>The environment variable that sets the limit for every command (train included).</summary>
     public const string EnvironmentVariable = "DSL_MAX_PIXELS";
 
+    /// <summary>A command's own --max-pixels, which wins over the environment for the process.</summary>
+    public static long? CommandLine { get; set; }
+
     /// <summary>
-    /// <see cref="EnvironmentVariable"/> when set, else <see cref="DefaultMaxPixels"/>.
+    /// <see cref="CommandLine"/>, else <see cref="EnvironmentVariable"/> when set, else <see cref="DefaultMaxPixels"/>.
     /// </summary>
     /// <exception cref="DataError">The variable is set but is not a positive whole number.</exception>
     public static long MaxPixels
     {
         get
         {
+            if (CommandLine is { } given)
+            {
+                return given;
+            }
+
             var value = Environment.GetEnvironmentVariable(EnvironmentVariable);
             if (string.IsNullOrWhiteSpace(value))
             {

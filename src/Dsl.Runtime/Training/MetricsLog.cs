@@ -53,6 +53,7 @@ public sealed class MetricsLog : IDisposable
     public void Write(IReadOnlyDictionary<string, object> record)
     {
         var bytes = Encoding.UTF8.GetBytes(JsonSerializer.Serialize(record, Json) + "\n");
+        DurableFile.Probe(stream.Name);
         stream.Write(bytes);
         stream.Flush(flushToDisk: true);
     }

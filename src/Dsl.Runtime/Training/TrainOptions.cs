@@ -80,6 +80,18 @@ public sealed class TrainOptions
     /// <summary>Stop after this many optimizer steps in total; the schedule still spans all epochs.</summary>
     public long? MaxSteps { get; set; }
 
+    /// <summary>Also save a checkpoint every this many optimizer steps (0 = at epoch ends and the end only).</summary>
+    public int SaveEvery { get; set; }
+
+    /// <summary>How many of the newest checkpoints stay in OutDir/checkpoints (0 = all).</summary>
+    public int Keep { get; set; } = 3;
+
+    /// <summary>
+    /// Polled after every optimizer step; when it returns true (a SIGINT or SIGTERM, say) the
+    /// run saves a checkpoint at that step and returns with <see cref="TrainResult.Interrupted"/>.
+    /// </summary>
+    public Func<bool>? StopRequested { get; set; }
+
     /// <summary>Continue from the checkpoint in OutDir, exactly as if the run had not stopped.</summary>
     public bool Resume { get; set; }
 
@@ -117,6 +129,8 @@ public sealed class TrainOptions
         Require(EvalEverySteps >= 0, nameof(EvalEverySteps), "must not be negative");
         Require(EvalBatchSize > 0, nameof(EvalBatchSize), "must be positive");
         Require(LogEvery > 0, nameof(LogEvery), "must be positive");
+        Require(SaveEvery >= 0, nameof(SaveEvery), "must not be negative (0 saves at epoch ends only)");
+        Require(Keep >= 0, nameof(Keep), "must not be negative (0 keeps every checkpoint)");
         Require(MaxSteps is null or > 0, nameof(MaxSteps), "must be positive when set");
         Require(!string.IsNullOrWhiteSpace(OutDir), nameof(OutDir), "must be set");
     }

@@ -38,4 +38,7 @@ public sealed record TrainResult(long Steps, int EpochsCompleted, double FinalLo
 {
     /// <summary>Optimizer steps this call ran: <see cref="Steps"/> less those before a resume.</summary>
     public long StepsThisRun { get; init; }
+
+    /// <summary>The run stopped early on <see cref="TrainOptions.StopRequested"/>, after saving at <see cref="Steps"/>.</summary>
+    public bool Interrupted { get; init; }
 }

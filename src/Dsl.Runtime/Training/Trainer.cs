@@ -28,7 +28,8 @@ public sealed class Trainer
     /// <summary>
     /// Runs (or, with <see cref="TrainOptions.Resume"/>, continues) training up to the last
     /// step of the last epoch or <see cref="TrainOptions.MaxSteps"/>. Writes metrics.jsonl and,
-    /// at every epoch end and at the end, a checkpoint into <see cref="TrainOptions.OutDir"/>;
+    /// at every epoch end, every <see cref="TrainOptions.SaveEvery"/> steps, on
+    /// <see cref="TrainOptions.StopRequested"/> and at the end, a checkpoint into <see cref="TrainOptions.OutDir"/>;
     /// evaluates on <paramref name="test"/> every <see cref="TrainOptions.EvalEvery"/> epochs.
     /// </summary>
     public TrainResult Train(LabeledImages train, LabeledImages? test = null, Action<TrainProgress>? progress = null) =>
@@ -81,8 +82,6 @@ public sealed class Trainer
                 {
                     report = report with { Evaluation = EvaluateIfDue(task, done / plan.StepsPerEpoch, report.Epoch, done, log) };
                     lastEvaluation = report.Evaluation ?? lastEvaluation;
-                    TrainingCheckpoint.Save(model, options, optimizer, plan, done, loss, lastEvaluation);
-                    savedStep = done;
                 }
                 else if (options.EvalEverySteps > 0 && done % options.EvalEverySteps == 0)
                 {
@@ -90,7 +89,22 @@ public sealed class Trainer
                     lastEvaluation = report.Evaluation ?? lastEvaluation;
                 }
 
+                var stop = options.StopRequested?.Invoke() == true && done < plan.LastStep;
+                if (done % plan.StepsPerEpoch == 0 || (options.SaveEvery > 0 && done % options.SaveEvery == 0) || stop)
+                {
+                    TrainingCheckpoint.Save(model, options, optimizer, plan, done, loss, lastEvaluation);
+                    savedStep = done;
+                }
+
                 progress?.Invoke(report);
+                if (stop)
+                {
+                    return new TrainResult(done, (int)(done / plan.StepsPerEpoch), loss, lastEvaluation, clock.Elapsed)
+                    {
+                        StepsThisRun = done - startStep,
+                        Interrupted = true,
+                    };
+                }
             }
 
             var finalStep = Math.Max(startStep, plan.LastStep);

@@ -5,7 +5,7 @@ using static TorchSharp.torch;
 
 namespace Dsl.Runtime.Training;
 
-/// <summary>A training run's checkpoint: OutDir/checkpoint, written and read through <see cref="Checkpoint"/>.</summary>
+/// <summary>A training run's checkpoint: OutDir/checkpoint (a link into OutDir/checkpoints), written and read through <see cref="Checkpoint"/>.</summary>
 internal static class TrainingCheckpoint
 {
     /// <summary>Saves weights (the state_dict), optimizer state and meta (step, completed epochs, seed, metrics).</summary>
@@ -31,12 +31,14 @@ internal static class TrainingCheckpoint
             Created: DateTimeOffset.UtcNow.ToString("o", CultureInfo.InvariantCulture),
             Metrics: metrics,
             Extra: extra);
-        Checkpoint.Save(options.CheckpointDir, model.state_dict(), optimizer.State(), meta);
+        Checkpoint.Save(options.CheckpointDir, model.state_dict(), optimizer.State(), meta, options.Keep);
     }
 
     /// <summary>Loads weights and optimizer state; returns the step the checkpoint was taken at.</summary>
     public static long Restore(GraphModule model, TrainOptions options, IOptimizer optimizer, StepPlan plan)
     {
+        // A crash may have left the link behind a newer whole checkpoint: continue from that one.
+        Checkpoint.Recover(options.CheckpointDir, options.Keep);
         using var loaded = Checkpoint.Load(options.CheckpointDir);
         // A run folder reused for another model, or a model changed since: the user's mistake,
         // found before any step and listing every difference.
