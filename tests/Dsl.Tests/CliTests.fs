@@ -124,6 +124,18 @@ let writeFashionLike (dir: string) (prefix: string) (count: int) =
     write (prefix + "-images-idx3-ubyte.gz") [ 0x803; count; 28; 28 ] images
     write (prefix + "-labels-idx1-ubyte.gz") [ 0x801; count ] labels
 
+/// A fresh folder with Fashion-MNIST-like data (`train` and `test` images) and a model file:
+/// (folder, model file, data folder).
+let fashionSetup (source: string) (train: int) (test: int) =
+    let dir = tempDir ()
+    let data = Path.Combine(dir, "data")
+    Directory.CreateDirectory data |> ignore
+    writeFashionLike data "train" train
+    writeFashionLike data "t10k" test
+    let file = Path.Combine(dir, "tiny.dsl")
+    File.WriteAllText(file, source)
+    dir, file, data
+
 /// examples/fashion/convnet.dsl counted layer by layer: four 3×3 convolutions without bias
 /// (k·k·cin·cout), four BatchNorms (2c each), the linear head on the flattened 64×7×7 map (in·out + out).
 let private conv3 (cin: int64) (cout: int64) = 3L * 3L * cin * cout
@@ -163,13 +175,7 @@ train tiny {
 /// One generated dataset and one trained run, shared by the tests that need a checkpoint.
 let private trained =
     lazy
-        (let dir = tempDir ()
-         let data = Path.Combine(dir, "data")
-         Directory.CreateDirectory data |> ignore
-         writeFashionLike data "train" 640
-         writeFashionLike data "t10k" 200
-         let file = Path.Combine(dir, "tiny.dsl")
-         File.WriteAllText(file, tinyModel)
+        (let dir, file, data = fashionSetup tinyModel 640 200
          let out = Path.Combine(dir, "run")
          let r = dsl [ "train"; file; "--data"; data; "--out"; out ]
          dir, file, data, out, r)

@@ -28,24 +28,12 @@ train tiny {
 """
 
 /// 64 training images (4 steps of 16), 32 test images, the model file.
-let private setup =
-    lazy
-        (let dir = tempDir ()
-         let data = Path.Combine(dir, "data")
-         Directory.CreateDirectory data |> ignore
-         writeFashionLike data "train" 64
-         writeFashionLike data "t10k" 32
-         let file = Path.Combine(dir, "tiny.dsl")
-         File.WriteAllText(file, tiny)
-         dir, file, data)
+let private setup = lazy (fashionSetup tiny 64 32)
 
 /// 1024 training images: 64 steps an epoch.
 let private longer =
     lazy
-        (let data = Path.Combine(tempDir (), "data")
-         Directory.CreateDirectory data |> ignore
-         writeFashionLike data "train" 1024
-         writeFashionLike data "t10k" 32
+        (let _, _, data = fashionSetup tiny 1024 32
          data)
 
 let private killedAt = "DSL_TEST_KILL_AT_WRITE"

@@ -28,16 +28,7 @@ train tiny {
 """
 
 /// A data folder and the tiny model's file, shared by the end-to-end tests here.
-let private setup =
-    lazy
-        (let dir = tempDir ()
-         let data = Path.Combine(dir, "data")
-         Directory.CreateDirectory data |> ignore
-         writeFashionLike data "train" 64
-         writeFashionLike data "t10k" 32
-         let file = Path.Combine(dir, "tiny.dsl")
-         File.WriteAllText(file, tiny)
-         dir, file, data)
+let private setup = lazy (fashionSetup tiny 64 32)
 
 let private train (out: string) (extra: string list) =
     let _, file, data = setup.Value
