@@ -85,6 +85,7 @@ type TrainArgs =
     | [<Above 0.0>] Lr of rate: float
     | Device of name: string
     | [<AtLeast 1.0>] Max_Pixels of pixels: int64
+    | [<AtLeast 1.0>] Procs of count: int
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -110,6 +111,8 @@ type TrainArgs =
             | Device _ -> "cpu or cuda (default: cuda when a CUDA build of TorchSharp finds a GPU, else cpu)"
             | Max_Pixels _ ->
                 "skip (and count) image-folder images whose header declares more pixels, before decoding them (default: DSL_MAX_PIXELS, else 64000000)"
+            | Procs _ ->
+                "data-parallel over this many processes, started with mpirun (Open MPI); the batch is split among them"
 
 type EvalArgs =
     | [<MainCommand; ExactlyOnce; FilePath>] File of path: string

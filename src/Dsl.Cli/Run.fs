@@ -11,6 +11,7 @@ open Dsl
 open Dsl.Ir
 open Dsl.Runtime.Bench
 open Dsl.Runtime.Checkpoints
+open Dsl.Runtime.Distributed
 open Dsl.Runtime.Data
 open Dsl.Runtime.Emit
 open Dsl.Runtime.Generation
@@ -143,7 +144,7 @@ let private resumeCommand (outDir: string) =
 
     sprintf "dsl %s%s --resume" given out
 
-let train (args: ParseResults<TrainArgs>) =
+let private trainIn (world: World) (args: ParseResults<TrainArgs>) =
     args.TryGetResult TrainArgs.Max_Pixels
     |> Option.iter (fun n -> ImageLimits.CommandLine <- Nullable n)
 
@@ -272,7 +273,10 @@ let train (args: ParseResults<TrainArgs>) =
 
     // Last before the first write: every check above has passed, so a refused run leaves the
     // folder as it was.
-    OutputFolder.PrepareRun(outDir, g.Name, args.Contains TrainArgs.Resume, args.Contains TrainArgs.Overwrite)
+    options.World <- world
+
+    if world.IsRoot then
+        OutputFolder.PrepareRun(outDir, g.Name, args.Contains TrainArgs.Resume, args.Contains TrainArgs.Overwrite)
 
     // Ctrl-C or a SIGTERM stops the run at the next step boundary with a checkpoint there; a
     // second signal ends the process at once (the checkpoints on disk stay whole either way).
@@ -319,6 +323,66 @@ let train (args: ParseResults<TrainArgs>) =
         130
     else
         0
+
+/// `--procs N`: the same command under `mpirun -np N`, which starts the ranks.
+let private launch (procs: int) =
+    let given = Environment.GetCommandLineArgs() |> Array.toList
+
+    let rec without =
+        function
+        | "--procs" :: _ :: rest -> without rest
+        | a :: rest when a.StartsWith "--procs=" -> without rest
+        | a :: rest -> a :: without rest
+        | [] -> []
+
+    let host = Environment.ProcessPath
+    // Under `dotnet dsl.dll` the first argument is the assembly; under the apphost it is the host.
+    let self =
+        if Path.GetFileNameWithoutExtension host = "dotnet" then
+            [ host; given.Head ]
+        else
+            [ host ]
+
+    let root =
+        if Environment.UserName = "root" then
+            [ "--allow-run-as-root" ]
+        else
+            []
+
+    let psi = Diagnostics.ProcessStartInfo("mpirun", UseShellExecute = false)
+
+    for a in root @ [ "--oversubscribe"; "-np"; string procs ] @ self @ without given.Tail do
+        psi.ArgumentList.Add a
+
+    try
+        use p = Diagnostics.Process.Start psi
+        p.WaitForExit()
+        p.ExitCode
+    with :? ComponentModel.Win32Exception ->
+        fail "dsl train --procs: mpirun not found; install the Debian packages openmpi-bin and libopenmpi-dev"
+
+/// Trains in this process, which is one rank of an mpirun job when mpirun started it.
+let train (args: ParseResults<TrainArgs>) =
+    match args.TryGetResult TrainArgs.Procs with
+    | Some n when n > 1 && isNull (Environment.GetEnvironmentVariable World.SizeVariable) -> launch n
+    | _ ->
+        let world = World.FromEnvironment()
+
+        if not world.IsRoot then
+            // Rank 0 alone reports; the others' errors still reach stderr.
+            Console.SetOut IO.TextWriter.Null
+
+        try
+            let code = trainIn world args
+            // Every rank finishes together, after rank 0's last save.
+            world.Barrier()
+            world.Dispose()
+            code
+        with e when world.Size > 1 ->
+            // One rank failing alone would leave the others waiting in an allreduce forever.
+            eprintfn "rank %d of %d: error: %s; ending every rank" world.Rank world.Size e.Message
+            world.Abort 1
+            1
 
 let eval (args: ParseResults<EvalArgs>) =
     args.TryGetResult EvalArgs.Max_Pixels

@@ -92,6 +92,15 @@ public sealed class TrainOptions
     /// </summary>
     public Func<bool>? StopRequested { get; set; }
 
+    /// <summary>
+    /// The ranks training together (<see cref="Distributed.World.Single"/> outside mpirun):
+    /// <see cref="BatchSize"/> is the global batch, split evenly among them.
+    /// </summary>
+    public Distributed.World World { get; set; } = Distributed.World.Single;
+
+    /// <summary>Gradients are averaged across ranks in fused buckets of at most this many bytes (PyTorch DDP's 25 MB).</summary>
+    public long BucketBytes { get; set; } = 25L << 20;
+
     /// <summary>Continue from the checkpoint in OutDir, exactly as if the run had not stopped.</summary>
     public bool Resume { get; set; }
 
@@ -131,6 +140,8 @@ public sealed class TrainOptions
         Require(LogEvery > 0, nameof(LogEvery), "must be positive");
         Require(SaveEvery >= 0, nameof(SaveEvery), "must not be negative (0 saves at epoch ends only)");
         Require(Keep >= 0, nameof(Keep), "must not be negative (0 keeps every checkpoint)");
+        Require(BatchSize % World.Size == 0, nameof(BatchSize), $"must divide evenly among the {World.Size} ranks");
+        Require(BucketBytes > 0, nameof(BucketBytes), "must be positive");
         Require(MaxSteps is null or > 0, nameof(MaxSteps), "must be positive when set");
         Require(!string.IsNullOrWhiteSpace(OutDir), nameof(OutDir), "must be set");
     }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Dsl.Runtime.Checkpoints;
 using Dsl.Runtime.Data;
 using Dsl.Runtime.Emit;
 using TorchSharp;
@@ -41,11 +42,21 @@ public sealed class Trainer
         task.Check(model);
         var clock = Stopwatch.StartNew();
         var plan = StepPlan.For(options, task.Count);
+        var world = options.World;
         Directory.CreateDirectory(options.OutDir);
         using var optimizer = CreateOptimizer();
+        if (options.Resume && world.IsRoot)
+        {
+            // Only rank 0 writes: it repairs what a crash left before any rank reads.
+            Checkpoint.Recover(options.CheckpointDir, options.Keep);
+        }
+
+        world.Barrier();
         var startStep = options.Resume ? TrainingCheckpoint.Restore(model, options, optimizer, plan) : 0;
+        // Horovod's rule: every rank starts from rank 0's weights, also on resume.
+        world.BroadcastInPlace(model.parameters().Select(p => (Tensor)p).Concat(model.buffers()));
         var schedule = LrSchedule.Create(options.Schedule, options.Lr, plan.TotalSteps, options.WarmupSteps, options.MinLr);
-        using var log = new MetricsLog(options.MetricsPath, options.Resume ? startStep : null);
+        using var log = world.IsRoot ? new MetricsLog(options.MetricsPath, options.Resume ? startStep : null) : null;
         using var augmentGenerator = new Generator(0);
         var trainable = model.parameters().Where(p => p.requires_grad).ToArray();
         var wasTraining = model.training;
@@ -73,30 +84,39 @@ public sealed class Trainer
                     EndsEpoch = done % plan.StepsPerEpoch == 0,
                 };
                 report = WithThroughput(report, clock.Elapsed, done - startStep, plan.ImagesPerStep);
-                if (done % options.LogEvery == 0 || done == plan.LastStep)
+                if (log is not null && (done % options.LogEvery == 0 || done == plan.LastStep))
                 {
                     LogStep(log, report);
                 }
 
-                if (done % plan.StepsPerEpoch == 0)
+                // Rank 0 evaluates, logs and saves; the others wait for it at the next allreduce.
+                if (log is not null && done % plan.StepsPerEpoch == 0)
                 {
                     report = report with { Evaluation = EvaluateIfDue(task, done / plan.StepsPerEpoch, report.Epoch, done, log) };
                     lastEvaluation = report.Evaluation ?? lastEvaluation;
                 }
-                else if (options.EvalEverySteps > 0 && done % options.EvalEverySteps == 0)
+                else if (log is not null && options.EvalEverySteps > 0 && done % options.EvalEverySteps == 0)
                 {
                     report = report with { Evaluation = Evaluate(task, report.Epoch, done, log) };
                     lastEvaluation = report.Evaluation ?? lastEvaluation;
                 }
 
-                var stop = options.StopRequested?.Invoke() == true && done < plan.LastStep;
+                var stop = world.Any(options.StopRequested?.Invoke() == true) && done < plan.LastStep;
                 if (done % plan.StepsPerEpoch == 0 || (options.SaveEvery > 0 && done % options.SaveEvery == 0) || stop)
                 {
-                    TrainingCheckpoint.Save(model, options, optimizer, plan, done, loss, lastEvaluation);
+                    if (world.IsRoot)
+                    {
+                        TrainingCheckpoint.Save(model, options, optimizer, plan, done, loss, lastEvaluation);
+                    }
+
                     savedStep = done;
                 }
 
-                progress?.Invoke(report);
+                if (world.IsRoot)
+                {
+                    progress?.Invoke(report);
+                }
+
                 if (stop)
                 {
                     return new TrainResult(done, (int)(done / plan.StepsPerEpoch), loss, lastEvaluation, clock.Elapsed)
@@ -108,7 +128,7 @@ public sealed class Trainer
             }
 
             var finalStep = Math.Max(startStep, plan.LastStep);
-            if (savedStep != finalStep)
+            if (savedStep != finalStep && world.IsRoot)
             {
                 TrainingCheckpoint.Save(model, options, optimizer, plan, finalStep, loss, lastEvaluation);
             }
@@ -150,10 +170,14 @@ public sealed class Trainer
             }
 
             Reseed(step, micro, augmentGenerator);
-            var microLoss = task.Loss(model, batches.Current, augmentGenerator, options).div(options.AccumulationSteps);
+            var microLoss = task.Loss(model, options.World.Shard(batches.Current), augmentGenerator, options).div(options.AccumulationSteps);
             microLoss.backward();
             loss += microLoss.item<float>();
         }
+
+        // Each rank's gradient is its slice's mean; their mean is the whole batch's.
+        options.World.AverageInPlace(trainable.Select(p => p.grad).OfType<Tensor>().ToList(), options.BucketBytes);
+        loss = options.World.Sum(loss) / options.World.Size;
 
         if (options.GradClip > 0)
         {

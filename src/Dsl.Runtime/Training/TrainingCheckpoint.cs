@@ -37,8 +37,7 @@ internal static class TrainingCheckpoint
     /// <summary>Loads weights and optimizer state; returns the step the checkpoint was taken at.</summary>
     public static long Restore(GraphModule model, TrainOptions options, IOptimizer optimizer, StepPlan plan)
     {
-        // A crash may have left the link behind a newer whole checkpoint: continue from that one.
-        Checkpoint.Recover(options.CheckpointDir, options.Keep);
+        // The trainer has already recovered what a crash left (Checkpoint.Recover, on rank 0).
         using var loaded = Checkpoint.Load(options.CheckpointDir);
         // A run folder reused for another model, or a model changed since: the user's mistake,
         // found before any step and listing every difference.
