@@ -89,6 +89,27 @@ type AttentionAttrs =
         HeadDim: int
     }
 
+/// Value-by-value functions of one tensor.
+type UnaryFn =
+    | Exp
+    | Log
+    | Sqrt
+    | Rsqrt
+    | Abs
+
+/// Comparisons giving a mask of 0.0 / 1.0 (float32, so a mask multiplies and feeds `where`).
+type CompareKind =
+    | Less
+    | LessEqual
+    | Greater
+    | GreaterEqual
+
+type ReduceKind =
+    | ReduceMean
+    | ReduceSum
+    | ReduceMax
+    | ReduceMin
+
 type InputKind =
     | ImageInput
     | TokensInput
@@ -146,6 +167,31 @@ type Op =
     /// `length` positions of `axis` from `start` (axis counts the batch as 0; negative from the
     /// end): SwiGLU's gate and value halves of one fused projection (mlfoundations/open_lm open_lm/model.py).
     | Narrow of axis: int * start: int * length: int
+    /// exp, log, sqrt, rsqrt or abs of every value.
+    | Unary of UnaryFn
+    /// Every value to a constant power.
+    | Pow of exponent: float
+    /// Every value limited to [low, high]; None leaves that side open.
+    | Clamp of low: float option * high: float option
+    /// Adds a constant.
+    | AddScalar of value: float
+    /// x / y with NumPy broadcasting.
+    | Div
+    /// A 0/1 mask: x compared with y (two inputs, broadcast) or with a constant (one input).
+    | Compare of kind: CompareKind * scalar: float option
+    /// Inputs [cond; x; y], broadcast: x where cond is non-zero, else y.
+    | Where
+    /// torch.matmul of two inputs: batch axes broadcast, a 1-D operand as PyTorch treats it;
+    /// `inner` is the size of the contracted axis.
+    | Matmul of inner: int
+    /// Softmax (or log-softmax) along one non-batch axis.
+    | Softmax of axis: int * log: bool
+    /// Mean, sum, max or min over non-batch axes (sorted, non-negative), kept as size 1 or removed.
+    | Reduce of kind: ReduceKind * axes: int list * keepDims: bool
+    /// Index of the largest value along one non-batch axis, as int64.
+    | ArgMax of axis: int * keepDims: bool
+    /// Swaps two non-batch axes.
+    | Transpose of axis1: int * axis2: int
 
 type ParamKind =
     | Trainable
@@ -227,6 +273,29 @@ let opKind (op: Op) =
     | SelectToken _ -> "selectToken"
     | SelectWhere _ -> "selectWhere"
     | Narrow _ -> "narrow"
+    | Unary Exp -> "exp"
+    | Unary Log -> "log"
+    | Unary Sqrt -> "sqrt"
+    | Unary Rsqrt -> "rsqrt"
+    | Unary Abs -> "abs"
+    | Pow _ -> "pow"
+    | Clamp _ -> "clamp"
+    | AddScalar _ -> "addScalar"
+    | Div -> "div"
+    | Compare(Less, _) -> "lt"
+    | Compare(LessEqual, _) -> "le"
+    | Compare(Greater, _) -> "gt"
+    | Compare(GreaterEqual, _) -> "ge"
+    | Where -> "where"
+    | Matmul _ -> "matmul"
+    | Softmax(_, false) -> "softmax"
+    | Softmax(_, true) -> "logSoftmax"
+    | Reduce(ReduceMean, _, _) -> "reduceMean"
+    | Reduce(ReduceSum, _, _) -> "reduceSum"
+    | Reduce(ReduceMax, _, _) -> "reduceMax"
+    | Reduce(ReduceMin, _, _) -> "reduceMin"
+    | ArgMax _ -> "argmax"
+    | Transpose _ -> "transpose"
 
 let isKnown =
     function
@@ -302,7 +371,46 @@ let macs (n: Node) =
         let inner = int64 a.Heads * int64 a.HeadDim
         let kv = int64 a.KvHeads * int64 a.HeadDim
         t * d * (2L * inner + 2L * kv) + 2L * t * t * inner
-    | _ -> 0L
+    // One multiply-accumulate per output value and contracted index.
+    | Matmul inner -> prod n.Shape * int64 inner
+    | Input _
+    | BatchNorm _
+    | LayerNorm _
+    | RmsNorm _
+    | GroupNorm _
+    | Act _
+    | Dropout _
+    | DropPath _
+    | Pool _
+    | GlobalPool _
+    | Flatten
+    | Reshape _
+    | Permute _
+    | ImageToTokens
+    | TokensToImage _
+    | Embedding _
+    | PositionalEmbedding _
+    | Add
+    | Mul
+    | Concat _
+    | LayerScale _
+    | Parameter
+    | Normalize _
+    | Scale _
+    | SelectToken _
+    | SelectWhere _
+    | Narrow _
+    | Unary _
+    | Pow _
+    | Clamp _
+    | AddScalar _
+    | Div
+    | Compare _
+    | Where
+    | Softmax _
+    | Reduce _
+    | ArgMax _
+    | Transpose _ -> 0L
 
 /// MACs of one sample through the whole graph.
 let totalMacs (g: Graph) = g.Nodes |> List.map macs |> sum64
@@ -357,7 +465,36 @@ let layoutOf (nodeOf: int -> Node) (id: int) : Layout =
                     match go n.Inputs.Head with
                     | ChannelAxis a -> ChannelAxis(List.findIndex ((=) a) perm)
                     | other -> other
-                | _ ->
+                | Transpose(a1, a2) ->
+                    match go n.Inputs.Head with
+                    | ChannelAxis a when a = a1 -> ChannelAxis a2
+                    | ChannelAxis a when a = a2 -> ChannelAxis a1
+                    | other -> other
+                | Matmul _ -> UnknownLayout "a matmul"
+                | Reduce(_, _, false)
+                | ArgMax(_, false) -> UnknownLayout(sprintf "a %s that removes axes" (opKind n.Op))
+                | LayerNorm _
+                | RmsNorm _
+                | Act _
+                | Dropout _
+                | DropPath _
+                | Add
+                | Mul
+                | Concat _
+                | LayerScale _
+                | Normalize _
+                | Scale _
+                | Narrow _
+                | Unary _
+                | Pow _
+                | Clamp _
+                | AddScalar _
+                | Div
+                | Compare _
+                | Where
+                | Softmax _
+                | Reduce(_, _, true)
+                | ArgMax(_, true) ->
                     let known =
                         n.Inputs
                         |> List.filter (fun i -> (nodeOf i).Shape.Length = rank)

@@ -118,8 +118,33 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteNumber("axis", axis)
         w.WriteNumber("start", start)
         w.WriteNumber("length", length)
-    // The rest carry no attributes beyond their op name.
-    | _ -> ()
+    | Pow e -> w.WriteNumber("exponent", e)
+    | Clamp(low, high) ->
+        low |> Option.iter (fun v -> w.WriteNumber("min", v))
+        high |> Option.iter (fun v -> w.WriteNumber("max", v))
+    | AddScalar v -> w.WriteNumber("value", v)
+    | Compare(_, scalar) -> scalar |> Option.iter (fun v -> w.WriteNumber("scalar", v))
+    | Matmul inner -> w.WriteNumber("inner", inner)
+    | Softmax(axis, _) -> w.WriteNumber("axis", axis)
+    | Reduce(_, axes, keep) ->
+        ints w "axes" axes
+        w.WriteBoolean("keepDims", keep)
+    | ArgMax(axis, keep) ->
+        w.WriteNumber("axis", axis)
+        w.WriteBoolean("keepDims", keep)
+    | Transpose(a1, a2) -> ints w "axes" [ a1; a2 ]
+    // These carry no attributes beyond their op name (an activation's, a unary function's and a
+    // comparison's kind is in the name).
+    | Act _
+    | GlobalPool _
+    | Flatten
+    | ImageToTokens
+    | Add
+    | Mul
+    | Parameter
+    | Unary _
+    | Div
+    | Where -> ()
 
 let private initText (i: Init) =
     match i with

@@ -866,3 +866,165 @@ let freeParam (ctx: Ctx) span (shape: int list) (init: Init) (name: string) =
             make ()
         finally
             popScope b
+
+// ---- tensor algebra -------------------------------------------------------------------------
+
+/// A function of one tensor that keeps its shape (exp, pow, clamp, a constant added, …).
+let pointwise (ctx: Ctx) span op (x: Tensor) =
+    addNode (builderOf ctx span) span op [ x ] x.Shape []
+
+/// x compared with y, broadcast: a 0/1 mask of the broadcast shape.
+let compareTensors (ctx: Ctx) span kind (x: Tensor) (y: Tensor) =
+    addNode (builderOf ctx span) span (Compare(kind, None)) [ x; y ] (broadcast "compare" span x.Shape y.Shape) []
+
+let compareScalar (ctx: Ctx) span kind (x: Tensor) (c: float) =
+    addNode (builderOf ctx span) span (Compare(kind, Some c)) [ x ] x.Shape []
+
+/// x where cond is non-zero, else y; all three broadcast together, as torch.where.
+let where (ctx: Ctx) span (cond: Tensor) (x: Tensor) (y: Tensor) =
+    let b = builderOf ctx span
+
+    let shape =
+        broadcast "select (where) from" span (broadcast "select (where) from" span cond.Shape x.Shape) y.Shape
+
+    addNode b span Where [ cond; x; y ] shape []
+
+/// torch.matmul's shape rule. Both at least 2-D: [..., n, k] @ [..., k, m] → [..., n, m] with the
+/// axes before the last two broadcast; a 1-D right operand [k] gives [..., n]; a 1-D left operand
+/// [k] gives [..., m]; two 1-D operands (a scalar) are refused, since every value keeps a batch.
+let matmul (ctx: Ctx) span (x: Tensor) (y: Tensor) =
+    let b = builderOf ctx span
+
+    let mismatch () =
+        errorf
+            span
+            "matmul: cannot multiply %s by %s: the last axis of the first must equal the %s of the second"
+            (showShape x.Shape)
+            (showShape y.Shape)
+            (if y.Shape.Length = 1 then
+                 "only axis"
+             else
+                 "second-to-last axis")
+
+    let contracted (a: Dim) (c: Dim) =
+        match a, c with
+        | Known p, Known q when p = q -> p
+        | Known _, Known _ -> mismatch ()
+        | Sym s, _
+        | _, Sym s -> errorf span "matmul: the contracted axis must be a known size, got the symbolic dimension %s" s
+
+    let rx, ry = x.Shape.Length, y.Shape.Length
+
+    let inner, shape =
+        match rx, ry with
+        | 0, _
+        | _, 0 ->
+            errorf
+                span
+                "matmul: both operands need at least one axis, got %s and %s"
+                (showShape x.Shape)
+                (showShape y.Shape)
+        | 1, 1 ->
+            errorf
+                span
+                "matmul: two 1-D operands %s and %s would make a scalar without a batch axis; use reduceSum (x * y)"
+                (showShape x.Shape)
+                (showShape y.Shape)
+        | _, 1 -> contracted x.Shape[rx - 1] y.Shape[0], List.take (rx - 1) x.Shape
+        | 1, _ -> contracted x.Shape[0] y.Shape[ry - 2], List.take (ry - 2) y.Shape @ [ y.Shape[ry - 1] ]
+        | _ ->
+            let k = contracted x.Shape[rx - 1] y.Shape[ry - 2]
+
+            let batchAxes =
+                try
+                    broadcast "matmul" span (List.take (rx - 2) x.Shape) (List.take (ry - 2) y.Shape)
+                with DslError _ ->
+                    errorf
+                        span
+                        "matmul: the batch axes of %s and %s do not broadcast"
+                        (showShape x.Shape)
+                        (showShape y.Shape)
+
+            k, batchAxes @ [ x.Shape[rx - 2]; y.Shape[ry - 1] ]
+
+    addNode b span (Matmul inner) [ x; y ] shape []
+
+let softmax log axis span =
+    let name = if log then "logSoftmax" else "softmax"
+
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn name span input
+        addNode b span (Softmax(normAxis name span t axis, log)) [ t ] t.Shape []
+
+    primLayer name span run
+
+let private reduceName kind =
+    match kind with
+    | ReduceMean -> "reduceMean"
+    | ReduceSum -> "reduceSum"
+    | ReduceMax -> "reduceMax"
+    | ReduceMin -> "reduceMin"
+
+/// Mean, sum, max or min over the given non-batch axes (negative from the end, each once).
+let reduceAxes kind (axes: int list) keepDims span =
+    let name = reduceName kind
+
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn name span input
+
+        if axes.IsEmpty then
+            errorf span "%s: needs at least one axis" name
+
+        let resolved = axes |> List.map (normAxis name span t) |> List.sort
+
+        if List.distinct resolved <> resolved then
+            errorf span "%s: axes %A name one axis twice in %s" name axes (showShape t.Shape)
+
+        let shape =
+            t.Shape
+            |> List.indexed
+            |> List.choose (fun (i, d) ->
+                if not (List.contains i resolved) then Some d
+                elif keepDims then Some(Known 1)
+                else None)
+
+        addNode b span (Reduce(kind, resolved, keepDims)) [ t ] shape []
+
+    primLayer name span run
+
+let argmax axis keepDims span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "argmax" span input
+        let a = normAxis "argmax" span t axis
+
+        let shape =
+            t.Shape
+            |> List.indexed
+            |> List.choose (fun (i, d) ->
+                if i <> a then Some d
+                elif keepDims then Some(Known 1)
+                else None)
+
+        addNode b span (ArgMax(a, keepDims)) [ t ] shape []
+
+    primLayer "argmax" span run
+
+let transpose axis1 axis2 span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "transpose" span input
+        let a1, a2 = normAxis "transpose" span t axis1, normAxis "transpose" span t axis2
+
+        let shape =
+            t.Shape
+            |> List.mapi (fun i d ->
+                if i = a1 then t.Shape[a2]
+                elif i = a2 then t.Shape[a1]
+                else d)
+
+        addNode b span (Transpose(min a1 a2, max a1 a2)) [ t ] shape []
+
+    primLayer "transpose" span run

@@ -196,6 +196,21 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
         if hasParam local then
             l.LinkAxes (w local k) s
 
+    // A reduction: the other axes pass through; a reduced axis becomes one value per row, which
+    // depends on all of its units together, so it cannot shrink.
+    let reduced (axes: int list) keep =
+        let mutable k = 0
+
+        for a in 0 .. rank x - 1 do
+            if List.contains a axes then
+                l.Freeze (v x a) (sprintf "a %s over it" (opKind n.Op))
+
+                if keep then
+                    k <- k + 1
+            else
+                l.LinkAxes (v x a) (v n.Id k)
+                k <- k + 1
+
     match n.Op with
     | Input _ ->
         for k in 0 .. out - 1 do
@@ -317,8 +332,53 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
                 for row in [ (a.Heads + kv) * hd + r; (a.Heads + a.KvHeads + kv) * hd + r ] do
                     rows "qkv.weight" row kv
                     rows "qkv.bias" row kv
+    | Unary _
+    | Pow _
+    | Clamp _
+    | AddScalar _
+    | Compare(_, Some _) -> sameAxes x
+    | Softmax(axis, _) ->
+        sameAxes x
+        l.Freeze (v n.Id axis) (sprintf "a %s normalises along it" (opKind n.Op))
+    | Reduce(_, axes, keep) -> reduced axes keep
+    | ArgMax(axis, keep) -> reduced [ axis ] keep
+    | Transpose(a1, a2) ->
+        for k in 0 .. out - 1 do
+            let from =
+                if k = a1 then a2
+                elif k = a2 then a1
+                else k
+
+            l.LinkAxes (v x from) (v n.Id k)
+    | Matmul _ ->
+        let y = n.Inputs[1]
+        let rx, ry = rank x, rank y
+
+        // The contracted axis is one unit per index on both sides.
+        let contractX, contractY = rx - 1, (if ry = 1 then 0 else ry - 2)
+        l.LinkAxes (v x contractX) (v y contractY)
+
+        if ry = 1 then
+            for k in 0 .. rx - 2 do
+                l.LinkAxes (v x k) (v n.Id k)
+        elif rx = 1 then
+            for k in 0 .. ry - 3 do
+                l.LinkAxes (v y k) (v n.Id k)
+
+            l.LinkAxes (v y (ry - 1)) (v n.Id (out - 1))
+        else
+            l.LinkAxes (v x (rx - 2)) (v n.Id (out - 2))
+            l.LinkAxes (v y (ry - 1)) (v n.Id (out - 1))
+
+            // Batch axes broadcast from the right (a size-1 axis couples nothing).
+            for (input, r) in [ x, rx; y, ry ] do
+                for k in 0 .. r - 3 do
+                    l.LinkAxes (v input k) (v n.Id (k + out - r))
     | Add
-    | Mul ->
+    | Mul
+    | Div
+    | Compare(_, None)
+    | Where ->
         // Broadcasting aligns axes from the right; a size-1 axis couples nothing.
         for i in n.Inputs do
             let r = rank i
