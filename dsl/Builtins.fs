@@ -168,6 +168,38 @@ let private algebraLayers =
         layerFn "logSoftmax" [] [ "axis", num -1 ] (fun a s -> softmax true (asInt "logSoftmax" "axis" a["axis"]) s)
         layerFn "argmax" [] [ "axis", num -1; "keepDims", VBool false ] (fun a s ->
             argmax (asInt "argmax" "axis" a["axis"]) (asBool "argmax" "keepDims" a["keepDims"]) s)
+        layerFn "slice" [ "axis" ] [ "start", VUnit; "stop", VUnit; "step", num 1 ] (fun a s ->
+            let bound key =
+                match a[key] with
+                | VUnit, _ -> None
+                | v -> Some(asInt "slice" key v)
+
+            stridedSlice
+                (asInt "slice" "axis" a["axis"])
+                (bound "start")
+                (bound "stop")
+                (asInt "slice" "step" a["step"])
+                s)
+        layerFn "expand" [ "shape" ] [] (fun a s -> expand (asIntList "expand" "shape" a["shape"]) s)
+        layerFn "tile" [ "repeats" ] [] (fun a s -> tile (asIntList "tile" "repeats" a["repeats"]) s)
+        layerFn "pad" [ "pads" ] [ "mode", str "constant"; "value", flt 0.0 ] (fun a s ->
+            let pairs =
+                asList "pad" "pads" a["pads"]
+                |> List.map (fun v ->
+                    match v with
+                    | VTuple [ before; after ] ->
+                        asInt "pad" "pads" (before, snd a["pads"]), asInt "pad" "pads" (after, snd a["pads"])
+                    | v ->
+                        let p = asInt "pad" "pads" (v, snd a["pads"])
+                        p, p)
+
+            let mode =
+                match a["mode"] with
+                | VStr "constant", _ -> ConstantPad(asFloat "pad" "value" a["value"])
+                | VStr "reflect", _ -> ReflectPad
+                | v, vs -> errorf vs "pad: mode must be \"constant\" or \"reflect\", got %s" (show v)
+
+            pad pairs mode s)
         layerFn "transpose" [ "axis1"; "axis2" ] [] (fun a s ->
             transpose (asInt "transpose" "axis1" a["axis1"]) (asInt "transpose" "axis2" a["axis2"]) s)
     ]
@@ -211,6 +243,13 @@ let private algebraFns =
         "where",
         hostFn "where" [ "cond"; "x"; "y" ] [] (fun ctx a s ->
             where ctx s (asTensor "where" "cond" a["cond"]) (asTensor "where" "x" a["x"]) (asTensor "where" "y" a["y"]))
+        "stack",
+        hostFn "stack" [ "axis"; "tensors" ] [] (fun ctx a s ->
+            let ts =
+                asList "stack" "tensors" a["tensors"]
+                |> List.map (fun v -> asTensor "stack" "tensors" (v, snd a["tensors"]))
+
+            stack ctx s (asInt "stack" "axis" a["axis"]) ts)
         "matmul",
         hostFn "matmul" [ "x"; "y" ] [] (fun ctx a s ->
             matmul ctx s (asTensor "matmul" "x" a["x"]) (asTensor "matmul" "y" a["y"]))
@@ -252,12 +291,15 @@ let private layers =
             linear (asPositiveInt "linear" "features" a["features"]) (asBool "linear" "bias" a["bias"]) s)
         layerFn "batchnorm" [] [ "eps", flt 1e-5; "momentum", flt 0.1 ] (fun a s ->
             batchnorm (asFloat "batchnorm" "eps" a["eps"]) (asFloat "batchnorm" "momentum" a["momentum"]) s)
-        layerFn "layernorm" [] [ "eps", flt 1e-5; "affine", VBool true; "bias", VBool true ] (fun a s ->
-            layernorm
-                (asFloat "layernorm" "eps" a["eps"])
-                (asBool "layernorm" "affine" a["affine"])
-                (asBool "layernorm" "bias" a["bias"])
-                s)
+        layerFn "layernorm" [] [ "eps", flt 1e-5; "affine", VBool true; "bias", VBool true; "axis", VUnit ] (fun a s ->
+            let eps = asFloat "layernorm" "eps" a["eps"]
+            let affine = asBool "layernorm" "affine" a["affine"]
+            let bias = asBool "layernorm" "bias" a["bias"]
+
+            match a["axis"] with
+            | VUnit, _ -> layernorm eps affine bias s
+            | VNum(_, true), _ as v -> layernormAxes [ asInt "layernorm" "axis" v ] eps affine bias s
+            | v -> layernormAxes (asIntList "layernorm" "axis" v) eps affine bias s)
         layerFn "rmsnorm" [] [ "eps", flt 1e-6 ] (fun a s -> rmsnorm (asFloat "rmsnorm" "eps" a["eps"]) s)
         layerFn "groupnorm" [ "groups" ] [ "eps", flt 1e-5 ] (fun a s ->
             groupnorm (asPositiveInt "groupnorm" "groups" a["groups"]) (asFloat "groupnorm" "eps" a["eps"]) s)

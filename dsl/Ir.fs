@@ -110,6 +110,10 @@ type ReduceKind =
     | ReduceMax
     | ReduceMin
 
+type PadMode =
+    | ConstantPad of value: float
+    | ReflectPad
+
 type InputKind =
     | ImageInput
     | TokensInput
@@ -192,6 +196,20 @@ type Op =
     | ArgMax of axis: int * keepDims: bool
     /// Swaps two non-batch axes.
     | Transpose of axis1: int * axis2: int
+    /// Joins equal shapes along a new axis (counting the batch as 0; never 0).
+    | Stack of axis: int
+    /// Positions start, start + step, … below stop of one non-batch axis (all resolved: 0 ≤ start,
+    /// start < stop ≤ size, step ≥ 1).
+    | StridedSlice of axis: int * start: int * stop: int * step: int
+    /// Size-1 axes broadcast to the target sizes of the non-batch axes (torch.expand; the rank stays).
+    | Expand of shape: int list
+    /// Every non-batch axis repeated this many times (torch.Tensor.repeat; the batch once).
+    | Tile of repeats: int list
+    /// (before, after) padding of the last pads.Length axes, in axis order (F.pad's pairs reversed).
+    | Pad of pads: (int * int) list * mode: PadMode
+    /// LayerNorm over the given axes (sorted, none the batch) with a gain and bias shaped as
+    /// those axes, e.g. channel LayerNorm of [B, C, H, W] over axis 1.
+    | LayerNormAxes of axes: int list * shape: int list * eps: float * affine: bool * bias: bool
 
 type ParamKind =
     | Trainable
@@ -296,6 +314,12 @@ let opKind (op: Op) =
     | Reduce(ReduceMin, _, _) -> "reduceMin"
     | ArgMax _ -> "argmax"
     | Transpose _ -> "transpose"
+    | Stack _ -> "stack"
+    | StridedSlice _ -> "slice"
+    | Expand _ -> "expand"
+    | Tile _ -> "tile"
+    | Pad _ -> "pad"
+    | LayerNormAxes _ -> "layernorm"
 
 let isKnown =
     function
@@ -410,7 +434,13 @@ let macs (n: Node) =
     | Softmax _
     | Reduce _
     | ArgMax _
-    | Transpose _ -> 0L
+    | Transpose _
+    | Stack _
+    | StridedSlice _
+    | Expand _
+    | Tile _
+    | Pad _
+    | LayerNormAxes _ -> 0L
 
 /// MACs of one sample through the whole graph.
 let totalMacs (g: Graph) = g.Nodes |> List.map macs |> sum64
@@ -471,6 +501,10 @@ let layoutOf (nodeOf: int -> Node) (id: int) : Layout =
                     | ChannelAxis a when a = a2 -> ChannelAxis a1
                     | other -> other
                 | Matmul _ -> UnknownLayout "a matmul"
+                | Stack axis ->
+                    match go n.Inputs.Head with
+                    | ChannelAxis a -> ChannelAxis(if a >= axis then a + 1 else a)
+                    | other -> other
                 | Reduce(_, _, false)
                 | ArgMax(_, false) -> UnknownLayout(sprintf "a %s that removes axes" (opKind n.Op))
                 | LayerNorm _
@@ -494,7 +528,12 @@ let layoutOf (nodeOf: int -> Node) (id: int) : Layout =
                 | Where
                 | Softmax _
                 | Reduce(_, _, true)
-                | ArgMax(_, true) ->
+                | ArgMax(_, true)
+                | StridedSlice _
+                | Expand _
+                | Tile _
+                | Pad _
+                | LayerNormAxes _ ->
                     let known =
                         n.Inputs
                         |> List.filter (fun i -> (nodeOf i).Shape.Length = rank)

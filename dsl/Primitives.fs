@@ -1028,3 +1028,227 @@ let transpose axis1 axis2 span =
         addNode b span (Transpose(min a1 a2, max a1 a2)) [ t ] shape []
 
     primLayer "transpose" span run
+
+/// Equal shapes joined along a new axis `axis` (0 < axis ≤ rank; negative counts from the end of
+/// the result, as torch.stack's dim).
+let stack (ctx: Ctx) span axis (xs: Tensor list) =
+    let b = builderOf ctx span
+
+    match xs with
+    | [] -> error span "stack: needs at least one tensor"
+    | first :: _ ->
+        let rank = first.Shape.Length + 1
+        let a = if axis < 0 then rank + axis else axis
+
+        if a <= 0 || a >= rank then
+            errorf span "stack: axis %d is not a non-batch axis of the stacked rank-%d result" axis rank
+
+        for t in xs do
+            if t.Shape <> first.Shape then
+                errorf span "stack: shapes %s and %s differ" (showShape first.Shape) (showShape t.Shape)
+
+        let shape = List.take a first.Shape @ [ Known xs.Length ] @ List.skip a first.Shape
+        addNode b span (Stack a) xs shape []
+
+/// x[..., start:stop:step, ...] along one non-batch axis, with Python's rules for negative and
+/// out-of-range bounds (clipped to the axis); an empty result or a step below 1 is an error.
+let stridedSlice axis (start: int option) (stop: int option) step span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "slice" span input
+        let a = normAxis "slice" span t axis
+        let n = knownDim "slice" span (sprintf "axis %d" a) t.Shape[a]
+
+        if step < 1 then
+            errorf span "slice: the step must be at least 1, got %d" step
+
+        let clip v =
+            let v = if v < 0 then v + n else v
+            max 0 (min n v)
+
+        let lo = start |> Option.map clip |> Option.defaultValue 0
+        let hi = stop |> Option.map clip |> Option.defaultValue n
+
+        if hi <= lo then
+            errorf span "slice: positions %d..%d of axis %d (size %d) are empty" lo hi a n
+
+        let length = (hi - lo + step - 1) / step
+
+        addNode
+            b
+            span
+            (StridedSlice(a, lo, hi, step))
+            [ t ]
+            (t.Shape |> List.mapi (fun i d -> if i = a then Known length else d))
+            []
+
+    primLayer "slice" span run
+
+/// torch.expand over the non-batch axes: each target is the axis' size, or any size for an axis
+/// of size 1; -1 keeps the axis. The rank stays (a new leading axis would displace the batch).
+let expand (target: int list) span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "expand" span input
+        let rest = List.tail t.Shape
+
+        if target.Length <> rest.Length then
+            errorf
+                span
+                "expand: %A gives %d sizes for the %d axes after the batch of %s"
+                target
+                target.Length
+                rest.Length
+                (showShape t.Shape)
+
+        let dims =
+            List.map2
+                (fun (d: Dim) (s: int) ->
+                    match d, s with
+                    | d, -1 -> d
+                    | Known n, s when s = n -> Known n
+                    | Known 1, s when s > 0 -> Known s
+                    | _ ->
+                        errorf
+                            span
+                            "expand: cannot expand %s to %A: only a size-1 axis takes a new size"
+                            (showShape t.Shape)
+                            target)
+                rest
+                target
+
+        let resolved = dims |> List.map (knownDim "expand" span "expanded axis")
+        addNode b span (Expand resolved) [ t ] (t.Shape.Head :: dims) []
+
+    primLayer "expand" span run
+
+/// torch.Tensor.repeat over the non-batch axes (the batch is repeated once).
+let tile (repeats: int list) span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "tile" span input
+        let rest = List.tail t.Shape
+
+        if repeats.Length <> rest.Length || repeats |> List.exists (fun r -> r < 1) then
+            errorf
+                span
+                "tile: %A must give one positive count for each of the %d axes after the batch of %s"
+                repeats
+                rest.Length
+                (showShape t.Shape)
+
+        let dims =
+            List.map2
+                (fun (d: Dim) r ->
+                    match d with
+                    | _ when r = 1 -> d
+                    | Known n -> Known(dimProduct "tile" span "repeated axis" [ n; r ])
+                    | Sym s -> errorf span "tile: cannot repeat the symbolic dimension %s" s)
+                rest
+                repeats
+
+        addNode b span (Tile repeats) [ t ] (t.Shape.Head :: dims) []
+
+    primLayer "tile" span run
+
+/// F.pad of the last pads.Length axes (given in axis order, each (before, after)); reflect
+/// padding as PyTorch has it: 1 to 3 padded axes of a tensor with 1 or 2 more axes, each pad
+/// below the axis size.
+let pad (pads: (int * int) list) (mode: PadMode) span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "pad" span input
+        let rank = t.Shape.Length
+        let k = pads.Length
+
+        if k = 0 || k >= rank then
+            errorf
+                span
+                "pad: %d (before, after) pairs for %s; give one for each of 1 to %d last axes"
+                k
+                (showShape t.Shape)
+                (rank - 1)
+
+        if pads |> List.exists (fun (a, e) -> a < 0 || e < 0) then
+            errorf span "pad: padding must be non-negative, got %A" pads
+
+        let first = rank - k
+
+        match mode with
+        | ReflectPad ->
+            if k > 3 || rank - k > 2 then
+                errorf
+                    span
+                    "pad: reflect padding of %d axes needs a tensor of %d or %d axes (PyTorch's), got %s"
+                    k
+                    (k + 1)
+                    (k + 2)
+                    (showShape t.Shape)
+
+            pads
+            |> List.iteri (fun i (a, e) ->
+                let n = knownDim "pad" span (sprintf "axis %d" (first + i)) t.Shape[first + i]
+
+                if a >= n || e >= n then
+                    errorf
+                        span
+                        "pad: reflect padding (%d, %d) of axis %d must be smaller than its size %d"
+                        a
+                        e
+                        (first + i)
+                        n)
+        | ConstantPad _ -> ()
+
+        let shape =
+            t.Shape
+            |> List.mapi (fun i d ->
+                if i < first then
+                    d
+                else
+                    let a, e = pads[i - first]
+
+                    match d with
+                    | _ when a = 0 && e = 0 -> d
+                    | Known n -> Known(dimProduct "pad" span "padded axis" [ n + a + e ])
+                    | Sym s -> errorf span "pad: cannot pad the symbolic dimension %s" s)
+
+        addNode b span (Pad(pads, mode)) [ t ] shape []
+
+    primLayer "pad" span run
+
+/// LayerNorm over chosen axes: statistics over all of them at each other position, with a gain
+/// (and bias) shaped as those axes. Only the last axis is the plain `LayerNorm` op.
+let layernormAxes (axes: int list) eps affine bias span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "layernorm" span input
+
+        if axes.IsEmpty then
+            error span "layernorm: axis needs at least one axis"
+
+        let resolved = axes |> List.map (normAxis "layernorm" span t) |> List.sort
+
+        if List.distinct resolved <> resolved then
+            errorf span "layernorm: axes %A name one axis twice in %s" axes (showShape t.Shape)
+
+        if resolved = [ t.Shape.Length - 1 ] then
+            match (layernorm eps affine bias span).Kind with
+            | Prim plain -> plain ctx input
+            | _ -> failwith "internal error: layernorm is not a primitive"
+        else
+            let shape =
+                resolved
+                |> List.map (fun a -> knownDim "layernorm" span (sprintf "axis %d" a) t.Shape[a])
+
+            let bias = affine && bias
+
+            let ps =
+                (if affine then
+                     [ trainable b span "weight" shape Ones ]
+                 else
+                     [])
+                @ (if bias then [ trainable b span "bias" shape Zeros ] else [])
+
+            addNode b span (LayerNormAxes(resolved, shape, eps, affine, bias)) [ t ] t.Shape ps
+
+    primLayer "layernorm" span run

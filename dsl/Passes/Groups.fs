@@ -350,6 +350,44 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
                 else k
 
             l.LinkAxes (v x from) (v n.Id k)
+    | Stack axis ->
+        // The new axis has one index per input: which input, not a unit of any of them.
+        for i in n.Inputs do
+            for k in 0 .. rank i - 1 do
+                l.LinkAxes (v i k) (v n.Id (if k < axis then k else k + 1))
+
+        l.Freeze (v n.Id axis) "a stack's new axis"
+    | StridedSlice(axis, _, _, step) ->
+        for k in 0 .. out - 1 do
+            if k <> axis then
+                l.LinkAxes (v x k) (v n.Id k)
+
+        l.Freeze (v x axis) (sprintf "a slice with step %d of it" step)
+    | Expand _ -> sameAxes x // LinkAxes links only axes of equal size: an expanded axis couples nothing.
+    | Tile repeats ->
+        // Output index j of a repeated axis is input index j mod n.
+        for k in 0 .. out - 1 do
+            match k, g.Nodes[x].Shape[k] with
+            | 0, _ -> l.LinkAxes (v x 0) (v n.Id 0)
+            | _, Known size when repeats[k - 1] > 1 ->
+                for j in 0 .. size * repeats[k - 1] - 1 do
+                    l.Link (v x k) (j % size) (v n.Id k) j
+            | _ -> l.LinkAxes (v x k) (v n.Id k)
+    | Pad(pads, _) ->
+        let first = out - pads.Length
+
+        for k in 0 .. out - 1 do
+            if k < first || pads[k - first] = (0, 0) then
+                l.LinkAxes (v x k) (v n.Id k)
+            else
+                l.Freeze (v x k) "padding of it"
+    | LayerNormAxes(axes, _, _, _, _) ->
+        sameAxes x
+
+        axes
+        |> List.iteri (fun j a ->
+            linkParam "weight" j (v n.Id a)
+            linkParam "bias" j (v n.Id a))
     | Matmul _ ->
         let y = n.Inputs[1]
         let rx, ry = rank x, rank y

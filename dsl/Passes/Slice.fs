@@ -115,6 +115,9 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
                         Narrow(axis, before, within)
                     | _ -> Narrow(axis, start, length)
                 | Matmul _ -> Matmul(newDim x (g.Nodes[x].Shape.Length - 1))
+                | Expand _ -> Expand(shape |> List.tail |> List.map known)
+                | LayerNormAxes(axes, _, eps, affine, bias) ->
+                    LayerNormAxes(axes, axes |> List.map outDim, eps, affine, bias)
                 // Attributes that hold no size of a shrinking axis (an axis position, a kernel, a
                 // constant) stay as they are; a pool's and a softmax's axes are positions.
                 | Input _
@@ -145,7 +148,11 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
                 | Softmax _
                 | Reduce _
                 | ArgMax _
-                | Transpose _ as op -> op
+                | Transpose _
+                | Stack _
+                | StridedSlice _
+                | Tile _
+                | Pad _ as op -> op
 
             { n with Shape = shape; Op = op })
 

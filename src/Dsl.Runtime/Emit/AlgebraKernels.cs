@@ -97,6 +97,68 @@ internal static class AlgebraKernels
 
     public static Kernel Transpose(int axis1, int axis2) => (x, _) => x[0].transpose(axis1, axis2);
 
+    public static Kernel Stack(int axis) => (x, _) => stack(x, axis);
+
+    public static Kernel StridedSlice(int axis, int start, int stop, int step) =>
+        (x, _) => x[0].slice(axis, start, stop, step);
+
+    /// <summary>torch.expand to the IR's sizes after the batch; the batch keeps its size.</summary>
+    public static Kernel Expand(Microsoft.FSharp.Collections.FSharpList<int> shape)
+    {
+        var sizes = shape.Select(d => (long)d).Prepend(-1L).ToArray();
+        return (x, _) => x[0].expand(sizes);
+    }
+
+    public static Kernel Tile(Microsoft.FSharp.Collections.FSharpList<int> repeats)
+    {
+        var counts = repeats.Select(r => (long)r).Prepend(1L).ToArray();
+        return (x, _) => x[0].repeat(counts);
+    }
+
+    /// <summary>F.pad, whose pairs run from the last axis backwards (the IR lists them in axis order).</summary>
+    public static Kernel Pad(Microsoft.FSharp.Collections.FSharpList<Tuple<int, int>> pads, Ir.PadMode mode)
+    {
+        var pairs = pads.Reverse().SelectMany(p => new[] { (long)p.Item1, (long)p.Item2 }).ToArray();
+        return mode switch
+        {
+            Ir.PadMode.ConstantPad constant => (x, _) => F.pad(x[0], pairs, TorchSharp.PaddingModes.Constant, constant.value),
+            { IsReflectPad: true } => (x, _) => F.pad(x[0], pairs, TorchSharp.PaddingModes.Reflect),
+            _ => throw new NotSupportedException($"padding mode {mode} has no kernel"),
+        };
+    }
+
+    /// <summary>
+    /// LayerNorm over chosen axes: they are moved to the end, normalised there by F.layer_norm
+    /// (so the statistics and the affine step are PyTorch's own) and moved back.
+    /// </summary>
+    public static Kernel LayerNormAxes(
+        Microsoft.FSharp.Collections.FSharpList<int> axes,
+        Microsoft.FSharp.Collections.FSharpList<int> shape,
+        double eps,
+        bool affine,
+        bool hasBias,
+        int rank,
+        NodeParams parameters)
+    {
+        var weight = affine ? parameters.Required("weight") : null;
+        var bias = hasBias ? parameters.Required("bias") : null;
+        var normalized = axes.ToArray();
+        var order = Enumerable.Range(0, rank).Where(a => !normalized.Contains(a)).Concat(normalized).Select(a => (long)a).ToArray();
+        var inverse = new long[rank];
+        for (var i = 0; i < rank; i++)
+        {
+            inverse[order[i]] = i;
+        }
+
+        var normalizedShape = shape.Select(d => (long)d).ToArray();
+        return (x, _) =>
+        {
+            using var moved = x[0].permute(order);
+            using var normed = F.layer_norm(moved, normalizedShape, weight, bias, eps);
+            return normed.permute(inverse);
+        };
+    }
+
     private static ScalarType MaskType(Tensor like) =>
         like.is_floating_point() ? like.dtype : ScalarType.Float32;
 }

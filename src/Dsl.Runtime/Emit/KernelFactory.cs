@@ -61,6 +61,12 @@ internal static class KernelFactory
             Ir.Op.Reduce reduce => AlgebraKernels.Reduce(reduce.kind, reduce.axes, reduce.keepDims),
             Ir.Op.ArgMax argmax => AlgebraKernels.ArgMax(argmax.axis, argmax.keepDims),
             Ir.Op.Transpose transpose => AlgebraKernels.Transpose(transpose.axis1, transpose.axis2),
+            Ir.Op.Stack stack => AlgebraKernels.Stack(stack.axis),
+            Ir.Op.StridedSlice slice => AlgebraKernels.StridedSlice(slice.axis, slice.start, slice.stop, slice.step),
+            Ir.Op.Expand expand => AlgebraKernels.Expand(expand.shape),
+            Ir.Op.Tile tile => AlgebraKernels.Tile(tile.repeats),
+            Ir.Op.Pad pad => AlgebraKernels.Pad(pad.pads, pad.mode),
+            Ir.Op.LayerNormAxes norm => AlgebraKernels.LayerNormAxes(norm.axes, norm.shape, norm.eps, norm.affine, norm.bias, rank, parameters),
 
             _ => throw new NotSupportedException($"node {node.Id} ('{node.Path}'): op {OpNames.Of(node.Op)} has no kernel"),
         };
