@@ -139,7 +139,7 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteNumber("start", start)
         w.WriteNumber("stop", stop)
         w.WriteNumber("step", step)
-    | Expand shape -> ints w "shape" shape
+    | Expand shape -> ints w "sizes" shape
     | Tile repeats -> ints w "repeats" repeats
     | Pad(pads, mode) ->
         w.WriteStartArray "pads"
@@ -159,7 +159,7 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         | ReflectPad -> w.WriteString("mode", "reflect")
     | LayerNormAxes(axes, shape, eps, affine, bias) ->
         ints w "axes" axes
-        ints w "shape" shape
+        ints w "normalizedShape" shape
         w.WriteNumber("eps", eps)
         w.WriteBoolean("affine", affine)
 
@@ -313,7 +313,7 @@ let read (json: string) : Graph =
         | "layernorm" when (fst (e.TryGetProperty "axes")) ->
             let affine = flag e "affine"
             let bias = opt e "bias" (fun v -> v.GetBoolean()) |> Option.defaultValue true
-            LayerNormAxes(ints e "axes", ints e "shape", num e "eps", affine, affine && bias)
+            LayerNormAxes(ints e "axes", ints e "normalizedShape", num e "eps", affine, affine && bias)
         | "layernorm" ->
             let affine = flag e "affine"
 
@@ -340,7 +340,11 @@ let read (json: string) : Graph =
         | "globalMaxPool" -> GlobalPool MaxPool
         | "globalAvgPool" -> GlobalPool AvgPool
         | "flatten" -> Flatten
-        | "reshape" -> Reshape(ints e "shape")
+        // A reshape's target is written as "shape" before the node's own "shape" (two keys of
+        // one name, kept for the checkpoint hash): the first one is the target.
+        | "reshape" ->
+            let target = e.EnumerateObject() |> Seq.find (fun p -> p.Name = "shape")
+            Reshape [ for x in target.Value.EnumerateArray() -> x.GetInt32() ]
         | "permute" -> Permute(ints e "axes")
         | "imageToTokens" -> ImageToTokens
         | "tokensToImage" -> TokensToImage(int e "height", int e "width")
@@ -410,7 +414,7 @@ let read (json: string) : Graph =
             | axes -> failwithf "IR JSON: transpose needs two axes, got %A" axes
         | "stack" -> Stack(int e "axis")
         | "slice" -> StridedSlice(int e "axis", int e "start", int e "stop", int e "step")
-        | "expand" -> Expand(ints e "shape")
+        | "expand" -> Expand(ints e "sizes")
         | "tile" -> Tile(ints e "repeats")
         | "pad" ->
             let pads =

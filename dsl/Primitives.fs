@@ -947,6 +947,15 @@ let matmul (ctx: Ctx) span (x: Tensor) (y: Tensor) =
 
             k, batchAxes @ [ x.Shape[rx - 2]; y.Shape[ry - 1] ]
 
+    // A parameter's leading axes broadcast before a 2-D input would push the batch inwards.
+    if (x.Shape.Head = batch || y.Shape.Head = batch) && shape.Head <> batch then
+        errorf
+            span
+            "matmul: %s by %s would give %s, whose first axis is not the batch"
+            (showShape x.Shape)
+            (showShape y.Shape)
+            (showShape shape)
+
     addNode b span (Matmul inner) [ x; y ] shape []
 
 let softmax log axis span =

@@ -203,7 +203,7 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
 
         for a in 0 .. rank x - 1 do
             if List.contains a axes then
-                l.Freeze (v x a) (sprintf "a %s over it" (opKind n.Op))
+                l.Freeze (v x a) (sprintf "%s over it" (opKind n.Op))
 
                 if keep then
                     k <- k + 1
@@ -272,11 +272,18 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
             | (a, major) :: rest, [ (b, _) ] -> // merge: index c·inner + r of b is unit c of a
                 let inner = List.fold (fun p (_, k) -> p * k) 1 rest
 
+                // The inner axes are not units of b: shrinking one would leave b's size behind.
+                for (a', _) in rest do
+                    l.Freeze (v x a') "merged into another axis by a reshape"
+
                 for c in 0 .. major - 1 do
                     for r in 0 .. inner - 1 do
                         l.Link (v x a) c (v n.Id b) (c * inner + r)
             | [ (a, _) ], (b, major) :: rest -> // split: the major output axis carries the units
                 let inner = List.fold (fun p (_, k) -> p * k) 1 rest
+
+                for (b', _) in rest do
+                    l.Freeze (v n.Id b') "split off another axis by a reshape"
 
                 for c in 0 .. major - 1 do
                     for r in 0 .. inner - 1 do
@@ -525,6 +532,33 @@ let analyze (g: Graph) : Group list =
     for (_, id) in g.Outputs do
         for (k, _) in knownDims g.Nodes[id].Shape do
             l.Freeze { Owner = Value id; Axis = k } "a graph output"
+
+    // An output axis linked to none of the node's inputs and none of its own parameters has a
+    // size the op computes from elsewhere (a convolution's or a pool's spatial axes, padding, a
+    // stacked or expanded axis): no slicing rule shrinks it, so nothing coupled to it may shrink.
+    for n in g.Nodes do
+        match n.Op with
+        | Input _
+        | Parameter -> ()
+        | _ ->
+            let slotsOf (id: int) =
+                knownDims g.Nodes[id].Shape
+                |> List.map (fun (k, _) -> { Owner = Value id; Axis = k })
+
+            let own =
+                [
+                    for KeyValue(_, full) in n.Params do
+                        for p in g.Params do
+                            if p.Name = full then
+                                for k in 0 .. p.Shape.Length - 1 -> { Owner = Weight full; Axis = k }
+                ]
+
+            let sources =
+                (n.Inputs |> List.collect slotsOf) @ own |> List.map l.Component |> set
+
+            for s in slotsOf n.Id do
+                if not (sources.Contains(l.Component s)) then
+                    l.Freeze s (sprintf "an axis %s computes" (opKind n.Op))
 
     let byComponent =
         all
