@@ -171,6 +171,13 @@ let reshapeBlocks (inDims: (int * int) list) (outDims: (int * int) list) =
 
     go ins outs []
 
+/// A reason a group is fixed, with the source location of the node that fixes it.
+let private locate (n: Node) (why: string) =
+    if n.Span.File = Dsl.Syntax.Span.None.File then
+        why
+    else
+        sprintf "%s (%s:%d:%d)" why n.Span.File n.Span.Start.Line n.Span.Start.Col
+
 /// The links every op makes between its inputs, its output and its parameters.
 let private linkNode (l: Links) (g: Graph) (n: Node) =
     let v (id: int) k = { Owner = Value id; Axis = k }
@@ -203,7 +210,7 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
 
         for a in 0 .. rank x - 1 do
             if List.contains a axes then
-                l.Freeze (v x a) (sprintf "%s over it" (opKind n.Op))
+                l.Freeze (v x a) (locate n (sprintf "%s over it" (opKind n.Op)))
 
                 if keep then
                     k <- k + 1
@@ -274,7 +281,7 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
 
                 // The inner axes are not units of b: shrinking one would leave b's size behind.
                 for (a', _) in rest do
-                    l.Freeze (v x a') "merged into another axis by a reshape"
+                    l.Freeze (v x a') (locate n "merged into another axis by a reshape")
 
                 for c in 0 .. major - 1 do
                     for r in 0 .. inner - 1 do
@@ -283,7 +290,7 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
                 let inner = List.fold (fun p (_, k) -> p * k) 1 rest
 
                 for (b', _) in rest do
-                    l.Freeze (v n.Id b') "split off another axis by a reshape"
+                    l.Freeze (v n.Id b') (locate n "split off another axis by a reshape")
 
                 for c in 0 .. major - 1 do
                     for r in 0 .. inner - 1 do
@@ -346,7 +353,7 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
     | Compare(_, Some _) -> sameAxes x
     | Softmax(axis, _) ->
         sameAxes x
-        l.Freeze (v n.Id axis) (sprintf "a %s normalises along it" (opKind n.Op))
+        l.Freeze (v n.Id axis) (locate n (sprintf "a %s normalises along it" (opKind n.Op)))
     | Reduce(_, axes, keep) -> reduced axes keep
     | ArgMax(axis, keep) -> reduced [ axis ] keep
     | Transpose(a1, a2) ->
@@ -363,13 +370,13 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
             for k in 0 .. rank i - 1 do
                 l.LinkAxes (v i k) (v n.Id (if k < axis then k else k + 1))
 
-        l.Freeze (v n.Id axis) "a stack's new axis"
+        l.Freeze (v n.Id axis) (locate n "a stack's new axis")
     | StridedSlice(axis, _, _, step) ->
         for k in 0 .. out - 1 do
             if k <> axis then
                 l.LinkAxes (v x k) (v n.Id k)
 
-        l.Freeze (v x axis) (sprintf "a slice with step %d of it" step)
+        l.Freeze (v x axis) (locate n (sprintf "a slice with step %d of it" step))
     | Expand _ -> sameAxes x // LinkAxes links only axes of equal size: an expanded axis couples nothing.
     | Tile repeats ->
         // Output index j of a repeated axis is input index j mod n.
@@ -387,7 +394,7 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
             if k < first || pads[k - first] = (0, 0) then
                 l.LinkAxes (v x k) (v n.Id k)
             else
-                l.Freeze (v x k) "padding of it"
+                l.Freeze (v x k) (locate n "padding of it")
     | LayerNormAxes(axes, _, _, _, _) ->
         sameAxes x
 
@@ -558,7 +565,7 @@ let analyze (g: Graph) : Group list =
 
             for s in slotsOf n.Id do
                 if not (sources.Contains(l.Component s)) then
-                    l.Freeze s (sprintf "an axis %s computes" (opKind n.Op))
+                    l.Freeze s (locate n (sprintf "an axis %s computes" (opKind n.Op)))
 
     let byComponent =
         all

@@ -217,6 +217,16 @@ let private checkFacets (case: UnionCaseInfo) =
                        | _ -> false))
 
         Expect.isTrue fixedHere (sprintf "%s: a group at it is fixed as %A" case.Name reason)
+
+        // The refusals of the tensor algebra name the line of the op (line 2 of every sample).
+        if List.contains case.Name [ "Softmax"; "ArgMax"; "StridedSlice"; "Pad" ] then
+            let located =
+                groups
+                |> List.exists (fun grp ->
+                    grp.Frozen
+                    |> Option.exists (fun why -> why.Contains reason && why.Contains ".dsl:2:"))
+
+            Expect.isTrue located (sprintf "%s: the refusal is located at the op" case.Name)
     | Couples -> ()
 
     // Slicing: the pruned graph is well typed (it prints and re-elaborates to itself) and, where
