@@ -321,6 +321,126 @@ let opKind (op: Op) =
     | Pad _ -> "pad"
     | LayerNormAxes _ -> "layernorm"
 
+/// Whether an op moves, picks or copies its (first) input's values without computing new ones:
+/// integer values (token ids, argmax indices) stay integers through it.
+let keepsValues (op: Op) =
+    match op with
+    | Flatten
+    | Reshape _
+    | Permute _
+    | ImageToTokens
+    | TokensToImage _
+    | Concat _
+    | SelectToken _
+    | Narrow _
+    | Transpose _
+    | Stack _
+    | StridedSlice _
+    | Expand _
+    | Tile _
+    | Pad _
+    | Dropout _
+    | DropPath _
+    | Act Identity -> true
+    | Input _
+    | Conv _
+    | Linear _
+    | BatchNorm _
+    | LayerNorm _
+    | RmsNorm _
+    | GroupNorm _
+    | Act _
+    | Pool _
+    | GlobalPool _
+    | Embedding _
+    | PositionalEmbedding _
+    | SelfAttention _
+    | Add
+    | Mul
+    | LayerScale _
+    | Parameter
+    | Normalize _
+    | Scale _
+    | SelectWhere _
+    | Unary _
+    | Pow _
+    | Clamp _
+    | AddScalar _
+    | Div
+    | Compare _
+    | Where
+    | Matmul _
+    | Softmax _
+    | Reduce _
+    | ArgMax _
+    | LayerNormAxes _ -> false
+
+/// Whether an op's kernel takes int64 inputs (token ids, argmax indices): as PyTorch has it, ids
+/// index a table, compare and select, arithmetic promotes them to float, and the ops that keep
+/// values pass them on; layers with float weights, norms, pools, activations, softmax and
+/// reductions need float values.
+let acceptsIntegers (op: Op) =
+    keepsValues op
+    || match op with
+       | Embedding _
+       | SelectWhere _
+       | Compare _
+       | Where
+       | Add
+       | Mul
+       | Div
+       | AddScalar _
+       | Scale _
+       | Pow _
+       | Unary _
+       | ArgMax _ -> true
+       | Input _
+       | Conv _
+       | Linear _
+       | BatchNorm _
+       | LayerNorm _
+       | RmsNorm _
+       | GroupNorm _
+       | Act _
+       | Pool _
+       | GlobalPool _
+       | Flatten
+       | Reshape _
+       | Permute _
+       | ImageToTokens
+       | TokensToImage _
+       | PositionalEmbedding _
+       | SelfAttention _
+       | Concat _
+       | LayerScale _
+       | Parameter
+       | Normalize _
+       | SelectToken _
+       | Narrow _
+       | Dropout _
+       | DropPath _
+       | Clamp _
+       | Matmul _
+       | Softmax _
+       | Reduce _
+       | Transpose _
+       | Stack _
+       | StridedSlice _
+       | Expand _
+       | Tile _
+       | Pad _
+       | LayerNormAxes _ -> false
+
+/// Whether node id holds int64 values: token ids, argmax indices, and those moved by ops that keep values.
+let rec isInteger (nodeOf: int -> Node) (id: int) =
+    let n = nodeOf id
+
+    match n.Op with
+    | Input(_, TokensInput)
+    | ArgMax _ -> true
+    | op when keepsValues op -> not n.Inputs.IsEmpty && isInteger nodeOf n.Inputs.Head
+    | _ -> false
+
 let isKnown =
     function
     | Known _ -> true

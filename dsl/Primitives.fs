@@ -150,6 +150,16 @@ let dimProduct (l: string) span (what: string) (dims: int list) =
 let addNode (b: Builder) span op (inputs: Tensor list) shape (ps: (string * string) list) =
     let id = b.Nodes.Count
 
+    if not (acceptsIntegers op) then
+        match inputs |> List.tryFind (fun t -> isInteger (fun i -> b.Nodes[i]) t.Node) with
+        | Some t ->
+            errorf
+                span
+                "%s: needs float values, but its input %s holds integer indices (token ids or an argmax); embed them or compare them first"
+                (opKind op)
+                (showShape t.Shape)
+        | None -> ()
+
     b.Nodes.Add
         {
             Id = id

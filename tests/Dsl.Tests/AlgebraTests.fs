@@ -1031,6 +1031,35 @@ let tests =
                 Expect.equal (kinds accepted) (kinds cases) "every kind of op has accepted cases"
             }
 
+            test "integer values (token ids, argmax indices) are refused where float values are needed" {
+                expectError
+                    "model m (x : tensor[4, 6]) =\n    x |> argmax (axis = 1) |> linear 3\n"
+                    "2:31"
+                    "linear: needs float values, but its input [B, 6] holds integer indices"
+
+                expectError
+                    "model m (t : tokens[8]) =\n    t |> softmax\n"
+                    "2:7"
+                    "softmax: needs float values, but its input [B, 8] holds integer indices"
+
+                expectError
+                    "model m (t : tokens[8]) =\n    t |> slice 1 (step = 2) |> reduceMean [1]\n"
+                    "2:32"
+                    "reduceMean: needs float values"
+
+                // Ids index a table, compare and take part in arithmetic (promoted), as in PyTorch.
+                let g =
+                    graph
+                        "model m (x : tensor[4, 6]) =\n    { e = x |> argmax (axis = 1) |> embedding 6 3; m = (x |> argmax) > 2.0; f = (x |> argmax) * 0.5 }\n"
+
+                use m = new GraphModule(g, 1L)
+                use x = torch.randn (2L, 4L, 6L)
+                let out = m.Forward [| x |]
+                Expect.equal out[0].shape [| 2L; 6L; 3L |] "embedded indices"
+                close "mask of indices" out[1] ((x.argmax (-1L)).gt(torch.tensor 2L).to_type torch.float32)
+                close "scaled indices" out[2] ((x.argmax (-1L)).to_type torch.float32 * 0.5)
+            }
+
             test "shape errors are located at the line and say why" {
                 let cases =
                     [
