@@ -544,10 +544,7 @@ let analyze (g: Graph) : Group list =
     // size the op computes from elsewhere (a convolution's or a pool's spatial axes, padding, a
     // stacked or expanded axis): no slicing rule shrinks it, so nothing coupled to it may shrink.
     for n in g.Nodes do
-        match n.Op with
-        | Input _
-        | Parameter -> ()
-        | _ ->
+        if not (n.Op.IsInput || n.Op.IsParameter) then
             let slotsOf (id: int) =
                 knownDims g.Nodes[id].Shape
                 |> List.map (fun (k, _) -> { Owner = Value id; Axis = k })
