@@ -126,7 +126,161 @@ let private activations =
         "hardswish", Hardswish
         "identity", Identity
     ]
+    |> List.filter (fun (n, _) -> n <> "gelu")
     |> List.map (fun (n, a) -> layerFn n [] [] (fun _ s -> activation n a s))
+    |> List.append
+        [
+            // PyTorch's nn.GELU(approximate = "none" | "tanh"); `geluTanh` is the second.
+            layerFn "gelu" [] [ "approximate", str "none" ] (fun a s ->
+                match a["approximate"] with
+                | VStr "none", _ -> activation "gelu" Gelu s
+                | VStr "tanh", _ -> activation "gelu" GeluTanh s
+                | v, vs -> errorf vs "gelu: approximate must be \"none\" or \"tanh\", got %s" (show v))
+        ]
+
+/// An int or a list of ints, as axes.
+let private axesArg fn name (v, span) =
+    match v with
+    | VNum(_, true) -> [ asInt fn name (v, span) ]
+    | _ -> asIntList fn name (v, span)
+
+let private algebraLayers =
+    [
+        layerFn "clamp" [] [ "min", VUnit; "max", VUnit ] (fun a s ->
+            let side key =
+                match a[key] with
+                | VUnit, _ -> None
+                | v -> Some(asFloat "clamp" key v)
+
+            let low, high = side "min", side "max"
+
+            match low, high with
+            | None, None -> error s "clamp: give min, max or both, e.g. clamp (min = 0.0)"
+            | Some l, Some h when l > h -> errorf s "clamp: min %g is above max %g" l h
+            | _ -> ()
+
+            {
+                Name = "clamp"
+                Kind = Prim(fun ctx v -> pointwise ctx s (Clamp(low, high)) (tensorIn "clamp" s v))
+                Span = s
+            })
+        layerFn "softmax" [] [ "axis", num -1 ] (fun a s -> softmax false (asInt "softmax" "axis" a["axis"]) s)
+        layerFn "logSoftmax" [] [ "axis", num -1 ] (fun a s -> softmax true (asInt "logSoftmax" "axis" a["axis"]) s)
+        layerFn "argmax" [] [ "axis", num -1; "keepDims", VBool false ] (fun a s ->
+            argmax (asInt "argmax" "axis" a["axis"]) (asBool "argmax" "keepDims" a["keepDims"]) s)
+        layerFn "slice" [ "axis" ] [ "start", VUnit; "stop", VUnit; "step", num 1 ] (fun a s ->
+            let bound key =
+                match a[key] with
+                | VUnit, _ -> None
+                | v -> Some(asInt "slice" key v)
+
+            stridedSlice
+                (asInt "slice" "axis" a["axis"])
+                (bound "start")
+                (bound "stop")
+                (asInt "slice" "step" a["step"])
+                s)
+        layerFn "expand" [ "shape" ] [] (fun a s -> expand (asIntList "expand" "shape" a["shape"]) s)
+        layerFn "tile" [ "repeats" ] [] (fun a s -> tile (asIntList "tile" "repeats" a["repeats"]) s)
+        layerFn "pad" [ "pads" ] [ "mode", str "constant"; "value", flt 0.0 ] (fun a s ->
+            let pairs =
+                asList "pad" "pads" a["pads"]
+                |> List.map (fun v ->
+                    match v with
+                    | VTuple [ before; after ] ->
+                        asInt "pad" "pads" (before, snd a["pads"]), asInt "pad" "pads" (after, snd a["pads"])
+                    | v ->
+                        let p = asInt "pad" "pads" (v, snd a["pads"])
+                        p, p)
+
+            let mode =
+                match a["mode"] with
+                | VStr "constant", _ -> ConstantPad(asFloat "pad" "value" a["value"])
+                | VStr "reflect", _ -> ReflectPad
+                | v, vs -> errorf vs "pad: mode must be \"constant\" or \"reflect\", got %s" (show v)
+
+            pad pairs mode s)
+        layerFn "transpose" [ "axis1"; "axis2" ] [] (fun a s ->
+            transpose (asInt "transpose" "axis1" a["axis1"]) (asInt "transpose" "axis2" a["axis2"]) s)
+    ]
+    @ ([
+        "reduceMean", ReduceMean
+        "reduceSum", ReduceSum
+        "reduceMax", ReduceMax
+        "reduceMin", ReduceMin
+       ]
+       |> List.map (fun (name, kind) ->
+           layerFn name [ "axes" ] [ "keepDims", VBool false ] (fun a s ->
+               reduceAxes kind (axesArg name "axes" a["axes"]) (asBool name "keepDims" a["keepDims"]) s)))
+
+/// Positions of one axis cut into consecutive pieces, each a `narrow` of it.
+let private pieces ctx span fn (axis: int) (sizes: int list) (x: Tensor) =
+    let mutable start = 0
+
+    VList
+        [
+            for size in sizes do
+                let piece = narrow axis start size span
+
+                match piece.Kind with
+                | Prim run -> yield run ctx (VTensor x)
+                | _ -> failwithf "internal error: %s: narrow is not a primitive" fn
+
+                start <- start + size
+        ]
+
+let private axisSize fn span (axis: int) (x: Tensor) =
+    let rank = x.Shape.Length
+    let a = if axis < 0 then rank + axis else axis
+
+    if a <= 0 || a >= rank then
+        errorf span "%s: axis %d is not a non-batch axis of %s" fn axis (showShape x.Shape)
+
+    knownDim fn span (sprintf "axis %d" axis) x.Shape[a]
+
+let private algebraFns =
+    [
+        "where",
+        hostFn "where" [ "cond"; "x"; "y" ] [] (fun ctx a s ->
+            where ctx s (asTensor "where" "cond" a["cond"]) (asTensor "where" "x" a["x"]) (asTensor "where" "y" a["y"]))
+        "stack",
+        hostFn "stack" [ "axis"; "tensors" ] [] (fun ctx a s ->
+            let ts =
+                asList "stack" "tensors" a["tensors"]
+                |> List.map (fun v -> asTensor "stack" "tensors" (v, snd a["tensors"]))
+
+            stack ctx s (asInt "stack" "axis" a["axis"]) ts)
+        "matmul",
+        hostFn "matmul" [ "x"; "y" ] [] (fun ctx a s ->
+            matmul ctx s (asTensor "matmul" "x" a["x"]) (asTensor "matmul" "y" a["y"]))
+        "split",
+        hostFn "split" [ "axis"; "sizes"; "x" ] [] (fun ctx a s ->
+            let x = asTensor "split" "x" a["x"]
+            let axis = asInt "split" "axis" a["axis"]
+            let n = axisSize "split" s axis x
+
+            let sizes =
+                asList "split" "sizes" a["sizes"]
+                |> List.map (fun v -> asPositiveInt "split" "sizes" (v, snd a["sizes"]))
+
+            if List.sum sizes <> n then
+                errorf s "split: sizes %A add up to %d, but axis %d has %d" sizes (List.sum sizes) axis n
+
+            pieces ctx s "split" axis sizes x)
+        "chunk",
+        hostFn "chunk" [ "chunks"; "axis"; "x" ] [] (fun ctx a s ->
+            // torch.chunk: pieces of ⌈n / chunks⌉, the last one smaller (and fewer pieces when
+            // that size covers the axis sooner).
+            let x = asTensor "chunk" "x" a["x"]
+            let chunks = asPositiveInt "chunk" "chunks" a["chunks"]
+            let axis = asInt "chunk" "axis" a["axis"]
+            let n = axisSize "chunk" s axis x
+            let size = (n + chunks - 1) / chunks
+
+            let sizes = [ for start in 0..size .. n - 1 -> min size (n - start) ]
+
+            pieces ctx s "chunk" axis sizes x)
+    ]
 
 let private layers =
     [
@@ -137,12 +291,15 @@ let private layers =
             linear (asPositiveInt "linear" "features" a["features"]) (asBool "linear" "bias" a["bias"]) s)
         layerFn "batchnorm" [] [ "eps", flt 1e-5; "momentum", flt 0.1 ] (fun a s ->
             batchnorm (asFloat "batchnorm" "eps" a["eps"]) (asFloat "batchnorm" "momentum" a["momentum"]) s)
-        layerFn "layernorm" [] [ "eps", flt 1e-5; "affine", VBool true; "bias", VBool true ] (fun a s ->
-            layernorm
-                (asFloat "layernorm" "eps" a["eps"])
-                (asBool "layernorm" "affine" a["affine"])
-                (asBool "layernorm" "bias" a["bias"])
-                s)
+        layerFn "layernorm" [] [ "eps", flt 1e-5; "affine", VBool true; "bias", VBool true; "axis", VUnit ] (fun a s ->
+            let eps = asFloat "layernorm" "eps" a["eps"]
+            let affine = asBool "layernorm" "affine" a["affine"]
+            let bias = asBool "layernorm" "bias" a["bias"]
+
+            match a["axis"] with
+            | VUnit, _ -> layernorm eps affine bias s
+            | VNum(_, true), _ as v -> layernormAxes [ asInt "layernorm" "axis" v ] eps affine bias s
+            | v -> layernormAxes (asIntList "layernorm" "axis" v) eps affine bias s)
         layerFn "rmsnorm" [] [ "eps", flt 1e-6 ] (fun a s -> rmsnorm (asFloat "rmsnorm" "eps" a["eps"]) s)
         layerFn "groupnorm" [ "groups" ] [ "eps", flt 1e-5 ] (fun a s ->
             groupnorm (asPositiveInt "groupnorm" "groups" a["groups"]) (asFloat "groupnorm" "eps" a["eps"]) s)
@@ -339,20 +496,39 @@ let private combinators =
         "error", hostFn "error" [ "message" ] [] (fun _ a s -> error s (asString "error" "message" a["message"]))
     ]
 
-let private math1 name (f: float -> float) =
-    name, hostFn name [ "x" ] [] (fun _ a _ -> flt (f (asFloat name "x" a["x"])))
+/// A function of a number, or of every value of a tensor.
+let private math1 name (f: float -> float) (fn: UnaryFn) =
+    name,
+    hostFn name [ "x" ] [] (fun ctx a s ->
+        match a["x"] with
+        | VTensor t, _ -> pointwise ctx s (Unary fn) t
+        | x -> flt (f (asFloat name "x" x)))
 
 let private numbers =
     [
-        math1 "sqrt" sqrt
-        math1 "exp" exp
-        math1 "log" log
-        "pow", hostFn "pow" [ "x"; "y" ] [] (fun _ a _ -> flt (asFloat "pow" "x" a["x"] ** asFloat "pow" "y" a["y"]))
+        math1 "sqrt" sqrt Sqrt
+        math1 "rsqrt" (fun x -> 1.0 / sqrt x) Rsqrt
+        math1 "exp" exp Exp
+        math1 "log" log Log
+        "pow",
+        hostFn "pow" [ "x"; "y" ] [] (fun ctx a s ->
+            match a["x"], a["y"] with
+            | (VTensor t, _), (VNum(y, _), _) -> pointwise ctx s (Pow y) t
+            | (VTensor _, _), (y, ys) ->
+                errorf ys "pow: the exponent of a tensor must be a number, got %s" (describe y)
+            | x, y -> flt (asFloat "pow" "x" x ** asFloat "pow" "y" y))
         "abs",
-        hostFn "abs" [ "x" ] [] (fun _ a _ ->
+        hostFn "abs" [ "x" ] [] (fun ctx a s ->
             match a["x"] with
             | VNum(x, i), _ -> VNum(abs x, i)
+            | VTensor t, _ -> pointwise ctx s (Unary Abs) t
             | v -> flt (asFloat "abs" "x" v))
+        "neg",
+        hostFn "neg" [ "x" ] [] (fun ctx a s ->
+            match a["x"] with
+            | VNum(x, i), _ -> VNum(-x, i)
+            | VTensor t, _ -> scale ctx s -1.0 t
+            | v -> flt (-(asFloat "neg" "x" v)))
         "min",
         hostFn "min" [ "a"; "b" ] [] (fun _ a _ ->
             if asFloat "min" "a" a["a"] <= asFloat "min" "b" a["b"] then
@@ -540,6 +716,12 @@ let private recipes =
     ]
 
 let environment: Env =
-    layers @ combinators @ numbers @ listModule @ recipes
+    layers
+    @ algebraLayers
+    @ combinators
+    @ algebraFns
+    @ numbers
+    @ listModule
+    @ recipes
     |> List.map (fun (n, v) -> n, ref v)
     |> Map.ofList

@@ -315,6 +315,37 @@ let binop ctx (o: string) span (a: Value) (b: Value) : Value =
             (match scale ctx span -1.0 y with
              | VTensor t -> t
              | _ -> failwith "unreachable")
+    | "+", VTensor x, VNum(c, _)
+    | "+", VNum(c, _), VTensor x -> pointwise ctx span (AddScalar c) x
+    | "-", VTensor x, VNum(c, _) -> pointwise ctx span (AddScalar -c) x
+    | "-", VNum(c, _), VTensor x ->
+        match scale ctx span -1.0 x with
+        | VTensor negated -> pointwise ctx span (AddScalar c) negated
+        | _ -> failwith "unreachable"
+    | "/", VTensor x, VTensor y -> binary ctx span "divide" Div x y
+    | "/", VTensor _, VNum(0.0, _) -> errorf span "cannot divide a tensor by the constant 0"
+    | "/", VTensor x, VNum(c, _) -> scale ctx span (1.0 / c) x
+    | "/", VNum(c, _), VTensor x ->
+        match pointwise ctx span (Pow -1.0) x with
+        | VTensor inverse when c <> 1.0 -> scale ctx span c inverse
+        | inverse -> inverse
+    | ("<" | ">" | "<=" | ">="), (VTensor _ | VNum _), (VTensor _ | VNum _) when
+        (match a, b with
+         | VNum _, VNum _ -> false
+         | _ -> true)
+        ->
+        let kind, flipped =
+            match o with
+            | "<" -> Less, Greater
+            | ">" -> Greater, Less
+            | "<=" -> LessEqual, GreaterEqual
+            | _ -> GreaterEqual, LessEqual
+
+        match a, b with
+        | VTensor x, VTensor y -> compareTensors ctx span kind x y
+        | VTensor x, VNum(c, _) -> compareScalar ctx span kind x c
+        | VNum(c, _), VTensor x -> compareScalar ctx span flipped x c
+        | _ -> failwith "unreachable"
     | "+", VNum _, VNum _ -> numOp "+" (+) true span a b
     | "-", VNum _, VNum _ -> numOp "-" (-) true span a b
     | "*", VNum _, VNum _ -> numOp "*" (*) true span a b

@@ -89,6 +89,31 @@ type AttentionAttrs =
         HeadDim: int
     }
 
+/// Value-by-value functions of one tensor.
+type UnaryFn =
+    | Exp
+    | Log
+    | Sqrt
+    | Rsqrt
+    | Abs
+
+/// Comparisons giving a mask of 0.0 / 1.0 (float32, so a mask multiplies and feeds `where`).
+type CompareKind =
+    | Less
+    | LessEqual
+    | Greater
+    | GreaterEqual
+
+type ReduceKind =
+    | ReduceMean
+    | ReduceSum
+    | ReduceMax
+    | ReduceMin
+
+type PadMode =
+    | ConstantPad of value: float
+    | ReflectPad
+
 type InputKind =
     | ImageInput
     | TokensInput
@@ -146,6 +171,45 @@ type Op =
     /// `length` positions of `axis` from `start` (axis counts the batch as 0; negative from the
     /// end): SwiGLU's gate and value halves of one fused projection (mlfoundations/open_lm open_lm/model.py).
     | Narrow of axis: int * start: int * length: int
+    /// exp, log, sqrt, rsqrt or abs of every value.
+    | Unary of UnaryFn
+    /// Every value to a constant power.
+    | Pow of exponent: float
+    /// Every value limited to [low, high]; None leaves that side open.
+    | Clamp of low: float option * high: float option
+    /// Adds a constant.
+    | AddScalar of value: float
+    /// x / y with NumPy broadcasting.
+    | Div
+    /// A 0/1 mask: x compared with y (two inputs, broadcast) or with a constant (one input).
+    | Compare of kind: CompareKind * scalar: float option
+    /// Inputs [cond; x; y], broadcast: x where cond is non-zero, else y.
+    | Where
+    /// torch.matmul of two inputs: batch axes broadcast, a 1-D operand as PyTorch treats it;
+    /// `inner` is the size of the contracted axis.
+    | Matmul of inner: int
+    /// Softmax (or log-softmax) along one non-batch axis.
+    | Softmax of axis: int * log: bool
+    /// Mean, sum, max or min over non-batch axes (sorted, non-negative), kept as size 1 or removed.
+    | Reduce of kind: ReduceKind * axes: int list * keepDims: bool
+    /// Index of the largest value along one non-batch axis, as int64.
+    | ArgMax of axis: int * keepDims: bool
+    /// Swaps two non-batch axes.
+    | Transpose of axis1: int * axis2: int
+    /// Joins equal shapes along a new axis (counting the batch as 0; never 0).
+    | Stack of axis: int
+    /// Positions start, start + step, … below stop of one non-batch axis (all resolved: 0 ≤ start,
+    /// start < stop ≤ size, step ≥ 1).
+    | StridedSlice of axis: int * start: int * stop: int * step: int
+    /// Size-1 axes broadcast to the target sizes of the non-batch axes (torch.expand; the rank stays).
+    | Expand of shape: int list
+    /// Every non-batch axis repeated this many times (torch.Tensor.repeat; the batch once).
+    | Tile of repeats: int list
+    /// (before, after) padding of the last pads.Length axes, in axis order (F.pad's pairs reversed).
+    | Pad of pads: (int * int) list * mode: PadMode
+    /// LayerNorm over the given axes (sorted, none the batch) with a gain and bias shaped as
+    /// those axes, e.g. channel LayerNorm of [B, C, H, W] over axis 1.
+    | LayerNormAxes of axes: int list * shape: int list * eps: float * affine: bool * bias: bool
 
 type ParamKind =
     | Trainable
@@ -227,6 +291,155 @@ let opKind (op: Op) =
     | SelectToken _ -> "selectToken"
     | SelectWhere _ -> "selectWhere"
     | Narrow _ -> "narrow"
+    | Unary Exp -> "exp"
+    | Unary Log -> "log"
+    | Unary Sqrt -> "sqrt"
+    | Unary Rsqrt -> "rsqrt"
+    | Unary Abs -> "abs"
+    | Pow _ -> "pow"
+    | Clamp _ -> "clamp"
+    | AddScalar _ -> "addScalar"
+    | Div -> "div"
+    | Compare(Less, _) -> "lt"
+    | Compare(LessEqual, _) -> "le"
+    | Compare(Greater, _) -> "gt"
+    | Compare(GreaterEqual, _) -> "ge"
+    | Where -> "where"
+    | Matmul _ -> "matmul"
+    | Softmax(_, false) -> "softmax"
+    | Softmax(_, true) -> "logSoftmax"
+    | Reduce(ReduceMean, _, _) -> "reduceMean"
+    | Reduce(ReduceSum, _, _) -> "reduceSum"
+    | Reduce(ReduceMax, _, _) -> "reduceMax"
+    | Reduce(ReduceMin, _, _) -> "reduceMin"
+    | ArgMax _ -> "argmax"
+    | Transpose _ -> "transpose"
+    | Stack _ -> "stack"
+    | StridedSlice _ -> "slice"
+    | Expand _ -> "expand"
+    | Tile _ -> "tile"
+    | Pad _ -> "pad"
+    | LayerNormAxes _ -> "layernorm"
+
+/// Whether an op moves, picks or copies its (first) input's values without computing new ones:
+/// integer values (token ids, argmax indices) stay integers through it.
+let keepsValues (op: Op) =
+    match op with
+    | Flatten
+    | Reshape _
+    | Permute _
+    | ImageToTokens
+    | TokensToImage _
+    | Concat _
+    | SelectToken _
+    | Narrow _
+    | Transpose _
+    | Stack _
+    | StridedSlice _
+    | Expand _
+    | Tile _
+    | Pad _
+    | Dropout _
+    | DropPath _
+    | Act Identity -> true
+    | Input _
+    | Conv _
+    | Linear _
+    | BatchNorm _
+    | LayerNorm _
+    | RmsNorm _
+    | GroupNorm _
+    | Act _
+    | Pool _
+    | GlobalPool _
+    | Embedding _
+    | PositionalEmbedding _
+    | SelfAttention _
+    | Add
+    | Mul
+    | LayerScale _
+    | Parameter
+    | Normalize _
+    | Scale _
+    | SelectWhere _
+    | Unary _
+    | Pow _
+    | Clamp _
+    | AddScalar _
+    | Div
+    | Compare _
+    | Where
+    | Matmul _
+    | Softmax _
+    | Reduce _
+    | ArgMax _
+    | LayerNormAxes _ -> false
+
+/// Whether an op's kernel takes int64 inputs (token ids, argmax indices): as PyTorch has it, ids
+/// index a table, compare and select, arithmetic promotes them to float, and the ops that keep
+/// values pass them on; layers with float weights, norms, pools, activations, softmax and
+/// reductions need float values.
+let acceptsIntegers (op: Op) =
+    keepsValues op
+    || match op with
+       | Embedding _
+       | SelectWhere _
+       | Compare _
+       | Where
+       | Add
+       | Mul
+       | Div
+       | AddScalar _
+       | Scale _
+       | Pow _
+       | Unary _
+       | ArgMax _ -> true
+       | Input _
+       | Conv _
+       | Linear _
+       | BatchNorm _
+       | LayerNorm _
+       | RmsNorm _
+       | GroupNorm _
+       | Act _
+       | Pool _
+       | GlobalPool _
+       | Flatten
+       | Reshape _
+       | Permute _
+       | ImageToTokens
+       | TokensToImage _
+       | PositionalEmbedding _
+       | SelfAttention _
+       | Concat _
+       | LayerScale _
+       | Parameter
+       | Normalize _
+       | SelectToken _
+       | Narrow _
+       | Dropout _
+       | DropPath _
+       | Clamp _
+       | Matmul _
+       | Softmax _
+       | Reduce _
+       | Transpose _
+       | Stack _
+       | StridedSlice _
+       | Expand _
+       | Tile _
+       | Pad _
+       | LayerNormAxes _ -> false
+
+/// Whether node id holds int64 values: token ids, argmax indices, and those moved by ops that keep values.
+let rec isInteger (nodeOf: int -> Node) (id: int) =
+    let n = nodeOf id
+
+    match n.Op with
+    | Input(_, TokensInput)
+    | ArgMax _ -> true
+    | op when keepsValues op -> not n.Inputs.IsEmpty && isInteger nodeOf n.Inputs.Head
+    | _ -> false
 
 let isKnown =
     function
@@ -302,7 +515,52 @@ let macs (n: Node) =
         let inner = int64 a.Heads * int64 a.HeadDim
         let kv = int64 a.KvHeads * int64 a.HeadDim
         t * d * (2L * inner + 2L * kv) + 2L * t * t * inner
-    | _ -> 0L
+    // One multiply-accumulate per output value and contracted index.
+    | Matmul inner -> prod n.Shape * int64 inner
+    | Input _
+    | BatchNorm _
+    | LayerNorm _
+    | RmsNorm _
+    | GroupNorm _
+    | Act _
+    | Dropout _
+    | DropPath _
+    | Pool _
+    | GlobalPool _
+    | Flatten
+    | Reshape _
+    | Permute _
+    | ImageToTokens
+    | TokensToImage _
+    | Embedding _
+    | PositionalEmbedding _
+    | Add
+    | Mul
+    | Concat _
+    | LayerScale _
+    | Parameter
+    | Normalize _
+    | Scale _
+    | SelectToken _
+    | SelectWhere _
+    | Narrow _
+    | Unary _
+    | Pow _
+    | Clamp _
+    | AddScalar _
+    | Div
+    | Compare _
+    | Where
+    | Softmax _
+    | Reduce _
+    | ArgMax _
+    | Transpose _
+    | Stack _
+    | StridedSlice _
+    | Expand _
+    | Tile _
+    | Pad _
+    | LayerNormAxes _ -> 0L
 
 /// MACs of one sample through the whole graph.
 let totalMacs (g: Graph) = g.Nodes |> List.map macs |> sum64
@@ -357,7 +615,45 @@ let layoutOf (nodeOf: int -> Node) (id: int) : Layout =
                     match go n.Inputs.Head with
                     | ChannelAxis a -> ChannelAxis(List.findIndex ((=) a) perm)
                     | other -> other
-                | _ ->
+                | Transpose(a1, a2) ->
+                    match go n.Inputs.Head with
+                    | ChannelAxis a when a = a1 -> ChannelAxis a2
+                    | ChannelAxis a when a = a2 -> ChannelAxis a1
+                    | other -> other
+                | Matmul _ -> UnknownLayout "a matmul"
+                | Stack axis ->
+                    match go n.Inputs.Head with
+                    | ChannelAxis a -> ChannelAxis(if a >= axis then a + 1 else a)
+                    | other -> other
+                | Reduce(_, _, false)
+                | ArgMax(_, false) -> UnknownLayout(sprintf "a %s that removes axes" (opKind n.Op))
+                | LayerNorm _
+                | RmsNorm _
+                | Act _
+                | Dropout _
+                | DropPath _
+                | Add
+                | Mul
+                | Concat _
+                | LayerScale _
+                | Normalize _
+                | Scale _
+                | Narrow _
+                | Unary _
+                | Pow _
+                | Clamp _
+                | AddScalar _
+                | Div
+                | Compare _
+                | Where
+                | Softmax _
+                | Reduce(_, _, true)
+                | ArgMax(_, true)
+                | StridedSlice _
+                | Expand _
+                | Tile _
+                | Pad _
+                | LayerNormAxes _ ->
                     let known =
                         n.Inputs
                         |> List.filter (fun i -> (nodeOf i).Shape.Length = rank)

@@ -118,8 +118,65 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteNumber("axis", axis)
         w.WriteNumber("start", start)
         w.WriteNumber("length", length)
-    // The rest carry no attributes beyond their op name.
-    | _ -> ()
+    | Pow e -> w.WriteNumber("exponent", e)
+    | Clamp(low, high) ->
+        low |> Option.iter (fun v -> w.WriteNumber("min", v))
+        high |> Option.iter (fun v -> w.WriteNumber("max", v))
+    | AddScalar v -> w.WriteNumber("value", v)
+    | Compare(_, scalar) -> scalar |> Option.iter (fun v -> w.WriteNumber("scalar", v))
+    | Matmul inner -> w.WriteNumber("inner", inner)
+    | Softmax(axis, _) -> w.WriteNumber("axis", axis)
+    | Reduce(_, axes, keep) ->
+        ints w "axes" axes
+        w.WriteBoolean("keepDims", keep)
+    | ArgMax(axis, keep) ->
+        w.WriteNumber("axis", axis)
+        w.WriteBoolean("keepDims", keep)
+    | Transpose(a1, a2) -> ints w "axes" [ a1; a2 ]
+    | Stack a -> w.WriteNumber("axis", a)
+    | StridedSlice(axis, start, stop, step) ->
+        w.WriteNumber("axis", axis)
+        w.WriteNumber("start", start)
+        w.WriteNumber("stop", stop)
+        w.WriteNumber("step", step)
+    | Expand shape -> ints w "sizes" shape
+    | Tile repeats -> ints w "repeats" repeats
+    | Pad(pads, mode) ->
+        w.WriteStartArray "pads"
+
+        for (before, after) in pads do
+            w.WriteStartArray()
+            w.WriteNumberValue before
+            w.WriteNumberValue after
+            w.WriteEndArray()
+
+        w.WriteEndArray()
+
+        match mode with
+        | ConstantPad v ->
+            w.WriteString("mode", "constant")
+            w.WriteNumber("value", v)
+        | ReflectPad -> w.WriteString("mode", "reflect")
+    | LayerNormAxes(axes, shape, eps, affine, bias) ->
+        ints w "axes" axes
+        ints w "normalizedShape" shape
+        w.WriteNumber("eps", eps)
+        w.WriteBoolean("affine", affine)
+
+        if affine && not bias then
+            w.WriteBoolean("bias", false)
+    // These carry no attributes beyond their op name (an activation's, a unary function's and a
+    // comparison's kind is in the name).
+    | Act _
+    | GlobalPool _
+    | Flatten
+    | ImageToTokens
+    | Add
+    | Mul
+    | Parameter
+    | Unary _
+    | Div
+    | Where -> ()
 
 let private initText (i: Init) =
     match i with
@@ -192,3 +249,244 @@ let write (withSpans: bool) (g: Graph) : string =
      w.WriteEndObject())
 
     Encoding.UTF8.GetString(ms.ToArray())
+
+/// The JSON form read back into a graph (spans are not restored: a read graph's nodes have
+/// Span.None). Op attributes are exact (numbers are written round-trippable); initialisations
+/// are written with six significant digits (`%g`, part of the checkpoint hash), so theirs are
+/// as written. An op name or attribute the writer does not produce is an error.
+let read (json: string) : Graph =
+    use doc = JsonDocument.Parse json
+    let root = doc.RootElement
+    let prop (e: JsonElement) (name: string) = e.GetProperty name
+    let int (e: JsonElement) name = (prop e name).GetInt32()
+    let num (e: JsonElement) name = (prop e name).GetDouble()
+    let flag (e: JsonElement) name = (prop e name).GetBoolean()
+    let str (e: JsonElement) name = (prop e name).GetString()
+
+    let ints (e: JsonElement) name =
+        [ for x in (prop e name).EnumerateArray() -> x.GetInt32() ]
+
+    let opt (e: JsonElement) (name: string) (f: JsonElement -> 'a) =
+        match e.TryGetProperty name with
+        | true, v -> Some(f v)
+        | _ -> None
+
+    let pool kind (e: JsonElement) =
+        {
+            Kind = kind
+            Kernel = ints e "kernel"
+            Stride = ints e "stride"
+            Padding = ints e "padding"
+        }
+
+    let opOf (e: JsonElement) : Op =
+        match str e "op" with
+        | "input" ->
+            let kind =
+                match str e "kind" with
+                | "image" -> ImageInput
+                | "tokens" -> TokensInput
+                | "tensor" -> TensorInput
+                | other -> failwithf "IR JSON: unknown input kind %s" other
+
+            Input(str e "name", kind)
+        | ("conv1d" | "conv2d") as name ->
+            let padding = ints e "padding"
+
+            Conv
+                {
+                    Dims = (if name = "conv1d" then 1 else 2)
+                    InChannels = int e "in"
+                    OutChannels = int e "out"
+                    Kernel = ints e "kernel"
+                    Stride = ints e "stride"
+                    Padding = padding
+                    PaddingEnd =
+                        opt e "paddingEnd" (fun v -> [ for x in v.EnumerateArray() -> x.GetInt32() ])
+                        |> Option.defaultValue padding
+                    Dilation = ints e "dilation"
+                    Groups = int e "groups"
+                    Bias = flag e "bias"
+                }
+        | "linear" -> Linear(int e "in", int e "out", flag e "bias")
+        | "batchnorm" -> BatchNorm(int e "channels", num e "eps", num e "momentum")
+        | "layernorm" when (fst (e.TryGetProperty "axes")) ->
+            let affine = flag e "affine"
+            let bias = opt e "bias" (fun v -> v.GetBoolean()) |> Option.defaultValue true
+            LayerNormAxes(ints e "axes", ints e "normalizedShape", num e "eps", affine, affine && bias)
+        | "layernorm" ->
+            let affine = flag e "affine"
+
+            LayerNorm(
+                int e "features",
+                num e "eps",
+                affine,
+                affine && (opt e "bias" (fun v -> v.GetBoolean()) |> Option.defaultValue true)
+            )
+        | "rmsnorm" -> RmsNorm(int e "features", num e "eps")
+        | "groupnorm" -> GroupNorm(int e "groups", int e "channels", num e "eps")
+        | "relu" -> Act Relu
+        | "gelu" -> Act Gelu
+        | "geluTanh" -> Act GeluTanh
+        | "silu" -> Act Silu
+        | "sigmoid" -> Act Sigmoid
+        | "tanh" -> Act Tanh
+        | "hardswish" -> Act Hardswish
+        | "identity" -> Act Identity
+        | "dropout" -> Dropout(num e "p")
+        | "droppath" -> DropPath(num e "p")
+        | "maxpool" -> Pool(pool MaxPool e)
+        | "avgpool" -> Pool(pool AvgPool e)
+        | "globalMaxPool" -> GlobalPool MaxPool
+        | "globalAvgPool" -> GlobalPool AvgPool
+        | "flatten" -> Flatten
+        // A reshape's target is written as "shape" before the node's own "shape" (two keys of
+        // one name, kept for the checkpoint hash): the first one is the target.
+        | "reshape" ->
+            let target = e.EnumerateObject() |> Seq.find (fun p -> p.Name = "shape")
+            Reshape [ for x in target.Value.EnumerateArray() -> x.GetInt32() ]
+        | "permute" -> Permute(ints e "axes")
+        | "imageToTokens" -> ImageToTokens
+        | "tokensToImage" -> TokensToImage(int e "height", int e "width")
+        | "embedding" -> Embedding(int e "count", int e "dim")
+        | "positionalEmbedding" -> PositionalEmbedding(int e "length", int e "dim")
+        | "attention" ->
+            let dim, heads = int e "dim", int e "heads"
+
+            SelfAttention
+                {
+                    Dim = dim
+                    Heads = heads
+                    Causal = flag e "causal"
+                    QkvBias = flag e "qkvBias"
+                    Bias = flag e "bias"
+                    KvHeads = opt e "kvHeads" (fun v -> v.GetInt32()) |> Option.defaultValue heads
+                    Rope = opt e "rope" (fun v -> v.GetDouble()) |> Option.defaultValue 0.0
+                    QkNorm = opt e "qkNorm" (fun v -> v.GetBoolean()) |> Option.defaultValue false
+                    QkLayerNorm = opt e "qkLayerNorm" (fun v -> v.GetBoolean()) |> Option.defaultValue false
+                    HeadDim = opt e "headDim" (fun v -> v.GetInt32()) |> Option.defaultValue (dim / heads)
+                }
+        | "add" -> Add
+        | "mul" -> Mul
+        | "concat" -> Concat(int e "axis")
+        | "layerScale" -> LayerScale(int e "channels", int e "axis")
+        | "parameter" -> Parameter
+        | "normalize" -> Normalize(int e "axis")
+        | "scale" -> Scale(num e "factor")
+        | "selectToken" -> SelectToken(int e "index")
+        | "selectWhere" -> SelectWhere(int e "token")
+        | "narrow" -> Narrow(int e "axis", int e "start", int e "length")
+        | "exp" -> Unary Exp
+        | "log" -> Unary Log
+        | "sqrt" -> Unary Sqrt
+        | "rsqrt" -> Unary Rsqrt
+        | "abs" -> Unary Abs
+        | "pow" -> Pow(num e "exponent")
+        | "clamp" -> Clamp(opt e "min" (fun v -> v.GetDouble()), opt e "max" (fun v -> v.GetDouble()))
+        | "addScalar" -> AddScalar(num e "value")
+        | "div" -> Div
+        | ("lt" | "le" | "gt" | "ge") as name ->
+            let kind =
+                match name with
+                | "lt" -> Less
+                | "le" -> LessEqual
+                | "gt" -> Greater
+                | _ -> GreaterEqual
+
+            Compare(kind, opt e "scalar" (fun v -> v.GetDouble()))
+        | "where" -> Where
+        | "matmul" -> Matmul(int e "inner")
+        | "softmax" -> Softmax(int e "axis", false)
+        | "logSoftmax" -> Softmax(int e "axis", true)
+        | ("reduceMean" | "reduceSum" | "reduceMax" | "reduceMin") as name ->
+            let kind =
+                match name with
+                | "reduceMean" -> ReduceMean
+                | "reduceSum" -> ReduceSum
+                | "reduceMax" -> ReduceMax
+                | _ -> ReduceMin
+
+            Reduce(kind, ints e "axes", flag e "keepDims")
+        | "argmax" -> ArgMax(int e "axis", flag e "keepDims")
+        | "transpose" ->
+            match ints e "axes" with
+            | [ a; b ] -> Transpose(a, b)
+            | axes -> failwithf "IR JSON: transpose needs two axes, got %A" axes
+        | "stack" -> Stack(int e "axis")
+        | "slice" -> StridedSlice(int e "axis", int e "start", int e "stop", int e "step")
+        | "expand" -> Expand(ints e "sizes")
+        | "tile" -> Tile(ints e "repeats")
+        | "pad" ->
+            let pads =
+                [
+                    for pair in (prop e "pads").EnumerateArray() ->
+                        match [ for x in pair.EnumerateArray() -> x.GetInt32() ] with
+                        | [ before; after ] -> before, after
+                        | other -> failwithf "IR JSON: a pad is a (before, after) pair, got %A" other
+                ]
+
+            let mode =
+                match str e "mode" with
+                | "constant" -> ConstantPad(num e "value")
+                | "reflect" -> ReflectPad
+                | other -> failwithf "IR JSON: unknown pad mode %s" other
+
+            Pad(pads, mode)
+        | other -> failwithf "IR JSON: unknown op %s" other
+
+    let initOf (text: string) =
+        let args () =
+            text.Substring(text.IndexOf '(' + 1).TrimEnd(')').Split(',')
+            |> Array.map (fun s -> System.Double.Parse(s.Trim(), System.Globalization.CultureInfo.InvariantCulture))
+
+        match text with
+        | "zeros" -> Zeros
+        | "ones" -> Ones
+        | t when t.StartsWith "constant(" -> Constant(args()[0])
+        | t when t.StartsWith "normal(" -> let a = args () in Normal(a[0], a[1])
+        | t when t.StartsWith "truncNormal(" -> TruncNormal(args()[0])
+        | t when t.StartsWith "uniform(" -> let a = args () in Uniform(a[0], a[1])
+        | other -> failwithf "IR JSON: unknown init %s" other
+
+    let pairs (e: JsonElement) =
+        [ for p in e.EnumerateObject() -> p.Name, p.Value ]
+
+    {
+        Name = str root "name"
+        Inputs = pairs (prop root "inputs") |> List.map (fun (n, v) -> n, v.GetInt32())
+        Outputs = pairs (prop root "outputs") |> List.map (fun (n, v) -> n, v.GetInt32())
+        Nodes =
+            [
+                for e in (prop root "nodes").EnumerateArray() ->
+                    {
+                        Id = int e "id"
+                        Op = opOf e
+                        Inputs = ints e "inputs"
+                        Shape =
+                            [
+                                for d in (prop e "shape").EnumerateArray() ->
+                                    if d.ValueKind = JsonValueKind.String then
+                                        Sym(d.GetString())
+                                    else
+                                        Known(d.GetInt32())
+                            ]
+                        Path = str e "path"
+                        Params =
+                            pairs (prop e "params")
+                            |> List.map (fun (k, v) -> k, v.GetString())
+                            |> Map.ofList
+                        Span = Dsl.Syntax.Span.None
+                    }
+            ]
+        Params =
+            [
+                for p in (prop root "params").EnumerateArray() ->
+                    {
+                        Name = str p "name"
+                        Shape = ints p "shape"
+                        Init = initOf (str p "init")
+                        Kind = (if str p "kind" = "parameter" then Trainable else Buffer)
+                        DType = (if str p "dtype" = "float32" then Float32 else Int64)
+                    }
+            ]
+    }

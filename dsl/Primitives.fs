@@ -150,6 +150,16 @@ let dimProduct (l: string) span (what: string) (dims: int list) =
 let addNode (b: Builder) span op (inputs: Tensor list) shape (ps: (string * string) list) =
     let id = b.Nodes.Count
 
+    if not (acceptsIntegers op) then
+        match inputs |> List.tryFind (fun t -> isInteger (fun i -> b.Nodes[i]) t.Node) with
+        | Some t ->
+            errorf
+                span
+                "%s: needs float values, but its input %s holds integer indices (token ids or an argmax); embed them or compare them first"
+                (opKind op)
+                (showShape t.Shape)
+        | None -> ()
+
     b.Nodes.Add
         {
             Id = id
@@ -866,3 +876,398 @@ let freeParam (ctx: Ctx) span (shape: int list) (init: Init) (name: string) =
             make ()
         finally
             popScope b
+
+// ---- tensor algebra -------------------------------------------------------------------------
+
+/// A function of one tensor that keeps its shape (exp, pow, clamp, a constant added, …).
+let pointwise (ctx: Ctx) span op (x: Tensor) =
+    addNode (builderOf ctx span) span op [ x ] x.Shape []
+
+/// x compared with y, broadcast: a 0/1 mask of the broadcast shape.
+let compareTensors (ctx: Ctx) span kind (x: Tensor) (y: Tensor) =
+    addNode (builderOf ctx span) span (Compare(kind, None)) [ x; y ] (broadcast "compare" span x.Shape y.Shape) []
+
+let compareScalar (ctx: Ctx) span kind (x: Tensor) (c: float) =
+    addNode (builderOf ctx span) span (Compare(kind, Some c)) [ x ] x.Shape []
+
+/// x where cond is non-zero, else y; all three broadcast together, as torch.where.
+let where (ctx: Ctx) span (cond: Tensor) (x: Tensor) (y: Tensor) =
+    let b = builderOf ctx span
+
+    let shape =
+        broadcast "select (where) from" span (broadcast "select (where) from" span cond.Shape x.Shape) y.Shape
+
+    addNode b span Where [ cond; x; y ] shape []
+
+/// torch.matmul's shape rule. Both at least 2-D: [..., n, k] @ [..., k, m] → [..., n, m] with the
+/// axes before the last two broadcast; a 1-D right operand [k] gives [..., n]; a 1-D left operand
+/// [k] gives [..., m]; two 1-D operands (a scalar) are refused, since every value keeps a batch.
+let matmul (ctx: Ctx) span (x: Tensor) (y: Tensor) =
+    let b = builderOf ctx span
+
+    let mismatch () =
+        errorf
+            span
+            "matmul: cannot multiply %s by %s: the last axis of the first must equal the %s of the second"
+            (showShape x.Shape)
+            (showShape y.Shape)
+            (if y.Shape.Length = 1 then
+                 "only axis"
+             else
+                 "second-to-last axis")
+
+    let contracted (a: Dim) (c: Dim) =
+        match a, c with
+        | Known p, Known q when p = q -> p
+        | Known _, Known _ -> mismatch ()
+        | Sym s, _
+        | _, Sym s -> errorf span "matmul: the contracted axis must be a known size, got the symbolic dimension %s" s
+
+    let rx, ry = x.Shape.Length, y.Shape.Length
+
+    let inner, shape =
+        match rx, ry with
+        | 0, _
+        | _, 0 ->
+            errorf
+                span
+                "matmul: both operands need at least one axis, got %s and %s"
+                (showShape x.Shape)
+                (showShape y.Shape)
+        | 1, 1 ->
+            errorf
+                span
+                "matmul: two 1-D operands %s and %s would make a scalar without a batch axis; use reduceSum (x * y)"
+                (showShape x.Shape)
+                (showShape y.Shape)
+        | _, 1 -> contracted x.Shape[rx - 1] y.Shape[0], List.take (rx - 1) x.Shape
+        | 1, _ -> contracted x.Shape[0] y.Shape[ry - 2], List.take (ry - 2) y.Shape @ [ y.Shape[ry - 1] ]
+        | _ ->
+            let k = contracted x.Shape[rx - 1] y.Shape[ry - 2]
+
+            let batchAxes =
+                try
+                    broadcast "matmul" span (List.take (rx - 2) x.Shape) (List.take (ry - 2) y.Shape)
+                with DslError _ ->
+                    errorf
+                        span
+                        "matmul: the batch axes of %s and %s do not broadcast"
+                        (showShape x.Shape)
+                        (showShape y.Shape)
+
+            k, batchAxes @ [ x.Shape[rx - 2]; y.Shape[ry - 1] ]
+
+    // A parameter's leading axes broadcast before a 2-D input would push the batch inwards.
+    if (x.Shape.Head = batch || y.Shape.Head = batch) && shape.Head <> batch then
+        errorf
+            span
+            "matmul: %s by %s would give %s, whose first axis is not the batch"
+            (showShape x.Shape)
+            (showShape y.Shape)
+            (showShape shape)
+
+    addNode b span (Matmul inner) [ x; y ] shape []
+
+let softmax log axis span =
+    let name = if log then "logSoftmax" else "softmax"
+
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn name span input
+        addNode b span (Softmax(normAxis name span t axis, log)) [ t ] t.Shape []
+
+    primLayer name span run
+
+let private reduceName kind =
+    match kind with
+    | ReduceMean -> "reduceMean"
+    | ReduceSum -> "reduceSum"
+    | ReduceMax -> "reduceMax"
+    | ReduceMin -> "reduceMin"
+
+/// Mean, sum, max or min over the given non-batch axes (negative from the end, each once).
+let reduceAxes kind (axes: int list) keepDims span =
+    let name = reduceName kind
+
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn name span input
+
+        if axes.IsEmpty then
+            errorf span "%s: needs at least one axis" name
+
+        let resolved = axes |> List.map (normAxis name span t) |> List.sort
+
+        if List.distinct resolved <> resolved then
+            errorf span "%s: axes %A name one axis twice in %s" name axes (showShape t.Shape)
+
+        let shape =
+            t.Shape
+            |> List.indexed
+            |> List.choose (fun (i, d) ->
+                if not (List.contains i resolved) then Some d
+                elif keepDims then Some(Known 1)
+                else None)
+
+        addNode b span (Reduce(kind, resolved, keepDims)) [ t ] shape []
+
+    primLayer name span run
+
+let argmax axis keepDims span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "argmax" span input
+        let a = normAxis "argmax" span t axis
+
+        let shape =
+            t.Shape
+            |> List.indexed
+            |> List.choose (fun (i, d) ->
+                if i <> a then Some d
+                elif keepDims then Some(Known 1)
+                else None)
+
+        addNode b span (ArgMax(a, keepDims)) [ t ] shape []
+
+    primLayer "argmax" span run
+
+let transpose axis1 axis2 span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "transpose" span input
+        let a1, a2 = normAxis "transpose" span t axis1, normAxis "transpose" span t axis2
+
+        let shape =
+            t.Shape
+            |> List.mapi (fun i d ->
+                if i = a1 then t.Shape[a2]
+                elif i = a2 then t.Shape[a1]
+                else d)
+
+        addNode b span (Transpose(min a1 a2, max a1 a2)) [ t ] shape []
+
+    primLayer "transpose" span run
+
+/// Equal shapes joined along a new axis `axis` (0 < axis ≤ rank; negative counts from the end of
+/// the result, as torch.stack's dim).
+let stack (ctx: Ctx) span axis (xs: Tensor list) =
+    let b = builderOf ctx span
+
+    match xs with
+    | [] -> error span "stack: needs at least one tensor"
+    | first :: _ ->
+        let rank = first.Shape.Length + 1
+        let a = if axis < 0 then rank + axis else axis
+
+        if a <= 0 || a >= rank then
+            errorf span "stack: axis %d is not a non-batch axis of the stacked rank-%d result" axis rank
+
+        for t in xs do
+            if t.Shape <> first.Shape then
+                errorf span "stack: shapes %s and %s differ" (showShape first.Shape) (showShape t.Shape)
+
+        let shape = List.take a first.Shape @ [ Known xs.Length ] @ List.skip a first.Shape
+        addNode b span (Stack a) xs shape []
+
+/// x[..., start:stop:step, ...] along one non-batch axis, with Python's rules for negative and
+/// out-of-range bounds (clipped to the axis); an empty result or a step below 1 is an error.
+let stridedSlice axis (start: int option) (stop: int option) step span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "slice" span input
+        let a = normAxis "slice" span t axis
+        let n = knownDim "slice" span (sprintf "axis %d" a) t.Shape[a]
+
+        if step < 1 then
+            errorf span "slice: the step must be at least 1, got %d" step
+
+        let clip v =
+            let v = if v < 0 then v + n else v
+            max 0 (min n v)
+
+        let lo = start |> Option.map clip |> Option.defaultValue 0
+        let hi = stop |> Option.map clip |> Option.defaultValue n
+
+        if hi <= lo then
+            errorf span "slice: positions %d..%d of axis %d (size %d) are empty" lo hi a n
+
+        let length = (hi - lo + step - 1) / step
+
+        addNode
+            b
+            span
+            (StridedSlice(a, lo, hi, step))
+            [ t ]
+            (t.Shape |> List.mapi (fun i d -> if i = a then Known length else d))
+            []
+
+    primLayer "slice" span run
+
+/// torch.expand over the non-batch axes: each target is the axis' size, or any size for an axis
+/// of size 1; -1 keeps the axis. The rank stays (a new leading axis would displace the batch).
+let expand (target: int list) span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "expand" span input
+        let rest = List.tail t.Shape
+
+        if target.Length <> rest.Length then
+            errorf
+                span
+                "expand: %A gives %d sizes for the %d axes after the batch of %s"
+                target
+                target.Length
+                rest.Length
+                (showShape t.Shape)
+
+        let dims =
+            List.map2
+                (fun (d: Dim) (s: int) ->
+                    match d, s with
+                    | d, -1 -> d
+                    | Known n, s when s = n -> Known n
+                    | Known 1, s when s > 0 -> Known s
+                    | _ ->
+                        errorf
+                            span
+                            "expand: cannot expand %s to %A: only a size-1 axis takes a new size"
+                            (showShape t.Shape)
+                            target)
+                rest
+                target
+
+        let resolved = dims |> List.map (knownDim "expand" span "expanded axis")
+        addNode b span (Expand resolved) [ t ] (t.Shape.Head :: dims) []
+
+    primLayer "expand" span run
+
+/// torch.Tensor.repeat over the non-batch axes (the batch is repeated once).
+let tile (repeats: int list) span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "tile" span input
+        let rest = List.tail t.Shape
+
+        if repeats.Length <> rest.Length || repeats |> List.exists (fun r -> r < 1) then
+            errorf
+                span
+                "tile: %A must give one positive count for each of the %d axes after the batch of %s"
+                repeats
+                rest.Length
+                (showShape t.Shape)
+
+        let dims =
+            List.map2
+                (fun (d: Dim) r ->
+                    match d with
+                    | _ when r = 1 -> d
+                    | Known n -> Known(dimProduct "tile" span "repeated axis" [ n; r ])
+                    | Sym s -> errorf span "tile: cannot repeat the symbolic dimension %s" s)
+                rest
+                repeats
+
+        addNode b span (Tile repeats) [ t ] (t.Shape.Head :: dims) []
+
+    primLayer "tile" span run
+
+/// F.pad of the last pads.Length axes (given in axis order, each (before, after)); reflect
+/// padding as PyTorch has it: 1 to 3 padded axes of a tensor with 1 or 2 more axes, each pad
+/// below the axis size.
+let pad (pads: (int * int) list) (mode: PadMode) span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "pad" span input
+        let rank = t.Shape.Length
+        let k = pads.Length
+
+        if k = 0 || k >= rank then
+            errorf
+                span
+                "pad: %d (before, after) pairs for %s; give one for each of 1 to %d last axes"
+                k
+                (showShape t.Shape)
+                (rank - 1)
+
+        if pads |> List.exists (fun (a, e) -> a < 0 || e < 0) then
+            errorf span "pad: padding must be non-negative, got %A" pads
+
+        let first = rank - k
+
+        match mode with
+        | ReflectPad ->
+            if k > 3 || rank - k > 2 then
+                errorf
+                    span
+                    "pad: reflect padding of %d axes needs a tensor of %d or %d axes (PyTorch's), got %s"
+                    k
+                    (k + 1)
+                    (k + 2)
+                    (showShape t.Shape)
+
+            pads
+            |> List.iteri (fun i (a, e) ->
+                let n = knownDim "pad" span (sprintf "axis %d" (first + i)) t.Shape[first + i]
+
+                if a >= n || e >= n then
+                    errorf
+                        span
+                        "pad: reflect padding (%d, %d) of axis %d must be smaller than its size %d"
+                        a
+                        e
+                        (first + i)
+                        n)
+        | ConstantPad _ -> ()
+
+        let shape =
+            t.Shape
+            |> List.mapi (fun i d ->
+                if i < first then
+                    d
+                else
+                    let a, e = pads[i - first]
+
+                    match d with
+                    | _ when a = 0 && e = 0 -> d
+                    | Known n -> Known(dimProduct "pad" span "padded axis" [ n + a + e ])
+                    | Sym s -> errorf span "pad: cannot pad the symbolic dimension %s" s)
+
+        addNode b span (Pad(pads, mode)) [ t ] shape []
+
+    primLayer "pad" span run
+
+/// LayerNorm over chosen axes: statistics over all of them at each other position, with a gain
+/// (and bias) shaped as those axes. Only the last axis is the plain `LayerNorm` op.
+let layernormAxes (axes: int list) eps affine bias span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "layernorm" span input
+
+        if axes.IsEmpty then
+            error span "layernorm: axis needs at least one axis"
+
+        let resolved = axes |> List.map (normAxis "layernorm" span t) |> List.sort
+
+        if List.distinct resolved <> resolved then
+            errorf span "layernorm: axes %A name one axis twice in %s" axes (showShape t.Shape)
+
+        if resolved = [ t.Shape.Length - 1 ] then
+            match (layernorm eps affine bias span).Kind with
+            | Prim plain -> plain ctx input
+            | _ -> failwith "internal error: layernorm is not a primitive"
+        else
+            let shape =
+                resolved
+                |> List.map (fun a -> knownDim "layernorm" span (sprintf "axis %d" a) t.Shape[a])
+
+            let bias = affine && bias
+
+            let ps =
+                (if affine then
+                     [ trainable b span "weight" shape Ones ]
+                 else
+                     [])
+                @ (if bias then [ trainable b span "bias" shape Zeros ] else [])
+
+            addNode b span (LayerNormAxes(resolved, shape, eps, affine, bias)) [ t ] t.Shape ps
+
+    primLayer "layernorm" span run

@@ -133,13 +133,71 @@ let private layerExpr (g: Graph) (n: Node) =
     | Normalize axis -> Some(sprintf "normalize (axis = %d)" axis)
     | SelectToken i -> Some(sprintf "selectToken %s" (int i))
     | Narrow(axis, start, length) -> Some(sprintf "narrow %s %d %d" (int axis) start length)
+    | Unary fn ->
+        Some(
+            match fn with
+            | Exp -> "exp"
+            | Log -> "log"
+            | Sqrt -> "sqrt"
+            | Rsqrt -> "rsqrt"
+            | Abs -> "abs"
+        )
+    | Clamp(low, high) ->
+        let side name v =
+            v
+            |> Option.map (fun v -> sprintf " (%s = %s)" name (float v))
+            |> Option.defaultValue ""
+
+        Some("clamp" + side "min" low + side "max" high)
+    | Softmax(axis, log) -> Some(sprintf "%s (axis = %d)" (if log then "logSoftmax" else "softmax") axis)
+    | Reduce(kind, axes, keep) ->
+        let name =
+            match kind with
+            | ReduceMean -> "reduceMean"
+            | ReduceSum -> "reduceSum"
+            | ReduceMax -> "reduceMax"
+            | ReduceMin -> "reduceMin"
+
+        Some(sprintf "%s %s (keepDims = %s)" name (ints axes) (bool keep))
+    | ArgMax(axis, keep) -> Some(sprintf "argmax (axis = %d) (keepDims = %s)" axis (bool keep))
+    | Transpose(a1, a2) -> Some(sprintf "transpose %d %d" a1 a2)
+    | StridedSlice(axis, start, stop, step) ->
+        Some(sprintf "slice %d (start = %d) (stop = %d) (step = %d)" axis start stop step)
+    | Expand shape -> Some(sprintf "expand %s" (ints shape))
+    | Tile repeats -> Some(sprintf "tile %s" (ints repeats))
+    | Pad(pads, mode) ->
+        let pairs =
+            pads |> List.map (fun (a, e) -> sprintf "(%d, %d)" a e) |> String.concat "; "
+
+        let mode =
+            match mode with
+            | ConstantPad v -> sprintf "(mode = \"constant\") (value = %s)" (float v)
+            | ReflectPad -> "(mode = \"reflect\")"
+
+        Some(sprintf "pad [%s] %s" pairs mode)
+    | LayerNormAxes(axes, _, eps, affine, bias) ->
+        Some(
+            sprintf
+                "layernorm (eps = %s) (affine = %s)%s (axis = %s)"
+                (float eps)
+                (bool affine)
+                (if affine && not bias then " (bias = false)" else "")
+                (ints axes)
+        )
     | Input _
     | Add
     | Mul
     | Concat _
     | SelectWhere _
     | Parameter
-    | Scale _ -> None
+    | Scale _
+    | Pow _
+    | AddScalar _
+    | Div
+    | Compare _
+    | Where
+    | Matmul _
+    | Stack _ -> None
 
 /// Nodes that are not a layer of one input: written as a function run at the node's path.
 let private valueExpr (g: Graph) (n: Node) =
@@ -166,7 +224,31 @@ let private valueExpr (g: Graph) (n: Node) =
 
         // A parameter has no input; any graph input serves to enter the path scope.
         sprintf "%s |> at \"%s\" (fun _ -> param %s %s)" (v (snd g.Inputs.Head)) n.Path shape init
-    | op, _ -> failwithf "internal error: cannot print %A with %d inputs" op n.Inputs.Length
+    | Pow e, [ a ] -> sprintf "%s |> at \"%s\" (fun a -> pow a %s)" (v a) n.Path (float e)
+    | AddScalar c, [ a ] -> sprintf "%s |> at \"%s\" (fun a -> a + %s)" (v a) n.Path (float c)
+    | Div, [ a; b ] -> sprintf "%s |> at \"%s\" (fun a -> a / %s)" (v a) n.Path (v b)
+    | Compare(kind, scalar), a :: rest ->
+        let symbol =
+            match kind with
+            | Less -> "<"
+            | LessEqual -> "<="
+            | Greater -> ">"
+            | GreaterEqual -> ">="
+
+        let other =
+            match scalar, rest with
+            | Some c, [] -> float c
+            | None, [ b ] -> v b
+            | _ -> failwithf "internal error: a comparison with %d inputs" n.Inputs.Length
+
+        sprintf "%s |> at \"%s\" (fun a -> a %s %s)" (v a) n.Path symbol other
+    | Where, [ c; a; b ] -> sprintf "%s |> at \"%s\" (fun a -> where a %s %s)" (v c) n.Path (v a) (v b)
+    | Matmul _, [ a; b ] -> sprintf "%s |> at \"%s\" (fun a -> matmul a %s)" (v a) n.Path (v b)
+    | Stack axis, first :: rest ->
+        let others = rest |> List.map (fun i -> "; " + v i) |> String.concat ""
+        sprintf "%s |> at \"%s\" (fun a -> stack %d [a%s])" (v first) n.Path axis others
+    | (Input _ | Conv _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | Add | Mul | Concat _ | LayerScale _ | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Matmul _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Pad _ | LayerNormAxes _) as op,
+      _ -> failwithf "internal error: cannot print %s with %d inputs" (opKind op) n.Inputs.Length
 
 let private inputType (n: Node) =
     let kind =

@@ -171,6 +171,13 @@ let reshapeBlocks (inDims: (int * int) list) (outDims: (int * int) list) =
 
     go ins outs []
 
+/// A reason a group is fixed, with the source location of the node that fixes it.
+let private locate (n: Node) (why: string) =
+    if n.Span.File = Dsl.Syntax.Span.None.File then
+        why
+    else
+        sprintf "%s (%s:%d:%d)" why n.Span.File n.Span.Start.Line n.Span.Start.Col
+
 /// The links every op makes between its inputs, its output and its parameters.
 let private linkNode (l: Links) (g: Graph) (n: Node) =
     let v (id: int) k = { Owner = Value id; Axis = k }
@@ -195,6 +202,21 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
     let linkParam local k (s: Slot) =
         if hasParam local then
             l.LinkAxes (w local k) s
+
+    // A reduction: the other axes pass through; a reduced axis becomes one value per row, which
+    // depends on all of its units together, so it cannot shrink.
+    let reduced (axes: int list) keep =
+        let mutable k = 0
+
+        for a in 0 .. rank x - 1 do
+            if List.contains a axes then
+                l.Freeze (v x a) (locate n (sprintf "%s over it" (opKind n.Op)))
+
+                if keep then
+                    k <- k + 1
+            else
+                l.LinkAxes (v x a) (v n.Id k)
+                k <- k + 1
 
     match n.Op with
     | Input _ ->
@@ -257,11 +279,18 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
             | (a, major) :: rest, [ (b, _) ] -> // merge: index c·inner + r of b is unit c of a
                 let inner = List.fold (fun p (_, k) -> p * k) 1 rest
 
+                // The inner axes are not units of b: shrinking one would leave b's size behind.
+                for (a', _) in rest do
+                    l.Freeze (v x a') (locate n "merged into another axis by a reshape")
+
                 for c in 0 .. major - 1 do
                     for r in 0 .. inner - 1 do
                         l.Link (v x a) c (v n.Id b) (c * inner + r)
             | [ (a, _) ], (b, major) :: rest -> // split: the major output axis carries the units
                 let inner = List.fold (fun p (_, k) -> p * k) 1 rest
+
+                for (b', _) in rest do
+                    l.Freeze (v n.Id b') (locate n "split off another axis by a reshape")
 
                 for c in 0 .. major - 1 do
                     for r in 0 .. inner - 1 do
@@ -317,8 +346,91 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
                 for row in [ (a.Heads + kv) * hd + r; (a.Heads + a.KvHeads + kv) * hd + r ] do
                     rows "qkv.weight" row kv
                     rows "qkv.bias" row kv
+    | Unary _
+    | Pow _
+    | Clamp _
+    | AddScalar _
+    | Compare(_, Some _) -> sameAxes x
+    | Softmax(axis, _) ->
+        sameAxes x
+        l.Freeze (v n.Id axis) (locate n (sprintf "a %s normalises along it" (opKind n.Op)))
+    | Reduce(_, axes, keep) -> reduced axes keep
+    | ArgMax(axis, keep) -> reduced [ axis ] keep
+    | Transpose(a1, a2) ->
+        for k in 0 .. out - 1 do
+            let from =
+                if k = a1 then a2
+                elif k = a2 then a1
+                else k
+
+            l.LinkAxes (v x from) (v n.Id k)
+    | Stack axis ->
+        // The new axis has one index per input: which input, not a unit of any of them.
+        for i in n.Inputs do
+            for k in 0 .. rank i - 1 do
+                l.LinkAxes (v i k) (v n.Id (if k < axis then k else k + 1))
+
+        l.Freeze (v n.Id axis) (locate n "a stack's new axis")
+    | StridedSlice(axis, _, _, step) ->
+        for k in 0 .. out - 1 do
+            if k <> axis then
+                l.LinkAxes (v x k) (v n.Id k)
+
+        l.Freeze (v x axis) (locate n (sprintf "a slice with step %d of it" step))
+    | Expand _ -> sameAxes x // LinkAxes links only axes of equal size: an expanded axis couples nothing.
+    | Tile repeats ->
+        // Output index j of a repeated axis is input index j mod n.
+        for k in 0 .. out - 1 do
+            match k, g.Nodes[x].Shape[k] with
+            | 0, _ -> l.LinkAxes (v x 0) (v n.Id 0)
+            | _, Known size when repeats[k - 1] > 1 ->
+                for j in 0 .. size * repeats[k - 1] - 1 do
+                    l.Link (v x k) (j % size) (v n.Id k) j
+            | _ -> l.LinkAxes (v x k) (v n.Id k)
+    | Pad(pads, _) ->
+        let first = out - pads.Length
+
+        for k in 0 .. out - 1 do
+            if k < first || pads[k - first] = (0, 0) then
+                l.LinkAxes (v x k) (v n.Id k)
+            else
+                l.Freeze (v x k) (locate n "padding of it")
+    | LayerNormAxes(axes, _, _, _, _) ->
+        sameAxes x
+
+        axes
+        |> List.iteri (fun j a ->
+            linkParam "weight" j (v n.Id a)
+            linkParam "bias" j (v n.Id a))
+    | Matmul _ ->
+        let y = n.Inputs[1]
+        let rx, ry = rank x, rank y
+
+        // The contracted axis is one unit per index on both sides.
+        let contractX, contractY = rx - 1, (if ry = 1 then 0 else ry - 2)
+        l.LinkAxes (v x contractX) (v y contractY)
+
+        if ry = 1 then
+            for k in 0 .. rx - 2 do
+                l.LinkAxes (v x k) (v n.Id k)
+        elif rx = 1 then
+            for k in 0 .. ry - 3 do
+                l.LinkAxes (v y k) (v n.Id k)
+
+            l.LinkAxes (v y (ry - 1)) (v n.Id (out - 1))
+        else
+            l.LinkAxes (v x (rx - 2)) (v n.Id (out - 2))
+            l.LinkAxes (v y (ry - 1)) (v n.Id (out - 1))
+
+            // Batch axes broadcast from the right (a size-1 axis couples nothing).
+            for (input, r) in [ x, rx; y, ry ] do
+                for k in 0 .. r - 3 do
+                    l.LinkAxes (v input k) (v n.Id (k + out - r))
     | Add
-    | Mul ->
+    | Mul
+    | Div
+    | Compare(_, None)
+    | Where ->
         // Broadcasting aligns axes from the right; a size-1 axis couples nothing.
         for i in n.Inputs do
             let r = rank i
@@ -427,6 +539,30 @@ let analyze (g: Graph) : Group list =
     for (_, id) in g.Outputs do
         for (k, _) in knownDims g.Nodes[id].Shape do
             l.Freeze { Owner = Value id; Axis = k } "a graph output"
+
+    // An output axis linked to none of the node's inputs and none of its own parameters has a
+    // size the op computes from elsewhere (a convolution's or a pool's spatial axes, padding, a
+    // stacked or expanded axis): no slicing rule shrinks it, so nothing coupled to it may shrink.
+    for n in g.Nodes do
+        if not (n.Op.IsInput || n.Op.IsParameter) then
+            let slotsOf (id: int) =
+                knownDims g.Nodes[id].Shape
+                |> List.map (fun (k, _) -> { Owner = Value id; Axis = k })
+
+            let own =
+                [
+                    for KeyValue(_, full) in n.Params do
+                        for p in g.Params do
+                            if p.Name = full then
+                                for k in 0 .. p.Shape.Length - 1 -> { Owner = Weight full; Axis = k }
+                ]
+
+            let sources =
+                (n.Inputs |> List.collect slotsOf) @ own |> List.map l.Component |> set
+
+            for s in slotsOf n.Id do
+                if not (sources.Contains(l.Component s)) then
+                    l.Freeze s (locate n (sprintf "an axis %s computes" (opKind n.Op)))
 
     let byComponent =
         all

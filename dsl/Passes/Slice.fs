@@ -114,7 +114,45 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
 
                         Narrow(axis, before, within)
                     | _ -> Narrow(axis, start, length)
-                | op -> op
+                | Matmul _ -> Matmul(newDim x (g.Nodes[x].Shape.Length - 1))
+                | Expand _ -> Expand(shape |> List.tail |> List.map known)
+                | LayerNormAxes(axes, _, eps, affine, bias) ->
+                    LayerNormAxes(axes, axes |> List.map outDim, eps, affine, bias)
+                // Attributes that hold no size of a shrinking axis (an axis position, a kernel, a
+                // constant) stay as they are; a pool's and a softmax's axes are positions.
+                | Input _
+                | Act _
+                | Dropout _
+                | DropPath _
+                | Pool _
+                | GlobalPool _
+                | Flatten
+                | Permute _
+                | ImageToTokens
+                | TokensToImage _
+                | Add
+                | Mul
+                | Concat _
+                | Parameter
+                | Normalize _
+                | Scale _
+                | SelectToken _
+                | SelectWhere _
+                | Unary _
+                | Pow _
+                | Clamp _
+                | AddScalar _
+                | Div
+                | Compare _
+                | Where
+                | Softmax _
+                | Reduce _
+                | ArgMax _
+                | Transpose _
+                | Stack _
+                | StridedSlice _
+                | Tile _
+                | Pad _ as op -> op
 
             { n with Shape = shape; Op = op })
 

@@ -186,6 +186,13 @@ let tests =
                     "param: 'shape' must be positive, got -1"
             }
 
+            test "integer values where float values are needed" {
+                expectError
+                    "model m (t : tokens[8]) =\n    t |> softmax\n"
+                    "2:7"
+                    "softmax: needs float values, but its input [B, 8] holds integer indices (token ids or an argmax)"
+            }
+
             test "layerScale on a tensor whose channel axis nothing tells" {
                 expectError
                     (model "reshape [ 28; 28; 1 ] >> layerScale >> flatten >> linear 10")

@@ -49,6 +49,25 @@ internal static class KernelFactory
             Ir.Op.Narrow narrow => ShapeKernels.Narrow(narrow.axis, narrow.start, narrow.length),
             Ir.Op.SelectWhere select => ShapeKernels.SelectWhere(select.token),
 
+            Ir.Op.Unary unary => AlgebraKernels.Unary(unary.Item),
+            Ir.Op.Pow pow => AlgebraKernels.Pow(pow.exponent),
+            Ir.Op.Clamp clamp => AlgebraKernels.Clamp(clamp.low, clamp.high),
+            Ir.Op.AddScalar add => AlgebraKernels.AddScalar(add.value),
+            { IsDiv: true } => AlgebraKernels.Div,
+            Ir.Op.Compare compare => AlgebraKernels.Compare(compare.kind, compare.scalar),
+            { IsWhere: true } => AlgebraKernels.Where,
+            Ir.Op.Matmul => AlgebraKernels.Matmul,
+            Ir.Op.Softmax softmax => AlgebraKernels.Softmax(softmax.axis, softmax.log),
+            Ir.Op.Reduce reduce => AlgebraKernels.Reduce(reduce.kind, reduce.axes, reduce.keepDims),
+            Ir.Op.ArgMax argmax => AlgebraKernels.ArgMax(argmax.axis, argmax.keepDims),
+            Ir.Op.Transpose transpose => AlgebraKernels.Transpose(transpose.axis1, transpose.axis2),
+            Ir.Op.Stack stack => AlgebraKernels.Stack(stack.axis),
+            Ir.Op.StridedSlice slice => AlgebraKernels.StridedSlice(slice.axis, slice.start, slice.stop, slice.step),
+            Ir.Op.Expand expand => AlgebraKernels.Expand(expand.shape),
+            Ir.Op.Tile tile => AlgebraKernels.Tile(tile.repeats),
+            Ir.Op.Pad pad => AlgebraKernels.Pad(pad.pads, pad.mode),
+            Ir.Op.LayerNormAxes norm => AlgebraKernels.LayerNormAxes(norm.axes, norm.shape, norm.eps, norm.affine, norm.bias, rank, parameters),
+
             _ => throw new NotSupportedException($"node {node.Id} ('{node.Path}'): op {OpNames.Of(node.Op)} has no kernel"),
         };
     }

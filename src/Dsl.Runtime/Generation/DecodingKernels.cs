@@ -69,6 +69,9 @@ internal static class DecodingKernels
                     or Ir.Op.LayerNorm or Ir.Op.RmsNorm or Ir.Op.Act or Ir.Op.Dropout or Ir.Op.DropPath or Ir.Op.Scale
                     or Ir.Op.Narrow or Ir.Op.Concat or Ir.Op.Normalize or Ir.Op.LayerScale => null,
                 { IsParameter: true } or { IsAdd: true } or { IsMul: true } => null,
+                Ir.Op.Softmax softmax when AcrossPositions(softmax.axis, rank) => "normalises along the token axis",
+                Ir.Op.Unary or Ir.Op.Pow or Ir.Op.Clamp or Ir.Op.AddScalar or Ir.Op.Compare or Ir.Op.Softmax => null,
+                { IsDiv: true } or { IsWhere: true } => null,
                 _ => $"({OpNames.Of(node.Op)}) looks across positions or reshapes them",
             };
             if (why is not null)
