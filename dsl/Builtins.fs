@@ -57,18 +57,204 @@ let private padding fn (v, span) =
 
 /// A host function making a primitive layer. A layer described inside a language function is
 /// applied later, outside that call: its shape errors are reported in the calls it was made in.
+// ---- declared initialisation ----------------------------------------------------------------
+
+/// The gain torch.nn.init.calculate_gain gives a nonlinearity (`a` is leaky ReLU's slope).
+let private gainOf fn (nonlinearity: string) (a: float) span =
+    match nonlinearity with
+    | "linear"
+    | "conv"
+    | "sigmoid"
+    | "identity" -> 1.0
+    | "tanh" -> 5.0 / 3.0
+    | "relu" -> sqrt 2.0
+    | "leakyRelu" -> sqrt (2.0 / (1.0 + a * a))
+    | "selu" -> 0.75
+    | other ->
+        errorf
+            span
+            "%s: nonlinearity '%s' is not one of linear, conv, sigmoid, identity, tanh, relu, leakyRelu, selu"
+            fn
+            other
+
+/// An `Init.…` value: a record tagged "initialiser", read back by `initSpec`.
+let private initialiser kind (fields: (string * Value) list) =
+    VRecord(("initialiser", VStr kind) :: fields)
+
+/// What an `Init.…` value says, checked where it is used.
+let initSpec ctx (v: Value, span: Span) : InitSpec =
+    let positive fn name (x: float) =
+        if not (x > 0.0) || System.Double.IsInfinity x then
+            errorf span "%s: %s must be a positive number, got %g" fn name x
+
+        x
+
+    match Eval.autoCall ctx v span with
+    | VRecord fs when fs |> List.exists (fun (n, _) -> n = "initialiser") ->
+        let get n =
+            fs |> List.find (fun (k, _) -> k = n) |> snd
+
+        let number fn n = asFloat fn n (get n, span)
+
+        match get "initialiser" with
+        | VStr "zeros" -> ExactInit Zeros
+        | VStr "ones" -> ExactInit Ones
+        | VStr "constant" -> ExactInit(Constant(number "Init.constant" "value"))
+        | VStr "normal" ->
+            ExactInit(Normal(number "Init.normal" "mean", positive "Init.normal" "std" (number "Init.normal" "std")))
+        | VStr "truncNormal" ->
+            ExactInit(TruncNormal(positive "Init.truncNormal" "std" (number "Init.truncNormal" "std")))
+        | VStr "uniform" ->
+            let low, high = number "Init.uniform" "low", number "Init.uniform" "high"
+
+            if not (low < high) then
+                errorf span "Init.uniform: low %g must be below high %g" low high
+
+            ExactInit(Uniform(low, high))
+        | VStr("xavierUniform" | "xavierNormal" as k) ->
+            Xavier((k = "xavierNormal"), positive ("Init." + k) "gain" (number ("Init." + k) "gain"))
+        | VStr("kaimingUniform" | "kaimingNormal" as k) ->
+            let fn = "Init." + k
+
+            let fanOut =
+                match get "mode" with
+                | VStr "fanIn" -> false
+                | VStr "fanOut" -> true
+                | other -> errorf span "%s: mode must be \"fanIn\" or \"fanOut\", got %s" fn (describe other)
+
+            let nonlinearity = asString fn "nonlinearity" (get "nonlinearity", span)
+            Kaiming((k = "kaimingNormal"), gainOf fn nonlinearity (number fn "a") span, fanOut)
+        | other -> errorf span "not an initialiser: %s" (describe other)
+    | VError -> quietStop ()
+    | other ->
+        errorf
+            span
+            "expects an initialiser (Init.normal 0.02, Init.zeros, Init.kaimingNormal, …), got %s"
+            (describe other)
+
+let private initModule =
+    let exact =
+        [
+            "zeros", initialiser "zeros" []
+            "ones", initialiser "ones" []
+            "constant",
+            hostFn "Init.constant" [ "value" ] [] (fun _ a _ -> initialiser "constant" [ "value", fst a["value"] ])
+            "normal",
+            hostFn "Init.normal" [ "std" ] [ "mean", flt 0.0 ] (fun _ a _ ->
+                initialiser "normal" [ "std", fst a["std"]; "mean", fst a["mean"] ])
+            "truncNormal",
+            hostFn "Init.truncNormal" [ "std" ] [] (fun _ a _ -> initialiser "truncNormal" [ "std", fst a["std"] ])
+            "uniform",
+            hostFn "Init.uniform" [ "low"; "high" ] [] (fun _ a _ ->
+                initialiser "uniform" [ "low", fst a["low"]; "high", fst a["high"] ])
+        ]
+
+    let xavier =
+        [ "xavierUniform"; "xavierNormal" ]
+        |> List.map (fun k ->
+            k, hostFn ("Init." + k) [] [ "gain", flt 1.0 ] (fun _ a _ -> initialiser k [ "gain", fst a["gain"] ]))
+
+    let kaiming =
+        [ "kaimingUniform"; "kaimingNormal" ]
+        |> List.map (fun k ->
+            k,
+            hostFn
+                ("Init." + k)
+                []
+                [ "a", flt 0.0; "mode", str "fanIn"; "nonlinearity", str "leakyRelu" ]
+                (fun _ a _ ->
+                    initialiser
+                        k
+                        [
+                            "a", fst a["a"]
+                            "mode", fst a["mode"]
+                            "nonlinearity", fst a["nonlinearity"]
+                        ]))
+
+    let fns = exact @ xavier @ kaiming
+
+    [ "Init", VRecord fns ]
+
+/// One rule of `initPolicy`: `{ path = "*.proj.weight"; op = "linear"; param = "weight"; bias = false; init = … }`,
+/// every selector optional.
+let private initRule ctx (v: Value, span: Span) : InitRule =
+    match v with
+    | VRecord fs ->
+        let known = [ "path"; "op"; "param"; "bias"; "init" ]
+
+        match fs |> List.tryFind (fun (k, _) -> not (List.contains k known)) with
+        | Some(k, _) -> errorf span "initPolicy: a rule has no field '%s' (fields: %s)" k (String.concat ", " known)
+        | None -> ()
+
+        let text n =
+            fs
+            |> List.tryFind (fun (k, _) -> k = n)
+            |> Option.map (fun (_, x) -> asString "initPolicy" n (x, span))
+
+        {
+            Path = text "path"
+            Op = text "op"
+            Param = text "param"
+            Biases =
+                fs
+                |> List.tryFind (fun (k, _) -> k = "bias")
+                |> Option.map (fun (_, x) -> asBool "initPolicy" "bias" (x, span))
+            Spec =
+                match fs |> List.tryFind (fun (k, _) -> k = "init") with
+                | Some(_, x) -> initSpec ctx (x, span)
+                | None -> errorf span "initPolicy: a rule needs an init"
+            Span = span
+            Owner = None
+        }
+    | VError -> quietStop ()
+    | other -> errorf span "initPolicy: a rule is a record { path = …; init = … }, got %s" (describe other)
+
+/// Every parameterised primitive takes `init` (its weights: everything but biases) and `biasInit`.
+let private withOwnInit ctx name (args: Map<string, Value * Span>) (l: Layer) =
+    let rule key biases =
+        match args.TryFind key with
+        | Some(VUnit, _)
+        | None -> None
+        | Some(v, span) ->
+            Some
+                {
+                    Path = None
+                    Op = None
+                    Param = None
+                    Biases = Some biases
+                    Spec = initSpec ctx (v, span)
+                    Span = span
+                    Owner = Some name
+                }
+
+    match List.choose id [ rule "init" false; rule "biasInit" true ] with
+    | [] -> l
+    | rules -> { l with Kind = WithInit(rules, l) }
+
 let private layerFn name positional optional (make: Map<string, Value * Span> -> Span -> Layer) =
+    let optional =
+        if optional |> List.exists (fun (n, _) -> n = "init") then
+            optional @ [ "biasInit", VUnit ]
+        else
+            optional @ [ "init", VUnit; "biasInit", VUnit ]
+
     name,
     hostFn name positional optional (fun ctx args span ->
         let l = make args span
 
-        match l.Kind, ctx.Calls with
-        | Prim run, (_ :: _ as calls) ->
-            VLayer
+        let l =
+            match l.Kind, ctx.Calls with
+            | Prim run, (_ :: _ as calls) ->
                 { l with
                     Kind = Prim(fun c v -> withCalls calls (fun () -> run c v))
                 }
-        | _ -> VLayer l)
+            | _ -> l
+
+        // layerScale's `init` is its constant γ, not an initialiser.
+        if name = "layerScale" then
+            VLayer l
+        else
+            VLayer(withOwnInit ctx name args l))
 
 let private convFn name dims =
     layerFn
@@ -432,6 +618,20 @@ let private combinators =
                     Span = s
                 })
         "layer", hostFn "layer" [ "f" ] [] (fun _ a s -> VLayer(asLayer "layer" (fst a["f"]) s))
+        "initPolicy",
+        hostFn "initPolicy" [ "rules"; "layer" ] [] (fun ctx a s ->
+            let rules =
+                match a["rules"] with
+                | VList items, span -> items |> List.map (fun r -> initRule ctx (r, span))
+                | VError, _ -> quietStop ()
+                | other, span -> errorf span "initPolicy: expects a list of rules, got %s" (describe other)
+
+            VLayer
+                {
+                    Name = "initPolicy"
+                    Kind = WithInit(rules, asLayer "initPolicy" (fst a["layer"]) (snd a["layer"]))
+                    Span = s
+                })
         "repeat",
         hostFn "repeat" [ "n"; "layer" ] [] (fun ctx a s ->
             let n = asInt "repeat" "n" a["n"]
@@ -716,7 +916,8 @@ let private recipes =
     ]
 
 let environment: Env =
-    layers
+    initModule
+    @ layers
     @ algebraLayers
     @ combinators
     @ algebraFns

@@ -192,11 +192,29 @@ and private reusing (b: Builder) (scope: string list) (run: unit -> Value) =
         b.Counters <- c
         b.Reuse <- r
 
+/// Runs with an init policy in force. A primitive's own `init` that reached none of its
+/// parameters (an activation, or `biasInit` with `bias = false`) is an error at the attribute.
+and private withInit (b: Builder) (rules: InitRule list) (run: unit -> Value) =
+    let before = b.Declared
+    b.InitRules <- rules :: b.InitRules
+
+    let result =
+        try
+            run ()
+        finally
+            b.InitRules <- List.tail b.InitRules
+
+    match rules |> List.tryFind (fun r -> r.Owner.IsSome) with
+    | Some r when b.Declared = before && not b.Reuse ->
+        errorf r.Span "%s: has no parameter this init applies to" r.Owner.Value
+    | _ -> result
+
 /// Applies a layer at the next index of the current scope (or under its name).
 and applyLayer ctx (l: Layer) (input: Value) span =
     let b = builderOf ctx span
 
     match l.Kind with
+    | WithInit(rules, inner) -> withInit b rules (fun () -> applyLayer ctx inner input span)
     | Named(n, inner) -> inScope b n (fun () -> runLayer ctx inner input span)
     | At _
     | Tie _ -> runLayer ctx l input span
@@ -240,6 +258,7 @@ and runLayer ctx (l: Layer) (input: Value) span : Value =
             b.Scope <- fst saved
             b.Counters <- snd saved
     | Tie(path, inner) -> reusing b (List.rev path) (fun () -> runLayer ctx inner input span)
+    | WithInit(rules, inner) -> withInit b rules (fun () -> runLayer ctx inner input span)
     | Shared(inner, first) ->
         match first.Value with
         | None ->
@@ -401,6 +420,12 @@ let rec eval (ctx: Ctx) (env: Env) (e: Expr) : Value =
         let fv =
             match head with
             | Var(n, vs) -> lookup env n vs
+            // `Init.kaimingNormal (mode = "fanOut")`: a module's function, not yet called with its defaults.
+            | Field(r, name, _) ->
+                match eval ctx env r with
+                | VRecord fields when fields |> List.exists (fun (k, _) -> k = name) ->
+                    fields |> List.find (fun (k, _) -> k = name) |> snd
+                | _ -> eval ctx env head
             | other -> eval ctx env other
 
         let args =

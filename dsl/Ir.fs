@@ -226,6 +226,8 @@ type ParamSpec =
         Init: Init
         Kind: ParamKind
         DType: DType
+        /// Set by a declared initialiser (`init`, `initPolicy`) rather than the primitive's default.
+        Declared: bool
     }
 
 type Node =

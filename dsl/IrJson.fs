@@ -178,14 +178,22 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
     | Div
     | Where -> ()
 
-let private initText (i: Init) =
+/// A declared init is written to the last digit, so that the IR JSON reads back the same draw;
+/// the defaults keep six digits, which is what the source hashes of existing checkpoints hash.
+let private initText (precise: bool) (i: Init) =
+    let f (v: float) =
+        if precise then
+            v.ToString("R", System.Globalization.CultureInfo.InvariantCulture)
+        else
+            sprintf "%g" v
+
     match i with
     | Zeros -> "zeros"
     | Ones -> "ones"
-    | Constant v -> sprintf "constant(%g)" v
-    | Normal(m, s) -> sprintf "normal(%g, %g)" m s
-    | TruncNormal s -> sprintf "truncNormal(%g)" s
-    | Uniform(a, b) -> sprintf "uniform(%g, %g)" a b
+    | Constant v -> sprintf "constant(%s)" (f v)
+    | Normal(m, s) -> sprintf "normal(%s, %s)" (f m) (f s)
+    | TruncNormal s -> sprintf "truncNormal(%s)" (f s)
+    | Uniform(a, b) -> sprintf "uniform(%s, %s)" (f a) (f b)
 
 let write (withSpans: bool) (g: Graph) : string =
     use ms = new MemoryStream()
@@ -240,9 +248,13 @@ let write (withSpans: bool) (g: Graph) : string =
          w.WriteStartObject()
          w.WriteString("name", p.Name)
          ints w "shape" p.Shape
-         w.WriteString("init", initText p.Init)
+         w.WriteString("init", initText p.Declared p.Init)
          w.WriteString("kind", (if p.Kind = Trainable then "parameter" else "buffer"))
          w.WriteString("dtype", (if p.DType = Float32 then "float32" else "int64"))
+
+         if p.Declared then
+             w.WriteBoolean("declared", true)
+
          w.WriteEndObject()
 
      w.WriteEndArray()
@@ -487,6 +499,10 @@ let read (json: string) : Graph =
                         Init = initOf (str p "init")
                         Kind = (if str p "kind" = "parameter" then Trainable else Buffer)
                         DType = (if str p "dtype" = "float32" then Float32 else Int64)
+                        Declared =
+                            (match p.TryGetProperty "declared" with
+                             | true, v -> v.GetBoolean()
+                             | _ -> false)
                     }
             ]
     }

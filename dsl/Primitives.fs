@@ -40,7 +40,74 @@ let newBuilder () =
         Scope = []
         Counters = [ ref 0 ]
         Reuse = false
+        InitRules = []
+        Op = ""
+        Declared = 0
     }
+
+/// A glob over dotted names: `*` is any run of characters (dots too), `?` one character.
+let globMatch (pattern: string) (name: string) =
+    let regex =
+        "^"
+        + System.Text.RegularExpressions.Regex.Escape(pattern).Replace("\\*", ".*").Replace("\\?", ".")
+        + "$"
+
+    System.Text.RegularExpressions.Regex.IsMatch(name, regex)
+
+let private isBias (local: string) =
+    local = "bias" || local.EndsWith ".bias"
+
+/// PyTorch's fan-in and fan-out (torch.nn.init._calculate_fan_in_and_fan_out): dimension 1 and
+/// 0 times the receptive field of the dimensions after them.
+let private fans span (spec: string) (full: string) (shape: int list) =
+    match shape with
+    | outC :: inC :: receptive ->
+        let field = List.fold (*) 1 receptive
+        float inC * float field, float outC * float field
+    | _ ->
+        errorf
+            span
+            "%s: parameter '%s' has the shape %s; fan-based initialisers need two or more axes (give its bias an exact init)"
+            spec
+            full
+            (showShape (List.map Known shape))
+
+/// The concrete draw a declared initialiser gives a parameter of this shape.
+let resolveInit span (spec: InitSpec) (full: string) (shape: int list) : Init =
+    let draw normal std =
+        if normal then
+            Normal(0.0, std)
+        else
+            let bound = sqrt 3.0 * std
+            Uniform(-bound, bound)
+
+    match spec with
+    | ExactInit init -> init
+    | Xavier(normal, gain) ->
+        let fanIn, fanOut =
+            fans span (if normal then "xavierNormal" else "xavierUniform") full shape
+
+        draw normal (gain * sqrt (2.0 / (fanIn + fanOut)))
+    | Kaiming(normal, gain, fanOut) ->
+        let fanIn, fanOut' =
+            fans span (if normal then "kaimingNormal" else "kaimingUniform") full shape
+
+        draw normal (gain / sqrt (if fanOut then fanOut' else fanIn))
+
+/// The init policies' verdict on a new parameter: the last matching rule of the innermost
+/// policy that has one wins (inner scopes override outer, later rules earlier ones).
+let private declaredInit (b: Builder) (full: string) (local: string) (shape: int list) =
+    let matches (r: InitRule) =
+        (r.Path |> Option.forall (fun p -> globMatch p full))
+        && (r.Op |> Option.forall (fun o -> o = b.Op))
+        && (r.Param |> Option.forall (fun p -> globMatch p local))
+        && (r.Biases |> Option.forall (fun wanted -> wanted = isBias local))
+
+    b.InitRules
+    |> List.tryPick (fun rules -> rules |> List.filter matches |> List.tryLast)
+    |> Option.map (fun r ->
+        b.Declared <- b.Declared + 1
+        resolveInit r.Span r.Spec full shape)
 
 /// Registers a parameter at `scope.local` (or at the scope itself when local is empty).
 let addParam (b: Builder) span local shape init kind dtype =
@@ -125,13 +192,21 @@ let addParam (b: Builder) span local shape init kind dtype =
         for p in prefixes do
             b.Scopes.Add p |> ignore
 
+        let declared =
+            // Only a primitive's parameters: a free `param` states its own init.
+            if kind = Trainable && dtype = Float32 && b.Op <> "" then
+                declaredInit b full local shape
+            else
+                None
+
         b.Params.Add
             {
                 Name = full
                 Shape = shape
-                Init = init
+                Init = Option.defaultValue init declared
                 Kind = kind
                 DType = dtype
+                Declared = declared.IsSome
             }
 
     full
@@ -195,7 +270,20 @@ let fanInUniform (fanIn: int) =
 let trainable b span local shape init =
     local, addParam b span local shape init Trainable Float32
 
+/// A primitive layer; while it runs, init rules can name it by kind (`{ op = "linear" }`).
 let private primLayer name span run : Layer =
+    let run ctx input =
+        match ctx.Builder with
+        | Some b ->
+            let outer = b.Op
+            b.Op <- name
+
+            try
+                run ctx input
+            finally
+                b.Op <- outer
+        | None -> run ctx input
+
     {
         Name = name
         Kind = Prim run

@@ -199,6 +199,31 @@ let private layerExpr (g: Graph) (n: Node) =
     | Matmul _
     | Stack _ -> None
 
+/// An initialiser as `Init.…` source, to the last digit.
+let private initSource (i: Init) =
+    match i with
+    | Zeros -> "Init.zeros"
+    | Ones -> "Init.ones"
+    | Constant v -> sprintf "Init.constant (%s)" (float v)
+    | Normal(m, s) -> sprintf "Init.normal %s (mean = %s)" (float s) (float m)
+    | TruncNormal s -> sprintf "Init.truncNormal %s" (float s)
+    | Uniform(a, b) -> sprintf "Init.uniform (%s) (%s)" (float a) (float b)
+
+/// A layer whose parameters a declared init set keeps them: an `initPolicy` naming each one.
+let private withDeclaredInits (g: Graph) (n: Node) (layer: string) =
+    let declared =
+        n.Params
+        |> Map.toList
+        |> List.choose (fun (local, full) ->
+            g.Params
+            |> List.tryFind (fun p -> p.Name = full && p.Declared)
+            |> Option.map (fun p -> sprintf "{ param = \"%s\"; init = %s }" local (initSource p.Init)))
+
+    if declared.IsEmpty then
+        layer
+    else
+        sprintf "initPolicy [ %s ] (%s)" (String.concat "; " declared) layer
+
 /// Nodes that are not a layer of one input: written as a function run at the node's path.
 let private valueExpr (g: Graph) (n: Node) =
     let v = var g
@@ -300,7 +325,7 @@ let model (g: Graph) : string =
             let rhs =
                 match layerExpr g n, n.Inputs with
                 | Some l, [ i ] when reuses -> sprintf "%s |> tie \"%s\" (%s)" (var g i) n.Path l
-                | Some l, [ i ] -> sprintf "%s |> at \"%s\" (%s)" (var g i) n.Path l
+                | Some l, [ i ] -> sprintf "%s |> at \"%s\" (%s)" (var g i) n.Path (withDeclaredInits g n l)
                 | _ -> valueExpr g n
 
             sb.AppendLine(sprintf "    let %s = %s" (var g n.Id) rhs) |> ignore

@@ -8,6 +8,28 @@ open Dsl.Syntax
 open Dsl.Diagnostics
 open Dsl.Ir
 
+/// A declared initialiser, resolved against each parameter's shape when it is made
+/// (Primitives.addParam): fan-based ones need the parameter's fan-in and fan-out.
+type InitSpec =
+    | ExactInit of Init
+    | Xavier of normal: bool * gain: float
+    | Kaiming of normal: bool * gain: float * fanOut: bool
+
+/// One rule of an init policy: which parameters (a glob over the full name, the primitive's
+/// kind, a glob over the name within the primitive, biases or not) start how.
+type InitRule =
+    {
+        Path: string option
+        Op: string option
+        Param: string option
+        /// Some true: biases only; Some false: everything but biases.
+        Biases: bool option
+        Spec: InitSpec
+        Span: Span
+        /// A primitive's own `init`/`biasInit`: it must reach one of that primitive's parameters.
+        Owner: string option
+    }
+
 /// The graph under construction while one model is elaborated.
 type Builder =
     {
@@ -23,6 +45,12 @@ type Builder =
         mutable Counters: int ref list
         /// Inside a second application of a `shared` layer: reuse parameters instead of creating them.
         mutable Reuse: bool
+        /// The init policies in force, innermost first; within one, a later rule wins.
+        mutable InitRules: InitRule list list
+        /// The kind of the primitive making parameters now ("linear", "conv", …).
+        mutable Op: string
+        /// How many parameters a declared rule has initialised so far.
+        mutable Declared: int
     }
 
 type Ctx =
@@ -82,6 +110,8 @@ and LayerKind =
     /// Runs the layer at an absolute scope path on the parameters already there (tied weights,
     /// e.g. an output projection on the token embedding's table).
     | Tie of string list * Layer
+    /// Runs the layer with an init policy in force (`initPolicy`, or a primitive's `init`).
+    | WithInit of InitRule list * Layer
 
 let describe v =
     match v with

@@ -396,6 +396,7 @@ let private once (g: Graph) : (Graph * WeightMap) option =
                             Init = fanInUniform fanIn
                             Kind = Trainable
                             DType = Float32
+                            Declared = false
                         }
 
                     newParams.Add(spec w ([ t.Out; t.In / groups ] @ t.Kernel))

@@ -57,6 +57,7 @@ type ShowArgs =
     | Ir
     | Source
     | Groups
+    | Init
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -66,6 +67,8 @@ type ShowArgs =
             | Ir -> "print the IR as JSON instead of the table"
             | Source -> "print the model back as .dsl source"
             | Groups -> "print the dependency groups: which axes of which parameters shrink together (prune, subclone)"
+            | Init ->
+                "print each parameter's initialiser, and whether the model declared it or it is the primitive's default"
 
 type TrainArgs =
     | [<MainCommand; ExactlyOnce; FilePath>] File of path: string

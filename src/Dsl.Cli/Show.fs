@@ -126,6 +126,36 @@ let groups (g: Graph) =
 
         printfn "    %s" (String.concat ", " weights)
 
+/// Each parameter's initialiser as PyTorch's torch.nn.init would name it.
+let private initText (i: Init) =
+    match i with
+    | Zeros -> "zeros"
+    | Ones -> "ones"
+    | Constant v -> sprintf "constant(%g)" v
+    | Normal(m, s) -> sprintf "normal(mean=%g, std=%g)" m s
+    | TruncNormal s -> sprintf "trunc_normal(std=%g, ±2σ)" s
+    | Uniform(a, b) -> sprintf "uniform(%g, %g)" a b
+
+let inits (g: Graph) =
+    let t = Table().Border(TableBorder.Simple)
+    t.AddColumn("parameter") |> ignore
+    t.AddColumn("shape") |> ignore
+    t.AddColumn("init") |> ignore
+    t.AddColumn("from") |> ignore
+
+    for p in g.Params do
+        t.AddRow(
+            Markup.Escape p.Name,
+            Markup.Escape("[" + (p.Shape |> List.map string |> String.concat ", ") + "]"),
+            Markup.Escape(initText p.Init),
+            (if p.Kind = Buffer then "buffer"
+             elif p.Declared then "declared"
+             else "default")
+        )
+        |> ignore
+
+    AnsiConsole.Write t
+
 let show (args: ParseResults<ShowArgs>) =
     let c = checkedOrExit (args.GetResult ShowArgs.File)
     let g = modelOrExit c (args.TryGetResult ShowArgs.Model)
@@ -136,6 +166,8 @@ let show (args: ParseResults<ShowArgs>) =
         printf "%s" (Print.model g)
     elif args.Contains ShowArgs.Groups then
         groups g
+    elif args.Contains ShowArgs.Init then
+        inits g
     else
         AnsiConsole.MarkupLine(sprintf "model [bold]%s[/]: MACs are per sample" (Markup.Escape g.Name))
         AnsiConsole.Write(table g)

@@ -24,6 +24,7 @@ module Graphs =
             Init = init
             Kind = kind
             DType = dtype
+            Declared = false
         }
 
     let trainable name shape init = param name shape init Trainable Float32
