@@ -333,6 +333,29 @@ type ReinforceArgs =
             | Max_Pixels _ ->
                 "skip (and count) images whose header declares more pixels, before decoding them (default: DSL_MAX_PIXELS, else 64000000)"
 
+type ExportArgs =
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
+    | Model of name: string
+    | Checkpoint of dir: string
+    | [<Mandatory>] Format of format: string
+    | [<Mandatory; FilePath>] Out of path: string
+    | [<AtLeast 1.0>] Opset of version: int
+    | Dynamic_Batch
+    | [<AtLeast 0.0>] Seed of seed: int
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file"
+            | Model _ -> "the model (default: the first with a train block, else the first)"
+            | Checkpoint _ ->
+                "checkpoint directory whose weights to export (default: the model's seeded initial weights)"
+            | Format _ -> "onnx"
+            | Out _ -> "the file to write (never over a file dsl export did not write)"
+            | Opset _ -> "onnx: the ONNX opset, 17 to 21 (default 17)"
+            | Dynamic_Batch -> "onnx: a symbolic batch axis B (default: batch fixed at 1)"
+            | Seed _ -> "without --checkpoint: the seed of the initial weights (default 0)"
+
 // No [<RequireSubcommand>]: `dsl --version` has none (Program.run asks for one otherwise).
 type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
@@ -345,6 +368,7 @@ type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Transform of ParseResults<TransformArgs>
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataArgs>
     | [<CliPrefix(CliPrefix.None)>] Reinforce of ParseResults<ReinforceArgs>
+    | [<CliPrefix(CliPrefix.None)>] Export of ParseResults<ExportArgs>
     | Version
 
     interface IArgParserTemplate with
@@ -362,4 +386,5 @@ type DslArgs =
             | Data _ -> "make data sets (fashion-captions, catlip-labels, bible-kjv)"
             | Reinforce _ ->
                 "store teacher embeddings of augmented images and captions for MobileCLIP's reinforced training"
+            | Export _ -> "write a model as ONNX, from its IR (seeded initial weights or a checkpoint's)"
             | Version -> "print the version"
