@@ -72,6 +72,21 @@ let private onnx (g: Graph) (args: ParseResults<ExportArgs>) =
 
     0
 
+/// The model's weights (seeded, or a checkpoint's) under a source's names and shapes.
+let private safetensors (g: Graph) (args: ParseResults<ExportArgs>) =
+    let out = args.GetResult ExportArgs.Out
+    let convention = NameConvention.For(args.GetResult(ExportArgs.Names, defaultValue = "torch"))
+    use model = new GraphModule(g, int64 (args.GetResult(ExportArgs.Seed, defaultValue = 0)))
+
+    match args.TryGetResult ExportArgs.Checkpoint with
+    | Some dir -> loadWeights model dir |> ignore
+    | None -> ()
+
+    let tensors = WeightImport.Export(model.state_dict (), convention)
+    WeightImport.WriteSafetensors(out, tensors)
+    printfn "%s: wrote %s (%d tensors, %s names)" g.Name out tensors.Count convention.Source
+    0
+
 let run (args: ParseResults<ExportArgs>) =
     let file = args.GetResult ExportArgs.File
     let c = checkedOrExit file
@@ -79,4 +94,5 @@ let run (args: ParseResults<ExportArgs>) =
 
     match args.GetResult ExportArgs.Format with
     | "onnx" -> onnx g args
-    | other -> fail "error: --format must be onnx, got '%s'" other
+    | "safetensors" -> safetensors g args
+    | other -> fail "error: --format must be onnx or safetensors, got '%s'" other

@@ -27,6 +27,7 @@ let private run (parser: ArgumentParser<DslArgs>) (args: ParseResults<DslArgs>) 
     | Some(Reinforce a) -> ImageText.reinforce a
     | Some(Data a) -> Data.run a
     | Some(Export a) -> Export.run a
+    | Some(Import a) -> Import.run a
     | Some Version -> version ()
 
 let rec private userMessage (e: exn) =
