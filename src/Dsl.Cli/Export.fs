@@ -75,8 +75,12 @@ let private onnx (g: Graph) (args: ParseResults<ExportArgs>) =
 /// The model's weights (seeded, or a checkpoint's) under a source's names and shapes.
 let private safetensors (g: Graph) (args: ParseResults<ExportArgs>) =
     let out = args.GetResult ExportArgs.Out
-    let convention = NameConvention.For(args.GetResult(ExportArgs.Names, defaultValue = "torch"))
-    use model = new GraphModule(g, int64 (args.GetResult(ExportArgs.Seed, defaultValue = 0)))
+
+    let convention =
+        NameConvention.For(args.GetResult(ExportArgs.Names, defaultValue = "torch"))
+
+    use model =
+        new GraphModule(g, int64 (args.GetResult(ExportArgs.Seed, defaultValue = 0)))
 
     match args.TryGetResult ExportArgs.Checkpoint with
     | Some dir -> loadWeights model dir |> ignore

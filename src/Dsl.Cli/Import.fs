@@ -55,7 +55,14 @@ let run (args: ParseResults<ImportArgs>) =
                 Extra = Dictionary(dict [ "transform", "import"; "from", source; "weights", Path.GetFullPath weights ])
             )
 
-        Checkpoint.Save(Path.Combine(out, "checkpoint"), model.state_dict (), Dictionary<string, torch.Tensor>(), meta, 1)
+        Checkpoint.Save(
+            Path.Combine(out, "checkpoint"),
+            model.state_dict (),
+            Dictionary<string, torch.Tensor>(),
+            meta,
+            1
+        )
+
         printfn "%s: wrote %s" g.Name (Path.Combine(out, "checkpoint"))
         0
     finally
