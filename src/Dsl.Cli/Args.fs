@@ -339,6 +339,48 @@ type ReinforceArgs =
             | Max_Pixels _ ->
                 "skip (and count) images whose header declares more pixels, before decoding them (default: DSL_MAX_PIXELS, else 64000000)"
 
+type ExportArgs =
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
+    | Model of name: string
+    | Checkpoint of dir: string
+    | [<Mandatory>] Format of format: string
+    | [<Mandatory; FilePath>] Out of path: string
+    | [<AtLeast 1.0>] Opset of version: int
+    | Dynamic_Batch
+    | Names of source: string
+    | [<AtLeast 0.0>] Seed of seed: int
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file"
+            | Model _ -> "the model (default: the first with a train block, else the first)"
+            | Checkpoint _ ->
+                "checkpoint directory whose weights to export (default: the model's seeded initial weights)"
+            | Format _ -> "onnx, or safetensors (a state dict under --names' convention)"
+            | Out _ -> "the file to write (never over a file dsl export did not write)"
+            | Opset _ -> "onnx: the ONNX opset, 17 to 21 (default 17)"
+            | Dynamic_Batch -> "onnx: a symbolic batch axis B (default: batch fixed at 1)"
+            | Names _ -> "safetensors: the naming convention, torch (dsl's own) or timm (default torch)"
+            | Seed _ -> "without --checkpoint: the seed of the initial weights (default 0)"
+
+type ImportArgs =
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
+    | Model of name: string
+    | [<Mandatory; FilePath 1>] From of source: string * weights: string
+    | [<Mandatory>] Out of dir: string
+    | Ignore of pattern: string
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file"
+            | Model _ -> "the model (default: the first with a train block, else the first)"
+            | From _ -> "the naming convention (torch or timm) and the .safetensors state dict to read"
+            | Out _ -> "where to write the checkpoint (a folder dsl import or dsl transform made, or a new one)"
+            | Ignore _ ->
+                "a missing or unused key that is not an error: a regular expression matching the whole key (repeatable)"
+
 // No [<RequireSubcommand>]: `dsl --version` has none (Program.run asks for one otherwise).
 type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
@@ -351,6 +393,8 @@ type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Transform of ParseResults<TransformArgs>
     | [<CliPrefix(CliPrefix.None)>] Data of ParseResults<DataArgs>
     | [<CliPrefix(CliPrefix.None)>] Reinforce of ParseResults<ReinforceArgs>
+    | [<CliPrefix(CliPrefix.None)>] Export of ParseResults<ExportArgs>
+    | [<CliPrefix(CliPrefix.None)>] Import of ParseResults<ImportArgs>
     | Version
 
     interface IArgParserTemplate with
@@ -368,4 +412,6 @@ type DslArgs =
             | Data _ -> "make data sets (fashion-captions, catlip-labels, bible-kjv)"
             | Reinforce _ ->
                 "store teacher embeddings of augmented images and captions for MobileCLIP's reinforced training"
+            | Export _ -> "write a model as ONNX from its IR, or its weights as safetensors under torch or timm names"
+            | Import _ -> "fill a model's weights from another tool's safetensors state dict (torch or timm names)"
             | Version -> "print the version"

@@ -26,6 +26,8 @@ let private run (parser: ArgumentParser<DslArgs>) (args: ParseResults<DslArgs>) 
     | Some(Transform a) -> Transform.run a
     | Some(Reinforce a) -> ImageText.reinforce a
     | Some(Data a) -> Data.run a
+    | Some(Export a) -> Export.run a
+    | Some(Import a) -> Import.run a
     | Some Version -> version ()
 
 let rec private userMessage (e: exn) =
@@ -36,6 +38,7 @@ let rec private userMessage (e: exn) =
     | :? Dsl.Runtime.Data.DataError
     | :? Dsl.Runtime.Checkpoints.CheckpointError
     | :? Dsl.Runtime.Checkpoints.OutputFolderError
+    | :? Dsl.Runtime.Interop.InteropError
     | :? Dsl.Runtime.Emit.ShapeMismatchError
     | :? Dsl.Runtime.Generation.DecodingError -> Some("error: " + e.Message)
     | :? IO.FileNotFoundException as f -> Some(sprintf "%s: error: no such file" f.FileName)

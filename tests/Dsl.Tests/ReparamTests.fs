@@ -14,8 +14,9 @@ open Dsl.Runtime.Emit
 open Dsl.Runtime.Transforms
 open Dsl.Tests.Support
 
-/// Non-trivial BatchNorm statistics/affines and layer scales, so that every fold matters.
-let private randomise (m: GraphModule) (generator: torch.Generator) =
+/// Non-trivial BatchNorm statistics/affines and layer scales, so that every fold matters (the
+/// ONNX tests use it too).
+let randomise (m: GraphModule) (generator: torch.Generator) =
     use _ = torch.no_grad ()
     let state = m.state_dict ()
 

@@ -1,0 +1,536 @@
+/// IR → ONNX, read off the IR (no tracing): one rule per op, in one exhaustive match over
+/// `Ir.Op`, so a new op without an export rule does not compile (incomplete matches are errors
+/// here: TreatWarningsAsErrors). Each rule computes what the op's TorchSharp kernel
+/// (src/Dsl.Runtime/Emit) computes in eval mode, from standard ONNX operators of opsets 17–21.
+/// An op that cannot be expressed stops the export with a diagnostic at the op's source span.
+module Dsl.Cli.OnnxExport
+
+open System
+open System.Collections.Generic
+open Dsl
+open Dsl.Ir
+open Dsl.Runtime.Interop
+open Dsl.Cli.Report
+
+type Options =
+    {
+        Opset: int
+        /// The batch axis as the symbolic dimension "B"; otherwise fixed at 1.
+        DynamicBatch: bool
+    }
+
+let minOpset = 17
+let maxOpset = 21
+
+/// A protobuf message holds at most 2 GiB; the graph's weights are most of it.
+let maxBytes = 2L * 1024L * 1024L * 1024L - 64L * 1024L * 1024L
+
+/// Stops before any tensor is allocated when the weights alone do not fit in one ONNX file.
+let checkSize (g: Graph) =
+    let bytes = paramBytes g
+
+    if bytes > maxBytes then
+        fail
+            "error: model '%s' has %s bytes of parameters; one ONNX file (a protobuf message, without external data) holds at most 2 GiB"
+            g.Name
+            (bytes.ToString("N0", Globalization.CultureInfo.InvariantCulture))
+
+let private located (n: Node) fmt =
+    Printf.ksprintf
+        (fun msg ->
+            raise (
+                UserError(
+                    Diagnostics.format (
+                        Diagnostics.diagnostic n.Span (sprintf "%s cannot be exported to ONNX: %s" (opKind n.Op) msg)
+                    )
+                )
+            ))
+        fmt
+
+let private axisList (values: int list) (axes: int) (fallback: int64 list) =
+    match values with
+    | [] -> fallback
+    | [ v ] -> List.replicate axes (int64 v)
+    | vs -> vs |> List.map int64
+
+/// RoPE's cos and sin for positions 0 … tokens − 1, [tokens, headDim] in the rotate-half layout,
+/// computed in float64 and rounded to float32 as AttentionCore.RotaryTables does.
+let private rotaryTables (tokens: int) (headDim: int) (theta: float) =
+    let half = headDim / 2
+
+    let inverse =
+        Array.init half (fun i -> Math.Pow(theta, -(float (2 * i)) / float headDim))
+
+    let angle t j = float t * inverse[j % half]
+
+    let table f =
+        [|
+            for t in 0 .. tokens - 1 do
+                for j in 0 .. headDim - 1 -> float32 (f (angle t j))
+        |]
+
+    table Math.Cos, table Math.Sin
+
+/// Each output's ONNX name: its own, unless an input has that name too (a dual encoder's `image`
+/// input and `image` embedding), since ONNX names every value once; then `<name>_output`.
+let outputNames (g: Graph) =
+    let taken = HashSet<string>(g.Inputs |> List.map fst, StringComparer.Ordinal)
+
+    [
+        for name, _ in g.Outputs ->
+            let mutable candidate = name
+            let mutable k = 1
+
+            while taken.Contains candidate do
+                candidate <-
+                    if k = 1 then
+                        name + "_output"
+                    else
+                        sprintf "%s_output%d" name k
+
+                k <- k + 1
+
+            taken.Add candidate |> ignore
+            name, candidate
+    ]
+
+/// The ONNX graph of `g` with `weights` (parameter name → tensor, e.g. a module's state_dict) as
+/// initialisers under their own names; inputs and outputs keep the model's names.
+let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tensor>) (options: Options) =
+    let onnx = OnnxGraph g.Name
+    let nodes = List.toArray g.Nodes
+    let values = Array.create nodes.Length ""
+    let opset = options.Opset
+    let specs = g.Params |> List.map (fun p -> p.Name, p) |> Map.ofList
+
+    let dimOf (d: Dim) =
+        match d with
+        | Known n -> OnnxDim.Fixed(int64 n)
+        | Sym s when s = "B" && not options.DynamicBatch -> OnnxDim.Fixed 1L
+        | Sym s -> OnnxDim.Symbolic s
+
+    let rec elementOf (id: int) =
+        let n = nodes[id]
+
+        match n.Op with
+        | Input(_, TokensInput) -> OnnxElement.Int64
+        | Parameter ->
+            match n.Params |> Map.toList with
+            | [ _, full ] when specs[full].DType = Int64 -> OnnxElement.Int64
+            | _ -> OnnxElement.Float
+        | Embedding _
+        | SelectWhere _
+        | Input _ -> OnnxElement.Float
+        | _ when not n.Inputs.IsEmpty -> elementOf n.Inputs.Head
+        | _ -> OnnxElement.Float
+
+    // Small helpers over the builder.
+    let node op (inputs: string list) (attrs: OnnxAttribute list) =
+        onnx.Node(op, List.toArray inputs, List.toArray attrs)
+
+    let ints hint (xs: int64 list) =
+        onnx.Constant(hint, List.toArray xs, [| int64 xs.Length |])
+
+    let scalar (f: float) =
+        onnx.Constant("const", [| float32 f |], Array.empty<int64>)
+
+    let shaped hint (xs: float32[]) (dims: int64 list) =
+        onnx.Constant(hint, xs, List.toArray dims)
+
+    let reduce op x (axes: int64 list) (keep: bool) =
+        let keepdims = OnnxAttribute.Int("keepdims", (if keep then 1L else 0L))
+
+        if opset >= 18 then
+            node op [ x; ints "axes" axes ] [ keepdims ]
+        else
+            node op [ x ] [ OnnxAttribute.Ints("axes", List.toArray axes); keepdims ]
+
+    let slice x (starts: int64 list) (ends: int64 list) (axes: int64 list) =
+        node "Slice" [ x; ints "starts" starts; ints "ends" ends; ints "axes" axes ] []
+
+    let transpose x (perm: int64 list) =
+        node "Transpose" [ x ] [ OnnxAttribute.Ints("perm", List.toArray perm) ]
+
+    let reshape x (shape: int64 list) =
+        node "Reshape" [ x; ints "shape" shape ] []
+
+    let add a b = node "Add" [ a; b ] []
+    let mul a b = node "Mul" [ a; b ] []
+
+    /// A parameter of node n by its local name, as an initialiser (added on first use).
+    let param (n: Node) (local: string) =
+        match n.Params.TryFind local with
+        | None -> failwithf "internal error: node %d ('%s') has no parameter '%s'" n.Id n.Path local
+        | Some full ->
+            if not (onnx.IsDefined full) then
+                match weights.TryGetValue full with
+                | true, t -> onnx.Initializer(full, t)
+                | _ -> failwithf "internal error: no weights for parameter '%s'" full
+
+            full
+
+    let optionalParam (n: Node) (local: string) =
+        if n.Params.ContainsKey local then
+            Some(param n local)
+        else
+            None
+
+    /// x · Wᵀ + b over the last axis (Gemm for a matrix, MatMul otherwise).
+    let linear x (w: string) (b: string option) (rank: int) =
+        if rank = 2 then
+            node "Gemm" (x :: w :: Option.toList b) [ OnnxAttribute.Int("transB", 1L) ]
+        else
+            let product = node "MatMul" [ x; transpose w [ 1L; 0L ] ] []
+
+            match b with
+            | Some b -> add product b
+            | None -> product
+
+    /// x / sqrt(mean(x², last axis) + eps) · w.
+    let rmsNorm x (w: string) (eps: float) =
+        let meanSquare = reduce "ReduceMean" (mul x x) [ -1L ] true
+
+        let inverse =
+            node "Reciprocal" [ node "Sqrt" [ add meanSquare (scalar eps) ] [] ] []
+
+        mul (mul x inverse) w
+
+    let layerNorm x (scale: string) (bias: string option) (eps: float) =
+        node
+            "LayerNormalization"
+            (x :: scale :: Option.toList bias)
+            [ OnnxAttribute.Int("axis", -1L); OnnxAttribute.Float("epsilon", float32 eps) ]
+
+    let activation (a: Activation) x =
+        match a with
+        | Relu -> node "Relu" [ x ] []
+        | Gelu when opset >= 20 -> node "Gelu" [ x ] []
+        | Gelu ->
+            let erf = node "Erf" [ node "Div" [ x; scalar (sqrt 2.0) ] [] ] []
+            mul (mul x (add erf (scalar 1.0))) (scalar 0.5)
+        | GeluTanh when opset >= 20 -> node "Gelu" [ x ] [ OnnxAttribute.String("approximate", "tanh") ]
+        | GeluTanh ->
+            let cube = mul (mul x x) x
+            let inner = mul (add x (mul cube (scalar 0.044715))) (scalar (sqrt (2.0 / Math.PI)))
+            mul (mul x (add (node "Tanh" [ inner ] []) (scalar 1.0))) (scalar 0.5)
+        | Silu -> mul x (node "Sigmoid" [ x ] [])
+        | Sigmoid -> node "Sigmoid" [ x ] []
+        | Tanh -> node "Tanh" [ x ] []
+        | Hardswish -> node "HardSwish" [ x ] []
+        | Identity -> node "Identity" [ x ] []
+
+    let attention (n: Node) (a: AttentionAttrs) x (tokens: Dim) =
+        let hd = int64 a.HeadDim
+        let heads = int64 a.Heads
+        let kvHeads = int64 a.KvHeads
+
+        let projected =
+            linear x (param n "qkv.weight") (if a.QkvBias then Some(param n "qkv.bias") else None) 3
+
+        let qWidth, kWidth = heads * hd, kvHeads * hd
+        let q = slice projected [ 0L ] [ qWidth ] [ -1L ]
+        let k = slice projected [ qWidth ] [ qWidth + kWidth ] [ -1L ]
+        let v = slice projected [ qWidth + kWidth ] [ qWidth + 2L * kWidth ] [ -1L ]
+
+        let q, k =
+            if a.QkLayerNorm then
+                layerNorm q (param n "q_norm.weight") None 1e-5, layerNorm k (param n "k_norm.weight") None 1e-5
+            else
+                q, k
+
+        let split t count =
+            transpose (reshape t [ 0L; 0L; count; hd ]) [ 0L; 2L; 1L; 3L ]
+
+        let q, k, v = split q heads, split k kvHeads, split v kvHeads
+
+        let q, k =
+            if a.QkNorm then
+                rmsNorm q (param n "q_norm.weight") 1e-6, rmsNorm k (param n "k_norm.weight") 1e-6
+            else
+                q, k
+
+        let q, k =
+            if a.Rope > 0.0 then
+                match tokens with
+                | Known t ->
+                    let cosTable, sinTable = rotaryTables t a.HeadDim a.Rope
+                    let cos = shaped "rope_cos" cosTable [ int64 t; hd ]
+                    let sin = shaped "rope_sin" sinTable [ int64 t; hd ]
+                    let half = hd / 2L
+
+                    let rotate t =
+                        let second = slice t [ half ] [ hd ] [ -1L ]
+                        let first = slice t [ 0L ] [ half ] [ -1L ]
+
+                        let rotated =
+                            node "Concat" [ node "Neg" [ second ] []; first ] [ OnnxAttribute.Int("axis", -1L) ]
+
+                        add (mul t cos) (mul rotated sin)
+
+                    rotate q, rotate k
+                | Sym s -> located n "rotary position tables need a known sequence length, not the symbolic %s" s
+            else
+                q, k
+
+        let repeat t =
+            if kvHeads = heads then
+                t
+            else
+                let grown =
+                    node
+                        "Expand"
+                        [
+                            node "Unsqueeze" [ t; ints "axes" [ 2L ] ] []
+                            ints "shape" [ 1L; 1L; heads / kvHeads; 1L; 1L ]
+                        ]
+                        []
+
+                reshape grown [ 0L; heads; -1L; hd ]
+
+        let k, v = repeat k, repeat v
+
+        let scores =
+            mul (node "MatMul" [ q; transpose k [ 0L; 1L; 3L; 2L ] ] []) (scalar (1.0 / sqrt (float hd)))
+
+        let scores =
+            match tokens with
+            | Known t when a.Causal && t > 1 ->
+                let mask =
+                    [|
+                        for i in 0 .. t - 1 do
+                            for j in 0 .. t - 1 -> if j <= i then 0.0f else Single.NegativeInfinity
+                    |]
+
+                add scores (shaped "causal_mask" mask [ int64 t; int64 t ])
+            | Sym s when a.Causal -> located n "a causal mask needs a known sequence length, not the symbolic %s" s
+            | _ -> scores
+
+        let weights = node "Softmax" [ scores ] [ OnnxAttribute.Int("axis", -1L) ]
+        let attended = node "MatMul" [ weights; v ] []
+        let merged = reshape (transpose attended [ 0L; 2L; 1L; 3L ]) [ 0L; 0L; heads * hd ]
+        linear merged (param n "proj.weight") (if a.Bias then Some(param n "proj.bias") else None) 3
+
+    let rule (n: Node) =
+        let input i = values[n.Inputs[i]]
+        let inputShape i = nodes[n.Inputs[i]].Shape
+        let rank = n.Shape.Length
+
+        match n.Op with
+        | Input(name, kind) ->
+            let element =
+                match kind with
+                | TokensInput -> OnnxElement.Int64
+                | ImageInput
+                | TensorInput -> OnnxElement.Float
+
+            onnx.Input(name, element, n.Shape |> List.map dimOf |> List.toArray)
+            name
+        | Conv c ->
+            let stride = axisList c.Stride c.Dims (List.replicate c.Dims 1L)
+            let padding = axisList c.Padding c.Dims (List.replicate c.Dims 0L)
+            let paddingEnd = axisList c.PaddingEnd c.Dims padding
+            let dilation = axisList c.Dilation c.Dims (List.replicate c.Dims 1L)
+            let kernel = axisList c.Kernel c.Dims []
+
+            node
+                "Conv"
+                (input 0 :: param n "weight" :: (if c.Bias then [ param n "bias" ] else []))
+                [
+                    OnnxAttribute.Ints("kernel_shape", List.toArray kernel)
+                    OnnxAttribute.Ints("strides", List.toArray stride)
+                    OnnxAttribute.Ints("pads", List.toArray (padding @ paddingEnd))
+                    OnnxAttribute.Ints("dilations", List.toArray dilation)
+                    OnnxAttribute.Int("group", int64 c.Groups)
+                ]
+        | Linear(_, _, bias) ->
+            linear (input 0) (param n "weight") (if bias then Some(param n "bias") else None) (inputShape 0).Length
+        | BatchNorm(channels, eps, _) ->
+            let ones = lazy (shaped "ones" (Array.create channels 1.0f) [ int64 channels ])
+            let zeros = lazy (shaped "zeros" (Array.create channels 0.0f) [ int64 channels ])
+
+            node
+                "BatchNormalization"
+                [
+                    input 0
+                    optionalParam n "weight" |> Option.defaultWith ones.Force
+                    optionalParam n "bias" |> Option.defaultWith zeros.Force
+                    param n "running_mean"
+                    param n "running_var"
+                ]
+                [ OnnxAttribute.Float("epsilon", float32 eps) ]
+        | LayerNorm(features, eps, affine, bias) ->
+            let scale =
+                if affine then
+                    param n "weight"
+                else
+                    shaped "ones" (Array.create features 1.0f) [ int64 features ]
+
+            layerNorm (input 0) scale (if affine && bias then Some(param n "bias") else None) eps
+        | RmsNorm(_, eps) -> rmsNorm (input 0) (param n "weight") eps
+        | GroupNorm(groups, channels, eps) ->
+            let x = input 0
+            let grouped = reshape x [ 0L; int64 groups; -1L ]
+            let centred = node "Sub" [ grouped; reduce "ReduceMean" grouped [ 2L ] true ] []
+            let variance = reduce "ReduceMean" (mul centred centred) [ 2L ] true
+
+            let normalised =
+                node "Div" [ centred; node "Sqrt" [ add variance (scalar eps) ] [] ] []
+
+            let restored = node "Reshape" [ normalised; node "Shape" [ x ] [] ] []
+            let aligned = int64 channels :: List.replicate (rank - 2) 1L
+
+            let scaled =
+                match optionalParam n "weight" with
+                | Some w -> mul restored (reshape w aligned)
+                | None -> restored
+
+            match optionalParam n "bias" with
+            | Some b -> add scaled (reshape b aligned)
+            | None -> scaled
+        | Act a -> activation a (input 0)
+        | Dropout _
+        | DropPath _ -> node "Identity" [ input 0 ] []
+        | Pool p ->
+            let axes = p.Kernel.Length
+            let kernel = p.Kernel |> List.map int64
+            let stride = axisList p.Stride axes kernel
+            let padding = axisList p.Padding axes (List.replicate axes 0L)
+
+            let common =
+                [
+                    OnnxAttribute.Ints("kernel_shape", List.toArray kernel)
+                    OnnxAttribute.Ints("strides", List.toArray stride)
+                    OnnxAttribute.Ints("pads", List.toArray (padding @ padding))
+                ]
+
+            match p.Kind with
+            | MaxPool -> node "MaxPool" [ input 0 ] common
+            | AvgPool -> node "AveragePool" [ input 0 ] (OnnxAttribute.Int("count_include_pad", 1L) :: common)
+        | GlobalPool kind ->
+            let inputRank = (inputShape 0).Length
+
+            if inputRank = 2 then
+                node "Identity" [ input 0 ] []
+            else
+                let axes = [ 2L .. int64 inputRank - 1L ]
+
+                match kind with
+                | MaxPool -> reduce "ReduceMax" (input 0) axes false
+                | AvgPool -> reduce "ReduceMean" (input 0) axes false
+        | Flatten -> node "Flatten" [ input 0 ] [ OnnxAttribute.Int("axis", 1L) ]
+        | Reshape target -> reshape (input 0) (0L :: (target |> List.map int64))
+        | Permute perm -> transpose (input 0) (perm |> List.map int64)
+        | ImageToTokens -> transpose (reshape (input 0) [ 0L; 0L; -1L ]) [ 0L; 2L; 1L ]
+        | TokensToImage(height, width) ->
+            reshape (transpose (input 0) [ 0L; 2L; 1L ]) [ 0L; 0L; int64 height; int64 width ]
+        | Embedding _ -> node "Gather" [ param n "weight"; input 0 ] [ OnnxAttribute.Int("axis", 0L) ]
+        | PositionalEmbedding(length, _) ->
+            let weight = param n "weight"
+
+            let rows =
+                match (inputShape 0)[1] with
+                | Known t when t = length -> weight
+                | Known t -> slice weight [ 0L ] [ int64 t ] [ 0L ]
+                | Sym _ ->
+                    let tokens =
+                        node "Shape" [ input 0 ] [ OnnxAttribute.Int("start", 1L); OnnxAttribute.Int("end", 2L) ]
+
+                    node "Slice" [ weight; ints "starts" [ 0L ]; tokens; ints "axes" [ 0L ] ] []
+
+            add (input 0) rows
+        | SelfAttention a -> attention n a (input 0) (List.item 1 (inputShape 0))
+        | Add -> n.Inputs |> List.map (fun i -> values[i]) |> List.reduce add
+        | Mul -> n.Inputs |> List.map (fun i -> values[i]) |> List.reduce mul
+        | Concat axis ->
+            node "Concat" (n.Inputs |> List.map (fun i -> values[i])) [ OnnxAttribute.Int("axis", int64 axis) ]
+        | LayerScale(channels, axis) ->
+            let aligned =
+                List.init rank (fun a ->
+                    if a = (if axis < 0 then rank + axis else axis) then
+                        int64 channels
+                    else
+                        1L)
+
+            mul (input 0) (reshape (param n "gamma") aligned)
+        | Parameter ->
+            match n.Params |> Map.toList with
+            | [ local, _ ] -> node "Identity" [ param n local ] []
+            | ps -> failwithf "internal error: parameter node %d names %d parameters" n.Id ps.Length
+        | Normalize axis ->
+            let norm = reduce "ReduceL2" (input 0) [ int64 axis ] true
+            node "Div" [ input 0; node "Max" [ norm; scalar 1e-12 ] [] ] []
+        | Scale factor -> mul (input 0) (scalar factor)
+        | SelectToken index ->
+            node
+                "Gather"
+                [ input 0; onnx.Constant("index", [| int64 index |], Array.empty<int64>) ]
+                [ OnnxAttribute.Int("axis", 1L) ]
+        | SelectWhere token ->
+            let tokens = inputShape 0
+
+            let last =
+                match tokens[1] with
+                | Known t -> int64 t - 1L
+                | Sym s ->
+                    located n "the fallback to the last position needs a known sequence length, not the symbolic %s" s
+
+            let dim =
+                match tokens[2] with
+                | Known d -> int64 d
+                | Sym s -> located n "the feature axis must have a known size, not the symbolic %s" s
+
+            let ids = input 1
+
+            let hit =
+                node "Equal" [ ids; onnx.Constant("token", [| int64 token |], Array.empty<int64>) ] []
+
+            let hitFloat =
+                node "Cast" [ hit ] [ OnnxAttribute.Int("to", int64 OnnxElement.Float) ]
+
+            let first =
+                node "ArgMax" [ hitFloat ] [ OnnxAttribute.Int("axis", 1L); OnnxAttribute.Int("keepdims", 0L) ]
+
+            let any = node "Greater" [ reduce "ReduceMax" hitFloat [ 1L ] false; scalar 0.0 ] []
+
+            let position =
+                node "Where" [ any; first; onnx.Constant("last", [| last |], Array.empty<int64>) ] []
+
+            let index =
+                node "Expand" [ reshape position [ -1L; 1L; 1L ]; ints "shape" [ 1L; 1L; dim ] ] []
+
+            let picked =
+                node "GatherElements" [ input 0; index ] [ OnnxAttribute.Int("axis", 1L) ]
+
+            node "Squeeze" [ picked; ints "axes" [ 1L ] ] []
+        | Narrow(axis, start, length) ->
+            let shape = inputShape 0
+            let axis = if axis < 0 then shape.Length + axis else axis
+
+            let start =
+                if start >= 0 then
+                    int64 start
+                else
+                    match shape[axis] with
+                    | Known size -> int64 (size + start)
+                    | Sym s -> located n "a start counted from the end of the symbolic axis %s" s
+
+            slice (input 0) [ start ] [ start + int64 length ] [ int64 axis ]
+
+    for n in nodes do
+        onnx.Scope <- sprintf "%s/%s" n.Path (opKind n.Op)
+        values[n.Id] <- rule n
+
+    onnx.Scope <- ""
+
+    for (_, id), (_, name) in List.zip g.Outputs (outputNames g) do
+        // A free parameter returned under its own name (CLIP's logit_scale) is its initialiser.
+        let isOwnParameter =
+            nodes[id].Op = Parameter
+            && nodes[id].Params |> Map.exists (fun _ full -> full = name)
+
+        if not isOwnParameter then
+            onnx.NodeTo("Identity", [| values[id] |], name)
+
+        onnx.Output(name, elementOf id, nodes[id].Shape |> List.map dimOf |> List.toArray)
+
+    onnx

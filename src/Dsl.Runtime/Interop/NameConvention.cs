@@ -1,0 +1,90 @@
+using System.Text.RegularExpressions;
+
+namespace Dsl.Runtime.Interop;
+
+/// <summary>
+/// One rule of a naming convention, matched against the whole of one of dsl's parameter names:
+/// a rename (a regular-expression replacement), unit axes the source adds around the same values
+/// (timm's [C, 1, 1] layer scales for dsl's [C]), or a buffer the source may lack
+/// (num_batches_tracked, which some state dicts drop).
+/// </summary>
+public sealed record NameRule(string Pattern, string? Replacement = null, int UnitAxesBefore = 0, int UnitAxesAfter = 0, bool Optional = false)
+{
+    public Regex Regex { get; } = new("^(?:" + Pattern + ")$", RegexOptions.CultureInvariant);
+}
+
+/// <summary>Where one of dsl's parameters lives in a source's state dict.</summary>
+public sealed record MappedName(string Ours, long[] OurShape, string Theirs, long[] TheirShape, bool Optional)
+{
+    public bool Renamed => Ours != Theirs;
+
+    public bool Reshaped => !OurShape.SequenceEqual(TheirShape);
+}
+
+/// <summary>
+/// A source's naming convention as data: one small table of rules per source. "torch" is dsl's
+/// own names (the keys of the equivalent PyTorch module); "timm" is pytorch-image-models' FastViT
+/// (timm/models/fastvit.py: LayerScale2d's gamma is [dim, 1, 1]) and VisionTransformer
+/// (timm/models/vision_transformer.py: pos_embed is a bare [1, N, D] parameter; with
+/// class_token=False, global_pool='avg', fc_norm=False as dsl's ViT), whose other keys are dsl's.
+/// </summary>
+public sealed class NameConvention
+{
+    private static readonly NameRule BatchesTracked = new(@"(.*\.)?num_batches_tracked", Optional: true);
+
+    public static readonly IReadOnlyDictionary<string, NameConvention> Known = new Dictionary<string, NameConvention>(StringComparer.Ordinal)
+    {
+        ["torch"] = new("torch", [BatchesTracked]),
+        ["timm"] = new(
+            "timm",
+            [
+                BatchesTracked,
+                new(@"(.*\.)?layer_scale(_[12])?\.gamma", UnitAxesAfter: 2),
+                new(@"pos_embed\.weight", Replacement: "pos_embed", UnitAxesBefore: 1),
+            ]),
+    };
+
+    public NameConvention(string source, IReadOnlyList<NameRule> rules)
+    {
+        Source = source;
+        Rules = rules;
+    }
+
+    public string Source { get; }
+
+    public IReadOnlyList<NameRule> Rules { get; }
+
+    /// <exception cref="InteropError">No convention has that name.</exception>
+    public static NameConvention For(string source) =>
+        Known.TryGetValue(source, out var convention)
+            ? convention
+            : throw new InteropError($"unknown naming convention '{source}' (known: {string.Join(", ", Known.Keys)})");
+
+    /// <summary>The source's name and shape of one of dsl's parameters: every matching rule applies.</summary>
+    public MappedName Map(string ours, long[] shape)
+    {
+        var theirs = ours;
+        var before = 0;
+        var after = 0;
+        var optional = false;
+        foreach (var rule in Rules)
+        {
+            if (!rule.Regex.IsMatch(ours))
+            {
+                continue;
+            }
+
+            if (rule.Replacement is { } replacement)
+            {
+                theirs = rule.Regex.Replace(ours, replacement);
+            }
+
+            before += rule.UnitAxesBefore;
+            after += rule.UnitAxesAfter;
+            optional |= rule.Optional;
+        }
+
+        var theirShape = Enumerable.Repeat(1L, before).Concat(shape).Concat(Enumerable.Repeat(1L, after)).ToArray();
+        return new MappedName(ours, shape, theirs, theirShape, optional);
+    }
+}
