@@ -118,6 +118,7 @@ let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tens
             match n.Params |> Map.toList with
             | [ _, full ] when specs[full].DType = Int64 -> OnnxElement.Int64
             | _ -> OnnxElement.Float
+        | ArgMax _ -> OnnxElement.Int64
         | Embedding _
         | SelectWhere _
         | Input _ -> OnnxElement.Float
@@ -515,6 +516,131 @@ let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tens
                     | Sym s -> located n "a start counted from the end of the symbolic axis %s" s
 
             slice (input 0) [ start ] [ start + int64 length ] [ int64 axis ]
+        | Unary fn ->
+            match fn with
+            | Exp -> node "Exp" [ input 0 ] []
+            | Log -> node "Log" [ input 0 ] []
+            | Sqrt -> node "Sqrt" [ input 0 ] []
+            | Rsqrt -> node "Reciprocal" [ node "Sqrt" [ input 0 ] [] ] []
+            | Abs -> node "Abs" [ input 0 ] []
+        | Pow exponent -> node "Pow" [ input 0; scalar exponent ] []
+        | Clamp(low, high) ->
+            let floor =
+                match low with
+                | Some v -> node "Max" [ input 0; scalar v ] []
+                | None -> input 0
+
+            match high with
+            | Some v -> node "Min" [ floor; scalar v ] []
+            | None -> floor
+        | AddScalar v -> add (input 0) (scalar v)
+        | Div -> node "Div" [ input 0; input 1 ] []
+        | Compare(kind, constant) ->
+            let other =
+                match constant with
+                | Some c -> scalar c
+                | None -> input 1
+
+            let op =
+                match kind with
+                | Less -> "Less"
+                | LessEqual -> "LessOrEqual"
+                | Greater -> "Greater"
+                | GreaterEqual -> "GreaterOrEqual"
+
+            node "Cast" [ node op [ input 0; other ] [] ] [ OnnxAttribute.Int("to", int64 OnnxElement.Float) ]
+        | Where ->
+            // The kernel takes x where cond is non-zero.
+            let cond = node "Not" [ node "Equal" [ input 0; scalar 0.0 ] [] ] []
+            node "Where" [ cond; input 1; input 2 ] []
+        | Matmul _ -> node "MatMul" [ input 0; input 1 ] []
+        | Softmax(axis, log) ->
+            node (if log then "LogSoftmax" else "Softmax") [ input 0 ] [ OnnxAttribute.Int("axis", int64 axis) ]
+        | Reduce(kind, axes, keep) ->
+            let axes = axes |> List.map int64
+
+            match kind with
+            // ReduceSum takes its axes as an input from opset 13, the others from 18.
+            | ReduceSum ->
+                node
+                    "ReduceSum"
+                    [ input 0; ints "axes" axes ]
+                    [ OnnxAttribute.Int("keepdims", (if keep then 1L else 0L)) ]
+            | ReduceMean -> reduce "ReduceMean" (input 0) axes keep
+            | ReduceMax -> reduce "ReduceMax" (input 0) axes keep
+            | ReduceMin -> reduce "ReduceMin" (input 0) axes keep
+        | ArgMax(axis, keep) ->
+            node
+                "ArgMax"
+                [ input 0 ]
+                [
+                    OnnxAttribute.Int("axis", int64 axis)
+                    OnnxAttribute.Int("keepdims", (if keep then 1L else 0L))
+                ]
+        | Transpose(a1, a2) ->
+            let perm =
+                List.init (inputShape 0).Length (fun i ->
+                    if i = a1 then int64 a2
+                    elif i = a2 then int64 a1
+                    else int64 i)
+
+            transpose (input 0) perm
+        | Stack axis ->
+            let grown =
+                n.Inputs
+                |> List.map (fun i -> node "Unsqueeze" [ values[i]; ints "axes" [ int64 axis ] ] [])
+
+            node "Concat" grown [ OnnxAttribute.Int("axis", int64 axis) ]
+        | StridedSlice(axis, start, stop, step) ->
+            node
+                "Slice"
+                [
+                    input 0
+                    ints "starts" [ int64 start ]
+                    ints "ends" [ int64 stop ]
+                    ints "axes" [ int64 axis ]
+                    ints "steps" [ int64 step ]
+                ]
+                []
+        | Expand shape -> node "Expand" [ input 0; ints "shape" (1L :: (shape |> List.map int64)) ] []
+        | Tile repeats -> node "Tile" [ input 0; ints "repeats" (1L :: (repeats |> List.map int64)) ] []
+        | Pad(pads, mode) ->
+            let lead = List.replicate (rank - pads.Length) 0L
+
+            let amounts =
+                lead
+                @ (pads |> List.map (fst >> int64))
+                @ lead
+                @ (pads |> List.map (snd >> int64))
+
+            match mode with
+            | ConstantPad v ->
+                node "Pad" [ input 0; ints "pads" amounts; scalar v ] [ OnnxAttribute.String("mode", "constant") ]
+            | ReflectPad -> node "Pad" [ input 0; ints "pads" amounts ] [ OnnxAttribute.String("mode", "reflect") ]
+        | LayerNormAxes(axes, shape, eps, affine, bias) ->
+            // Statistics over the chosen axes at each other position; the gain and bias are shaped
+            // as those axes, so they are reshaped to broadcast over the rest.
+            let axes64 = axes |> List.map int64
+            let centred = node "Sub" [ input 0; reduce "ReduceMean" (input 0) axes64 true ] []
+            let variance = reduce "ReduceMean" (mul centred centred) axes64 true
+            let normed = node "Div" [ centred; node "Sqrt" [ add variance (scalar eps) ] [] ] []
+
+            let aligned =
+                List.init rank (fun i ->
+                    match List.tryFindIndex ((=) i) axes with
+                    | Some k -> int64 shape[k]
+                    | None -> 1L)
+
+            let scaled =
+                if affine then
+                    mul normed (reshape (param n "weight") aligned)
+                else
+                    normed
+
+            if affine && bias then
+                add scaled (reshape (param n "bias") aligned)
+            else
+                scaled
 
     for n in nodes do
         onnx.Scope <- sprintf "%s/%s" n.Path (opKind n.Op)

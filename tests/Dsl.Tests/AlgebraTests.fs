@@ -18,13 +18,13 @@ open Dsl.Runtime.Emit
 open Dsl.Tests.Support
 
 /// What a sample expects of the dependency groups at its op.
-type private Grouping =
+type Grouping =
     /// Pruning every group by half shrinks an input or the output of the op (or its attributes).
     | Couples
     /// Some group holding an axis of the op (its output or an input) is fixed with this reason.
     | Refuses of reason: string
 
-type private Sample =
+type Sample =
     {
         Source: string
         /// Text docs/language.md must contain for the op.
@@ -46,7 +46,7 @@ let private sample source doc grouping =
     }
 
 /// One sample model per case of Ir.Op: adding a case without one fails the checklist.
-let private samples: Map<string, Sample> =
+let samples: Map<string, Sample> =
     Map.ofList
         [
             "Input", sample (tokens "relu") "Inputs: `image[C, H, W]`" (Refuses "a graph input")
