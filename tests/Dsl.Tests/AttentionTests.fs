@@ -61,6 +61,69 @@ let tests =
                 Expect.isLessThan (EmitTests.maxAbsDiff a b) 1e-5 "same outputs"
             }
 
+            test
+                "multi-head attention written from linear, matmul, softmax and layout ops equals the fused attention with the same weights" {
+                // bench/attention.dsl holds both (and bench/attention.sh times them).
+                let source =
+                    System.IO.File.ReadAllText(System.IO.Path.Combine(repoRoot.Value, "bench", "attention.dsl"))
+
+                let c = check source
+                Expect.isEmpty c.Diagnostics "bench/attention.dsl checks"
+
+                let graphOf name =
+                    c.Models |> List.find (fun (n, _) -> n = name) |> snd
+
+                use composed = new GraphModule(graphOf "composed", 1L)
+                use fused = new GraphModule(graphOf "fused", 2L)
+                let cs, fs = composed.state_dict (), fused.state_dict ()
+
+                let names (d: System.Collections.Generic.IDictionary<string, torch.Tensor>) =
+                    d.Keys |> Seq.sort |> List.ofSeq
+
+                // The fused layer is the model's first layer, so its parameters sit under "0.";
+                // the composed form names its projections itself.
+                let ours (name: string) = name.Substring "0.".Length
+                Expect.equal (names fs) (names cs |> List.map (fun n -> "0." + n)) "the same parameter names"
+
+                let copyAcross () =
+                    use _ = torch.no_grad ()
+
+                    for KeyValue(name, p) in fs do
+                        // Non-zero biases, so that each one's place shows.
+                        p.copy_ (torch.randn_like p * 0.2) |> ignore
+                        Expect.equal cs[ours name].shape p.shape (sprintf "%s: the same shape" name)
+                        cs[ours name].copy_ p |> ignore
+
+                copyAcross ()
+
+                use x = torch.randn (2L, 64L, 128L)
+
+                for training in [ false; true ] do
+                    composed.train training
+                    fused.train training
+                    use a = composed.forward x
+                    use b = fused.forward x
+
+                    Expect.isLessThan (EmitTests.maxAbsDiff a b) 1e-5 (sprintf "same outputs (training = %b)" training)
+
+                // The train step's gradients agree too.
+                use target = torch.randn (2L, 64L, 128L)
+
+                for m in [ composed; fused ] do
+                    m.zero_grad ()
+                    use loss = (m.forward x - target).square().mean()
+                    loss.backward ()
+
+                for KeyValue(name, p) in fs do
+                    let scale = p.grad.abs().max().item<float32>() |> float
+                    Expect.isGreaterThan scale 0.0 (sprintf "%s: a gradient" name)
+
+                    Expect.isLessThan
+                        (EmitTests.maxAbsDiff cs[ours name].grad p.grad / scale)
+                        1e-4
+                        (sprintf "%s: the same gradient" name)
+            }
+
             test "headDim decouples the head width from the model width: explicit attention over 3 heads of 8 on D = 20" {
                 use m = model "model m : tensor[5, 20] = attention 3 (headDim = 8)\n" 4L
                 Expect.equal (weight m "qkv.weight").shape [| 72L; 20L |] "q, k, v rows: 3 heads of 8 each"
