@@ -426,6 +426,7 @@ let private layers =
                 "qkNorm", VBool false
                 "qkLayerNorm", VBool false
                 "headDim", num 0
+                "dropout", flt 0.0
             ]
             (fun a s ->
                 attention
@@ -438,6 +439,7 @@ let private layers =
                     (asBool "attention" "qkNorm" a["qkNorm"])
                     (asBool "attention" "qkLayerNorm" a["qkLayerNorm"])
                     (asInt "attention" "headDim" a["headDim"])
+                    (asFloat "attention" "dropout" a["dropout"])
                     s)
         layerFn "layerScale" [] [ "init", flt 1e-5; "axis", VUnit ] (fun a s ->
             let axis =

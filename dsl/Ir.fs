@@ -123,6 +123,9 @@ type AttentionAttrs =
         /// Width of one head; Dim / Heads unless set (OpenELM fixes 64 while heads vary per
         /// layer, and pruning heads or the residual width changes one without the other).
         HeadDim: int
+        /// Dropout on the attention weights (after the softmax), in training only; the masks
+        /// come from the model's mask generator, as `dropout`'s do. 0 = none.
+        Dropout: float
     }
 
 /// Value-by-value functions of one tensor.

@@ -145,6 +145,9 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
 
         if a.Heads * a.HeadDim <> a.Dim then
             w.WriteNumber("headDim", a.HeadDim)
+
+        if a.Dropout <> 0.0 then
+            w.WriteNumber("dropout", a.Dropout)
     | Concat a -> w.WriteNumber("axis", a)
     | LayerScale(c, a) ->
         w.WriteNumber("channels", c)
@@ -434,6 +437,7 @@ let read (json: string) : Graph =
                     QkNorm = opt e "qkNorm" (fun v -> v.GetBoolean()) |> Option.defaultValue false
                     QkLayerNorm = opt e "qkLayerNorm" (fun v -> v.GetBoolean()) |> Option.defaultValue false
                     HeadDim = opt e "headDim" (fun v -> v.GetInt32()) |> Option.defaultValue (dim / heads)
+                    Dropout = opt e "dropout" (fun v -> v.GetDouble()) |> Option.defaultValue 0.0
                 }
         | "add" -> Add
         | "mul" -> Mul

@@ -920,7 +920,7 @@ let positionalEmbedding span : Layer =
 /// is grouped-query attention, `rope` > 0 rotates q and k per head with base θ = rope, and
 /// `qkNorm` RMS-normalises q and k per head (OpenELM, arXiv 2404.14619; apple/corenet); `qkLayerNorm` normalises
 /// q and k over their full width before the head split with a gain-only LayerNorm (OpenLM).
-let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim span : Layer =
+let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim dropout span : Layer =
     let run ctx input =
         let b = builderOf ctx span
         let t = tensorIn "attention" span input
@@ -955,6 +955,9 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim 
                     headDim
 
             let qkvRows = inner + 2 * kvHeads * headDim
+
+            if dropout < 0.0 || dropout >= 1.0 then
+                errorf span "attention: dropout must be in [0, 1), got %g" dropout
 
             if qkNorm && qkLayerNorm then
                 error span "attention: qkNorm (per head) and qkLayerNorm (full width) exclude each other; pick one"
@@ -995,6 +998,7 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim 
                     QkNorm = qkNorm
                     QkLayerNorm = qkLayerNorm
                     HeadDim = headDim
+                    Dropout = dropout
                 }
 
             addNode b span (SelfAttention attrs) [ t ] t.Shape ps

@@ -138,7 +138,7 @@ let private layerExpr (g: Graph) (n: Node) =
     | SelfAttention a ->
         Some(
             sprintf
-                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s%s"
+                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s%s%s"
                 a.Heads
                 (bool a.Causal)
                 (bool a.QkvBias)
@@ -155,6 +155,10 @@ let private layerExpr (g: Graph) (n: Node) =
                 (if a.QkLayerNorm then " (qkLayerNorm = true)" else "")
                 (if a.Heads * a.HeadDim <> a.Dim then
                      sprintf " (headDim = %d)" a.HeadDim
+                 else
+                     "")
+                (if a.Dropout <> 0.0 then
+                     sprintf " (dropout = %s)" (float a.Dropout)
                  else
                      "")
         )

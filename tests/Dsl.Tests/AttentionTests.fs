@@ -124,6 +124,82 @@ let tests =
                         (sprintf "%s: the same gradient" name)
             }
 
+            test
+                "dropout on the attention weights: identity in eval, in training the weights times a mask from the model's generator" {
+                use m =
+                    model "model m : tensor[5, 16] = attention 2 (causal = true) (dropout = 0.3)\n" 5L
+
+                use plain = model "model m : tensor[5, 16] = attention 2 (causal = true)\n" 6L
+
+                let names = [ "qkv.weight"; "qkv.bias"; "proj.weight"; "proj.bias" ]
+
+                let copyInto (target: GraphModule) randomise =
+                    use _ = torch.no_grad ()
+
+                    for name in names do
+                        if randomise then
+                            (weight m name).copy_(torch.randn_like (weight m name) * 0.3) |> ignore
+
+                        (weight target name).copy_(weight m name) |> ignore
+
+                copyInto plain true
+
+                use x = torch.randn (3L, 5L, 16L)
+                use evalOut = run m x
+                use plainOut = run plain x
+                Expect.isLessThan (EmitTests.maxAbsDiff evalOut plainOut) 1e-6 "no dropout in eval mode"
+
+                // The mask generator's state before the step gives the same masks here.
+                m.train ()
+                use generator = new torch.Generator(0UL)
+                generator.set_state (m.MaskGenerator.get_state ()) |> ignore
+                use trainOut = run m x
+                use _ = torch.no_grad ()
+
+                let qkv =
+                    torch.nn.functional
+                        .linear(x, weight m "qkv.weight", weight m "qkv.bias")
+                        .view(3L, 5L, 3L, 2L, 8L)
+                        .permute(2L, 0L, 3L, 1L, 4L)
+
+                let scores: torch.Tensor =
+                    torch.matmul (qkv[0], qkv[1].transpose(-1, -2)) / torch.tensor (sqrt 8.0)
+
+                let future = torch.ones(5L, 5L, dtype = torch.ScalarType.Bool).triu(1L)
+                let weights = scores.masked_fill(future, System.Double.NegativeInfinity).softmax(-1)
+                let mask = torch.empty(weights.shape).bernoulli_(0.7, generator) / 0.7
+
+                let merged =
+                    torch.matmul(weights * mask, qkv[2]).permute(0L, 2L, 1L, 3L).reshape(3L, 5L, 16L)
+
+                use expected =
+                    torch.nn.functional.linear (merged, weight m "proj.weight", weight m "proj.bias")
+
+                Expect.isLessThan (EmitTests.maxAbsDiff trainOut expected) 1e-5 "dropped-out weights times v"
+                Expect.isGreaterThan (EmitTests.maxAbsDiff trainOut evalOut) 1e-3 "training differs from eval"
+
+                // Seeded: the same seed gives the same masks.
+                use again =
+                    model "model m : tensor[5, 16] = attention 2 (causal = true) (dropout = 0.3)\n" 5L
+
+                copyInto again false
+
+                again.train ()
+                use againOut = run again x
+                Expect.isLessThan (EmitTests.maxAbsDiff againOut trainOut) 1e-6 "same seed, same masks"
+
+                let printed =
+                    Dsl.Print.model (graph "model m : tensor[5, 16] = attention 2 (dropout = 0.3)\n")
+
+                Expect.stringContains printed "(dropout = 0.3)" "printed back"
+
+                Expect.isTrue
+                    (errors "model m : tensor[5, 16] = attention 2 (dropout = 1.0)\n"
+                     |> List.exists (fun e ->
+                         e.StartsWith "1:" && e.Contains "attention: dropout must be in [0, 1), got 1"))
+                    "dropout 1 refused at its line"
+            }
+
             test "headDim decouples the head width from the model width: explicit attention over 3 heads of 8 on D = 20" {
                 use m = model "model m : tensor[5, 20] = attention 3 (headDim = 8)\n" 4L
                 Expect.equal (weight m "qkv.weight").shape [| 72L; 20L |] "q, k, v rows: 3 heads of 8 each"

@@ -63,6 +63,7 @@ module Graphs =
                 QkNorm = false
                 QkLayerNorm = false
                 HeadDim = 8
+                Dropout = 0.0
             }
 
         {
