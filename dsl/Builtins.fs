@@ -291,7 +291,14 @@ let private probability fn name arg =
     p
 
 let private poolFn name kind =
-    layerFn name [ "k" ] [ "stride", VUnit; "padding", num 0 ] (fun a s ->
+    let optional =
+        [ "stride", VUnit; "padding", num 0; "ceilMode", VBool false ]
+        @ (if kind = AvgPool then
+               [ "countIncludePad", VBool true ]
+           else
+               [])
+
+    layerFn name [ "k" ] optional (fun a s ->
         let k = asPositiveInt name "k" a["k"]
 
         let stride =
@@ -299,7 +306,91 @@ let private poolFn name kind =
             | VUnit, _ -> k
             | v -> asPositiveInt name "stride" v
 
-        pool name kind k stride (asInt name "padding" a["padding"]) s)
+        let countIncludePad =
+            match a.TryFind "countIncludePad" with
+            | Some v -> asBool name "countIncludePad" v
+            | None -> true
+
+        pool
+            name
+            kind
+            k
+            stride
+            (asInt name "padding" a["padding"])
+            (asBool name "ceilMode" a["ceilMode"])
+            countIncludePad
+            s)
+
+let private convTransposeFn dims =
+    let name = sprintf "convTranspose%dd" dims
+
+    layerFn
+        name
+        [ "channels" ]
+        [
+            "k", num 3
+            "stride", num 1
+            "padding", num 0
+            "outputPadding", num 0
+            "groups", num 1
+            "dilation", num 1
+            "bias", VBool true
+        ]
+        (fun a s ->
+            let nonNegative key =
+                match a[key] with
+                | VNum(_, true), _ as v -> [ asInt name key v ]
+                | v -> asIntList name key v
+
+            convTranspose
+                dims
+                (asPositiveInt name "channels" a["channels"])
+                (intOrList name "k" a["k"])
+                (intOrList name "stride" a["stride"])
+                (nonNegative "padding")
+                (nonNegative "outputPadding")
+                (asPositiveInt name "groups" a["groups"])
+                (intOrList name "dilation" a["dilation"])
+                (asBool name "bias" a["bias"])
+                s)
+
+let private spatialLayers =
+    [
+        convTransposeFn 1
+        convTransposeFn 2
+        layerFn
+            "upsample"
+            []
+            [
+                "scale", VUnit
+                "size", VUnit
+                "mode", str "nearest"
+                "alignCorners", VBool false
+            ]
+            (fun a s ->
+                let target =
+                    match a["scale"], a["size"] with
+                    | (VUnit, _), (VUnit, _) -> error s "upsample: give scale or size, e.g. upsample (scale = 2.0)"
+                    | (VUnit, _), ((VNum(_, true), _) as v) -> ToSize [ asInt "upsample" "size" v ]
+                    | (VUnit, _), v -> ToSize(asIntList "upsample" "size" v)
+                    | ((VNum _, _) as v), (VUnit, _) -> ByScale [ asFloat "upsample" "scale" v ]
+                    | (VList xs, vs), (VUnit, _) ->
+                        ByScale(xs |> List.map (fun x -> asFloat "upsample" "scale" (x, vs)))
+                    | (v, vs), (VUnit, _) ->
+                        errorf vs "upsample: scale must be a number or a list of numbers, got %s" (show v)
+                    | _ -> error s "upsample: give scale or size, not both"
+
+                let mode =
+                    match a["mode"] with
+                    | VStr m, _ -> m
+                    | v, vs -> errorf vs "upsample: mode must be a string, got %s" (show v)
+
+                upsample target mode (asBool "upsample" "alignCorners" a["alignCorners"]) s)
+        layerFn "pixelShuffle" [ "factor" ] [] (fun a s ->
+            pixelShuffle (asPositiveInt "pixelShuffle" "factor" a["factor"]) false s)
+        layerFn "pixelUnshuffle" [ "factor" ] [] (fun a s ->
+            pixelShuffle (asPositiveInt "pixelUnshuffle" "factor" a["factor"]) true s)
+    ]
 
 let private activations =
     [
@@ -521,6 +612,7 @@ let private layers =
                 "qkNorm", VBool false
                 "qkLayerNorm", VBool false
                 "headDim", num 0
+                "dropout", flt 0.0
             ]
             (fun a s ->
                 attention
@@ -533,6 +625,7 @@ let private layers =
                     (asBool "attention" "qkNorm" a["qkNorm"])
                     (asBool "attention" "qkLayerNorm" a["qkLayerNorm"])
                     (asInt "attention" "headDim" a["headDim"])
+                    (asFloat "attention" "dropout" a["dropout"])
                     s)
         layerFn "layerScale" [] [ "init", flt 1e-5; "axis", VUnit ] (fun a s ->
             let axis =
@@ -919,6 +1012,7 @@ let environment: Env =
     initModule
     @ layers
     @ algebraLayers
+    @ spatialLayers
     @ combinators
     @ algebraFns
     @ numbers

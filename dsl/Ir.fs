@@ -63,6 +63,42 @@ type PoolAttrs =
         Kernel: int list
         Stride: int list
         Padding: int list
+        /// PyTorch's ceil_mode: the output size rounds up, but the last window must start
+        /// inside the input or its left padding.
+        CeilMode: bool
+        /// Average pooling only: padded zeros count in each window's divisor (PyTorch's
+        /// count_include_pad, true by default).
+        CountIncludePad: bool
+    }
+
+/// F.conv_transpose1d/2d: weight [in, out/groups, k…]; output (in − 1)·s − 2p + d·(k − 1) + op + 1.
+type ConvTransposeAttrs =
+    {
+        Dims: int
+        InChannels: int
+        OutChannels: int
+        Kernel: int list
+        Stride: int list
+        Padding: int list
+        OutputPadding: int list
+        Dilation: int list
+        Groups: int
+        Bias: bool
+    }
+
+type UpsampleMode =
+    | NearestMode
+    /// Linear interpolation: "linear" of a 1-D, "bilinear" of a 2-D input.
+    | LinearMode
+
+/// F.interpolate: the output's spatial sizes, always resolved; with `Scale`, the factors given
+/// (passed to the kernel as PyTorch's scale_factor, which maps positions by them).
+type UpsampleAttrs =
+    {
+        Mode: UpsampleMode
+        Size: int list
+        Scale: float list option
+        AlignCorners: bool
     }
 
 type AttentionAttrs =
@@ -87,6 +123,9 @@ type AttentionAttrs =
         /// Width of one head; Dim / Heads unless set (OpenELM fixes 64 while heads vary per
         /// layer, and pruning heads or the residual width changes one without the other).
         HeadDim: int
+        /// Dropout on the attention weights (after the softmax), in training only; the masks
+        /// come from the model's mask generator, as `dropout`'s do. 0 = none.
+        Dropout: float
     }
 
 /// Value-by-value functions of one tensor.
@@ -122,6 +161,12 @@ type InputKind =
 type Op =
     | Input of name: string * kind: InputKind
     | Conv of ConvAttrs
+    /// A transposed convolution (1-D or 2-D), PyTorch's ConvTranspose1d/2d.
+    | ConvTranspose of ConvTransposeAttrs
+    /// F.interpolate by nearest or (bi)linear sampling to the resolved spatial sizes.
+    | Upsample of UpsampleAttrs
+    /// [B, C·r², H, W] → [B, C, H·r, W·r] (F.pixel_shuffle), or its inverse (F.pixel_unshuffle).
+    | PixelShuffle of factor: int * inverse: bool
     | Linear of inFeatures: int * outFeatures: int * bias: bool
     | BatchNorm of channels: int * eps: float * momentum: float
     /// Normalises over the last axis; with affine, a gain and (unless bias is false, OpenLM's
@@ -258,6 +303,10 @@ let opKind (op: Op) =
     match op with
     | Input _ -> "input"
     | Conv c -> sprintf "conv%dd" c.Dims
+    | ConvTranspose c -> sprintf "convTranspose%dd" c.Dims
+    | Upsample _ -> "upsample"
+    | PixelShuffle(_, false) -> "pixelShuffle"
+    | PixelShuffle(_, true) -> "pixelUnshuffle"
     | Linear _ -> "linear"
     | BatchNorm _ -> "batchnorm"
     | LayerNorm _ -> "layernorm"
@@ -341,11 +390,14 @@ let keepsValues (op: Op) =
     | Expand _
     | Tile _
     | Pad _
+    | PixelShuffle _
     | Dropout _
     | DropPath _
     | Act Identity -> true
     | Input _
     | Conv _
+    | ConvTranspose _
+    | Upsample _
     | Linear _
     | BatchNorm _
     | LayerNorm _
@@ -398,6 +450,9 @@ let acceptsIntegers (op: Op) =
        | ArgMax _ -> true
        | Input _
        | Conv _
+       | ConvTranspose _
+       | Upsample _
+       | PixelShuffle _
        | Linear _
        | BatchNorm _
        | LayerNorm _
@@ -506,6 +561,31 @@ let macs (n: Node) =
         let outPerSample = prod n.Shape
         let kernel = numel64 c.Kernel
         outPerSample * kernel * int64 (c.InChannels / c.Groups)
+    // Each input value meets every kernel tap of its group's output channels; the input's
+    // spatial sizes follow from the output's, (out − 1 − op − d·(k − 1) + 2p)/s + 1.
+    | ConvTranspose c ->
+        let inputPositions =
+            n.Shape
+            |> List.skip 2
+            |> List.mapi (fun i d ->
+                if isKnown d then
+                    let i64 (x: int) = int64 x
+
+                    (i64 (known d)
+                     - 1L
+                     - i64 c.OutputPadding[i]
+                     - i64 c.Dilation[i] * (i64 c.Kernel[i] - 1L)
+                     + 2L * i64 c.Padding[i])
+                    / i64 c.Stride[i]
+                    + 1L
+                else
+                    1L)
+            |> List.fold (*) 1L
+
+        inputPositions
+        * int64 c.InChannels
+        * int64 (c.OutChannels / c.Groups)
+        * numel64 c.Kernel
     | Linear(i, _, _) -> prod n.Shape * int64 i
     | SelfAttention a ->
         let t =
@@ -520,6 +600,8 @@ let macs (n: Node) =
     // One multiply-accumulate per output value and contracted index.
     | Matmul inner -> prod n.Shape * int64 inner
     | Input _
+    | Upsample _
+    | PixelShuffle _
     | BatchNorm _
     | LayerNorm _
     | RmsNorm _
@@ -597,6 +679,9 @@ let layoutOf (nodeOf: int -> Node) (id: int) : Layout =
                 match n.Op with
                 | Input(_, ImageInput)
                 | Conv _
+                | ConvTranspose _
+                | Upsample _
+                | PixelShuffle _
                 | BatchNorm _
                 | GroupNorm _
                 | Pool _

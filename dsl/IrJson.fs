@@ -73,6 +73,45 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         ints w "kernel" p.Kernel
         ints w "stride" p.Stride
         ints w "padding" p.Padding
+
+        // Written only when not PyTorch's defaults, so other graphs keep their JSON and checkpoint hash.
+        if p.CeilMode then
+            w.WriteBoolean("ceilMode", true)
+
+        if not p.CountIncludePad then
+            w.WriteBoolean("countIncludePad", false)
+    | ConvTranspose c ->
+        w.WriteNumber("in", c.InChannels)
+        w.WriteNumber("out", c.OutChannels)
+        ints w "kernel" c.Kernel
+        ints w "stride" c.Stride
+        ints w "padding" c.Padding
+        ints w "outputPadding" c.OutputPadding
+        ints w "dilation" c.Dilation
+        w.WriteNumber("groups", c.Groups)
+        w.WriteBoolean("bias", c.Bias)
+    | Upsample u ->
+        w.WriteString(
+            "mode",
+            (match u.Mode with
+             | NearestMode -> "nearest"
+             | LinearMode -> "linear")
+        )
+
+        ints w "size" u.Size
+
+        match u.Scale with
+        | Some factors ->
+            w.WriteStartArray "scale"
+
+            for f in factors do
+                w.WriteNumberValue f
+
+            w.WriteEndArray()
+        | None -> ()
+
+        w.WriteBoolean("alignCorners", u.AlignCorners)
+    | PixelShuffle(r, _) -> w.WriteNumber("factor", r)
     | Reshape s -> ints w "shape" s
     | Permute p -> ints w "axes" p
     | TokensToImage(h, wd) ->
@@ -106,6 +145,9 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
 
         if a.Heads * a.HeadDim <> a.Dim then
             w.WriteNumber("headDim", a.HeadDim)
+
+        if a.Dropout <> 0.0 then
+            w.WriteNumber("dropout", a.Dropout)
     | Concat a -> w.WriteNumber("axis", a)
     | LayerScale(c, a) ->
         w.WriteNumber("channels", c)
@@ -289,6 +331,8 @@ let read (json: string) : Graph =
             Kernel = ints e "kernel"
             Stride = ints e "stride"
             Padding = ints e "padding"
+            CeilMode = opt e "ceilMode" (fun v -> v.GetBoolean()) |> Option.defaultValue false
+            CountIncludePad = opt e "countIncludePad" (fun v -> v.GetBoolean()) |> Option.defaultValue true
         }
 
     let opOf (e: JsonElement) : Op =
@@ -347,6 +391,34 @@ let read (json: string) : Graph =
         | "identity" -> Act Identity
         | "dropout" -> Dropout(num e "p")
         | "droppath" -> DropPath(num e "p")
+        | ("convTranspose1d" | "convTranspose2d") as name ->
+            ConvTranspose
+                {
+                    Dims = (if name = "convTranspose1d" then 1 else 2)
+                    InChannels = int e "in"
+                    OutChannels = int e "out"
+                    Kernel = ints e "kernel"
+                    Stride = ints e "stride"
+                    Padding = ints e "padding"
+                    OutputPadding = ints e "outputPadding"
+                    Dilation = ints e "dilation"
+                    Groups = int e "groups"
+                    Bias = flag e "bias"
+                }
+        | "upsample" ->
+            Upsample
+                {
+                    Mode =
+                        (match str e "mode" with
+                         | "nearest" -> NearestMode
+                         | "linear" -> LinearMode
+                         | other -> failwithf "IR JSON: unknown upsample mode %s" other)
+                    Size = ints e "size"
+                    Scale = opt e "scale" (fun v -> [ for x in v.EnumerateArray() -> x.GetDouble() ])
+                    AlignCorners = flag e "alignCorners"
+                }
+        | "pixelShuffle" -> PixelShuffle(int e "factor", false)
+        | "pixelUnshuffle" -> PixelShuffle(int e "factor", true)
         | "maxpool" -> Pool(pool MaxPool e)
         | "avgpool" -> Pool(pool AvgPool e)
         | "globalMaxPool" -> GlobalPool MaxPool
@@ -377,6 +449,7 @@ let read (json: string) : Graph =
                     QkNorm = opt e "qkNorm" (fun v -> v.GetBoolean()) |> Option.defaultValue false
                     QkLayerNorm = opt e "qkLayerNorm" (fun v -> v.GetBoolean()) |> Option.defaultValue false
                     HeadDim = opt e "headDim" (fun v -> v.GetInt32()) |> Option.defaultValue (dim / heads)
+                    Dropout = opt e "dropout" (fun v -> v.GetDouble()) |> Option.defaultValue 0.0
                 }
         | "add" -> Add
         | "mul" -> Mul

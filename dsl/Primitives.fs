@@ -539,7 +539,32 @@ let shaped name (op: Op) (shapeOf: Tensor -> Dim list) span : Layer =
 let activation name act span =
     shaped name (Act act) (fun t -> t.Shape) span
 
-let pool name kind (kernel: int) (stride: int) (padding: int) span =
+/// A pool's output size along one axis in ceil mode, as PyTorch's pooling_output_shape: the
+/// window count rounds up, but a last window that would start past the input and its left
+/// padding is dropped.
+let private ceilWindows name span n padding kernel stride =
+    let numerator = n + 2 * padding - kernel + stride - 1
+
+    let floorDiv a b =
+        if a >= 0 then a / b else -((-a + b - 1) / b)
+
+    let out = floorDiv numerator stride + 1
+
+    let out = if (out - 1) * stride >= n + padding then out - 1 else out
+
+    if out < 1 then
+        errorf
+            span
+            "%s: output would be empty: input size %d padded by %d + %d is smaller than the kernel %d, even in ceil mode"
+            name
+            n
+            padding
+            padding
+            kernel
+
+    out
+
+let pool name kind (kernel: int) (stride: int) (padding: int) (ceilMode: bool) (countIncludePad: bool) span =
     let shapeOf (t: Tensor) =
         let dims = t.Shape.Length - 2
 
@@ -560,6 +585,7 @@ let pool name kind (kernel: int) (stride: int) (padding: int) span =
             else
                 match d with
                 | Sym s -> Sym s
+                | Known n when ceilMode -> Known(ceilWindows name span n padding kernel stride)
                 | Known n -> Known(windows name span n padding padding kernel 1 stride))
 
     let attrs dims =
@@ -568,6 +594,8 @@ let pool name kind (kernel: int) (stride: int) (padding: int) span =
             Kernel = List.replicate dims kernel
             Stride = List.replicate dims stride
             Padding = List.replicate dims padding
+            CeilMode = ceilMode
+            CountIncludePad = countIncludePad
         }
 
     let run ctx input =
@@ -575,6 +603,272 @@ let pool name kind (kernel: int) (stride: int) (padding: int) span =
         let t = tensorIn name span input
         let shape = shapeOf t
         addNode b span (Pool(attrs (t.Shape.Length - 2))) [ t ] shape []
+
+    primLayer name span run
+
+/// A transposed convolution, PyTorch's ConvTranspose1d/2d: output size
+/// (in − 1)·s − 2p + d·(k − 1) + op + 1 per axis, `op` (output padding) smaller than the
+/// stride or the dilation, weight [in, out/groups, k…] initialised as PyTorch does (fan-in
+/// out/groups·∏k, which is what its kaiming_uniform reads off that weight).
+let convTranspose
+    (dims: int)
+    channels
+    (kernel: int list)
+    (stride: int list)
+    (padding: int list)
+    (outputPadding: int list)
+    groups
+    (dilation: int list)
+    bias
+    span
+    : Layer =
+    let name = sprintf "convTranspose%dd" dims
+
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn name span input
+
+        if t.Shape.Length - 2 <> dims then
+            rankError name span (if dims = 1 then "3-D [B, C, L]" else "4-D [B, C, H, W]") t
+
+        let per (xs: int list) what =
+            match xs with
+            | [ x ] -> List.replicate dims x
+            | xs when xs.Length = dims -> xs
+            | xs -> errorf span "%s: %s has %d values for a %d-D convolution" name what xs.Length dims
+
+        let kernel, stride, dilation =
+            per kernel "the kernel", per stride "the stride", per dilation "the dilation"
+
+        let padding, outputPadding =
+            per padding "the padding", per outputPadding "the output padding"
+
+        match padding @ outputPadding |> List.tryFind (fun p -> p < 0) with
+        | Some p -> errorf span "%s: padding and output padding must be non-negative, got %d" name p
+        | None -> ()
+
+        for i in 0 .. dims - 1 do
+            if outputPadding[i] >= stride[i] && outputPadding[i] >= dilation[i] then
+                errorf
+                    span
+                    "%s: output padding %d must be smaller than the stride %d or the dilation %d (PyTorch's rule)"
+                    name
+                    outputPadding[i]
+                    stride[i]
+                    dilation[i]
+
+        let inC = knownDim name span "channel axis" t.Shape[1]
+
+        if inC % groups <> 0 then
+            errorf span "%s: %d input channels are not divisible by groups = %d" name inC groups
+
+        if channels % groups <> 0 then
+            errorf span "%s: %d output channels are not divisible by groups = %d" name channels groups
+
+        let spatial =
+            List.init dims (fun i ->
+                match t.Shape[2 + i] with
+                | Sym s -> Sym s
+                | Known n ->
+                    let size =
+                        float (n - 1) * float stride[i] - 2.0 * float padding[i]
+                        + float (dilation[i] * (kernel[i] - 1))
+                        + float outputPadding[i]
+                        + 1.0
+
+                    if size < 1.0 then
+                        errorf
+                            span
+                            "%s: output would be empty: (%d − 1)·%d − 2·%d + %d·(%d − 1) + %d + 1 = %g"
+                            name
+                            n
+                            stride[i]
+                            padding[i]
+                            dilation[i]
+                            kernel[i]
+                            outputPadding[i]
+                            size
+
+                    Known(dimProduct name span "output size" [ int size ]))
+
+        let fanIn = channels / groups * List.fold (*) 1 kernel
+
+        let w =
+            trainable b span "weight" ([ inC; channels / groups ] @ kernel) (fanInUniform fanIn)
+
+        let bs =
+            if bias then
+                [ trainable b span "bias" [ channels ] (fanInUniform fanIn) ]
+            else
+                []
+
+        let attrs =
+            {
+                Dims = dims
+                InChannels = inC
+                OutChannels = channels
+                Kernel = kernel
+                Stride = stride
+                Padding = padding
+                OutputPadding = outputPadding
+                Dilation = dilation
+                Groups = groups
+                Bias = bias
+            }
+
+        addNode b span (ConvTranspose attrs) [ t ] ([ t.Shape[0]; Known channels ] @ spatial) (w :: bs)
+
+    primLayer name span run
+
+/// How `upsample` is told its output: sizes, or factors (floor(in·s), as F.interpolate).
+type UpsampleTarget =
+    | ToSize of int list
+    | ByScale of float list
+
+/// F.interpolate of a [B, C, L] or [B, C, H, W] input: "nearest" of either, "linear" of a 1-D
+/// and "bilinear" of a 2-D one; alignCorners only with the interpolating modes (PyTorch refuses
+/// it with nearest).
+let upsample (target: UpsampleTarget) (mode: string) (alignCorners: bool) span =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "upsample" span input
+        let dims = t.Shape.Length - 2
+
+        if dims <> 1 && dims <> 2 then
+            rankError "upsample" span "3-D [B, C, L] or 4-D [B, C, H, W]" t
+
+        let irMode =
+            match mode, dims with
+            | "nearest", _ -> NearestMode
+            | "linear", 1
+            | "bilinear", 2 -> LinearMode
+            | ("linear" | "bilinear"), _ ->
+                errorf
+                    span
+                    "upsample: mode \"%s\" needs a %s input, got %s"
+                    mode
+                    (if mode = "linear" then
+                         "3-D [B, C, L]"
+                     else
+                         "4-D [B, C, H, W]")
+                    (showShape t.Shape)
+            | other, _ ->
+                errorf
+                    span
+                    "upsample: mode must be \"nearest\", \"linear\" (1-D) or \"bilinear\" (2-D), got \"%s\""
+                    other
+
+        if alignCorners && irMode = NearestMode then
+            error
+                span
+                "upsample: alignCorners only applies to \"linear\" and \"bilinear\" (PyTorch refuses it with nearest)"
+
+        let per (xs: 'a list) what =
+            match xs with
+            | [ x ] -> List.replicate dims x
+            | xs when xs.Length = dims -> xs
+            | xs -> errorf span "upsample: %s has %d values for a %d-D input" what xs.Length dims
+
+        let inputs =
+            List.init dims (fun i -> knownDim "upsample" span (sprintf "spatial axis %d" (i + 2)) t.Shape[2 + i])
+
+        let size, scale =
+            match target with
+            | ToSize sizes ->
+                let sizes = per sizes "size"
+
+                match sizes |> List.tryFind (fun s -> s < 1) with
+                | Some s -> errorf span "upsample: sizes must be positive, got %d" s
+                | None -> sizes, None
+            | ByScale factors ->
+                let factors = per factors "scale"
+
+                match factors |> List.tryFind (fun f -> not (f > 0.0) || System.Double.IsInfinity f) with
+                | Some f -> errorf span "upsample: scale factors must be positive, got %g" f
+                | None -> ()
+
+                let sizes =
+                    List.map2
+                        (fun n f ->
+                            let s = floor (float n * f)
+
+                            if s < 1.0 then
+                                errorf span "upsample: size %d scaled by %g is %g, an empty output" n f s
+
+                            if s > float System.Int32.MaxValue then
+                                errorf
+                                    span
+                                    "upsample: size %d scaled by %g would be %s, more than the 2,147,483,647 a dimension holds"
+                                    n
+                                    f
+                                    (s.ToString "N0")
+
+                            int s)
+                        inputs
+                        factors
+
+                sizes, Some factors
+
+        let attrs =
+            {
+                Mode = irMode
+                Size = size
+                Scale = scale
+                AlignCorners = alignCorners
+            }
+
+        addNode b span (Upsample attrs) [ t ] ([ t.Shape[0]; t.Shape[1] ] @ (size |> List.map Known)) []
+
+    primLayer "upsample" span run
+
+/// F.pixel_shuffle r: [B, C·r², H, W] → [B, C, H·r, W·r]; F.pixel_unshuffle r the inverse, with
+/// H and W divisible by r.
+let pixelShuffle (factor: int) (inverse: bool) span =
+    let name = if inverse then "pixelUnshuffle" else "pixelShuffle"
+
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn name span input
+
+        match t.Shape with
+        | [ batch; c; h; w ] ->
+            let c = knownDim name span "channel axis" c
+            let r2 = dimProduct name span "factor squared" [ factor; factor ]
+
+            let spatial (d: Dim) what =
+                match d with
+                | Sym s -> errorf span "%s: the %s must be a known size, got the symbolic dimension %s" name what s
+                | Known n when inverse ->
+                    if n % factor <> 0 then
+                        errorf span "%s: the %s %d is not divisible by the factor %d" name what n factor
+
+                    Known(n / factor)
+                | Known n -> Known(dimProduct name span what [ n; factor ])
+
+            let channels =
+                if inverse then
+                    dimProduct name span "channel count" [ c; r2 ]
+                else
+                    if c % r2 <> 0 then
+                        errorf
+                            span
+                            "%s: %d channels are not divisible by the factor squared %d (= %d·%d)"
+                            name
+                            c
+                            r2
+                            factor
+                            factor
+
+                    c / r2
+
+            addNode
+                b
+                span
+                (PixelShuffle(factor, inverse))
+                [ t ]
+                [ batch; Known channels; spatial h "height"; spatial w "width" ]
+                []
+        | _ -> rankError name span "4-D [B, C, H, W]" t
 
     primLayer name span run
 
@@ -714,7 +1008,7 @@ let positionalEmbedding span : Layer =
 /// is grouped-query attention, `rope` > 0 rotates q and k per head with base θ = rope, and
 /// `qkNorm` RMS-normalises q and k per head (OpenELM, arXiv 2404.14619; apple/corenet); `qkLayerNorm` normalises
 /// q and k over their full width before the head split with a gain-only LayerNorm (OpenLM).
-let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim span : Layer =
+let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim dropout span : Layer =
     let run ctx input =
         let b = builderOf ctx span
         let t = tensorIn "attention" span input
@@ -749,6 +1043,9 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim 
                     headDim
 
             let qkvRows = inner + 2 * kvHeads * headDim
+
+            if dropout < 0.0 || dropout >= 1.0 then
+                errorf span "attention: dropout must be in [0, 1), got %g" dropout
 
             if qkNorm && qkLayerNorm then
                 error span "attention: qkNorm (per head) and qkLayerNorm (full width) exclude each other; pick one"
@@ -789,6 +1086,7 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim 
                     QkNorm = qkNorm
                     QkLayerNorm = qkLayerNorm
                     HeadDim = headDim
+                    Dropout = dropout
                 }
 
             addNode b span (SelfAttention attrs) [ t ] t.Shape ps

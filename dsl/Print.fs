@@ -85,7 +85,48 @@ let private layerExpr (g: Graph) (n: Node) =
     | DropPath p -> Some(sprintf "droppath %s" (float p))
     | Pool p ->
         let name = if p.Kind = MaxPool then "maxpool" else "avgpool"
-        Some(sprintf "%s %d (stride = %d) (padding = %d)" name p.Kernel.Head p.Stride.Head p.Padding.Head)
+
+        Some(
+            sprintf
+                "%s %d (stride = %d) (padding = %d)%s%s"
+                name
+                p.Kernel.Head
+                p.Stride.Head
+                p.Padding.Head
+                (if p.CeilMode then " (ceilMode = true)" else "")
+                (if p.Kind = AvgPool && not p.CountIncludePad then
+                     " (countIncludePad = false)"
+                 else
+                     "")
+        )
+    | ConvTranspose c ->
+        Some(
+            sprintf
+                "convTranspose%dd %d (k = %s) (stride = %s) (padding = %s) (outputPadding = %s) (dilation = %s) (groups = %d) (bias = %s)"
+                c.Dims
+                c.OutChannels
+                (ints c.Kernel)
+                (ints c.Stride)
+                (ints c.Padding)
+                (ints c.OutputPadding)
+                (ints c.Dilation)
+                c.Groups
+                (bool c.Bias)
+        )
+    | Upsample u ->
+        let mode =
+            match u.Mode, u.Size.Length with
+            | NearestMode, _ -> "nearest"
+            | LinearMode, 1 -> "linear"
+            | LinearMode, _ -> "bilinear"
+
+        let target =
+            match u.Scale with
+            | Some factors -> sprintf "(scale = [%s])" (factors |> List.map float |> String.concat "; ")
+            | None -> sprintf "(size = %s)" (ints u.Size)
+
+        Some(sprintf "upsample %s (mode = \"%s\") (alignCorners = %s)" target mode (bool u.AlignCorners))
+    | PixelShuffle(r, inverse) -> Some(sprintf "%s %d" (if inverse then "pixelUnshuffle" else "pixelShuffle") r)
     | GlobalPool k -> Some(if k = MaxPool then "globalMaxPool" else "globalAvgPool")
     | Flatten -> Some "flatten"
     | Reshape s -> Some(sprintf "reshape %s" (ints s))
@@ -97,7 +138,7 @@ let private layerExpr (g: Graph) (n: Node) =
     | SelfAttention a ->
         Some(
             sprintf
-                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s%s"
+                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s%s%s"
                 a.Heads
                 (bool a.Causal)
                 (bool a.QkvBias)
@@ -114,6 +155,10 @@ let private layerExpr (g: Graph) (n: Node) =
                 (if a.QkLayerNorm then " (qkLayerNorm = true)" else "")
                 (if a.Heads * a.HeadDim <> a.Dim then
                      sprintf " (headDim = %d)" a.HeadDim
+                 else
+                     "")
+                (if a.Dropout <> 0.0 then
+                     sprintf " (dropout = %s)" (float a.Dropout)
                  else
                      "")
         )
@@ -272,7 +317,7 @@ let private valueExpr (g: Graph) (n: Node) =
     | Stack axis, first :: rest ->
         let others = rest |> List.map (fun i -> "; " + v i) |> String.concat ""
         sprintf "%s |> at \"%s\" (fun a -> stack %d [a%s])" (v first) n.Path axis others
-    | (Input _ | Conv _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | Add | Mul | Concat _ | LayerScale _ | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Matmul _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Pad _ | LayerNormAxes _) as op,
+    | (Input _ | Conv _ | ConvTranspose _ | Upsample _ | PixelShuffle _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | Add | Mul | Concat _ | LayerScale _ | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Matmul _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Pad _ | LayerNormAxes _) as op,
       _ -> failwithf "internal error: cannot print %s with %d inputs" (opKind op) n.Inputs.Length
 
 let private inputType (n: Node) =

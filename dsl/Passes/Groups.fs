@@ -240,6 +240,38 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
 
                 for b in 1 .. perOut - 1 do
                     l.Link (v n.Id 1) (j * perOut) (v n.Id 1) (j * perOut + b)
+    | ConvTranspose c ->
+        // weight [in, out/groups, k…]: its first axis is the input's channels.
+        linkParam "weight" 0 (v x 1)
+        linkParam "bias" 0 (v n.Id 1)
+
+        if c.Groups = 1 then
+            linkParam "weight" 1 (v n.Id 1)
+        else
+            // As a grouped convolution: group j reads input channels j·(in/g) … and writes
+            // output channels j·(out/g) …, and the whole group is one unit.
+            let perIn, perOut = c.InChannels / c.Groups, c.OutChannels / c.Groups
+
+            for j in 0 .. c.Groups - 1 do
+                for a in 0 .. perIn - 1 do
+                    l.Link (v x 1) (j * perIn + a) (v n.Id 1) (j * perOut)
+
+                for b in 1 .. perOut - 1 do
+                    l.Link (v n.Id 1) (j * perOut) (v n.Id 1) (j * perOut + b)
+    | Upsample _ -> l.LinkAxes (v x 1) (v n.Id 1)
+    | PixelShuffle(r, inverse) ->
+        // Output channel c of a shuffle gathers input channels c·r² … c·r² + r² − 1 (and an
+        // unshuffle spreads input channel c over those output channels): r² channels of the
+        // wide side are one unit of the narrow side.
+        let wide, narrow = if inverse then v n.Id 1, v x 1 else v x 1, v n.Id 1
+        let r2 = r * r
+
+        match g.Nodes[if inverse then x else n.Id].Shape[1] with
+        | Known channels ->
+            for c in 0 .. channels - 1 do
+                for j in 0 .. r2 - 1 do
+                    l.Link wide (c * r2 + j) narrow c
+        | Sym _ -> ()
     | Linear _ ->
         linkParam "weight" 1 (v x (last x))
         linkParam "weight" 0 (v n.Id (out - 1))
@@ -521,7 +553,8 @@ let private kindOf (owners: Dictionary<string, Node * string>) (members: Slot li
     elif
         any (fun s ->
             match opOf s with
-            | Some(Conv _) -> true
+            | Some(Conv _)
+            | Some(ConvTranspose _) -> true
             | _ -> false)
     then
         ChannelGroup

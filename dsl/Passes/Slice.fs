@@ -84,6 +84,16 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
                             OutChannels = outC
                             Groups = groups
                         }
+                | ConvTranspose c ->
+                    let inC = newDim x 1
+                    let groups = if c.Groups = 1 then 1 else inC * c.Groups / c.InChannels
+
+                    ConvTranspose
+                        { c with
+                            InChannels = inC
+                            OutChannels = outDim 1
+                            Groups = groups
+                        }
                 | Linear(_, _, bias) -> Linear(newDim x (g.Nodes[x].Shape.Length - 1), outDim last, bias)
                 | BatchNorm(_, eps, m) -> BatchNorm(outDim 1, eps, m)
                 | LayerNorm(_, eps, affine, bias) -> LayerNorm(outDim last, eps, affine, bias)
@@ -125,6 +135,8 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
                 | Dropout _
                 | DropPath _
                 | Pool _
+                | Upsample _
+                | PixelShuffle _
                 | GlobalPool _
                 | Flatten
                 | Permute _
@@ -169,6 +181,8 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
             | true, (n, local) ->
                 match n.Op, local with
                 | Conv c, ("weight" | "bias") -> Dsl.Primitives.fanInUniform (c.InChannels / c.Groups * numel c.Kernel)
+                | ConvTranspose c, ("weight" | "bias") ->
+                    Dsl.Primitives.fanInUniform (c.OutChannels / c.Groups * numel c.Kernel)
                 | Linear(i, _, _), ("weight" | "bias") -> Dsl.Primitives.fanInUniform i
                 | SelfAttention a, "qkv.weight" -> Dsl.Primitives.fanInUniform a.Dim
                 | SelfAttention a, "proj.weight" -> Dsl.Primitives.fanInUniform (a.Heads * a.HeadDim)
@@ -184,6 +198,7 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
             | Conv _, "weight"
             | Linear _, "weight"
             | SelfAttention _, ("qkv.weight" | "proj.weight") -> Some 1
+            | ConvTranspose _, "weight" -> Some 0
             | _ -> None
         | _ -> None
 

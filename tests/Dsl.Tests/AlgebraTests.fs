@@ -51,6 +51,17 @@ let samples: Map<string, Sample> =
         [
             "Input", sample (tokens "relu") "Inputs: `image[C, H, W]`" (Refuses "a graph input")
             "Conv", sample (image "relu") "`conv c (k=3)" Couples
+            "ConvTranspose",
+            sample
+                (image "convTranspose2d 6 (k = 3) (stride = 2) (padding = 1) (outputPadding = 1)")
+                "`convTranspose2d c (k=3) (stride=1) (padding=0) (outputPadding=0)"
+                Couples
+            "Upsample",
+            sample
+                (image "upsample (scale = 2.0) (mode = \"bilinear\")")
+                "`upsample (scale) (size) (mode=\"nearest\") (alignCorners=false)`"
+                Couples
+            "PixelShuffle", sample (image "pixelShuffle 2") "`pixelShuffle r`, `pixelUnshuffle r`" Couples
             "Linear", sample (tokens "relu") "`linear n (bias=true)`" Couples
             "BatchNorm", sample (image "batchnorm") "`batchnorm (eps=1e-5)" Couples
             "LayerNorm", sample (tokens "layernorm") "`layernorm (eps=1e-5)" Couples
@@ -59,7 +70,11 @@ let samples: Map<string, Sample> =
             "Act", sample (tokens "gelu (approximate = \"tanh\")") "`relu gelu geluTanh" Couples
             "Dropout", sample (tokens "dropout 0.1") "`dropout p`" Couples
             "DropPath", sample (tokens "droppath 0.1") "`droppath p`" Couples
-            "Pool", sample (image "maxpool 2") "`maxpool k (stride=k)" Couples
+            "Pool",
+            sample
+                (image "avgpool 4 (stride = 3) (padding = 1) (ceilMode = true) (countIncludePad = false)")
+                "`maxpool k (stride=k) (padding=0) (ceilMode=false)`"
+                Couples
             "GlobalPool",
             sample
                 "model m (x : image[4, 6, 6]) =\n    x |> conv 8 (k = 1) |> globalAvgPool |> linear 3\n"

@@ -61,6 +61,145 @@ let tests =
                 Expect.isLessThan (EmitTests.maxAbsDiff a b) 1e-5 "same outputs"
             }
 
+            test
+                "multi-head attention written from linear, matmul, softmax and layout ops equals the fused attention with the same weights" {
+                // bench/attention.dsl holds both (and bench/attention.sh times them).
+                let source =
+                    System.IO.File.ReadAllText(System.IO.Path.Combine(repoRoot.Value, "bench", "attention.dsl"))
+
+                let c = check source
+                Expect.isEmpty c.Diagnostics "bench/attention.dsl checks"
+
+                let graphOf name =
+                    c.Models |> List.find (fun (n, _) -> n = name) |> snd
+
+                use composed = new GraphModule(graphOf "composed", 1L)
+                use fused = new GraphModule(graphOf "fused", 2L)
+                let cs, fs = composed.state_dict (), fused.state_dict ()
+
+                let names (d: System.Collections.Generic.IDictionary<string, torch.Tensor>) =
+                    d.Keys |> Seq.sort |> List.ofSeq
+
+                // The fused layer is the model's first layer, so its parameters sit under "0.";
+                // the composed form names its projections itself.
+                let ours (name: string) = name.Substring "0.".Length
+                Expect.equal (names fs) (names cs |> List.map (fun n -> "0." + n)) "the same parameter names"
+
+                let copyAcross () =
+                    use _ = torch.no_grad ()
+
+                    for KeyValue(name, p) in fs do
+                        // Non-zero biases, so that each one's place shows.
+                        p.copy_ (torch.randn_like p * 0.2) |> ignore
+                        Expect.equal cs[ours name].shape p.shape (sprintf "%s: the same shape" name)
+                        cs[ours name].copy_ p |> ignore
+
+                copyAcross ()
+
+                use x = torch.randn (2L, 64L, 128L)
+
+                for training in [ false; true ] do
+                    composed.train training
+                    fused.train training
+                    use a = composed.forward x
+                    use b = fused.forward x
+
+                    Expect.isLessThan (EmitTests.maxAbsDiff a b) 1e-5 (sprintf "same outputs (training = %b)" training)
+
+                // The train step's gradients agree too.
+                use target = torch.randn (2L, 64L, 128L)
+
+                for m in [ composed; fused ] do
+                    m.zero_grad ()
+                    use loss = (m.forward x - target).square().mean()
+                    loss.backward ()
+
+                for KeyValue(name, p) in fs do
+                    let scale = p.grad.abs().max().item<float32>() |> float
+                    Expect.isGreaterThan scale 0.0 (sprintf "%s: a gradient" name)
+
+                    Expect.isLessThan
+                        (EmitTests.maxAbsDiff cs[ours name].grad p.grad / scale)
+                        1e-4
+                        (sprintf "%s: the same gradient" name)
+            }
+
+            test
+                "dropout on the attention weights: identity in eval, in training the weights times a mask from the model's generator" {
+                use m =
+                    model "model m : tensor[5, 16] = attention 2 (causal = true) (dropout = 0.3)\n" 5L
+
+                use plain = model "model m : tensor[5, 16] = attention 2 (causal = true)\n" 6L
+
+                let names = [ "qkv.weight"; "qkv.bias"; "proj.weight"; "proj.bias" ]
+
+                let copyInto (target: GraphModule) randomise =
+                    use _ = torch.no_grad ()
+
+                    for name in names do
+                        if randomise then
+                            (weight m name).copy_(torch.randn_like (weight m name) * 0.3) |> ignore
+
+                        (weight target name).copy_(weight m name) |> ignore
+
+                copyInto plain true
+
+                use x = torch.randn (3L, 5L, 16L)
+                use evalOut = run m x
+                use plainOut = run plain x
+                Expect.isLessThan (EmitTests.maxAbsDiff evalOut plainOut) 1e-6 "no dropout in eval mode"
+
+                // The mask generator's state before the step gives the same masks here.
+                m.train ()
+                use generator = new torch.Generator(0UL)
+                generator.set_state (m.MaskGenerator.get_state ()) |> ignore
+                use trainOut = run m x
+                use _ = torch.no_grad ()
+
+                let qkv =
+                    torch.nn.functional
+                        .linear(x, weight m "qkv.weight", weight m "qkv.bias")
+                        .view(3L, 5L, 3L, 2L, 8L)
+                        .permute(2L, 0L, 3L, 1L, 4L)
+
+                let scores: torch.Tensor =
+                    torch.matmul (qkv[0], qkv[1].transpose(-1, -2)) / torch.tensor (sqrt 8.0)
+
+                let future = torch.ones(5L, 5L, dtype = torch.ScalarType.Bool).triu(1L)
+                let weights = scores.masked_fill(future, System.Double.NegativeInfinity).softmax(-1)
+                let mask = torch.empty(weights.shape).bernoulli_(0.7, generator) / 0.7
+
+                let merged =
+                    torch.matmul(weights * mask, qkv[2]).permute(0L, 2L, 1L, 3L).reshape(3L, 5L, 16L)
+
+                use expected =
+                    torch.nn.functional.linear (merged, weight m "proj.weight", weight m "proj.bias")
+
+                Expect.isLessThan (EmitTests.maxAbsDiff trainOut expected) 1e-5 "dropped-out weights times v"
+                Expect.isGreaterThan (EmitTests.maxAbsDiff trainOut evalOut) 1e-3 "training differs from eval"
+
+                // Seeded: the same seed gives the same masks.
+                use again =
+                    model "model m : tensor[5, 16] = attention 2 (causal = true) (dropout = 0.3)\n" 5L
+
+                copyInto again false
+
+                again.train ()
+                use againOut = run again x
+                Expect.isLessThan (EmitTests.maxAbsDiff againOut trainOut) 1e-6 "same seed, same masks"
+
+                let printed =
+                    Dsl.Print.model (graph "model m : tensor[5, 16] = attention 2 (dropout = 0.3)\n")
+
+                Expect.stringContains printed "(dropout = 0.3)" "printed back"
+
+                Expect.isTrue
+                    (errors "model m : tensor[5, 16] = attention 2 (dropout = 1.0)\n"
+                     |> List.exists (fun e ->
+                         e.StartsWith "1:" && e.Contains "attention: dropout must be in [0, 1), got 1"))
+                    "dropout 1 refused at its line"
+            }
+
             test "headDim decouples the head width from the model width: explicit attention over 3 heads of 8 on D = 20" {
                 use m = model "model m : tensor[5, 20] = attention 3 (headDim = 8)\n" 4L
                 Expect.equal (weight m "qkv.weight").shape [| 72L; 20L |] "q, k, v rows: 3 heads of 8 each"

@@ -64,6 +64,7 @@ module Graphs =
                 QkNorm = false
                 QkLayerNorm = false
                 HeadDim = 8
+                Dropout = 0.0
             }
 
         {

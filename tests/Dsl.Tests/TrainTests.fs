@@ -57,6 +57,8 @@ let private patternNet () =
                             Kernel = [ 2; 2 ]
                             Stride = [ 2; 2 ]
                             Padding = [ 0; 0 ]
+                            CeilMode = false
+                            CountIncludePad = true
                         })
                     [ 6 ]
                     (image 8 4)

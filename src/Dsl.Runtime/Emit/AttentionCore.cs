@@ -25,6 +25,7 @@ internal sealed class AttentionCore
     private readonly long heads;
     private readonly double rope;
     private readonly bool causal;
+    private readonly double dropout;
 
     // RoPE's tables for positions 0 … length − 1, made for the longest length asked so far.
     private readonly long tableLength;
@@ -51,6 +52,7 @@ internal sealed class AttentionCore
         HeadDim = attrs.HeadDim;
         rope = attrs.Rope;
         causal = attrs.Causal;
+        dropout = attrs.Dropout;
     }
 
     public long KvHeads { get; }
@@ -103,9 +105,11 @@ internal sealed class AttentionCore
     /// <summary>
     /// Queries q [B, heads, n, hd] at positions start … start + n − 1 over keys and values
     /// [B, kvHeads, L, hd] at positions 0 … L − 1 (L = start + n), causally when the node is
-    /// causal; heads merged and projected: [B, n, D].
+    /// causal; heads merged and projected: [B, n, D]. With a <paramref name="dropoutMasks"/>
+    /// generator (training) and a dropout rate, the attention weights are dropped out with masks
+    /// drawn from it.
     /// </summary>
-    public Tensor Attend(Tensor q, Tensor k, Tensor v, long start)
+    public Tensor Attend(Tensor q, Tensor k, Tensor v, long start, Generator? dropoutMasks = null)
     {
         var (batch, tokens, length) = (q.shape[0], q.shape[2], k.shape[2]);
         if (KvHeads != heads && tokens == 1)
@@ -123,7 +127,23 @@ internal sealed class AttentionCore
         }
 
         Tensor attended;
-        if (!causal || tokens == 1)
+        if (dropoutMasks is not null && dropout > 0)
+        {
+            // Written out, so that the weights' mask comes from the model's generator: softmax of
+            // q·kᵀ/√hd (causal: key j ≤ query position), times Bernoulli(1 − p)/(1 − p), times v.
+            var scores = q.matmul(k.transpose(-2, -1)).mul(1.0 / Math.Sqrt(HeadDim));
+            if (causal && tokens > 1)
+            {
+                var queryPositions = arange(start, start + tokens, dtype: ScalarType.Int64, device: q.device).unsqueeze(1);
+                var keyPositions = arange(length, dtype: ScalarType.Int64, device: q.device).unsqueeze(0);
+                scores = scores.masked_fill(keyPositions.gt(queryPositions), double.NegativeInfinity);
+            }
+
+            var weights = scores.softmax(-1);
+            var mask = ElementwiseKernels.KeepMask(weights.shape, 1 - dropout, weights, dropoutMasks);
+            attended = weights.mul(mask).matmul(v);
+        }
+        else if (!causal || tokens == 1)
         {
             // Without a causal mask, or one new position that sees every earlier one: no mask.
             attended = F.scaled_dot_product_attention(q, k, v);

@@ -78,7 +78,7 @@ internal static class ElementwiseKernels
     /// and device of <paramref name="like"/>. Drawn on the CPU (where the generator lives), so
     /// the masks do not depend on the device.
     /// </summary>
-    private static Tensor KeepMask(long[] shape, double keep, Tensor like, Generator generator)
+    internal static Tensor KeepMask(long[] shape, double keep, Tensor like, Generator generator)
     {
         using var mask = empty(shape, like.dtype).bernoulli_(keep, generator);
         if (keep > 0)

@@ -17,10 +17,13 @@ internal static class KernelFactory
         {
             Ir.Op.Conv conv when ConvShape.Of(conv.Item, firstInput).IsMatrixProduct => LayerKernels.PointConv(parameters),
             Ir.Op.Conv conv => LayerKernels.Conv(conv.Item, parameters),
+            Ir.Op.ConvTranspose conv => SpatialKernels.ConvTranspose(conv.Item, parameters),
+            Ir.Op.Upsample upsample => SpatialKernels.Upsample(upsample.Item),
+            Ir.Op.PixelShuffle shuffle => SpatialKernels.PixelShuffle(shuffle.factor, shuffle.inverse),
             Ir.Op.Linear linear => LayerKernels.Linear(linear.bias, parameters),
             Ir.Op.Embedding embedding => LayerKernels.Embedding(embedding.dim, parameters),
             Ir.Op.PositionalEmbedding positional => LayerKernels.PositionalEmbedding(positional.length, parameters),
-            Ir.Op.SelfAttention attention => LayerKernels.SelfAttention(attention.Item, parameters),
+            Ir.Op.SelfAttention attention => LayerKernels.SelfAttention(attention.Item, parameters, maskGenerator),
             Ir.Op.LayerScale scale => LayerKernels.LayerScale(scale.channels, scale.axis, rank, parameters),
             { IsParameter: true } => LayerKernels.Parameter(parameters),
 

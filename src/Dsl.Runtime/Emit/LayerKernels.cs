@@ -105,14 +105,14 @@ internal static class LayerKernels
     /// by RoPE; with fewer key/value heads each serves heads/kvHeads query heads (GQA). Then scaled
     /// dot product and proj [D, heads·headDim] (see <see cref="AttentionCore"/>).
     /// </summary>
-    public static Kernel SelfAttention(Ir.AttentionAttrs attrs, NodeParams parameters)
+    public static Kernel SelfAttention(Ir.AttentionAttrs attrs, NodeParams parameters, Generator maskGenerator)
     {
         var core = new AttentionCore(attrs, parameters);
-        return (x, _) =>
+        return (x, training) =>
         {
             using var scope = NewDisposeScope();
             var (q, k, v) = core.Project(x[0], 0);
-            return scope.MoveToOuter(core.Attend(q, k, v, 0));
+            return scope.MoveToOuter(core.Attend(q, k, v, 0, training ? maskGenerator : null));
         };
     }
 

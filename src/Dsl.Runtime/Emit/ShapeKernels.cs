@@ -7,7 +7,7 @@ namespace Dsl.Runtime.Emit;
 /// <summary>Kernels that pool, reshape, reorder, join or pick values.</summary>
 internal static class ShapeKernels
 {
-    /// <summary>Max or average pooling, 1-D or 2-D by the kernel's length; stride defaults to the kernel.</summary>
+    /// <summary>Max or average pooling, 1-D or 2-D by the kernel's length; stride defaults to the kernel; PyTorch's ceil_mode and count_include_pad.</summary>
     public static Kernel Pool(Ir.PoolAttrs attrs)
     {
         var axes = attrs.Kernel.Length;
@@ -15,12 +15,14 @@ internal static class ShapeKernels
         var stride = AxisValues.Expand(attrs.Stride, axes, kernel);
         var padding = AxisValues.Expand(attrs.Padding, axes, 0);
         var isMax = attrs.Kind.IsMaxPool;
+        var ceil = attrs.CeilMode;
+        var countPad = attrs.CountIncludePad;
         return axes switch
         {
-            1 when isMax => (x, _) => F.max_pool1d(x[0], kernel[0], stride[0], padding[0]),
-            1 => (x, _) => F.avg_pool1d(x[0], kernel[0], stride[0], padding[0]),
-            2 when isMax => (x, _) => F.max_pool2d(x[0], kernel, stride, padding),
-            2 => (x, _) => F.avg_pool2d(x[0], kernel, stride, padding),
+            1 when isMax => (x, _) => F.max_pool1d(x[0], kernel[0], stride[0], padding[0], ceil_mode: ceil),
+            1 => (x, _) => F.avg_pool1d(x[0], kernel[0], stride[0], padding[0], ceil_mode: ceil, count_include_pad: countPad),
+            2 when isMax => (x, _) => F.max_pool2d(x[0], kernel, stride, padding, ceil_mode: ceil),
+            2 => (x, _) => F.avg_pool2d(x[0], kernel, stride, padding, ceil_mode: ceil, count_include_pad: countPad),
             _ => throw new NotSupportedException($"pooling over {axes} axes is not supported (1 or 2)"),
         };
     }
