@@ -404,9 +404,17 @@ let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tens
                     OnnxAttribute.Ints("pads", List.toArray (padding @ padding))
                 ]
 
+            let common =
+                OnnxAttribute.Int("ceil_mode", (if p.CeilMode then 1L else 0L)) :: common
+
             match p.Kind with
             | MaxPool -> node "MaxPool" [ input 0 ] common
-            | AvgPool -> node "AveragePool" [ input 0 ] (OnnxAttribute.Int("count_include_pad", 1L) :: common)
+            | AvgPool ->
+                node
+                    "AveragePool"
+                    [ input 0 ]
+                    (OnnxAttribute.Int("count_include_pad", (if p.CountIncludePad then 1L else 0L))
+                     :: common)
         | GlobalPool kind ->
             let inputRank = (inputShape 0).Length
 
@@ -516,6 +524,72 @@ let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tens
                     | Sym s -> located n "a start counted from the end of the symbolic axis %s" s
 
             slice (input 0) [ start ] [ start + int64 length ] [ int64 axis ]
+        | ConvTranspose c ->
+            let all xs = xs |> List.map int64 |> List.toArray
+
+            node
+                "ConvTranspose"
+                ([ input 0; param n "weight" ] @ Option.toList (optionalParam n "bias"))
+                [
+                    OnnxAttribute.Ints("kernel_shape", all c.Kernel)
+                    OnnxAttribute.Ints("strides", all c.Stride)
+                    OnnxAttribute.Ints("pads", all (c.Padding @ c.Padding))
+                    OnnxAttribute.Ints("dilations", all c.Dilation)
+                    OnnxAttribute.Ints("output_padding", all c.OutputPadding)
+                    OnnxAttribute.Int("group", int64 c.Groups)
+                ]
+        | Upsample u ->
+            // F.interpolate as ONNX Resize: nearest is PyTorch's asymmetric floor; linear without
+            // align-corners is half-pixel. Scale factors go as scales (PyTorch maps positions by
+            // them), sizes as [B, C] of the input followed by the resolved spatial sizes.
+            let mode, transform, extra =
+                match u.Mode, u.AlignCorners with
+                | NearestMode, _ -> "nearest", "asymmetric", [ OnnxAttribute.String("nearest_mode", "floor") ]
+                | LinearMode, true -> "linear", "align_corners", []
+                | LinearMode, false -> "linear", "half_pixel", []
+
+            let attrs =
+                OnnxAttribute.String("mode", mode)
+                :: OnnxAttribute.String("coordinate_transformation_mode", transform)
+                :: extra
+
+            match u.Scale with
+            | Some factors ->
+                let scales =
+                    shaped
+                        "scales"
+                        (Array.append [| 1.0f; 1.0f |] (factors |> List.map float32 |> List.toArray))
+                        [ int64 (factors.Length + 2) ]
+
+                node "Resize" [ input 0; ""; scales ] attrs
+            | None ->
+                let leading = slice (node "Shape" [ input 0 ] []) [ 0L ] [ 2L ] [ 0L ]
+
+                let sizes =
+                    node "Concat" [ leading; ints "sizes" (u.Size |> List.map int64) ] [ OnnxAttribute.Int("axis", 0L) ]
+
+                node "Resize" [ input 0; ""; ""; sizes ] attrs
+        | PixelShuffle(r, inverse) ->
+            // PyTorch's channel order (c outer, then the r×r block), spelled with reshapes.
+            let r = int64 r
+
+            let known (d: Dim) =
+                match d with
+                | Known v -> int64 v
+                | Sym s -> located n "needs known sizes, not the symbolic %s" s
+
+            if inverse then
+                let c, h, w =
+                    known (List.item 1 (inputShape 0)), known (List.item 2 n.Shape), known (List.item 3 n.Shape)
+
+                let split = reshape (input 0) [ 0L; c; h; r; w; r ]
+                reshape (transpose split [ 0L; 1L; 3L; 5L; 2L; 4L ]) [ 0L; c * r * r; h; w ]
+            else
+                let c, h, w =
+                    known (List.item 1 n.Shape), known (List.item 2 (inputShape 0)), known (List.item 3 (inputShape 0))
+
+                let split = reshape (input 0) [ 0L; c; r; r; h; w ]
+                reshape (transpose split [ 0L; 1L; 4L; 2L; 5L; 3L ]) [ 0L; c; h * r; w * r ]
         | Unary fn ->
             match fn with
             | Exp -> node "Exp" [ input 0 ] []
