@@ -45,6 +45,21 @@ let dslWith (env: (string * string) list) (args: string list) =
 
 let dsl (args: string list) = dslWith [] args
 
+/// Starts the CLI in the background (for signals and kills mid-run): the process, and its
+/// stdout and stderr as they will read once it has ended.
+let dslStart (args: string list) =
+    let psi =
+        ProcessStartInfo("dotnet", RedirectStandardOutput = true, RedirectStandardError = true, UseShellExecute = false)
+
+    psi.ArgumentList.Add(Path.Combine(AppContext.BaseDirectory, "dsl.dll"))
+
+    for a in args do
+        psi.ArgumentList.Add a
+
+    psi.Environment["CI"] <- "true"
+    let p = Process.Start psi
+    p, p.StandardOutput.ReadToEndAsync(), p.StandardError.ReadToEndAsync()
+
 /// Runs the CLI as `dsl` does and also returns its peak resident set in MB, polled from
 /// /proc/<pid>/status (VmHWM, the peak so far) until it exits.
 let dslPeak (args: string list) =

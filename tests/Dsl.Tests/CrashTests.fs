@@ -259,25 +259,8 @@ let tests =
                     let reference = Path.Combine(dir, "signal-reference-" + name)
                     expectOk (dsl (args reference [])) "the uninterrupted run"
                     let run = Path.Combine(dir, "signalled-" + name)
-                    let exe = Path.Combine(AppContext.BaseDirectory, "dsl.dll")
-
-                    let psi =
-                        ProcessStartInfo(
-                            "dotnet",
-                            RedirectStandardOutput = true,
-                            RedirectStandardError = true,
-                            UseShellExecute = false
-                        )
-
-                    psi.ArgumentList.Add exe
-
-                    for a in args run [] do
-                        psi.ArgumentList.Add a
-
-                    psi.Environment["CI"] <- "true"
-                    use p = Process.Start psi
-                    let out = p.StandardOutput.ReadToEndAsync()
-                    let err = p.StandardError.ReadToEndAsync()
+                    let started, out, err = dslStart (args run [])
+                    use p = started
                     let metrics = Path.Combine(run, "metrics.jsonl")
                     let clock = Stopwatch.StartNew()
 

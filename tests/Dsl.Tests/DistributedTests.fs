@@ -122,36 +122,23 @@ let tests =
                 requireInstalled "/usr/share/doc/openmpi-bin" "openmpi-bin"
                 let dir, file, data = setup.Value
                 let out = Path.Combine(dir, "killed")
-                let exe = Path.Combine(AppContext.BaseDirectory, "dsl.dll")
 
-                let psi =
-                    ProcessStartInfo(
-                        "dotnet",
-                        RedirectStandardOutput = true,
-                        RedirectStandardError = true,
-                        UseShellExecute = false
-                    )
+                let started, stdout, stderr =
+                    dslStart
+                        [
+                            "train"
+                            file
+                            "--data"
+                            data
+                            "--out"
+                            out
+                            "--procs"
+                            "2"
+                            "--save-every"
+                            "5"
+                        ]
 
-                for a in
-                    [
-                        exe
-                        "train"
-                        file
-                        "--data"
-                        data
-                        "--out"
-                        out
-                        "--procs"
-                        "2"
-                        "--save-every"
-                        "5"
-                    ] do
-                    psi.ArgumentList.Add a
-
-                psi.Environment["CI"] <- "true"
-                use p = Process.Start psi
-                let stdout = p.StandardOutput.ReadToEndAsync()
-                let stderr = p.StandardError.ReadToEndAsync()
+                use p = started
                 let clock = Stopwatch.StartNew()
                 let metrics = Path.Combine(out, "metrics.jsonl")
 

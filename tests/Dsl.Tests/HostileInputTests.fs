@@ -27,9 +27,21 @@ let private statusMb (field: string) =
 /// Runs `body` and returns how far the peak resident set rose above the resident set before it,
 /// in MB. Writing 5 to clear_refs resets the peak (VmHWM) to the current size, so an earlier
 /// test's peak does not hide this one's; where that is not allowed the earlier peak is the base.
-let peakAboveBaselineMb (body: unit -> unit) =
+[<Runtime.InteropServices.DllImport("libc")>]
+extern int private malloc_trim(unativeint pad)
+
+/// Memory an earlier test freed but the process kept (glibc's heap, ImageSharp's pools, the
+/// managed heap) would be reused by `body` without raising the resident set: hand it back first.
+let private releaseFreedMemory () =
+    SixLabors.ImageSharp.Configuration.Default.MemoryAllocator.ReleaseRetainedResources()
+    Runtime.GCSettings.LargeObjectHeapCompactionMode <- Runtime.GCLargeObjectHeapCompactionMode.CompactOnce
     GC.Collect()
     GC.WaitForPendingFinalizers()
+    GC.Collect()
+    malloc_trim 0un |> ignore
+
+let peakAboveBaselineMb (body: unit -> unit) =
+    releaseFreedMemory ()
 
     let reset =
         try
