@@ -175,9 +175,13 @@ public sealed class Trainer
             loss += microLoss.item<float>();
         }
 
-        // Each rank's gradient is its slice's mean; their mean is the whole batch's.
-        options.World.AverageInPlace(trainable.Select(p => p.grad).OfType<Tensor>().ToList(), options.BucketBytes);
-        loss = options.World.Sum(loss) / options.World.Size;
+        // Each rank's gradient is its slice's mean; their mean is the whole batch's. One process
+        // skips it: the gradient list alone would be per-step work on the hot path.
+        if (options.World.Size > 1)
+        {
+            options.World.AverageInPlace(trainable.Select(p => p.grad).OfType<Tensor>().ToList(), options.BucketBytes);
+            loss = options.World.Sum(loss) / options.World.Size;
+        }
 
         if (options.GradClip > 0)
         {
