@@ -1010,6 +1010,7 @@ let private recipes =
 
 let environment: Env =
     initModule
+    @ Losses.lossModule
     @ layers
     @ algebraLayers
     @ spatialLayers

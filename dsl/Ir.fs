@@ -153,6 +153,35 @@ type PadMode =
     | ConstantPad of value: float
     | ReflectPad
 
+/// A loss over a whole batch to one number (shape []): the ops of a train block's objective
+/// (dsl/Losses.fs), never of a model. Each mirrors the torch.nn.functional loss it is named after,
+/// with its default mean reduction.
+type LossKind =
+    /// Inputs [logits; targets]: the classes on `axis` of the logits, integer targets shaped as the
+    /// logits without it (F.cross_entropy); targets equal to ignoreIndex take no part (−100 as
+    /// PyTorch), the mean is over the others.
+    | CrossEntropyLoss of axis: int * smoothing: float * ignoreIndex: int
+    /// Inputs [logits; targets], the same shape, targets in [0, 1] (F.binary_cross_entropy_with_logits).
+    | BinaryCrossEntropyLoss
+    /// Inputs [x; y], broadcast: mean of (x − y)².
+    | MseLoss
+    /// Inputs [x; y], broadcast: mean of |x − y|.
+    | L1Loss
+    /// Inputs [x; y], broadcast: Huber-like smooth L1 with threshold beta (F.smooth_l1_loss).
+    | SmoothL1Loss of beta: float
+    /// Inputs [student; teacher] logits, the same shape: Hinton et al.'s distillation,
+    /// T² · KL(softmax(teacher/T) ‖ softmax(student/T)) summed over `axis`, mean over the other positions.
+    | DistillLoss of axis: int * temperature: float
+    /// Inputs [a; b] ([B, D] each) or [a; b; scale] (scale of shape []): CLIP's symmetric InfoNCE
+    /// of scale · a·bᵀ with the matching row as the target (scale 1 without the third input).
+    | InfoNceLoss
+    /// Input [logits]: OpenLM's z-loss, mean over positions of logsumexp(logits along `axis`)².
+    | ZLoss of axis: int
+    /// Input [x]: the mean of every value, the batch included.
+    | MeanLoss
+    /// Inputs [x; mask], broadcast: Σ x·mask / Σ mask (0 when the mask is empty).
+    | MaskedMeanLoss
+
 type InputKind =
     | ImageInput
     | TokensInput
@@ -255,6 +284,8 @@ type Op =
     /// LayerNorm over the given axes (sorted, none the batch) with a gain and bias shaped as
     /// those axes, e.g. channel LayerNorm of [B, C, H, W] over axis 1.
     | LayerNormAxes of axes: int list * shape: int list * eps: float * affine: bool * bias: bool
+    /// A loss of the whole batch, shape [] (objectives only).
+    | Loss of LossKind
 
 type ParamKind =
     | Trainable
@@ -299,6 +330,20 @@ type Graph =
     }
 
 /// The op's name as the language spells it (and as the JSON form and `dsl show` print it).
+/// A loss's name in the language: `Loss.<name>`.
+let lossName (k: LossKind) =
+    match k with
+    | CrossEntropyLoss _ -> "crossEntropy"
+    | BinaryCrossEntropyLoss -> "binaryCrossEntropy"
+    | MseLoss -> "mse"
+    | L1Loss -> "l1"
+    | SmoothL1Loss _ -> "smoothL1"
+    | DistillLoss _ -> "distill"
+    | InfoNceLoss -> "infoNce"
+    | ZLoss _ -> "zLoss"
+    | MeanLoss -> "mean"
+    | MaskedMeanLoss -> "maskedMean"
+
 let opKind (op: Op) =
     match op with
     | Input _ -> "input"
@@ -371,6 +416,7 @@ let opKind (op: Op) =
     | Tile _ -> "tile"
     | Pad _ -> "pad"
     | LayerNormAxes _ -> "layernorm"
+    | Loss k -> "Loss." + lossName k
 
 /// Whether an op moves, picks or copies its (first) input's values without computing new ones:
 /// integer values (token ids, argmax indices) stay integers through it.
@@ -427,7 +473,8 @@ let keepsValues (op: Op) =
     | Softmax _
     | Reduce _
     | ArgMax _
-    | LayerNormAxes _ -> false
+    | LayerNormAxes _
+    | Loss _ -> false
 
 /// Whether an op's kernel takes int64 inputs (token ids, argmax indices): as PyTorch has it, ids
 /// index a table, compare and select, arithmetic promotes them to float, and the ops that keep
@@ -447,7 +494,9 @@ let acceptsIntegers (op: Op) =
        | Scale _
        | Pow _
        | Unary _
-       | ArgMax _ -> true
+       | ArgMax _
+       | Loss(CrossEntropyLoss _) -> true
+       | Loss _
        | Input _
        | Conv _
        | ConvTranspose _
@@ -644,7 +693,8 @@ let macs (n: Node) =
     | Expand _
     | Tile _
     | Pad _
-    | LayerNormAxes _ -> 0L
+    | LayerNormAxes _
+    | Loss _ -> 0L
 
 /// MACs of one sample through the whole graph.
 let totalMacs (g: Graph) = g.Nodes |> List.map macs |> sum64
@@ -708,6 +758,7 @@ let layoutOf (nodeOf: int -> Node) (id: int) : Layout =
                     | ChannelAxis a when a = a2 -> ChannelAxis a1
                     | other -> other
                 | Matmul _ -> UnknownLayout "a matmul"
+                | Loss _ -> NoLayout
                 | Stack axis ->
                     match go n.Inputs.Head with
                     | ChannelAxis a -> ChannelAxis(if a >= axis then a + 1 else a)

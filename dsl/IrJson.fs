@@ -207,8 +207,18 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
 
         if affine && not bias then
             w.WriteBoolean("bias", false)
+    | Loss(CrossEntropyLoss(axis, smoothing, ignoreIndex)) ->
+        w.WriteNumber("axis", axis)
+        w.WriteNumber("smoothing", smoothing)
+        w.WriteNumber("ignoreIndex", ignoreIndex)
+    | Loss(SmoothL1Loss beta) -> w.WriteNumber("beta", beta)
+    | Loss(DistillLoss(axis, temperature)) ->
+        w.WriteNumber("axis", axis)
+        w.WriteNumber("temperature", temperature)
+    | Loss(ZLoss axis) -> w.WriteNumber("axis", axis)
     // These carry no attributes beyond their op name (an activation's, a unary function's and a
     // comparison's kind is in the name).
+    | Loss(BinaryCrossEntropyLoss | MseLoss | L1Loss | InfoNceLoss | MeanLoss | MaskedMeanLoss)
     | Act _
     | GlobalPool _
     | Flatten
@@ -451,6 +461,16 @@ let read (json: string) : Graph =
                     HeadDim = opt e "headDim" (fun v -> v.GetInt32()) |> Option.defaultValue (dim / heads)
                     Dropout = opt e "dropout" (fun v -> v.GetDouble()) |> Option.defaultValue 0.0
                 }
+        | "Loss.crossEntropy" -> Loss(CrossEntropyLoss(int e "axis", num e "smoothing", int e "ignoreIndex"))
+        | "Loss.binaryCrossEntropy" -> Loss BinaryCrossEntropyLoss
+        | "Loss.mse" -> Loss MseLoss
+        | "Loss.l1" -> Loss L1Loss
+        | "Loss.smoothL1" -> Loss(SmoothL1Loss(num e "beta"))
+        | "Loss.distill" -> Loss(DistillLoss(int e "axis", num e "temperature"))
+        | "Loss.infoNce" -> Loss InfoNceLoss
+        | "Loss.zLoss" -> Loss(ZLoss(int e "axis"))
+        | "Loss.mean" -> Loss MeanLoss
+        | "Loss.maskedMean" -> Loss MaskedMeanLoss
         | "add" -> Add
         | "mul" -> Mul
         | "concat" -> Concat(int e "axis")

@@ -229,6 +229,7 @@ let private layerExpr (g: Graph) (n: Node) =
                 (if affine && not bias then " (bias = false)" else "")
                 (ints axes)
         )
+    | Loss _
     | Input _
     | Add
     | Mul
@@ -317,7 +318,28 @@ let private valueExpr (g: Graph) (n: Node) =
     | Stack axis, first :: rest ->
         let others = rest |> List.map (fun i -> "; " + v i) |> String.concat ""
         sprintf "%s |> at \"%s\" (fun a -> stack %d [a%s])" (v first) n.Path axis others
-    | (Input _ | Conv _ | ConvTranspose _ | Upsample _ | PixelShuffle _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | Add | Mul | Concat _ | LayerScale _ | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Matmul _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Pad _ | LayerNormAxes _) as op,
+    | Loss k, a :: rest ->
+        let named =
+            match k with
+            | CrossEntropyLoss(axis, smoothing, ignoreIndex) ->
+                sprintf " (axis = %d) (smoothing = %s) (ignoreIndex = %d)" axis (float smoothing) ignoreIndex
+            | SmoothL1Loss beta -> sprintf " (beta = %s)" (float beta)
+            | DistillLoss(axis, t) -> sprintf " (axis = %d) (temperature = %s)" axis (float t)
+            | ZLoss axis -> sprintf " (axis = %d)" axis
+            | BinaryCrossEntropyLoss
+            | MseLoss
+            | L1Loss
+            | InfoNceLoss
+            | MeanLoss
+            | MaskedMeanLoss -> ""
+
+        let others =
+            match k, rest with
+            | InfoNceLoss, [ b; scale ] -> sprintf " %s (scale = %s)" (v b) (v scale)
+            | _ -> rest |> List.map (fun i -> " " + v i) |> String.concat ""
+
+        sprintf "%s |> at \"%s\" (fun a -> Loss.%s%s a%s)" (v a) n.Path (lossName k) named others
+    | (Input _ | Conv _ | ConvTranspose _ | Upsample _ | PixelShuffle _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | Add | Mul | Concat _ | LayerScale _ | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Matmul _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Pad _ | LayerNormAxes _ | Loss _) as op,
       _ -> failwithf "internal error: cannot print %s with %d inputs" (opKind op) n.Inputs.Length
 
 let private inputType (n: Node) =

@@ -427,6 +427,10 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
                 l.LinkAxes (v x k) (v n.Id k)
             else
                 l.Freeze (v x k) (locate n "padding of it")
+    | Loss _ ->
+        for i in n.Inputs do
+            for k in 0 .. rank i - 1 do
+                l.Freeze (v i k) (locate n "a loss reduces it")
     | LayerNormAxes(axes, _, _, _, _) ->
         sameAxes x
 

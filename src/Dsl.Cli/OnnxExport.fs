@@ -317,6 +317,12 @@ let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tens
         let rank = n.Shape.Length
 
         match n.Op with
+        // An objective's losses train a model; they are not part of the model that is exported.
+        | Loss k ->
+            located
+                n
+                "Loss.%s belongs to a train block's objective, not to a model; export the model alone"
+                (lossName k)
         | Input(name, kind) ->
             let element =
                 match kind with

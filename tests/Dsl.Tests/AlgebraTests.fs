@@ -149,6 +149,11 @@ let samples: Map<string, Sample> =
             "Pad", sample (tokens "pad [2]") "`pad [pairs] (mode=\"constant\")" (Refuses "padding of it")
             "LayerNormAxes",
             sample (image "layernorm (axis = 1)") "`layernorm (eps=1e-5) (affine=true) (bias=true) (axis)`" Couples
+            "Loss",
+            sample
+                "model m (x : tensor[6, 8]) =\n    Loss.smoothL1 (x |> linear 8) x (beta = 0.5)\n"
+                "`Loss.smoothL1 x y (beta=1.0)`"
+                (Refuses "a loss reduces it")
         ]
 
 let private tagOf = FSharpValue.PreComputeUnionTagReader typeof<Op>

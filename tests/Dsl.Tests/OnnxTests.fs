@@ -245,7 +245,8 @@ let tests =
 
             // The checklist's sample of every IR op (AlgebraTests), exported and run in ONNX Runtime
             // at the lowest and the highest opset.
-            for KeyValue(op, sample) in AlgebraTests.samples do
+            // A loss belongs to an objective, never to an exported model (refused: see "a loss is not exported").
+            for KeyValue(op, sample) in AlgebraTests.samples |> Seq.filter (fun kv -> kv.Key <> "Loss") do
                 test (sprintf "the %s sample exports and matches TorchSharp" op) {
                     use m = new GraphModule(graph sample.Source, 1L)
                     m.eval ()
@@ -358,6 +359,35 @@ let tests =
                     | other -> failtestf "unexpected %A" other
 
                     Expect.isEmpty (Directory.GetFiles dir) "no file, not even a temporary")
+            }
+
+            test "a loss is not exported" {
+                let g = graph "model m (x : tensor[6, 8]) =\n    Loss.mse (x |> linear 8) x\n"
+                use m = new GraphModule(g, 0L)
+
+                withTempDir "dsl-onnx-" (fun dir ->
+                    let path = Path.Combine(dir, "m.onnx")
+
+                    let e =
+                        Expect.throwsC
+                            (fun () ->
+                                export
+                                    g
+                                    m
+                                    {
+                                        OnnxExport.Opset = 17
+                                        OnnxExport.DynamicBatch = true
+                                    }
+                                    path)
+                            id
+
+                    match e with
+                    | Report.UserError msg ->
+                        Expect.stringContains msg ":2:" "located at the loss"
+                        Expect.stringContains msg "Loss.mse belongs to a train block's objective" "says why"
+                    | other -> failtestf "unexpected %A" other
+
+                    Expect.isEmpty (Directory.GetFiles dir) "nothing written")
             }
 
             test "dsl export writes, rewrites its own file, and refuses anyone else's" {

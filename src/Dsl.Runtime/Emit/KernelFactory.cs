@@ -71,6 +71,8 @@ internal static class KernelFactory
             Ir.Op.Pad pad => AlgebraKernels.Pad(pad.pads, pad.mode),
             Ir.Op.LayerNormAxes norm => AlgebraKernels.LayerNormAxes(norm.axes, norm.shape, norm.eps, norm.affine, norm.bias, rank, parameters),
 
+            Ir.Op.Loss loss => LossKernels.Create(loss.Item),
+
             _ => throw new NotSupportedException($"node {node.Id} ('{node.Path}'): op {OpNames.Of(node.Op)} has no kernel"),
         };
     }
