@@ -1461,7 +1461,7 @@ let paddingMask (ctx: Ctx) span (pad: int) (ids: Tensor) =
             span
             "paddingMask: expects token ids [B, T], got float values %s; compare a float tensor with ne x pad"
             (showShape ids.Shape)
-    | _ -> rankError "paddingMask" span "token ids [B, T]" ids
+    | _ -> errorf span "paddingMask: expects token ids [B, T], got %s" (showShape ids.Shape)
 
 /// x where cond is non-zero, else y; all three broadcast together, as torch.where.
 let where (ctx: Ctx) span (cond: Tensor) (x: Tensor) (y: Tensor) =
