@@ -231,6 +231,26 @@ let private withOwnInit ctx name (args: Map<string, Value * Span>) (l: Layer) =
     | [] -> l
     | rules -> { l with Kind = WithInit(rules, l) }
 
+/// `eq x y`, `ne x y`: a 0/1 mask of x = y (x ≠ y), broadcast, either side may be a number.
+let private equality name kind =
+    name,
+    hostFn name [ "x"; "y" ] [] (fun ctx a s ->
+        match a["x"], a["y"] with
+        | (VTensor x, _), (VTensor y, _) -> compareTensors ctx s kind x y
+        | (VTensor x, _), (VNum(c, _), _)
+        | (VNum(c, _), _), (VTensor x, _) -> compareScalar ctx s kind x c
+        | (VNum(x, _), _), (VNum(y, _), _) -> VBool((x = y) = (kind = Equal))
+        | (VTensor _, _), y -> VTensor(asTensor name "y" y)
+        | x, _ -> VTensor(asTensor name "x" x))
+
+/// `mask = m` (0/1, 1 = may attend) or `additiveMask = m` (added to the scores), not both.
+let private maskArg fn (a: Map<string, Value * Span>) span =
+    match a["mask"], a["additiveMask"] with
+    | (VUnit, _), (VUnit, _) -> NoMaskArg
+    | m, (VUnit, _) -> KeepArg(asTensor fn "mask" m)
+    | (VUnit, _), m -> AdditiveArg(asTensor fn "additiveMask" m)
+    | _ -> errorf span "%s: give mask (0/1) or additiveMask (added to the scores), not both" fn
+
 let private layerFn name positional optional (make: Map<string, Value * Span> -> Span -> Layer) =
     let optional =
         if optional |> List.exists (fun (n, _) -> n = "init") then
@@ -613,6 +633,8 @@ let private layers =
                 "qkLayerNorm", VBool false
                 "headDim", num 0
                 "dropout", flt 0.0
+                "mask", VUnit
+                "additiveMask", VUnit
             ]
             (fun a s ->
                 attention
@@ -626,6 +648,28 @@ let private layers =
                     (asBool "attention" "qkLayerNorm" a["qkLayerNorm"])
                     (asInt "attention" "headDim" a["headDim"])
                     (asFloat "attention" "dropout" a["dropout"])
+                    (maskArg "attention" a s)
+                    s)
+        layerFn
+            "crossAttention"
+            [ "heads"; "context" ]
+            [
+                "qkvBias", VBool true
+                "bias", VBool true
+                "headDim", num 0
+                "dropout", flt 0.0
+                "mask", VUnit
+                "additiveMask", VUnit
+            ]
+            (fun a s ->
+                crossAttention
+                    (asPositiveInt "crossAttention" "heads" a["heads"])
+                    (asTensor "crossAttention" "context" a["context"])
+                    (asBool "crossAttention" "qkvBias" a["qkvBias"])
+                    (asBool "crossAttention" "bias" a["bias"])
+                    (asInt "crossAttention" "headDim" a["headDim"])
+                    (asFloat "crossAttention" "dropout" a["dropout"])
+                    (maskArg "crossAttention" a s)
                     s)
         layerFn "layerScale" [] [ "init", flt 1e-5; "axis", VUnit ] (fun a s ->
             let axis =
@@ -786,6 +830,11 @@ let private combinators =
                 (asInt "selectWhere" "token" a["token"])
                 (asTensor "selectWhere" "ids" a["ids"])
                 (asTensor "selectWhere" "x" a["x"]))
+        "paddingMask",
+        hostFn "paddingMask" [ "pad"; "ids" ] [] (fun ctx a s ->
+            paddingMask ctx s (asInt "paddingMask" "pad" a["pad"]) (asTensor "paddingMask" "ids" a["ids"]))
+        equality "eq" Equal
+        equality "ne" NotEqual
         "error", hostFn "error" [ "message" ] [] (fun _ a s -> error s (asString "error" "message" a["message"]))
     ]
 

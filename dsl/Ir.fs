@@ -101,6 +101,16 @@ type UpsampleAttrs =
         AlignCorners: bool
     }
 
+/// An attention mask, a further input of the attention node, shaped [B, …] or without the batch
+/// and broadcast to [B, heads, Tq, Tk]: the batch axis first when it has one, the rest aligned
+/// from the right against [heads, Tq, Tk] (so a [B, Tk] key-padding mask is [B, 1, 1, Tk]).
+type AttentionMask =
+    | NoMask
+    /// 0/1 values, non-zero = may attend (SDPA's boolean attn_mask).
+    | KeepMask of batched: bool
+    /// Float values added to the scores before the softmax (SDPA's float attn_mask).
+    | AdditiveMask of batched: bool
+
 type AttentionAttrs =
     {
         Dim: int
@@ -126,6 +136,26 @@ type AttentionAttrs =
         /// Dropout on the attention weights (after the softmax), in training only; the masks
         /// come from the model's mask generator, as `dropout`'s do. 0 = none.
         Dropout: float
+        /// The mask, when the node has a second input.
+        Mask: AttentionMask
+    }
+
+/// Multi-head cross-attention: queries from x [B, Tq, Dim], keys and values from a context
+/// [B, Tk, ContextDim]: q [Heads·HeadDim, Dim], kv [2·Heads·HeadDim, ContextDim] (k rows, then
+/// v rows), proj [Dim, Heads·HeadDim] (the names of timm's PVT-v2 attention).
+type CrossAttentionAttrs =
+    {
+        Dim: int
+        ContextDim: int
+        Heads: int
+        HeadDim: int
+        /// Biases of the q and kv projections.
+        QkvBias: bool
+        /// Bias of the output projection.
+        Bias: bool
+        Dropout: float
+        /// The mask, when the node has a third input (after x and the context).
+        Mask: AttentionMask
     }
 
 /// Value-by-value functions of one tensor.
@@ -142,6 +172,8 @@ type CompareKind =
     | LessEqual
     | Greater
     | GreaterEqual
+    | Equal
+    | NotEqual
 
 type ReduceKind =
     | ReduceMean
@@ -225,6 +257,8 @@ type Op =
     | PositionalEmbedding of length: int * dim: int
     /// Multi-head self-attention over [B, T, D]: fused qkv projection, scaled dot product, output projection.
     | SelfAttention of AttentionAttrs
+    /// Inputs [x; context] (and a mask): queries from x, keys and values from the context.
+    | CrossAttention of CrossAttentionAttrs
     | Add
     | Mul
     | Concat of axis: int
@@ -377,6 +411,7 @@ let opKind (op: Op) =
     | Embedding _ -> "embedding"
     | PositionalEmbedding _ -> "positionalEmbedding"
     | SelfAttention _ -> "attention"
+    | CrossAttention _ -> "crossAttention"
     | Add -> "add"
     | Mul -> "mul"
     | Concat _ -> "concat"
@@ -400,6 +435,8 @@ let opKind (op: Op) =
     | Compare(LessEqual, _) -> "le"
     | Compare(Greater, _) -> "gt"
     | Compare(GreaterEqual, _) -> "ge"
+    | Compare(Equal, _) -> "eq"
+    | Compare(NotEqual, _) -> "ne"
     | Where -> "where"
     | Matmul _ -> "matmul"
     | Softmax(_, false) -> "softmax"
@@ -455,6 +492,7 @@ let keepsValues (op: Op) =
     | Embedding _
     | PositionalEmbedding _
     | SelfAttention _
+    | CrossAttention _
     | Add
     | Mul
     | LayerScale _
@@ -517,6 +555,7 @@ let acceptsIntegers (op: Op) =
        | TokensToImage _
        | PositionalEmbedding _
        | SelfAttention _
+       | CrossAttention _
        | Concat _
        | LayerScale _
        | Parameter
@@ -646,6 +685,16 @@ let macs (n: Node) =
         let inner = int64 a.Heads * int64 a.HeadDim
         let kv = int64 a.KvHeads * int64 a.HeadDim
         t * d * (2L * inner + 2L * kv) + 2L * t * t * inner
+    // q and proj over the Tq queries only: the context's length (k, v and the Tq × Tk products)
+    // is not the node's, so this per-node count leaves that share out.
+    | CrossAttention a ->
+        let t =
+            (match n.Shape with
+             | [ _; t; _ ] when isKnown t -> int64 (known t)
+             | _ -> 1L)
+
+        let inner = int64 a.Heads * int64 a.HeadDim
+        t * int64 a.Dim * 2L * inner
     // One multiply-accumulate per output value and contracted index.
     | Matmul inner -> prod n.Shape * int64 inner
     | Input _
@@ -740,6 +789,7 @@ let layoutOf (nodeOf: int -> Node) (id: int) : Layout =
                 | Embedding _
                 | PositionalEmbedding _
                 | SelfAttention _
+                | CrossAttention _
                 | ImageToTokens
                 | Linear _
                 | SelectToken _

@@ -15,6 +15,28 @@ let private ints (w: Utf8JsonWriter) (name: string) (xs: int list) =
 
     w.WriteEndArray()
 
+/// An attention mask, written only when there is one.
+let private maskFields (w: Utf8JsonWriter) (m: AttentionMask) =
+    match m with
+    | NoMask -> ()
+    | KeepMask batched ->
+        w.WriteString("mask", "keep")
+        w.WriteBoolean("maskBatched", batched)
+    | AdditiveMask batched ->
+        w.WriteString("mask", "additive")
+        w.WriteBoolean("maskBatched", batched)
+
+let private readMask (e: JsonElement) =
+    match e.TryGetProperty "mask" with
+    | true, v ->
+        let batched = e.GetProperty("maskBatched").GetBoolean()
+
+        match v.GetString() with
+        | "keep" -> KeepMask batched
+        | "additive" -> AdditiveMask batched
+        | other -> failwithf "unknown attention mask kind %s" other
+    | _ -> NoMask
+
 let private opFields (w: Utf8JsonWriter) (op: Op) =
     w.WriteString("op", opKind op)
 
@@ -148,6 +170,20 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
 
         if a.Dropout <> 0.0 then
             w.WriteNumber("dropout", a.Dropout)
+
+        maskFields w a.Mask
+    | CrossAttention a ->
+        w.WriteNumber("dim", a.Dim)
+        w.WriteNumber("contextDim", a.ContextDim)
+        w.WriteNumber("heads", a.Heads)
+        w.WriteNumber("headDim", a.HeadDim)
+        w.WriteBoolean("qkvBias", a.QkvBias)
+        w.WriteBoolean("bias", a.Bias)
+
+        if a.Dropout <> 0.0 then
+            w.WriteNumber("dropout", a.Dropout)
+
+        maskFields w a.Mask
     | Concat a -> w.WriteNumber("axis", a)
     | LayerScale(c, a) ->
         w.WriteNumber("channels", c)
@@ -460,6 +496,19 @@ let read (json: string) : Graph =
                     QkLayerNorm = opt e "qkLayerNorm" (fun v -> v.GetBoolean()) |> Option.defaultValue false
                     HeadDim = opt e "headDim" (fun v -> v.GetInt32()) |> Option.defaultValue (dim / heads)
                     Dropout = opt e "dropout" (fun v -> v.GetDouble()) |> Option.defaultValue 0.0
+                    Mask = readMask e
+                }
+        | "crossAttention" ->
+            CrossAttention
+                {
+                    Dim = int e "dim"
+                    ContextDim = int e "contextDim"
+                    Heads = int e "heads"
+                    HeadDim = int e "headDim"
+                    QkvBias = flag e "qkvBias"
+                    Bias = flag e "bias"
+                    Dropout = opt e "dropout" (fun v -> v.GetDouble()) |> Option.defaultValue 0.0
+                    Mask = readMask e
                 }
         | "Loss.crossEntropy" -> Loss(CrossEntropyLoss(int e "axis", num e "smoothing", int e "ignoreIndex"))
         | "Loss.binaryCrossEntropy" -> Loss BinaryCrossEntropyLoss
@@ -490,12 +539,14 @@ let read (json: string) : Graph =
         | "clamp" -> Clamp(opt e "min" (fun v -> v.GetDouble()), opt e "max" (fun v -> v.GetDouble()))
         | "addScalar" -> AddScalar(num e "value")
         | "div" -> Div
-        | ("lt" | "le" | "gt" | "ge") as name ->
+        | ("lt" | "le" | "gt" | "ge" | "eq" | "ne") as name ->
             let kind =
                 match name with
                 | "lt" -> Less
                 | "le" -> LessEqual
                 | "gt" -> Greater
+                | "eq" -> Equal
+                | "ne" -> NotEqual
                 | _ -> GreaterEqual
 
             Compare(kind, opt e "scalar" (fun v -> v.GetDouble()))

@@ -1008,7 +1008,89 @@ let positionalEmbedding span : Layer =
 /// is grouped-query attention, `rope` > 0 rotates q and k per head with base θ = rope, and
 /// `qkNorm` RMS-normalises q and k per head (OpenELM, arXiv 2404.14619; apple/corenet); `qkLayerNorm` normalises
 /// q and k over their full width before the head split with a gain-only LayerNorm (OpenLM).
-let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim dropout span : Layer =
+/// Where a `mask = m` stops being a 0/1 mask, if it does: comparisons (and `paddingMask`) make
+/// 0/1 values, a declared `tensor[…]` input is data the caller supplies, a product of masks is
+/// their conjunction, `where` picks between masks, and the ops that only move values keep them;
+/// any other op (a layer, a sum, a softmax, …) computes values that need not be 0 or 1.
+let rec private notZeroOne (nodeOf: int -> Node) (id: int) : Node option =
+    let n = nodeOf id
+
+    match n.Op with
+    | Compare _
+    | Input(_, TensorInput) -> None
+    | Mul -> n.Inputs |> List.tryPick (notZeroOne nodeOf)
+    | Where -> n.Inputs.Tail |> List.tryPick (notZeroOne nodeOf)
+    | Dropout _
+    | DropPath _ -> Some n
+    | Pad(_, ConstantPad v) when v <> 0.0 && v <> 1.0 -> Some n
+    | op when keepsValues op -> n.Inputs |> List.tryPick (notZeroOne nodeOf)
+    | _ -> Some n
+
+/// Checks an attention mask against the scores [B, heads, Tq, Tk]: the mask's batch axis first
+/// when it has one, its other axes aligned from the right against [heads, Tq, Tk], each 1 or
+/// equal (so a [B, Tk] key-padding mask is [B, 1, 1, Tk], and a [Tq, Tk] one has no batch).
+let private attentionMask (b: Builder) (l: string) span (additive: bool) heads (tq: Dim) (tk: Dim) (m: Tensor) =
+    let nodeOf (i: int) = b.Nodes[i]
+    let key = if additive then "additiveMask" else "mask"
+
+    if isInteger nodeOf m.Node then
+        errorf
+            span
+            "%s: the %s %s holds integer values (token ids or an argmax), not a mask; make one of them first, e.g. paddingMask pad ids"
+            l
+            key
+            (showShape m.Shape)
+
+    if not additive then
+        match notZeroOne nodeOf m.Node with
+        | Some n ->
+            errorf
+                span
+                "%s: mask = %s is not a 0/1 mask: it comes from a %s; a mask comes from a comparison (<, >=, eq, ne, paddingMask), a product or where of masks, or a tensor input; to add float values to the scores, pass additiveMask"
+                l
+                (showShape m.Shape)
+                (opKind n.Op)
+        | None -> ()
+
+    let batched =
+        match m.Shape with
+        | d :: _ when d = batch -> true
+        | _ -> false
+
+    let rest = if batched then List.tail m.Shape else m.Shape
+    let scores = [ batch; Known heads; tq; tk ]
+
+    let refuse () =
+        errorf
+            span
+            "%s: the %s %s does not broadcast to the attention scores %s [batch, heads, queries, keys] (its batch axis first, its other axes aligned from the right; each 1 or equal)"
+            l
+            key
+            (showShape m.Shape)
+            (showShape scores)
+
+    if rest.Length > 3 then
+        refuse ()
+
+    let padded = List.replicate (3 - rest.Length) (Known 1) @ rest
+
+    List.iter2
+        (fun (d: Dim) (t: Dim) ->
+            if d <> Known 1 && d <> t then
+                refuse ())
+        padded
+        [ Known heads; tq; tk ]
+
+    if additive then AdditiveMask batched else KeepMask batched
+
+/// The mask argument of `attention` and `crossAttention`: `mask` (0/1) or `additiveMask`
+/// (added to the scores), not both.
+type MaskArg =
+    | NoMaskArg
+    | KeepArg of Tensor
+    | AdditiveArg of Tensor
+
+let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim dropout (mask: MaskArg) span : Layer =
     let run ctx input =
         let b = builderOf ctx span
         let t = tensorIn "attention" span input
@@ -1087,12 +1169,103 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim 
                     QkLayerNorm = qkLayerNorm
                     HeadDim = headDim
                     Dropout = dropout
+                    Mask = NoMask
                 }
 
-            addNode b span (SelfAttention attrs) [ t ] t.Shape ps
+            let tokens = t.Shape[1]
+
+            match mask with
+            | NoMaskArg -> addNode b span (SelfAttention attrs) [ t ] t.Shape ps
+            | KeepArg m
+            | AdditiveArg m ->
+                let kind = attentionMask b "attention" span mask.IsAdditiveArg heads tokens tokens m
+
+                addNode b span (SelfAttention { attrs with Mask = kind }) [ t; m ] t.Shape ps
         | _ -> rankError "attention" span "[B, T, D]" t
 
     primLayer "attention" span run
+
+/// Multi-head cross-attention: queries from x [B, Tq, D], keys and values from the context
+/// [B, Tk, Dk] (another length, another width): q [heads·hd, D], kv [2·heads·hd, Dk] (rows k,
+/// then v), scaled dot product per head, proj [D, heads·hd] → [B, Tq, D].
+let crossAttention heads (context: Tensor) qkvBias bias headDim dropout (mask: MaskArg) span : Layer =
+    let run ctx input =
+        let b = builderOf ctx span
+        let t = tensorIn "crossAttention" span input
+
+        match t.Shape, context.Shape with
+        | [ bx; tq; d ], [ bc; tk; dk ] ->
+            if bx <> bc then
+                errorf
+                    span
+                    "crossAttention: the queries %s and the context %s differ in their batch"
+                    (showShape t.Shape)
+                    (showShape context.Shape)
+
+            if isInteger (fun i -> b.Nodes[i]) context.Node then
+                errorf
+                    span
+                    "crossAttention: the context %s holds integer indices (token ids or an argmax); embed them first"
+                    (showShape context.Shape)
+
+            let d = knownDim "crossAttention" span "query feature axis" d
+            let dk = knownDim "crossAttention" span "context feature axis" dk
+
+            if heads <= 0 then
+                errorf span "crossAttention: heads must be positive, got %d" heads
+
+            if headDim < 0 then
+                errorf span "crossAttention: headDim must be positive, got %d" headDim
+
+            if headDim = 0 && d % heads <> 0 then
+                errorf span "crossAttention: width %d is not divisible by %d heads (or set headDim)" d heads
+
+            if dropout < 0.0 || dropout >= 1.0 then
+                errorf span "crossAttention: dropout must be in [0, 1), got %g" dropout
+
+            let headDim = if headDim = 0 then d / heads else headDim
+            let inner = heads * headDim
+
+            let ps =
+                [ trainable b span "q.weight" [ inner; d ] (fanInUniform d) ]
+                @ (if qkvBias then
+                       [ trainable b span "q.bias" [ inner ] Zeros ]
+                   else
+                       [])
+                @ [ trainable b span "kv.weight" [ 2 * inner; dk ] (fanInUniform dk) ]
+                @ (if qkvBias then
+                       [ trainable b span "kv.bias" [ 2 * inner ] Zeros ]
+                   else
+                       [])
+                @ [ trainable b span "proj.weight" [ d; inner ] (fanInUniform inner) ]
+                @ (if bias then
+                       [ trainable b span "proj.bias" [ d ] Zeros ]
+                   else
+                       [])
+
+            let attrs =
+                {
+                    Dim = d
+                    ContextDim = dk
+                    Heads = heads
+                    HeadDim = headDim
+                    QkvBias = qkvBias
+                    Bias = bias
+                    Dropout = dropout
+                    Mask = NoMask
+                }
+
+            match mask with
+            | NoMaskArg -> addNode b span (CrossAttention attrs) [ t; context ] t.Shape ps
+            | KeepArg m
+            | AdditiveArg m ->
+                let kind = attentionMask b "crossAttention" span mask.IsAdditiveArg heads tq tk m
+
+                addNode b span (CrossAttention { attrs with Mask = kind }) [ t; context; m ] t.Shape ps
+        | [ _; _; _ ], _ -> rankError "crossAttention" span "context [B, Tk, Dk]" context
+        | _ -> rankError "crossAttention" span "[B, Tq, D]" t
+
+    primLayer "crossAttention" span run
 
 let private normAxis name span (t: Tensor) axis =
     let n = t.Shape.Length
@@ -1275,6 +1448,20 @@ let compareTensors (ctx: Ctx) span kind (x: Tensor) (y: Tensor) =
 
 let compareScalar (ctx: Ctx) span kind (x: Tensor) (c: float) =
     addNode (builderOf ctx span) span (Compare(kind, Some c)) [ x ] x.Shape []
+
+/// Token ids [B, T] → a [B, T] mask of 1 where ids ≠ pad: the key-padding mask of `attention`
+/// and `crossAttention` (`ne ids pad`).
+let paddingMask (ctx: Ctx) span (pad: int) (ids: Tensor) =
+    let b = builderOf ctx span
+
+    match ids.Shape with
+    | [ _; _ ] when isInteger (fun i -> b.Nodes[i]) ids.Node -> compareScalar ctx span NotEqual ids (float pad)
+    | [ _; _ ] ->
+        errorf
+            span
+            "paddingMask: expects token ids [B, T], got float values %s; compare a float tensor with ne x pad"
+            (showShape ids.Shape)
+    | _ -> errorf span "paddingMask: expects token ids [B, T], got %s" (showShape ids.Shape)
 
 /// x where cond is non-zero, else y; all three broadcast together, as torch.where.
 let where (ctx: Ctx) span (cond: Tensor) (x: Tensor) (y: Tensor) =

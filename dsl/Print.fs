@@ -42,7 +42,15 @@ let private var (g: Graph) (id: int) =
     | Input(name, _) -> name
     | _ -> sprintf "node%d" id
 
-/// The layer expression of a node that is a layer applied to its single input, if it is one.
+/// An attention's mask argument: its last input.
+let private maskArg (g: Graph) (inputs: int list) (m: AttentionMask) =
+    match m with
+    | NoMask -> ""
+    | KeepMask _ -> sprintf " (mask = %s)" (var g (List.last inputs))
+    | AdditiveMask _ -> sprintf " (additiveMask = %s)" (var g (List.last inputs))
+
+/// The layer expression of a node that is a layer applied to its first input (an attention's
+/// context and mask are named in it), if it is one.
 let private layerExpr (g: Graph) (n: Node) =
     let initOf local =
         g.Params
@@ -138,7 +146,7 @@ let private layerExpr (g: Graph) (n: Node) =
     | SelfAttention a ->
         Some(
             sprintf
-                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s%s%s"
+                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s%s%s%s"
                 a.Heads
                 (bool a.Causal)
                 (bool a.QkvBias)
@@ -161,6 +169,25 @@ let private layerExpr (g: Graph) (n: Node) =
                      sprintf " (dropout = %s)" (float a.Dropout)
                  else
                      "")
+                (maskArg g n.Inputs a.Mask)
+        )
+    | CrossAttention a ->
+        Some(
+            sprintf
+                "crossAttention %d %s (qkvBias = %s) (bias = %s)%s%s%s"
+                a.Heads
+                (var g n.Inputs[1])
+                (bool a.QkvBias)
+                (bool a.Bias)
+                (if a.Heads * a.HeadDim <> a.Dim then
+                     sprintf " (headDim = %d)" a.HeadDim
+                 else
+                     "")
+                (if a.Dropout <> 0.0 then
+                     sprintf " (dropout = %s)" (float a.Dropout)
+                 else
+                     "")
+                (maskArg g n.Inputs a.Mask)
         )
     | LayerScale(_, axis) ->
         // The axis only when the input's layout would not give it (the printed graph has the
@@ -305,6 +332,8 @@ let private valueExpr (g: Graph) (n: Node) =
             | LessEqual -> "<="
             | Greater -> ">"
             | GreaterEqual -> ">="
+            | Equal -> "eq"
+            | NotEqual -> "ne"
 
         let other =
             match scalar, rest with
@@ -312,7 +341,10 @@ let private valueExpr (g: Graph) (n: Node) =
             | None, [ b ] -> v b
             | _ -> failwithf "internal error: a comparison with %d inputs" n.Inputs.Length
 
-        sprintf "%s |> at \"%s\" (fun a -> a %s %s)" (v a) n.Path symbol other
+        match kind with
+        | Equal
+        | NotEqual -> sprintf "%s |> at \"%s\" (fun a -> %s a %s)" (v a) n.Path symbol other
+        | _ -> sprintf "%s |> at \"%s\" (fun a -> a %s %s)" (v a) n.Path symbol other
     | Where, [ c; a; b ] -> sprintf "%s |> at \"%s\" (fun a -> where a %s %s)" (v c) n.Path (v a) (v b)
     | Matmul _, [ a; b ] -> sprintf "%s |> at \"%s\" (fun a -> matmul a %s)" (v a) n.Path (v b)
     | Stack axis, first :: rest ->
@@ -339,7 +371,7 @@ let private valueExpr (g: Graph) (n: Node) =
             | _ -> rest |> List.map (fun i -> " " + v i) |> String.concat ""
 
         sprintf "%s |> at \"%s\" (fun a -> Loss.%s%s a%s)" (v a) n.Path (lossName k) named others
-    | (Input _ | Conv _ | ConvTranspose _ | Upsample _ | PixelShuffle _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | Add | Mul | Concat _ | LayerScale _ | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Matmul _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Pad _ | LayerNormAxes _ | Loss _) as op,
+    | (Input _ | Conv _ | ConvTranspose _ | Upsample _ | PixelShuffle _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | CrossAttention _ | Add | Mul | Concat _ | LayerScale _ | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Matmul _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Pad _ | LayerNormAxes _ | Loss _) as op,
       _ -> failwithf "internal error: cannot print %s with %d inputs" (opKind op) n.Inputs.Length
 
 let private inputType (n: Node) =
@@ -391,8 +423,8 @@ let model (g: Graph) : string =
 
             let rhs =
                 match layerExpr g n, n.Inputs with
-                | Some l, [ i ] when reuses -> sprintf "%s |> tie \"%s\" (%s)" (var g i) n.Path l
-                | Some l, [ i ] -> sprintf "%s |> at \"%s\" (%s)" (var g i) n.Path (withDeclaredInits g n l)
+                | Some l, i :: _ when reuses -> sprintf "%s |> tie \"%s\" (%s)" (var g i) n.Path l
+                | Some l, i :: _ -> sprintf "%s |> at \"%s\" (%s)" (var g i) n.Path (withDeclaredInits g n l)
                 | _ -> valueExpr g n
 
             sb.AppendLine(sprintf "    let %s = %s" (var g n.Id) rhs) |> ignore

@@ -199,6 +199,25 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
 
     let last (id: int) = rank id - 1
 
+    let freezeMask (m: int) (heads: Slot) =
+        let why = locate n "an attention mask"
+
+        for k in 0 .. rank m - 1 do
+            l.Freeze (v m k) why
+
+        let shape = g.Nodes[m].Shape
+
+        let rest =
+            if List.tryHead shape = Some batch then
+                List.tail shape
+            else
+                shape
+
+        let perHead = rest.Length = 3 && rest.Head <> Known 1
+
+        if perHead then
+            l.Freeze heads why
+
     let linkParam local k (s: Slot) =
         if hasParam local then
             l.LinkAxes (w local k) s
@@ -378,6 +397,31 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
                 for row in [ (a.Heads + kv) * hd + r; (a.Heads + a.KvHeads + kv) * hd + r ] do
                     rows "qkv.weight" row kv
                     rows "qkv.bias" row kv
+
+        // A mask keeps its shape: its axes (and the heads, when it has one per head) stay.
+        if a.Mask <> NoMask then
+            freezeMask (List.last n.Inputs) heads
+    | CrossAttention _ ->
+        // Queries' width into q, the context's width into kv, proj back to the queries' width:
+        // linked so that the groups show what meets here, and fixed, since no slicing rule
+        // shrinks a cross-attention (its heads or widths) yet.
+        let ctx = n.Inputs[1]
+        l.LinkAxes (v x 1) (v n.Id 1)
+        linkParam "q.weight" 1 (v x 2)
+        linkParam "kv.weight" 1 (v ctx 2)
+        linkParam "proj.weight" 0 (v n.Id 2)
+        linkParam "proj.bias" 0 (v n.Id 2)
+        let why = locate n "cannot prune through crossAttention"
+
+        for s in [ v x 2; v ctx 2; v n.Id 2; w "q.weight" 0; w "kv.weight" 0; w "proj.weight" 1 ] do
+            l.Freeze s why
+
+        for KeyValue(_, full) in n.Params do
+            l.Freeze { Owner = Weight full; Axis = 0 } why
+
+        for i in List.skip 2 n.Inputs do
+            for k in 0 .. rank i - 1 do
+                l.Freeze (v i k) (locate n "an attention mask")
     | Unary _
     | Pow _
     | Clamp _

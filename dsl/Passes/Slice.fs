@@ -111,6 +111,13 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
                             Heads = kv * (a.Heads / a.KvHeads)
                             KvHeads = kv
                         }
+                // Its groups are fixed (see Groups), so its sizes stay; read off its inputs.
+                | CrossAttention a ->
+                    CrossAttention
+                        { a with
+                            Dim = outDim last
+                            ContextDim = newDim n.Inputs[1] 2
+                        }
                 | LayerScale(_, axis) -> LayerScale(outDim (if axis < 0 then shape.Length + axis else axis), axis)
                 | Narrow(axis, start, length) ->
                     let a = if axis < 0 then shape.Length + axis else axis

@@ -220,7 +220,70 @@ let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tens
         | Hardswish -> node "HardSwish" [ x ] []
         | Identity -> node "Identity" [ x ] []
 
-    let attention (n: Node) (a: AttentionAttrs) x (tokens: Dim) =
+    /// A mask input unsqueezed to 4-D against the scores [B, heads, Tq, Tk]: after the batch
+    /// axis when it has one, else in front.
+    let maskOf (kind: AttentionMask) (m: string) (rank: int) =
+        let batched =
+            match kind with
+            | KeepMask b
+            | AdditiveMask b -> b
+            | NoMask -> false
+
+        let missing = 4 - rank
+
+        if missing = 0 then
+            m
+        else
+            let first = if batched then 1L else 0L
+            node "Unsqueeze" [ m; ints "axes" [ for i in 0 .. missing - 1 -> first + int64 i ] ] []
+
+    /// softmax(scores, masked) · v: a 0/1 mask leaves −∞ where it is 0, an additive one is added;
+    /// a row left with no key gets zeros (what the kernel and PyTorch's SDPA give), not NaN.
+    let attend (scores: string) (v: string) (kind: AttentionMask) (mask: (string * int) option) =
+        let scores =
+            match kind, mask with
+            | KeepMask _, Some(m, rank) ->
+                let allowed = node "Not" [ node "Equal" [ maskOf kind m rank; scalar 0.0 ] [] ] []
+                node "Where" [ allowed; scores; scalar Double.NegativeInfinity ] []
+            | AdditiveMask _, Some(m, rank) -> add scores (maskOf kind m rank)
+            | _ -> scores
+
+        let weights = node "Softmax" [ scores ] [ OnnxAttribute.Int("axis", -1L) ]
+
+        let weights =
+            match kind with
+            | NoMask -> weights
+            | _ -> node "Where" [ node "IsNaN" [ weights ] []; scalar 0.0; weights ] []
+
+        node "MatMul" [ weights; v ] []
+
+    let crossAttention (n: Node) (a: CrossAttentionAttrs) x context (mask: (string * int) option) =
+        let hd = int64 a.HeadDim
+        let heads = int64 a.Heads
+        let inner = heads * hd
+
+        let q =
+            linear x (param n "q.weight") (if a.QkvBias then Some(param n "q.bias") else None) 3
+
+        let kv =
+            linear context (param n "kv.weight") (if a.QkvBias then Some(param n "kv.bias") else None) 3
+
+        let k = slice kv [ 0L ] [ inner ] [ -1L ]
+        let v = slice kv [ inner ] [ 2L * inner ] [ -1L ]
+
+        let split t =
+            transpose (reshape t [ 0L; 0L; heads; hd ]) [ 0L; 2L; 1L; 3L ]
+
+        let q, k, v = split q, split k, split v
+
+        let scores =
+            mul (node "MatMul" [ q; transpose k [ 0L; 1L; 3L; 2L ] ] []) (scalar (1.0 / sqrt (float hd)))
+
+        let attended = attend scores v a.Mask mask
+        let merged = reshape (transpose attended [ 0L; 2L; 1L; 3L ]) [ 0L; 0L; inner ]
+        linear merged (param n "proj.weight") (if a.Bias then Some(param n "proj.bias") else None) 3
+
+    let attention (n: Node) (a: AttentionAttrs) x (tokens: Dim) (mask: (string * int) option) =
         let hd = int64 a.HeadDim
         let heads = int64 a.Heads
         let kvHeads = int64 a.KvHeads
@@ -306,8 +369,7 @@ let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tens
             | Sym s when a.Causal -> located n "a causal mask needs a known sequence length, not the symbolic %s" s
             | _ -> scores
 
-        let weights = node "Softmax" [ scores ] [ OnnxAttribute.Int("axis", -1L) ]
-        let attended = node "MatMul" [ weights; v ] []
+        let attended = attend scores v a.Mask mask
         let merged = reshape (transpose attended [ 0L; 2L; 1L; 3L ]) [ 0L; 0L; heads * hd ]
         linear merged (param n "proj.weight") (if a.Bias then Some(param n "proj.bias") else None) 3
 
@@ -453,7 +515,22 @@ let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tens
                     node "Slice" [ weight; ints "starts" [ 0L ]; tokens; ints "axes" [ 0L ] ] []
 
             add (input 0) rows
-        | SelfAttention a -> attention n a (input 0) (List.item 1 (inputShape 0))
+        | SelfAttention a ->
+            let mask =
+                if a.Mask = NoMask then
+                    None
+                else
+                    Some(input 1, (inputShape 1).Length)
+
+            attention n a (input 0) (List.item 1 (inputShape 0)) mask
+        | CrossAttention a ->
+            let mask =
+                if a.Mask = NoMask then
+                    None
+                else
+                    Some(input 2, (inputShape 2).Length)
+
+            crossAttention n a (input 0) (input 1) mask
         | Add -> n.Inputs |> List.map (fun i -> values[i]) |> List.reduce add
         | Mul -> n.Inputs |> List.map (fun i -> values[i]) |> List.reduce mul
         | Concat axis ->
@@ -627,8 +704,30 @@ let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tens
                 | LessEqual -> "LessOrEqual"
                 | Greater -> "Greater"
                 | GreaterEqual -> "GreaterOrEqual"
+                | Equal
+                | NotEqual -> "Equal"
 
-            node "Cast" [ node op [ input 0; other ] [] ] [ OnnxAttribute.Int("to", int64 OnnxElement.Float) ]
+            // Token ids (int64) compare as floats with a float operand, as PyTorch promotes them.
+            let asFloat k v =
+                if isInteger (fun i -> nodes[i]) n.Inputs[k] then
+                    node "Cast" [ v ] [ OnnxAttribute.Int("to", int64 OnnxElement.Float) ]
+                else
+                    v
+
+            let other =
+                match constant with
+                | Some _ -> other
+                | None -> asFloat 1 other
+
+            let compared = node op [ asFloat 0 (input 0); other ] []
+
+            let compared =
+                if kind = NotEqual then
+                    node "Not" [ compared ] []
+                else
+                    compared
+
+            node "Cast" [ compared ] [ OnnxAttribute.Int("to", int64 OnnxElement.Float) ]
         | Where ->
             // The kernel takes x where cond is non-zero.
             let cond = node "Not" [ node "Equal" [ input 0; scalar 0.0 ] [] ] []

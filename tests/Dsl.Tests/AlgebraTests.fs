@@ -109,7 +109,19 @@ let samples: Map<string, Sample> =
                 "model m (t : tokens[6]) =\n    t |> embedding 10 8 |> positionalEmbedding |> linear 4\n"
                 "`positionalEmbedding`"
                 Couples
-            "SelfAttention", sample (tokens "attention 2") "`attention heads (causal=false)" Couples
+            "SelfAttention",
+            sample
+                ("model m (x : tensor[6, 8]) (t : tokens[6]) =\n"
+                 + "    x |> linear 8 |> attention 2 |> attention 2 (causal = true) (mask = paddingMask 0 t)\n"
+                 + "    |> attention 2 (additiveMask = log (paddingMask 0 t)) |> linear 4\n")
+                "`attention heads (causal=false)"
+                Couples
+            "CrossAttention",
+            sample
+                ("model m (x : tensor[6, 8]) (c : tensor[5, 12]) (t : tokens[5]) =\n"
+                 + "    x |> linear 8 |> crossAttention 2 c (mask = paddingMask 0 t) |> crossAttention 2 (linear 16 c) |> linear 4\n")
+                "`crossAttention heads context"
+                (Refuses "cannot prune through crossAttention")
             "Add", sample (tokens "(fun h -> h + h)") "`x + y`" Couples
             "Mul", sample (tokens "(fun h -> h * h)") "`x * y`" Couples
             "Concat", sample (tokens "(fun h -> concat 2 [h; h])") "`concat axis [xs]`" Couples
@@ -130,7 +142,8 @@ let samples: Map<string, Sample> =
             "Clamp", sample (tokens "clamp (min = 0.0)") "`clamp (min) (max)`" Couples
             "AddScalar", sample (tokens "(fun h -> h + 1.0)") "`x + 1.0`" Couples
             "Div", sample (tokens "(fun h -> h / (h * h))") "`x / y`" Couples
-            "Compare", sample (tokens "(fun h -> h > h * 0.5)") "`x < y`" Couples
+            "Compare",
+            sample (tokens "(fun h -> (h > h * 0.5) * eq h 0.0 * ne 1.0 h * ne h (h * 2.0))") "`x < y`" Couples
             "Where", sample (tokens "(fun h -> where (h > 0.0) h (h * 0.1))") "`where cond x y`" Couples
             "Matmul", sample (tokens "(fun h -> matmul h (transpose 1 2 h))") "`matmul x y`" Couples
             "Softmax", sample (tokens "softmax") "`softmax (axis=-1)`" (Refuses "a softmax normalises along it")

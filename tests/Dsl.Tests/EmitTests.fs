@@ -65,6 +65,7 @@ module Graphs =
                 QkLayerNorm = false
                 HeadDim = 8
                 Dropout = 0.0
+                Mask = NoMask
             }
 
         {

@@ -50,6 +50,8 @@ internal static class AlgebraKernels
             { IsLessEqual: true } => static (a, b) => a.le(b),
             { IsGreater: true } => static (a, b) => a.gt(b),
             { IsGreaterEqual: true } => static (a, b) => a.ge(b),
+            { IsEqual: true } => static (a, b) => a.eq(b),
+            { IsNotEqual: true } => static (a, b) => a.ne(b),
             _ => throw new NotSupportedException($"comparison {kind} has no kernel"),
         };
         Func<Tensor, double, Tensor> withScalar = kind switch
@@ -58,6 +60,8 @@ internal static class AlgebraKernels
             { IsLessEqual: true } => static (a, c) => a.le(c),
             { IsGreater: true } => static (a, c) => a.gt(c),
             { IsGreaterEqual: true } => static (a, c) => a.ge(c),
+            { IsEqual: true } => static (a, c) => a.eq(c),
+            { IsNotEqual: true } => static (a, c) => a.ne(c),
             _ => throw new NotSupportedException($"comparison {kind} has no kernel"),
         };
         var constant = FSharpOption<double>.get_IsSome(scalar) ? scalar!.Value : (double?)null;

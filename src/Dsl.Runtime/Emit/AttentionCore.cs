@@ -109,7 +109,7 @@ internal sealed class AttentionCore
     /// generator (training) and a dropout rate, the attention weights are dropped out with masks
     /// drawn from it.
     /// </summary>
-    public Tensor Attend(Tensor q, Tensor k, Tensor v, long start, Generator? dropoutMasks = null)
+    public Tensor Attend(Tensor q, Tensor k, Tensor v, long start, Generator? dropoutMasks = null, Tensor? attnMask = null)
     {
         var (batch, tokens, length) = (q.shape[0], q.shape[2], k.shape[2]);
         if (KvHeads != heads && tokens == 1)
@@ -127,7 +127,23 @@ internal sealed class AttentionCore
         }
 
         Tensor attended;
-        if (dropoutMasks is not null && dropout > 0)
+        if (attnMask is not null)
+        {
+            // The node's mask, with the causal one when the node is causal (PyTorch's SDPA takes
+            // one or the other; they are combined here as nn.Transformer combines its masks).
+            if (causal && tokens > 1)
+            {
+                var queryPositions = arange(start, start + tokens, dtype: ScalarType.Int64, device: q.device).unsqueeze(1);
+                var keyPositions = arange(length, dtype: ScalarType.Int64, device: q.device).unsqueeze(0);
+                var visible = keyPositions.le(queryPositions);
+                attnMask = attnMask.dtype == ScalarType.Bool
+                    ? attnMask.logical_and(visible)
+                    : where(visible, attnMask, tensor(double.NegativeInfinity, attnMask.dtype, attnMask.device));
+            }
+
+            attended = Scaled(q, k, v, attnMask, dropout, dropoutMasks);
+        }
+        else if (dropoutMasks is not null && dropout > 0)
         {
             // Written out, so that the weights' mask comes from the model's generator: softmax of
             // q·kᵀ/√hd (causal: key j ≤ query position), times Bernoulli(1 − p)/(1 − p), times v.
@@ -162,6 +178,59 @@ internal sealed class AttentionCore
 
         var merged = attended.transpose(1, 2).reshape(batch, tokens, heads * HeadDim);
         return F.linear(merged, projWeight, projBias);
+    }
+
+    /// <summary>
+    /// A mask input as SDPA's attn_mask, 4-D against the scores [B, heads, Tq, Tk]: the batch
+    /// axis first when it has one, its other axes aligned from the right (a [B, Tk] key-padding
+    /// mask is [B, 1, 1, Tk]); a 0/1 mask as booleans (non-zero = may attend), an additive one as
+    /// float32 values added to the scores.
+    /// </summary>
+    public static Tensor MaskOf(Ir.AttentionMask kind, Tensor raw)
+    {
+        var batched = kind is Ir.AttentionMask.KeepMask { batched: true } or Ir.AttentionMask.AdditiveMask { batched: true };
+        var shape = raw.shape;
+        var rest = batched ? shape[1..] : shape;
+        var view = new long[4];
+        var lead = 4 - rest.Length;
+        for (var i = 0; i < 4; i++)
+        {
+            view[i] = i < lead ? 1 : rest[i - lead];
+        }
+
+        if (batched)
+        {
+            view[0] = shape[0];
+        }
+
+        var shaped = raw.reshape(view);
+        return kind.IsKeepMask ? shaped.ne(0) : shaped.to_type(ScalarType.Float32);
+    }
+
+    /// <summary>
+    /// Scaled dot-product attention of q [B, h, Tq, hd] over k, v [B, h, Tk, hd] with an
+    /// optional attn_mask (boolean: true = may attend; float: added to the scores). A query
+    /// that may attend to no key gets zeros, as PyTorch's SDPA gives since 2.5 (its safe
+    /// softmax), not NaN. With a dropout generator and rate (training), the weights are
+    /// written out and dropped out with masks drawn from it.
+    /// </summary>
+    public static Tensor Scaled(Tensor q, Tensor k, Tensor v, Tensor? mask, double dropout, Generator? dropoutMasks)
+    {
+        if (dropoutMasks is null || dropout <= 0)
+        {
+            return mask is null ? F.scaled_dot_product_attention(q, k, v) : F.scaled_dot_product_attention(q, k, v, attn_mask: mask);
+        }
+
+        var scores = q.matmul(k.transpose(-2, -1)).mul(1.0 / Math.Sqrt(q.shape[^1]));
+        if (mask is not null)
+        {
+            scores = mask.dtype == ScalarType.Bool ? scores.masked_fill(mask.logical_not(), double.NegativeInfinity) : scores.add(mask);
+        }
+
+        var weights = scores.softmax(-1);
+        weights = weights.masked_fill(weights.isnan(), 0.0);
+        var keep = ElementwiseKernels.KeepMask(weights.shape, 1 - dropout, weights, dropoutMasks);
+        return weights.mul(keep).matmul(v);
     }
 
     /// <summary>Cos and sin of positions 0 … length − 1 (or more), kept across calls.</summary>

@@ -24,6 +24,7 @@ internal static class KernelFactory
             Ir.Op.Embedding embedding => LayerKernels.Embedding(embedding.dim, parameters),
             Ir.Op.PositionalEmbedding positional => LayerKernels.PositionalEmbedding(positional.length, parameters),
             Ir.Op.SelfAttention attention => LayerKernels.SelfAttention(attention.Item, parameters, maskGenerator),
+            Ir.Op.CrossAttention attention => LayerKernels.CrossAttention(attention.Item, parameters, maskGenerator),
             Ir.Op.LayerScale scale => LayerKernels.LayerScale(scale.channels, scale.axis, rank, parameters),
             { IsParameter: true } => LayerKernels.Parameter(parameters),
 

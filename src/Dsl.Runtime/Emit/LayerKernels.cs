@@ -112,7 +112,35 @@ internal static class LayerKernels
         {
             using var scope = NewDisposeScope();
             var (q, k, v) = core.Project(x[0], 0);
-            return scope.MoveToOuter(core.Attend(q, k, v, 0, training ? maskGenerator : null));
+            var mask = attrs.Mask.IsNoMask ? null : AttentionCore.MaskOf(attrs.Mask, x[1]);
+            return scope.MoveToOuter(core.Attend(q, k, v, 0, training ? maskGenerator : null, mask));
+        };
+    }
+
+    /// <summary>
+    /// Multi-head cross-attention: q [heads·hd, D] of x [B, Tq, D], kv [2·heads·hd, Dk] of the
+    /// context [B, Tk, Dk] (k rows, then v rows), scaled dot product per head with the optional
+    /// mask (third input), proj [D, heads·hd] → [B, Tq, D].
+    /// </summary>
+    public static Kernel CrossAttention(Ir.CrossAttentionAttrs attrs, NodeParams parameters, Generator maskGenerator)
+    {
+        var qWeight = parameters.Required("q.weight");
+        var qBias = attrs.QkvBias ? parameters.Required("q.bias") : null;
+        var kvWeight = parameters.Required("kv.weight");
+        var kvBias = attrs.QkvBias ? parameters.Required("kv.bias") : null;
+        var projWeight = parameters.Required("proj.weight");
+        var projBias = attrs.Bias ? parameters.Required("proj.bias") : null;
+        var (heads, headDim) = ((long)attrs.Heads, (long)attrs.HeadDim);
+        return (x, training) =>
+        {
+            using var scope = NewDisposeScope();
+            var (batch, queries, keys) = (x[0].shape[0], x[0].shape[1], x[1].shape[1]);
+            var q = F.linear(x[0], qWeight, qBias).view(batch, queries, heads, headDim).transpose(1, 2);
+            var kv = F.linear(x[1], kvWeight, kvBias).view(batch, keys, 2, heads, headDim).permute(2, 0, 3, 1, 4);
+            var mask = attrs.Mask.IsNoMask ? null : AttentionCore.MaskOf(attrs.Mask, x[2]);
+            var attended = AttentionCore.Scaled(q, kv[0], kv[1], mask, attrs.Dropout, training ? maskGenerator : null);
+            var merged = attended.transpose(1, 2).reshape(batch, queries, heads * headDim);
+            return scope.MoveToOuter(F.linear(merged, projWeight, projBias));
         };
     }
 

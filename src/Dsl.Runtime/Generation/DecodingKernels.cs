@@ -61,6 +61,7 @@ internal static class DecodingKernels
             string? why = node.Op switch
             {
                 Ir.Op.SelfAttention { Item.Causal: false } => "is not causal: a position would see later ones",
+                Ir.Op.SelfAttention { Item.Mask.IsNoMask: false } => "takes a mask over the whole sequence",
                 Ir.Op.Narrow narrow when AcrossPositions(narrow.axis, rank) => "slices the token axis",
                 Ir.Op.Concat concat when AcrossPositions(concat.axis, rank) => "joins along the token axis",
                 Ir.Op.Normalize normalize when AcrossPositions(normalize.axis, rank) => "normalises along the token axis",
