@@ -303,9 +303,29 @@ type BibleKjvArgs =
                 "the corpus file to write: the books as documents separated by % lines (corpus format \"fortunes\"), verses without references"
             | Bible _ -> "the bible program of the Debian package bible-kjv (default: bible on PATH)"
 
+type FashionScenesArgs =
+    | [<Mandatory>] Out of dir: string
+    | Fashion of dir: string
+    | [<AtLeast 1.0>] Size of pixels: int
+    | [<AtLeast 1.0>] Train of count: int
+    | [<AtLeast 1.0>] Test of count: int
+    | [<AtLeast 0.0>] Seed of seed: int
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Out _ ->
+                "folder for train.jsonl, test.jsonl, classes.json and images/masks/depth/{train,test}/NNNNN.png (a new, empty or earlier fashion-scenes folder)"
+            | Fashion _ -> "Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)"
+            | Size _ -> "canvas side in pixels (default 64)"
+            | Train _ -> "training scenes, from training items (default 10000)"
+            | Test _ -> "test scenes, from test items (default 2000)"
+            | Seed _ -> "seed of the scene layouts (default 0)"
+
 [<RequireSubcommand>]
 type DataArgs =
     | [<CliPrefix(CliPrefix.None)>] Fashion_Captions of ParseResults<FashionCaptionsArgs>
+    | [<CliPrefix(CliPrefix.None)>] Fashion_Scenes of ParseResults<FashionScenesArgs>
     | [<CliPrefix(CliPrefix.None)>] Catlip_Labels of ParseResults<CatlipLabelsArgs>
     | [<CliPrefix(CliPrefix.None)>] Bible_Kjv of ParseResults<BibleKjvArgs>
 
@@ -313,6 +333,8 @@ type DataArgs =
         member a.Usage =
             match a with
             | Fashion_Captions _ -> "make an image-caption data set (JSONL manifests + PNGs) from Fashion-MNIST"
+            | Fashion_Scenes _ ->
+                "make a dense-prediction data set (image, class mask, depth map per scene) from Fashion-MNIST items"
             | Catlip_Labels _ -> "mine CatLIP's WordNet synset labels from a manifest's captions"
             | Bible_Kjv _ -> "a text corpus of the King James Bible, one document per book (Debian package bible-kjv)"
 

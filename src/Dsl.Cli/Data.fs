@@ -1,6 +1,7 @@
 /// `dsl data fashion-captions` and `dsl data catlip-labels`: the image-text data for CLIP-style
 /// training (issue 4) — a captioned Fashion-MNIST to train and test on anywhere, and CatLIP's
-/// WordNet labels mined from any manifest's captions; `dsl data bible-kjv`: the King James Bible
+/// WordNet labels mined from any manifest's captions; `dsl data fashion-scenes`: dense data
+/// (image, class mask, depth) composed of Fashion-MNIST items; `dsl data bible-kjv`: the King James Bible
 /// as a text corpus for language models, one document per book.
 module Dsl.Cli.Data
 
@@ -67,6 +68,38 @@ let private fashionCaptions (args: ParseResults<FashionCaptionsArgs>) =
         for s in r.Synthetic do
             printfn "    synthetic: %s" s
 
+    0
+
+let private fashionScenes (args: ParseResults<FashionScenesArgs>) =
+    let clock = Stopwatch.StartNew()
+    let out = args.GetResult FashionScenesArgs.Out
+
+    let options =
+        FashionScenesOptions(
+            Size = args.GetResult(FashionScenesArgs.Size, 64),
+            Train = args.GetResult(FashionScenesArgs.Train, 10000),
+            Test = args.GetResult(FashionScenesArgs.Test, 2000),
+            Seed = args.GetResult(FashionScenesArgs.Seed, 0)
+        )
+
+    if options.Size < 28 then
+        fail "error: --size %d is smaller than a Fashion-MNIST item (28); give at least 28" options.Size
+
+    let result =
+        FashionScenes.Build(args.GetResult(FashionScenesArgs.Fashion, FashionMnist.DefaultDirectory), out, options)
+
+    printfn
+        "wrote %d training and %d test scenes of %dx%d (image, mask, depth) to %s in %.1f s"
+        result.Train
+        result.Test
+        options.Size
+        options.Size
+        out
+        clock.Elapsed.TotalSeconds
+
+    printfn "  %s" result.TrainManifest
+    printfn "  %s" result.TestManifest
+    printfn "  %s" result.ClassesFile
     0
 
 /// OUT with its extension replaced by .vocab.tsv (train.catlip.jsonl → train.catlip.vocab.tsv).
@@ -177,5 +210,6 @@ let private bibleKjv (args: ParseResults<BibleKjvArgs>) =
 let run (args: ParseResults<DataArgs>) =
     match args.GetSubCommand() with
     | Fashion_Captions a -> fashionCaptions a
+    | Fashion_Scenes a -> fashionScenes a
     | Catlip_Labels a -> catlipLabels a
     | Bible_Kjv a -> bibleKjv a

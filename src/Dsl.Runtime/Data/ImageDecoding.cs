@@ -1,6 +1,7 @@
 using System.Buffers.Binary;
 using System.Collections.Concurrent;
 using SixLabors.ImageSharp;
+using SixLabors.ImageSharp.Formats;
 using SixLabors.ImageSharp.Formats.Gif;
 using SixLabors.ImageSharp.Formats.Tiff;
 using SixLabors.ImageSharp.Memory;
@@ -102,37 +103,9 @@ internal static class ImageDecoding
     {
         try
         {
-            var length = new FileInfo(path).Length;
-            var maxFileBytes = ImageLimits.MaxFileBytes(maxPixels);
-            if (length > maxFileBytes)
+            if (Open(path, maxPixels, out var file, out var configuration, out _, out _) is { } refused)
             {
-                return $"{TooLarge}: the file has {ImageLimits.Format(length)} bytes, more than the {ImageLimits.Format(maxFileBytes)} allowed for images of at most {ImageLimits.Format(maxPixels)} pixels";
-            }
-
-            var file = File.ReadAllBytes(path);
-            if (ImageTruncation.Find(file) is { } truncation)
-            {
-                return truncation;
-            }
-
-            var configuration = ConfigurationFor(maxPixels);
-            var info = Image.Identify(configuration, file, out _);
-            if (info is null)
-            {
-                return "not a recognised image format";
-            }
-
-            if (Oversized(info.Width, info.Height, "declares", maxPixels) is { } declared)
-            {
-                return declared;
-            }
-
-            // A GIF decoder allocates each frame at the frame descriptor's size, which the
-            // logical screen Identify reports does not bound.
-            if (GifLargestFrame(file) is var (frameWidth, frameHeight)
-                && Oversized(frameWidth, frameHeight, "has a frame of", maxPixels) is { } frame)
-            {
-                return frame;
+                return refused;
             }
 
             if (channels == 1)
@@ -150,30 +123,106 @@ internal static class ImageDecoding
 
             return null;
         }
-        catch (FileNotFoundException)
+        catch (Exception e) when (e is not OutOfMemoryException)
         {
-            return "file not found";
+            return Failure(e, maxPixels);
         }
-        catch (DirectoryNotFoundException)
+    }
+
+    /// <summary>
+    /// Decodes the image at the size it has, with the same checks as <see cref="Decode"/> (file
+    /// size, truncation, declared size, GIF frames, the allocator's limit) and, when given,
+    /// <paramref name="accept"/> on its format and metadata before any pixel is decoded (a mask
+    /// must be an 8-bit grey-scale PNG, say). Returns the pixels row by row and the size, or why not.
+    /// </summary>
+    internal static string? DecodeExact<TPixel>(
+        string path, long maxPixels, Func<IImageFormat?, IImageInfo, string?>? accept, out TPixel[] pixels, out int width, out int height)
+        where TPixel : unmanaged, IPixel<TPixel>
+    {
+        pixels = [];
+        (width, height) = (0, 0);
+        try
         {
-            return "file not found";
-        }
-        catch (UnknownImageFormatException)
-        {
-            return "not a recognised image format";
-        }
-        catch (InvalidMemoryOperationException e)
-        {
-            // The allocator's limit (ConfigurationFor) caught a buffer the header checks did not foresee.
-            return $"{TooLarge}: decoding needs more memory than images of at most {ImageLimits.Format(maxPixels)} pixels ({e.Message})";
+            if (Open(path, maxPixels, out var file, out var configuration, out var format, out var info) is { } refused)
+            {
+                return refused;
+            }
+
+            if (accept?.Invoke(format, info) is { } rejected)
+            {
+                return rejected;
+            }
+
+            using var image = Image.Load<TPixel>(configuration, file);
+            pixels = new TPixel[(long)image.Width * image.Height];
+            image.CopyPixelDataTo(pixels);
+            (width, height) = (image.Width, image.Height);
+            return null;
         }
         catch (Exception e) when (e is not OutOfMemoryException)
         {
-            // Decoders report corrupt input with many exception types (InvalidImageContentException,
-            // ImageFormatException, NotSupportedException, IOException, ...); all mean "skip this file".
-            return $"cannot decode: {e.Message}";
+            return Failure(e, maxPixels);
         }
     }
+
+    /// <summary>
+    /// Reads the file and its header, refusing (with the reason) a file too large to read, a
+    /// truncated one, an unknown format, or a declared size or GIF frame above the pixel limit.
+    /// </summary>
+    private static string? Open(
+        string path, long maxPixels, out byte[] file, out Configuration configuration, out IImageFormat? format, out IImageInfo info)
+    {
+        (file, configuration, format, info) = ([], Configuration.Default, null, null!);
+        var length = new FileInfo(path).Length;
+        var maxFileBytes = ImageLimits.MaxFileBytes(maxPixels);
+        if (length > maxFileBytes)
+        {
+            return $"{TooLarge}: the file has {ImageLimits.Format(length)} bytes, more than the {ImageLimits.Format(maxFileBytes)} allowed for images of at most {ImageLimits.Format(maxPixels)} pixels";
+        }
+
+        file = File.ReadAllBytes(path);
+        if (ImageTruncation.Find(file) is { } truncation)
+        {
+            return truncation;
+        }
+
+        configuration = ConfigurationFor(maxPixels);
+        var identified = Image.Identify(configuration, file, out format);
+        if (identified is null)
+        {
+            return "not a recognised image format";
+        }
+
+        info = identified;
+        if (Oversized(info.Width, info.Height, "declares", maxPixels) is { } declared)
+        {
+            return declared;
+        }
+
+        // A GIF decoder allocates each frame at the frame descriptor's size, which the
+        // logical screen Identify reports does not bound.
+        if (GifLargestFrame(file) is var (frameWidth, frameHeight)
+            && Oversized(frameWidth, frameHeight, "has a frame of", maxPixels) is { } frame)
+        {
+            return frame;
+        }
+
+        return null;
+    }
+
+    /// <summary>Why decoding failed, from what the file system or a decoder threw.</summary>
+    private static string Failure(Exception e, long maxPixels) => e switch
+    {
+        FileNotFoundException or DirectoryNotFoundException => "file not found",
+        UnknownImageFormatException => "not a recognised image format",
+
+        // The allocator's limit (ConfigurationFor) caught a buffer the header checks did not foresee.
+        InvalidMemoryOperationException => $"{TooLarge}: decoding needs more memory than images of at most {ImageLimits.Format(maxPixels)} pixels ({e.Message})",
+
+        // Decoders report corrupt input with many exception types (InvalidImageContentException,
+        // ImageFormatException, NotSupportedException, IOException, ...); all mean "skip this file".
+        _ => $"cannot decode: {e.Message}",
+    };
 
     private static string? Oversized(long width, long height, string what, long maxPixels) =>
         width * height > maxPixels
