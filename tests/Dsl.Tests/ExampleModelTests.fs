@@ -46,6 +46,31 @@ let private unetCount (cin: int) (widths: int list) (classes: int) =
 
     down + up + int64 (w[0] * classes + classes)
 
+/// The fusion model from the layer formulas: conv-BN pairs without bias, a 1×1 conv to the
+/// width, the metadata MLP, q/k/v/proj and the MLP of the block, four LayerNorms, the head.
+let private fusionCount (cin: int) (encoder: int list) (width: int) (meta: int) (queries: int) (classes: int) =
+    let linear i o = int64 (i * o + o)
+    let convBn i o = int64 (9 * i * o + 2 * o)
+
+    let encoderCount =
+        encoder
+        |> List.fold (fun (prev, total) c -> c, total + convBn prev c + convBn c c) (cin, 0L)
+        |> snd
+
+    let toWidth = int64 (List.last encoder * width + width)
+    let metadata = linear meta width + linear width (queries * width)
+    let attention = 4L * linear width width
+    let mlp = linear width (4 * width) + linear (4 * width) width
+    let norms = 4L * int64 (2 * width)
+
+    encoderCount
+    + toWidth
+    + metadata
+    + attention
+    + mlp
+    + norms
+    + linear width classes
+
 [<Tests>]
 let tests =
     testList
@@ -59,6 +84,9 @@ let tests =
                 let unets = models "unet.dsl"
                 Expect.equal (count unets["unet"]) (unetCount 1 [ 64; 128; 256; 512; 1024 ] 2) "U-Net"
                 Expect.equal (count unets["unetSmall"]) (unetCount 1 [ 16; 32; 64 ] 10) "small U-Net"
+                let fusions = models "fusion.dsl"
+                Expect.equal (count fusions["fusion"]) (fusionCount 3 [ 64; 128; 256; 384 ] 384 32 8 1000) "fusion"
+                Expect.equal (count fusions["fusionTiny"]) (fusionCount 1 [ 16; 32 ] 64 8 4 10) "small fusion"
             }
 
             test "the U-Net up-convolves with convTranspose2d and keeps the input's size" {
