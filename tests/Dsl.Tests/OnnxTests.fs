@@ -236,6 +236,20 @@ let private variantTest (name: string, src: string, reparameterises: bool) =
 let private tinyConvnet =
     "model m : image[3, 16, 16] = conv 8 >> batchnorm >> gelu >> maxpool 2 >> flatten >> linear 4\n"
 
+/// What exporting g at opset 17 with a dynamic batch throws (the test fails if it does not).
+let private refusal g m path =
+    Expect.throwsC
+        (fun () ->
+            export
+                g
+                m
+                {
+                    OnnxExport.Opset = 17
+                    OnnxExport.DynamicBatch = true
+                }
+                path)
+        id
+
 [<Tests>]
 let tests =
     testList
@@ -338,18 +352,7 @@ let tests =
                 withTempDir "dsl-onnx-" (fun dir ->
                     let path = Path.Combine(dir, "m.onnx")
 
-                    let e =
-                        Expect.throwsC
-                            (fun () ->
-                                export
-                                    g
-                                    m
-                                    {
-                                        OnnxExport.Opset = 17
-                                        OnnxExport.DynamicBatch = true
-                                    }
-                                    path)
-                            id
+                    let e = refusal g m path
 
                     match e with
                     | Report.UserError msg ->
@@ -368,18 +371,7 @@ let tests =
                 withTempDir "dsl-onnx-" (fun dir ->
                     let path = Path.Combine(dir, "m.onnx")
 
-                    let e =
-                        Expect.throwsC
-                            (fun () ->
-                                export
-                                    g
-                                    m
-                                    {
-                                        OnnxExport.Opset = 17
-                                        OnnxExport.DynamicBatch = true
-                                    }
-                                    path)
-                            id
+                    let e = refusal g m path
 
                     match e with
                     | Report.UserError msg ->
