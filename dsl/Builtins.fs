@@ -1027,6 +1027,7 @@ let private recipes =
                 "channels", num 1
                 "reinforced", str ""
             ]
+        tagged "records" [ "manifest" ] [ "test", str ""; "augment", VList []; "fields", VRecord [] ]
         tagged "crossEntropy" [] [ "smoothing", flt 0.0 ]
         tagged "clipLoss" [] []
         tagged "mobileclipLoss" [] [ "lambda", flt 0.75; "teacherScale", flt 100.0 ]
@@ -1057,8 +1058,37 @@ let private recipes =
         tagged "constant" [] [ "warmup", num 0 ]
     ]
 
+/// `Field.image [1; 28; 28]`, `Field.label 10`, …: what a `records` data set declares each field to be.
+let private fieldModule =
+    let decl ty (shape: Value) classes =
+        VRecord [ "field", VStr ty; "shape", shape; "classes", VNum(float classes, true) ]
+
+    let shaped ty =
+        ty, hostFn ("Field." + ty) [ "shape" ] [] (fun _ a _ -> decl ty (fst a["shape"]) 0)
+
+    let classed ty =
+        ty,
+        hostFn ("Field." + ty) [ "classes"; "shape" ] [] (fun _ a s ->
+            decl ty (fst a["shape"]) (asPositiveInt ("Field." + ty) "classes" a["classes"]))
+
+    [
+        "Field",
+        VRecord
+            [
+                shaped "image"
+                classed "mask"
+                shaped "depth"
+                "label",
+                hostFn "Field.label" [ "classes" ] [] (fun _ a _ ->
+                    decl "label" (VList []) (asPositiveInt "Field.label" "classes" a["classes"]))
+                shaped "tensor"
+                shaped "tokens"
+            ]
+    ]
+
 let environment: Env =
     initModule
+    @ fieldModule
     @ Losses.lossModule
     @ layers
     @ algebraLayers

@@ -16,6 +16,8 @@ type Checked =
         /// The models declared as transforms of earlier ones (`subclone parent (…)`).
         Declared: (string * Declared.Declared) list
         Recipes: Recipe.TrainRecipe list
+        /// The objectives of the recipes whose loss is an expression, by model name.
+        Objectives: (string * Objective.Objective) list
         /// Errors only: a file checks when this is empty.
         Diagnostics: Diagnostic list
         /// What `dsl check` reports without failing (a file that declares no model).
@@ -70,6 +72,7 @@ let checkSource (file: string) (text: string) : Checked =
                 Models = []
                 Declared = []
                 Recipes = []
+                Objectives = []
                 Diagnostics = ds
                 Warnings = []
             }
@@ -114,6 +117,7 @@ let checkSource (file: string) (text: string) : Checked =
                     | Error ds -> diags.AddRange ds
 
             let recipes = ResizeArray()
+            let objectives = ResizeArray()
 
             for t in loaded.Trains do
                 if not (loaded.Models |> List.exists (fun m -> m.Name = t.Model)) then
@@ -133,6 +137,11 @@ let checkSource (file: string) (text: string) : Checked =
                         for name, g in models do
                             if name = t.Model then
                                 diags.AddRange(Recipe.labelsFit r g)
+
+                                match attempt (fun () -> Objective.ofRecipe r g) with
+                                | Ok(Some o) -> objectives.Add(name, o)
+                                | Ok None -> ()
+                                | Error ds -> diags.AddRange ds
                     | Error ds -> diags.AddRange ds
 
             {
@@ -140,6 +149,7 @@ let checkSource (file: string) (text: string) : Checked =
                 Models = List.ofSeq models
                 Declared = List.ofSeq declared
                 Recipes = List.ofSeq recipes
+                Objectives = List.ofSeq objectives
                 // A library file opened twice, or a failed definition used in several places,
                 // reports the same error more than once: each is worth reading once.
                 Diagnostics = List.ofSeq diags |> List.distinct
@@ -158,6 +168,7 @@ let checkFile (path: string) : Checked =
             Models = []
             Declared = []
             Recipes = []
+            Objectives = []
             Diagnostics = [ diagnostic { Span.None with File = path } "no such file" ]
             Warnings = []
         }
@@ -170,6 +181,7 @@ let checkFile (path: string) : Checked =
                 Models = []
                 Declared = []
                 Recipes = []
+                Objectives = []
                 Diagnostics = ds
                 Warnings = []
             }
@@ -196,3 +208,6 @@ let pickModel (c: Checked) (name: string option) : Result<Graph, string> =
 
 let pickRecipe (c: Checked) (model: string) : Recipe.TrainRecipe option =
     c.Recipes |> List.tryFind (fun r -> r.Model = model)
+
+let pickObjective (c: Checked) (model: string) : Objective.Objective option =
+    c.Objectives |> List.tryFind (fun (m, _) -> m = model) |> Option.map snd

@@ -451,6 +451,22 @@ let private augment (a: Recipe.Augment) =
 let private quoted (s: string) =
     "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\""
 
+let private fieldDecl (d: Recipe.FieldDecl) =
+    let shape = "[ " + (d.Shape |> List.map string |> String.concat "; ") + " ]"
+
+    match d.Type with
+    | "label" -> sprintf "%s = Field.label %d" d.Name d.Classes
+    | "mask" -> sprintf "%s = Field.mask %d %s" d.Name d.Classes shape
+    | ty -> sprintf "%s = Field.%s %s" d.Name ty shape
+
+/// A loss or metrics expression as written in its train block; one given only as a string
+/// (never read from a file) cannot be repeated, which is said rather than guessed.
+let private expression what (source: string) =
+    if source = "" then
+        failwithf "the %s expression was not read from a file and cannot be printed" what
+    else
+        "(" + source + ")"
+
 /// A recipe as a `train` block, every field explicit, so a printed model can be trained and
 /// evaluated without the file it came from.
 let recipe (r: Recipe.TrainRecipe) : string =
@@ -483,6 +499,13 @@ let recipe (r: Recipe.TrainRecipe) : string =
                 d.Size
                 d.Channels
                 (quoted d.Reinforced)
+        | "records" ->
+            sprintf
+                "records %s (test = %s) (augment = [ %s ]) (fields = { %s })"
+                (quoted d.Path)
+                (quoted d.Test)
+                augments
+                (d.Fields |> List.map fieldDecl |> String.concat "; ")
         | _ ->
             sprintf
                 "fashionMnist (augment = [ %s ]) (dir = %s) (size = %d) (channels = %d)"
@@ -499,6 +522,7 @@ let recipe (r: Recipe.TrainRecipe) : string =
             sprintf "mobileclipLoss (lambda = %s) (teacherScale = %s)" (float lambda) (float scale)
         | Recipe.CatlipLoss -> "catlipLoss"
         | Recipe.NextToken z -> sprintf "nextToken (zLoss = %s)" (float z)
+        | Recipe.Objective e -> expression "loss" e.Source
 
     let o = r.Optimizer
 
@@ -539,6 +563,15 @@ let recipe (r: Recipe.TrainRecipe) : string =
         sprintf "    seed = %d" r.Seed
         sprintf "    saveEvery = %d" r.SaveEvery
         sprintf "    keep = %d" r.Keep
+        if not r.Inputs.IsEmpty then
+            sprintf
+                "    inputs = { %s }"
+                (r.Inputs
+                 |> List.map (fun (i, f, _) -> sprintf "%s = %s" i (quoted f))
+                 |> String.concat "; ")
+        match r.Metrics with
+        | Some m -> sprintf "    metrics = %s" (expression "metrics" m.Source)
+        | None -> ()
         "}"
     ]
     |> String.concat "\n"

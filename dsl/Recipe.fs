@@ -12,6 +12,19 @@ type Augment =
     | RandomCrop of size: int * pad: int
     | HFlip of p: float
 
+/// A field of a record the data declares (`Field.image [1; 28; 28]`, `Field.label 10`, …):
+/// its kind, its shape per record and, for labels and masks, the number of classes.
+type FieldDecl =
+    {
+        Name: string
+        /// image, mask, depth, label, tensor or tokens.
+        Type: string
+        Shape: int list
+        /// Labels and masks: how many classes (0: not declared).
+        Classes: int
+        Span: Span
+    }
+
 type DataSpec =
     {
         Kind: string
@@ -29,7 +42,27 @@ type DataSpec =
         Format: string
         Tokenizer: string
         Validation: float
+        /// `records`: the fields every record holds, as declared (checked against the files when loaded).
+        Fields: FieldDecl list
     }
+
+/// A loss or metrics function as written in a train block. Two are equal when their text is
+/// (a printed recipe read back is the same recipe), since functions have no equality of their own.
+[<CustomEquality; NoComparison>]
+type Expression =
+    {
+        Fn: Value
+        Span: Span
+        /// The text in the file ("" when the source was not read from a file).
+        Source: string
+    }
+
+    override x.Equals(o) =
+        match o with
+        | :? Expression as e -> e.Source = x.Source
+        | _ -> false
+
+    override x.GetHashCode() = x.Source.GetHashCode()
 
 /// The objective of a train block. Image–text objectives need `captions` data.
 type LossSpec =
@@ -44,6 +77,9 @@ type LossSpec =
     | CatlipLoss
     /// Next-token cross-entropy of a decoder, plus zLoss · mean(logsumexp(logits)²) (OpenLM, §4.2).
     | NextToken of zLoss: float
+    /// `loss = fun out r -> …`: an expression over the model's outputs and the record's fields,
+    /// elaborated to its own graph once the model and the data's schema are known (Objective.fs).
+    | Objective of Expression
 
 type OptimizerSpec =
     {
@@ -84,6 +120,11 @@ type TrainRecipe =
         Span: Span
         /// Where the `data` field's value is, for errors about what the data gives.
         DataSpan: Span
+        /// `inputs = { image = "image"; metadata = "meta" }`: which field feeds which model input
+        /// (model input, field, where it is written); an input not named here takes the field of its name.
+        Inputs: (string * string * Span) list
+        /// `metrics = fun out r -> { … }`: reported by evaluation, elaborated like the loss.
+        Metrics: Expression option
     }
 
 let private fields =
@@ -100,6 +141,8 @@ let private fields =
         "seed"
         "saveEvery"
         "keep"
+        "inputs"
+        "metrics"
     ]
 
 let private kindOf what (allowed: string list) (v, span) =
@@ -124,9 +167,59 @@ let private augment (v, span) =
 
         HFlip p
 
+/// The kinds a declared field may have, and whether its values are class indices.
+let fieldTypes = [ "image"; "mask"; "depth"; "label"; "tensor"; "tokens" ]
+
+/// `fields = { image = Field.image [1; 28; 28]; label = Field.label 10 }`: a record of field declarations.
+let private fieldsOf (v, span) =
+    match v with
+    | VRecord fs when not fs.IsEmpty ->
+        fs
+        |> List.map (fun (name, d) ->
+            match d with
+            | VRecord parts when parts |> List.exists (fun (k, _) -> k = "field") ->
+                let get k =
+                    parts |> List.find (fun (n, _) -> n = k) |> snd
+
+                let ty = asString "a field" "field" (get "field", span)
+                let shape = asIntList ("Field." + ty) "shape" (get "shape", span)
+
+                if shape |> List.exists (fun n -> n <= 0) then
+                    errorf span "field '%s': every dimension must be positive, got %A" name shape
+
+                match ty, shape with
+                | "image", [ c; _; _ ] when c = 1 || c = 3 -> ()
+                | "image", _ -> errorf span "field '%s': an image is [C, H, W] with C = 1 or 3, got %A" name shape
+                | "mask", [ _; _ ] -> ()
+                | "mask", _ -> errorf span "field '%s': a mask is [H, W], got %A" name shape
+                | "depth", [ 1; _; _ ] -> ()
+                | "depth", _ -> errorf span "field '%s': a depth map is [1, H, W], got %A" name shape
+                | _ -> ()
+
+                {
+                    Name = name
+                    Type = ty
+                    Shape = shape
+                    Classes = asInt ("Field." + ty) "classes" (get "classes", span)
+                    Span = span
+                }
+            | VError -> quietStop ()
+            | other ->
+                errorf
+                    span
+                    "field '%s' must be declared with Field.image, Field.mask, Field.depth, Field.label, Field.tensor or Field.tokens, got %s"
+                    name
+                    (describe other))
+    | VError -> quietStop ()
+    | other ->
+        errorf
+            span
+            "records: fields must be a record of field declarations, e.g. { image = Field.image [1; 28; 28]; label = Field.label 10 }, got %s"
+            (describe other)
+
 let private data (v, span) =
     let kind, f =
-        kindOf "data" [ "fashionMnist"; "imageFolder"; "captions"; "corpus" ] (v, span)
+        kindOf "data" [ "fashionMnist"; "imageFolder"; "captions"; "corpus"; "records" ] (v, span)
 
     /// A corpus string field that must be one of `allowed`; "" for other kinds of data.
     let corpusChoice name (allowed: string list) =
@@ -137,16 +230,23 @@ let private data (v, span) =
             | s when List.contains s allowed -> s
             | s -> errorf span "corpus: %s '%s' is not one of %s" name s (String.concat ", " allowed)
 
-    // Text has no images: no augmentations, size or channels.
-    let images = kind <> "corpus"
+    // Text has no images: no augmentations, size or channels; records declare theirs per field.
+    let images = kind <> "corpus" && kind <> "records"
+    let fieldDecls = if kind = "records" then fieldsOf (f "fields") else []
 
     let augments =
-        if images then
+        if images || kind = "records" then
             asList kind "augment" (f "augment") |> List.map (fun a -> augment (a, span))
         else
             []
 
-    let size = if images then asPositiveInt kind "size" (f "size") else 0
+    let size =
+        if images then
+            asPositiveInt kind "size" (f "size")
+        else
+            match fieldDecls |> List.tryFind (fun d -> d.Type = "image") with
+            | Some d -> List.last d.Shape
+            | None -> 0
 
     // Augmentations run on images at the data's size, and the model sees what they return.
     for a in augments do
@@ -162,6 +262,7 @@ let private data (v, span) =
             | "fashionMnist" -> asString kind "dir" (f "dir")
             | "captions" -> asString kind "manifest" (f "manifest")
             | "corpus" -> asString kind "file" (f "file")
+            | "records" -> asString kind "manifest" (f "manifest")
             | _ -> asString kind "path" (f "path")
         Test =
             if kind = "fashionMnist" || kind = "corpus" then
@@ -173,7 +274,9 @@ let private data (v, span) =
             if images then
                 asPositiveInt kind "channels" (f "channels")
             else
-                0
+                match fieldDecls |> List.tryFind (fun d -> d.Type = "image") with
+                | Some d -> d.Shape.Head
+                | None -> 0
         Augment = augments
         Reinforced =
             if kind = "captions" then
@@ -192,37 +295,69 @@ let private data (v, span) =
                 v
             else
                 0.0
+        Fields = fieldDecls
     }
 
+/// The text a span covers in its file, so a printed recipe repeats a loss expression as written
+/// ("" when the file cannot be read again, e.g. a source given as a string).
+let private sourceText (span: Span) =
+    try
+        if System.IO.File.Exists span.File then
+            let lines = System.IO.File.ReadAllLines span.File
+            let s, e = span.Start, span.End
+
+            if s.Line = e.Line then
+                lines[s.Line - 1].Substring(s.Col - 1, e.Col - s.Col)
+            else
+                [
+                    yield lines[s.Line - 1].Substring(s.Col - 1)
+                    yield! lines[s.Line .. e.Line - 2]
+                    yield lines[e.Line - 1].Substring(0, e.Col - 1)
+                ]
+                |> String.concat "\n"
+        else
+            ""
+    with _ ->
+        ""
+
 let private loss (v, span) =
-    match kindOf "loss" [ "crossEntropy"; "clipLoss"; "mobileclipLoss"; "catlipLoss"; "nextToken" ] (v, span) with
-    | "nextToken", f ->
-        let z = asFloat "nextToken" "zLoss" (f "zLoss")
+    match v with
+    | VFun _ ->
+        Objective
+            {
+                Fn = v
+                Span = span
+                Source = sourceText span
+            }
+    | _ ->
+        match kindOf "loss" [ "crossEntropy"; "clipLoss"; "mobileclipLoss"; "catlipLoss"; "nextToken" ] (v, span) with
+        | "nextToken", f ->
+            let z = asFloat "nextToken" "zLoss" (f "zLoss")
 
-        if z < 0.0 then
-            errorf span "nextToken: zLoss must not be negative, got %g" z
+            if z < 0.0 then
+                errorf span "nextToken: zLoss must not be negative, got %g" z
 
-        NextToken z
-    | "crossEntropy", f ->
-        let s = asFloat "crossEntropy" "smoothing" (f "smoothing")
+            NextToken z
+        | "crossEntropy", f ->
+            let s = asFloat "crossEntropy" "smoothing" (f "smoothing")
 
-        if s < 0.0 || s >= 1.0 then
-            errorf (snd (f "smoothing")) "crossEntropy: smoothing must be in [0, 1), got %g" s
+            if s < 0.0 || s >= 1.0 then
+                errorf (snd (f "smoothing")) "crossEntropy: smoothing must be in [0, 1), got %g" s
 
-        CrossEntropy s
-    | "mobileclipLoss", f ->
-        let lambda = asFloat "mobileclipLoss" "lambda" (f "lambda")
-        let scale = asFloat "mobileclipLoss" "teacherScale" (f "teacherScale")
+            CrossEntropy s
+        | "mobileclipLoss", f ->
+            let lambda = asFloat "mobileclipLoss" "lambda" (f "lambda")
+            let scale = asFloat "mobileclipLoss" "teacherScale" (f "teacherScale")
 
-        if lambda < 0.0 || lambda > 1.0 then
-            errorf span "mobileclipLoss: lambda must be in [0, 1], got %g" lambda
+            if lambda < 0.0 || lambda > 1.0 then
+                errorf span "mobileclipLoss: lambda must be in [0, 1], got %g" lambda
 
-        if scale <= 0.0 then
-            errorf span "mobileclipLoss: teacherScale must be positive, got %g" scale
+            if scale <= 0.0 then
+                errorf span "mobileclipLoss: teacherScale must be positive, got %g" scale
 
-        MobileclipLoss(lambda, scale)
-    | "clipLoss", _ -> ClipLoss
-    | _ -> CatlipLoss
+            MobileclipLoss(lambda, scale)
+        | "clipLoss", _ -> ClipLoss
+        | _ -> CatlipLoss
 
 let private optimizer (v, span) =
     let kind, f = kindOf "optimizer" [ "adamw"; "sgd" ] (v, span)
@@ -332,7 +467,15 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
             "mobileclipLoss reads stored teacher embeddings: set the data's reinforced folder (written by `dsl reinforce`)"
     | kind, (ClipLoss | MobileclipLoss _ | CatlipLoss) when kind <> "captions" ->
         errorf (snd lossValue) "%s data has no captions; image–text objectives need `captions` data" kind
-    | "corpus", objective when not objective.IsNextToken ->
+    | "captions", Objective _ ->
+        errorf
+            (snd lossValue)
+            "captions data trains with clipLoss, mobileclipLoss or catlipLoss; a loss expression needs fashionMnist, imageFolder, corpus or records data"
+    | "records", objective when not objective.IsObjective ->
+        errorf
+            (snd lossValue)
+            "records data trains with a loss expression over its fields, e.g. loss = fun out r -> Loss.crossEntropy out r.label"
+    | "corpus", objective when not objective.IsNextToken && not objective.IsObjective ->
         errorf (snd lossValue) "corpus data trains a language model: use nextToken"
     | kind, NextToken _ when kind <> "corpus" -> errorf (snd lossValue) "nextToken needs `corpus` data, not %s" kind
     | _ -> ()
@@ -367,6 +510,36 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
             Keep = natural "keep" 3
             Span = t.Span
             DataSpan = snd dataValue
+            Inputs =
+                match values.TryFind "inputs" with
+                | None -> []
+                | Some(VRecord fs, span) ->
+                    fs
+                    |> List.map (fun (input, field) ->
+                        match field with
+                        | VStr name -> input, name, span
+                        | other ->
+                            errorf span "inputs: '%s' must name a data field (a string), got %s" input (describe other))
+                | Some(v, span) ->
+                    errorf
+                        span
+                        "inputs must be a record binding model inputs to data fields, e.g. { image = \"image\" }, got %s"
+                        (describe v)
+            Metrics =
+                match values.TryFind "metrics" with
+                | None -> None
+                | Some(VFun _ as m, span) ->
+                    Some
+                        {
+                            Fn = m
+                            Span = span
+                            Source = sourceText span
+                        }
+                | Some(v, span) ->
+                    errorf
+                        span
+                        "metrics must be a function of the outputs and the record, e.g. fun out r -> { accuracy = Metric.accuracy out r.label }, got %s"
+                        (describe v)
         }
 
     // The schedule decays from the peak lr to minLr; a floor above the peak is no schedule.

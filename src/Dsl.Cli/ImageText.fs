@@ -56,6 +56,7 @@ let objectiveOf (r: TrainRecipe) =
     | MobileclipLoss(lambda, scale) -> ImageTextObjective(ImageTextObjectiveKind.Reinforced, lambda, scale)
     | CatlipLoss -> ImageTextObjective(ImageTextObjectiveKind.MultiLabel)
     | CrossEntropy _
+    | Objective _
     | NextToken _ -> fail "error: captions data trains an image–text objective"
 
 let private cropOf (r: TrainRecipe) =

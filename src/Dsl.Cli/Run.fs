@@ -103,29 +103,33 @@ let trainingTask
     (g: Graph)
     (model: GraphModule)
     (dataDir: string option)
+    (objective: Objective.Objective option)
     : ITrainingTask * IDisposable list =
-    if r.Data.Kind = "corpus" then
-        let packed = Corpus.load file r g
-        Corpus.task r packed, [ packed :> IDisposable ]
-    elif r.Data.Kind = "captions" then
-        let train = ImageText.loadSet file r g r.Data.Path
-        let test = ImageText.testSet file r g
-        let t, reinforced = ImageText.task file r g model train test
+    match objective with
+    | Some o -> Records.task file r g o dataDir
+    | None ->
+        if r.Data.Kind = "corpus" then
+            let packed = Corpus.load file r g
+            Corpus.task r packed, [ packed :> IDisposable ]
+        elif r.Data.Kind = "captions" then
+            let train = ImageText.loadSet file r g r.Data.Path
+            let test = ImageText.testSet file r g
+            let t, reinforced = ImageText.task file r g model train test
 
-        t,
-        [
-            Some(train :> IDisposable)
-            test |> Option.map (fun x -> x :> IDisposable)
-            reinforced |> Option.map (fun x -> x :> IDisposable)
-        ]
-        |> List.choose id
-    else
-        let train = (loadData file r g dataDir true).Value
-        let test = loadData file r g dataDir false
+            t,
+            [
+                Some(train :> IDisposable)
+                test |> Option.map (fun x -> x :> IDisposable)
+                reinforced |> Option.map (fun x -> x :> IDisposable)
+            ]
+            |> List.choose id
+        else
+            let train = (loadData file r g dataDir true).Value
+            let test = loadData file r g dataDir false
 
-        ClassificationTask(train, Option.toObj test),
-        [ Some(train :> IDisposable); test |> Option.map (fun x -> x :> IDisposable) ]
-        |> List.choose id
+            ClassificationTask(train, Option.toObj test),
+            [ Some(train :> IDisposable); test |> Option.map (fun x -> x :> IDisposable) ]
+            |> List.choose id
 
 /// This process's own command line with --resume in place of --overwrite: what continues it.
 let private resumeCommand (outDir: string) =
@@ -221,7 +225,8 @@ let private trainIn (world: World) (args: ParseResults<TrainArgs>) =
         | None when options.Resume -> Some(requireResumable model options.CheckpointDir)
         | None -> None
 
-    let task, owned = trainingTask file r g model dataDir
+    let task, owned =
+        trainingTask file r g model dataDir (Compiler.pickObjective c g.Name)
 
     use _owned =
         { new IDisposable with

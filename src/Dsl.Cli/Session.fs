@@ -160,8 +160,16 @@ let imagePipeline (r: TrainRecipe) (g: Graph) =
 
 let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
     let augments = randomAugments r
-    // Text has no image pipeline.
+    // Text has no image pipeline; records crop and flip all spatial fields together
+    // (Records.fs), so only the normalisation is left for their image field.
+    let records = r.Data.Kind = "records"
     let images = r.Data.Kind <> "corpus"
+
+    let recordsNormalize: IAugment list =
+        if r.Data.Channels > 0 then
+            [ normalization r.Data r.Data.Channels ]
+        else
+            []
 
     TrainOptions(
         Epochs = r.Epochs,
@@ -191,12 +199,19 @@ let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
         Seed = int64 r.Seed,
         Augmentations =
             ResizeArray(
-                if images then
+                if records then
+                    recordsNormalize
+                elif images then
                     resizeTransforms r g @ augments @ [ normalizeFor r g ]
                 else
                     []
             ),
-        EvalTransforms = ResizeArray(if images then evalTransforms r g else []),
+        EvalTransforms =
+            ResizeArray(
+                if records then recordsNormalize
+                elif images then evalTransforms r g
+                else []
+            ),
         EvalBatchSize = r.EvalBatch,
         OutDir = outDir,
         SourceHash = sourceHash g

@@ -153,7 +153,8 @@ let private scores
                     criterion
                     g.Name
 
-        let task, owned = Run.trainingTask file r g model None
+        let task, owned =
+            Run.trainingTask file r g model None (Compiler.pickObjective c g.Name)
 
         try
             let options = trainOptions r g (Path.GetTempPath())

@@ -1,0 +1,129 @@
+/// `dsl train` and `dsl eval` with a loss written in the language: the recipe's data as records
+/// of the fields its schema names (Objective.schemaOf), and the task that runs the model and then
+/// the loss graph on them.
+module Dsl.Cli.Records
+
+open System
+open Dsl
+open Dsl.Ir
+open Dsl.Recipe
+open Dsl.Runtime.Data
+open Dsl.Runtime.Training
+open Dsl.Cli.Report
+open Dsl.Cli.Session
+
+/// The runtime's schema of a field the compiler knows.
+let fieldSchema (f: Objective.Field) (ignoreIndex: int64) =
+    let kind =
+        match f.Type with
+        | "image" -> FieldKind.Image
+        | "mask" -> FieldKind.Mask
+        | "depth" -> FieldKind.Depth
+        | "label" -> FieldKind.Label
+        | "tokens" -> FieldKind.Tokens
+        | _ -> FieldKind.Tensor
+
+    FieldSchema(f.Name, kind, f.Dims |> List.map (fun d -> int64 (known d)) |> Array.ofList, f.Classes, ignoreIndex)
+
+/// Labelled images as records "image" and "label"; the record set owns the two tensors.
+let private ofLabeled (data: LabeledImages) (o: Objective.Objective) =
+    let image = o.Fields |> List.find (fun f -> f.Name = "image")
+    let c, h, w = data.Images.shape[1], data.Images.shape[2], data.Images.shape[3]
+
+    new RecordSet(
+        [|
+            FieldSchema("image", FieldKind.Image, [| c; h; w |])
+            FieldSchema("label", FieldKind.Label, [||], max data.ClassNames.Count 0)
+        |],
+        readOnlyDict [ "image", data.Images; "label", data.Labels ]
+    ),
+    image
+
+/// Packed rows [N, T + 1] as records "tokens" (the first T ids) and "targets" (the last T).
+let private ofRows (rows: TorchSharp.torch.Tensor) (length: int) (classes: int) =
+    let take start = rows.narrow (1, start, int64 length)
+
+    new RecordSet(
+        [|
+            FieldSchema("tokens", FieldKind.Tokens, [| int64 length |], classes)
+            FieldSchema("targets", FieldKind.Tokens, [| int64 length |], classes)
+        |],
+        readOnlyDict [ "tokens", take 0L; "targets", take 1L ]
+    )
+
+/// The training records, the test records (if any) and what else the caller disposes.
+let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (dataDir: string option) =
+    match r.Data.Kind with
+    | "corpus" ->
+        let packed = Corpus.load file r g
+        let classes = (o.Fields |> List.find (fun f -> f.Name = "tokens")).Classes
+
+        let test =
+            if packed.Validation.shape[0] > 0L then
+                Some(ofRows packed.Validation packed.Length classes)
+            else
+                None
+
+        ofRows packed.Train packed.Length classes, test, [ packed :> IDisposable ]
+    | "records" ->
+        let declared =
+            o.Fields
+            |> List.map (fun f -> fieldSchema f DenseManifest.DefaultIgnoreIndex)
+            |> Array.ofList
+
+        let read path =
+            try
+                RecordManifest.Load(relativeTo file path, declared)
+            with :? DataError as e ->
+                fail "%s: error: %s" file e.Message
+
+        let train = read r.Data.Path
+        let test = if r.Data.Test = "" then None else Some(read r.Data.Test)
+        train, test, []
+    | _ ->
+        let train, _ = ofLabeled (loadData file r g dataDir true).Value o
+
+        let test =
+            loadData file r g dataDir false |> Option.map (fun d -> fst (ofLabeled d o))
+
+        train, test, []
+
+/// Crops and flips of records data, applied to every spatial field together; image-only data
+/// keeps the image pipeline of the train options, as classification does.
+let private jointAugments (r: TrainRecipe) =
+    if r.Data.Kind <> "records" || r.Data.Augment.IsEmpty then
+        null
+    else
+        let pad =
+            r.Data.Augment
+            |> List.tryPick (function
+                | RandomCrop(_, p) -> Some p
+                | _ -> None)
+            |> Option.defaultValue 0
+
+        let flip =
+            r.Data.Augment
+            |> List.tryPick (function
+                | HFlip p -> Some p
+                | _ -> None)
+            |> Option.defaultValue 0.0
+
+        JointAugments(pad, flip)
+
+let task (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (dataDir: string option) =
+    let train, test, owned = load file r g o dataDir
+
+    let t =
+        new ObjectiveTask(
+            train,
+            Option.toObj test,
+            o.Loss,
+            Option.toObj o.Metrics,
+            o.Bindings |> List.map snd |> Array.ofList,
+            jointAugments r
+        )
+
+    t :> ITrainingTask,
+    [ t :> IDisposable; train :> IDisposable ]
+    @ (test |> Option.map (fun x -> x :> IDisposable) |> Option.toList)
+    @ owned

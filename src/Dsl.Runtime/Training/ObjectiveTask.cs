@@ -1,0 +1,208 @@
+using System.Diagnostics;
+using Dsl.Runtime.Data;
+using Dsl.Runtime.Emit;
+using TorchSharp;
+using static TorchSharp.torch;
+
+namespace Dsl.Runtime.Training;
+
+/// <summary>
+/// Training with a loss written in the language (a train block's <c>loss = fun out r -> …</c>):
+/// each step takes a batch of records, feeds the fields bound to the model's inputs to the model,
+/// and runs the loss graph (inputs <c>out.NAME</c>, the model's outputs, and <c>data.FIELD</c>,
+/// the batch's fields) to one number. Evaluation reports the mean of every number the loss
+/// graph gives and the declared metrics over the test records.
+/// </summary>
+public sealed class ObjectiveTask : ITrainingTask, IDisposable
+{
+    private readonly RecordSet train;
+    private readonly RecordSet? test;
+    private readonly GraphModule loss;
+    private readonly GraphModule? metrics;
+    private readonly string[] modelFields;
+    private readonly JointAugments? joint;
+    private readonly string[] imageFields;
+
+    /// <param name="train">The training records (owned by the caller).</param>
+    /// <param name="test">Held-out records, or null.</param>
+    /// <param name="lossGraph">The elaborated loss; its first output is minimised.</param>
+    /// <param name="metricsGraph">The elaborated metrics, or null.</param>
+    /// <param name="modelFields">The field that feeds each model input, in the model's input order.</param>
+    /// <param name="joint">Crops and flips applied to every spatial field together (records data), or null.</param>
+    public ObjectiveTask(RecordSet train, RecordSet? test, Ir.Graph lossGraph, Ir.Graph? metricsGraph, IReadOnlyList<string> modelFields, JointAugments? joint)
+    {
+        this.train = train;
+        this.test = test;
+        // The objective has no parameters: the seed draws nothing.
+        loss = new GraphModule(lossGraph, 0);
+        metrics = metricsGraph is null ? null : new GraphModule(metricsGraph, 0);
+        this.modelFields = [.. modelFields];
+        this.joint = joint;
+        imageFields = train.Schema.Where(f => f.Kind == FieldKind.Image).Select(f => f.Name).ToArray();
+    }
+
+    public int Count => train.Count;
+
+    /// <summary>The names of the numbers the loss graph gives, the minimised one first.</summary>
+    public IReadOnlyList<string> LossNames => loss.OutputNames;
+
+    public Tensor Loss(GraphModule model, long[] indices, Generator augment, TrainOptions options)
+    {
+        var batch = Prepare(train, indices, options.Augmentations, augment, model.Device, training: true);
+        return Run(loss, model, batch)[0];
+    }
+
+    public EvalResult? Evaluate(GraphModule model, TrainOptions options)
+    {
+        if (test is null || test.Count == 0)
+        {
+            return null;
+        }
+
+        var wasTraining = model.training;
+        model.eval();
+        // Evaluation transforms are deterministic; a fixed seed keeps them so anyway.
+        using var generator = new Generator(0);
+        var sums = new double[loss.OutputNames.Count];
+        var metricSums = new double[metrics?.OutputNames.Count ?? 0];
+        var clock = Stopwatch.StartNew();
+        try
+        {
+            using var noGrad = no_grad();
+            foreach (var indices in Batches.Sequential(test.Count, options.EvalBatchSize))
+            {
+                using var scope = NewDisposeScope();
+                var batch = Prepare(test, indices, options.EvalTransforms, generator, model.Device, training: false);
+                var outputs = model.Forward(Bound(batch));
+                Accumulate(Run(loss, outputs, batch), sums, indices.Length);
+                if (metrics is not null)
+                {
+                    Accumulate(Run(metrics, outputs, batch), metricSums, indices.Length);
+                }
+            }
+        }
+        finally
+        {
+            model.train(wasTraining);
+        }
+
+        var extra = new Dictionary<string, double>();
+        for (var i = 1; i < sums.Length; i++)
+        {
+            extra[loss.OutputNames[i]] = sums[i] / test.Count;
+        }
+
+        for (var i = 0; i < metricSums.Length; i++)
+        {
+            extra[metrics!.OutputNames[i]] = metricSums[i] / test.Count;
+        }
+
+        var seconds = clock.Elapsed.TotalSeconds;
+        return new EvalResult(sums[0] / test.Count, double.NaN, double.NaN, seconds > 0 ? test.Count / seconds : 0, test.Count)
+        {
+            Extra = extra,
+        };
+    }
+
+    /// <summary>
+    /// Every label and mask a cross-entropy of the loss reads must index its logits (ignore index
+    /// aside): checked on the whole data before the first step, where libtorch would stop mid-step.
+    /// </summary>
+    public void Check(GraphModule model)
+    {
+        var nodes = loss.Graph.Nodes.ToDictionary(n => n.Id);
+        foreach (var node in loss.Graph.Nodes)
+        {
+            if (node.Op is not Ir.Op.Loss { Item: Ir.LossKind.CrossEntropyLoss ce }
+                || nodes[node.Inputs[1]].Op is not Ir.Op.Input input
+                || !input.name.StartsWith("data.", StringComparison.Ordinal)
+                || nodes[node.Inputs[0]].Shape[ce.axis] is not Ir.Dim.Known classes)
+            {
+                continue;
+            }
+
+            var field = input.name["data.".Length..];
+            foreach (var (split, data) in new[] { ("training", train), ("test", test) })
+            {
+                if (data is null || data.Count == 0)
+                {
+                    continue;
+                }
+
+                using var scope = NewDisposeScope();
+                var values = data[field];
+                var counted = values.ne(ce.ignoreIndex);
+                if (!counted.any().item<bool>())
+                {
+                    continue;
+                }
+
+                var largest = values.masked_select(counted).max().item<long>();
+                var smallest = values.masked_select(counted).min().item<long>();
+                if (largest >= classes.Item || smallest < 0)
+                {
+                    throw new DataError(
+                        $"field '{field}'",
+                        $"the {split} data has class ids {smallest} to {largest} but the loss's logits give {classes.Item} classes; the head needs {largest + 1}");
+                }
+            }
+        }
+    }
+
+    public void Dispose()
+    {
+        loss.Dispose();
+        metrics?.Dispose();
+    }
+
+    private Dictionary<string, Tensor> Prepare(RecordSet data, long[] indices, IReadOnlyList<IAugment> imageTransforms, Generator generator, Device device, bool training)
+    {
+        var batch = data.Take(indices);
+        if (training && joint is not null)
+        {
+            batch = joint.Apply(batch, data.Schema, generator);
+        }
+
+        foreach (var name in imageFields)
+        {
+            batch[name] = Augments.Run(batch[name], imageTransforms, generator);
+        }
+
+        foreach (var name in batch.Keys.ToArray())
+        {
+            batch[name] = batch[name].to(device);
+        }
+
+        return batch;
+    }
+
+    private Tensor[] Bound(Dictionary<string, Tensor> batch) => modelFields.Select(f => batch[f]).ToArray();
+
+    private Tensor[] Run(GraphModule objective, GraphModule model, Dictionary<string, Tensor> batch) =>
+        Run(objective, model.Forward(Bound(batch)), batch);
+
+    /// <summary>
+    /// The objective's inputs are the model's outputs ("out.NAME", in the model's output order,
+    /// as Objective.fs makes them), then the fields ("data.FIELD").
+    /// </summary>
+    private static Tensor[] Run(GraphModule objective, Tensor[] outputs, Dictionary<string, Tensor> batch)
+    {
+        var inputs = new Tensor[objective.InputNames.Count];
+        for (var i = 0; i < inputs.Length; i++)
+        {
+            var name = objective.InputNames[i];
+            inputs[i] = name.StartsWith("out.", StringComparison.Ordinal) ? outputs[i] : batch[name["data.".Length..]];
+        }
+
+        return objective.Forward(inputs);
+    }
+
+    /// <summary>Adds each number times the batch size: the means over the set are then exact.</summary>
+    private static void Accumulate(Tensor[] values, double[] sums, int batchSize)
+    {
+        for (var i = 0; i < values.Length; i++)
+        {
+            sums[i] += values[i].to_type(ScalarType.Float64).mean().item<double>() * batchSize;
+        }
+    }
+}
