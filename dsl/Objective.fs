@@ -150,12 +150,32 @@ let bindInputs (r: TrainRecipe) (g: Graph) (fields: Field list) : (string * stri
                     | Input(_, TokensInput) -> "tokens"
                     | _ -> "image"
 
+                // A one-input model takes the field named image (or tokens), else the data's only
+                // field of that type, else its only
+                // field of the right kind of value (labels are targets, never inputs).
+                let only (candidates: Field list) =
+                    match candidates with
+                    | [ f ] -> Some f
+                    | _ -> None
+
+                let fitting =
+                    fields
+                    |> List.filter (fun f -> f.Type <> "label" && f.Integer = (wanted = "tokens"))
+
                 match fields |> List.tryFind (fun f -> f.Name = input) with
                 | Some f -> f, r.DataSpan
                 | None ->
-                    match g.Inputs.Length, fields |> List.filter (fun f -> f.Type = wanted) with
-                    | 1, [ f ] -> f, r.DataSpan
-                    | _ ->
+                    let single =
+                        if g.Inputs.Length = 1 then
+                            only (fields |> List.filter (fun f -> f.Name = wanted))
+                            |> Option.orElse (only (fields |> List.filter (fun f -> f.Type = wanted)))
+                            |> Option.orElse (only fitting)
+                        else
+                            None
+
+                    match single with
+                    | Some f -> f, r.DataSpan
+                    | None ->
                         errorf
                             r.Span
                             "model '%s': input '%s' is bound to no data field; the data gives %s (bind one with inputs = { %s = \"…\" })"

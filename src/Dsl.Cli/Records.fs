@@ -25,32 +25,6 @@ let fieldSchema (f: Objective.Field) (ignoreIndex: int64) =
 
     FieldSchema(f.Name, kind, f.Dims |> List.map (fun d -> int64 (known d)) |> Array.ofList, f.Classes, ignoreIndex)
 
-/// Labelled images as records "image" and "label"; the record set owns the two tensors.
-let private ofLabeled (data: LabeledImages) (o: Objective.Objective) =
-    let image = o.Fields |> List.find (fun f -> f.Name = "image")
-    let c, h, w = data.Images.shape[1], data.Images.shape[2], data.Images.shape[3]
-
-    new RecordSet(
-        [|
-            FieldSchema("image", FieldKind.Image, [| c; h; w |])
-            FieldSchema("label", FieldKind.Label, [||], max data.ClassNames.Count 0)
-        |],
-        readOnlyDict [ "image", data.Images; "label", data.Labels ]
-    ),
-    image
-
-/// Packed rows [N, T + 1] as records "tokens" (the first T ids) and "targets" (the last T).
-let private ofRows (rows: TorchSharp.torch.Tensor) (length: int) (classes: int) =
-    let take start = rows.narrow (1, start, int64 length)
-
-    new RecordSet(
-        [|
-            FieldSchema("tokens", FieldKind.Tokens, [| int64 length |], classes)
-            FieldSchema("targets", FieldKind.Tokens, [| int64 length |], classes)
-        |],
-        readOnlyDict [ "tokens", take 0L; "targets", take 1L ]
-    )
-
 /// The training records, the test records (if any) and what else the caller disposes.
 let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (dataDir: string option) =
     match r.Data.Kind with
@@ -60,11 +34,11 @@ let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
 
         let test =
             if packed.Validation.shape[0] > 0L then
-                Some(ofRows packed.Validation packed.Length classes)
+                Some(RecordSet.OfPackedRows(packed.Validation, packed.Length, classes))
             else
                 None
 
-        ofRows packed.Train packed.Length classes, test, [ packed :> IDisposable ]
+        RecordSet.OfPackedRows(packed.Train, packed.Length, classes), test, [ packed :> IDisposable ]
     | "records" ->
         let declared =
             o.Fields
@@ -81,12 +55,14 @@ let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
         let test = if r.Data.Test = "" then None else Some(read r.Data.Test)
         train, test, []
     | _ ->
-        let train, _ = ofLabeled (loadData file r g dataDir true).Value o
+        // Views of the labelled images, which the caller disposes with them.
+        let train = (loadData file r g dataDir true).Value
+        let test = loadData file r g dataDir false
 
-        let test =
-            loadData file r g dataDir false |> Option.map (fun d -> fst (ofLabeled d o))
-
-        train, test, []
+        RecordSet.OfLabeledImages train,
+        test |> Option.map RecordSet.OfLabeledImages,
+        (train :> IDisposable)
+        :: (test |> Option.map (fun t -> t :> IDisposable) |> Option.toList)
 
 /// Crops and flips of records data, applied to every spatial field together; image-only data
 /// keeps the image pipeline of the train options, as classification does.
@@ -118,9 +94,9 @@ let task (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
             train,
             Option.toObj test,
             o.Loss,
-            Option.toObj o.Metrics,
             o.Bindings |> List.map snd |> Array.ofList,
-            jointAugments r
+            jointAugments r,
+            ?metricsGraph = o.Metrics
         )
 
     t :> ITrainingTask,

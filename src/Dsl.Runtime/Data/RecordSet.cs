@@ -45,10 +45,15 @@ public sealed record FieldSchema(string Name, FieldKind Kind, long[] Shape, int 
 public sealed class RecordSet : IDisposable
 {
     private readonly Dictionary<string, Tensor> fields;
+    private readonly bool owns;
 
-    /// <summary>Takes ownership of the tensors; each must be [N, …schema shape] of the schema's dtype, with one N.</summary>
-    public RecordSet(IReadOnlyList<FieldSchema> schema, IReadOnlyDictionary<string, Tensor> tensors)
+    /// <summary>
+    /// Takes ownership of the tensors unless <paramref name="owns"/> is false (a view of data
+    /// another object owns); each must be [N, …schema shape] of the schema's dtype, with one N.
+    /// </summary>
+    public RecordSet(IReadOnlyList<FieldSchema> schema, IReadOnlyDictionary<string, Tensor> tensors, bool owns = true)
     {
+        this.owns = owns;
         if (schema.Count == 0)
         {
             throw new ArgumentException("a record set needs at least one field", nameof(schema));
@@ -92,8 +97,35 @@ public sealed class RecordSet : IDisposable
     public Dictionary<string, Tensor> Take(long[] indices) =>
         Schema.ToDictionary(f => f.Name, f => Batches.Take(fields[f.Name], indices));
 
+    /// <summary>Labelled images as records "image" [C, H, W] and "label" (a view: <paramref name="data"/> keeps its tensors).</summary>
+    public static RecordSet OfLabeledImages(LabeledImages data) =>
+        new(
+            [
+                new FieldSchema("image", FieldKind.Image, data.Images.shape[1..]),
+                new FieldSchema("label", FieldKind.Label, [], data.ClassNames.Count),
+            ],
+            new Dictionary<string, Tensor> { ["image"] = data.Images, ["label"] = data.Labels },
+            owns: false);
+
+    /// <summary>
+    /// Packed next-token rows [N, T + 1] as records "tokens" (each row's first T ids) and
+    /// "targets" (its last T ids: the token after each input position); views of the rows.
+    /// </summary>
+    public static RecordSet OfPackedRows(Tensor rows, int length, int classes) =>
+        new(
+            [
+                new FieldSchema("tokens", FieldKind.Tokens, [length], classes),
+                new FieldSchema("targets", FieldKind.Tokens, [length], classes),
+            ],
+            new Dictionary<string, Tensor> { ["tokens"] = rows.narrow(1, 0, length), ["targets"] = rows.narrow(1, 1, length) });
+
     public void Dispose()
     {
+        if (!owns)
+        {
+            return;
+        }
+
         foreach (var tensor in fields.Values)
         {
             tensor.Dispose();

@@ -26,10 +26,10 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
     /// <param name="train">The training records (owned by the caller).</param>
     /// <param name="test">Held-out records, or null.</param>
     /// <param name="lossGraph">The elaborated loss; its first output is minimised.</param>
-    /// <param name="metricsGraph">The elaborated metrics, or null.</param>
     /// <param name="modelFields">The field that feeds each model input, in the model's input order.</param>
     /// <param name="joint">Crops and flips applied to every spatial field together (records data), or null.</param>
-    public ObjectiveTask(RecordSet train, RecordSet? test, Ir.Graph lossGraph, Ir.Graph? metricsGraph, IReadOnlyList<string> modelFields, JointAugments? joint)
+    /// <param name="metricsGraph">The elaborated metrics, or null.</param>
+    public ObjectiveTask(RecordSet train, RecordSet? test, Ir.Graph lossGraph, IReadOnlyList<string> modelFields, JointAugments? joint, Ir.Graph? metricsGraph = null)
     {
         this.train = train;
         this.test = test;

@@ -1,0 +1,360 @@
+/// Losses written in the language (`loss = fun out r -> …`, dsl/Objective.fs, ObjectiveTask):
+/// the same training as the host tasks on a fixed seed, records data from a manifest, and the
+/// located errors of binding a model to data.
+module Dsl.Tests.ObjectiveTests
+
+open System
+open System.IO
+open Expecto
+open TorchSharp
+open Dsl
+open Dsl.Runtime.Data
+open Dsl.Runtime.Emit
+open Dsl.Runtime.Text
+open Dsl.Runtime.Training
+open Dsl.Tests.Support
+
+/// The model and objective of a source that must compile cleanly.
+let private compile (src: string) =
+    let c = check src
+
+    if not c.Diagnostics.IsEmpty then
+        failtestf "unexpected diagnostics:\n%s" (c.Diagnostics |> List.map Diagnostics.format |> String.concat "\n")
+
+    let name, g = c.Models.Head
+
+    match Compiler.pickObjective c name with
+    | Some o -> g, o
+    | None -> failtest "the train block has no loss expression"
+
+/// 4 classes of 8×8 images: class c lights quadrant c, plus noise (same seed, same tensors).
+let private quadrants (count: int) (seed: int64) =
+    use g = new torch.Generator(uint64 seed)
+    let labels = torch.arange(int64 count, dtype = torch.int64).remainder(4L.ToScalar())
+
+    let images =
+        torch.rand([| int64 count; 1L; 8L; 8L |], generator = g).mul(0.3.ToScalar())
+
+    use noGrad = torch.no_grad ()
+
+    for i in 0 .. count - 1 do
+        let c = int64 (i % 4)
+
+        images[int64 i].narrow(1, (c / 2L) * 4L, 4L).narrow(2, (c % 2L) * 4L, 4L).add_(0.7.ToScalar())
+        |> ignore
+
+    new LabeledImages(images, labels, [| "tl"; "tr"; "bl"; "br" |])
+
+let private options dir =
+    TrainOptions(
+        Epochs = 2,
+        BatchSize = 16,
+        Lr = 5e-3,
+        WeightDecay = 0.05,
+        Schedule = "cosine",
+        WarmupSteps = 2,
+        Seed = 7L,
+        // A run folder of its own: two runs compared never share one.
+        OutDir = Path.Combine(dir, Guid.NewGuid().ToString("N")),
+        LogEvery = 1
+    )
+
+/// The loss of every step of a run of `task` from the model's seed-3 initial weights.
+let private stepLosses (g: Ir.Graph) (o: TrainOptions) (task: ITrainingTask) =
+    use model = new GraphModule(g, 3L)
+    let losses = ResizeArray<float>()
+    Trainer(model, o).Train(task, fun p -> losses.Add p.Loss) |> ignore
+    List.ofSeq losses
+
+let private sameLosses (host: float list) (expression: float list) =
+    Expect.equal expression.Length host.Length "as many steps"
+    Expect.isGreaterThan host.Length 10 "enough steps to compare"
+
+    for i, (h, e) in List.indexed (List.zip host expression) do
+        Expect.isLessThanOrEqual
+            (abs (h - e))
+            (1e-6 * max 1.0 (abs h))
+            (sprintf "step %d: host %.9f, expression %.9f" (i + 1) h e)
+
+let private classifier =
+    """
+model m : image[1, 8, 8] -> logits[4] = conv 8 (k = 3) >> relu >> flatten >> linear 4
+train m {
+    data = imageFolder "unused" (size = 8) (channels = 1)
+    loss = fun out r -> Loss.crossEntropy out r.label (smoothing = 0.1)
+}
+"""
+
+let private languageModel =
+    """
+model lm : tokens[6] -> logits[6, 257] = embedding 257 16 >> linear 257
+train lm {
+    data = corpus "unused.txt"
+    loss = fun out r -> Loss.crossEntropy out r.targets (axis = -1) + 0.01 * Loss.zLoss out
+}
+"""
+
+let private records (dir: string) (lines: string list) =
+    let path = Path.Combine(dir, "records.jsonl")
+    File.WriteAllLines(path, lines)
+    path
+
+/// A `records` data set of values only: 3 numbers and a label, the label the sign pattern of the first two.
+let private tabular (count: int) =
+    let rng = Random(5)
+
+    [
+        for _ in 1..count do
+            let x = [ for _ in 1..3 -> rng.NextDouble() * 2.0 - 1.0 ]
+            let label = (if x[0] > 0.0 then 1 else 0) + (if x[1] > 0.0 then 2 else 0)
+
+            sprintf
+                """{"meta": [%s], "label": %d}"""
+                (x
+                 |> List.map (fun v -> v.ToString("R", Globalization.CultureInfo.InvariantCulture))
+                 |> String.concat ", ")
+                label
+    ]
+
+let private tabularSchema =
+    [|
+        FieldSchema("meta", FieldKind.Tensor, [| 3L |])
+        FieldSchema("label", FieldKind.Label, [||], 4)
+    |]
+
+[<Tests>]
+let tests =
+    testList
+        "objectives"
+        [
+            test "an expression cross-entropy trains exactly as the host classification task" {
+                let g, o = compile classifier
+                Expect.equal o.Bindings [ "input", "image" ] "the one image input takes the image field"
+                use hostData = quadrants 96 1L
+                use exprData = quadrants 96 1L
+
+                withTempDir "dsl-objective-" (fun dir ->
+                    let opts () =
+                        let t = options dir
+                        t.Augmentations <- [ RandomCrop(8, 1); HorizontalFlip(0.5); Normalize([| 0.5f |], [| 0.5f |]) ]
+                        t.LabelSmoothing <- 0.1
+                        t
+
+                    let host = stepLosses g (opts ()) (ClassificationTask(hostData, null))
+                    use records = RecordSet.OfLabeledImages exprData
+                    use task = new ObjectiveTask(records, null, o.Loss, [| "image" |], null)
+                    sameLosses host (stepLosses g (opts ()) task))
+            }
+
+            test "an expression next-token loss with z-loss trains exactly as the host language-model task" {
+                let g, o = compile languageModel
+                Expect.equal o.Bindings [ "input", "tokens" ] "the tokens input takes the tokens field"
+
+                let documents =
+                    [
+                        for i in 0..40 -> String.replicate (1 + i % 5) (sprintf "line %d of the corpus. " i)
+                    ]
+
+                use packed =
+                    PackedSequences.Pack(documents, (fun s -> ByteTokens.Encode s), ByteTokens.EndOfText, 6, 0.0, 1L)
+
+                withTempDir "dsl-objective-" (fun dir ->
+                    let opts () =
+                        let t = options dir
+                        t.MaxSteps <- Nullable 20L
+                        t
+
+                    let host = stepLosses g (opts ()) (LanguageModelTask(packed, 0.01, 16))
+                    use records = RecordSet.OfPackedRows(packed.Train, 6, ByteTokens.Vocabulary)
+                    use task = new ObjectiveTask(records, null, o.Loss, [| "tokens" |], null)
+                    sameLosses host (stepLosses g (opts ()) task))
+            }
+
+            test "a loss record minimises 'loss' and evaluation reports every number beside it" {
+                let g, o =
+                    compile (
+                        classifier.Replace(
+                            "loss = fun out r -> Loss.crossEntropy out r.label (smoothing = 0.1)",
+                            "loss = fun out r -> { loss = Loss.crossEntropy out r.label; z = Loss.zLoss out }"
+                        )
+                    )
+
+                Expect.equal (o.Loss.Outputs |> List.map fst) [ "loss"; "z" ] "loss first"
+                use data = quadrants 32 1L
+                use test = quadrants 32 2L
+                use train = RecordSet.OfLabeledImages data
+                use held = RecordSet.OfLabeledImages test
+                use task = new ObjectiveTask(train, held, o.Loss, [| "image" |], null)
+                use model = new GraphModule(g, 3L)
+                let r = (task :> ITrainingTask).Evaluate(model, TrainOptions(EvalBatchSize = 10))
+                // By hand: the same forward pass, cross-entropy and mean logsumexp² over all 32.
+                model.eval ()
+                use noGrad = torch.no_grad ()
+                let logits = model.Forward(test.Images)[0]
+
+                let ce =
+                    torch.nn.functional.cross_entropy(logits, test.Labels).item<float32>() |> float
+
+                let z = logits.logsumexp(1).square().mean().item<float32>() |> float
+                Expect.floatClose Accuracy.medium r.Loss ce "mean loss over batches of 10, 10, 10, 2"
+                Expect.floatClose Accuracy.medium r.Extra["z"] z "the other number, averaged the same way"
+            }
+
+            test "records data: values from a manifest train a model through a loss expression" {
+                withTempDir "dsl-objective-" (fun dir ->
+                    let src =
+                        """
+model mlp : tensor[3] -> logits[4] = linear 32 >> relu >> linear 4
+train mlp {
+    data = records "records.jsonl" (fields = { meta = Field.tensor [3]; label = Field.label 4 })
+    loss = fun out r -> Loss.crossEntropy out r.label
+}
+"""
+
+                    let g, o = compile src
+                    Expect.equal o.Bindings [ "input", "meta" ] "the only float field feeds the tensor input"
+                    let path = records dir (tabular 256)
+                    use data = RecordManifest.Load(path, tabularSchema)
+                    Expect.equal data.Count 256 "every line"
+                    Expect.equal (data["meta"].shape) [| 256L; 3L |] "meta [N, 3]"
+                    use task = new ObjectiveTask(data, null, o.Loss, [| "meta" |], null)
+                    let t = options dir
+                    t.Epochs <- 6
+                    t.Lr <- 1e-2
+                    let losses = stepLosses g t task
+                    let first = losses |> List.take 5 |> List.average
+                    let last = losses |> List.rev |> List.take 5 |> List.average
+                    Expect.isLessThan last (first * 0.5) (sprintf "the loss halves: %.3f → %.3f" first last))
+            }
+
+            test "records manifests: a bad line is one error naming the line and the field" {
+                withTempDir "dsl-objective-" (fun dir ->
+                    let expectError (lines: string list) (where: string) (fragment: string) =
+                        let path = records dir lines
+
+                        try
+                            RecordManifest.Load(path, tabularSchema).Dispose()
+                            failtest "expected a DataError"
+                        with :? DataError as e ->
+                            Expect.stringContains e.Message where "names the line"
+                            Expect.stringContains e.Message fragment "says what is wrong"
+
+                    let good = """{"meta": [0.5, 1, -2], "label": 3}"""
+
+                    expectError
+                        [ good; """{"meta": [0.5, 1], "label": 3}""" ]
+                        "records.jsonl:2"
+                        "an array of 3 numbers"
+
+                    expectError
+                        [ good; """{"meta": [0.5, 1, 2], "label": 4}""" ]
+                        "records.jsonl:2"
+                        "outside the 4 classes"
+
+                    expectError [ good; ""; """{"label": 1}""" ] "records.jsonl:3" "no 'meta'"
+                    expectError [ good; """{"meta": [0.5, "x", 2], "label": 1}""" ] "records.jsonl:2" "not a number"
+                    expectError [ "{nope" ] "records.jsonl:1" "not JSON"
+                    expectError [] "records.jsonl" "no lines")
+            }
+
+            test "binding a model to data: each mistake is located" {
+                let twoInputs =
+                    """
+model f (image : image[1, 8, 8]) (meta : tensor[3]) : logits[4] = (image |> flatten |> linear 4) + (meta |> linear 4)
+train f {
+    data = imageFolder "x" (size = 8) (channels = 1)
+    loss = fun out r -> Loss.crossEntropy out r.label
+}
+"""
+
+                expectError
+                    twoInputs
+                    "3:1"
+                    "input 'meta' is bound to no data field; the data gives image: image[1, 8, 8], label: label"
+
+                expectError
+                    (classifier.Replace("(size = 8)", "(size = 16)"))
+                    "4:12"
+                    "field 'image' is [1, 16, 16] per record but model 'm' input 'input' takes [1, 8, 8]"
+
+                expectError
+                    (classifier.Replace("imageFolder \"unused\" (size = 8) (channels = 1)", "fashionMnist (size = 8)"))
+                    "5:25"
+                    "field 'label' has 10 classes but the logits give 4 on axis 1; the head needs 10"
+
+                expectError
+                    (classifier.Replace("Loss.crossEntropy out r.label (smoothing = 0.1)", "out"))
+                    "5:12"
+                    "the loss 'loss' must be one number (shape []), got [B, 4]"
+
+                expectError
+                    (classifier.Replace("Loss.crossEntropy out r.label (smoothing = 0.1)", "Loss.mse out r.label"))
+                    "5:25"
+                    "Loss.mse: the second argument must be float values, but [B] holds integer indices"
+
+                expectError
+                    (classifier.Replace("    loss =", "    inputs = { input = \"imgae\" }\n    loss ="))
+                    "5:14"
+                    "inputs: the data has no field 'imgae' (its fields: image, label)"
+
+                expectError
+                    (classifier.Replace(
+                        "Loss.crossEntropy out r.label (smoothing = 0.1)",
+                        "Loss.crossEntropy (out |> linear 4) r.label"
+                    ))
+                    "5:12"
+                    "the function makes parameters (linear"
+
+                expectError
+                    """
+model lm : tokens[6] -> logits[6, 257] = embedding 257 16 >> linear 257
+train lm {
+    data = records "r.jsonl" (fields = { ids = Field.tensor [6]; targets = Field.tokens [6] })
+    loss = fun out r -> Loss.crossEntropy out r.targets (axis = -1)
+}
+"""
+                    "3:1"
+                    "input 'input' is bound to no data field"
+
+                expectError
+                    """
+model lm : tokens[6] -> logits[6, 257] = embedding 257 16 >> linear 257
+train lm {
+    data = records "r.jsonl" (fields = { input = Field.tensor [6]; targets = Field.tokens [6] })
+    loss = fun out r -> Loss.crossEntropy out r.targets (axis = -1)
+}
+"""
+                    "4:12"
+                    "field 'input' holds float values but model 'lm' input 'input' takes token ids"
+            }
+
+            test "a recipe with a loss expression prints as a train block that reads back the same" {
+                withTempDir "dsl-objective-" (fun dir ->
+                    let path = Path.Combine(dir, "m.dsl")
+                    File.WriteAllText(path, classifier)
+                    let c = Compiler.checkFile path
+                    Expect.isEmpty c.Diagnostics "checks"
+                    let r = c.Recipes.Head
+                    let printed = Print.recipe r
+
+                    Expect.stringContains
+                        printed
+                        "loss = (fun out r -> Loss.crossEntropy out r.label (smoothing = 0.1))"
+                        "the expression as written"
+
+                    let again = Path.Combine(dir, "again.dsl")
+                    File.WriteAllText(again, classifier.Substring(0, classifier.IndexOf "train") + printed)
+                    let c2 = Compiler.checkFile again
+                    Expect.isEmpty c2.Diagnostics "the printed block checks"
+
+                    Expect.equal
+                        c2.Recipes.Head
+                        { r with
+                            Span = c2.Recipes.Head.Span
+                            DataSpan = c2.Recipes.Head.DataSpan
+                        }
+                        "the same recipe"
+
+                    Expect.equal c2.Objectives.Length 1 "with its objective")
+            }
+        ]
