@@ -1060,6 +1060,7 @@ let private recipes =
 let environment: Env =
     initModule
     @ Losses.lossModule
+    @ Metrics.metricModule
     @ layers
     @ algebraLayers
     @ spatialLayers
