@@ -293,6 +293,49 @@ let tests =
                     t.Dispose()
             }
 
+            test "every metric kind prints back to source and reads back from IR JSON as itself" {
+                let src =
+                    "model m (x : tensor[5, 4]) (t : tokens[5]) (p : tensor[5]) (d : tensor[5]) =\n"
+                    + "    { acc = Metric.accuracy x t (axis = -1) (ignoreIndex = 3); top = Metric.topK 2 x t (axis = 2)\n"
+                    + "      miou = Metric.miou 4 (x |> transpose 1 2) t (ignoreIndex = 9); pixels = Metric.pixelAccuracy (x |> transpose 1 2) t\n"
+                    + "      rmse = Metric.rmse p d; absRel = Metric.absRel p d (valid = d > 0.5); delta1 = Metric.delta1 p d\n"
+                    + "      ppl = Metric.perplexity x t; mean = Metric.mean (p |> reduceMean [1]) }\n"
+
+                let g = graph src
+                let json = IrJson.write false g
+                let printed = Compiler.checkSource "printed.dsl" (Print.model g)
+
+                Expect.isEmpty
+                    (printed.Diagnostics |> List.map Diagnostics.format)
+                    (sprintf "the printed form checks:\n%s" (Print.model g))
+
+                Expect.equal (IrJson.write false (snd printed.Models.Head)) json "print round trip"
+                let back = IrJson.read json
+
+                Expect.equal
+                    (back.Nodes |> List.map (fun n -> n.Op))
+                    (g.Nodes |> List.map (fun n -> n.Op))
+                    "JSON round trip"
+
+                Expect.equal
+                    (kinds g |> Map.toList |> List.map snd |> List.map metricName |> List.sort)
+                    ([
+                        "accuracy"
+                        "topK"
+                        "miou"
+                        "pixelAccuracy"
+                        "rmse"
+                        "absRel"
+                        "delta1"
+                        "perplexity"
+                        "mean"
+                     ]
+                     |> List.sort)
+                    "every kind"
+
+                Expect.equal (kinds g).["miou"] (MiouMetric(4, 1, 9)) "mIoU's attributes"
+            }
+
             test "finalizing: nothing counted is NaN, the wrong number of statistics or a changed kind is refused" {
                 Expect.isTrue
                     (System.Double.IsNaN(MetricAccumulator.Finalize(AccuracyMetric(1, -100), [| 0.0; 0.0 |])))
