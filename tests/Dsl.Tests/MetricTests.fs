@@ -293,6 +293,36 @@ let tests =
                     t.Dispose()
             }
 
+            test "pixel counts summed past 2^24 stay exact (float32 would round them)" {
+                // 17 batches of a 1000 × 1000 mask, one pixel ignored and one mislabelled in each:
+                // 17 · 999,999 = 16,999,983 counted pixels, an odd number above 2^24 = 16,777,216,
+                // which float32 cannot hold; 17 · 999,998 = 16,999,966 correct ones.
+                let src =
+                    "model m (x : tensor[2, 1000, 1000]) (t : tokens[1000000]) =\n"
+                    + "    Metric.pixelAccuracy x (t |> reshape [1000; 1000])\n"
+
+                let g = graph src
+                let kind = (kinds g).Values |> Seq.head
+                use m = new GraphModule(g, 1L)
+                m.eval ()
+                use x = torch.zeros (1L, 2L, 1000L, 1000L)
+                x[0L, 0L].fill_(1.0f) |> ignore
+                use t = torch.zeros ([| 1L; 1000000L |], dtype = torch.int64)
+                t[0L, 0L].fill_(255L) |> ignore
+                t[0L, 1L].fill_(1L) |> ignore
+                let accumulator = MetricAccumulator()
+
+                for _ in 1..17 do
+                    use stats = m.Forward([| x; t |])[0]
+                    accumulator.Add("pixels", kind, stats)
+
+                let summed = accumulator.Summed "pixels"
+                Expect.equal summed[1] 16999983.0 "counted pixels, exactly"
+                Expect.equal summed[0] 16999966.0 "correct pixels, exactly"
+                Expect.notEqual (float (float32 16999983.0)) 16999983.0 "a count float32 would round"
+                near "pixel accuracy" (999998.0 / 999999.0) (accumulator.Results().["pixels"])
+            }
+
             test "every metric kind prints back to source and reads back from IR JSON as itself" {
                 let src =
                     "model m (x : tensor[5, 4]) (t : tokens[5]) (p : tensor[5]) (d : tensor[5]) =\n"
