@@ -1090,6 +1090,7 @@ let environment: Env =
     initModule
     @ fieldModule
     @ Losses.lossModule
+    @ Metrics.metricModule
     @ layers
     @ algebraLayers
     @ spatialLayers

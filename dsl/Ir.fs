@@ -214,6 +214,38 @@ type LossKind =
     /// Inputs [x; mask], broadcast: Σ x·mask / Σ mask (0 when the mask is empty).
     | MaskedMeanLoss
 
+/// A metric of an evaluation (dsl/Metrics.fs): a batch to a small vector of sufficient
+/// statistics (no batch axis) that the runtime sums over every evaluation batch and finalizes
+/// once (src/Dsl.Runtime/Training/MetricAccumulator.cs), so a data-set metric such as mIoU is
+/// exact rather than a mean of per-batch values. Names follow torchmetrics and timm where they
+/// have one; class indices are integer values, as for Loss.crossEntropy.
+type MetricKind =
+    /// Inputs [logits; labels], the classes on `axis` (the batch is 0), integer labels shaped as the
+    /// logits without it; labels equal to ignoreIndex take no part. Stats [correct, counted].
+    | AccuracyMetric of axis: int * ignoreIndex: int
+    /// As AccuracyMetric, a hit when the label is among the k largest logits (timm's accuracy
+    /// with topk). Stats [hits, counted].
+    | TopKMetric of k: int * axis: int * ignoreIndex: int
+    /// Inputs [logits; mask] over `classes` classes on `axis`: stats [2, classes], the per-class
+    /// intersection and union pixel counts of argmax and mask; finalized as the mean over classes
+    /// with a non-empty union of I/U (torchmetrics' JaccardIndex, mmsegmentation's mIoU).
+    | MiouMetric of classes: int * axis: int * ignoreIndex: int
+    /// Inputs [logits; mask]: the share of counted pixels whose argmax is the mask's class.
+    /// Stats [correct, counted].
+    | PixelAccuracyMetric of axis: int * ignoreIndex: int
+    /// Inputs [pred; target] or [pred; target; valid], one shape; valid pixels are target > 0
+    /// without a mask. Stats [Σ (p − t)², count], finalized as the root of their ratio.
+    | RmseMetric
+    /// As RmseMetric: stats [Σ |p − t| / t, count] (Eigen et al. 2014's absolute relative error).
+    | AbsRelMetric
+    /// As RmseMetric: stats [#(max(p/t, t/p) < 1.25), count] (Eigen et al. 2014's δ < 1.25).
+    | Delta1Metric
+    /// Inputs [logits; targets], the classes on `axis`, integer targets: stats [Σ −log p(target),
+    /// count] over targets other than ignoreIndex, finalized as exp of their ratio.
+    | PerplexityMetric of axis: int * ignoreIndex: int
+    /// Input [x] of shape [] or [B]: stats [Σ x, count] (torchmetrics' MeanMetric).
+    | MeanMetric
+
 type InputKind =
     | ImageInput
     | TokensInput
@@ -320,6 +352,8 @@ type Op =
     | LayerNormAxes of axes: int list * shape: int list * eps: float * affine: bool * bias: bool
     /// A loss of the whole batch, shape [] (objectives only).
     | Loss of LossKind
+    /// A metric's sufficient statistics of the whole batch, no batch axis (evaluations only).
+    | Metric of MetricKind
 
 type ParamKind =
     | Trainable
@@ -377,6 +411,32 @@ let lossName (k: LossKind) =
     | ZLoss _ -> "zLoss"
     | MeanLoss -> "mean"
     | MaskedMeanLoss -> "maskedMean"
+
+/// A metric's name in the language: `Metric.<name>`.
+let metricName (k: MetricKind) =
+    match k with
+    | AccuracyMetric _ -> "accuracy"
+    | TopKMetric _ -> "topK"
+    | MiouMetric _ -> "miou"
+    | PixelAccuracyMetric _ -> "pixelAccuracy"
+    | RmseMetric -> "rmse"
+    | AbsRelMetric -> "absRel"
+    | Delta1Metric -> "delta1"
+    | PerplexityMetric _ -> "perplexity"
+    | MeanMetric -> "mean"
+
+/// The shape of a metric's statistics: two numbers, or the per-class intersections and unions.
+let metricStatsShape (k: MetricKind) =
+    match k with
+    | MiouMetric(classes, _, _) -> [ 2; classes ]
+    | AccuracyMetric _
+    | TopKMetric _
+    | PixelAccuracyMetric _
+    | RmseMetric
+    | AbsRelMetric
+    | Delta1Metric
+    | PerplexityMetric _
+    | MeanMetric -> [ 2 ]
 
 let opKind (op: Op) =
     match op with
@@ -454,6 +514,7 @@ let opKind (op: Op) =
     | Pad _ -> "pad"
     | LayerNormAxes _ -> "layernorm"
     | Loss k -> "Loss." + lossName k
+    | Metric k -> "Metric." + metricName k
 
 /// Whether an op moves, picks or copies its (first) input's values without computing new ones:
 /// integer values (token ids, argmax indices) stay integers through it.
@@ -512,7 +573,8 @@ let keepsValues (op: Op) =
     | Reduce _
     | ArgMax _
     | LayerNormAxes _
-    | Loss _ -> false
+    | Loss _
+    | Metric _ -> false
 
 /// Whether an op's kernel takes int64 inputs (token ids, argmax indices): as PyTorch has it, ids
 /// index a table, compare and select, arithmetic promotes them to float, and the ops that keep
@@ -534,6 +596,9 @@ let acceptsIntegers (op: Op) =
        | Unary _
        | ArgMax _
        | Loss(CrossEntropyLoss _) -> true
+       // A metric takes labels, masks and token ids, and 0/1 masks of either kind; its shape rule
+       // (dsl/Metrics.fs) says which inputs must be float.
+       | Metric _ -> true
        | Loss _
        | Input _
        | Conv _
@@ -743,7 +808,8 @@ let macs (n: Node) =
     | Tile _
     | Pad _
     | LayerNormAxes _
-    | Loss _ -> 0L
+    | Loss _
+    | Metric _ -> 0L
 
 /// MACs of one sample through the whole graph.
 let totalMacs (g: Graph) = g.Nodes |> List.map macs |> sum64
@@ -808,7 +874,8 @@ let layoutOf (nodeOf: int -> Node) (id: int) : Layout =
                     | ChannelAxis a when a = a2 -> ChannelAxis a1
                     | other -> other
                 | Matmul _ -> UnknownLayout "a matmul"
-                | Loss _ -> NoLayout
+                | Loss _
+                | Metric _ -> NoLayout
                 | Stack axis ->
                     match go n.Inputs.Head with
                     | ChannelAxis a -> ChannelAxis(if a >= axis then a + 1 else a)

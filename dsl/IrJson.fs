@@ -252,9 +252,23 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteNumber("axis", axis)
         w.WriteNumber("temperature", temperature)
     | Loss(ZLoss axis) -> w.WriteNumber("axis", axis)
+    | Metric(AccuracyMetric(axis, ignoreIndex))
+    | Metric(PixelAccuracyMetric(axis, ignoreIndex))
+    | Metric(PerplexityMetric(axis, ignoreIndex)) ->
+        w.WriteNumber("axis", axis)
+        w.WriteNumber("ignoreIndex", ignoreIndex)
+    | Metric(TopKMetric(k, axis, ignoreIndex)) ->
+        w.WriteNumber("k", k)
+        w.WriteNumber("axis", axis)
+        w.WriteNumber("ignoreIndex", ignoreIndex)
+    | Metric(MiouMetric(classes, axis, ignoreIndex)) ->
+        w.WriteNumber("classes", classes)
+        w.WriteNumber("axis", axis)
+        w.WriteNumber("ignoreIndex", ignoreIndex)
     // These carry no attributes beyond their op name (an activation's, a unary function's and a
     // comparison's kind is in the name).
     | Loss(BinaryCrossEntropyLoss | MseLoss | L1Loss | InfoNceLoss | MeanLoss | MaskedMeanLoss)
+    | Metric(RmseMetric | AbsRelMetric | Delta1Metric | MeanMetric)
     | Act _
     | GlobalPool _
     | Flatten
@@ -520,6 +534,15 @@ let read (json: string) : Graph =
         | "Loss.zLoss" -> Loss(ZLoss(int e "axis"))
         | "Loss.mean" -> Loss MeanLoss
         | "Loss.maskedMean" -> Loss MaskedMeanLoss
+        | "Metric.accuracy" -> Metric(AccuracyMetric(int e "axis", int e "ignoreIndex"))
+        | "Metric.topK" -> Metric(TopKMetric(int e "k", int e "axis", int e "ignoreIndex"))
+        | "Metric.miou" -> Metric(MiouMetric(int e "classes", int e "axis", int e "ignoreIndex"))
+        | "Metric.pixelAccuracy" -> Metric(PixelAccuracyMetric(int e "axis", int e "ignoreIndex"))
+        | "Metric.rmse" -> Metric RmseMetric
+        | "Metric.absRel" -> Metric AbsRelMetric
+        | "Metric.delta1" -> Metric Delta1Metric
+        | "Metric.perplexity" -> Metric(PerplexityMetric(int e "axis", int e "ignoreIndex"))
+        | "Metric.mean" -> Metric MeanMetric
         | "add" -> Add
         | "mul" -> Mul
         | "concat" -> Concat(int e "axis")

@@ -257,6 +257,7 @@ let private layerExpr (g: Graph) (n: Node) =
                 (ints axes)
         )
     | Loss _
+    | Metric _
     | Input _
     | Add
     | Mul
@@ -371,7 +372,30 @@ let private valueExpr (g: Graph) (n: Node) =
             | _ -> rest |> List.map (fun i -> " " + v i) |> String.concat ""
 
         sprintf "%s |> at \"%s\" (fun a -> Loss.%s%s a%s)" (v a) n.Path (lossName k) named others
-    | (Input _ | Conv _ | ConvTranspose _ | Upsample _ | PixelShuffle _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | CrossAttention _ | Add | Mul | Concat _ | LayerScale _ | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Matmul _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Pad _ | LayerNormAxes _ | Loss _) as op,
+    | Metric k, a :: rest ->
+        let classified axis ignoreIndex =
+            sprintf " (axis = %d) (ignoreIndex = %d)" axis ignoreIndex
+
+        let leading, named =
+            match k with
+            | AccuracyMetric(axis, ignoreIndex)
+            | PixelAccuracyMetric(axis, ignoreIndex)
+            | PerplexityMetric(axis, ignoreIndex) -> "", classified axis ignoreIndex
+            | TopKMetric(topk, axis, ignoreIndex) -> sprintf " %d" topk, classified axis ignoreIndex
+            | MiouMetric(classes, axis, ignoreIndex) -> sprintf " %d" classes, classified axis ignoreIndex
+            | RmseMetric
+            | AbsRelMetric
+            | Delta1Metric
+            | MeanMetric -> "", ""
+
+        let others =
+            match k, rest with
+            | (RmseMetric | AbsRelMetric | Delta1Metric), [ target; valid ] ->
+                sprintf " %s (valid = %s)" (v target) (v valid)
+            | _ -> rest |> List.map (fun i -> " " + v i) |> String.concat ""
+
+        sprintf "%s |> at \"%s\" (fun a -> Metric.%s%s%s a%s)" (v a) n.Path (metricName k) leading named others
+    | (Input _ | Conv _ | ConvTranspose _ | Upsample _ | PixelShuffle _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | CrossAttention _ | Add | Mul | Concat _ | LayerScale _ | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Matmul _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Pad _ | LayerNormAxes _ | Loss _ | Metric _) as op,
       _ -> failwithf "internal error: cannot print %s with %d inputs" (opKind op) n.Inputs.Length
 
 let private inputType (n: Node) =

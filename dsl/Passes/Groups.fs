@@ -475,6 +475,14 @@ let private linkNode (l: Links) (g: Graph) (n: Node) =
         for i in n.Inputs do
             for k in 0 .. rank i - 1 do
                 l.Freeze (v i k) (locate n "a loss reduces it")
+    | Metric _ ->
+        // A metric sums its inputs into statistics of a fixed size (two numbers, or two per class).
+        for i in n.Inputs do
+            for k in 0 .. rank i - 1 do
+                l.Freeze (v i k) (locate n "a metric reduces it")
+
+        for k in 0 .. out - 1 do
+            l.Freeze (v n.Id k) (locate n "a metric's statistics")
     | LayerNormAxes(axes, _, _, _, _) ->
         sameAxes x
 

@@ -292,7 +292,7 @@ let private once (g: Graph) : (Graph * WeightMap) option =
                 | _ -> None
             // Barriers: nonlinear ops, ops that mix or move axes, and the linear ones above in
             // a form the region cannot take (a 2-D BatchNorm, a layer scale on another axis).
-            | (Input _ | Conv _ | ConvTranspose _ | Upsample _ | PixelShuffle _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | CrossAttention _ | Add | Mul | Concat _ | LayerScale _ | Parameter | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Matmul _ | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Op.Pad _ | LayerNormAxes _ | Loss _),
+            | (Input _ | Conv _ | ConvTranspose _ | Upsample _ | PixelShuffle _ | Linear _ | BatchNorm _ | LayerNorm _ | RmsNorm _ | GroupNorm _ | Act _ | Dropout _ | DropPath _ | Pool _ | GlobalPool _ | Flatten | Reshape _ | Permute _ | ImageToTokens | TokensToImage _ | Embedding _ | PositionalEmbedding _ | SelfAttention _ | CrossAttention _ | Add | Mul | Concat _ | LayerScale _ | Parameter | Normalize _ | Scale _ | SelectToken _ | SelectWhere _ | Narrow _ | Unary _ | Pow _ | Clamp _ | AddScalar _ | Div | Compare _ | Where | Matmul _ | Softmax _ | Reduce _ | ArgMax _ | Transpose _ | Stack _ | StridedSlice _ | Expand _ | Tile _ | Op.Pad _ | LayerNormAxes _ | Loss _ | Metric _),
               _ -> None
 
     let newConvParams (t: Term) =

@@ -138,6 +138,7 @@ let keepUnits (g: Graph) (groups: Group list) (keep: Map<int, Set<int>>) (scaleI
                 // Attributes that hold no size of a shrinking axis (an axis position, a kernel, a
                 // constant) stay as they are; a pool's and a softmax's axes are positions.
                 | Loss _
+                | Metric _
                 | Input _
                 | Act _
                 | Dropout _

@@ -385,6 +385,12 @@ let build (g: Graph) (weights: IReadOnlyDictionary<string, TorchSharp.torch.Tens
                 n
                 "Loss.%s belongs to a train block's objective, not to a model; export the model alone"
                 (lossName k)
+        // A metric's statistics are summed over a data set by the evaluator, outside any model.
+        | Metric k ->
+            located
+                n
+                "Metric.%s belongs to an evaluation's metrics, not to a model; export the model alone"
+                (metricName k)
         | Input(name, kind) ->
             let element =
                 match kind with

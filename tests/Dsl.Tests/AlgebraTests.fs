@@ -167,6 +167,11 @@ let samples: Map<string, Sample> =
                 "model m (x : tensor[6, 8]) =\n    Loss.smoothL1 (x |> linear 8) x (beta = 0.5)\n"
                 "`Loss.smoothL1 x y (beta=1.0)`"
                 (Refuses "a loss reduces it")
+            "Metric",
+            sample
+                "model m (x : tensor[6, 8]) (t : tokens[6]) =\n    Metric.topK 2 (x |> linear 8) t (axis = -1)\n"
+                "`Metric.topK k logits labels (axis=1) (ignoreIndex=-100)`"
+                (Refuses "a metric reduces it")
         ]
 
 let private tagOf = FSharpValue.PreComputeUnionTagReader typeof<Op>

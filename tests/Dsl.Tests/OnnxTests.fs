@@ -259,8 +259,11 @@ let tests =
 
             // The checklist's sample of every IR op (AlgebraTests), exported and run in ONNX Runtime
             // at the lowest and the highest opset.
-            // A loss belongs to an objective, never to an exported model (refused: see "a loss is not exported").
-            for KeyValue(op, sample) in AlgebraTests.samples |> Seq.filter (fun kv -> kv.Key <> "Loss") do
+            // A loss belongs to an objective and a metric to an evaluation, never to an exported model
+            // (refused: see "a loss is not exported" and "a metric is not exported").
+            for KeyValue(op, sample) in
+                AlgebraTests.samples
+                |> Seq.filter (fun kv -> kv.Key <> "Loss" && kv.Key <> "Metric") do
                 test (sprintf "the %s sample exports and matches TorchSharp" op) {
                     use m = new GraphModule(graph sample.Source, 1L)
                     m.eval ()
@@ -377,6 +380,25 @@ let tests =
                     | Report.UserError msg ->
                         Expect.stringContains msg ":2:" "located at the loss"
                         Expect.stringContains msg "Loss.mse belongs to a train block's objective" "says why"
+                    | other -> failtestf "unexpected %A" other
+
+                    Expect.isEmpty (Directory.GetFiles dir) "nothing written")
+            }
+
+            test "a metric is not exported" {
+                let g =
+                    graph
+                        "model m (x : tensor[6, 8]) (t : tokens[6]) =\n    Metric.accuracy (x |> linear 8) t (axis = -1)\n"
+
+                use m = new GraphModule(g, 0L)
+
+                withTempDir "dsl-onnx-" (fun dir ->
+                    let path = Path.Combine(dir, "m.onnx")
+
+                    match refusal g m path with
+                    | Report.UserError msg ->
+                        Expect.stringContains msg ":2:" "located at the metric"
+                        Expect.stringContains msg "Metric.accuracy belongs to an evaluation's metrics" "says why"
                     | other -> failtestf "unexpected %A" other
 
                     Expect.isEmpty (Directory.GetFiles dir) "nothing written")

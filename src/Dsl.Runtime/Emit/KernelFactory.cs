@@ -73,6 +73,7 @@ internal static class KernelFactory
             Ir.Op.LayerNormAxes norm => AlgebraKernels.LayerNormAxes(norm.axes, norm.shape, norm.eps, norm.affine, norm.bias, rank, parameters),
 
             Ir.Op.Loss loss => LossKernels.Create(loss.Item),
+            Ir.Op.Metric metric => MetricKernels.Create(metric.Item),
 
             _ => throw new NotSupportedException($"node {node.Id} ('{node.Path}'): op {OpNames.Of(node.Op)} has no kernel"),
         };
