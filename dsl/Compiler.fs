@@ -133,6 +133,7 @@ let checkSource (file: string) (text: string) : Checked =
                         for name, g in models do
                             if name = t.Model then
                                 diags.AddRange(Recipe.labelsFit r g)
+                                diags.AddRange(ParamGroups.check r.Freeze r.Groups g)
                     | Error ds -> diags.AddRange ds
 
             {

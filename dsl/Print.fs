@@ -451,6 +451,18 @@ let private augment (a: Recipe.Augment) =
 let private quoted (s: string) =
     "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\""
 
+/// One `paramGroups` entry with only the fields it was given (an unset lr or decay is the optimizer's).
+let private paramGroup (g: ParamGroups.ParamGroupSpec) =
+    [
+        Some(sprintf "path = %s" (quoted g.Path))
+        g.Lr |> Option.map (fun x -> sprintf "lr = %s" (float x))
+        g.LrScale |> Option.map (fun x -> sprintf "lrScale = %s" (float x))
+        g.WeightDecay |> Option.map (fun x -> sprintf "weightDecay = %s" (float x))
+    ]
+    |> List.choose id
+    |> String.concat "; "
+    |> sprintf "{ %s }"
+
 /// A recipe as a `train` block, every field explicit, so a printed model can be trained and
 /// evaluated without the file it came from.
 let recipe (r: Recipe.TrainRecipe) : string =
@@ -539,6 +551,9 @@ let recipe (r: Recipe.TrainRecipe) : string =
         sprintf "    seed = %d" r.Seed
         sprintf "    saveEvery = %d" r.SaveEvery
         sprintf "    keep = %d" r.Keep
+        sprintf "    freeze = [ %s ]" (r.Freeze |> List.map (fst >> quoted) |> String.concat "; ")
+        sprintf "    paramGroups = [ %s ]" (r.Groups |> List.map paramGroup |> String.concat "; ")
+        sprintf "    decayNormAndBias = %s" (bool r.DecayNormAndBias)
         "}"
     ]
     |> String.concat "\n"
