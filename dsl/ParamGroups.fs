@@ -60,21 +60,25 @@ let groups (field: (Value * Span) option) (source: Expr option) : ParamGroupSpec
             | Some(ListLit(records, _)) when records.Length = items.Length ->
                 records
                 |> List.map (function
-                    | Record(fs, _) -> fs |> List.map (fun (n, _, e) -> n, spanOf e) |> Map.ofList
+                    | Record(fs, _) -> fs |> List.map (fun (n, at, e) -> n, (at, spanOf e)) |> Map.ofList
                     | _ -> Map.empty)
             | _ -> List.replicate items.Length Map.empty
 
         List.zip3 items (itemSpans source span items.Length) fieldSpans
         |> List.map (fun (item, at, spans) ->
+            // A field's name (for a field that should not be there) and its value (for a bad value).
+            let nameOf name =
+                spans.TryFind name |> Option.map fst |> Option.defaultValue at
+
             let spanOfField name =
-                spans.TryFind name |> Option.defaultValue at
+                spans.TryFind name |> Option.map snd |> Option.defaultValue at
 
             match item with
             | VRecord fs ->
                 for name, _ in fs do
                     if not (List.contains name groupFields) then
                         errorf
-                            (spanOfField name)
+                            (nameOf name)
                             "paramGroups: unknown field '%s'%s (a group has %s)"
                             name
                             (didYouMean name groupFields)
@@ -102,7 +106,7 @@ let groups (field: (Value * Span) option) (source: Expr option) : ParamGroupSpec
                 let lr, lrScale = number "lr", number "lrScale"
 
                 if lr.IsSome && lrScale.IsSome then
-                    errorf (spanOfField "lrScale") "paramGroups: give lr (absolute) or lrScale (relative), not both"
+                    errorf (nameOf "lrScale") "paramGroups: give lr (absolute) or lrScale (relative), not both"
 
                 {
                     Path = path
