@@ -451,6 +451,12 @@ let private augment (a: Recipe.Augment) =
 let private quoted (s: string) =
     "\"" + s.Replace("\\", "\\\\").Replace("\"", "\\\"") + "\""
 
+let private listOf (items: string list) =
+    if items.IsEmpty then
+        "[]"
+    else
+        "[ " + String.concat "; " items + " ]"
+
 /// One `paramGroups` entry with only the fields it was given (an unset lr or decay is the optimizer's).
 let private paramGroup (g: ParamGroups.ParamGroupSpec) =
     [
@@ -551,8 +557,8 @@ let recipe (r: Recipe.TrainRecipe) : string =
         sprintf "    seed = %d" r.Seed
         sprintf "    saveEvery = %d" r.SaveEvery
         sprintf "    keep = %d" r.Keep
-        sprintf "    freeze = [ %s ]" (r.Freeze |> List.map (fst >> quoted) |> String.concat "; ")
-        sprintf "    paramGroups = [ %s ]" (r.Groups |> List.map paramGroup |> String.concat "; ")
+        sprintf "    freeze = %s" (r.Freeze |> List.map (fst >> quoted) |> listOf)
+        sprintf "    paramGroups = %s" (r.Groups |> List.map paramGroup |> listOf)
         sprintf "    decayNormAndBias = %s" (bool r.DecayNormAndBias)
         "}"
     ]
