@@ -137,6 +137,7 @@ let checkSource (file: string) (text: string) : Checked =
                         for name, g in models do
                             if name = t.Model then
                                 diags.AddRange(Recipe.labelsFit r g)
+                                diags.AddRange(ParamGroups.check r.Freeze r.Groups g)
 
                                 match attempt (fun () -> Objective.ofRecipe r g) with
                                 | Ok(Some o) -> objectives.Add(name, o)

@@ -490,6 +490,23 @@ let private expression what (source: string) =
         failwithf "the %s expression was not read from a file and cannot be printed" what
     else
         "(" + source + ")"
+let private listOf (items: string list) =
+    if items.IsEmpty then
+        "[]"
+    else
+        "[ " + String.concat "; " items + " ]"
+
+/// One `paramGroups` entry with only the fields it was given (an unset lr or decay is the optimizer's).
+let private paramGroup (g: ParamGroups.ParamGroupSpec) =
+    [
+        Some(sprintf "path = %s" (quoted g.Path))
+        g.Lr |> Option.map (fun x -> sprintf "lr = %s" (float x))
+        g.LrScale |> Option.map (fun x -> sprintf "lrScale = %s" (float x))
+        g.WeightDecay |> Option.map (fun x -> sprintf "weightDecay = %s" (float x))
+    ]
+    |> List.choose id
+    |> String.concat "; "
+    |> sprintf "{ %s }"
 
 /// A recipe as a `train` block, every field explicit, so a printed model can be trained and
 /// evaluated without the file it came from.
@@ -596,6 +613,9 @@ let recipe (r: Recipe.TrainRecipe) : string =
         match r.Metrics with
         | Some m -> sprintf "    metrics = %s" (expression "metrics" m.Source)
         | None -> ()
+        sprintf "    freeze = %s" (r.Freeze |> List.map (fst >> quoted) |> listOf)
+        sprintf "    paramGroups = %s" (r.Groups |> List.map paramGroup |> listOf)
+        sprintf "    decayNormAndBias = %s" (bool r.DecayNormAndBias)
         "}"
     ]
     |> String.concat "\n"

@@ -7,6 +7,7 @@ open Dsl.Diagnostics
 open Dsl.Values
 open Dsl.Eval
 open Dsl.Elaborate
+open Dsl.ParamGroups
 
 type Augment =
     | RandomCrop of size: int * pad: int
@@ -125,6 +126,12 @@ type TrainRecipe =
         Inputs: (string * string * Span) list
         /// `metrics = fun out r -> { … }`: reported by evaluation, elaborated like the loss.
         Metrics: Expression option
+        /// `freeze`: globs over parameter names that do not train, with where each is written.
+        Freeze: (string * Span) list
+        /// `paramGroups`: the first group whose path matches a parameter sets its lr and weight decay.
+        Groups: ParamGroupSpec list
+        /// Also decay 1-D parameters (norm weights, biases); off, as in timm.
+        DecayNormAndBias: bool
     }
 
 let private fields =
@@ -143,6 +150,9 @@ let private fields =
         "keep"
         "inputs"
         "metrics"
+        "freeze"
+        "paramGroups"
+        "decayNormAndBias"
     ]
 
 let private kindOf what (allowed: string list) (v, span) =
@@ -433,6 +443,9 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
     let get name dflt =
         values.TryFind name |> Option.defaultWith (fun () -> dflt, t.Span)
 
+    let source name =
+        t.Fields |> List.tryPick (fun (n, _, e) -> if n = name then Some e else None)
+
     let positive name dflt =
         asPositiveInt "train" name (get name (VNum(float dflt, true)))
 
@@ -540,6 +553,9 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
                         span
                         "metrics must be a function of the outputs and the record, e.g. fun out r -> { accuracy = Metric.accuracy out r.label }, got %s"
                         (describe v)
+            Freeze = ParamGroups.freeze (values.TryFind "freeze") (source "freeze")
+            Groups = ParamGroups.groups (values.TryFind "paramGroups") (source "paramGroups")
+            DecayNormAndBias = asBool "train" "decayNormAndBias" (get "decayNormAndBias" (VBool false))
         }
 
     // The schedule decays from the peak lr to minLr; a floor above the peak is no schedule.

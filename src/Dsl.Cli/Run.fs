@@ -276,6 +276,9 @@ let private trainIn (world: World) (args: ParseResults<TrainArgs>) =
          | None -> "")
         outDir
 
+    for line in groupLines options g do
+        printfn "  %s" line
+
     // Last before the first write: every check above has passed, so a refused run leaves the
     // folder as it was.
     options.World <- world

@@ -214,8 +214,33 @@ let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
             ),
         EvalBatchSize = r.EvalBatch,
         OutDir = outDir,
-        SourceHash = sourceHash g
+        SourceHash = sourceHash g,
+        DecayNormAndBias = r.DecayNormAndBias,
+        Freeze = ResizeArray(r.Freeze |> List.map fst),
+        ParamGroups =
+            ResizeArray(
+                r.Groups
+                |> List.map (fun p ->
+                    ParamGroup(
+                        p.Path,
+                        Option.toNullable p.Lr,
+                        Option.toNullable p.LrScale,
+                        Option.toNullable p.WeightDecay
+                    ))
+            )
     )
+
+/// `dsl train`'s lines for a block with `freeze` or `paramGroups`: each group's pattern,
+/// parameters, peak lr and weight decay, then the frozen ones (none without either field).
+let groupLines (options: TrainOptions) (g: Graph) : string list =
+    if options.Freeze.Count = 0 && options.ParamGroups.Count = 0 then
+        []
+    else
+        g.Params
+        |> List.filter (fun p -> p.Kind = Trainable)
+        |> List.map (fun p -> struct (p.Name, p.Shape |> List.map int64 |> Array.ofList))
+        |> fun ps -> ParameterGroups.Describe(options, ps)
+        |> List.ofSeq
 
 /// Stops with every missing, unexpected and differently shaped parameter unless the
 /// checkpoint's weights fit the model by name and shape.

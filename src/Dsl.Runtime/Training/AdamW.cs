@@ -19,7 +19,6 @@ public sealed class AdamW : IOptimizer, IDisposable
     private readonly double beta1;
     private readonly double beta2;
     private readonly double eps;
-    private readonly double weightDecay;
 
     /// <summary>1 - beta1 as a float32 scalar tensor, for lerp_ (TorchSharp has no scalar-weight overload).</summary>
     private readonly Tensor oneMinusBeta1;
@@ -29,13 +28,15 @@ public sealed class AdamW : IOptimizer, IDisposable
 
     /// <param name="parameters">Named parameters, e.g. <c>module.named_parameters()</c>; frozen ones are skipped.</param>
     /// <param name="decayNormAndBias">Also decay 1-D parameters (norm weights, biases); off by default, as in timm.</param>
+    /// <param name="settings">Each parameter's lr scale and weight decay (parameter groups); replaces <paramref name="weightDecay"/> and <paramref name="decayNormAndBias"/>.</param>
     public AdamW(
         IEnumerable<(string Name, Parameter Parameter)> parameters,
         double beta1 = 0.9,
         double beta2 = 0.999,
         double eps = 1e-8,
         double weightDecay = 0.01,
-        bool decayNormAndBias = false)
+        bool decayNormAndBias = false,
+        IReadOnlyDictionary<string, ParameterSetting>? settings = null)
     {
         if (beta1 is < 0 or >= 1 || beta2 is < 0 or >= 1)
         {
@@ -44,11 +45,10 @@ public sealed class AdamW : IOptimizer, IDisposable
 
         ArgumentOutOfRangeException.ThrowIfNegative(eps);
         ArgumentOutOfRangeException.ThrowIfNegative(weightDecay);
-        this.parameters = new OptimizedParameters(parameters, decayNormAndBias);
+        this.parameters = new OptimizedParameters(parameters, weightDecay, decayNormAndBias, settings);
         this.beta1 = beta1;
         this.beta2 = beta2;
         this.eps = eps;
-        this.weightDecay = weightDecay;
         oneMinusBeta1 = OptimizedParameters.Keep(tensor((float)(1 - beta1)));
     }
 
@@ -61,7 +61,6 @@ public sealed class AdamW : IOptimizer, IDisposable
         parameters.StepCount++;
         var biasCorrection1 = 1 - Math.Pow(beta1, parameters.StepCount);
         var biasCorrection2Sqrt = Math.Sqrt(1 - Math.Pow(beta2, parameters.StepCount));
-        var stepSize = lr / biasCorrection1;
         foreach (var p in parameters.All)
         {
             var grad = p.Parameter.grad;
@@ -70,9 +69,12 @@ public sealed class AdamW : IOptimizer, IDisposable
                 continue;
             }
 
-            if (p.Decays && weightDecay != 0)
+            // The parameter's group lr; the decay uses it too, as torch.optim.AdamW's group["lr"].
+            var groupLr = lr * p.LrScale;
+            var stepSize = groupLr / biasCorrection1;
+            if (p.WeightDecay != 0)
             {
-                p.Parameter.mul_(1 - (lr * weightDecay));
+                p.Parameter.mul_(1 - (groupLr * p.WeightDecay));
             }
 
             var (expAvg, expAvgSq) = Moments(p.Name, p.Parameter);

@@ -3,20 +3,50 @@ using static TorchSharp.torch;
 
 namespace Dsl.Runtime.Training;
 
-/// <summary>One parameter an optimizer updates, with whether weight decay applies to it.</summary>
-internal sealed record OptimizedParameter(string Name, Parameter Parameter, bool Decays);
+/// <summary>
+/// One parameter an optimizer updates, with its lr as a multiple of the scheduled lr and its
+/// weight decay (0: not decayed), as a PyTorch parameter group's lr and weight_decay.
+/// </summary>
+internal sealed record OptimizedParameter(string Name, Parameter Parameter, double LrScale, double WeightDecay);
 
 /// <summary>The bookkeeping both optimizers share: which parameters, the step count, zero_grad, state keys.</summary>
 internal sealed class OptimizedParameters
 {
     public const string StepKey = "step";
 
-    public OptimizedParameters(IEnumerable<(string Name, Parameter Parameter)> parameters, bool decayNormAndBias)
+    /// <param name="parameters">Named parameters; those with requires_grad = false (frozen) are skipped.</param>
+    /// <param name="weightDecay">The decay of parameters <paramref name="settings"/> does not set.</param>
+    /// <param name="decayNormAndBias">Also decay 1-D parameters when <paramref name="settings"/> is null.</param>
+    /// <param name="settings">
+    /// Each optimized parameter's lr scale and weight decay (<see cref="ParameterGroups.Settings"/>);
+    /// null: lr scale 1 and <paramref name="weightDecay"/> on parameters of two or more axes.
+    /// </param>
+    public OptimizedParameters(
+        IEnumerable<(string Name, Parameter Parameter)> parameters,
+        double weightDecay,
+        bool decayNormAndBias,
+        IReadOnlyDictionary<string, ParameterSetting>? settings)
     {
-        // timm's default: no decay for 1-D tensors (norm weights, biases) and scalars.
         All = parameters
             .Where(named => named.Parameter.requires_grad)
-            .Select(named => new OptimizedParameter(named.Name, named.Parameter, decayNormAndBias || named.Parameter.dim() > 1))
+            .Select(named =>
+            {
+                if (settings is null)
+                {
+                    // timm's default: no decay for 1-D tensors (norm weights, biases) and scalars.
+                    var decays = decayNormAndBias || named.Parameter.dim() > 1;
+                    return new OptimizedParameter(named.Name, named.Parameter, 1.0, decays ? weightDecay : 0.0);
+                }
+
+                if (!settings.TryGetValue(named.Name, out var setting))
+                {
+                    throw new ArgumentException($"parameter '{named.Name}' requires a gradient but has no group setting (a frozen parameter needs requires_grad = false)", nameof(settings));
+                }
+
+                ArgumentOutOfRangeException.ThrowIfNegative(setting.LrScale);
+                ArgumentOutOfRangeException.ThrowIfNegative(setting.WeightDecay);
+                return new OptimizedParameter(named.Name, named.Parameter, setting.LrScale, setting.WeightDecay);
+            })
             .ToArray();
     }
 

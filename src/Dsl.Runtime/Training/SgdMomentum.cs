@@ -16,17 +16,18 @@ public sealed class SgdMomentum : IOptimizer, IDisposable
     private readonly OptimizedParameters parameters;
     private readonly double momentum;
     private readonly bool nesterov;
-    private readonly double weightDecay;
     private readonly Dictionary<string, Tensor> buffers = new(StringComparer.Ordinal);
 
     /// <param name="parameters">Named parameters, e.g. <c>module.named_parameters()</c>; frozen ones are skipped.</param>
     /// <param name="decayNormAndBias">Also decay 1-D parameters (norm weights, biases); off by default, as in timm.</param>
+    /// <param name="settings">Each parameter's lr scale and weight decay (parameter groups); replaces <paramref name="weightDecay"/> and <paramref name="decayNormAndBias"/>.</param>
     public SgdMomentum(
         IEnumerable<(string Name, Parameter Parameter)> parameters,
         double momentum = 0.9,
         bool nesterov = false,
         double weightDecay = 0,
-        bool decayNormAndBias = false)
+        bool decayNormAndBias = false,
+        IReadOnlyDictionary<string, ParameterSetting>? settings = null)
     {
         ArgumentOutOfRangeException.ThrowIfNegative(momentum);
         ArgumentOutOfRangeException.ThrowIfNegative(weightDecay);
@@ -35,10 +36,9 @@ public sealed class SgdMomentum : IOptimizer, IDisposable
             throw new ArgumentException("Nesterov momentum needs a momentum above zero");
         }
 
-        this.parameters = new OptimizedParameters(parameters, decayNormAndBias);
+        this.parameters = new OptimizedParameters(parameters, weightDecay, decayNormAndBias, settings);
         this.momentum = momentum;
         this.nesterov = nesterov;
-        this.weightDecay = weightDecay;
     }
 
     public long StepCount => parameters.StepCount;
@@ -56,9 +56,9 @@ public sealed class SgdMomentum : IOptimizer, IDisposable
                 continue;
             }
 
-            if (p.Decays && weightDecay != 0)
+            if (p.WeightDecay != 0)
             {
-                grad = grad.add(p.Parameter, alpha: weightDecay);
+                grad = grad.add(p.Parameter, alpha: p.WeightDecay);
             }
 
             if (momentum != 0)
@@ -67,7 +67,7 @@ public sealed class SgdMomentum : IOptimizer, IDisposable
                 grad = nesterov ? grad.add(buffer, alpha: momentum) : buffer;
             }
 
-            p.Parameter.add_(grad, alpha: -lr);
+            p.Parameter.add_(grad, alpha: -(lr * p.LrScale));
         }
     }
 

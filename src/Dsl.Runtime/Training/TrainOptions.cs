@@ -24,6 +24,16 @@ public sealed class TrainOptions
     /// <summary>Also decay 1-D parameters (norm weights, biases). Off, as in timm.</summary>
     public bool DecayNormAndBias { get; set; }
 
+    /// <summary>
+    /// Globs over full parameter names (the language's, <c>Dsl.Primitives.globMatch</c>): the
+    /// parameters they match get requires_grad = false for the run, so they have no gradient,
+    /// are not in the optimizer and are neither updated nor decayed.
+    /// </summary>
+    public IReadOnlyList<string> Freeze { get; set; } = [];
+
+    /// <summary>Parameter groups with their own lr and weight decay; the first matching group wins (<see cref="ParameterGroups"/>).</summary>
+    public IReadOnlyList<ParamGroup> ParamGroups { get; set; } = [];
+
     /// <summary>SGD momentum.</summary>
     public double Momentum { get; set; } = 0.9;
 
@@ -144,6 +154,14 @@ public sealed class TrainOptions
         Require(BucketBytes > 0, nameof(BucketBytes), "must be positive");
         Require(MaxSteps is null or > 0, nameof(MaxSteps), "must be positive when set");
         Require(!string.IsNullOrWhiteSpace(OutDir), nameof(OutDir), "must be set");
+        Require(Freeze.All(p => !string.IsNullOrEmpty(p)), nameof(Freeze), "must not hold an empty pattern");
+        foreach (var g in ParamGroups)
+        {
+            Require(!string.IsNullOrEmpty(g.Pattern), nameof(ParamGroups), "must not hold an empty pattern");
+            Require(g.Lr is null || g.LrScale is null, nameof(ParamGroups), $"'{g.Pattern}' must give Lr or LrScale, not both");
+            Require(g.Lr is null or >= 0 && g.LrScale is null or >= 0, nameof(ParamGroups), $"'{g.Pattern}' must not have a negative lr");
+            Require(g.WeightDecay is null or >= 0, nameof(ParamGroups), $"'{g.Pattern}' must not have a negative weight decay");
+        }
     }
 
     private static void Require(bool ok, string option, string rule)

@@ -44,6 +44,8 @@ public sealed class Trainer
         var plan = StepPlan.For(options, task.Count);
         var world = options.World;
         Directory.CreateDirectory(options.OutDir);
+        // Before the optimizer is made and `trainable` is read: frozen parameters are in neither.
+        using var frozen = Freeze();
         using var optimizer = CreateOptimizer();
         if (options.Resume && world.IsRoot)
         {
@@ -265,9 +267,42 @@ public sealed class Trainer
 
     private IOptimizer CreateOptimizer()
     {
-        var named = model.named_parameters().Select(entry => (entry.name, entry.parameter));
+        var named = model.named_parameters().Select(entry => (entry.name, entry.parameter)).ToList();
+        var settings = ParameterGroups.Settings(
+            options,
+            named.Where(entry => entry.parameter.requires_grad).Select(entry => (entry.name, (int)entry.parameter.dim())));
         return options.Optimizer == TrainOptions.SgdKind
-            ? new SgdMomentum(named, options.Momentum, options.Nesterov, options.WeightDecay, options.DecayNormAndBias)
-            : new AdamW(named, options.Betas.Beta1, options.Betas.Beta2, options.Eps, options.WeightDecay, options.DecayNormAndBias);
+            ? new SgdMomentum(named, options.Momentum, options.Nesterov, options.WeightDecay, options.DecayNormAndBias, settings)
+            : new AdamW(named, options.Betas.Beta1, options.Betas.Beta2, options.Eps, options.WeightDecay, options.DecayNormAndBias, settings);
+    }
+
+    /// <summary>
+    /// Sets requires_grad = false on the parameters <see cref="TrainOptions.Freeze"/> matches, as
+    /// a PyTorch fine-tuning script freezes a backbone, so autograd computes no gradient for
+    /// them; disposing sets it back, so the model leaves the run as it came.
+    /// </summary>
+    private IDisposable Freeze()
+    {
+        var frozen = model.named_parameters()
+            .Where(entry => entry.parameter.requires_grad && ParameterGroups.IsFrozen(options, entry.name))
+            .Select(entry => entry.parameter)
+            .ToList();
+        foreach (var p in frozen)
+        {
+            p.requires_grad = false;
+        }
+
+        return new Unfreeze(frozen);
+    }
+
+    private sealed class Unfreeze(List<Parameter> frozen) : IDisposable
+    {
+        public void Dispose()
+        {
+            foreach (var p in frozen)
+            {
+                p.requires_grad = true;
+            }
+        }
     }
 }

@@ -85,7 +85,32 @@ internal static class TrainingCheckpoint
             ["label_smoothing"] = Text(options.LabelSmoothing),
             ["momentum"] = Text(options.Momentum),
             ["epochs"] = Text(options.Epochs),
+            ["decay_norm_and_bias"] = options.DecayNormAndBias ? "true" : "false",
+            ["freeze"] = string.Join("; ", options.Freeze),
+            ["param_groups"] = string.Join("; ", options.ParamGroups.Select(Text)),
         };
+
+    /// <summary>A group as the train block writes it, with only the fields it sets.</summary>
+    private static string Text(ParamGroup group)
+    {
+        var fields = new List<string> { $"path = {group.Pattern}" };
+        if (group.Lr is { } lr)
+        {
+            fields.Add($"lr = {Text(lr)}");
+        }
+
+        if (group.LrScale is { } scale)
+        {
+            fields.Add($"lrScale = {Text(scale)}");
+        }
+
+        if (group.WeightDecay is { } decay)
+        {
+            fields.Add($"weightDecay = {Text(decay)}");
+        }
+
+        return "{ " + string.Join("; ", fields) + " }";
+    }
 
     /// <summary>
     /// Refuses a resume whose settings differ from those the checkpoint recorded (a setting it
