@@ -65,11 +65,24 @@ public static class ImageTextEvaluator
             var mean = encoder.EncodeTexts(tokenizer.Batch(prompts)).mean([0]);
             return mean / mean.norm();
         }).ToArray());
-        var scores = imageEmbeddings.matmul(classes.t());
-        var labels = test.ClassLabels.to(scores.device);
-        var top1 = scores.argmax(1).eq(labels).to_type(ScalarType.Float32).mean().item<float>();
+        return ZeroShotAccuracy(imageEmbeddings, classes, test.ClassLabels);
+    }
+
+    /// <summary>
+    /// Top-1 and top-5 accuracy of classifying each image embedding [N, D] by its dot product
+    /// with the class embeddings [K, D] (both normalised, so the cosine), against int64 labels [N].
+    /// Top-5 is top-min(5, K). A tie for the highest score goes to the lowest class index
+    /// (torch.argmax returns the first maximal index); a tie across fifth place is settled by
+    /// torch.topk, which does not document its order.
+    /// </summary>
+    public static (double Top1, double Top5) ZeroShotAccuracy(Tensor imageEmbeddings, Tensor classEmbeddings, Tensor labels)
+    {
+        using var scope = NewDisposeScope();
+        var scores = imageEmbeddings.matmul(classEmbeddings.t());
+        var target = labels.to(scores.device);
+        var top1 = scores.argmax(1).eq(target).to_type(ScalarType.Float32).mean().item<float>();
         var k = (int)Math.Min(5, scores.shape[1]);
-        var top5 = scores.topk(k, dim: 1).indexes.eq(labels.unsqueeze(1)).any(1).to_type(ScalarType.Float32).mean().item<float>();
+        var top5 = scores.topk(k, dim: 1).indexes.eq(target.unsqueeze(1)).any(1).to_type(ScalarType.Float32).mean().item<float>();
         return (top1, top5);
     }
 
