@@ -65,6 +65,10 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
         using var generator = new Generator(0);
         var sums = new double[loss.OutputNames.Count];
         var metricSums = new double[metrics?.OutputNames.Count ?? 0];
+        // Metric.… outputs are statistics summed over the set and finalized once (exact mIoU);
+        // any other number a metrics function gives is averaged over the records.
+        var statistics = new MetricAccumulator();
+        var kinds = MetricKinds();
         var clock = Stopwatch.StartNew();
         try
         {
@@ -77,7 +81,18 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
                 Accumulate(Run(loss, outputs, batch), sums, indices.Length);
                 if (metrics is not null)
                 {
-                    Accumulate(Run(metrics, outputs, batch), metricSums, indices.Length);
+                    var values = Run(metrics, outputs, batch);
+                    for (var i = 0; i < values.Length; i++)
+                    {
+                        if (kinds[i] is { } kind)
+                        {
+                            statistics.Add(metrics.OutputNames[i], kind, values[i]);
+                        }
+                        else
+                        {
+                            metricSums[i] += values[i].to_type(ScalarType.Float64).mean().item<double>() * indices.Length;
+                        }
+                    }
                 }
             }
         }
@@ -92,9 +107,11 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
             extra[loss.OutputNames[i]] = sums[i] / test.Count;
         }
 
+        var finalized = statistics.Results();
         for (var i = 0; i < metricSums.Length; i++)
         {
-            extra[metrics!.OutputNames[i]] = metricSums[i] / test.Count;
+            var name = metrics!.OutputNames[i];
+            extra[name] = kinds[i] is null ? metricSums[i] / test.Count : finalized[name];
         }
 
         var seconds = clock.Elapsed.TotalSeconds;
@@ -147,6 +164,20 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
                 }
             }
         }
+    }
+
+    /// <summary>The kind of each metrics output that is a Metric.… op, else null.</summary>
+    private Ir.MetricKind?[] MetricKinds()
+    {
+        if (metrics is null)
+        {
+            return [];
+        }
+
+        var nodes = metrics.Graph.Nodes.ToDictionary(n => n.Id);
+        return metrics.Graph.Outputs
+            .Select(output => nodes[output.Item2].Op is Ir.Op.Metric m ? m.Item : null)
+            .ToArray();
     }
 
     public void Dispose()
