@@ -11,9 +11,10 @@ open Dsl.Ir
 open Dsl.Values
 open Dsl.Primitives
 
-let private isInt (b: Builder) (t: Tensor) = isInteger (fun i -> b.Nodes[i]) t.Node
+/// Whether a tensor holds integer values (ids, labels, an argmax); shared with dsl/Metrics.fs.
+let isInt (b: Builder) (t: Tensor) = isInteger (fun i -> b.Nodes[i]) t.Node
 
-let private requireFloat (b: Builder) fn what span (t: Tensor) =
+let requireFloat (b: Builder) fn what span (t: Tensor) =
     if isInt b t then
         errorf span "%s: %s must be float values, but %s holds integer indices" fn what (showShape t.Shape)
 

@@ -12,12 +12,7 @@ open Dsl.Diagnostics
 open Dsl.Ir
 open Dsl.Values
 open Dsl.Primitives
-
-let private isInt (b: Builder) (t: Tensor) = isInteger (fun i -> b.Nodes[i]) t.Node
-
-let private requireFloat (b: Builder) fn what span (t: Tensor) =
-    if isInt b t then
-        errorf span "%s: %s must be float values, but %s holds integer indices" fn what (showShape t.Shape)
+open Dsl.Losses
 
 let private stats (ctx: Ctx) span kind (inputs: Tensor list) =
     addNode (builderOf ctx span) span (Metric kind) inputs (metricStatsShape kind |> List.map Known) []
