@@ -154,8 +154,9 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
                     continue;
                 }
 
-                var largest = values.masked_select(counted).max().item<long>();
-                var smallest = values.masked_select(counted).min().item<long>();
+                var ids = values.masked_select(counted);
+                var largest = ids.max().item<long>();
+                var smallest = ids.min().item<long>();
                 if (largest >= classes.Item || smallest < 0)
                 {
                     throw new DataError(
