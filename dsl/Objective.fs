@@ -27,14 +27,26 @@ type Field =
     /// Class indices (int64) rather than float values.
     member f.Integer = f.Type = "label" || f.Type = "mask" || f.Type = "tokens"
 
+/// A train block's `teacher`: the frozen model, where its weights are, and its input bindings.
+type Teacher =
+    {
+        Graph: Graph
+        /// The checkpoint folder as written (relative to the .dsl file).
+        Checkpoint: string
+        /// Teacher input → the field that feeds it, in the teacher's input order.
+        Bindings: (string * string) list
+    }
+
 type Objective =
     {
         /// Model input → the field that feeds it, in the model's input order.
         Bindings: (string * string) list
+        /// The model run frozen beside the trained one; its outputs are the loss's third argument.
+        Teacher: Teacher option
         /// What every record holds.
         Fields: Field list
-        /// Inputs "out.NAME" (the model's outputs) and "data.FIELD"; output "loss" and any other
-        /// numbers the loss function reports beside it.
+        /// Inputs "out.NAME" (the model's outputs), "data.FIELD" and "teacher.NAME" (the teacher's
+        /// outputs); output "loss" and any other numbers the loss function reports beside it.
         Loss: Graph
         /// Inputs as the loss's; one output per declared metric (Metric.… statistics).
         Metrics: Graph option
@@ -254,6 +266,7 @@ let private labelsFit (nodes: Node list) (fields: Field list) =
 let private elaborate
     (name: string)
     (model: Graph)
+    (teacher: Graph option)
     (fields: Field list)
     (fn: Value)
     (span: Span)
@@ -267,16 +280,20 @@ let private elaborate
         | VTensor t -> name, t
         | _ -> failwith "internal error: an input node is not a tensor"
 
-    let outputs =
-        model.Outputs
-        |> List.map (fun (o, id) ->
-            o, input ("out." + o) (isInteger (fun i -> model.Nodes[i]) id) model.Nodes[id].Shape)
+    let outputsOf prefix (g: Graph) =
+        g.Outputs
+        |> List.map (fun (o, id) -> o, input (prefix + o) (isInteger (fun i -> g.Nodes[i]) id) g.Nodes[id].Shape)
+
+    let outputs = outputsOf "out." model
 
     let data =
         fields
         |> List.map (fun f -> f.Name, input ("data." + f.Name) f.Integer (batch :: f.Dims))
 
-    let out =
+    let teacherOutputs = teacher |> Option.map (outputsOf "teacher.")
+
+    // A one-output model gives its tensor, numbered outputs a tuple, named ones a record.
+    let valueOf (outputs: (string * (string * Tensor)) list) =
         match outputs with
         | [ ("output", (_, t)) ] -> VTensor t
         | _ when outputs |> List.forall (fun (o, _) -> o |> Seq.forall System.Char.IsDigit) ->
@@ -284,7 +301,12 @@ let private elaborate
         | _ -> VRecord(outputs |> List.map (fun (o, (_, t)) -> o, VTensor t))
 
     let record = VRecord(data |> List.map (fun (f, (_, t)) -> f, VTensor t))
-    let value = applyArgs ctx fn [ PosArg(out, span); PosArg(record, span) ] span
+
+    let args =
+        [ PosArg(valueOf outputs, span); PosArg(record, span) ]
+        @ (teacherOutputs |> Option.map (fun t -> PosArg(valueOf t, span)) |> Option.toList)
+
+    let value = applyArgs ctx fn args span
     let named = results value
 
     if b.Params.Count > 0 then
@@ -300,7 +322,9 @@ let private elaborate
     {
         Name = model.Name + "." + name
         Inputs =
-            (outputs |> List.map snd) @ (data |> List.map snd)
+            (outputs |> List.map snd)
+            @ (data |> List.map snd)
+            @ (teacherOutputs |> Option.defaultValue [] |> List.map snd)
             |> List.map (fun (n, t) -> n, t.Node)
         Outputs = named |> List.map (fun (n, t) -> n, t.Node)
         Nodes = nodes
@@ -345,25 +369,54 @@ let private metricResults span (v: Value) =
     | VError -> quietStop ()
     | other -> errorf span "metrics must be a record of named metrics, got %s" (describe other)
 
+/// The teacher a recipe names: a model of the file (`models`: name → graph), bound to the data's
+/// fields by the student's rules (`inputs` entries naming a teacher input apply to it too).
+let private teacherOf (r: TrainRecipe) (g: Graph) (models: (string * Graph) list) (fields: Field list) =
+    r.Teacher
+    |> Option.map (fun t ->
+        if t.Model = g.Name then
+            errorf t.Span "teacher: '%s' is the model being trained; a teacher is another model of the file" t.Model
+
+        match models |> List.tryFind (fun (n, _) -> n = t.Model) with
+        | None -> errorf t.Span "teacher: unknown model '%s'%s" t.Model (didYouMean t.Model (models |> List.map fst))
+        | Some(_, tg) ->
+            let own =
+                r.Inputs
+                |> List.filter (fun (i, _, _) -> tg.Inputs |> List.exists (fun (n, _) -> n = i))
+
+            {
+                Graph = tg
+                Checkpoint = t.Checkpoint
+                Bindings = bindInputs { r with Inputs = own } tg fields
+            })
+
 /// The objective of a recipe whose loss is an expression, or None for the built-in objectives.
-let ofRecipe (r: TrainRecipe) (g: Graph) : Objective option =
+/// `models` are the file's elaborated models, where a `teacher` is looked up.
+let ofRecipe (r: TrainRecipe) (g: Graph) (models: (string * Graph) list) : Objective option =
     match r.Loss with
     | Objective e ->
         let fn, span = e.Fn, e.Span
         let fields = schemaOf r g
         let bindings = bindInputs r g fields
+        let teacher = teacherOf r g models fields
+        let teacherGraph = teacher |> Option.map (fun t -> t.Graph)
 
         Some
             {
                 Bindings = bindings
+                Teacher = teacher
                 Fields = fields
-                Loss = elaborate "loss" g fields fn span (lossResults span)
+                Loss = elaborate "loss" g teacherGraph fields fn span (lossResults span)
                 Metrics =
                     r.Metrics
-                    |> Option.map (fun m -> elaborate "metrics" g fields m.Fn m.Span (metricResults m.Span))
+                    |> Option.map (fun m ->
+                        elaborate "metrics" g teacherGraph fields m.Fn m.Span (metricResults m.Span))
             }
     | _ ->
-        match r.Inputs, r.Metrics with
-        | (_, _, span) :: _, _ -> errorf span "inputs binds data fields for a loss expression (loss = fun out r -> …)"
-        | _, Some m -> errorf m.Span "metrics are declared with a loss expression (loss = fun out r -> …)"
-        | [], None -> None
+        match r.Inputs, r.Metrics, r.Teacher with
+        | (_, _, span) :: _, _, _ ->
+            errorf span "inputs binds data fields for a loss expression (loss = fun out r -> …)"
+        | _, Some m, _ -> errorf m.Span "metrics are declared with a loss expression (loss = fun out r -> …)"
+        | _, _, Some t ->
+            errorf t.Span "a teacher's outputs are read by a loss expression (loss = fun out r teacher -> …)"
+        | [], None, None -> None

@@ -490,6 +490,7 @@ let private expression what (source: string) =
         failwithf "the %s expression was not read from a file and cannot be printed" what
     else
         "(" + source + ")"
+
 let private listOf (items: string list) =
     if items.IsEmpty then
         "[]"
@@ -612,6 +613,9 @@ let recipe (r: Recipe.TrainRecipe) : string =
                  |> String.concat "; ")
         match r.Metrics with
         | Some m -> sprintf "    metrics = %s" (expression "metrics" m.Source)
+        | None -> ()
+        match r.Teacher with
+        | Some t -> sprintf "    teacher = { name = %s; checkpoint = %s }" (quoted t.Model) (quoted t.Checkpoint)
         | None -> ()
         sprintf "    freeze = %s" (r.Freeze |> List.map (fst >> quoted) |> listOf)
         sprintf "    paramGroups = %s" (r.Groups |> List.map paramGroup |> listOf)

@@ -65,6 +65,17 @@ type Expression =
 
     override x.GetHashCode() = x.Source.GetHashCode()
 
+/// `teacher = { name = "big"; checkpoint = "runs/big/checkpoint" }`: another model of the file,
+/// run frozen (eval mode, no gradient) on the same batch inside each step, its outputs the third
+/// argument of the loss (knowledge distillation, Hinton et al. 2015).
+type TeacherSpec =
+    {
+        Model: string
+        /// The checkpoint folder, relative to the .dsl file.
+        Checkpoint: string
+        Span: Span
+    }
+
 /// The objective of a train block. Image–text objectives need `captions` data.
 type LossSpec =
     /// Label-smoothed cross-entropy on class logits.
@@ -126,6 +137,8 @@ type TrainRecipe =
         Inputs: (string * string * Span) list
         /// `metrics = fun out r -> { … }`: reported by evaluation, elaborated like the loss.
         Metrics: Expression option
+        /// A frozen model whose outputs the loss reads (`fun out r teacher -> …`).
+        Teacher: TeacherSpec option
         /// `freeze`: globs over parameter names that do not train, with where each is written.
         Freeze: (string * Span) list
         /// `paramGroups`: the first group whose path matches a parameter sets its lr and weight decay.
@@ -150,6 +163,7 @@ let private fields =
         "keep"
         "inputs"
         "metrics"
+        "teacher"
         "freeze"
         "paramGroups"
         "decayNormAndBias"
@@ -552,6 +566,39 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
                     errorf
                         span
                         "metrics must be a function of the outputs and the record, e.g. fun out r -> { accuracy = Metric.accuracy out r.label }, got %s"
+                        (describe v)
+            Teacher =
+                match values.TryFind "teacher" with
+                | None -> None
+                | Some(VRecord fs, span) ->
+                    let text name =
+                        match fs |> List.tryFind (fun (k, _) -> k = name) with
+                        | Some(_, VStr v) when v <> "" -> v
+                        | Some(_, v) -> errorf span "teacher: '%s' must be a non-empty string, got %s" name (describe v)
+                        | None ->
+                            errorf
+                                span
+                                "teacher: '%s' is required, e.g. { name = \"big\"; checkpoint = \"runs/big/checkpoint\" }"
+                                name
+
+                    match fs |> List.tryFind (fun (k, _) -> k <> "name" && k <> "checkpoint") with
+                    | Some(k, _) ->
+                        errorf
+                            span
+                            "teacher: unknown field '%s'; a teacher has a name (a model of the file) and a checkpoint"
+                            k
+                    | None -> ()
+
+                    Some
+                        {
+                            Model = text "name"
+                            Checkpoint = text "checkpoint"
+                            Span = span
+                        }
+                | Some(v, span) ->
+                    errorf
+                        span
+                        "teacher must be a record { name = \"model\"; checkpoint = \"folder\" }, got %s"
                         (describe v)
             Freeze = ParamGroups.freeze (values.TryFind "freeze") (source "freeze")
             Groups = ParamGroups.groups (values.TryFind "paramGroups") (source "paramGroups")

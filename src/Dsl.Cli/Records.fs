@@ -8,6 +8,7 @@ open Dsl
 open Dsl.Ir
 open Dsl.Recipe
 open Dsl.Runtime.Data
+open Dsl.Runtime.Emit
 open Dsl.Runtime.Training
 open Dsl.Cli.Report
 open Dsl.Cli.Session
@@ -25,6 +26,18 @@ let fieldSchema (f: Objective.Field) (ignoreIndex: int64) =
 
     FieldSchema(f.Name, kind, f.Dims |> List.map (fun d -> int64 (known d)) |> Array.ofList, f.Classes, ignoreIndex)
 
+/// A `records` manifest (a path relative to the file) read as the fields the objective declares.
+let private readManifest (file: string) (o: Objective.Objective) (path: string) =
+    let declared =
+        o.Fields
+        |> List.map (fun f -> fieldSchema f DenseManifest.DefaultIgnoreIndex)
+        |> Array.ofList
+
+    try
+        RecordManifest.Load(relativeTo file path, declared)
+    with :? DataError as e ->
+        fail "%s: error: %s" file e.Message
+
 /// The training records, the test records (if any) and what else the caller disposes.
 let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (dataDir: string option) =
     match r.Data.Kind with
@@ -40,19 +53,14 @@ let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
 
         RecordSet.OfPackedRows(packed.Train, packed.Length, classes), test, [ packed :> IDisposable ]
     | "records" ->
-        let declared =
-            o.Fields
-            |> List.map (fun f -> fieldSchema f DenseManifest.DefaultIgnoreIndex)
-            |> Array.ofList
+        let train = readManifest file o r.Data.Path
 
-        let read path =
-            try
-                RecordManifest.Load(relativeTo file path, declared)
-            with :? DataError as e ->
-                fail "%s: error: %s" file e.Message
+        let test =
+            if r.Data.Test = "" then
+                None
+            else
+                Some(readManifest file o r.Data.Test)
 
-        let train = read r.Data.Path
-        let test = if r.Data.Test = "" then None else Some(read r.Data.Test)
         train, test, []
     | _ ->
         // Views of the labelled images, which the caller disposes with them.
@@ -86,7 +94,30 @@ let private jointAugments (r: TrainRecipe) =
 
         JointAugments(pad, flip)
 
-let task (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (dataDir: string option) =
+/// The objective's teacher with its checkpoint's weights, on the trained model's device.
+let private teacher (file: string) (o: Objective.Objective) (device: TorchSharp.torch.Device) =
+    o.Teacher
+    |> Option.map (fun t ->
+        let m = new GraphModule(t.Graph, 0L, device)
+
+        try
+            loadWeights m (relativeTo file t.Checkpoint) |> ignore
+        with :? Dsl.Runtime.Checkpoints.CheckpointError as e ->
+            m.Dispose()
+            fail "%s: error: teacher '%s': %s" file t.Graph.Name e.Message
+
+        m, (t.Bindings |> List.map snd |> Array.ofList :> Collections.Generic.IReadOnlyList<string>))
+
+/// The task of a loss expression and what the caller disposes after training.
+let task
+    (file: string)
+    (r: TrainRecipe)
+    (g: Graph)
+    (o: Objective.Objective)
+    (dataDir: string option)
+    (device: TorchSharp.torch.Device)
+    =
+    let frozen = teacher file o device
     let train, test, owned = load file r g o dataDir
 
     let t =
@@ -96,10 +127,69 @@ let task (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
             o.Loss,
             o.Bindings |> List.map snd |> Array.ofList,
             jointAugments r,
-            ?metricsGraph = o.Metrics
+            ?metricsGraph = o.Metrics,
+            ?teacher = Option.map fst frozen,
+            ?teacherFields = Option.map snd frozen
         )
 
     t :> ITrainingTask,
     [ t :> IDisposable; train :> IDisposable ]
     @ (test |> Option.map (fun x -> x :> IDisposable) |> Option.toList)
+    @ (frozen |> Option.map (fun (m, _) -> m :> IDisposable) |> Option.toList)
     @ owned
+
+/// `dsl eval` of a model whose train block has a loss expression: the loss's numbers and the
+/// declared metrics over the held-out records (for `records` data only its test manifest is read).
+let evaluate
+    (file: string)
+    (r: TrainRecipe)
+    (g: Graph)
+    (o: Objective.Objective)
+    (dataDir: string option)
+    (model: GraphModule)
+    =
+    let test, owned =
+        match r.Data.Kind with
+        | "records" when r.Data.Test = "" -> None, []
+        | "records" -> Some(readManifest file o r.Data.Test), []
+        | _ ->
+            let train, test, owned = load file r g o dataDir
+            train.Dispose()
+            test, owned
+
+    use _owned =
+        { new IDisposable with
+            member _.Dispose() =
+                for d in owned do
+                    d.Dispose()
+        }
+
+    match test with
+    | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
+    | Some test ->
+        use test = test
+        let frozen = teacher file o model.Device
+
+        use _teacher =
+            { new IDisposable with
+                member _.Dispose() =
+                    frozen |> Option.iter (fun (m, _) -> m.Dispose())
+            }
+
+        // Evaluation reads only the test records; they stand in as the task's training set.
+        use t =
+            new ObjectiveTask(
+                test,
+                test,
+                o.Loss,
+                o.Bindings |> List.map snd |> Array.ofList,
+                null,
+                ?metricsGraph = o.Metrics,
+                ?teacher = Option.map fst frozen,
+                ?teacherFields = Option.map snd frozen
+            )
+
+        // The evaluation transforms of training (the image normalisation), not a bare default.
+        match t.Evaluate(model, trainOptions r g "") with
+        | null -> fail "%s: error: the test data of '%s' is empty" file g.Name
+        | e -> e

@@ -84,17 +84,18 @@ let jsonLine (fields: (string * obj) seq) =
 
     Text.Json.JsonSerializer.Serialize o
 
-/// One line of every metric: the loss and perplexity as numbers, the rest as percentages.
+/// One line of every metric: shares (accuracy, mIoU, recall, …) as percentages, the rest
+/// (losses, perplexity, RMSE, …) as numbers.
 let metricsLine (e: Dsl.Runtime.Training.EvalResult) =
     let metrics =
         e.Metrics()
         |> Seq.map (fun struct (name, value) ->
-            if name = "loss" then
-                sprintf "loss %.4f" value
+            if e.IsShare name then
+                sprintf "%s %.2f%%" name (100.0 * value)
             elif name = "perplexity" then
                 sprintf "perplexity %.2f" value
             else
-                sprintf "%s %.2f%%" name (100.0 * value))
+                sprintf "%s %.4f" name value)
 
     System.String.Join(", ", metrics)
 

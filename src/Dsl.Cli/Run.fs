@@ -106,7 +106,7 @@ let trainingTask
     (objective: Objective.Objective option)
     : ITrainingTask * IDisposable list =
     match objective with
-    | Some o -> Records.task file r g o dataDir
+    | Some o -> Records.task file r g o dataDir model.Device
     | None ->
         if r.Data.Kind = "corpus" then
             let packed = Corpus.load file r g
@@ -403,14 +403,65 @@ let eval (args: ParseResults<EvalArgs>) =
     use model = new GraphModule(g, 0L, deviceOf (args.TryGetResult EvalArgs.Device))
     let meta = loadWeights model (args.GetResult EvalArgs.Checkpoint)
 
-    if r.Data.Kind = "captions" then
-        ImageText.eval file r g model meta (args.Contains EvalArgs.Json) (args.Contains EvalArgs.Probe)
-    elif r.Data.Kind = "corpus" then
-        use packed = Corpus.load file r g
+    match Compiler.pickObjective c g.Name with
+    | Some o ->
+        Benchmark.UseAllCores() |> ignore
+        let e = Records.evaluate file r g o (args.TryGetResult EvalArgs.Data) model
 
-        match (Corpus.task r packed).Evaluate(model, TrainOptions(EvalBatchSize = r.EvalBatch)) with
-        | null -> fail "%s: error: the corpus holds out no validation row; raise validation" file
-        | e ->
+        if args.Contains EvalArgs.Json then
+            printfn
+                "%s"
+                (jsonLine (
+                    [ "model", box g.Name; "step", box meta.Step; "count", box e.Count ]
+                    @ [ for struct (name, value) in e.Metrics() -> name, box value ]
+                    @ [ "examples_per_s", box e.ImagesPerSecond ]
+                ))
+        else
+            printfn "%s at step %d on %s: %s" g.Name meta.Step (plural e.Count "test example") (metricsLine e)
+
+        0
+    | None ->
+        if r.Data.Kind = "captions" then
+            ImageText.eval file r g model meta (args.Contains EvalArgs.Json) (args.Contains EvalArgs.Probe)
+        elif r.Data.Kind = "corpus" then
+            use packed = Corpus.load file r g
+
+            match (Corpus.task r packed).Evaluate(model, TrainOptions(EvalBatchSize = r.EvalBatch)) with
+            | null -> fail "%s: error: the corpus holds out no validation row; raise validation" file
+            | e ->
+                if args.Contains EvalArgs.Json then
+                    printfn
+                        "%s"
+                        (jsonLine
+                            [
+                                "model", box g.Name
+                                "step", box meta.Step
+                                "rows", box e.Count
+                                "loss", box e.Loss
+                                "perplexity", box e.Extra["perplexity"]
+                            ])
+                else
+                    printfn
+                        "%s at step %d on %d validation rows: loss %.4f, perplexity %.2f"
+                        g.Name
+                        meta.Step
+                        e.Count
+                        e.Loss
+                        e.Extra["perplexity"]
+
+                0
+        else
+
+            use test =
+                match loadData file r g (args.TryGetResult EvalArgs.Data) false with
+                | Some t -> t
+                | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
+
+            Benchmark.UseAllCores() |> ignore
+
+            let e =
+                Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
+
             if args.Contains EvalArgs.Json then
                 printfn
                     "%s"
@@ -418,57 +469,24 @@ let eval (args: ParseResults<EvalArgs>) =
                         [
                             "model", box g.Name
                             "step", box meta.Step
-                            "rows", box e.Count
+                            "count", box e.Count
                             "loss", box e.Loss
-                            "perplexity", box e.Extra["perplexity"]
+                            "accuracy", box e.Accuracy
+                            "top5", box e.Top5
+                            "images_per_s", box e.ImagesPerSecond
                         ])
             else
                 printfn
-                    "%s at step %d on %d validation rows: loss %.4f, perplexity %.2f"
+                    "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
                     g.Name
                     meta.Step
                     e.Count
                     e.Loss
-                    e.Extra["perplexity"]
+                    (100.0 * e.Accuracy)
+                    (100.0 * e.Top5)
+                    e.ImagesPerSecond
 
             0
-    else
-
-        use test =
-            match loadData file r g (args.TryGetResult EvalArgs.Data) false with
-            | Some t -> t
-            | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
-
-        Benchmark.UseAllCores() |> ignore
-
-        let e =
-            Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
-
-        if args.Contains EvalArgs.Json then
-            printfn
-                "%s"
-                (jsonLine
-                    [
-                        "model", box g.Name
-                        "step", box meta.Step
-                        "count", box e.Count
-                        "loss", box e.Loss
-                        "accuracy", box e.Accuracy
-                        "top5", box e.Top5
-                        "images_per_s", box e.ImagesPerSecond
-                    ])
-        else
-            printfn
-                "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
-                g.Name
-                meta.Step
-                e.Count
-                e.Loss
-                (100.0 * e.Accuracy)
-                (100.0 * e.Top5)
-                e.ImagesPerSecond
-
-        0
 
 let predict (args: ParseResults<PredictArgs>) =
     let file, images =

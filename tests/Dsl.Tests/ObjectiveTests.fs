@@ -318,6 +318,301 @@ train lm {
                     "field 'input' holds float values but model 'lm' input 'input' takes token ids"
             }
 
+            test "a teacher runs frozen in the step: its outputs are the loss's third argument, by hand" {
+                let src =
+                    """
+model small : tensor[3] -> logits[4] = linear 8 >> relu >> linear 4
+model big : tensor[3] -> logits[4] = linear 32 >> relu >> linear 4
+train small {
+    data = records "r.jsonl" (fields = { meta = Field.tensor [3]; label = Field.label 4 })
+    teacher = { name = "big"; checkpoint = "runs/big/checkpoint" }
+    loss = fun out r teacher -> { loss = Loss.distill out teacher (temperature = 2.0); ce = Loss.crossEntropy out r.label }
+    metrics = fun out r teacher -> { agree = Metric.accuracy out (argmax teacher) }
+}
+"""
+
+                let c = check src
+                Expect.isEmpty c.Diagnostics "checks"
+                let g = c.Models |> List.find (fun (n, _) -> n = "small") |> snd
+                let o = (Compiler.pickObjective c "small").Value
+                let t = o.Teacher.Value
+                Expect.equal t.Graph.Name "big" "the teacher's graph"
+                Expect.equal t.Checkpoint "runs/big/checkpoint" "its checkpoint as written"
+                Expect.equal t.Bindings [ "input", "meta" ] "bound by the student's rules"
+
+                Expect.equal
+                    (o.Loss.Inputs |> List.map fst)
+                    [ "out.output"; "data.meta"; "data.label"; "teacher.output" ]
+                    "outputs, fields, then the teacher's outputs"
+
+                withTempDir "dsl-objective-" (fun dir ->
+                    use data = RecordManifest.Load(records dir (tabular 64), tabularSchema)
+                    use teacher = new GraphModule(t.Graph, 11L)
+                    teacher.train ()
+
+                    let before =
+                        teacher.state_dict ()
+                        |> Seq.map (fun kv -> kv.Key, kv.Value.clone ())
+                        |> List.ofSeq
+
+                    use task =
+                        new ObjectiveTask(
+                            data,
+                            data,
+                            o.Loss,
+                            [| "meta" |],
+                            null,
+                            o.Metrics.Value,
+                            teacher,
+                            [| "meta" |]
+                        )
+
+                    Expect.isFalse teacher.training "the teacher is put in eval mode"
+                    use model = new GraphModule(g, 3L)
+                    let indices = [| 0L .. 15L |]
+                    use gen = new torch.Generator(1UL)
+
+                    // By hand: T²·KL(softmax(t/T) ‖ softmax(s/T)) summed over classes, mean over the batch.
+                    let byHand =
+                        use noGrad = torch.no_grad ()
+                        let x = data["meta"].index_select(0, torch.tensor indices)
+                        let s = (model.Forward([| x |])[0]).div(2.0.ToScalar())
+                        let tt = (teacher.Forward([| x |])[0]).div(2.0.ToScalar())
+                        let p = tt.softmax 1
+
+                        (p * (p.log () - s.log_softmax 1)).sum(1).mean().mul(4.0.ToScalar()).item<float32>()
+                        |> float
+
+                    let loss =
+                        (task :> ITrainingTask).Loss(model, indices, gen, TrainOptions()).item<float32>()
+                        |> float
+
+                    Expect.floatClose Accuracy.medium loss byHand "the distillation loss against the teacher"
+
+                    let opts = options dir
+                    opts.Epochs <- 2
+                    stepLosses g opts task |> ignore
+
+                    let after = teacher.state_dict ()
+
+                    for name, w in before do
+                        Expect.isTrue (w.equal(after[name]).all().item<bool>()) (sprintf "teacher %s unchanged" name)
+
+                    let r = (task :> ITrainingTask).Evaluate(model, TrainOptions(EvalBatchSize = 10))
+                    Expect.isTrue (r.Extra.ContainsKey "agree" && r.Extra.ContainsKey "ce") "metrics over the teacher"
+                    Expect.isTrue (r.IsShare "agree" && not (r.IsShare "ce")) "an accuracy is a share, a loss is not")
+            }
+
+            test "a teacher's mistakes are located" {
+                let student =
+                    """
+model small : tensor[3] -> logits[4] = linear 4
+model big : tensor[3] -> logits[4] = linear 32 >> relu >> linear 4
+train small {
+    data = records "r.jsonl" (fields = { meta = Field.tensor [3]; label = Field.label 4 })
+    teacher = { name = "big"; checkpoint = "ck" }
+    loss = fun out r teacher -> Loss.distill out teacher
+}
+"""
+
+                expectError
+                    (student.Replace("\"big\"; checkpoint", "\"bgi\"; checkpoint"))
+                    "6:15"
+                    "teacher: unknown model 'bgi'"
+
+                expectError
+                    (student.Replace("\"big\"; checkpoint", "\"small\"; checkpoint"))
+                    "6:15"
+                    "teacher: 'small' is the model being trained"
+
+                expectError (student.Replace("; checkpoint = \"ck\"", "")) "6:15" "teacher: 'checkpoint' is required"
+
+                expectError
+                    """
+model m : image[1, 8, 8] -> logits[4] = flatten >> linear 4
+model t : image[1, 8, 8] -> logits[4] = flatten >> linear 4
+train m {
+    data = imageFolder "x" (size = 8) (channels = 1)
+    teacher = { name = "t"; checkpoint = "ck" }
+    loss = crossEntropy
+}
+"""
+                    "6:15"
+                    "a teacher's outputs are read by a loss expression"
+
+                expectError
+                    (student.Replace("tensor[3] -> logits[4] = linear 32", "tensor[5] -> logits[4] = linear 32"))
+                    "5:12"
+                    "field 'meta' is [3] per record but model 'big' input 'input' takes [5]"
+            }
+
+            test "dsl train with a teacher checkpoint, then dsl eval of the loss expression and metrics" {
+                withTempDir "dsl-objective-" (fun dir ->
+                    File.WriteAllLines(Path.Combine(dir, "train.jsonl"), tabular 256)
+                    File.WriteAllLines(Path.Combine(dir, "test.jsonl"), tabular 64)
+                    let file = Path.Combine(dir, "kd.dsl")
+
+                    File.WriteAllText(
+                        file,
+                        """
+model big : tensor[3] -> logits[4] = linear 32 >> relu >> linear 4
+model small : tensor[3] -> logits[4] = linear 4
+train big {
+    data = records "train.jsonl" (test = "test.jsonl") (fields = { meta = Field.tensor [3]; label = Field.label 4 })
+    loss = fun out r -> Loss.crossEntropy out r.label
+    optimizer = adamw (lr = 1e-2)
+    epochs = 4
+    batch = 32
+}
+train small {
+    data = records "train.jsonl" (test = "test.jsonl") (fields = { meta = Field.tensor [3]; label = Field.label 4 })
+    teacher = { name = "big"; checkpoint = "runs/big/checkpoint" }
+    loss = fun out r teacher -> 0.5 * Loss.crossEntropy out r.label + 0.5 * Loss.distill out teacher (temperature = 2.0)
+    metrics = fun out r teacher -> { accuracy = Metric.accuracy out r.label; agree = Metric.accuracy out (argmax teacher) }
+    optimizer = adamw (lr = 2e-2)
+    epochs = 8
+    batch = 32
+}
+"""
+                    )
+
+                    let run args =
+                        let r = CliTests.dsl args
+
+                        Expect.isFalse
+                            (r.Err.Contains "   at " || r.Out.Contains "   at ")
+                            (sprintf "no stack trace:\n%s%s" r.Out r.Err)
+
+                        r
+
+                    let big = Path.Combine(dir, "runs", "big")
+
+                    let noTeacher =
+                        run [ "train"; file; "--model"; "small"; "--out"; Path.Combine(dir, "runs", "x") ]
+
+                    Expect.equal noTeacher.Code 1 "a missing teacher checkpoint is refused"
+                    Expect.stringContains noTeacher.Err "runs/big/checkpoint" "naming where it was looked for"
+                    let trained = run [ "train"; file; "--model"; "big"; "--out"; big ]
+                    Expect.equal trained.Code 0 (sprintf "the teacher trains:\n%s%s" trained.Out trained.Err)
+                    let small = Path.Combine(dir, "runs", "small")
+                    let student = run [ "train"; file; "--model"; "small"; "--out"; small ]
+
+                    Expect.equal
+                        student.Code
+                        0
+                        (sprintf "the student trains against it:\n%s%s" student.Out student.Err)
+
+                    Expect.stringContains student.Out "agree" "its metrics are reported"
+
+                    let e =
+                        run
+                            [
+                                "eval"
+                                file
+                                "--model"
+                                "small"
+                                "--checkpoint"
+                                Path.Combine(small, "checkpoint")
+                                "--json"
+                            ]
+
+                    Expect.equal e.Code 0 (sprintf "dsl eval:\n%s%s" e.Out e.Err)
+                    use json = Text.Json.JsonDocument.Parse(e.Out.Trim())
+
+                    let value (name: string) =
+                        json.RootElement.GetProperty(name).GetDouble()
+
+                    Expect.equal (json.RootElement.GetProperty("count").GetInt32()) 64 "every test record"
+                    Expect.isGreaterThan (value "accuracy") 0.5 "the student learned the signs (chance 0.25)"
+                    Expect.isGreaterThan (value "agree") 0.5 "and agrees with its teacher"
+                    Expect.isGreaterThan (value "loss") 0.0 "the loss as trained")
+            }
+
+            test "a two-headed dense model trains on fashion-scenes from the CLI and dsl eval reports mIoU and depth" {
+                withTempDir "dsl-objective-" (fun dir ->
+                    let fashion = Path.Combine(dir, "fashion")
+                    Directory.CreateDirectory fashion |> ignore
+                    CliTests.writeFashionLike fashion "train" 60
+                    CliTests.writeFashionLike fashion "t10k" 20
+                    let scenes = Path.Combine(dir, "scenes")
+
+                    let made =
+                        CliTests.dsl
+                            [
+                                "data"
+                                "fashion-scenes"
+                                "--out"
+                                scenes
+                                "--fashion"
+                                fashion
+                                "--size"
+                                "32"
+                                "--train"
+                                "64"
+                                "--test"
+                                "16"
+                            ]
+
+                    Expect.equal made.Code 0 (sprintf "fashion-scenes:\n%s%s" made.Out made.Err)
+                    let file = Path.Combine(dir, "dense.dsl")
+
+                    File.WriteAllText(
+                        file,
+                        """
+let block c = conv c (k = 3) (padding = 1) >> relu
+model dense (image : image[1, 32, 32]) =
+    let f = image |> block 16 |> block 16
+    { seg = f |> named "seg" (conv 11 (k = 1)); depth = f |> named "depth" (conv 1 (k = 1)) }
+train dense {
+    data = records "scenes/train.jsonl" (test = "scenes/test.jsonl") (augment = [ randomCrop 32 (pad = 2); hflip ])
+               (fields = { image = Field.image [ 1; 32; 32 ]; mask = Field.mask 11 [ 32; 32 ]; depth = Field.depth [ 1; 32; 32 ] })
+    loss = fun out r -> Loss.crossEntropy out.seg r.mask (ignoreIndex = 255) + 0.1 * Loss.maskedMean (abs (out.depth - r.depth)) (r.depth > 0.0)
+    metrics = fun out r -> { miou = Metric.miou 11 out.seg r.mask; depthRmse = Metric.rmse out.depth r.depth }
+    optimizer = adamw (lr = 3e-3)
+    epochs = 3
+    batch = 16
+}
+"""
+                    )
+
+                    let out = Path.Combine(dir, "run")
+                    let trained = CliTests.dsl [ "train"; file; "--out"; out ]
+                    Expect.equal trained.Code 0 (sprintf "dsl train:\n%s%s" trained.Out trained.Err)
+                    Expect.stringContains trained.Out "miou" "the metrics after training"
+
+                    let e =
+                        CliTests.dsl [ "eval"; file; "--checkpoint"; Path.Combine(out, "checkpoint"); "--json" ]
+
+                    Expect.equal e.Code 0 (sprintf "dsl eval:\n%s%s" e.Out e.Err)
+                    use json = Text.Json.JsonDocument.Parse(e.Out.Trim())
+
+                    let value (name: string) =
+                        json.RootElement.GetProperty(name).GetDouble()
+
+                    Expect.equal (json.RootElement.GetProperty("count").GetInt32()) 16 "every test scene"
+                    Expect.isTrue (value "miou" > 0.0 && value "miou" <= 1.0) "mIoU is a share"
+                    // Depths lie in [1, 10] m: an RMSE of the valid pixels is finite and below the range.
+                    Expect.isTrue (value "depthRmse" > 0.0 && value "depthRmse" < 9.0) "depth RMSE in metres"
+
+                    // The same numbers as the evaluation at the end of training (deterministic).
+                    let last =
+                        File.ReadAllLines(Path.Combine(out, "metrics.jsonl"))
+                        |> Array.filter (fun l -> l.Contains "miou")
+                        |> Array.last
+
+                    use logged = Text.Json.JsonDocument.Parse last
+
+                    let loggedMiou =
+                        logged.RootElement.EnumerateObject()
+                        |> Seq.find (fun p -> p.Name.EndsWith "miou")
+
+                    Expect.floatClose
+                        Accuracy.high
+                        (loggedMiou.Value.GetDouble())
+                        (value "miou")
+                        "eval repeats training's evaluation")
+            }
+
             test "a recipe with a loss expression prints as a train block that reads back the same" {
                 withTempDir "dsl-objective-" (fun dir ->
                     let path = Path.Combine(dir, "m.dsl")

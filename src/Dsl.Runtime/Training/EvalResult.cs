@@ -11,6 +11,16 @@ public sealed record EvalResult(double Loss, double Accuracy, double Top5, doubl
     /// <summary>Further metrics by name, e.g. image→text recall@1 as "i2t_r1".</summary>
     public IReadOnlyDictionary<string, double> Extra { get; init; } = new Dictionary<string, double>();
 
+    /// <summary>
+    /// Which of <see cref="Extra"/> are shares in [0, 1] (accuracy, mIoU, δ₁, recall), shown as
+    /// percentages; the rest (losses, RMSE, perplexity) are shown as numbers. Null: every extra is a share.
+    /// </summary>
+    public IReadOnlySet<string>? Shares { get; init; }
+
+    /// <summary>Whether the metric of this name is a share in [0, 1].</summary>
+    public bool IsShare(string name) =>
+        name is "accuracy" or "top5" || (name is not "loss" and not "perplexity" && (Shares?.Contains(name) ?? true));
+
     /// <summary>Every defined metric by name: loss, accuracy and top5 (when not NaN), then <see cref="Extra"/>.</summary>
     public IEnumerable<(string Name, double Value)> Metrics()
     {

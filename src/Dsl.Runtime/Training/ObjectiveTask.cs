@@ -22,6 +22,8 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
     private readonly string[] modelFields;
     private readonly JointAugments? joint;
     private readonly string[] imageFields;
+    private readonly GraphModule? teacher;
+    private readonly string[] teacherFields;
 
     /// <param name="train">The training records (owned by the caller).</param>
     /// <param name="test">Held-out records, or null.</param>
@@ -29,8 +31,24 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
     /// <param name="modelFields">The field that feeds each model input, in the model's input order.</param>
     /// <param name="joint">Crops and flips applied to every spatial field together (records data), or null.</param>
     /// <param name="metricsGraph">The elaborated metrics, or null.</param>
-    public ObjectiveTask(RecordSet train, RecordSet? test, Ir.Graph lossGraph, IReadOnlyList<string> modelFields, JointAugments? joint, Ir.Graph? metricsGraph = null)
+    /// <param name="teacher">
+    /// A model run frozen on every batch (eval mode, no gradient; owned by the caller, on the
+    /// trained model's device), whose outputs feed the objective's "teacher.NAME" inputs; or null.
+    /// </param>
+    /// <param name="teacherFields">The field that feeds each teacher input, in its input order.</param>
+    public ObjectiveTask(
+        RecordSet train,
+        RecordSet? test,
+        Ir.Graph lossGraph,
+        IReadOnlyList<string> modelFields,
+        JointAugments? joint,
+        Ir.Graph? metricsGraph = null,
+        GraphModule? teacher = null,
+        IReadOnlyList<string>? teacherFields = null)
     {
+        this.teacher = teacher;
+        this.teacherFields = [.. teacherFields ?? []];
+        teacher?.eval();
         this.train = train;
         this.test = test;
         // The objective has no parameters: the seed draws nothing.
@@ -108,18 +126,28 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
         }
 
         var finalized = statistics.Results();
+        var shares = new HashSet<string>(StringComparer.Ordinal);
         for (var i = 0; i < metricSums.Length; i++)
         {
             var name = metrics!.OutputNames[i];
             extra[name] = kinds[i] is null ? metricSums[i] / test.Count : finalized[name];
+            if (kinds[i] is { } kind && IsShare(kind))
+            {
+                shares.Add(name);
+            }
         }
 
         var seconds = clock.Elapsed.TotalSeconds;
         return new EvalResult(sums[0] / test.Count, double.NaN, double.NaN, seconds > 0 ? test.Count / seconds : 0, test.Count)
         {
             Extra = extra,
+            Shares = shares,
         };
     }
+
+    /// <summary>Metrics whose value is a share of what was counted (shown as a percentage).</summary>
+    private static bool IsShare(Ir.MetricKind kind) =>
+        kind.IsAccuracyMetric || kind.IsTopKMetric || kind.IsMiouMetric || kind.IsPixelAccuracyMetric || kind.IsDelta1Metric;
 
     /// <summary>
     /// Every label and mask a cross-entropy of the loss reads must index its logits (ignore index
@@ -205,6 +233,17 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
             batch[name] = batch[name].to(device);
         }
 
+        if (teacher is not null)
+        {
+            // The teacher sees the batch the student sees (after augmentation), frozen.
+            using var noGrad = no_grad();
+            var outputs = teacher.Forward(teacherFields.Select(f => batch[f]).ToArray());
+            for (var i = 0; i < outputs.Length; i++)
+            {
+                batch["teacher." + teacher.OutputNames[i]] = outputs[i];
+            }
+        }
+
         return batch;
     }
 
@@ -215,7 +254,8 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
 
     /// <summary>
     /// The objective's inputs are the model's outputs ("out.NAME", in the model's output order,
-    /// as Objective.fs makes them), then the fields ("data.FIELD").
+    /// as Objective.fs makes them), then the fields ("data.FIELD"), then the teacher's outputs
+    /// ("teacher.NAME", which <see cref="Prepare"/> put in the batch under that name).
     /// </summary>
     private static Tensor[] Run(GraphModule objective, Tensor[] outputs, Dictionary<string, Tensor> batch)
     {
@@ -223,7 +263,9 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
         for (var i = 0; i < inputs.Length; i++)
         {
             var name = objective.InputNames[i];
-            inputs[i] = name.StartsWith("out.", StringComparison.Ordinal) ? outputs[i] : batch[name["data.".Length..]];
+            inputs[i] = name.StartsWith("out.", StringComparison.Ordinal) ? outputs[i]
+                : name.StartsWith("data.", StringComparison.Ordinal) ? batch[name["data.".Length..]]
+                : batch[name];
         }
 
         return objective.Forward(inputs);
