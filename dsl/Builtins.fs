@@ -1027,7 +1027,16 @@ let private recipes =
                 "channels", num 1
                 "reinforced", str ""
             ]
-        tagged "records" [ "manifest" ] [ "test", str ""; "augment", VList []; "fields", VRecord [] ]
+        tagged
+            "records"
+            [ "manifest" ]
+            [
+                "test", str ""
+                "augment", VList []
+                "fields", VRecord []
+                "mix", VList []
+                "epochSize", num 0
+            ]
         tagged "crossEntropy" [] [ "smoothing", flt 0.0 ]
         tagged "clipLoss" [] []
         tagged "mobileclipLoss" [] [ "lambda", flt 0.75; "teacherScale", flt 100.0 ]

@@ -323,7 +323,13 @@ let private atomBase: P<Expr> =
 let private atom: P<Expr> =
     pos
     .>>. atomBase
-    .>>. many (attempt (pchar '.' >>. notFollowedBy (pchar '.') >>. spanned identRaw .>> ws))
+    // markEnd: a span that ends with a field access (`out r.label`) ends after the field.
+    .>>. many (
+        attempt (
+            pchar '.' >>. notFollowedBy (pchar '.') >>. spanned (identRaw .>> markEnd)
+            .>> ws
+        )
+    )
     |>> fun ((start, a), fields) ->
         fields
         |> List.fold (fun acc (f, s) -> Field(acc, f, { s with Start = start })) a

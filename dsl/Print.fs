@@ -543,11 +543,15 @@ let recipe (r: Recipe.TrainRecipe) : string =
                 (quoted d.Reinforced)
         | "records" ->
             sprintf
-                "records %s (test = %s) (augment = [ %s ]) (fields = { %s })"
+                "records %s (test = %s) (augment = [ %s ]) (fields = { %s }) (mix = [ %s ]) (epochSize = %d)"
                 (quoted d.Path)
                 (quoted d.Test)
                 augments
                 (d.Fields |> List.map fieldDecl |> String.concat "; ")
+                (d.Mix
+                 |> List.map (fun (m, w) -> sprintf "{ manifest = %s; weight = %s }" (quoted m) (float w))
+                 |> String.concat "; ")
+                d.EpochSize
         | _ ->
             sprintf
                 "fashionMnist (augment = [ %s ]) (dir = %s) (size = %d) (channels = %d)"

@@ -45,6 +45,11 @@ type DataSpec =
         Validation: float
         /// `records`: the fields every record holds, as declared (checked against the files when loaded).
         Fields: FieldDecl list
+        /// `records`: further manifests (same fields) mixed into training with their weights; the
+        /// main manifest has the rest of the weight (a replay buffer, a data mix).
+        Mix: (string * float) list
+        /// `records`: training records per epoch drawn from the mixture (0: the main manifest's count).
+        EpochSize: int
     }
 
 /// A loss or metrics function as written in a train block. Two are equal when their text is
@@ -241,6 +246,55 @@ let private fieldsOf (v, span) =
             "records: fields must be a record of field declarations, e.g. { image = Field.image [1; 28; 28]; label = Field.label 10 }, got %s"
             (describe other)
 
+/// `mix = [ { manifest = "replay.jsonl"; weight = 0.3 } ]`: each weight in (0, 1), together
+/// below 1 so that the main manifest keeps a share.
+let private mixOf span (v: Value) =
+    let sources =
+        match v with
+        | VList items ->
+            items
+            |> List.map (fun item ->
+                match item with
+                | VRecord fs ->
+                    match fs |> List.tryFind (fun (k, _) -> k <> "manifest" && k <> "weight") with
+                    | Some(k, _) ->
+                        errorf span "records: mix: unknown field '%s'; a source has a manifest and a weight" k
+                    | None -> ()
+
+                    let manifest =
+                        match fs |> List.tryFind (fun (k, _) -> k = "manifest") with
+                        | Some(_, VStr m) when m <> "" -> m
+                        | _ -> errorf span "records: mix: each source needs manifest = \"file.jsonl\""
+
+                    let weight =
+                        match fs |> List.tryFind (fun (k, _) -> k = "weight") with
+                        | Some(_, VNum(w, _)) when w > 0.0 && w < 1.0 -> w
+                        | Some(_, w) ->
+                            errorf
+                                span
+                                "records: mix: the weight of '%s' must be in (0, 1), got %s"
+                                manifest
+                                (describe w)
+                        | None -> errorf span "records: mix: '%s' needs a weight in (0, 1)" manifest
+
+                    manifest, weight
+                | other ->
+                    errorf
+                        span
+                        "records: mix: a source is { manifest = \"file.jsonl\"; weight = 0.3 }, got %s"
+                        (describe other))
+        | other -> errorf span "records: mix must be a list of { manifest; weight } sources, got %s" (describe other)
+
+    let total = sources |> List.sumBy snd
+
+    if total >= 1.0 then
+        errorf
+            span
+            "records: mix: the weights add up to %g; they must stay below 1, the main manifest having the rest"
+            total
+
+    sources
+
 let private data (v, span) =
     let kind, f =
         kindOf "data" [ "fashionMnist"; "imageFolder"; "captions"; "corpus"; "records" ] (v, span)
@@ -320,6 +374,15 @@ let private data (v, span) =
             else
                 0.0
         Fields = fieldDecls
+        Mix = if kind = "records" then mixOf span (fst (f "mix")) else []
+        EpochSize =
+            if kind = "records" then
+                match asInt kind "epochSize" (f "epochSize") with
+                | n when n < 0 ->
+                    errorf span "records: epochSize must be 0 (the main manifest's count) or more, got %d" n
+                | n -> n
+            else
+                0
     }
 
 /// The text a span covers in its file, so a printed recipe repeats a loss expression as written

@@ -38,6 +38,38 @@ let private readManifest (file: string) (o: Objective.Objective) (path: string) 
     with :? DataError as e ->
         fail "%s: error: %s" file e.Message
 
+/// The main manifest's records, or with `mix` sources a sample of `epochSize` records (default
+/// the main manifest's count) drawn from all of them by weight, from the run's seed.
+let private mixed (file: string) (r: TrainRecipe) (o: Objective.Objective) (main: RecordSet) =
+    if r.Data.Mix.IsEmpty then
+        main
+    else
+        let others = r.Data.Mix |> List.map (fun (m, _) -> readManifest file o m)
+        let sources = main :: others
+
+        try
+            let weights = (1.0 - List.sumBy snd r.Data.Mix) :: (r.Data.Mix |> List.map snd)
+
+            let size =
+                if r.Data.EpochSize > 0 then
+                    r.Data.EpochSize
+                else
+                    main.Count
+
+            let counts = RecordMixture.Counts(Array.ofList weights, size)
+
+            printfn
+                "mixing %s: %s"
+                (plural size "record")
+                ((r.Data.Path :: (r.Data.Mix |> List.map fst), List.ofArray counts, sources)
+                 |||> List.map3 (fun path count s -> sprintf "%d of %s (%d records)" count path s.Count)
+                 |> String.concat ", ")
+
+            RecordMixture.Mix(Array.ofList sources, Array.ofList weights, size, int64 r.Seed)
+        finally
+            for s in sources do
+                s.Dispose()
+
 /// The training records, the test records (if any) and what else the caller disposes.
 let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (dataDir: string option) =
     match r.Data.Kind with
@@ -53,7 +85,7 @@ let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
 
         RecordSet.OfPackedRows(packed.Train, packed.Length, classes), test, [ packed :> IDisposable ]
     | "records" ->
-        let train = readManifest file o r.Data.Path
+        let train = mixed file r o (readManifest file o r.Data.Path)
 
         let test =
             if r.Data.Test = "" then

@@ -35,6 +35,7 @@ let private relocated (file: string) (out: string) (r: Recipe.TrainRecipe) =
                 Path = rebase r.Data.Path
                 Test = rebase r.Data.Test
                 Reinforced = rebase r.Data.Reinforced
+                Mix = r.Data.Mix |> List.map (fun (m, w) -> rebase m, w)
             }
     }
 

@@ -459,6 +459,7 @@ model big : tensor[3] -> logits[4] = linear 32 >> relu >> linear 4
 model small : tensor[3] -> logits[4] = linear 4
 train big {
     data = records "train.jsonl" (test = "test.jsonl") (fields = { meta = Field.tensor [3]; label = Field.label 4 })
+               (mix = [ { manifest = "test.jsonl"; weight = 0.25 } ]) (epochSize = 128)
     loss = fun out r -> Loss.crossEntropy out r.label
     optimizer = adamw (lr = 1e-2)
     epochs = 4
@@ -494,6 +495,13 @@ train small {
                     Expect.stringContains noTeacher.Err "runs/big/checkpoint" "naming where it was looked for"
                     let trained = run [ "train"; file; "--model"; "big"; "--out"; big ]
                     Expect.equal trained.Code 0 (sprintf "the teacher trains:\n%s%s" trained.Out trained.Err)
+
+                    Expect.stringContains
+                        trained.Out
+                        "mixing 128 records: 96 of train.jsonl (256 records), 32 of test.jsonl (64 records)"
+                        "the teacher trains on a weighted mixture"
+
+                    Expect.stringContains trained.Out "on 128 images" "an epoch of the mixture's size"
                     let small = Path.Combine(dir, "runs", "small")
                     let student = run [ "train"; file; "--model"; "small"; "--out"; small ]
 
@@ -611,6 +619,122 @@ train dense {
                         (loggedMiou.Value.GetDouble())
                         (value "miou")
                         "eval repeats training's evaluation")
+            }
+
+            test "a weighted mixture of record sets: exact shares, deterministic by seed, upsampling a small source" {
+                Expect.equal (RecordMixture.Counts([| 0.7; 0.3 |], 10)) [| 7; 3 |] "7 : 3"
+                Expect.equal (RecordMixture.Counts([| 1.0; 1.0; 1.0 |], 10)) [| 4; 3; 3 |] "the remainder to the first"
+
+                Expect.equal
+                    (RecordMixture.Counts([| 0.5; 0.25; 0.25 |], 3))
+                    [| 1; 1; 1 |]
+                    "largest remainders (.75, .75 over .5)"
+
+                Expect.equal (RecordMixture.Counts([| 1.0; 1.0 |], 3)) [| 2; 1 |] "a tie goes to the earlier source"
+
+                // Source A's records have meta[0] = i (0 … 31), source B's −1 − i (−1 … −4).
+                let source (values: float32 list) =
+                    let flat: float32[] =
+                        values |> List.collect (fun v -> [ v; 0.0f; 0.0f ]) |> Array.ofList
+
+                    let meta = torch.tensor(flat).reshape(int64 values.Length, 3L)
+                    let label = torch.zeros ([| int64 values.Length |], dtype = torch.int64)
+
+                    new RecordSet(tabularSchema, readOnlyDict [ "meta", meta; "label", label ])
+
+                use a = source [ for i in 0..31 -> float32 i ]
+                use b = source [ for i in 0..3 -> float32 (-1 - i) ]
+
+                let firsts (seed: int64) =
+                    use m = RecordMixture.Mix([| a; b |], [| 0.75; 0.25 |], 40, seed)
+                    Expect.equal m.Count 40 "the size asked for"
+                    m["meta"].select(1, 0L).data<float32>().ToArray() |> List.ofArray
+
+                let drawn = firsts 7L
+                let fromA = drawn |> List.filter (fun v -> v >= 0.0f)
+                let fromB = drawn |> List.filter (fun v -> v < 0.0f)
+                Expect.equal fromA.Length 30 "75% from A"
+                Expect.equal (List.distinct fromA).Length 30 "A's records without repeats (30 of 32)"
+                Expect.equal fromB.Length 10 "25% from B"
+
+                for v in [ -1.0f; -2.0f; -3.0f; -4.0f ] do
+                    let n = fromB |> List.filter ((=) v) |> List.length
+
+                    Expect.isTrue
+                        (n = 2 || n = 3)
+                        (sprintf "B's record %g drawn 2 or 3 times (whole passes), got %d" v n)
+
+                Expect.equal (firsts 7L) drawn "the same seed, the same records"
+                Expect.notEqual (firsts 8L) drawn "another seed, another sample"
+
+                let missing =
+                    new RecordSet([| tabularSchema[0] |], readOnlyDict [ "meta", torch.zeros ([| 2L; 3L |]) ])
+
+                Expect.throwsT<ArgumentException>
+                    (fun () -> RecordMixture.Mix([| a; missing |], [| 0.5; 0.5 |], 4, 0L).Dispose())
+                    "sources of other fields are refused"
+
+                missing.Dispose()
+
+                let recipe (mix: string) =
+                    sprintf
+                        """
+model mlp : tensor[3] -> logits[4] = linear 4
+train mlp {
+    data = records "a.jsonl" (fields = { meta = Field.tensor [3]; label = Field.label 4 }) %s
+    loss = fun out r -> Loss.crossEntropy out r.label
+}
+"""
+                        mix
+
+                expectError
+                    (recipe
+                        "(mix = [ { manifest = \"b.jsonl\"; weight = 0.6 }; { manifest = \"c.jsonl\"; weight = 0.4 } ])")
+                    "4:12"
+                    "records: mix: the weights add up to 1; they must stay below 1"
+
+                expectError
+                    (recipe "(mix = [ { manifest = \"b.jsonl\" } ])")
+                    "4:12"
+                    "records: mix: 'b.jsonl' needs a weight in (0, 1)"
+
+                expectError (recipe "(epochSize = -1)") "4:12" "records: epochSize must be 0"
+
+                withTempDir "dsl-objective-" (fun dir ->
+                    let path = Path.Combine(dir, "mix.dsl")
+
+                    File.WriteAllText(
+                        path,
+                        recipe "(mix = [ { manifest = \"b.jsonl\"; weight = 0.2 } ]) (epochSize = 500)"
+                    )
+
+                    let c = Compiler.checkFile path
+                    Expect.isEmpty c.Diagnostics "checks"
+                    let printed = Print.recipe c.Recipes.Head
+
+                    Expect.stringContains
+                        printed
+                        "(mix = [ { manifest = \"b.jsonl\"; weight = 0.2 } ]) (epochSize = 500)"
+                        "the mixture prints"
+
+                    // A span ending in a field access ends after the field (it once ended at `r`).
+                    Expect.stringContains
+                        printed
+                        "Loss.crossEntropy out r.label)"
+                        "the loss as written, to its last field"
+
+                    let again = Path.Combine(dir, "again.dsl")
+                    File.WriteAllText(again, "model mlp : tensor[3] -> logits[4] = linear 4\n" + printed)
+                    let c2 = Compiler.checkFile again
+
+                    Expect.isEmpty
+                        (c2.Diagnostics |> List.map Diagnostics.format)
+                        ("the printed block checks:\n" + printed)
+
+                    let mixOf (r: Recipe.TrainRecipe) =
+                        r.Data.Path, r.Data.Mix, r.Data.EpochSize
+
+                    Expect.equal (mixOf c2.Recipes.Head) (mixOf c.Recipes.Head) "and reads back the same mixture")
             }
 
             test "a recipe with a loss expression prints as a train block that reads back the same" {
