@@ -139,7 +139,7 @@ let checkSource (file: string) (text: string) : Checked =
                                 diags.AddRange(Recipe.labelsFit r g)
                                 diags.AddRange(ParamGroups.check r.Freeze r.Groups g)
 
-                                match attempt (fun () -> Objective.ofRecipe r g (List.ofSeq models)) with
+                                match attempt (fun () -> Objective.ofRecipe r g (List.ofSeq models) t.Env) with
                                 | Ok(Some o) -> objectives.Add(name, o)
                                 | Ok None -> ()
                                 | Error ds -> diags.AddRange ds

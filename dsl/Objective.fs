@@ -81,8 +81,18 @@ let schemaOf (r: TrainRecipe) (g: Graph) : Field list =
             }
         ]
     | "imageFolder" ->
+        // Image folders are decoded at the model's input size (src/Dsl.Cli/Session.fs), so the
+        // field is what the model's first image input takes.
+        let decoded =
+            g.Inputs
+            |> List.tryPick (fun (_, id) ->
+                match g.Nodes[id].Shape with
+                | [ _; c; h; w ] -> Some { image with Dims = [ c; h; w ] }
+                | _ -> None)
+            |> Option.defaultValue image
+
         [
-            image
+            decoded
             {
                 Name = "label"
                 Type = "label"
@@ -221,12 +231,16 @@ let bindInputs (r: TrainRecipe) (g: Graph) (fields: Field list) : (string * stri
         then
             errorf
                 span
-                "field '%s' is %s per record but model '%s' input '%s' takes %s"
+                "field '%s' is %s per record but model '%s' input '%s' takes %s%s"
                 field.Name
                 (showShape field.Dims)
                 g.Name
                 input
                 (showShape expected)
+                (if r.Data.Kind = "fashionMnist" && field.Type = "image" then
+                     "; set size and channels in the data (Fashion-MNIST is resized to them)"
+                 else
+                     "")
 
         input, field.Name)
 
@@ -239,7 +253,7 @@ let private ctxWith (b: Builder) =
     }
 
 /// A label or mask whose classes are declared must index the logits a cross-entropy reads.
-let private labelsFit (nodes: Node list) (fields: Field list) =
+let private labelsFit (nodes: Node list) (fields: Field list) (at: Span option) =
     let byId = nodes |> List.map (fun n -> n.Id, n) |> Map.ofList
 
     for n in nodes do
@@ -250,7 +264,7 @@ let private labelsFit (nodes: Node list) (fields: Field list) =
                 match fields |> List.tryFind (fun f -> "data." + f.Name = name) with
                 | Some f when f.Classes > classes ->
                     errorf
-                        n.Span
+                        (at |> Option.defaultValue n.Span)
                         "Loss.crossEntropy: field '%s' has %d classes but the logits give %d on axis %d; the head needs %d"
                         f.Name
                         f.Classes
@@ -267,6 +281,7 @@ let private elaborate
     (name: string)
     (model: Graph)
     (teacher: Graph option)
+    (firstOutput: bool)
     (fields: Field list)
     (fn: Value)
     (span: Span)
@@ -302,8 +317,16 @@ let private elaborate
 
     let record = VRecord(data |> List.map (fun (f, (_, t)) -> f, VTensor t))
 
+    // The built-in objectives read a model's first output, as the host tasks did (a classifier
+    // may also return its features).
+    let out =
+        if firstOutput then
+            VTensor(snd (snd outputs.Head))
+        else
+            valueOf outputs
+
     let args =
-        [ PosArg(valueOf outputs, span); PosArg(record, span) ]
+        [ PosArg(out, span); PosArg(record, span) ]
         @ (teacherOutputs |> Option.map (fun t -> PosArg(valueOf t, span)) |> Option.toList)
 
     let value = applyArgs ctx fn args span
@@ -317,7 +340,8 @@ let private elaborate
             (b.Params |> Seq.map (fun p -> p.Name) |> Seq.truncate 3 |> String.concat ", ")
 
     let nodes = List.ofSeq b.Nodes
-    labelsFit nodes fields
+    // A built-in objective's cross-entropy is in the prelude: the mismatch is the user's data.
+    labelsFit nodes fields (if firstOutput then Some span else None)
 
     {
         Name = model.Name + "." + name
@@ -390,28 +414,60 @@ let private teacherOf (r: TrainRecipe) (g: Graph) (models: (string * Graph) list
                 Bindings = bindInputs { r with Inputs = own } tg fields
             })
 
-/// The objective of a recipe whose loss is an expression, or None for the built-in objectives.
-/// `models` are the file's elaborated models, where a `teacher` is looked up.
-let ofRecipe (r: TrainRecipe) (g: Graph) (models: (string * Graph) list) : Objective option =
-    match r.Loss with
-    | Objective e ->
-        let fn, span = e.Fn, e.Span
+/// A prelude objective (`classificationLoss`, …) applied to its arguments: a `fun out r -> …`.
+let private library (env: Env) (name: string) (args: Value list) (span: Span) =
+    match env.TryFind name with
+    | Some v when args.IsEmpty -> v.Value
+    | Some v ->
+        applyArgs
+            {
+                Builder = None
+                Depth = 0
+                Calls = []
+                Steps = ref 0L
+            }
+            v.Value
+            (args |> List.map (fun a -> PosArg(a, span)))
+            span
+    | None -> errorf span "internal error: the prelude defines no '%s'" name
+
+/// The objective of a recipe: its loss expression, or the prelude's definition of a built-in
+/// `crossEntropy` (image data) or `nextToken` (a corpus); None for the image–text objectives,
+/// which stay host code. `models` are the file's elaborated models, where a `teacher` is looked
+/// up; `env` is the train block's environment, where the prelude's objectives are.
+let ofRecipe (r: TrainRecipe) (g: Graph) (models: (string * Graph) list) (env: Env) : Objective option =
+    /// Each function elaborated where it is written (a built-in's at the train block).
+    let objective (loss: Value, lossSpan: Span) (metrics: (Value * Span) option) firstOutput =
         let fields = schemaOf r g
-        let bindings = bindInputs r g fields
         let teacher = teacherOf r g models fields
         let teacherGraph = teacher |> Option.map (fun t -> t.Graph)
 
+        let graph name (fn, span) results =
+            elaborate name g teacherGraph firstOutput fields fn span (results span)
+
         Some
             {
-                Bindings = bindings
+                Bindings = bindInputs r g fields
                 Teacher = teacher
                 Fields = fields
-                Loss = elaborate "loss" g teacherGraph fields fn span (lossResults span)
-                Metrics =
-                    r.Metrics
-                    |> Option.map (fun m ->
-                        elaborate "metrics" g teacherGraph fields m.Fn m.Span (metricResults m.Span))
+                Loss = graph "loss" (loss, lossSpan) lossResults
+                Metrics = metrics |> Option.map (fun m -> graph "metrics" m metricResults)
             }
+
+    let builtin = r.Teacher.IsNone && r.Inputs.IsEmpty && r.Metrics.IsNone
+
+    match r.Loss, r.Data.Kind with
+    | Objective e, _ -> objective (e.Fn, e.Span) (r.Metrics |> Option.map (fun m -> m.Fn, m.Span)) false
+    | CrossEntropy smoothing, ("fashionMnist" | "imageFolder") when builtin ->
+        objective
+            (library env "classificationLoss" [ VNum(smoothing, false) ] r.Span, r.DataSpan)
+            (Some(library env "classificationMetrics" [] r.Span, r.DataSpan))
+            true
+    | NextToken zLoss, "corpus" when builtin ->
+        objective
+            (library env "nextTokenLoss" [ VNum(zLoss, false) ] r.Span, r.DataSpan)
+            (Some(library env "nextTokenMetrics" [] r.Span, r.DataSpan))
+            true
     | _ ->
         match r.Inputs, r.Metrics, r.Teacher with
         | (_, _, span) :: _, _, _ ->
@@ -420,3 +476,76 @@ let ofRecipe (r: TrainRecipe) (g: Graph) (models: (string * Graph) list) : Objec
         | _, _, Some t ->
             errorf t.Span "a teacher's outputs are read by a loss expression (loss = fun out r teacher -> …)"
         | [], None, None -> None
+
+/// The prelude's objective `lossName`/`metricsName` for a model alone, over `fields` bound by
+/// `bindings`: what a train block with the built-in loss gives, for callers with a graph but no
+/// train block (the runtime's tests and benchmarks).
+let private builtinFor
+    (g: Graph)
+    (fields: Field list)
+    (bindings: (string * string) list)
+    lossName
+    (args: Value list)
+    metricsName
+    =
+    let env = Dsl.Elaborate.baseEnvironment ()
+    let span = Span.None
+
+    {
+        Bindings = bindings
+        Teacher = None
+        Fields = fields
+        Loss = elaborate "loss" g None true fields (library env lossName args span) span (lossResults span)
+        Metrics =
+            Some(elaborate "metrics" g None true fields (library env metricsName [] span) span (metricResults span))
+    }
+
+/// `loss = crossEntropy (smoothing = s)` for a model whose first input takes images [C, H, W]
+/// of `classes` labels: the fields image and label.
+let classification (g: Graph) (classes: int) (smoothing: float) : Objective =
+    let input, id = g.Inputs.Head
+
+    let image =
+        {
+            Name = "image"
+            Type = "image"
+            Dims = List.tail g.Nodes[id].Shape
+            Classes = 0
+        }
+
+    let label =
+        {
+            Name = "label"
+            Type = "label"
+            Dims = []
+            Classes = classes
+        }
+
+    builtinFor
+        g
+        [ image; label ]
+        [ input, "image" ]
+        "classificationLoss"
+        [ VNum(smoothing, false) ]
+        "classificationMetrics"
+
+/// `loss = nextToken (zLoss = z)` for a decoder whose first input takes tokens [T] of a
+/// `vocabulary`: the fields tokens and targets.
+let nextToken (g: Graph) (vocabulary: int) (zLoss: float) : Objective =
+    let input, id = g.Inputs.Head
+
+    let tokens name =
+        {
+            Name = name
+            Type = "tokens"
+            Dims = List.tail g.Nodes[id].Shape
+            Classes = vocabulary
+        }
+
+    builtinFor
+        g
+        [ tokens "tokens"; tokens "targets" ]
+        [ input, "tokens" ]
+        "nextTokenLoss"
+        [ VNum(zLoss, false) ]
+        "nextTokenMetrics"

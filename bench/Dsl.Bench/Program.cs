@@ -10,7 +10,9 @@ using static TorchSharp.torch;
 // Usage: Dsl.Bench [--batch B] [--repeats N] [--warmup W] [--seed S] [--json]
 // With --compare FILE.dsl it times the DSL model of FILE and the reference side by side; with
 // --ttft FILE.dsl, FastVLM's time-to-first-token for every encoder/VLM pair in FILE; with
-// --depthwise-sweep, the correctness sweep behind ConvolutionBackend's depthwise allowlist.
+// --depthwise-sweep, the correctness sweep behind ConvolutionBackend's depthwise allowlist; with
+// --objective FILE.dsl, a training step through the train block's objective graph against the
+// direct F.cross_entropy of the host task it replaced.
 BenchArgs options;
 try
 {
@@ -37,6 +39,11 @@ if (options.DepthwiseSweep)
 if (options.Ttft is { } pairsFile)
 {
     return Ttft.Run(pairsFile, options.Rounds, options.Warmup, options.Repeats, options.Tsv);
+}
+
+if (options.Objective is { } objectiveFile)
+{
+    return ObjectiveCost.Run(objectiveFile, options.Model, options.Batches, options.Rounds, options.Warmup, options.Repeats);
 }
 
 if (options.Compare is { } file)

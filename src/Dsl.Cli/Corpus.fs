@@ -67,8 +67,3 @@ let load (file: string) (r: TrainRecipe) (g: Graph) =
         fail "%s: error: the corpus gives no training row of %d + 1 tokens" r.Data.Path length
 
     packed
-
-let task (r: TrainRecipe) (packed: PackedSequences) =
-    match r.Loss with
-    | NextToken z -> LanguageModelTask(packed, z, r.EvalBatch)
-    | _ -> fail "error: corpus data trains with nextToken"

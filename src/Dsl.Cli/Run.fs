@@ -108,28 +108,18 @@ let trainingTask
     match objective with
     | Some o -> Records.task file r g o dataDir model.Device
     | None ->
-        if r.Data.Kind = "corpus" then
-            let packed = Corpus.load file r g
-            Corpus.task r packed, [ packed :> IDisposable ]
-        elif r.Data.Kind = "captions" then
-            let train = ImageText.loadSet file r g r.Data.Path
-            let test = ImageText.testSet file r g
-            let t, reinforced = ImageText.task file r g model train test
+        // Only the image–text objectives are still host code (the others are Objective.fs's).
+        let train = ImageText.loadSet file r g r.Data.Path
+        let test = ImageText.testSet file r g
+        let t, reinforced = ImageText.task file r g model train test
 
-            t,
-            [
-                Some(train :> IDisposable)
-                test |> Option.map (fun x -> x :> IDisposable)
-                reinforced |> Option.map (fun x -> x :> IDisposable)
-            ]
-            |> List.choose id
-        else
-            let train = (loadData file r g dataDir true).Value
-            let test = loadData file r g dataDir false
-
-            ClassificationTask(train, Option.toObj test),
-            [ Some(train :> IDisposable); test |> Option.map (fun x -> x :> IDisposable) ]
-            |> List.choose id
+        t,
+        [
+            Some(train :> IDisposable)
+            test |> Option.map (fun x -> x :> IDisposable)
+            reinforced |> Option.map (fun x -> x :> IDisposable)
+        ]
+        |> List.choose id
 
 /// This process's own command line with --resume in place of --overwrite: what continues it.
 let private resumeCommand (outDir: string) =
@@ -402,91 +392,53 @@ let eval (args: ParseResults<EvalArgs>) =
     let r = recipeOrExit c g
     use model = new GraphModule(g, 0L, deviceOf (args.TryGetResult EvalArgs.Device))
     let meta = loadWeights model (args.GetResult EvalArgs.Checkpoint)
+    let json = args.Contains EvalArgs.Json
 
     match Compiler.pickObjective c g.Name with
+    | None -> ImageText.eval file r g model meta json (args.Contains EvalArgs.Probe)
     | Some o ->
         Benchmark.UseAllCores() |> ignore
         let e = Records.evaluate file r g o (args.TryGetResult EvalArgs.Data) model
 
-        if args.Contains EvalArgs.Json then
+        if json then
             printfn
                 "%s"
                 (jsonLine (
-                    [ "model", box g.Name; "step", box meta.Step; "count", box e.Count ]
+                    [
+                        "model", box g.Name
+                        "step", box meta.Step
+                        (if r.Data.Kind = "corpus" then "rows" else "count"), box e.Count
+                    ]
                     @ [ for struct (name, value) in e.Metrics() -> name, box value ]
-                    @ [ "examples_per_s", box e.ImagesPerSecond ]
+                    @ [
+                        (if r.Data.Kind = "corpus" then "rows_per_s"
+                         elif isClassification e then "images_per_s"
+                         else "examples_per_s"),
+                        box e.ImagesPerSecond
+                    ]
                 ))
+        elif r.Data.Kind = "corpus" && o.Metrics.IsSome && e.Extra.ContainsKey "perplexity" then
+            printfn
+                "%s at step %d on %d validation rows: loss %.4f, perplexity %.2f"
+                g.Name
+                meta.Step
+                e.Count
+                e.Loss
+                e.Extra["perplexity"]
+        elif isClassification e then
+            printfn
+                "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
+                g.Name
+                meta.Step
+                e.Count
+                e.Loss
+                (100.0 * e.Accuracy)
+                (100.0 * e.Top5)
+                e.ImagesPerSecond
         else
             printfn "%s at step %d on %s: %s" g.Name meta.Step (plural e.Count "test example") (metricsLine e)
 
         0
-    | None ->
-        if r.Data.Kind = "captions" then
-            ImageText.eval file r g model meta (args.Contains EvalArgs.Json) (args.Contains EvalArgs.Probe)
-        elif r.Data.Kind = "corpus" then
-            use packed = Corpus.load file r g
-
-            match (Corpus.task r packed).Evaluate(model, TrainOptions(EvalBatchSize = r.EvalBatch)) with
-            | null -> fail "%s: error: the corpus holds out no validation row; raise validation" file
-            | e ->
-                if args.Contains EvalArgs.Json then
-                    printfn
-                        "%s"
-                        (jsonLine
-                            [
-                                "model", box g.Name
-                                "step", box meta.Step
-                                "rows", box e.Count
-                                "loss", box e.Loss
-                                "perplexity", box e.Extra["perplexity"]
-                            ])
-                else
-                    printfn
-                        "%s at step %d on %d validation rows: loss %.4f, perplexity %.2f"
-                        g.Name
-                        meta.Step
-                        e.Count
-                        e.Loss
-                        e.Extra["perplexity"]
-
-                0
-        else
-
-            use test =
-                match loadData file r g (args.TryGetResult EvalArgs.Data) false with
-                | Some t -> t
-                | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
-
-            Benchmark.UseAllCores() |> ignore
-
-            let e =
-                Evaluator.Evaluate(model, test, r.EvalBatch, ResizeArray(evalTransforms r g))
-
-            if args.Contains EvalArgs.Json then
-                printfn
-                    "%s"
-                    (jsonLine
-                        [
-                            "model", box g.Name
-                            "step", box meta.Step
-                            "count", box e.Count
-                            "loss", box e.Loss
-                            "accuracy", box e.Accuracy
-                            "top5", box e.Top5
-                            "images_per_s", box e.ImagesPerSecond
-                        ])
-            else
-                printfn
-                    "%s at step %d on %d test images: loss %.4f, accuracy %.2f%%, top-5 %.2f%%, %.0f images/s"
-                    g.Name
-                    meta.Step
-                    e.Count
-                    e.Loss
-                    (100.0 * e.Accuracy)
-                    (100.0 * e.Top5)
-                    e.ImagesPerSecond
-
-            0
 
 let predict (args: ParseResults<PredictArgs>) =
     let file, images =

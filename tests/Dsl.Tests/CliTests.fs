@@ -629,7 +629,7 @@ let tests =
                 Expect.stringContains
                     r.Err
                     (wrong
-                     + ":2:1: error: the data gives images [1, 28, 28] but model 'r' takes image[3, 32, 32]")
+                     + ":3:12: error: field 'image' is [1, 28, 28] per record but model 'r' input 'input' takes [3, 32, 32]; set size and channels in the data")
                     "located"
             }
 

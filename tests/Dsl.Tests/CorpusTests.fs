@@ -208,8 +208,17 @@ let languageModelTests =
                         "corpus \"f.txt\" (format = \"fortunes\") (tokenizer = \"gpt2\") (validation = 0.2)"
                         "nextToken (zLoss = 1e-4)"
 
+                // GPT-2's 50257 ids do not fit the 257 logits: known from the recipe, a located error.
+                expectError src "4:12" "field 'targets' has 50257 classes but the logits give 257"
+
+                let src =
+                    src.Replace(
+                        "logits[16, 257] = decoder lmTiny",
+                        "logits[16, 50257] = decoder { lmTiny with vocabulary = 50257 }"
+                    )
+
                 let c = check src
-                Expect.isEmpty c.Diagnostics "compiles"
+                Expect.isEmpty (c.Diagnostics |> List.map Dsl.Diagnostics.format) "compiles"
                 let r = c.Recipes.Head
                 let again = check (src.Substring(0, src.IndexOf "train") + Dsl.Print.recipe r)
                 Expect.isEmpty again.Diagnostics "printed recipe compiles"

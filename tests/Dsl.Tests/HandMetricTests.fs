@@ -1,11 +1,13 @@
 /// Every evaluator metric on a small case whose value is worked out here, by hand or by a plain
 /// loop over arrays: retrieval recall@k (ImageTextEvaluator.Retrieval), zero-shot top-1/top-5
 /// (ImageTextEvaluator.ZeroShot and its scoring, ZeroShotAccuracy), classification accuracy,
-/// top-5 and mean loss (Evaluator.Evaluate), the linear probe (LinearProbe.Run) and the
-/// language model's shifted next-token loss, z-loss and perplexity (LanguageModelTask).
+/// top-5 and mean loss (the prelude's classification objective), the linear probe (LinearProbe.Run)
+/// and the language model's shifted next-token loss, z-loss and perplexity (the prelude's
+/// next-token objective).
 module Dsl.Tests.HandMetricTests
 
 open System
+open Dsl
 open Expecto
 open TorchSharp
 open Dsl.Runtime.Data
@@ -300,7 +302,8 @@ let private classificationTests =
                 use data =
                     new LabeledImages((matrix pixels).reshape(5L, 1L, 1L, 7L), labels y, Array.init 7 string)
 
-                let e = Evaluator.Evaluate(model, data, 2, [||])
+                let e =
+                    (classify model (TrainOptions()) data data).Evaluate(model, TrainOptions(EvalBatchSize = 2))
                 // Cross-entropy of each example: log Σ exp(z) − z[label].
                 let losses =
                     [
@@ -407,7 +410,21 @@ let private languageModelTests =
     let countingUp () =
         PackedSequences.Pack([| "0 1 2 3 4" |], Func<_, _> encode, 5, 4, 0.0, 1L)
 
-    let loss (task: LanguageModelTask) (m: GraphModule) =
+    /// The prelude's next-token objective (what `loss = nextToken (zLoss = z)` trains) for the
+    /// model `m` on the packed rows: training rows and validation rows as records.
+    let lmTask (data: PackedSequences) (zLoss: float) (m: GraphModule) : ITrainingTask =
+        let o = Objective.nextToken m.Graph 6 zLoss
+
+        new ObjectiveTask(
+            RecordSet.OfPackedRows(data.Train, data.Length, 6),
+            RecordSet.OfPackedRows(data.Validation, data.Length, 6),
+            o.Loss,
+            [| "tokens" |],
+            null,
+            o.Metrics.Value
+        )
+
+    let loss (task: ITrainingTask) (m: GraphModule) =
         use g = new torch.Generator(0UL)
         use l = task.Loss(m, [| 0L |], g, TrainOptions())
         l.item<float32>() |> float
@@ -418,9 +435,9 @@ let private languageModelTests =
             test "the training loss is against the next token: right for a model of input + 1, not of input" {
                 use data = countingUp ()
                 Expect.equal (data.Train.data<int64>().ToArray()) [| 0L; 1L; 2L; 3L; 4L |] "the packed row"
-                let task = LanguageModelTask(data, 0.0, 4)
                 // Next-token model: each target is its marked id.
                 use next = model (fun i -> (i + 1) % 6)
+                let task = lmTask data 0.0 next
                 near "input + 1" (List.average [ for i in 0..3 -> lseRow i - float (i + 1) ]) (loss task next)
                 // Copying model: it would be right if the targets were the inputs unshifted;
                 // shifted, every target is an unmarked id.
@@ -433,8 +450,8 @@ let private languageModelTests =
             test "the z-loss adds zLoss · mean(logsumexp²) over the 4 positions" {
                 use data = countingUp ()
                 use next = model (fun i -> (i + 1) % 6)
-                let plain = loss (LanguageModelTask(data, 0.0, 4)) next
-                let withZ = loss (LanguageModelTask(data, 0.1, 4)) next
+                let plain = loss (lmTask data 0.0 next) next
+                let withZ = loss (lmTask data 0.1 next) next
                 // log(e¹ + 5) = 2.0436, log(e² + 5) = 2.5168, log(e³ + 5) = 3.2223, log(e⁴ + 5) = 4.0876.
                 let lses = [ 2.0436; 2.5168; 3.2223; 4.0876 ]
 
@@ -473,8 +490,7 @@ let private languageModelTests =
                 let expected = List.average [ for i in inputs -> lseRow i - float (i + 1) ]
 
                 for batch in [ 1; 2 ] do
-                    let e =
-                        (LanguageModelTask(data, 0.1, batch) :> ITrainingTask).Evaluate(next, TrainOptions())
+                    let e = (lmTask data 0.1 next).Evaluate(next, TrainOptions(EvalBatchSize = batch))
 
                     near (sprintf "loss, batches of %d" batch) expected e.Loss
                     near "perplexity" (exp expected) e.Extra["perplexity"]

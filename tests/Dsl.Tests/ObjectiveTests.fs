@@ -94,6 +94,48 @@ train lm {
 }
 """
 
+/// The classification task as host code computed it before it became the prelude's
+/// `classificationLoss`: kept here as the reference the language's objectives are held to.
+let private referenceClassification (data: LabeledImages) (smoothing: float) =
+    { new ITrainingTask with
+        member _.Count = data.Count
+
+        member _.Loss(model, indices, augment, options) =
+            let images =
+                Augments.Run(Batches.Take(data.Images, indices), options.Augmentations, augment)
+
+            let labels = Batches.Take(data.Labels, indices).``to`` model.Device
+            let logits = model.Forward([| images |])[0]
+            torch.nn.functional.cross_entropy (logits, labels, label_smoothing = smoothing)
+
+        member _.Evaluate(_, _) = null
+        member _.Check _ = ()
+    }
+
+/// The next-token task as host code computed it before it became the prelude's `nextTokenLoss`:
+/// rows [N, T + 1], inputs the first T ids, targets the last T, plus zLoss · mean(logsumexp²).
+let private referenceNextToken (data: PackedSequences) (zLoss: float) =
+    { new ITrainingTask with
+        member _.Count = int data.Train.shape[0]
+
+        member _.Loss(model, indices, _, _) =
+            let rows = Batches.Take(data.Train, indices).``to`` model.Device
+            let logits = model.Forward([| rows.narrow (1, 0, int64 data.Length) |])[0]
+            let targets = rows.narrow (1, 1, int64 data.Length)
+            let vocabulary = logits.shape[logits.shape.Length - 1]
+
+            let ce =
+                torch.nn.functional.cross_entropy (logits.reshape (-1L, vocabulary), targets.reshape (-1L))
+
+            if zLoss > 0.0 then
+                ce + logits.logsumexp(-1).square().mean() * zLoss.ToScalar()
+            else
+                ce
+
+        member _.Evaluate(_, _) = null
+        member _.Check _ = ()
+    }
+
 let private records (dir: string) (lines: string list) =
     let path = Path.Combine(dir, "records.jsonl")
     File.WriteAllLines(path, lines)
@@ -127,9 +169,18 @@ let tests =
     testList
         "objectives"
         [
-            test "an expression cross-entropy trains exactly as the host classification task" {
+            test "classification: the built-in crossEntropy and an expression train exactly as the former host task" {
                 let g, o = compile classifier
                 Expect.equal o.Bindings [ "input", "image" ] "the one image input takes the image field"
+
+                let _, builtin =
+                    compile (
+                        classifier.Replace(
+                            "fun out r -> Loss.crossEntropy out r.label (smoothing = 0.1)",
+                            "crossEntropy (smoothing = 0.1)"
+                        )
+                    )
+
                 use hostData = quadrants 96 1L
                 use exprData = quadrants 96 1L
 
@@ -137,18 +188,28 @@ let tests =
                     let opts () =
                         let t = options dir
                         t.Augmentations <- [ RandomCrop(8, 1); HorizontalFlip(0.5); Normalize([| 0.5f |], [| 0.5f |]) ]
-                        t.LabelSmoothing <- 0.1
                         t
 
-                    let host = stepLosses g (opts ()) (ClassificationTask(hostData, null))
+                    let host = stepLosses g (opts ()) (referenceClassification hostData 0.1)
                     use records = RecordSet.OfLabeledImages exprData
                     use task = new ObjectiveTask(records, null, o.Loss, [| "image" |], null)
-                    sameLosses host (stepLosses g (opts ()) task))
+                    sameLosses host (stepLosses g (opts ()) task)
+                    use library = new ObjectiveTask(records, null, builtin.Loss, [| "image" |], null)
+                    sameLosses host (stepLosses g (opts ()) library))
             }
 
-            test "an expression next-token loss with z-loss trains exactly as the host language-model task" {
+            test
+                "next token: the built-in nextToken and an expression with z-loss train exactly as the former host task" {
                 let g, o = compile languageModel
                 Expect.equal o.Bindings [ "input", "tokens" ] "the tokens input takes the tokens field"
+
+                let _, builtin =
+                    compile (
+                        languageModel.Replace(
+                            "fun out r -> Loss.crossEntropy out r.targets (axis = -1) + 0.01 * Loss.zLoss out",
+                            "nextToken (zLoss = 0.01)"
+                        )
+                    )
 
                 let documents =
                     [
@@ -164,10 +225,12 @@ let tests =
                         t.MaxSteps <- Nullable 20L
                         t
 
-                    let host = stepLosses g (opts ()) (LanguageModelTask(packed, 0.01, 16))
+                    let host = stepLosses g (opts ()) (referenceNextToken packed 0.01)
                     use records = RecordSet.OfPackedRows(packed.Train, 6, ByteTokens.Vocabulary)
                     use task = new ObjectiveTask(records, null, o.Loss, [| "tokens" |], null)
-                    sameLosses host (stepLosses g (opts ()) task))
+                    sameLosses host (stepLosses g (opts ()) task)
+                    use library = new ObjectiveTask(records, null, builtin.Loss, [| "tokens" |], null)
+                    sameLosses host (stepLosses g (opts ()) library))
             }
 
             test "a loss record minimises 'loss' and evaluation reports every number beside it" {
@@ -273,7 +336,7 @@ train f {
                     "input 'meta' is bound to no data field; the data gives image: image[1, 8, 8], label: label"
 
                 expectError
-                    (classifier.Replace("(size = 8)", "(size = 16)"))
+                    (classifier.Replace("imageFolder \"unused\" (size = 8) (channels = 1)", "fashionMnist (size = 16)"))
                     "4:12"
                     "field 'image' is [1, 16, 16] per record but model 'm' input 'input' takes [1, 8, 8]"
 

@@ -174,7 +174,7 @@ let private linearStep (configure: TrainOptions -> unit) =
             )
 
         configure o
-        Trainer(m, o).Train(data) |> ignore
+        Trainer(m, o).Train(classify m o data null) |> ignore
         values (parameterOf m "fc.weight"), values (parameterOf m "fc.bias")
     finally
         Directory.Delete(dir, true)
@@ -198,7 +198,7 @@ let tests =
                     use m = new GraphModule(g, 1L)
                     use data = quadrants 64 1L
                     let before = parameterBits m
-                    let result = Trainer(m, o).Train(data)
+                    let result = Trainer(m, o).Train(classify m o data null)
                     Expect.equal result.Steps 3L "three steps"
                     let after = parameterBits m
 
@@ -239,7 +239,7 @@ let tests =
                     use m = new GraphModule(g, 1L)
                     use data = quadrants 64 1L
                     let before = parameterBits m
-                    Trainer(m, o).Train(data) |> ignore
+                    Trainer(m, o).Train(classify m o data null) |> ignore
                     let after = parameterBits m
                     Expect.equal after["head.weight"] before["head.weight"] "head.weight (lr 0, decay 0.05) unchanged"
                     Expect.equal after["head.bias"] before["head.bias"] "head.bias (lr 0) unchanged"
@@ -376,7 +376,7 @@ let tests =
                     let m = new GraphModule(g, seed)
                     o.MaxSteps <- Option.toNullable maxSteps
                     o.Resume <- resume
-                    Trainer(m, o).Train(data) |> ignore
+                    Trainer(m, o).Train(classify m o data null) |> ignore
                     m
 
                 let straightDir, resumedDir = tempDir (), tempDir ()
@@ -424,13 +424,16 @@ let tests =
 
                     o.MaxSteps <- Nullable 2L
                     use m = new GraphModule(g, 1L)
-                    Trainer(m, o).Train(data) |> ignore
+                    Trainer(m, o).Train(classify m o data null) |> ignore
 
                     let _, _, changed =
                         compiled (withTrain "    paramGroups = [ { path = \"head.*\"; lrScale = 2.0 } ]\n") dir
 
                     changed.Resume <- true
-                    let e = Expect.throwsC (fun () -> Trainer(m, changed).Train(data) |> ignore) id
+
+                    let e =
+                        Expect.throwsC (fun () -> Trainer(m, changed).Train(classify m changed data null) |> ignore) id
+
                     Expect.isTrue (e :? CheckpointError) (e.GetType().Name + ": " + e.Message)
 
                     Expect.stringContains

@@ -85,3 +85,30 @@ let requireInstalled (directory: string) (package: string) =
             skiptest message
         else
             failtest message
+
+/// What `loss = crossEntropy (smoothing = o.LabelSmoothing)` trains on labelled images: the
+/// prelude's classification objective for the model (dsl/Objective.fs), as a training task.
+let classify
+    (model: Dsl.Runtime.Emit.GraphModule)
+    (o: Dsl.Runtime.Training.TrainOptions)
+    (train: Dsl.Runtime.Data.LabeledImages)
+    (test: Dsl.Runtime.Data.LabeledImages)
+    : Dsl.Runtime.Training.ITrainingTask =
+    // The classes are left to the data (0), as for an image folder: labels beyond the logits
+    // are then the task's DataError before the first step.
+    let objective = Objective.classification model.Graph 0 o.LabelSmoothing
+
+    let records (data: Dsl.Runtime.Data.LabeledImages) =
+        if isNull data then
+            null
+        else
+            Dsl.Runtime.Data.RecordSet.OfLabeledImages data
+
+    new Dsl.Runtime.Training.ObjectiveTask(
+        records train,
+        records test,
+        objective.Loss,
+        [| "image" |],
+        null,
+        objective.Metrics.Value
+    )

@@ -3,6 +3,7 @@ module Dsl.Tests.TrainTests
 open System
 open System.IO
 open Expecto
+open Dsl.Tests.Support
 open TorchSharp
 open Dsl.Ir
 open Dsl.Runtime.Data
@@ -153,7 +154,8 @@ let tests =
                     o.Epochs <- 8
                     o.MaxSteps <- Nullable 60L
 
-                    let result = Trainer(model, o).Train(train, testSet, fun p -> losses.Add p.Loss)
+                    let result =
+                        Trainer(model, o).Train(classify model o train testSet, fun p -> losses.Add p.Loss)
 
                     Expect.equal result.Steps 60L "stopped at MaxSteps"
                     let first = losses |> Seq.take 5 |> Seq.average
@@ -202,7 +204,7 @@ let tests =
                         if p.Step = 10L || p.Step = 200L then
                             live[p.Step] <- DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount
 
-                    Trainer(model, o).Train(train, testSet, record) |> ignore
+                    Trainer(model, o).Train(classify model o train testSet, record) |> ignore
                     Expect.equal live[200L] live[10L] "live tensors after step 200 = after step 10"
                 finally
                     Directory.Delete(dir, true)
@@ -219,7 +221,7 @@ let tests =
                     o.LabelSmoothing <- 0.1
                     o.MaxSteps <- Option.toNullable maxSteps
                     o.Resume <- resume
-                    Trainer(model, o).Train(train) |> ignore
+                    Trainer(model, o).Train(classify model o train null) |> ignore
                     model
 
                 let straightDir, resumedDir = tempDir (), tempDir ()
@@ -286,7 +288,7 @@ let tests =
                     let o = options dir
                     o.MaxSteps <- Nullable 2L
                     use first = new GraphModule(patternNet (), 1L)
-                    Trainer(first, o).Train(train) |> ignore
+                    Trainer(first, o).Train(classify first o train null) |> ignore
                     use model = new GraphModule(changed, 1L)
                     let resumed = options dir
                     resumed.Resume <- true
@@ -295,7 +297,8 @@ let tests =
                     let e =
                         Expect.throwsC
                             (fun () ->
-                                Trainer(model, resumed).Train(train, null, (fun _ -> steps <- steps + 1))
+                                Trainer(model, resumed)
+                                    .Train(classify model resumed train null, (fun _ -> steps <- steps + 1))
                                 |> ignore)
                             id
 
@@ -329,16 +332,18 @@ let tests =
 
                     let e =
                         Expect.throwsC
-                            (fun () -> Trainer(model, o).Train(train, null, (fun _ -> steps <- steps + 1)) |> ignore)
+                            (fun () ->
+                                Trainer(model, o).Train(classify model o train null, (fun _ -> steps <- steps + 1))
+                                |> ignore)
                             id
 
                     Expect.isTrue (e :? DataError) (e.GetType().Name + ": " + e.Message)
-                    Expect.stringContains e.Message "has 4 classes" "the data's classes"
-                    Expect.stringContains e.Message "logits[3]" "the model's logits"
+                    Expect.stringContains e.Message "class ids 0 to 3" "the data's classes"
+                    Expect.stringContains e.Message "give 3 classes" "the model's logits"
                     Expect.equal steps 0 "no step ran"
 
                     let eval =
-                        Expect.throwsC (fun () -> Evaluator.Evaluate(model, train, 16, [||]) |> ignore) id
+                        Expect.throwsC (fun () -> (classify model o train train).Evaluate(model, o) |> ignore) id
 
                     Expect.isTrue (eval :? DataError) (eval.GetType().Name + ": " + eval.Message)
                 finally

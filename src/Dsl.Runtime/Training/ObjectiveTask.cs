@@ -77,6 +77,8 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
             return null;
         }
 
+        // Labels beyond the logits are one DataError here, not a libtorch trace mid-evaluation.
+        CheckLabels([("test", test)]);
         var wasTraining = model.training;
         model.eval();
         // Evaluation transforms are deterministic; a fixed seed keeps them so anyway.
@@ -137,8 +139,19 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
             }
         }
 
+        // A metric named "loss" is the reported test loss (the plain cross-entropy of a smoothed
+        // objective, as timm validates); "accuracy" and "top5" together are a classifier's.
+        var testLoss = extra.Remove("loss", out var declared) ? declared : sums[0] / test.Count;
+        var (accuracy, top5) = (double.NaN, double.NaN);
+        if (extra.ContainsKey("accuracy") && extra.ContainsKey("top5"))
+        {
+            (accuracy, top5) = (extra["accuracy"], extra["top5"]);
+            extra.Remove("accuracy");
+            extra.Remove("top5");
+        }
+
         var seconds = clock.Elapsed.TotalSeconds;
-        return new EvalResult(sums[0] / test.Count, double.NaN, double.NaN, seconds > 0 ? test.Count / seconds : 0, test.Count)
+        return new EvalResult(testLoss, accuracy, top5, seconds > 0 ? test.Count / seconds : 0, test.Count)
         {
             Extra = extra,
             Shares = shares,
@@ -153,7 +166,10 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
     /// Every label and mask a cross-entropy of the loss reads must index its logits (ignore index
     /// aside): checked on the whole data before the first step, where libtorch would stop mid-step.
     /// </summary>
-    public void Check(GraphModule model)
+    public void Check(GraphModule model) => CheckLabels([("training", train), ("test", test)]);
+
+    /// <summary>The label check of <see cref="Check"/> over the given splits.</summary>
+    private void CheckLabels((string Split, RecordSet? Data)[] splits)
     {
         var nodes = loss.Graph.Nodes.ToDictionary(n => n.Id);
         foreach (var node in loss.Graph.Nodes)
@@ -167,7 +183,7 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
             }
 
             var field = input.name["data.".Length..];
-            foreach (var (split, data) in new[] { ("training", train), ("test", test) })
+            foreach (var (split, data) in splits)
             {
                 if (data is null || data.Count == 0)
                 {

@@ -27,16 +27,13 @@ public sealed class Trainer
     }
 
     /// <summary>
-    /// Runs (or, with <see cref="TrainOptions.Resume"/>, continues) training up to the last
-    /// step of the last epoch or <see cref="TrainOptions.MaxSteps"/>. Writes metrics.jsonl and,
-    /// at every epoch end, every <see cref="TrainOptions.SaveEvery"/> steps, on
-    /// <see cref="TrainOptions.StopRequested"/> and at the end, a checkpoint into <see cref="TrainOptions.OutDir"/>;
-    /// evaluates on <paramref name="test"/> every <see cref="TrainOptions.EvalEvery"/> epochs.
+    /// Runs (or, with <see cref="TrainOptions.Resume"/>, continues) training of <paramref name="task"/>
+    /// up to the last step of the last epoch or <see cref="TrainOptions.MaxSteps"/>. Writes
+    /// metrics.jsonl and, at every epoch end, every <see cref="TrainOptions.SaveEvery"/> steps, on
+    /// <see cref="TrainOptions.StopRequested"/> and at the end, a checkpoint into
+    /// <see cref="TrainOptions.OutDir"/>; evaluates the task's test data every
+    /// <see cref="TrainOptions.EvalEvery"/> epochs.
     /// </summary>
-    public TrainResult Train(LabeledImages train, LabeledImages? test = null, Action<TrainProgress>? progress = null) =>
-        Train(new ClassificationTask(train, test), progress);
-
-    /// <summary>As above, for any objective.</summary>
     public TrainResult Train(ITrainingTask task, Action<TrainProgress>? progress = null)
     {
         task.Check(model);
