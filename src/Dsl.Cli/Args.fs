@@ -322,10 +322,31 @@ type FashionScenesArgs =
             | Test _ -> "test scenes, from test items (default 2000)"
             | Seed _ -> "seed of the scene layouts (default 0)"
 
+type FashionMetadataArgs =
+    | [<Mandatory>] Out of dir: string
+    | Fashion of dir: string
+    | [<AtLeast 1.0>] Train of count: int
+    | [<AtLeast 1.0>] Test of count: int
+    | [<AtLeast 0.0>] Seed of seed: int
+    | Group_Accuracy of probability: float
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | Out _ ->
+                "folder for train.jsonl, test.jsonl, classes.json and images/{train,test}/NNNNN.png (a new, empty or earlier fashion-metadata folder)"
+            | Fashion _ -> "Fashion-MNIST IDX directory (default /usr/share/datasets/fashion-mnist)"
+            | Train _ -> "training records, the first N training items (default all 60000)"
+            | Test _ -> "test records, the first N test items (default all 10000)"
+            | Seed _ -> "seed of the metadata (default 0)"
+            | Group_Accuracy _ ->
+                "probability that the metadata's one-hot group is the item's true group, else one of the other three (default 0.8)"
+
 [<RequireSubcommand>]
 type DataArgs =
     | [<CliPrefix(CliPrefix.None)>] Fashion_Captions of ParseResults<FashionCaptionsArgs>
     | [<CliPrefix(CliPrefix.None)>] Fashion_Scenes of ParseResults<FashionScenesArgs>
+    | [<CliPrefix(CliPrefix.None)>] Fashion_Metadata of ParseResults<FashionMetadataArgs>
     | [<CliPrefix(CliPrefix.None)>] Catlip_Labels of ParseResults<CatlipLabelsArgs>
     | [<CliPrefix(CliPrefix.None)>] Bible_Kjv of ParseResults<BibleKjvArgs>
 
@@ -335,6 +356,8 @@ type DataArgs =
             | Fashion_Captions _ -> "make an image-caption data set (JSONL manifests + PNGs) from Fashion-MNIST"
             | Fashion_Scenes _ ->
                 "make a dense-prediction data set (image, class mask, depth map per scene) from Fashion-MNIST items"
+            | Fashion_Metadata _ ->
+                "make an image + metadata records data set (image, 8 metadata numbers, label per line) from Fashion-MNIST"
             | Catlip_Labels _ -> "mine CatLIP's WordNet synset labels from a manifest's captions"
             | Bible_Kjv _ -> "a text corpus of the King James Bible, one document per book (Debian package bible-kjv)"
 

@@ -1,7 +1,8 @@
 /// `dsl data fashion-captions` and `dsl data catlip-labels`: the image-text data for CLIP-style
 /// training (issue 4) — a captioned Fashion-MNIST to train and test on anywhere, and CatLIP's
 /// WordNet labels mined from any manifest's captions; `dsl data fashion-scenes`: dense data
-/// (image, class mask, depth) composed of Fashion-MNIST items; `dsl data bible-kjv`: the King James Bible
+/// (image, class mask, depth) composed of Fashion-MNIST items; `dsl data fashion-metadata`: records
+/// of a Fashion-MNIST image, a synthetic metadata vector and a label; `dsl data bible-kjv`: the King James Bible
 /// as a text corpus for language models, one document per book.
 module Dsl.Cli.Data
 
@@ -100,6 +101,43 @@ let private fashionScenes (args: ParseResults<FashionScenesArgs>) =
     printfn "  %s" result.TrainManifest
     printfn "  %s" result.TestManifest
     printfn "  %s" result.ClassesFile
+    0
+
+let private fashionMetadata (args: ParseResults<FashionMetadataArgs>) =
+    let clock = Stopwatch.StartNew()
+    let out = args.GetResult FashionMetadataArgs.Out
+
+    let options =
+        FashionMetadataOptions(
+            Train = args.GetResult(FashionMetadataArgs.Train, 60000),
+            Test = args.GetResult(FashionMetadataArgs.Test, 10000),
+            Seed = args.GetResult(FashionMetadataArgs.Seed, 0),
+            GroupAccuracy = args.GetResult(FashionMetadataArgs.Group_Accuracy, 0.8)
+        )
+
+    if not (options.GroupAccuracy >= 0.0 && options.GroupAccuracy <= 1.0) then
+        fail "error: --group-accuracy %g is not a probability; give a number in [0, 1]" options.GroupAccuracy
+
+    let result =
+        FashionMetadata.Build(args.GetResult(FashionMetadataArgs.Fashion, FashionMnist.DefaultDirectory), out, options)
+
+    printfn
+        "wrote %d training and %d test records (28x28 image, %d metadata numbers, label) to %s in %.1f s"
+        result.Train
+        result.Test
+        FashionMetadata.MetadataSize
+        out
+        clock.Elapsed.TotalSeconds
+
+    printfn "  %s" result.TrainManifest
+    printfn "  %s" result.TestManifest
+    printfn "  %s" result.ClassesFile
+
+    printfn
+        "metadata: dims 0-3 one-hot of the group (%s), the true one with probability %g; dims 4-7 N(0, 1) noise"
+        (String.concat ", " FashionMetadata.Groups)
+        options.GroupAccuracy
+
     0
 
 /// OUT with its extension replaced by .vocab.tsv (train.catlip.jsonl → train.catlip.vocab.tsv).
@@ -211,5 +249,6 @@ let run (args: ParseResults<DataArgs>) =
     match args.GetSubCommand() with
     | Fashion_Captions a -> fashionCaptions a
     | Fashion_Scenes a -> fashionScenes a
+    | Fashion_Metadata a -> fashionMetadata a
     | Catlip_Labels a -> catlipLabels a
     | Bible_Kjv a -> bibleKjv a

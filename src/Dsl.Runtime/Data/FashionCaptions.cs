@@ -137,7 +137,7 @@ public static class FashionCaptions
     public static (string[] Captions, string[] Synthetic) Describe(
         int classIndex, IReadOnlyList<IReadOnlyList<string>> names, int seed, string split, int index, int captions, int synthetic)
     {
-        var random = new Random(ImageSeed(seed, split == "train" ? 1 : 2, index));
+        var random = new Random(GeneratedDataFolder.RecordSeed(seed, split == "train" ? 1 : 2, index));
         var classNames = names[classIndex];
         var caps = new string[captions];
         for (var k = 0; k < captions; k++)
@@ -221,8 +221,4 @@ public static class FashionCaptions
 
     private static string Join(string[] items) =>
         items.Length == 1 ? items[0] : string.Join(", ", items[..^1]) + " and " + items[^1];
-
-    /// <summary>A seed from (seed, split, index) that does not depend on .NET's randomised string hashing.</summary>
-    private static int ImageSeed(int seed, int split, int index) =>
-        unchecked((((seed * 1_000_003) + split) * 1_000_033) + index);
 }

@@ -1,7 +1,6 @@
 using System.Globalization;
 using Dsl.Runtime.Checkpoints;
 using SixLabors.ImageSharp;
-using SixLabors.ImageSharp.Formats.Png;
 using SixLabors.ImageSharp.PixelFormats;
 
 namespace Dsl.Runtime.Data;
@@ -65,13 +64,6 @@ public static class FashionScenes
 
     private static readonly string[] OwnEntries = ["train.jsonl", "test.jsonl", DenseManifest.ClassesFile, "images", "masks", "depth"];
 
-    private static readonly PngEncoder ImageEncoder = new()
-    {
-        ColorType = PngColorType.Grayscale,
-        BitDepth = PngBitDepth.Bit8,
-        CompressionLevel = PngCompressionLevel.DefaultCompression,
-    };
-
     /// <summary>"background", then Fashion-MNIST's class names: class id k + 1 is Fashion-MNIST class k.</summary>
     public static IReadOnlyList<string> ClassNames => ["background", .. FashionMnist.ClassNames];
 
@@ -81,7 +73,7 @@ public static class FashionScenes
     /// </summary>
     public static SceneItem[] Plan(int seed, int split, int index, int sourceCount, int sourceHeight, int sourceWidth, IReadOnlyList<int> labels, FashionScenesOptions options)
     {
-        var random = new Random(SceneSeed(seed, split, index));
+        var random = new Random(GeneratedDataFolder.RecordSeed(seed, split, index));
         var count = random.Next(options.MinItems, options.MaxItems + 1);
         var used = new HashSet<ushort>();
         var items = new SceneItem[count];
@@ -186,13 +178,7 @@ public static class FashionScenes
             throw new ArgumentOutOfRangeException(nameof(options), "scales must satisfy 0 < MinScale ≤ MaxScale");
         }
 
-        var full = Path.TrimEndingDirectorySeparator(Path.GetFullPath(outDirectory));
-        CheckOutput(full);
-        var parent = Path.GetDirectoryName(full)!;
-        Directory.CreateDirectory(parent);
-        var temporary = Path.Combine(parent, $".{Path.GetFileName(full)}.tmp-{Guid.NewGuid():N}");
-        Directory.CreateDirectory(temporary);
-        try
+        var full = GeneratedDataFolder.Write(outDirectory, Command, OwnEntries, temporary =>
         {
             using (var train = FashionMnist.Load(fashionDirectory, train: true))
             {
@@ -209,79 +195,11 @@ public static class FashionScenes
             DenseManifest.WriteClasses(
                 temporary,
                 new DenseClasses(ClassNames, DenseManifest.DefaultIgnoreIndex, DenseManifest.DefaultDepthScale, FarPlane * DenseManifest.DefaultDepthScale, 1),
-                new Dictionary<string, string> { ["tool"] = "dsl", ["command"] = Command });
-
-            if (Directory.Exists(full))
-            {
-                var old = Path.Combine(parent, $".{Path.GetFileName(full)}.old-{Guid.NewGuid():N}");
-                Directory.Move(full, old);
-                Directory.Move(temporary, full);
-                Directory.Delete(old, recursive: true);
-            }
-            else
-            {
-                Directory.Move(temporary, full);
-            }
-        }
-        catch
-        {
-            if (Directory.Exists(temporary))
-            {
-                Directory.Delete(temporary, recursive: true);
-            }
-
-            throw;
-        }
+                GeneratedDataFolder.Marker(Command));
+        });
 
         return new FashionScenesResult(
             Path.Combine(full, "train.jsonl"), Path.Combine(full, "test.jsonl"), Path.Combine(full, DenseManifest.ClassesFile), options.Train, options.Test);
-    }
-
-    /// <summary>Refuses a file, or a non-empty folder this command did not make (or that holds anything else).</summary>
-    private static void CheckOutput(string full)
-    {
-        if (File.Exists(full))
-        {
-            throw new OutputFolderError(full, "is a file, not a folder; pick another --out");
-        }
-
-        if (!Directory.Exists(full) || !Directory.EnumerateFileSystemEntries(full).Any())
-        {
-            return;
-        }
-
-        if (!MadeHere(full))
-        {
-            throw new OutputFolderError(
-                full,
-                $"is not empty and was not made by dsl {Command} (its {DenseManifest.ClassesFile} does not say so); nothing was written. Pick another --out, or move its files away");
-        }
-
-        var foreign = Directory.EnumerateFileSystemEntries(full)
-            .Select(Path.GetFileName)
-            .Where(name => !OwnEntries.Contains(name))
-            .Order(StringComparer.Ordinal)
-            .ToList();
-        if (foreign.Count > 0)
-        {
-            throw new OutputFolderError(full, $"holds files dsl {Command} did not make ({string.Join(", ", foreign)}); nothing was written. Pick another --out, or move them away");
-        }
-    }
-
-    private static bool MadeHere(string folder)
-    {
-        var path = Path.Combine(folder, DenseManifest.ClassesFile);
-        try
-        {
-            return File.Exists(path)
-                && System.Text.Json.Nodes.JsonNode.Parse(File.ReadAllText(path)) is System.Text.Json.Nodes.JsonObject o
-                && o["tool"]?.GetValue<string>() == "dsl"
-                && o["command"]?.GetValue<string>() == Command;
-        }
-        catch (Exception e) when (e is System.Text.Json.JsonException or InvalidOperationException or FormatException)
-        {
-            return false;
-        }
     }
 
     private static void CheckSize(LabeledImages data, string directory, int size)
@@ -295,10 +213,7 @@ public static class FashionScenes
     private static void WriteSplit(string folder, string split, int splitCode, LabeledImages data, int count, FashionScenesOptions options)
     {
         var (h, w) = ((int)data.Images.shape[2], (int)data.Images.shape[3]);
-        using var scaled = data.Images.select(1, 0).mul(255f);
-        using var rounded = scaled.round();
-        using var bytes = rounded.to_type(TorchSharp.torch.ScalarType.Byte);
-        var pixels = bytes.data<byte>().ToArray();
+        var pixels = GeneratedDataFolder.GreyBytes(data, (int)data.Images.shape[0]);
         var labels = data.Labels.data<long>().ToArray().Select(l => (int)l).ToArray();
         var sources = new Func<int, ReadOnlyMemory<byte>>(i => pixels.AsMemory(i * h * w, h * w));
         foreach (var kind in new[] { "images", "masks", "depth" })
@@ -314,7 +229,7 @@ public static class FashionScenes
             var name = $"{split}/{i.ToString("D5", CultureInfo.InvariantCulture)}.png";
             using (var image = Image.LoadPixelData<L8>(scene.Image, options.Size, options.Size))
             {
-                image.SaveAsPng(Path.Combine(folder, "images", name), ImageEncoder);
+                image.SaveAsPng(Path.Combine(folder, "images", name), GeneratedDataFolder.GreyEncoder);
             }
 
             DenseManifest.WriteMask(Path.Combine(folder, "masks", name), scene.Mask, options.Size, options.Size);
@@ -324,8 +239,4 @@ public static class FashionScenes
 
         DenseManifest.Write(Path.Combine(folder, split + ".jsonl"), records);
     }
-
-    /// <summary>A seed from (seed, split, index) that does not depend on .NET's randomised string hashing.</summary>
-    private static int SceneSeed(int seed, int split, int index) =>
-        unchecked((((seed * 1_000_003) + split) * 1_000_033) + index);
 }
