@@ -328,7 +328,7 @@ type FashionMetadataArgs =
     | [<AtLeast 1.0>] Train of count: int
     | [<AtLeast 1.0>] Test of count: int
     | [<AtLeast 0.0>] Seed of seed: int
-    | Group_Accuracy of probability: float
+    | [<AtLeast 0.0>] Group_Accuracy of probability: float
 
     interface IArgParserTemplate with
         member a.Usage =
