@@ -15,28 +15,15 @@ internal static class Compare
 {
     public static int Run(string file, string? modelName, IReadOnlyList<long> batches, int rounds, int warmup, int repeats, bool json)
     {
-        var compiled = Compiler.checkFile(file);
-        if (!compiled.Diagnostics.IsEmpty)
+        if (BenchFile.Load(file, modelName) is not { } loaded)
         {
-            foreach (var d in compiled.Diagnostics)
-            {
-                Console.Error.WriteLine(Diagnostics.format(d));
-            }
-
-            return 1;
-        }
-
-        var picked = Compiler.pickModel(compiled, modelName is null ? null : Microsoft.FSharp.Core.FSharpOption<string>.Some(modelName));
-        if (picked.IsError)
-        {
-            Console.Error.WriteLine(picked.ErrorValue);
             return 1;
         }
 
         var rows = new List<Dictionary<string, object>>();
         foreach (var batch in batches)
         {
-            rows.Add(Measure(picked.ResultValue, batch, rounds, warmup, repeats));
+            rows.Add(Measure(loaded.Graph, batch, rounds, warmup, repeats));
         }
 
         if (json)

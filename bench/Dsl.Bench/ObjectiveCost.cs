@@ -16,25 +16,12 @@ internal static class ObjectiveCost
 {
     public static int Run(string file, string? modelName, IReadOnlyList<long> batches, int rounds, int warmup, int repeats)
     {
-        var compiled = Compiler.checkFile(file);
-        if (!compiled.Diagnostics.IsEmpty)
+        if (BenchFile.Load(file, modelName) is not { } loaded)
         {
-            foreach (var d in compiled.Diagnostics)
-            {
-                Console.Error.WriteLine(Diagnostics.format(d));
-            }
-
             return 1;
         }
 
-        var picked = Compiler.pickModel(compiled, modelName is null ? null : Microsoft.FSharp.Core.FSharpOption<string>.Some(modelName));
-        if (picked.IsError)
-        {
-            Console.Error.WriteLine(picked.ErrorValue);
-            return 1;
-        }
-
-        var graph = picked.ResultValue;
+        var (compiled, graph) = loaded;
         var recipe = compiled.Recipes.FirstOrDefault(r => r.Model == graph.Name);
         var objective = Compiler.pickObjective(compiled, graph.Name);
         if (recipe is null || objective is null || recipe.Loss is not Recipe.LossSpec.CrossEntropy ce)
