@@ -184,6 +184,12 @@ let evaluate
         match r.Data.Kind with
         | "records" when r.Data.Test = "" -> None, []
         | "records" -> Some(readManifest file o r.Data.Test), []
+        | "fashionMnist"
+        | "imageFolder" ->
+            // Only the test images: the training set is not read to evaluate.
+            match loadData file r g dataDir false with
+            | Some images -> Some(RecordSet.OfLabeledImages images), [ images :> IDisposable ]
+            | None -> None, []
         | _ ->
             let train, test, owned = load file r g o dataDir
             train.Dispose()
