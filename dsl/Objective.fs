@@ -59,6 +59,12 @@ let private vocabulary tokenizer =
     | "gpt2" -> 50257
     | _ -> 0
 
+/// The last dimension of a model's first output (its logits' classes).
+let private classesOf (g: Graph) =
+    g.Outputs
+    |> List.tryHead
+    |> Option.bind (fun (_, id) -> List.tryLast g.Nodes[id].Shape)
+
 /// What each record of the recipe's data holds, as far as it is known before any file is read.
 let schemaOf (r: TrainRecipe) (g: Graph) : Field list =
     let image =
@@ -97,6 +103,23 @@ let schemaOf (r: TrainRecipe) (g: Graph) : Field list =
                 Name = "label"
                 Type = "label"
                 Dims = []
+                Classes = 0
+            }
+        ]
+    | "captions" ->
+        // CatLIP reads the multi-hot synsets the captions were mined to, one per logit of the
+        // model's first output (the image–text losses that read captions are host code).
+        let synsets =
+            match classesOf g with
+            | Some(Known v) -> v
+            | _ -> 0
+
+        [
+            image
+            {
+                Name = "labels"
+                Type = "tensor"
+                Dims = [ Known synsets ]
                 Classes = 0
             }
         ]
@@ -463,6 +486,8 @@ let ofRecipe (r: TrainRecipe) (g: Graph) (models: (string * Graph) list) (env: E
             (library env "classificationLoss" [ VNum(smoothing, false) ] r.Span, r.DataSpan)
             (Some(library env "classificationMetrics" [] r.Span, r.DataSpan))
             true
+    | CatlipLoss, "captions" when builtin ->
+        objective (library env "catlipMultiLabelLoss" [] r.Span, r.DataSpan) None true
     | NextToken zLoss, "corpus" when builtin ->
         objective
             (library env "nextTokenLoss" [ VNum(zLoss, false) ] r.Span, r.DataSpan)

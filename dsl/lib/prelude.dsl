@@ -49,3 +49,8 @@ let nextTokenMetrics =
     fun out r ->
         { loss = Loss.crossEntropy out r.targets (axis = -1)
           perplexity = Metric.perplexity out r.targets }
+
+/// CatLIP's objective (CatLIP, arXiv 2404.15653; corenet binary_cross_entropy.py with batch_mean
+/// reduction): binary cross-entropy with logits over the caption-mined synsets [B, V], summed over
+/// the synsets and averaged over the batch — V times the mean over every value.
+let catlipMultiLabelLoss = fun out r -> float (List.last out.shape) * Loss.binaryCrossEntropy out r.labels

@@ -84,6 +84,21 @@ let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
                 None
 
         RecordSet.OfPackedRows(packed.Train, packed.Length, classes), test, [ packed :> IDisposable ]
+    | "captions" ->
+        // CatLIP: the images and their mined synsets as records; the sets keep the images.
+        let records (set: ImageTextSet) split =
+            try
+                CatlipRecords.Of(set, g, split)
+            with :? DataError as e ->
+                fail "%s: error: %s" file e.Message
+
+        let trainSet = ImageText.loadSet file r g r.Data.Path
+        let testSet = ImageText.testSet file r g
+
+        records trainSet "training",
+        testSet |> Option.map (fun t -> records t "test"),
+        (trainSet :> IDisposable)
+        :: (testSet |> Option.map (fun t -> t :> IDisposable) |> Option.toList)
     | "records" ->
         let train = mixed file r o (readManifest file o r.Data.Path)
 

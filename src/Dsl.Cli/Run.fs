@@ -108,7 +108,7 @@ let trainingTask
     match objective with
     | Some o -> Records.task file r g o dataDir model.Device
     | None ->
-        // Only the image–text objectives are still host code (the others are Objective.fs's).
+        // Only CLIP's and MobileCLIP's objectives are still host code (the others are Objective.fs's).
         let train = ImageText.loadSet file r g r.Data.Path
         let test = ImageText.testSet file r g
         let t, reinforced = ImageText.task file r g model train test
@@ -395,6 +395,9 @@ let eval (args: ParseResults<EvalArgs>) =
     let json = args.Contains EvalArgs.Json
 
     match Compiler.pickObjective c g.Name with
+    // Image–text models are evaluated by zero-shot accuracy, retrieval and the linear probe
+    // (CatLIP's loss on the test set among them), whichever objective trained them.
+    | _ when r.Data.Kind = "captions" -> ImageText.eval file r g model meta json (args.Contains EvalArgs.Probe)
     | None -> ImageText.eval file r g model meta json (args.Contains EvalArgs.Probe)
     | Some o ->
         Benchmark.UseAllCores() |> ignore

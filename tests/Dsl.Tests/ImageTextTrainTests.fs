@@ -492,30 +492,66 @@ let private taskTests =
                     Expect.isFalse (Double.IsNaN result.FinalLoss) "reinforced steps run")
             }
 
-            test "CatLIP training on mined labels lowers the BCE" {
+            test
+                "CatLIP: the prelude's catlipMultiLabelLoss trains step for step as the former host task, and lowers the BCE" {
                 withTempDir (fun dir ->
                     writeCaptionSet dir 32 true
                     use set = ImageTextManifest.Load(Path.Combine(dir, "set.jsonl"), 1, 8, 8)
 
-                    use model =
-                        new GraphModule(
-                            graph
-                                "model cat : image[1, 8, 8] -> logits[5] = conv 8 (k = 3) >> relu >> globalAvgPool >> linear 5",
-                            2L
-                        )
+                    let c =
+                        Dsl.Tests.Support.check
+                            "model cat : image[1, 8, 8] -> logits[5] = conv 8 (k = 3) >> relu >> globalAvgPool >> linear 5\ntrain cat {\n    data = captions \"set.jsonl\" (size = 8)\n    loss = catlipLoss\n}\n"
 
-                    let task =
-                        ImageTextTask(
-                            model,
-                            set,
-                            set,
-                            pipeline (),
-                            ImageTextObjective(ImageTextObjectiveKind.MultiLabel)
-                        )
+                    Expect.isEmpty (c.Diagnostics |> List.map Dsl.Diagnostics.format) "checks"
+                    let g = snd c.Models.Head
+                    let o = (Dsl.Compiler.pickObjective c "cat").Value
 
-                    let losses = Collections.Generic.List<float>()
-                    let result = Trainer(model, trainer dir 40).Train(task, fun p -> losses.Add p.Loss)
-                    Expect.isLessThan (Seq.last losses) (Seq.head losses) "the loss went down"
+                    // The host task's CatLIP step before it became the prelude's: kept as the reference.
+                    let reference =
+                        { new ITrainingTask with
+                            member _.Count = set.Count
+
+                            member _.Loss(model, indices, augment, _) =
+                                let logits =
+                                    model.Forward(pipeline().Train(Batches.Take(set.Images, indices), augment))[0]
+
+                                let targets =
+                                    CatlipLabels
+                                        .MultiHot(
+                                            [| for i in indices -> set.SynsetLabels[int i] |],
+                                            int logits.shape[1]
+                                        )
+                                        .``to``
+                                        model.Device
+
+                                ImageTextLosses.MultiLabel(logits, targets)
+
+                            member _.Evaluate(_, _) = null
+                            member _.Check _ = ()
+                        }
+
+                    let run (task: ITrainingTask) =
+                        use model = new GraphModule(g, 2L)
+                        let o = trainer (Path.Combine(dir, Guid.NewGuid().ToString "N")) 40
+                        o.Augmentations <- [ RandomCrop(8, 1); HorizontalFlip(); Normalize([| 0.5f |], [| 0.5f |]) ]
+                        o.EvalTransforms <- [ Normalize([| 0.5f |], [| 0.5f |]) ]
+                        let losses = Collections.Generic.List<float>()
+                        let result = Trainer(model, o).Train(task, fun p -> losses.Add p.Loss)
+                        List.ofSeq losses, result
+
+                    let host, _ = run reference
+                    use records = CatlipRecords.Of(set, g, "training")
+                    use task = new ObjectiveTask(records, records, o.Loss, [| "image" |], null)
+                    let expression, result = run task
+                    Expect.equal expression.Length host.Length "as many steps"
+
+                    for i, (h, e) in List.indexed (List.zip host expression) do
+                        Expect.isLessThanOrEqual
+                            (abs (h - e))
+                            (1e-5 * max 1.0 (abs h))
+                            (sprintf "step %d: host %.7f, prelude %.7f" (i + 1) h e)
+
+                    Expect.isLessThan (List.last expression) (List.head expression) "the loss went down"
                     Expect.isTrue (Double.IsNaN result.LastEvaluation.Accuracy) "no accuracy for multi-label"
                     Expect.isGreaterThan result.LastEvaluation.Loss 0.0 "test BCE measured")
             }
@@ -524,25 +560,11 @@ let private taskTests =
                 withTempDir (fun dir ->
                     writeCaptionSet dir 4 true
                     use set = ImageTextManifest.Load(Path.Combine(dir, "set.jsonl"), 1, 8, 8)
+                    let g = graph "model cat : image[1, 8, 8] -> logits[3] = globalAvgPool >> linear 3"
 
-                    use model =
-                        new GraphModule(
-                            graph "model cat : image[1, 8, 8] -> logits[3] = globalAvgPool >> linear 3",
-                            2L
-                        )
-
-                    Expect.throwsC
-                        (fun () ->
-                            ImageTextTask(
-                                model,
-                                set,
-                                null,
-                                pipeline (),
-                                ImageTextObjective(ImageTextObjectiveKind.MultiLabel)
-                            )
-                            |> ignore)
-                        (fun e ->
-                            Expect.stringContains e.Message "(5 synsets) but model 'cat' gives logits[3]" "names both"))
+                    Expect.throwsC (fun () -> CatlipRecords.Of(set, g, "training").Dispose()) (fun e ->
+                        Expect.isTrue (e :? DataError) (e.GetType().Name)
+                        Expect.stringContains e.Message "(5 synsets) but model 'cat' gives logits[3]" "names both"))
             }
         ]
 

@@ -9,8 +9,8 @@ namespace Dsl.Runtime.Training;
 /// <summary>
 /// Training on an image–text set: each step takes one random caption per image (and, for
 /// reinforced training, one stored augmentation and one synthetic caption, with the teachers'
-/// embeddings of exactly those). CatLIP's objective needs no text tower: the captions' mined
-/// synsets are the targets.
+/// embeddings of exactly those): CLIP's and MobileCLIP's objectives. CatLIP's, which needs no
+/// text tower, is the prelude's catlipMultiLabelLoss over <see cref="CatlipRecords"/>.
 /// </summary>
 public sealed class ImageTextTask : ITrainingTask
 {
@@ -38,17 +38,16 @@ public sealed class ImageTextTask : ITrainingTask
         this.reinforced = reinforced;
         if (objective.Kind == ImageTextObjectiveKind.MultiLabel)
         {
-            CheckLabels(model, train);
+            // CatLIP trains through the prelude's catlipMultiLabelLoss (dsl/Objective.fs, CatlipRecords).
+            throw new ArgumentException("catlipLoss trains as the prelude's catlipMultiLabelLoss over CatlipRecords, not as an image–text task");
         }
-        else
-        {
-            if (encoder.ContrastiveProblem() is { } problem)
-            {
-                throw new ArgumentException(problem);
-            }
 
-            tokenizer = TextTokenizer.Gpt2(encoder.ContextLength);
+        if (encoder.ContrastiveProblem() is { } problem)
+        {
+            throw new ArgumentException(problem);
         }
+
+        tokenizer = TextTokenizer.Gpt2(encoder.ContextLength);
 
         if (objective.Kind == ImageTextObjectiveKind.Reinforced)
         {
@@ -71,13 +70,6 @@ public sealed class ImageTextTask : ITrainingTask
         var images = Batches.Take(train.Images, indices);
         switch (objective.Kind)
         {
-            case ImageTextObjectiveKind.MultiLabel:
-                {
-                    var logits = model.Forward(pipeline.Train(images, augment))[0];
-                    var targets = CatlipLabels.MultiHot([.. indices.Select(i => train.SynsetLabels![(int)i])], (int)logits.shape[1]).to(model.Device);
-                    return ImageTextLosses.MultiLabel(logits, targets);
-                }
-
             case ImageTextObjectiveKind.Clip:
                 {
                     var captions = Pick(indices, train.Captions, augment);
@@ -146,24 +138,4 @@ public sealed class ImageTextTask : ITrainingTask
 
     private static IEnumerable<string> Texts((long Image, long Caption)[] picks, IReadOnlyList<string[]> captions) =>
         picks.Select(p => captions[(int)p.Image][p.Caption]);
-
-    private static void CheckLabels(GraphModule model, ImageTextSet train)
-    {
-        if (train.SynsetLabels is null)
-        {
-            throw new DataError("manifest", "catlipLoss needs mined labels (a \"labels\" field on every line); write them with `dsl data catlip-labels`");
-        }
-
-        var output = model.Graph.Nodes[model.Graph.Outputs.Head.Item2].Shape;
-        if (output.Length != 2 || output[1] is not Ir.Dim.Known classes)
-        {
-            throw new DataError($"model '{model.Graph.Name}'", $"catlipLoss needs logits [V] as the model's first output, got {Ir.showShape(output)}");
-        }
-
-        var largest = train.SynsetLabels.SelectMany(l => l).DefaultIfEmpty(-1).Max();
-        if (largest >= classes.Item)
-        {
-            throw new DataError("manifest", $"the labels go up to synset {largest} ({largest + 1} synsets) but model '{model.Graph.Name}' gives logits[{classes.Item}]; the head needs one logit per vocabulary synset");
-        }
-    }
 }
