@@ -24,6 +24,7 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
     private readonly string[] imageFields;
     private readonly GraphModule? teacher;
     private readonly string[] teacherFields;
+    private bool testLabelsChecked;
 
     /// <param name="train">The training records (owned by the caller).</param>
     /// <param name="test">Held-out records, or null.</param>
@@ -77,8 +78,14 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
             return null;
         }
 
-        // Labels beyond the logits are one DataError here, not a libtorch trace mid-evaluation.
-        CheckLabels([("test", test)]);
+        // Labels beyond the logits are one DataError here, not a libtorch trace mid-evaluation
+        // (once: the labels do not change, and Check has done it before a training run).
+        if (!testLabelsChecked)
+        {
+            CheckLabels([("test", test)]);
+            testLabelsChecked = true;
+        }
+
         var wasTraining = model.training;
         model.eval();
         // Evaluation transforms are deterministic; a fixed seed keeps them so anyway.
@@ -166,7 +173,11 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
     /// Every label and mask a cross-entropy of the loss reads must index its logits (ignore index
     /// aside): checked on the whole data before the first step, where libtorch would stop mid-step.
     /// </summary>
-    public void Check(GraphModule model) => CheckLabels([("training", train), ("test", test)]);
+    public void Check(GraphModule model)
+    {
+        CheckLabels([("training", train), ("test", test)]);
+        testLabelsChecked = true;
+    }
 
     /// <summary>The label check of <see cref="Check"/> over the given splits.</summary>
     private void CheckLabels((string Split, RecordSet? Data)[] splits)
