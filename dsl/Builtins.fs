@@ -1026,6 +1026,7 @@ let private recipes =
                 "size", num 28
                 "channels", num 1
                 "reinforced", str ""
+                "teachers", num 0
             ]
         tagged
             "records"

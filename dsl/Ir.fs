@@ -207,6 +207,12 @@ type LossKind =
     /// Inputs [a; b] ([B, D] each) or [a; b; scale] (scale of shape []): CLIP's symmetric InfoNCE
     /// of scale · a·bᵀ with the matching row as the target (scale 1 without the third input).
     | InfoNceLoss
+    /// Inputs [x; y] ([B, D] each): x·yᵀ across the batch, [B, B] (row i against every row of y):
+    /// the logits of a contrastive objective. The one `Loss.…` op that is not a number.
+    | SimilarityLoss
+    /// Inputs [logits; targets], the same shape, targets a distribution along `axis`:
+    /// −Σ_axis targets · log_softmax(logits), mean over the other positions (timm's SoftTargetCrossEntropy).
+    | SoftCrossEntropyLoss of axis: int
     /// Input [logits]: OpenLM's z-loss, mean over positions of logsumexp(logits along `axis`)².
     | ZLoss of axis: int
     /// Input [x]: the mean of every value, the batch included.
@@ -408,6 +414,8 @@ let lossName (k: LossKind) =
     | SmoothL1Loss _ -> "smoothL1"
     | DistillLoss _ -> "distill"
     | InfoNceLoss -> "infoNce"
+    | SimilarityLoss -> "similarity"
+    | SoftCrossEntropyLoss _ -> "softCrossEntropy"
     | ZLoss _ -> "zLoss"
     | MeanLoss -> "mean"
     | MaskedMeanLoss -> "maskedMean"

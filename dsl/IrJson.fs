@@ -251,7 +251,8 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
     | Loss(DistillLoss(axis, temperature)) ->
         w.WriteNumber("axis", axis)
         w.WriteNumber("temperature", temperature)
-    | Loss(ZLoss axis) -> w.WriteNumber("axis", axis)
+    | Loss(ZLoss axis)
+    | Loss(SoftCrossEntropyLoss axis) -> w.WriteNumber("axis", axis)
     | Metric(AccuracyMetric(axis, ignoreIndex))
     | Metric(PixelAccuracyMetric(axis, ignoreIndex))
     | Metric(PerplexityMetric(axis, ignoreIndex)) ->
@@ -267,7 +268,7 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         w.WriteNumber("ignoreIndex", ignoreIndex)
     // These carry no attributes beyond their op name (an activation's, a unary function's and a
     // comparison's kind is in the name).
-    | Loss(BinaryCrossEntropyLoss | MseLoss | L1Loss | InfoNceLoss | MeanLoss | MaskedMeanLoss)
+    | Loss(BinaryCrossEntropyLoss | MseLoss | L1Loss | InfoNceLoss | SimilarityLoss | MeanLoss | MaskedMeanLoss)
     | Metric(RmseMetric | AbsRelMetric | Delta1Metric | MeanMetric)
     | Act _
     | GlobalPool _
@@ -531,6 +532,8 @@ let read (json: string) : Graph =
         | "Loss.smoothL1" -> Loss(SmoothL1Loss(num e "beta"))
         | "Loss.distill" -> Loss(DistillLoss(int e "axis", num e "temperature"))
         | "Loss.infoNce" -> Loss InfoNceLoss
+        | "Loss.similarity" -> Loss SimilarityLoss
+        | "Loss.softCrossEntropy" -> Loss(SoftCrossEntropyLoss(int e "axis"))
         | "Loss.zLoss" -> Loss(ZLoss(int e "axis"))
         | "Loss.mean" -> Loss MeanLoss
         | "Loss.maskedMean" -> Loss MaskedMeanLoss

@@ -122,6 +122,30 @@ let infoNce (ctx: Ctx) span (x: Tensor) (y: Tensor) (scale: Tensor option) =
 
         scalar ctx span InfoNceLoss [ x; y; s ]
 
+/// x·yᵀ across the batch ([B, D] each → [B, B]): the logits of contrastive objectives written in
+/// the language (CLIP's are `scale * Loss.similarity image text`; the transpose is `Loss.similarity text image`).
+let similarity (ctx: Ctx) span (x: Tensor) (y: Tensor) =
+    let fn = "Loss.similarity"
+    let b = builderOf ctx span
+    requireFloat b fn "the embeddings" span x
+    requireFloat b fn "the embeddings" span y
+
+    match x.Shape, y.Shape with
+    | [ bx; dx ], [ by; dy ] when bx = by && dx = dy -> addNode b span (Loss SimilarityLoss) [ x; y ] [ bx; by ] []
+    | [ _; _ ], [ _; _ ] ->
+        errorf span "%s: the embeddings %s and %s must have one shape" fn (showShape x.Shape) (showShape y.Shape)
+    | _ -> errorf span "%s: expects two [B, D] embeddings, got %s and %s" fn (showShape x.Shape) (showShape y.Shape)
+
+/// Cross-entropy to a distribution (soft targets, e.g. a teacher's softmax): one shape, mean over
+/// the positions other than `axis` of −Σ targets · log_softmax(logits).
+let softCrossEntropy (ctx: Ctx) span axis (logits: Tensor) (targets: Tensor) =
+    let fn = "Loss.softCrossEntropy"
+    let b = builderOf ctx span
+    requireFloat b fn "the logits" span logits
+    requireFloat b fn "the targets" span targets
+    requireSame fn span logits targets
+    scalar ctx span (SoftCrossEntropyLoss(lossAxis fn span logits axis)) [ logits; targets ]
+
 /// OpenLM's z-loss: mean over positions of logsumexp(logits along axis)².
 let zLoss (ctx: Ctx) span axis (logits: Tensor) =
     let fn = "Loss.zLoss"
@@ -213,6 +237,13 @@ let lossModule: (string * Value) list =
                     | v -> Some(asTensor fn "scale" v)
 
                 infoNce ctx s (t fn "x" a) (t fn "y" a) scale)
+            "similarity",
+            hostFn "Loss.similarity" [ "x"; "y" ] [] (fun ctx a s ->
+                similarity ctx s (t "Loss.similarity" "x" a) (t "Loss.similarity" "y" a))
+            "softCrossEntropy",
+            hostFn "Loss.softCrossEntropy" [ "logits"; "targets" ] [ "axis", VNum(1.0, true) ] (fun ctx a s ->
+                let fn = "Loss.softCrossEntropy"
+                softCrossEntropy ctx s (asInt fn "axis" a["axis"]) (t fn "logits" a) (t fn "targets" a))
             "zLoss",
             hostFn "Loss.zLoss" [ "logits" ] [ "axis", VNum(-1.0, true) ] (fun ctx a s ->
                 zLoss ctx s (asInt "Loss.zLoss" "axis" a["axis"]) (t "Loss.zLoss" "logits" a))

@@ -33,20 +33,22 @@ type Teacher =
         Graph: Graph
         /// The checkpoint folder as written (relative to the .dsl file).
         Checkpoint: string
-        /// Teacher input → the field that feeds it, in the teacher's input order.
-        Bindings: (string * string) list
+        /// Teacher input → the field that feeds it (one), in the teacher's input order.
+        Bindings: (string * string list) list
     }
 
 type Objective =
     {
-        /// Model input → the field that feeds it, in the model's input order.
-        Bindings: (string * string) list
+        /// Model input → the fields that feed it (several: one after another, in one pass), in the
+        /// model's input order.
+        Bindings: (string * string list) list
         /// The model run frozen beside the trained one; its outputs are the loss's third argument.
         Teacher: Teacher option
         /// What every record holds.
         Fields: Field list
-        /// Inputs "out.NAME" (the model's outputs), "data.FIELD" and "teacher.NAME" (the teacher's
-        /// outputs); output "loss" and any other numbers the loss function reports beside it.
+        /// Inputs "out.NAME" (the model's outputs; "out.NAME.FIELD" per field for an output of an
+        /// input fed several fields), "data.FIELD" and "teacher.NAME" (the teacher's outputs);
+        /// output "loss" and any other numbers the loss function reports beside it.
         Loss: Graph
         /// Inputs as the loss's; one output per declared metric (Metric.… statistics).
         Metrics: Graph option
@@ -107,22 +109,64 @@ let schemaOf (r: TrainRecipe) (g: Graph) : Field list =
             }
         ]
     | "captions" ->
-        // CatLIP reads the multi-hot synsets the captions were mined to, one per logit of the
-        // model's first output (the image–text losses that read captions are host code).
-        let synsets =
-            match classesOf g with
-            | Some(Known v) -> v
-            | _ -> 0
+        match r.Loss with
+        | CatlipLoss ->
+            // CatLIP reads the multi-hot synsets the captions were mined to, one per logit of the
+            // model's first output.
+            let synsets =
+                match classesOf g with
+                | Some(Known v) -> v
+                | _ -> 0
 
-        [
-            image
-            {
-                Name = "labels"
-                Type = "tensor"
-                Dims = [ Known synsets ]
-                Classes = 0
-            }
-        ]
+            [
+                image
+                {
+                    Name = "labels"
+                    Type = "tensor"
+                    Dims = [ Known synsets ]
+                    Classes = 0
+                }
+            ]
+        | _ ->
+            // One caption per record, drawn per step among the line's captions and tokenized to
+            // the model's token input; reinforced data adds a synthetic caption and, per teacher,
+            // its stored embeddings of the drawn augmentation, caption and synthetic caption.
+            let length =
+                g.Inputs
+                |> List.tryPick (fun (_, id) ->
+                    match g.Nodes[id].Op, g.Nodes[id].Shape with
+                    | Input(_, TokensInput), [ _; t ] -> Some t
+                    | _ -> None)
+                |> Option.defaultWith (fun () ->
+                    errorf
+                        r.DataSpan
+                        "captions data feeds a tokens[T] input (the caption), and model '%s' has none"
+                        g.Name)
+
+            let tokens name =
+                {
+                    Name = name
+                    Type = "tokens"
+                    Dims = [ length ]
+                    Classes = vocabulary "gpt2"
+                }
+
+            let teacher k =
+                [ "image"; "caption"; "synthetic" ]
+                |> List.map (fun part ->
+                    {
+                        Name = sprintf "teachers.%d.%s" k part
+                        Type = "tensor"
+                        Dims = [ Sym(sprintf "D%d" (k + 1)) ]
+                        Classes = 0
+                    })
+
+            // CLIP's loss reads no teacher: its data need not be reinforced yet (teachers train on it).
+            if r.Data.Reinforced = "" || r.Loss = ClipLoss then
+                [ image; tokens "caption" ]
+            else
+                [ image; tokens "caption"; tokens "synthetic" ]
+                @ List.collect teacher [ 0 .. r.Data.Teachers - 1 ]
     | "corpus" ->
         // A packed row gives the model's T ids and, shifted by one, the T ids that follow them.
         let length =
@@ -157,9 +201,10 @@ let schemaOf (r: TrainRecipe) (g: Graph) : Field list =
 let private describeField (f: Field) =
     sprintf "%s: %s%s" f.Name f.Type (if f.Dims.IsEmpty then "" else showShape f.Dims)
 
-/// Which field feeds each model input: as `inputs` says, else the field of the input's name, else
-/// (a one-input model) the data's only image or tokens field.
-let bindInputs (r: TrainRecipe) (g: Graph) (fields: Field list) : (string * string) list =
+/// Which fields feed each model input: as `inputs` says, else the field of the input's name, else
+/// the field named image (an image input) or tokens or caption (a token input), else (a one-input
+/// model) the data's only image or tokens field.
+let bindInputs (r: TrainRecipe) (g: Graph) (fields: Field list) : (string * string list) list =
     let names = fields |> List.map (fun f -> f.Name)
     let inputNames = g.Inputs |> List.map fst
 
@@ -173,62 +218,13 @@ let bindInputs (r: TrainRecipe) (g: Graph) (fields: Field list) : (string * stri
                 (didYouMean input inputNames)
                 (String.concat ", " inputNames)
 
-    g.Inputs
-    |> List.map (fun (input, id) ->
-        let node = g.Nodes[id]
+    let fits (a: Dim) (b: Dim) =
+        match a, b with
+        | Known x, Known y -> x = y
+        | _ -> true
 
-        let field, span =
-            match r.Inputs |> List.tryFind (fun (i, _, _) -> i = input) with
-            | Some(_, field, span) ->
-                match fields |> List.tryFind (fun f -> f.Name = field) with
-                | Some f -> f, span
-                | None ->
-                    errorf
-                        span
-                        "inputs: the data has no field '%s'%s (its fields: %s)"
-                        field
-                        (didYouMean field names)
-                        (String.concat ", " names)
-            | None ->
-                let wanted =
-                    match node.Op with
-                    | Input(_, TokensInput) -> "tokens"
-                    | _ -> "image"
-
-                // A one-input model takes the field named image (or tokens), else the data's only
-                // field of that type, else its only
-                // field of the right kind of value (labels are targets, never inputs).
-                let only (candidates: Field list) =
-                    match candidates with
-                    | [ f ] -> Some f
-                    | _ -> None
-
-                let fitting =
-                    fields
-                    |> List.filter (fun f -> f.Type <> "label" && f.Integer = (wanted = "tokens"))
-
-                match fields |> List.tryFind (fun f -> f.Name = input) with
-                | Some f -> f, r.DataSpan
-                | None ->
-                    let single =
-                        if g.Inputs.Length = 1 then
-                            only (fields |> List.filter (fun f -> f.Name = wanted))
-                            |> Option.orElse (only (fields |> List.filter (fun f -> f.Type = wanted)))
-                            |> Option.orElse (only fitting)
-                        else
-                            None
-
-                    match single with
-                    | Some f -> f, r.DataSpan
-                    | None ->
-                        errorf
-                            r.Span
-                            "model '%s': input '%s' is bound to no data field; the data gives %s (bind one with inputs = { %s = \"…\" })"
-                            g.Name
-                            input
-                            (fields |> List.map describeField |> String.concat ", ")
-                            input
-
+    /// A field must hold what the input takes: ids or float values, of its shape.
+    let check input (node: Node) (field: Field, span) =
         let wantsIds = node.Op = Input(input, TokensInput)
 
         if wantsIds <> field.Integer then
@@ -240,11 +236,6 @@ let bindInputs (r: TrainRecipe) (g: Graph) (fields: Field list) : (string * stri
                 g.Name
                 input
                 (if wantsIds then "token ids" else "float values")
-
-        let fits (a: Dim) (b: Dim) =
-            match a, b with
-            | Known x, Known y -> x = y
-            | _ -> true
 
         let expected = List.tail node.Shape
 
@@ -265,7 +256,120 @@ let bindInputs (r: TrainRecipe) (g: Graph) (fields: Field list) : (string * stri
                  else
                      "")
 
-        input, field.Name)
+        field.Name
+
+    g.Inputs
+    |> List.map (fun (input, id) ->
+        let node = g.Nodes[id]
+
+        let bound =
+            match r.Inputs |> List.tryFind (fun (i, _, _) -> i = input) with
+            | Some(_, named, span) ->
+                named
+                |> List.map (fun field ->
+                    match fields |> List.tryFind (fun f -> f.Name = field) with
+                    | Some f -> f, span
+                    | None ->
+                        errorf
+                            span
+                            "inputs: the data has no field '%s'%s (its fields: %s)"
+                            field
+                            (didYouMean field names)
+                            (String.concat ", " names))
+            | None ->
+                let wanted =
+                    match node.Op with
+                    | Input(_, TokensInput) -> "tokens"
+                    | _ -> "image"
+
+                // A one-input model takes the field named image (or tokens), else the data's only
+                // field of that type, else its only field of the right kind of value (labels are
+                // targets, never inputs).
+                let only (candidates: Field list) =
+                    match candidates with
+                    | [ f ] -> Some f
+                    | _ -> None
+
+                let fitting =
+                    fields
+                    |> List.filter (fun f -> f.Type <> "label" && f.Integer = (wanted = "tokens"))
+
+                match fields |> List.tryFind (fun f -> f.Name = input) with
+                | Some f -> [ f, r.DataSpan ]
+                | None ->
+                    // An image input takes the field named image, a token input the field named
+                    // tokens or caption (a dual encoder on captions data), whatever the model's inputs.
+                    let named =
+                        match node.Op with
+                        | Input(_, ImageInput) -> fields |> List.filter (fun f -> f.Name = "image")
+                        | Input(_, TokensInput) ->
+                            fields
+                            |> List.filter (fun f -> (f.Name = "tokens" || f.Name = "caption") && f.Integer)
+                        | _ -> []
+
+                    let single =
+                        if g.Inputs.Length = 1 then
+                            only (fields |> List.filter (fun f -> f.Name = wanted))
+                            |> Option.orElse (only (fields |> List.filter (fun f -> f.Type = wanted)))
+                            |> Option.orElse (only fitting)
+                        else
+                            only named
+
+                    match single with
+                    | Some f -> [ f, r.DataSpan ]
+                    | None ->
+                        errorf
+                            r.Span
+                            "model '%s': input '%s' is bound to no data field; the data gives %s (bind one with inputs = { %s = \"…\" })"
+                            g.Name
+                            input
+                            (fields |> List.map describeField |> String.concat ", ")
+                            input
+
+        input, bound |> List.map (check input node))
+
+/// The model inputs each node is computed from (a parameter's, none).
+let private inputsOf (g: Graph) : int -> Set<string> =
+    let memo = System.Collections.Generic.Dictionary<int, Set<string>>()
+
+    let rec from (id: int) =
+        match memo.TryGetValue id with
+        | true, s -> s
+        | _ ->
+            let node = g.Nodes[id]
+
+            let s =
+                match node.Op with
+                | Input(name, _) -> Set.singleton name
+                | _ -> node.Inputs |> List.map from |> Set.unionMany
+
+            memo[id] <- s
+            s
+
+    from
+
+/// How each model output reaches the loss: the whole tensor, or (computed from an input bound to
+/// several fields, which get its rows one after another) one tensor per field. An output of such
+/// an input and another would mix rows of different records: a located error.
+let private perField (g: Graph) (bindings: (string * string list) list) (span: Span) : (string * string list) list =
+    let several = bindings |> List.filter (fun (_, fs) -> fs.Length > 1)
+    let from = inputsOf g
+
+    g.Outputs
+    |> List.map (fun (o, id) ->
+        let inputs = from id
+
+        match several |> List.filter (fun (i, _) -> inputs.Contains i) with
+        | [] -> o, []
+        | [ (i, fs) ] when inputs.Count = 1 -> o, fs
+        | (i, _) :: _ ->
+            errorf
+                span
+                "inputs: model '%s' output '%s' is computed from input '%s', which takes several fields, and from %s; only outputs of that input alone come back per field"
+                g.Name
+                o
+                i
+                (inputs |> Set.remove i |> Seq.map (sprintf "'%s'") |> String.concat " and "))
 
 let private ctxWith (b: Builder) =
     {
@@ -303,6 +407,7 @@ let private labelsFit (nodes: Node list) (fields: Field list) (at: Span option) 
 let private elaborate
     (name: string)
     (model: Graph)
+    (split: (string * string list) list)
     (teacher: Graph option)
     (firstOutput: bool)
     (fields: Field list)
@@ -318,33 +423,67 @@ let private elaborate
         | VTensor t -> name, t
         | _ -> failwith "internal error: an input node is not a tensor"
 
-    let outputsOf prefix (g: Graph) =
+    // Each output as the loss sees it (its tensor, or a record of one tensor per field) and the
+    // objective's inputs that hold it.
+    let outputsOf prefix (g: Graph) (split: (string * string list) list) =
         g.Outputs
-        |> List.map (fun (o, id) -> o, input (prefix + o) (isInteger (fun i -> g.Nodes[i]) id) g.Nodes[id].Shape)
+        |> List.map (fun (o, id) ->
+            let integer = isInteger (fun i -> g.Nodes[i]) id
 
-    let outputs = outputsOf "out." model
+            match split |> List.tryFind (fun (s, _) -> s = o) with
+            | Some(_, (_ :: _ as perField)) ->
+                let parts =
+                    perField
+                    |> List.map (fun f -> f, input (sprintf "%s%s.%s" prefix o f) integer g.Nodes[id].Shape)
+
+                o, VRecord(parts |> List.map (fun (f, (_, t)) -> f, VTensor t)), List.map snd parts
+            | _ ->
+                let n, t = input (prefix + o) integer g.Nodes[id].Shape
+                o, VTensor t, [ n, t ])
+
+    let outputs = outputsOf "out." model split
 
     let data =
         fields
         |> List.map (fun f -> f.Name, input ("data." + f.Name) f.Integer (batch :: f.Dims))
 
-    let teacherOutputs = teacher |> Option.map (outputsOf "teacher.")
+    let teacherOutputs = teacher |> Option.map (fun t -> outputsOf "teacher." t [])
 
     // A one-output model gives its tensor, numbered outputs a tuple, named ones a record.
-    let valueOf (outputs: (string * (string * Tensor)) list) =
+    let valueOf (outputs: (string * Value * (string * Tensor) list) list) =
         match outputs with
-        | [ ("output", (_, t)) ] -> VTensor t
-        | _ when outputs |> List.forall (fun (o, _) -> o |> Seq.forall System.Char.IsDigit) ->
-            VTuple(outputs |> List.map (fun (_, (_, t)) -> VTensor t))
-        | _ -> VRecord(outputs |> List.map (fun (o, (_, t)) -> o, VTensor t))
+        | [ ("output", v, _) ] -> v
+        | _ when outputs |> List.forall (fun (o, _, _) -> o |> Seq.forall System.Char.IsDigit) ->
+            VTuple(outputs |> List.map (fun (_, v, _) -> v))
+        | _ -> VRecord(outputs |> List.map (fun (o, v, _) -> o, v))
 
-    let record = VRecord(data |> List.map (fun (f, (_, t)) -> f, VTensor t))
+    // Fields named "teachers.0.image" are r.teachers, a list of records.
+    let rec nested (entries: (string list * Value) list) : Value =
+        let members =
+            entries
+            |> List.groupBy (fun (path, _) -> List.head path)
+            |> List.map (fun (key, inner) ->
+                match inner with
+                | [ ([ _ ], v) ] -> key, v
+                | _ -> key, nested (inner |> List.map (fun (path, v) -> List.tail path, v)))
+
+        if
+            members
+            |> List.forall (fun (k, _) -> k <> "" && Seq.forall System.Char.IsDigit k)
+        then
+            VList(members |> List.sortBy (fst >> int) |> List.map snd)
+        else
+            VRecord members
+
+    let record =
+        nested (data |> List.map (fun (f, (_, t)) -> List.ofArray (f.Split '.'), VTensor t))
 
     // The built-in objectives read a model's first output, as the host tasks did (a classifier
     // may also return its features).
     let out =
         if firstOutput then
-            VTensor(snd (snd outputs.Head))
+            let _, v, _ = outputs.Head
+            v
         else
             valueOf outputs
 
@@ -369,9 +508,11 @@ let private elaborate
     {
         Name = model.Name + "." + name
         Inputs =
-            (outputs |> List.map snd)
+            (outputs |> List.collect (fun (_, _, held) -> held))
             @ (data |> List.map snd)
-            @ (teacherOutputs |> Option.defaultValue [] |> List.map snd)
+            @ (teacherOutputs
+               |> Option.defaultValue []
+               |> List.collect (fun (_, _, held) -> held))
             |> List.map (fun (n, t) -> n, t.Node)
         Outputs = named |> List.map (fun (n, t) -> n, t.Node)
         Nodes = nodes
@@ -431,6 +572,14 @@ let private teacherOf (r: TrainRecipe) (g: Graph) (models: (string * Graph) list
                 r.Inputs
                 |> List.filter (fun (i, _, _) -> tg.Inputs |> List.exists (fun (n, _) -> n = i))
 
+            for i, fs, span in own do
+                if fs.Length > 1 then
+                    errorf
+                        span
+                        "inputs: teacher '%s' input '%s' takes one field; several feed only the trained model"
+                        t.Model
+                        i
+
             {
                 Graph = tg
                 Checkpoint = t.Checkpoint
@@ -455,22 +604,31 @@ let private library (env: Env) (name: string) (args: Value list) (span: Span) =
     | None -> errorf span "internal error: the prelude defines no '%s'" name
 
 /// The objective of a recipe: its loss expression, or the prelude's definition of a built-in
-/// `crossEntropy` (image data) or `nextToken` (a corpus); None for the image–text objectives,
-/// which stay host code. `models` are the file's elaborated models, where a `teacher` is looked
-/// up; `env` is the train block's environment, where the prelude's objectives are.
+/// `crossEntropy` (image data), `nextToken` (a corpus), `clipLoss`, `mobileclipLoss` or
+/// `catlipLoss` (captions). `models` are the file's elaborated models, where a `teacher` is
+/// looked up; `env` is the train block's environment, where the prelude's objectives are.
 let ofRecipe (r: TrainRecipe) (g: Graph) (models: (string * Graph) list) (env: Env) : Objective option =
     /// Each function elaborated where it is written (a built-in's at the train block).
-    let objective (loss: Value, lossSpan: Span) (metrics: (Value * Span) option) firstOutput =
+    let objective (r: TrainRecipe) (loss: Value, lossSpan: Span) (metrics: (Value * Span) option) firstOutput =
         let fields = schemaOf r g
         let teacher = teacherOf r g models fields
         let teacherGraph = teacher |> Option.map (fun t -> t.Graph)
+        let bindings = bindInputs r g fields
+
+        let split =
+            perField
+                g
+                bindings
+                (r.Inputs
+                 |> List.tryPick (fun (_, fs, span) -> if fs.Length > 1 then Some span else None)
+                 |> Option.defaultValue r.Span)
 
         let graph name (fn, span) results =
-            elaborate name g teacherGraph firstOutput fields fn span (results span)
+            elaborate name g split teacherGraph firstOutput fields fn span (results span)
 
         Some
             {
-                Bindings = bindInputs r g fields
+                Bindings = bindings
                 Teacher = teacher
                 Fields = fields
                 Loss = graph "loss" (loss, lossSpan) lossResults
@@ -480,16 +638,40 @@ let ofRecipe (r: TrainRecipe) (g: Graph) (models: (string * Graph) list) (env: E
     let builtin = r.Teacher.IsNone && r.Inputs.IsEmpty && r.Metrics.IsNone
 
     match r.Loss, r.Data.Kind with
-    | Objective e, _ -> objective (e.Fn, e.Span) (r.Metrics |> Option.map (fun m -> m.Fn, m.Span)) false
+    | Objective e, _ -> objective r (e.Fn, e.Span) (r.Metrics |> Option.map (fun m -> m.Fn, m.Span)) false
     | CrossEntropy smoothing, ("fashionMnist" | "imageFolder") when builtin ->
         objective
+            r
             (library env "classificationLoss" [ VNum(smoothing, false) ] r.Span, r.DataSpan)
             (Some(library env "classificationMetrics" [] r.Span, r.DataSpan))
             true
     | CatlipLoss, "captions" when builtin ->
-        objective (library env "catlipMultiLabelLoss" [] r.Span, r.DataSpan) None true
+        objective r (library env "catlipMultiLabelLoss" [] r.Span, r.DataSpan) None true
+    | ClipLoss, "captions" when builtin ->
+        objective r (library env "clipContrastiveLoss" [] r.Span, r.DataSpan) None false
+    | MobileclipLoss(lambda, teacherScale), "captions" when builtin ->
+        // The text tower reads the ground-truth and the synthetic caption in one pass, as
+        // apple/ml-mobileclip's training concatenates them; its outputs come back per caption.
+        let text =
+            g.Inputs
+            |> List.tryPick (fun (name, id) ->
+                match g.Nodes[id].Op with
+                | Input(_, TokensInput) -> Some name
+                | _ -> None)
+            |> Option.defaultWith (fun () ->
+                errorf r.DataSpan "captions data feeds a tokens[T] input (the caption), and model '%s' has none" g.Name)
+
+        objective
+            { r with
+                Inputs = [ text, [ "caption"; "synthetic" ], r.DataSpan ]
+            }
+            (library env "mobileclipReinforcedLoss" [ VNum(lambda, false); VNum(teacherScale, false) ] r.Span,
+             r.DataSpan)
+            None
+            false
     | NextToken zLoss, "corpus" when builtin ->
         objective
+            r
             (library env "nextTokenLoss" [ VNum(zLoss, false) ] r.Span, r.DataSpan)
             (Some(library env "nextTokenMetrics" [] r.Span, r.DataSpan))
             true
@@ -508,7 +690,7 @@ let ofRecipe (r: TrainRecipe) (g: Graph) (models: (string * Graph) list) (env: E
 let private builtinFor
     (g: Graph)
     (fields: Field list)
-    (bindings: (string * string) list)
+    (bindings: (string * string list) list)
     lossName
     (args: Value list)
     metricsName
@@ -520,9 +702,9 @@ let private builtinFor
         Bindings = bindings
         Teacher = None
         Fields = fields
-        Loss = elaborate "loss" g None true fields (library env lossName args span) span (lossResults span)
+        Loss = elaborate "loss" g [] None true fields (library env lossName args span) span (lossResults span)
         Metrics =
-            Some(elaborate "metrics" g None true fields (library env metricsName [] span) span (metricResults span))
+            Some(elaborate "metrics" g [] None true fields (library env metricsName [] span) span (metricResults span))
     }
 
 /// `loss = crossEntropy (smoothing = s)` for a model whose first input takes images [C, H, W]
@@ -549,7 +731,7 @@ let classification (g: Graph) (classes: int) (smoothing: float) : Objective =
     builtinFor
         g
         [ image; label ]
-        [ input, "image" ]
+        [ input, [ "image" ] ]
         "classificationLoss"
         [ VNum(smoothing, false) ]
         "classificationMetrics"
@@ -570,7 +752,7 @@ let nextToken (g: Graph) (vocabulary: int) (zLoss: float) : Objective =
     builtinFor
         g
         [ tokens "tokens"; tokens "targets" ]
-        [ input, "tokens" ]
+        [ input, [ "tokens" ] ]
         "nextTokenLoss"
         [ VNum(zLoss, false) ]
         "nextTokenMetrics"

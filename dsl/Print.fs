@@ -358,11 +358,13 @@ let private valueExpr (g: Graph) (n: Node) =
                 sprintf " (axis = %d) (smoothing = %s) (ignoreIndex = %d)" axis (float smoothing) ignoreIndex
             | SmoothL1Loss beta -> sprintf " (beta = %s)" (float beta)
             | DistillLoss(axis, t) -> sprintf " (axis = %d) (temperature = %s)" axis (float t)
-            | ZLoss axis -> sprintf " (axis = %d)" axis
+            | ZLoss axis
+            | SoftCrossEntropyLoss axis -> sprintf " (axis = %d)" axis
             | BinaryCrossEntropyLoss
             | MseLoss
             | L1Loss
             | InfoNceLoss
+            | SimilarityLoss
             | MeanLoss
             | MaskedMeanLoss -> ""
 
@@ -534,13 +536,14 @@ let recipe (r: Recipe.TrainRecipe) : string =
                 (float d.Validation)
         | "captions" ->
             sprintf
-                "captions %s (test = %s) (augment = [ %s ]) (size = %d) (channels = %d) (reinforced = %s)"
+                "captions %s (test = %s) (augment = [ %s ]) (size = %d) (channels = %d) (reinforced = %s) (teachers = %d)"
                 (quoted d.Path)
                 (quoted d.Test)
                 augments
                 d.Size
                 d.Channels
                 (quoted d.Reinforced)
+                d.Teachers
         | "records" ->
             sprintf
                 "records %s (test = %s) (augment = [ %s ]) (fields = { %s }) (mix = [ %s ]) (epochSize = %d)"
@@ -613,7 +616,10 @@ let recipe (r: Recipe.TrainRecipe) : string =
             sprintf
                 "    inputs = { %s }"
                 (r.Inputs
-                 |> List.map (fun (i, f, _) -> sprintf "%s = %s" i (quoted f))
+                 |> List.map (fun (i, fs, _) ->
+                     match fs with
+                     | [ f ] -> sprintf "%s = %s" i (quoted f)
+                     | _ -> sprintf "%s = %s" i (fs |> List.map quoted |> listOf))
                  |> String.concat "; ")
         match r.Metrics with
         | Some m -> sprintf "    metrics = %s" (expression "metrics" m.Source)

@@ -39,6 +39,9 @@ type DataSpec =
         Augment: Augment list
         /// `captions`: the folder `dsl reinforce` writes and reinforced training reads ("" = none).
         Reinforced: string
+        /// `captions` with `reinforced`: how many teachers' embeddings it stores (each record's
+        /// `teachers` list; `dsl reinforce` checks its --teacher count against it).
+        Teachers: int
         /// `corpus`: plain, lines or fortunes; bytes or gpt2; the share of documents held out.
         Format: string
         Tokenizer: string
@@ -138,8 +141,10 @@ type TrainRecipe =
         /// Where the `data` field's value is, for errors about what the data gives.
         DataSpan: Span
         /// `inputs = { image = "image"; metadata = "meta" }`: which field feeds which model input
-        /// (model input, field, where it is written); an input not named here takes the field of its name.
-        Inputs: (string * string * Span) list
+        /// (model input, fields, where it is written); an input not named here takes the field of its
+        /// name. Several fields (`text = [ "caption"; "synthetic" ]`) feed the input one after another
+        /// in one pass, and the outputs computed from it come back per field.
+        Inputs: (string * string list * Span) list
         /// `metrics = fun out r -> { … }`: reported by evaluation, elaborated like the loss.
         Metrics: Expression option
         /// A frozen model whose outputs the loss reads (`fun out r teacher -> …`).
@@ -361,6 +366,22 @@ let private data (v, span) =
                 asString kind "reinforced" (f "reinforced")
             else
                 ""
+        Teachers =
+            if kind = "captions" then
+                let n = asInt kind "teachers" (f "teachers")
+                let reinforced = asString kind "reinforced" (f "reinforced")
+
+                if reinforced <> "" && n < 1 then
+                    errorf
+                        span
+                        "captions: reinforced data stores the embeddings of teachers = N teachers (the --teacher count of `dsl reinforce`); say how many"
+
+                if reinforced = "" && n <> 0 then
+                    errorf span "captions: teachers = %d counts the teachers of reinforced data; set reinforced too" n
+
+                n
+            else
+                0
         Format = corpusChoice "format" [ "plain"; "lines"; "fortunes" ]
         Tokenizer = corpusChoice "tokenizer" [ "bytes"; "gpt2" ]
         Validation =
@@ -550,17 +571,15 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
     // Which data feeds which objective is known here, before any data is read.
     match spec.Kind, objective with
     | "captions", CrossEntropy _ ->
-        errorf (snd lossValue) "captions data trains an image–text objective: clipLoss, mobileclipLoss or catlipLoss"
+        errorf
+            (snd lossValue)
+            "captions data trains an image–text objective: clipLoss, mobileclipLoss, catlipLoss or a loss expression over its records (image, caption, …)"
     | "captions", MobileclipLoss _ when spec.Reinforced = "" ->
         errorf
             (snd dataValue)
             "mobileclipLoss reads stored teacher embeddings: set the data's reinforced folder (written by `dsl reinforce`)"
     | kind, (ClipLoss | MobileclipLoss _ | CatlipLoss) when kind <> "captions" ->
         errorf (snd lossValue) "%s data has no captions; image–text objectives need `captions` data" kind
-    | "captions", Objective _ ->
-        errorf
-            (snd lossValue)
-            "captions data trains with clipLoss, mobileclipLoss or catlipLoss; a loss expression needs fashionMnist, imageFolder, corpus or records data"
     | "records", objective when not objective.IsObjective ->
         errorf
             (snd lossValue)
@@ -607,9 +626,29 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
                     fs
                     |> List.map (fun (input, field) ->
                         match field with
-                        | VStr name -> input, name, span
+                        | VStr name -> input, [ name ], span
+                        | VList(_ :: _ as values) when
+                            values
+                            |> List.forall (function
+                                | VStr _ -> true
+                                | _ -> false)
+                            ->
+                            let names =
+                                values
+                                |> List.choose (function
+                                    | VStr n -> Some n
+                                    | _ -> None)
+
+                            if List.distinct names <> names then
+                                errorf span "inputs: '%s' names a field twice" input
+
+                            input, names, span
                         | other ->
-                            errorf span "inputs: '%s' must name a data field (a string), got %s" input (describe other))
+                            errorf
+                                span
+                                "inputs: '%s' must name a data field (a string) or several (a list of strings), got %s"
+                                input
+                                (describe other))
                 | Some(v, span) ->
                     errorf
                         span

@@ -54,3 +54,39 @@ let nextTokenMetrics =
 /// reduction): binary cross-entropy with logits over the caption-mined synsets [B, V], summed over
 /// the synsets and averaged over the batch — V times the mean over every value.
 let catlipMultiLabelLoss = fun out r -> float (List.last out.shape) * Loss.binaryCrossEntropy out r.labels
+
+/// CLIP's temperature: s = min(exp(logit_scale), 100), as open_clip and corenet clamp it.
+let clipScale out = exp out.logit_scale |> clamp (max = 100.0)
+
+/// CLIP's objective (Radford et al. 2021; open_clip's ClipLoss): symmetric InfoNCE of a dual
+/// encoder's normalised image and text embeddings (outputs image, text, logit_scale: clipOutputs)
+/// for one caption per image, drawn per step among the record's captions.
+let clipContrastiveLoss = fun out r -> Loss.infoNce out.image out.text (scale = clipScale out)
+
+/// MobileCLIP's distillation term for one caption stream (MobileCLIP, arXiv 2311.17049;
+/// apple/ml-mobileclip's DistillClipLoss, averaged after the softmax): the cross-entropy of the
+/// student's image→text and text→image distributions over the batch to the mean over teachers of
+/// softmax(teacherScale · û·v̂ᵀ), from the teachers' stored embeddings (`captionOf t`: which of a
+/// teacher's caption embeddings).
+let mobileclipDistill teacherScale image text scale teachers captionOf =
+    let mean ps = List.reduce (fun a b -> a + b) ps * (1.0 / float (List.length ps))
+    let toText = mean (teachers |> List.map (fun t -> softmax (axis = 1) (teacherScale * Loss.similarity t.image (captionOf t))))
+    let toImage = mean (teachers |> List.map (fun t -> softmax (axis = 1) (teacherScale * Loss.similarity (captionOf t) t.image)))
+    let imageTerm = Loss.softCrossEntropy (scale * Loss.similarity image text) toText
+    let textTerm = Loss.softCrossEntropy (scale * Loss.similarity text image) toImage
+    0.5 * (imageTerm + textTerm)
+
+/// MobileCLIP's reinforced objective (§3.2): (1 − λ)·CLIP + λ·distillation for the ground-truth
+/// caption plus the same for a synthetic caption, over records of reinforced data (one stored
+/// augmentation, one caption and one synthetic caption drawn per step, and each teacher's stored
+/// embeddings of exactly those). The text tower reads both captions in one pass.
+let mobileclipReinforcedLoss lambda teacherScale =
+    fun out r ->
+        let scale = clipScale out
+        let stream text captionOf =
+            let clip = Loss.infoNce out.image text (scale = scale)
+            if lambda = 0.0 then
+                clip
+            else
+                (1.0 - lambda) * clip + lambda * mobileclipDistill teacherScale out.image text scale r.teachers captionOf
+        stream out.text.caption (fun t -> t.caption) + stream out.text.synthetic (fun t -> t.synthetic)

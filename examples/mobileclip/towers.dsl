@@ -18,4 +18,4 @@ let teacherText = textEncoder { gpt2Text with kind = "transformer"; width = 96; 
 /// The first 20,000 training images of captioned Fashion-MNIST (run.sh makes train-20k.jsonl
 /// from `dsl data fashion-captions`), at 32×32 grey; the full test set.
 let fashionCaptions =
-    captions "../../data/fashion-captions/train-20k.jsonl" (test = "../../data/fashion-captions/test.jsonl") (size = 32) (augment = [ randomCrop 32 (pad = 2); hflip ]) (reinforced = "../../data/fashion-captions-reinforced")
+    captions "../../data/fashion-captions/train-20k.jsonl" (test = "../../data/fashion-captions/test.jsonl") (size = 32) (augment = [ randomCrop 32 (pad = 2); hflip ]) (reinforced = "../../data/fashion-captions-reinforced") (teachers = 2)

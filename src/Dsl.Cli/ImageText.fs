@@ -17,7 +17,7 @@ open Dsl.Cli.Args
 open Dsl.Cli.Report
 open Dsl.Cli.Session
 
-let private located (file: string) (r: TrainRecipe) fmt =
+let located (file: string) (r: TrainRecipe) fmt =
     Printf.ksprintf (fun s -> fail "%s:%d:%d: error: %s" file r.Span.Start.Line r.Span.Start.Col s) fmt
 
 /// A manifest at the recipe's size; a model whose image input differs is a located error.
@@ -50,13 +50,14 @@ let testSet file (r: TrainRecipe) g =
     else
         Some(loadSet file r g r.Data.Test)
 
+/// What the image–text evaluator reports as the test loss: CLIP's, unless CatLIP's BCE trains it.
 let objectiveOf (r: TrainRecipe) =
     match r.Loss with
-    | ClipLoss -> ImageTextObjective(ImageTextObjectiveKind.Clip)
-    | MobileclipLoss(lambda, scale) -> ImageTextObjective(ImageTextObjectiveKind.Reinforced, lambda, scale)
     | CatlipLoss -> ImageTextObjective(ImageTextObjectiveKind.MultiLabel)
+    | MobileclipLoss(lambda, scale) -> ImageTextObjective(ImageTextObjectiveKind.Reinforced, lambda, scale)
+    | ClipLoss
+    | Objective _ -> ImageTextObjective(ImageTextObjectiveKind.Clip)
     | CrossEntropy _
-    | Objective _
     | NextToken _ -> fail "error: captions data trains an image–text objective"
 
 let private cropOf (r: TrainRecipe) =
@@ -66,19 +67,24 @@ let private cropOf (r: TrainRecipe) =
         | _ -> None)
     |> Option.toObj
 
-/// The task `dsl train` runs for captions data; owns nothing but the reinforced set.
-let task file (r: TrainRecipe) (g: Graph) (model: GraphModule) (train: ImageTextSet) (test: ImageTextSet option) =
-    let reinforced =
-        match r.Loss with
-        | MobileclipLoss _ -> Some(ReinforcedSet.Load(relativeTo file r.Data.Reinforced, cropOf r))
-        | _ -> None
+/// The data's reinforced folder (stored augmentations and teacher embeddings), when it names one.
+let reinforcedOf file (r: TrainRecipe) =
+    if r.Data.Reinforced = "" then
+        None
+    else
+        try
+            Some(ReinforcedSet.Load(relativeTo file r.Data.Reinforced, cropOf r))
+        with
+        | :? DataError as e -> located file r "%s" e.Message
+        | :? Dsl.Runtime.Checkpoints.CheckpointError as e -> located file r "%s" e.Message
 
-    try
-        ImageTextTask(model, train, Option.toObj test, imagePipeline r g, objectiveOf r, Option.toObj reinforced),
-        reinforced
-    with :? ArgumentException as e ->
-        reinforced |> Option.iter (fun s -> s.Dispose())
-        located file r "%s" e.Message
+/// T, the model's token input (the caption's length).
+let contextLength (g: Graph) =
+    g.Inputs
+    |> List.pick (fun (_, id) ->
+        match g.Nodes[id].Op, g.Nodes[id].Shape with
+        | Input(_, TokensInput), [ _; Known t ] -> Some t
+        | _ -> None)
 
 /// `dsl eval` on captions data: the objective's test loss, zero-shot accuracy, retrieval recalls
 /// and, with --probe, the linear-probe accuracy of frozen image features.
@@ -162,6 +168,14 @@ let reinforce (args: ParseResults<ReinforceArgs>) =
 
     if teachers.IsEmpty then
         fail "error: give at least one --teacher FILE MODEL CHECKPOINT"
+
+    if r.Data.Teachers <> 0 && teachers.Length <> r.Data.Teachers then
+        located
+            file
+            r
+            "the data declares teachers = %d, and %d --teacher were given; the loss reads as many teachers as the data declares"
+            r.Data.Teachers
+            teachers.Length
 
     Benchmark.UseAllCores() |> ignore
     use train = loadSet file r g r.Data.Path

@@ -70,7 +70,7 @@ let private mixed (file: string) (r: TrainRecipe) (o: Objective.Objective) (main
             for s in sources do
                 s.Dispose()
 
-/// The training records, the test records (if any) and what else the caller disposes.
+/// The training records, the test records (if any) and what the caller disposes (the records among them).
 let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (dataDir: string option) =
     match r.Data.Kind with
     | "corpus" ->
@@ -83,8 +83,14 @@ let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
             else
                 None
 
-        RecordSet.OfPackedRows(packed.Train, packed.Length, classes), test, [ packed :> IDisposable ]
-    | "captions" ->
+        let train = RecordSet.OfPackedRows(packed.Train, packed.Length, classes)
+
+        train :> IRecords,
+        test |> Option.map (fun t -> t :> IRecords),
+        [ train :> IDisposable ]
+        @ (test |> Option.map (fun t -> t :> IDisposable) |> Option.toList)
+        @ [ packed :> IDisposable ]
+    | "captions" when r.Loss = CatlipLoss ->
         // CatLIP: the images and their mined synsets as records; the sets keep the images.
         let records (set: ImageTextSet) split =
             try
@@ -94,11 +100,50 @@ let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
 
         let trainSet = ImageText.loadSet file r g r.Data.Path
         let testSet = ImageText.testSet file r g
+        let train = records trainSet "training"
+        let test = testSet |> Option.map (fun t -> records t "test")
 
-        records trainSet "training",
-        testSet |> Option.map (fun t -> records t "test"),
+        train :> IRecords,
+        test |> Option.map (fun t -> t :> IRecords),
+        [ train :> IDisposable; trainSet :> IDisposable ]
+        @ (test |> Option.map (fun t -> t :> IDisposable) |> Option.toList)
+        @ (testSet |> Option.map (fun t -> t :> IDisposable) |> Option.toList)
+    | "captions" ->
+        // CLIP and MobileCLIP: a caption (and a stored augmentation, a synthetic caption and
+        // the teachers' embeddings of those) drawn per step; the test images are evaluated by
+        // zero-shot accuracy and retrieval (evaluate below), not as records.
+        let trainSet = ImageText.loadSet file r g r.Data.Path
+
+        let reinforced =
+            if o.Fields |> List.exists (fun f -> f.Name = "synthetic") then
+                ImageText.reinforcedOf file r
+            else
+                None
+
+        let records =
+            try
+                reinforced
+                |> Option.iter (fun s ->
+                    if s.Teachers <> r.Data.Teachers then
+                        ImageText.located
+                            file
+                            r
+                            "the data declares teachers = %d but %s stores the embeddings of %d (%s)"
+                            r.Data.Teachers
+                            r.Data.Reinforced
+                            s.Teachers
+                            (String.concat ", " s.Meta.Teachers))
+
+                ImageTextRecords(trainSet, imagePipeline r g, ImageText.contextLength g, Option.toObj reinforced)
+            with :? DataError as e ->
+                trainSet.Dispose()
+                reinforced |> Option.iter (fun s -> s.Dispose())
+                fail "%s: error: %s" file e.Message
+
+        records :> IRecords,
+        None,
         (trainSet :> IDisposable)
-        :: (testSet |> Option.map (fun t -> t :> IDisposable) |> Option.toList)
+        :: (reinforced |> Option.map (fun s -> s :> IDisposable) |> Option.toList)
     | "records" ->
         let train = mixed file r o (readManifest file o r.Data.Path)
 
@@ -108,14 +153,17 @@ let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
             else
                 Some(readManifest file o r.Data.Test)
 
-        train, test, []
+        train :> IRecords,
+        test |> Option.map (fun t -> t :> IRecords),
+        (train :> IDisposable)
+        :: (test |> Option.map (fun t -> t :> IDisposable) |> Option.toList)
     | _ ->
         // Views of the labelled images, which the caller disposes with them.
         let train = (loadData file r g dataDir true).Value
         let test = loadData file r g dataDir false
 
-        RecordSet.OfLabeledImages train,
-        test |> Option.map RecordSet.OfLabeledImages,
+        RecordSet.OfLabeledImages train :> IRecords,
+        test |> Option.map (fun t -> RecordSet.OfLabeledImages t :> IRecords),
         (train :> IDisposable)
         :: (test |> Option.map (fun t -> t :> IDisposable) |> Option.toList)
 
@@ -153,7 +201,29 @@ let private teacher (file: string) (o: Objective.Objective) (device: TorchSharp.
             m.Dispose()
             fail "%s: error: teacher '%s': %s" file t.Graph.Name e.Message
 
-        m, (t.Bindings |> List.map snd |> Array.ofList :> Collections.Generic.IReadOnlyList<string>))
+        m, (t.Bindings |> List.map (snd >> List.head) |> Array.ofList :> Collections.Generic.IReadOnlyList<string>))
+
+/// Image–text training is measured as image–text models are (zero-shot accuracy, retrieval
+/// recall and CLIP's test loss), whichever objective trains it; the loss's steps are the objective's.
+let private imageTextEvaluation file (r: TrainRecipe) (g: Graph) (steps: ObjectiveTask) =
+    let test = ImageText.testSet file r g
+    let pipeline = imagePipeline r g
+    let objective = ImageText.objectiveOf r
+
+    { new ITrainingTask with
+        member _.Count = steps.Count
+
+        member _.Loss(model, indices, augment, options) =
+            steps.Loss(model, indices, augment, options)
+
+        member _.Evaluate(model, options) =
+            match test with
+            | Some t -> ImageTextEvaluator.Evaluate(model, t, pipeline, objective, options.EvalBatchSize)
+            | None -> null
+
+        member _.Check model = steps.Check model
+    },
+    test |> Option.map (fun t -> t :> IDisposable) |> Option.toList
 
 /// The task of a loss expression and what the caller disposes after training.
 let task
@@ -172,16 +242,24 @@ let task
             train,
             Option.toObj test,
             o.Loss,
-            o.Bindings |> List.map snd |> Array.ofList,
+            o.Bindings
+            |> List.map (fun (_, fs) -> Array.ofList fs :> Collections.Generic.IReadOnlyList<string>)
+            |> Array.ofList,
             jointAugments r,
             ?metricsGraph = o.Metrics,
             ?teacher = Option.map fst frozen,
             ?teacherFields = Option.map snd frozen
         )
 
-    t :> ITrainingTask,
-    [ t :> IDisposable; train :> IDisposable ]
-    @ (test |> Option.map (fun x -> x :> IDisposable) |> Option.toList)
+    let task, evaluation =
+        if r.Data.Kind = "captions" && r.Loss <> CatlipLoss then
+            imageTextEvaluation file r g t
+        else
+            t :> ITrainingTask, []
+
+    task,
+    [ t :> IDisposable ]
+    @ evaluation
     @ (frozen |> Option.map (fun (m, _) -> m :> IDisposable) |> Option.toList)
     @ owned
 
@@ -198,16 +276,17 @@ let evaluate
     let test, owned =
         match r.Data.Kind with
         | "records" when r.Data.Test = "" -> None, []
-        | "records" -> Some(readManifest file o r.Data.Test), []
+        | "records" ->
+            let test = readManifest file o r.Data.Test
+            Some(test :> IRecords), [ test :> IDisposable ]
         | "fashionMnist"
         | "imageFolder" ->
             // Only the test images: the training set is not read to evaluate.
             match loadData file r g dataDir false with
-            | Some images -> Some(RecordSet.OfLabeledImages images), [ images :> IDisposable ]
+            | Some images -> Some(RecordSet.OfLabeledImages images :> IRecords), [ images :> IDisposable ]
             | None -> None, []
         | _ ->
-            let train, test, owned = load file r g o dataDir
-            train.Dispose()
+            let _, test, owned = load file r g o dataDir
             test, owned
 
     use _owned =
@@ -220,7 +299,6 @@ let evaluate
     match test with
     | None -> fail "%s: error: the train block of '%s' names no test data" file g.Name
     | Some test ->
-        use test = test
         let frozen = teacher file o model.Device
 
         use _teacher =
@@ -235,7 +313,9 @@ let evaluate
                 test,
                 test,
                 o.Loss,
-                o.Bindings |> List.map snd |> Array.ofList,
+                o.Bindings
+                |> List.map (fun (_, fs) -> Array.ofList fs :> Collections.Generic.IReadOnlyList<string>)
+                |> Array.ofList,
                 null,
                 ?metricsGraph = o.Metrics,
                 ?teacher = Option.map fst frozen,

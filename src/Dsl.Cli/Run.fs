@@ -95,8 +95,9 @@ let private withProgress (unit: Unit) (run: (TrainProgress -> unit) -> 'a) : 'a 
 
             evalLine p |> Option.iter (printfn "%s"))
 
-/// What is trained on: labelled images, a text corpus, or an image–text set (which owns its
-/// reinforced data); the second part is what the caller disposes when done.
+/// What is trained on: the records of the recipe's data under its objective (every objective,
+/// the built-in ones included, is elaborated from the language); the second part is what the
+/// caller disposes when done.
 let trainingTask
     (file: string)
     (r: Recipe.TrainRecipe)
@@ -107,19 +108,7 @@ let trainingTask
     : ITrainingTask * IDisposable list =
     match objective with
     | Some o -> Records.task file r g o dataDir model.Device
-    | None ->
-        // Only CLIP's and MobileCLIP's objectives are still host code (the others are Objective.fs's).
-        let train = ImageText.loadSet file r g r.Data.Path
-        let test = ImageText.testSet file r g
-        let t, reinforced = ImageText.task file r g model train test
-
-        t,
-        [
-            Some(train :> IDisposable)
-            test |> Option.map (fun x -> x :> IDisposable)
-            reinforced |> Option.map (fun x -> x :> IDisposable)
-        ]
-        |> List.choose id
+    | None -> fail "%s: error: the train block of '%s' gives no objective for %s data" file g.Name r.Data.Kind
 
 /// This process's own command line with --resume in place of --overwrite: what continues it.
 let private resumeCommand (outDir: string) =

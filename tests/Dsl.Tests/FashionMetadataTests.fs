@@ -303,21 +303,14 @@ let private trainTests =
 
                     Expect.equal
                         (o.Bindings |> List.sort)
-                        [ "image", "image"; "metadata", "metadata" ]
+                        [ "image", [ "image" ]; "metadata", [ "metadata" ] ]
                         "each input takes the field of its name"
 
                     use train = RecordManifest.Load(result.TrainManifest, declared o)
                     use test = RecordManifest.Load(result.TestManifest, declared o)
 
                     use task =
-                        new ObjectiveTask(
-                            train,
-                            test,
-                            o.Loss,
-                            o.Bindings |> List.map snd |> Array.ofList,
-                            null,
-                            ?metricsGraph = o.Metrics
-                        )
+                        new ObjectiveTask(train, test, o.Loss, Support.boundFields o, null, ?metricsGraph = o.Metrics)
 
                     let t =
                         TrainOptions(

@@ -419,7 +419,7 @@ let private languageModelTests =
             RecordSet.OfPackedRows(data.Train, data.Length, 6),
             RecordSet.OfPackedRows(data.Validation, data.Length, 6),
             o.Loss,
-            [| "tokens" |],
+            Support.fieldsOf [ "tokens" ],
             null,
             o.Metrics.Value
         )

@@ -328,13 +328,22 @@ let private recipeTests =
                     "dsl reinforce"
             }
 
+            test "reinforced data without its teacher count is a located error" {
+                expectError
+                    (withData "captions \"t.jsonl\" (size = 8) (reinforced = \"r\")" "mobileclipLoss (lambda = 0.5)")
+                    "14:12"
+                    "say how many"
+            }
+
             test "an image–text objective on Fashion-MNIST is a located error" {
                 expectError (withData "fashionMnist (size = 8)" "clipLoss") "15:12" "need `captions` data"
             }
 
             test "lambda outside [0, 1] is a located error" {
                 expectError
-                    (withData "captions \"t.jsonl\" (size = 8) (reinforced = \"r\")" "mobileclipLoss (lambda = 1.5)")
+                    (withData
+                        "captions \"t.jsonl\" (size = 8) (reinforced = \"r\") (teachers = 2)"
+                        "mobileclipLoss (lambda = 1.5)")
                     "15:12"
                     "lambda must be in [0, 1]"
             }
@@ -342,7 +351,7 @@ let private recipeTests =
             test "a captions recipe prints back as source that gives the same recipe" {
                 let src =
                     withData
-                        "captions \"train.jsonl\" (test = \"test.jsonl\") (augment = [ randomCrop 8 (pad = 1); hflip ]) (size = 8) (reinforced = \"r\")"
+                        "captions \"train.jsonl\" (test = \"test.jsonl\") (augment = [ randomCrop 8 (pad = 1); hflip ]) (size = 8) (reinforced = \"r\") (teachers = 2)"
                         "mobileclipLoss (lambda = 0.5) (teacherScale = 50.0)"
 
                 let c = check src
@@ -402,32 +411,105 @@ let private trainer dir steps =
 let private pipeline () =
     ImagePipeline([||], [| RandomCrop(8, 1) :> IAugment; HorizontalFlip() |], [| Normalize([| 0.5f |], [| 0.5f |]) |])
 
+/// A train block on captions data with `loss` and further data options, checked: the model and its objective.
+let private captionObjective loss (options: string) =
+    let c =
+        check (
+            dualSource
+            + sprintf "train tiny {\n    data = captions \"set.jsonl\" (size = 8) %s\n    loss = %s\n}\n" options loss
+        )
+
+    Expect.isEmpty (c.Diagnostics |> List.map Dsl.Diagnostics.format) "checks"
+    snd c.Models.Head, (Dsl.Compiler.pickObjective c "tiny").Value
+
+/// One caption index per image, uniform over its captions, as the former host task drew them.
+let private pick (indices: int64[]) (captions: Collections.Generic.IReadOnlyList<string[]>) (g: torch.Generator) =
+    let draws =
+        torch.rand(int64 indices.Length, generator = g).data<float32>().ToArray()
+
+    indices
+    |> Array.mapi (fun i image ->
+        let count = captions[int image].Length
+        image, int64 (min (int (draws[i] * float32 count)) (count - 1)))
+
+let private texts (picks: (int64 * int64)[]) (captions: Collections.Generic.IReadOnlyList<string[]>) =
+    picks |> Array.map (fun (i, c) -> captions[int i][int c])
+
+/// `steps` steps of a fresh model (seed 2) on `task`: the losses and the trained model.
+let private runSteps g dir steps (task: ITrainingTask) (record: TrainProgress -> unit) =
+    let model = new GraphModule(g, 2L)
+    let o = trainer (Path.Combine(dir, Guid.NewGuid().ToString "N")) steps
+    let losses = Collections.Generic.List<float>()
+
+    Trainer(model, o)
+        .Train(
+            task,
+            fun p ->
+                losses.Add p.Loss
+                record p
+        )
+    |> ignore
+
+    List.ofSeq losses, model
+
+/// The prelude's objective gives the former host task's losses, step for step, within float noise.
+let private sameSteps (host: float list) (expression: float list) =
+    Expect.equal expression.Length host.Length "as many steps"
+
+    for i, (h, e) in List.indexed (List.zip host expression) do
+        Expect.isLessThanOrEqual
+            (abs (h - e))
+            (1e-5 * max 1.0 (abs h))
+            (sprintf "step %d: host %.7f, prelude %.7f" (i + 1) h e)
+
 let private taskTests =
     testList
         "image-text training"
         [
             test
-                "CLIP training lowers the loss, evaluates zero-shot and retrieval, and keeps the live tensor count flat" {
+                "CLIP: the prelude's clipContrastiveLoss trains step for step as the former host task, lowers the loss, evaluates zero-shot and retrieval, and keeps the live tensor count flat" {
                 withTempDir (fun dir ->
                     writeCaptionSet dir 32 false
                     use set = ImageTextManifest.Load(Path.Combine(dir, "set.jsonl"), 1, 8, 8)
-                    use model = new GraphModule(graph dualSource, 2L)
+                    let g, o = captionObjective "clipLoss" ""
 
-                    let task =
-                        ImageTextTask(model, set, set, pipeline (), ImageTextObjective(ImageTextObjectiveKind.Clip))
+                    // The host task's CLIP step before it became the prelude's: kept as the reference.
+                    let tokenizer = Dsl.Runtime.Text.TextTokenizer.Gpt2 6
 
-                    let losses = Collections.Generic.List<float>()
+                    let reference =
+                        { new ITrainingTask with
+                            member _.Count = set.Count
+
+                            member _.Loss(model, indices, augment, _) =
+                                let captions = pick indices set.Captions augment
+                                let images = pipeline().Train(Batches.Take(set.Images, indices), augment)
+
+                                let image, text, scale =
+                                    DualEncoder
+                                        .Of(model)
+                                        .EncodePairs(images, tokenizer.Batch(texts captions set.Captions))
+                                        .ToTuple()
+
+                                ImageTextLosses.Clip(image, text, scale)
+
+                            member _.Evaluate(_, _) = null
+                            member _.Check _ = ()
+                        }
+
                     let live = Collections.Generic.Dictionary<int64, int64>()
 
                     let record (p: TrainProgress) =
-                        losses.Add p.Loss
-
-                        if p.Step = 10L || p.Step = 60L then
+                        if p.Step = 10L || p.Step = 40L then
                             live[p.Step] <- DisposeScopeManager.Statistics.TensorStatistics.ThreadTotalLiveCount
 
-                    let result = Trainer(model, trainer dir 60).Train(task, Action<_> record)
-                    Expect.isLessThan (Seq.last losses) (Seq.head losses) "the loss went down"
-                    Expect.equal live[60L] live[10L] "live tensors after step 60 = after step 10"
+                    let records = ImageTextRecords(set, pipeline (), 6)
+                    use task = new ObjectiveTask(records, null, o.Loss, boundFields o, null)
+                    let host, _ = runSteps g dir 40 reference ignore
+                    let expression, model = runSteps g dir 40 task record
+                    use model = model
+                    sameSteps host expression
+                    Expect.isLessThan (List.last expression) (List.head expression) "the loss went down"
+                    Expect.equal live[40L] live[10L] "live tensors after step 40 = after step 10"
 
                     let e =
                         ImageTextEvaluator.Evaluate(
@@ -444,21 +526,30 @@ let private taskTests =
                     for key in [ "i2t_r1"; "i2t_r5"; "t2i_r1"; "t2i_r5" ] do
                         Expect.isTrue (e.Extra.ContainsKey key) key
 
-                    Expect.isNotNull result.LastEvaluation "evaluated at the end"
                     let probe = LinearProbe.Run(model, set, set, pipeline (), 16)
                     Expect.isGreaterThan probe 0.5 "a linear probe separates four quadrants")
             }
 
-            test "dsl reinforce's stored teacher embedding of an augmentation is the teacher's embedding of its replay" {
+            test
+                "MobileCLIP: dsl reinforce's stored teacher embeddings replay, and the prelude's mobileclipReinforcedLoss trains step for step as the former host task" {
                 withTempDir (fun dir ->
                     writeCaptionSet dir 8 false
                     use set = ImageTextManifest.Load(Path.Combine(dir, "set.jsonl"), 1, 8, 8)
                     use teacher = new GraphModule(graph dualSource, 9L)
-                    let encoder = DualEncoder.Of teacher
+                    use second = new GraphModule(graph dualSource, 4L)
                     let p = pipeline ()
 
                     use reinforced =
-                        Reinforcer.Run(set, "set.jsonl", p, [| encoder |], [| "teacher" |], 3, 5, 4L)
+                        Reinforcer.Run(
+                            set,
+                            "set.jsonl",
+                            p,
+                            [| DualEncoder.Of teacher; DualEncoder.Of second |],
+                            [| "teacher"; "second" |],
+                            3,
+                            5,
+                            4L
+                        )
 
                     reinforced.Save(Path.Combine(dir, "r"))
                     use loaded = ReinforcedSet.Load(Path.Combine(dir, "r"), RandomCrop(8, 1))
@@ -472,24 +563,93 @@ let private taskTests =
                         use g = new torch.Generator(0UL)
                         use image = set.Images.narrow (0, 5L, 1L)
                         use replayed = p.Replay(image, loaded.Augmentations, [| 5L * 3L + 2L |], g)
-                        use embedding = encoder.EncodeImages replayed
+                        use embedding = (DualEncoder.Of teacher).EncodeImages replayed
                         use stored = loaded.TeacherImages[0].narrow(0, 17L, 1L)
                         Expect.isTrue (embedding.allclose (stored, 1e-5, 1e-5)) "image row 5·3 + 2"
 
-                    use student = new GraphModule(graph dualSource, 3L)
+                    let g, o =
+                        captionObjective "mobileclipLoss (lambda = 0.75)" "(reinforced = \"r\") (teachers = 2)"
 
-                    let t =
-                        ImageTextTask(
-                            student,
-                            set,
-                            null,
-                            p,
-                            ImageTextObjective(ImageTextObjectiveKind.Reinforced, 0.75, 100.0),
-                            loaded
-                        )
+                    let tokenizer = Dsl.Runtime.Text.TextTokenizer.Gpt2 6
+                    let meta = loaded.Meta
 
-                    let result = Trainer(student, trainer dir 4).Train(t)
-                    Expect.isFalse (Double.IsNaN result.FinalLoss) "reinforced steps run")
+                    // The host task's reinforced step before it became the prelude's: kept as the reference.
+                    let reference =
+                        { new ITrainingTask with
+                            member _.Count = set.Count
+
+                            member _.Loss(model, indices, augment, _) =
+                                let images = Batches.Take(set.Images, indices)
+
+                                let draws =
+                                    torch.rand(int64 indices.Length, generator = augment).data<float32>().ToArray()
+
+                                let augmentRows =
+                                    indices
+                                    |> Array.mapi (fun i image ->
+                                        image * int64 meta.AugmentationsPerImage
+                                        + min
+                                            (int64 (draws[i] * float32 meta.AugmentationsPerImage))
+                                            (int64 meta.AugmentationsPerImage - 1L))
+
+                                let captions = pick indices set.Captions augment
+                                let synthetic = pick indices set.Synthetic augment
+                                let prepared = p.Replay(images, loaded.Augmentations, augmentRows, augment)
+
+                                let image, text, scale =
+                                    DualEncoder
+                                        .Of(model)
+                                        .EncodePairs(
+                                            prepared,
+                                            tokenizer.Batch(
+                                                Array.append
+                                                    (texts captions set.Captions)
+                                                    (texts synthetic set.Synthetic)
+                                            )
+                                        )
+                                        .ToTuple()
+
+                                let n = int64 indices.Length
+
+                                let rows (stored: Collections.Generic.IReadOnlyList<torch.Tensor>) (at: int64[]) =
+                                    use at = torch.tensor at
+
+                                    [| for t in stored -> t.index_select (0L, at) |]
+                                    :> Collections.Generic.IReadOnlyList<_>
+
+                                let teacherImages = rows loaded.TeacherImages augmentRows
+                                let scales = [| 100.0; 100.0 |]
+
+                                let stream
+                                    (part: int64)
+                                    (stored: Collections.Generic.IReadOnlyList<torch.Tensor>)
+                                    (picks: (int64 * int64)[])
+                                    maxRows
+                                    =
+                                    ImageTextLosses.Reinforced(
+                                        0.75,
+                                        image,
+                                        text.narrow (0L, part * n, n),
+                                        scale,
+                                        teacherImages,
+                                        rows stored [| for i, c in picks -> i * int64 maxRows + c |],
+                                        scales
+                                    )
+
+                                stream 0L loaded.TeacherCaptions captions meta.MaxCaptions
+                                + stream 1L loaded.TeacherSynthetic synthetic meta.MaxSynthetic
+
+                            member _.Evaluate(_, _) = null
+                            member _.Check _ = ()
+                        }
+
+                    let records = ImageTextRecords(set, p, 6, loaded)
+                    Expect.equal records.Teachers 2 "two teachers' embeddings per record"
+                    use task = new ObjectiveTask(records, null, o.Loss, boundFields o, null)
+                    let host, _ = runSteps g dir 12 reference ignore
+                    let expression, model = runSteps g dir 12 task ignore
+                    model.Dispose()
+                    sameSteps host expression)
             }
 
             test
@@ -541,7 +701,10 @@ let private taskTests =
 
                     let host, _ = run reference
                     use records = CatlipRecords.Of(set, g, "training")
-                    use task = new ObjectiveTask(records, records, o.Loss, [| "image" |], null)
+
+                    use task =
+                        new ObjectiveTask(records, records, o.Loss, (Support.fieldsOf [ "image" ]), null)
+
                     let expression, result = run task
                     Expect.equal expression.Length host.Length "as many steps"
 
@@ -575,7 +738,7 @@ let private cliTests =
             + sprintf
                 """
 train tiny {
-    data = captions "set.jsonl" (test = "set.jsonl") (augment = [ randomCrop 8 (pad = 1); hflip ]) (size = 8) (reinforced = "%s")
+    data = captions "set.jsonl" (test = "set.jsonl") (augment = [ randomCrop 8 (pad = 1); hflip ]) (size = 8) (reinforced = "%s")%s
     loss = %s
     optimizer = adamw (lr = 3e-3)
     batch = 8
@@ -583,6 +746,7 @@ train tiny {
 }
 """
                 reinforced
+                (if reinforced = "" then "" else " (teachers = 1)")
                 loss
 
         let path = Path.Combine(dir, "student.dsl")

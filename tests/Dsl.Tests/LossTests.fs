@@ -145,6 +145,76 @@ let tests =
                 near "scaled" (symmetric (logits * float32 (exp 1.5))) got["scaled"]
             }
 
+            test "similarity is x·yᵀ across the batch, and soft cross-entropy −Σ p·log softmax, worked by hand" {
+                // Two records: x = [1, 0], [0, 2]; y = [3, 1], [1, 1]. x·yᵀ = [[3, 1], [2, 2]].
+                use x =
+                    torch.tensor ([| 1.0f; 0.0f; 0.0f; 2.0f |], dimensions = System.ReadOnlySpan<int64>([| 2L; 2L |]))
+
+                use y =
+                    torch.tensor ([| 3.0f; 1.0f; 1.0f; 1.0f |], dimensions = System.ReadOnlySpan<int64>([| 2L; 2L |]))
+
+                let src =
+                    "model m (x : tensor[2]) (y : tensor[2]) =\n"
+                    + "    let s = Loss.similarity x y\n"
+                    + "    { total = Loss.mean s\n"
+                    + "      soft = Loss.softCrossEntropy s (softmax (axis = 1) (Loss.similarity y x))\n"
+                    + "      selfSoft = Loss.softCrossEntropy s (softmax (axis = 1) s) }\n"
+
+                let got = losses src [| x; y |]
+                // The mean of [[3, 1], [2, 2]] (its orientation shows in the cross-entropies below).
+                near "mean" 2.0 got["total"]
+                // Targets: softmax of y·xᵀ = [[3, 2], [1, 2]] per row.
+                let softmax (r: float list) =
+                    r |> List.map (fun v -> exp (v - lse r))
+
+                let logits = [ [ 3.0; 1.0 ]; [ 2.0; 2.0 ] ]
+                let targets = [ [ 3.0; 2.0 ]; [ 1.0; 2.0 ] ] |> List.map softmax
+
+                let cross (p: float list list) =
+                    List.zip logits p
+                    |> List.averageBy (fun (l, q) -> List.zip l q |> List.sumBy (fun (v, w) -> -w * (v - lse l)))
+
+                near "soft cross-entropy" (cross targets) got["soft"]
+                // Against its own softmax it is the entropy: row 2 is uniform, ln 2.
+                let entropy (r: float list) =
+                    softmax r |> List.sumBy (fun q -> -q * log q)
+
+                near "entropy" ((entropy logits[0] + log 2.0) / 2.0) got["selfSoft"]
+            }
+
+            test
+                "MobileCLIP's distillation written in the prelude is the host formula (two teachers, averaged after softmax)" {
+                use g = new torch.Generator(3UL)
+
+                let unit n d =
+                    torch.nn.functional.normalize (torch.randn ([| n; d |], generator = g), dim = 1L)
+
+                use u = unit 5L 4L
+                use v = unit 5L 4L
+                use t1i = unit 5L 3L
+                use t1t = unit 5L 3L
+                use t2i = unit 5L 6L
+                use t2t = unit 5L 6L
+
+                let src =
+                    "model m (u : tensor[4]) (v : tensor[4]) (a : tensor[3]) (b : tensor[3]) (c : tensor[6]) (d : tensor[6]) =\n"
+                    + "    { kd = mobileclipDistill 10.0 u v (exp (param [] (init = 1.0))) [ { image = a; caption = b }; { image = c; caption = d } ] (fun t -> t.caption) }\n"
+
+                let got = losses src [| u; v; t1i; t1t; t2i; t2t |]
+
+                use expected =
+                    Dsl.Runtime.Training.ImageTextLosses.Distill(
+                        u,
+                        v,
+                        torch.tensor (float32 (exp 1.0)),
+                        [| t1i; t2i |],
+                        [| t1t; t2t |],
+                        [| 10.0; 10.0 |]
+                    )
+
+                near "distillation" (expected.item<float32>() |> float) got["kd"]
+            }
+
             test "a loss over shapes that do not fit is a located error" {
                 let head =
                     "model m (x : tensor[4, 3]) (y : tensor[4]) (t : tokens[4]) (u : tokens[3]) =\n"

@@ -171,7 +171,7 @@ let tests =
         [
             test "classification: the built-in crossEntropy and an expression train exactly as the former host task" {
                 let g, o = compile classifier
-                Expect.equal o.Bindings [ "input", "image" ] "the one image input takes the image field"
+                Expect.equal o.Bindings [ "input", [ "image" ] ] "the one image input takes the image field"
 
                 let _, builtin =
                     compile (
@@ -192,16 +192,22 @@ let tests =
 
                     let host = stepLosses g (opts ()) (referenceClassification hostData 0.1)
                     use records = RecordSet.OfLabeledImages exprData
-                    use task = new ObjectiveTask(records, null, o.Loss, [| "image" |], null)
+
+                    use task =
+                        new ObjectiveTask(records, null, o.Loss, (Support.fieldsOf [ "image" ]), null)
+
                     sameLosses host (stepLosses g (opts ()) task)
-                    use library = new ObjectiveTask(records, null, builtin.Loss, [| "image" |], null)
+
+                    use library =
+                        new ObjectiveTask(records, null, builtin.Loss, (Support.fieldsOf [ "image" ]), null)
+
                     sameLosses host (stepLosses g (opts ()) library))
             }
 
             test
                 "next token: the built-in nextToken and an expression with z-loss train exactly as the former host task" {
                 let g, o = compile languageModel
-                Expect.equal o.Bindings [ "input", "tokens" ] "the tokens input takes the tokens field"
+                Expect.equal o.Bindings [ "input", [ "tokens" ] ] "the tokens input takes the tokens field"
 
                 let _, builtin =
                     compile (
@@ -227,9 +233,15 @@ let tests =
 
                     let host = stepLosses g (opts ()) (referenceNextToken packed 0.01)
                     use records = RecordSet.OfPackedRows(packed.Train, 6, ByteTokens.Vocabulary)
-                    use task = new ObjectiveTask(records, null, o.Loss, [| "tokens" |], null)
+
+                    use task =
+                        new ObjectiveTask(records, null, o.Loss, (Support.fieldsOf [ "tokens" ]), null)
+
                     sameLosses host (stepLosses g (opts ()) task)
-                    use library = new ObjectiveTask(records, null, builtin.Loss, [| "tokens" |], null)
+
+                    use library =
+                        new ObjectiveTask(records, null, builtin.Loss, (Support.fieldsOf [ "tokens" ]), null)
+
                     sameLosses host (stepLosses g (opts ()) library))
             }
 
@@ -247,7 +259,10 @@ let tests =
                 use test = quadrants 32 2L
                 use train = RecordSet.OfLabeledImages data
                 use held = RecordSet.OfLabeledImages test
-                use task = new ObjectiveTask(train, held, o.Loss, [| "image" |], null)
+
+                use task =
+                    new ObjectiveTask(train, held, o.Loss, (Support.fieldsOf [ "image" ]), null)
+
                 use model = new GraphModule(g, 3L)
                 let r = (task :> ITrainingTask).Evaluate(model, TrainOptions(EvalBatchSize = 10))
                 // By hand: the same forward pass, cross-entropy and mean logsumexp² over all 32.
@@ -275,12 +290,15 @@ train mlp {
 """
 
                     let g, o = compile src
-                    Expect.equal o.Bindings [ "input", "meta" ] "the only float field feeds the tensor input"
+                    Expect.equal o.Bindings [ "input", [ "meta" ] ] "the only float field feeds the tensor input"
                     let path = records dir (tabular 256)
                     use data = RecordManifest.Load(path, tabularSchema)
                     Expect.equal data.Count 256 "every line"
                     Expect.equal (data["meta"].shape) [| 256L; 3L |] "meta [N, 3]"
-                    use task = new ObjectiveTask(data, null, o.Loss, [| "meta" |], null)
+
+                    use task =
+                        new ObjectiveTask(data, null, o.Loss, (Support.fieldsOf [ "meta" ]), null)
+
                     let t = options dir
                     t.Epochs <- 6
                     t.Lr <- 1e-2
@@ -318,6 +336,59 @@ train mlp {
                     expectError [ good; """{"meta": [0.5, "x", 2], "label": 1}""" ] "records.jsonl:2" "not a number"
                     expectError [ "{nope" ] "records.jsonl:1" "not JSON"
                     expectError [] "records.jsonl" "no lines")
+            }
+
+            test
+                "several fields into one input: one pass, its outputs per field, the others whole; mixing them is located" {
+                let dual (fuse: string) =
+                    sprintf
+                        """
+model d (image : image[1, 8, 8]) (text : tokens[4]) =
+    let t = text |> embedding 50257 8 |> selectToken 0
+    { image = image |> flatten |> linear 8; text = t; scale = param [] (init = 1.0)%s }
+train d {
+    data = captions "c.jsonl" (size = 8) (reinforced = "r") (teachers = 1)
+    inputs = { text = [ "caption"; "synthetic" ] }
+    loss = fun out r -> Loss.infoNce out.image out.text.caption + Loss.infoNce out.image out.text.synthetic (scale = out.scale)
+}
+"""
+                        fuse
+
+                let c = check (dual "")
+                Expect.isEmpty (c.Diagnostics |> List.map Diagnostics.format) "checks"
+                let o = (Compiler.pickObjective c "d").Value
+
+                Expect.equal
+                    o.Bindings
+                    [ "image", [ "image" ]; "text", [ "caption"; "synthetic" ] ]
+                    "both captions feed text"
+
+                Expect.equal
+                    (o.Loss.Inputs |> List.map fst |> List.filter (fun n -> n.StartsWith "out."))
+                    [ "out.image"; "out.text.caption"; "out.text.synthetic"; "out.scale" ]
+                    "text per field, image and scale whole"
+
+                Expect.equal
+                    (o.Fields |> List.map (fun f -> f.Name))
+                    [
+                        "image"
+                        "caption"
+                        "synthetic"
+                        "teachers.0.image"
+                        "teachers.0.caption"
+                        "teachers.0.synthetic"
+                    ]
+                    "reinforced captions give r.teachers"
+
+                expectError
+                    (dual "; both = t + (image |> flatten |> linear 8)")
+                    "7:14"
+                    "output 'both' is computed from input 'text', which takes several fields, and from 'image'"
+
+                expectError
+                    ((dual "").Replace("[ \"caption\"; \"synthetic\" ]", "[ \"caption\"; \"synthetc\" ]"))
+                    "7:14"
+                    "inputs: the data has no field 'synthetc'"
             }
 
             test "binding a model to data: each mistake is located" {
@@ -401,7 +472,7 @@ train small {
                 let t = o.Teacher.Value
                 Expect.equal t.Graph.Name "big" "the teacher's graph"
                 Expect.equal t.Checkpoint "runs/big/checkpoint" "its checkpoint as written"
-                Expect.equal t.Bindings [ "input", "meta" ] "bound by the student's rules"
+                Expect.equal t.Bindings [ "input", [ "meta" ] ] "bound by the student's rules"
 
                 Expect.equal
                     (o.Loss.Inputs |> List.map fst)
@@ -423,7 +494,7 @@ train small {
                             data,
                             data,
                             o.Loss,
-                            [| "meta" |],
+                            Support.fieldsOf [ "meta" ],
                             null,
                             o.Metrics.Value,
                             teacher,

@@ -88,6 +88,18 @@ let requireInstalled (directory: string) (package: string) =
 
 /// What `loss = crossEntropy (smoothing = o.LabelSmoothing)` trains on labelled images: the
 /// prelude's classification objective for the model (dsl/Objective.fs), as a training task.
+/// One field per model input, as ObjectiveTask takes them.
+let fieldsOf (names: string list) : System.Collections.Generic.IReadOnlyList<string>[] =
+    names
+    |> List.map (fun n -> [| n |] :> System.Collections.Generic.IReadOnlyList<string>)
+    |> Array.ofList
+
+/// An objective's bindings as ObjectiveTask takes them.
+let boundFields (o: Objective.Objective) : System.Collections.Generic.IReadOnlyList<string>[] =
+    o.Bindings
+    |> List.map (fun (_, fs) -> Array.ofList fs :> System.Collections.Generic.IReadOnlyList<string>)
+    |> Array.ofList
+
 let classify
     (model: Dsl.Runtime.Emit.GraphModule)
     (o: Dsl.Runtime.Training.TrainOptions)
@@ -108,7 +120,7 @@ let classify
         records train,
         records test,
         objective.Loss,
-        [| "image" |],
+        fieldsOf [ "image" ],
         null,
         objective.Metrics.Value
     )

@@ -42,7 +42,7 @@ public sealed record FieldSchema(string Name, FieldKind Kind, long[] Shape, int 
 /// A data set in memory as records of named fields: each field one tensor [N, …shape] with the
 /// dtype its kind requires. Owns the tensors.
 /// </summary>
-public sealed class RecordSet : IDisposable
+public sealed class RecordSet : IRecords, IDisposable
 {
     private readonly Dictionary<string, Tensor> fields;
     private readonly bool owns;
@@ -92,6 +92,15 @@ public sealed class RecordSet : IDisposable
     public Tensor this[string name] => fields[name];
 
     public FieldSchema Field(string name) => Schema.First(f => f.Name == name);
+
+    /// <summary>Stored records are given as they are; the task transforms their images.</summary>
+    public bool PreparesImages => false;
+
+    /// <inheritdoc/>
+    public Dictionary<string, Tensor> Take(long[] indices, Generator generator, bool training) => Take(indices);
+
+    /// <inheritdoc/>
+    public Tensor? Stored(string field) => fields.GetValueOrDefault(field);
 
     /// <summary>The records <paramref name="indices"/>, every field (new tensors, in the caller's DisposeScope).</summary>
     public Dictionary<string, Tensor> Take(long[] indices) =>

@@ -5,9 +5,10 @@ using F = TorchSharp.torch.nn.functional;
 namespace Dsl.Runtime.Emit;
 
 /// <summary>
-/// Kernels of the objective's losses (dsl/Losses.fs): each reduces a whole batch to one number
-/// of shape [] with torch.nn.functional's default mean reduction, so that a loss written in the
-/// language computes what the PyTorch function of the same name computes.
+/// Kernels of the objective's losses (dsl/Losses.fs): each but the similarity (the [B, B]
+/// logits of contrastive losses) reduces a whole batch to one number of shape [] with
+/// torch.nn.functional's default mean reduction, so that a loss written in the language
+/// computes what the PyTorch function of the same name computes.
 /// </summary>
 internal static class LossKernels
 {
@@ -21,6 +22,8 @@ internal static class LossKernels
         Ir.LossKind.SmoothL1Loss smooth => (x, _) => F.smooth_l1_loss(x[0], x[1], beta: smooth.beta),
         Ir.LossKind.DistillLoss distill => Distill(distill.axis, distill.temperature),
         { IsInfoNceLoss: true } => InfoNce,
+        { IsSimilarityLoss: true } => (x, _) => x[0].matmul(x[1].t()),
+        Ir.LossKind.SoftCrossEntropyLoss soft => (x, _) => (-(x[1] * F.log_softmax(x[0], soft.axis))).sum(soft.axis).mean(),
         Ir.LossKind.ZLoss z => (x, _) => x[0].logsumexp(z.axis).square().mean(),
         { IsMeanLoss: true } => (x, _) => x[0].mean(),
         { IsMaskedMeanLoss: true } => MaskedMean,

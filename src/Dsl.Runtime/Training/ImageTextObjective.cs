@@ -1,6 +1,6 @@
 namespace Dsl.Runtime.Training;
 
-/// <summary>Which image–text loss a <see cref="ImageTextTask"/> trains with.</summary>
+/// <summary>Which image–text objective trained a model: what <see cref="ImageTextEvaluator"/> reports as its test loss.</summary>
 public enum ImageTextObjectiveKind
 {
     /// <summary>CLIP's symmetric InfoNCE.</summary>

@@ -15,11 +15,11 @@ namespace Dsl.Runtime.Training;
 /// </summary>
 public sealed class ObjectiveTask : ITrainingTask, IDisposable
 {
-    private readonly RecordSet train;
-    private readonly RecordSet? test;
+    private readonly IRecords train;
+    private readonly IRecords? test;
     private readonly GraphModule loss;
     private readonly GraphModule? metrics;
-    private readonly string[] modelFields;
+    private readonly string[][] modelFields;
     private readonly JointAugments? joint;
     private readonly string[] imageFields;
     private readonly GraphModule? teacher;
@@ -29,7 +29,11 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
     /// <param name="train">The training records (owned by the caller).</param>
     /// <param name="test">Held-out records, or null.</param>
     /// <param name="lossGraph">The elaborated loss; its first output is minimised.</param>
-    /// <param name="modelFields">The field that feeds each model input, in the model's input order.</param>
+    /// <param name="modelFields">
+    /// The fields that feed each model input, in the model's input order: several are
+    /// concatenated along the batch into one pass, and the loss reads an output computed from
+    /// them per field ("out.NAME.FIELD", the field's rows).
+    /// </param>
     /// <param name="joint">Crops and flips applied to every spatial field together (records data), or null.</param>
     /// <param name="metricsGraph">The elaborated metrics, or null.</param>
     /// <param name="teacher">
@@ -38,10 +42,10 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
     /// </param>
     /// <param name="teacherFields">The field that feeds each teacher input, in its input order.</param>
     public ObjectiveTask(
-        RecordSet train,
-        RecordSet? test,
+        IRecords train,
+        IRecords? test,
         Ir.Graph lossGraph,
-        IReadOnlyList<string> modelFields,
+        IReadOnlyList<IReadOnlyList<string>> modelFields,
         JointAugments? joint,
         Ir.Graph? metricsGraph = null,
         GraphModule? teacher = null,
@@ -55,9 +59,9 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
         // The objective has no parameters: the seed draws nothing.
         loss = new GraphModule(lossGraph, 0);
         metrics = metricsGraph is null ? null : new GraphModule(metricsGraph, 0);
-        this.modelFields = [.. modelFields];
+        this.modelFields = [.. modelFields.Select(fields => fields.ToArray())];
         this.joint = joint;
-        imageFields = train.Schema.Where(f => f.Kind == FieldKind.Image).Select(f => f.Name).ToArray();
+        imageFields = train.PreparesImages ? [] : train.Schema.Where(f => f.Kind == FieldKind.Image).Select(f => f.Name).ToArray();
     }
 
     public int Count => train.Count;
@@ -105,10 +109,10 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
                 using var scope = NewDisposeScope();
                 var batch = Prepare(test, indices, options.EvalTransforms, generator, model.Device, training: false);
                 var outputs = model.Forward(Bound(batch));
-                Accumulate(Run(loss, outputs, batch), sums, indices.Length);
+                Accumulate(Run(loss, model, outputs, batch), sums, indices.Length);
                 if (metrics is not null)
                 {
-                    var values = Run(metrics, outputs, batch);
+                    var values = Run(metrics, model, outputs, batch);
                     for (var i = 0; i < values.Length; i++)
                     {
                         if (kinds[i] is { } kind)
@@ -180,7 +184,7 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
     }
 
     /// <summary>The label check of <see cref="Check"/> over the given splits.</summary>
-    private void CheckLabels((string Split, RecordSet? Data)[] splits)
+    private void CheckLabels((string Split, IRecords? Data)[] splits)
     {
         var nodes = loss.Graph.Nodes.ToDictionary(n => n.Id);
         foreach (var node in loss.Graph.Nodes)
@@ -202,7 +206,11 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
                 }
 
                 using var scope = NewDisposeScope();
-                var values = data[field];
+                if (data.Stored(field) is not { } values)
+                {
+                    continue;
+                }
+
                 var counted = values.ne(ce.ignoreIndex);
                 if (!counted.any().item<bool>())
                 {
@@ -242,9 +250,9 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
         metrics?.Dispose();
     }
 
-    private Dictionary<string, Tensor> Prepare(RecordSet data, long[] indices, IReadOnlyList<IAugment> imageTransforms, Generator generator, Device device, bool training)
+    private Dictionary<string, Tensor> Prepare(IRecords data, long[] indices, IReadOnlyList<IAugment> imageTransforms, Generator generator, Device device, bool training)
     {
-        var batch = data.Take(indices);
+        var batch = data.Take(indices, generator, training);
         if (training && joint is not null)
         {
             batch = joint.Apply(batch, data.Schema, generator);
@@ -274,28 +282,47 @@ public sealed class ObjectiveTask : ITrainingTask, IDisposable
         return batch;
     }
 
-    private Tensor[] Bound(Dictionary<string, Tensor> batch) => modelFields.Select(f => batch[f]).ToArray();
+    /// <summary>Each model input's field, or its fields one after another along the batch.</summary>
+    private Tensor[] Bound(Dictionary<string, Tensor> batch) =>
+        [.. modelFields.Select(fields => fields.Length == 1 ? batch[fields[0]] : cat([.. fields.Select(f => batch[f])], 0))];
 
     private Tensor[] Run(GraphModule objective, GraphModule model, Dictionary<string, Tensor> batch) =>
-        Run(objective, model.Forward(Bound(batch)), batch);
+        Run(objective, model, model.Forward(Bound(batch)), batch);
 
     /// <summary>
-    /// The objective's inputs are the model's outputs ("out.NAME", in the model's output order,
-    /// as Objective.fs makes them), then the fields ("data.FIELD"), then the teacher's outputs
-    /// ("teacher.NAME", which <see cref="Prepare"/> put in the batch under that name).
+    /// The objective's inputs are the model's outputs ("out.NAME", or "out.NAME.FIELD": the rows of
+    /// FIELD in an output of an input fed several fields), the fields ("data.FIELD") and the
+    /// teacher's outputs ("teacher.NAME", which <see cref="Prepare"/> put in the batch under that name).
     /// </summary>
-    private static Tensor[] Run(GraphModule objective, Tensor[] outputs, Dictionary<string, Tensor> batch)
+    private Tensor[] Run(GraphModule objective, GraphModule model, Tensor[] outputs, Dictionary<string, Tensor> batch)
     {
         var inputs = new Tensor[objective.InputNames.Count];
         for (var i = 0; i < inputs.Length; i++)
         {
             var name = objective.InputNames[i];
-            inputs[i] = name.StartsWith("out.", StringComparison.Ordinal) ? outputs[i]
+            inputs[i] = name.StartsWith("out.", StringComparison.Ordinal) ? Output(model, outputs, name["out.".Length..])
                 : name.StartsWith("data.", StringComparison.Ordinal) ? batch[name["data.".Length..]]
                 : batch[name];
         }
 
         return objective.Forward(inputs);
+    }
+
+    /// <summary>Output NAME, or of output NAME.FIELD the rows its field took in the concatenated input.</summary>
+    private Tensor Output(GraphModule model, Tensor[] outputs, string name)
+    {
+        var dot = name.IndexOf('.', StringComparison.Ordinal);
+        var key = dot < 0 ? name : name[..dot];
+        var output = outputs[Enumerable.Range(0, outputs.Length).First(i => model.OutputNames[i] == key)];
+        if (dot < 0)
+        {
+            return output;
+        }
+
+        var field = name[(dot + 1)..];
+        var fields = modelFields.First(fs => fs.Length > 1 && fs.Contains(field));
+        var rows = output.shape[0] / fields.Length;
+        return output.narrow(0, Array.IndexOf(fields, field) * rows, rows);
     }
 
     /// <summary>Adds each number times the batch size: the means over the set are then exact.</summary>
