@@ -141,6 +141,19 @@ let private records (dir: string) (lines: string list) =
     File.WriteAllLines(path, lines)
     path
 
+/// One tensor in a safetensors file: an 8-byte little-endian header length, the JSON header, the bytes.
+let private writeSafetensors (path: string) (name: string) (dtype: string) (shape: int list) (bytes: byte[]) =
+    let header =
+        sprintf
+            """{"%s":{"dtype":"%s","shape":[%s],"data_offsets":[0,%d]}}"""
+            name
+            dtype
+            (shape |> List.map string |> String.concat ",")
+            bytes.Length
+        |> Text.Encoding.UTF8.GetBytes
+
+    File.WriteAllBytes(path, Array.concat [ BitConverter.GetBytes(int64 header.Length); header; bytes ])
+
 /// A `records` data set of values only: 3 numbers and a label, the label the sign pattern of the first two.
 let private tabular (count: int) =
     let rng = Random(5)
@@ -306,6 +319,92 @@ train mlp {
                     let first = losses |> List.take 5 |> List.average
                     let last = losses |> List.rev |> List.take 5 |> List.average
                     Expect.isLessThan last (first * 0.5) (sprintf "the loss halves: %.3f → %.3f" first last))
+            }
+
+            test "records manifests: rows of safetensors files, and shards read in name order as one set" {
+                withTempDir "dsl-objective-" (fun dir ->
+                    // Two shards, each with its own embeddings file (float16 in one, to be widened),
+                    // written byte by byte as the safetensors format lays them out.
+                    writeSafetensors
+                        (Path.Combine(dir, "a.safetensors"))
+                        "emb"
+                        "F32"
+                        [ 3; 2 ]
+                        ([| 0.0f .. 5.0f |] |> Array.collect BitConverter.GetBytes)
+
+                    writeSafetensors
+                        (Path.Combine(dir, "b.safetensors"))
+                        "teacher"
+                        "F16"
+                        [ 2; 2 ]
+                        ([| 10.0f .. 13.0f |]
+                         |> Array.collect (fun v -> BitConverter.GetBytes(Half.op_Explicit v)))
+
+                    File.WriteAllLines(
+                        Path.Combine(dir, "part-0.jsonl"),
+                        [
+                            """{"emb": {"safetensors": "a.safetensors", "row": 2}, "label": 0}"""
+                            """{"emb": [7, 8], "label": 1}"""
+                            """{"emb": {"safetensors": "a.safetensors", "row": 0}, "label": 2}"""
+                        ]
+                    )
+
+                    File.WriteAllLines(
+                        Path.Combine(dir, "part-1.jsonl"),
+                        [
+                            """{"emb": {"safetensors": "b.safetensors", "key": "teacher", "row": 1}, "label": 3}"""
+                        ]
+                    )
+
+                    let schema =
+                        [|
+                            FieldSchema("emb", FieldKind.Tensor, [| 2L |])
+                            FieldSchema("label", FieldKind.Label, [||], 4)
+                        |]
+
+                    use set = RecordManifest.Load(Path.Combine(dir, "part-*.jsonl"), schema)
+                    Expect.equal set.Count 4 "3 + 1 records"
+
+                    Expect.equal
+                        (set["emb"].data<float32>().ToArray())
+                        [| 4.0f; 5.0f; 7.0f; 8.0f; 0.0f; 1.0f; 12.0f; 13.0f |]
+                        "row 2 of a, the inline values, row 0 of a, row 1 of b"
+
+                    Expect.equal (set["label"].data<int64>().ToArray()) [| 0L; 1L; 2L; 3L |] "shards in name order"
+
+                    let expectError (line: string) (fragment: string) =
+                        File.WriteAllLines(Path.Combine(dir, "bad.jsonl"), [ line ])
+
+                        try
+                            RecordManifest.Load(Path.Combine(dir, "bad.jsonl"), schema).Dispose()
+                            failtest "expected a DataError"
+                        with :? DataError as e ->
+                            Expect.stringContains e.Message "bad.jsonl:1" "names the line"
+                            Expect.stringContains e.Message fragment "says what is wrong"
+
+                    expectError
+                        """{"emb": {"safetensors": "a.safetensors", "row": 3}, "label": 0}"""
+                        "which has 3 rows"
+
+                    expectError
+                        """{"emb": {"safetensors": "a.safetensors", "key": "x", "row": 0}, "label": 0}"""
+                        "has no tensor 'x' (it has emb)"
+
+                    expectError
+                        """{"emb": {"safetensors": "none.safetensors", "row": 0}, "label": 0}"""
+                        "file not found"
+
+                    expectError
+                        """{"emb": {"file": "a.safetensors", "row": 0}, "label": 0}"""
+                        "must name a safetensors file"
+
+                    expectError
+                        """{"emb": {"safetensors": "a.safetensors", "row": -1}, "label": 0}"""
+                        "non-negative integer"
+
+                    Expect.throwsC
+                        (fun () -> RecordManifest.Load(Path.Combine(dir, "none-*.jsonl"), schema).Dispose())
+                        (fun e -> Expect.stringContains e.Message "no shard matches" "an empty pattern is an error"))
             }
 
             test "records manifests: a bad line is one error naming the line and the field" {
