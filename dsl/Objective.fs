@@ -77,6 +77,15 @@ let schemaOf (r: TrainRecipe) (g: Graph) : Field list =
             Classes = 0
         }
 
+    // T of the model's token input, which a caption or a packed row fills.
+    let tokenLength (what: string) =
+        g.Inputs
+        |> List.tryPick (fun (_, id) ->
+            match g.Nodes[id].Op, g.Nodes[id].Shape with
+            | Input(_, TokensInput), [ _; t ] -> Some t
+            | _ -> None)
+        |> Option.defaultWith (fun () -> errorf r.DataSpan "%s, and model '%s' has none" what g.Name)
+
     match r.Data.Kind with
     | "fashionMnist" ->
         [
@@ -131,17 +140,7 @@ let schemaOf (r: TrainRecipe) (g: Graph) : Field list =
             // One caption per record, drawn per step among the line's captions and tokenized to
             // the model's token input; reinforced data adds a synthetic caption and, per teacher,
             // its stored embeddings of the drawn augmentation, caption and synthetic caption.
-            let length =
-                g.Inputs
-                |> List.tryPick (fun (_, id) ->
-                    match g.Nodes[id].Op, g.Nodes[id].Shape with
-                    | Input(_, TokensInput), [ _; t ] -> Some t
-                    | _ -> None)
-                |> Option.defaultWith (fun () ->
-                    errorf
-                        r.DataSpan
-                        "captions data feeds a tokens[T] input (the caption), and model '%s' has none"
-                        g.Name)
+            let length = tokenLength "captions data feeds a tokens[T] input (the caption)"
 
             let tokens name =
                 {
@@ -169,14 +168,7 @@ let schemaOf (r: TrainRecipe) (g: Graph) : Field list =
                 @ List.collect teacher [ 0 .. r.Data.Teachers - 1 ]
     | "corpus" ->
         // A packed row gives the model's T ids and, shifted by one, the T ids that follow them.
-        let length =
-            g.Inputs
-            |> List.tryPick (fun (_, id) ->
-                match g.Nodes[id].Op, g.Nodes[id].Shape with
-                | Input(_, TokensInput), [ _; t ] -> Some t
-                | _ -> None)
-            |> Option.defaultWith (fun () ->
-                errorf r.DataSpan "corpus data feeds a tokens[T] input, and model '%s' has none" g.Name)
+        let length = tokenLength "corpus data feeds a tokens[T] input"
 
         let tokens name =
             {

@@ -706,13 +706,7 @@ let private taskTests =
                         new ObjectiveTask(records, records, o.Loss, (Support.fieldsOf [ "image" ]), null)
 
                     let expression, result = run task
-                    Expect.equal expression.Length host.Length "as many steps"
-
-                    for i, (h, e) in List.indexed (List.zip host expression) do
-                        Expect.isLessThanOrEqual
-                            (abs (h - e))
-                            (1e-5 * max 1.0 (abs h))
-                            (sprintf "step %d: host %.7f, prelude %.7f" (i + 1) h e)
+                    sameSteps host expression
 
                     Expect.isLessThan (List.last expression) (List.head expression) "the loss went down"
                     Expect.isTrue (Double.IsNaN result.LastEvaluation.Accuracy) "no accuracy for multi-label"
