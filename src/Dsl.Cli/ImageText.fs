@@ -78,14 +78,6 @@ let reinforcedOf file (r: TrainRecipe) =
         | :? DataError as e -> located file r "%s" e.Message
         | :? Dsl.Runtime.Checkpoints.CheckpointError as e -> located file r "%s" e.Message
 
-/// T, the model's token input (the caption's length).
-let contextLength (g: Graph) =
-    g.Inputs
-    |> List.pick (fun (_, id) ->
-        match g.Nodes[id].Op, g.Nodes[id].Shape with
-        | Input(_, TokensInput), [ _; Known t ] -> Some t
-        | _ -> None)
-
 /// `dsl eval` on captions data: the objective's test loss, zero-shot accuracy, retrieval recalls
 /// and, with --probe, the linear-probe accuracy of frozen image features.
 let eval

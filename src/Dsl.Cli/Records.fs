@@ -134,7 +134,9 @@ let load (file: string) (r: TrainRecipe) (g: Graph) (o: Objective.Objective) (da
                             s.Teachers
                             (String.concat ", " s.Meta.Teachers))
 
-                ImageTextRecords(trainSet, imagePipeline r g, ImageText.contextLength g, Option.toObj reinforced)
+                // T is the caption field's, which the objective's schema took from the model's token input.
+                let caption = o.Fields |> List.find (fun f -> f.Name = "caption")
+                ImageTextRecords(trainSet, imagePipeline r g, known caption.Dims.Head, Option.toObj reinforced)
             with :? DataError as e ->
                 trainSet.Dispose()
                 reinforced |> Option.iter (fun s -> s.Dispose())
