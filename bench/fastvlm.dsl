@@ -17,7 +17,7 @@ let projector = named "mm_projector" (seq [ linear width; gelu; linear width ])
 
 /// Next-token logits after prefill: the projected image tokens, then the embedded prompt,
 /// through a pre-norm causal decoder; the logits of the last position.
-let vlm encoder image prompt =
+let firstToken encoder image prompt =
     let visual = image |> named "vision_tower" encoder |> projector
     let text = prompt |> named "embed_tokens" (embedding vocabulary width)
     concat 1 [ visual; text ]
@@ -26,34 +26,39 @@ let vlm encoder image prompt =
     |> selectToken (-1)
     |> named "lm_head" (linear vocabulary (bias = false))
 
-let fastvithd = fastvitTokens fastvitHD
-let fastvit4 = fastvitTokens mci2
-let vitB16 = vitEncoder vitBase16
+// The encoders compared (variants are data): FastViTHD's output stride is 64, a 4-stage FastViT's
+// (MCi2) 32, ViT-B/16's 16; each emits (px / stride)² tokens of `channels` features.
+let fastvithd = { name = "fastvithd"; layer = fastvitTokens fastvitHD; stride = 64; channels = 3072 }
+let fastvit = { name = "fastvit"; layer = fastvitTokens mci2; stride = 32; channels = 1280 }
+let vitB16 = { name = "vitB16"; layer = vitEncoder vitBase16; stride = 16; channels = 768 }
+let encoders = [ fastvithd; fastvit; vitB16 ]
+let resolutions = [ 256; 512; 768; 1024 ]
 
-// Each pair: the encoder alone (tokens out), and the whole model to the first token.
-model fastvithd256Encoder : image[3, 256, 256] -> tensor[16, 3072] = fastvithd
-model fastvithd256Vlm (image : image[3, 256, 256]) (prompt : tokens[32]) = vlm fastvithd image prompt
-model fastvithd512Encoder : image[3, 512, 512] -> tensor[64, 3072] = fastvithd
-model fastvithd512Vlm (image : image[3, 512, 512]) (prompt : tokens[32]) = vlm fastvithd image prompt
-model fastvithd768Encoder : image[3, 768, 768] -> tensor[144, 3072] = fastvithd
-model fastvithd768Vlm (image : image[3, 768, 768]) (prompt : tokens[32]) = vlm fastvithd image prompt
-model fastvithd1024Encoder : image[3, 1024, 1024] -> tensor[256, 3072] = fastvithd
-model fastvithd1024Vlm (image : image[3, 1024, 1024]) (prompt : tokens[32]) = vlm fastvithd image prompt
+/// The encoder alone, tokens out: `dsl show bench/fastvlm.dsl --model "encoder fastvithd 512"`.
+model encoder e px : image[3, px, px] -> tensor[(px / e.stride) * (px / e.stride), e.channels] = e.layer
 
-model fastvit256Encoder : image[3, 256, 256] -> tensor[64, 1280] = fastvit4
-model fastvit256Vlm (image : image[3, 256, 256]) (prompt : tokens[32]) = vlm fastvit4 image prompt
-model fastvit512Encoder : image[3, 512, 512] -> tensor[256, 1280] = fastvit4
-model fastvit512Vlm (image : image[3, 512, 512]) (prompt : tokens[32]) = vlm fastvit4 image prompt
-model fastvit768Encoder : image[3, 768, 768] -> tensor[576, 1280] = fastvit4
-model fastvit768Vlm (image : image[3, 768, 768]) (prompt : tokens[32]) = vlm fastvit4 image prompt
-model fastvit1024Encoder : image[3, 1024, 1024] -> tensor[1024, 1280] = fastvit4
-model fastvit1024Vlm (image : image[3, 1024, 1024]) (prompt : tokens[32]) = vlm fastvit4 image prompt
+/// The whole model to the first token: `--model "vlm vitB16 1024"`.
+model vlm e px (image : image[3, px, px]) (prompt : tokens[32]) = firstToken e.layer image prompt
 
-model vitB16x256Encoder : image[3, 256, 256] -> tensor[256, 768] = vitB16
-model vitB16x256Vlm (image : image[3, 256, 256]) (prompt : tokens[32]) = vlm vitB16 image prompt
-model vitB16x512Encoder : image[3, 512, 512] -> tensor[1024, 768] = vitB16
-model vitB16x512Vlm (image : image[3, 512, 512]) (prompt : tokens[32]) = vlm vitB16 image prompt
-model vitB16x768Encoder : image[3, 768, 768] -> tensor[2304, 768] = vitB16
-model vitB16x768Vlm (image : image[3, 768, 768]) (prompt : tokens[32]) = vlm vitB16 image prompt
-model vitB16x1024Encoder : image[3, 1024, 1024] -> tensor[4096, 768] = vitB16
-model vitB16x1024Vlm (image : image[3, 1024, 1024]) (prompt : tokens[32]) = vlm vitB16 image prompt
+/// Time to first token against resolution: every encoder alone and with the decoder, batch 1.
+/// `dsl run bench/fastvlm.dsl` writes docs/fastvlm-ttft.{tsv,md,png}.
+experiment ttft =
+    let rows =
+        [ for e in encoders ->
+            [ for px in resolutions ->
+                {
+                    family = e.name
+                    px = px
+                    tokens = (px / e.stride) * (px / e.stride)
+                    encoder_ms = metric (Stage.bench (encoder e px) (repeats = 3)) "median_ms"
+                    ttft_ms = metric (Stage.bench (vlm e px) (repeats = 3)) "median_ms"
+                } ] ]
+        |> List.concat
+
+    {
+        tables = [ table "fastvlm-ttft" rows ]
+        plots =
+            [
+                plot "fastvlm-ttft" rows (x = "px") (y = "ttft_ms") (series = "family") (logY = true) (title = "Time to first token, batch 1, 2 CPU threads") (xLabel = "input resolution (px)") (yLabel = "TTFT (ms, log scale)")
+            ]
+    }

@@ -22,7 +22,18 @@ type Checked =
         Diagnostics: Diagnostic list
         /// What `dsl check` reports without failing (a file that declares no model).
         Warnings: Diagnostic list
+        /// Every model declaration, families included, and the file's bindings: what an
+        /// instance (`vlm fastvithd 512`) is elaborated from.
+        Defs: ModelDef list
+        Env: Eval.Env
+        /// The file's own `experiment` declarations (Experiment.check elaborates them).
+        ExperimentDefs: (string * Expr * Span * Eval.Env) list
+        /// The instances elaborated so far, by name, with their objectives.
+        Instances: System.Collections.Concurrent.ConcurrentDictionary<string, Graph * Objective.Objective option>
     }
+
+let private noInstances () =
+    System.Collections.Concurrent.ConcurrentDictionary<string, Graph * Objective.Objective option>()
 
 /// Line 1 of the file: where a mistake about the whole file is shown.
 let private wholeFile (file: string) =
@@ -75,6 +86,10 @@ let checkSource (file: string) (text: string) : Checked =
                 Objectives = []
                 Diagnostics = ds
                 Warnings = []
+                Defs = []
+                Env = Map.empty
+                ExperimentDefs = []
+                Instances = noInstances ()
             }
         | Ok loaded ->
             let diags = ResizeArray(loaded.Diagnostics)
@@ -82,7 +97,9 @@ let checkSource (file: string) (text: string) : Checked =
 
             let declared = ResizeArray()
 
-            for m in loaded.Models do
+            for m in loaded.Models |> List.filter (isFamily >> not) do
+                let m = instantiate m [] [] m.Span
+
                 let transform =
                     if m.Inputs.IsEmpty then
                         attempt (fun () -> Declared.recognise m.Body)
@@ -160,6 +177,10 @@ let checkSource (file: string) (text: string) : Checked =
                         [ warning (wholeFile file) (noModel file) ]
                     else
                         []
+                Defs = loaded.Models
+                Env = loaded.Env
+                ExperimentDefs = loaded.Experiments
+                Instances = noInstances ()
             })
 
 let checkFile (path: string) : Checked =
@@ -172,6 +193,10 @@ let checkFile (path: string) : Checked =
             Objectives = []
             Diagnostics = [ diagnostic { Span.None with File = path } "no such file" ]
             Warnings = []
+            Defs = []
+            Env = Map.empty
+            ExperimentDefs = []
+            Instances = noInstances ()
         }
     else
         match attempt (fun () -> readSourceFile { Span.None with File = path } path path) with
@@ -185,11 +210,95 @@ let checkFile (path: string) : Checked =
                 Objectives = []
                 Diagnostics = ds
                 Warnings = []
+                Defs = []
+                Env = Map.empty
+                ExperimentDefs = []
+                Instances = noInstances ()
             }
+
+/// The objective of `g` under the recipe of its model (or family), if the recipe has one.
+let private objectiveFor (c: Checked) (family: string) (g: Graph) (models: (string * Graph) list) =
+    match c.Recipes |> List.tryFind (fun r -> r.Model = family) with
+    | None -> None
+    | Some r ->
+        let env =
+            c.Defs
+            |> List.tryFind (fun m -> m.Name = family)
+            |> Option.map (fun m -> m.Env)
+            |> Option.defaultValue c.Env
+
+        match Recipe.labelsFit r g with
+        | [] -> ()
+        | ds -> raise (DslError ds)
+
+        Objective.ofRecipe r g models env
+
+/// The graph of a model instance: its family applied to values evaluated in the file's
+/// bindings (`vlm fastvithd 512` on the command line, or a call in an experiment). Elaborated
+/// once per name.
+let instanceOf (c: Checked) (family: ModelDef) given named (at: Span) : Graph =
+    let inst = instantiate family given named at
+
+    match c.Instances.TryGetValue inst.Name with
+    | true, (g, _) -> g
+    | _ ->
+        let g = onLargeStack (fun () -> elaborateInstance family given named at)
+        let o = objectiveFor c family.Name g (c.Models @ [ inst.Name, g ])
+        c.Instances[inst.Name] <- (g, o)
+        g
+
+/// Reads an instance written as an expression (`vlm fastvithd 512`).
+let instanceFromText (c: Checked) (text: string) : Graph =
+    let file = "--model"
+    registerSource file text
+    let e = Parser.parseExpression file text
+
+    let head, args, span =
+        match e with
+        | App(Var(h, hs), args, s) -> (h, hs), args, s
+        | Var(h, hs) -> (h, hs), [], hs
+        | _ -> errorf (spanOf e) "a model instance is a model's name followed by its parameters"
+
+    let name, hs = head
+
+    match c.Defs |> List.tryFind (fun m -> m.Name = name) with
+    | None ->
+        errorf hs "unknown model '%s'%s" name (didYouMean name (c.Defs |> List.map (fun m -> m.Name)))
+    | Some m ->
+        let ctx =
+            {
+                Values.Builder = None
+                Values.Depth = 0
+                Values.Calls = []
+                Values.Steps = ref 0L
+            }
+
+        let value a = Eval.eval ctx c.Env a
+
+        let given =
+            args
+            |> List.choose (function
+                | Positional a -> Some(value a, spanOf a)
+                | Named _ -> None)
+
+        let named =
+            args
+            |> List.choose (function
+                | Named(n, a, s) -> Some(n, value a, s)
+                | Positional _ -> None)
+
+        instanceOf c m given named span
 
 /// Picks a model by name, or the only/first one; a miss lists what there is.
 let pickModel (c: Checked) (name: string option) : Result<Graph, string> =
     match name, c.Models with
+    | Some n, _ when
+        not (c.Models |> List.exists (fun (m, _) -> m = n))
+        && c.Defs |> List.exists (fun m -> m.Name = n || n.StartsWith(m.Name + " "))
+        ->
+        match attempt (fun () -> instanceFromText c n) with
+        | Ok g -> Ok g
+        | Error ds -> Error(ds |> List.map format |> String.concat "\n")
     | _, [] -> Error(format (diagnostic (wholeFile c.File) (noModel c.File)))
     | None, (_, g) :: _ -> Ok g
     | Some n, models ->
@@ -207,8 +316,21 @@ let pickModel (c: Checked) (name: string option) : Result<Graph, string> =
                     (String.concat ", " names)
             )
 
+/// The family an instance's name starts with (`vlm` of `vlm fastvithd 512`).
+let familyName (model: string) =
+    match model.IndexOf ' ' with
+    | -1 -> model
+    | i -> model.Substring(0, i)
+
 let pickRecipe (c: Checked) (model: string) : Recipe.TrainRecipe option =
-    c.Recipes |> List.tryFind (fun r -> r.Model = model)
+    match c.Recipes |> List.tryFind (fun r -> r.Model = model) with
+    | Some r -> Some r
+    | None -> c.Recipes |> List.tryFind (fun r -> r.Model = familyName model)
 
 let pickObjective (c: Checked) (model: string) : Objective.Objective option =
-    c.Objectives |> List.tryFind (fun (m, _) -> m = model) |> Option.map snd
+    match c.Objectives |> List.tryFind (fun (m, _) -> m = model) with
+    | Some(_, o) -> Some o
+    | None ->
+        match c.Instances.TryGetValue model with
+        | true, (_, o) -> o
+        | _ -> None

@@ -16,6 +16,8 @@ open Dsl.Eval
 type ModelDef =
     {
         Name: string
+        /// Compile-time parameters: a model with a bare one is a family, elaborated per instance.
+        Params: Param list
         Inputs: ModelInput list
         Output: TypeExpr option
         Body: Expr
@@ -37,6 +39,8 @@ type Loaded =
         Env: Env
         Models: ModelDef list
         Trains: TrainDef list
+        /// `experiment` declarations: name, body, where, and the bindings they see.
+        Experiments: (string * Expr * Span * Env) list
         Diagnostics: Diagnostic list
     }
 
@@ -148,6 +152,7 @@ let rec private loadText
     let mutable env = baseEnv
     let models = ResizeArray<ModelDef>()
     let trains = ResizeArray<TrainDef>()
+    let experiments = ResizeArray<string * Expr * Span * Env>()
     let diags = ResizeArray<Diagnostic>()
 
     for d in program.Decls do
@@ -167,19 +172,41 @@ let rec private loadText
             | Error ds ->
                 diags.AddRange ds
                 env <- env.Add(b.Name, ref VError)
-        | DModel(name, inputs, output, body, span) ->
+        | DModel(name, ps, inputs, output, body, span) ->
             if models |> Seq.exists (fun m -> m.Name = name && m.Span.File = file) then
                 diags.Add(diagnostic span (sprintf "model '%s' is declared twice" name))
             else
                 models.Add
                     {
                         Name = name
+                        Params = ps
                         Inputs = inputs
                         Output = output
                         Body = body
                         Span = span
                         Env = env
                     }
+
+                // A family is also a function in what follows: its parameters, then its inputs
+                // (none when point-free: it gives the layer), so another model can use it.
+                if not ps.IsEmpty then
+                    let pointFree =
+                        inputs.Length = 1 && inputs.Head.Name = "input" && inputs.Head.Span = inputs.Head.Type.Span
+
+                    let inputParams =
+                        if pointFree then
+                            []
+                        else
+                            inputs |> List.map (fun i -> PVar(i.Name, i.Span))
+
+                    match collect (fun () -> closure [] env name (ps @ inputParams) body span) with
+                    | Ok f -> env <- env.Add(name, ref f)
+                    | Error ds -> diags.AddRange ds
+        | DExperiment(name, body, span) ->
+            if experiments |> Seq.exists (fun (n, _, _, _) -> n = name) then
+                diags.Add(diagnostic span (sprintf "experiment '%s' is declared twice" name))
+            else
+                experiments.Add(name, body, span, env)
         | DTrain(model, fields, span) ->
             trains.Add
                 {
@@ -194,6 +221,7 @@ let rec private loadText
         Env = env
         Models = List.ofSeq models
         Trains = List.ofSeq trains
+        Experiments = List.ofSeq experiments
         Diagnostics = List.ofSeq diags
     }
 
@@ -385,3 +413,130 @@ let elaborateModel (m: ModelDef) : Graph =
         Nodes = List.ofSeq b.Nodes
         Params = List.ofSeq b.Params
     }
+
+/// A family has a parameter without a default; it is elaborated only per instance.
+let isFamily (m: ModelDef) =
+    m.Params
+    |> List.exists (function
+        | PVar _ -> true
+        | POpt _ -> false)
+
+let private paramName =
+    function
+    | PVar(n, _)
+    | POpt(n, _, _) -> n
+
+/// How an argument reads in an instance's name: a number, string or bool as written, a record
+/// by its `name` field (variants are records of this kind), a layer by its name.
+let rec private argText (v: Value) =
+    match v with
+    | VNum _
+    | VStr _
+    | VBool _ -> show v
+    | VRecord fields ->
+        match fields |> List.tryFind (fun (n, _) -> n = "name") with
+        | Some(_, VStr s) -> s
+        | _ -> "{" + (fields |> List.map (fun (n, x) -> n + " = " + argText x) |> String.concat "; ") + "}"
+    | VList xs -> "[" + (xs |> List.map argText |> String.concat "; ") + "]"
+    | VTuple xs -> "(" + (xs |> List.map argText |> String.concat ", ") + ")"
+    | VLayer l -> l.Name
+    | other -> describe other
+
+/// One instance of a model: positional values fill the bare parameters in order, named values
+/// any parameter, and options not given take their defaults. The instance is a model without
+/// parameters, named by its family and its arguments (`vlm fastvithd 512`).
+let instantiate (m: ModelDef) (given: (Value * Span) list) (named: (string * Value * Span) list) (at: Span) =
+    let bare =
+        m.Params
+        |> List.choose (function
+            | PVar(n, _) -> Some n
+            | POpt _ -> None)
+
+    let all = m.Params |> List.map paramName
+
+    if given.Length > bare.Length then
+        errorf
+            (snd given[bare.Length])
+            "model '%s' takes %d positional parameter%s (%s); this is argument %d"
+            m.Name
+            bare.Length
+            (if bare.Length = 1 then "" else "s")
+            (String.concat ", " bare)
+            (bare.Length + 1)
+
+    for n, _, s in named do
+        if not (List.contains n all) then
+            errorf s "model '%s' has no parameter '%s'%s" m.Name n (didYouMean n all)
+
+        if List.contains n (List.truncate given.Length bare) then
+            errorf s "model '%s': parameter '%s' is given twice" m.Name n
+
+    let positional = List.zip (List.truncate given.Length bare) (List.map fst given)
+    let namedValues = named |> List.map (fun (n, v, _) -> n, v)
+
+    let missing =
+        bare |> List.filter (fun n -> not (List.exists (fun (k, _) -> k = n) (positional @ namedValues)))
+
+    if not missing.IsEmpty then
+        errorf
+            at
+            "model '%s' needs a value for %s (its parameters: %s)"
+            m.Name
+            (missing |> List.map (sprintf "'%s'") |> String.concat ", ")
+            (String.concat ", " all)
+
+    let ctx =
+        {
+            Builder = None
+            Depth = 0
+            Calls = []
+            Steps = ref 0L
+        }
+
+    let env =
+        m.Params
+        |> List.fold
+            (fun (env: Env) p ->
+                let n = paramName p
+
+                let v =
+                    match List.tryFind (fun (k, _) -> k = n) (positional @ namedValues), p with
+                    | Some(_, v), _ -> v
+                    | None, POpt(_, d, _) -> eval ctx env d
+                    | None, PVar _ -> VError
+
+                env.Add(n, ref v))
+            m.Env
+
+    let name =
+        if given.IsEmpty && named.IsEmpty then
+            m.Name
+        else
+            String.concat
+                " "
+                (m.Name :: (given |> List.map (fst >> argText))
+                 @ (named |> List.map (fun (n, v, _) -> sprintf "(%s = %s)" n (argText v))))
+
+    { m with
+        Name = name
+        Params = []
+        Env = env
+    }
+
+/// Elaborates an instance; an error in it is located at the failing layer, with a note at the
+/// instantiation.
+let elaborateInstance (m: ModelDef) given named (at: Span) : Graph =
+    let inst = instantiate m given named at
+
+    try
+        elaborateModel inst
+    with DslError ds when at <> m.Span ->
+        raise (
+            DslError(
+                ds
+                |> List.map (fun d ->
+                    { d with
+                        Notes = d.Notes @ [ at, sprintf "in the instance '%s'" inst.Name ]
+                    })
+            )
+        )

@@ -49,6 +49,7 @@ let private keywords =
             "or"
             "not"
             "rec"
+            "experiment"
         ]
 
 let private pos: P<Pos> =
@@ -467,45 +468,30 @@ let private modelInput: P<ModelInput> =
     spanned (sym "(" >>. ident .>> sym ":" .>>. typeExpr .>> sym ")")
     |>> fun ((n, t), s) -> { Name = n; Type = t; Span = s }
 
+/// A model's compile-time parameters come before its inputs, written as a function's are (`res`,
+/// `(classes = 10)`); an input is `(name : type[...])`.
 let private modelDecl: P<Decl> =
     spanned (kw "model" >>. ident)
+    .>>. many paramP
     .>>. many modelInput
     .>>. opt (sym ":" >>. typeExpr .>>. opt (op "->" >>. typeExpr))
     .>> op "="
     .>>. withOffside 1L expr
-    |>> fun ((((name, s), inputs), sigOpt), body) ->
+    |>> fun (((((name, s), ps), inputs), sigOpt), body) ->
+        let pointFree (input: TypeExpr) =
+            [
+                {
+                    Name = "input"
+                    Type = input
+                    Span = input.Span
+                }
+            ]
+
         match inputs, sigOpt with
-        | [], Some(input, Some output) ->
-            DModel(
-                name,
-                [
-                    {
-                        Name = "input"
-                        Type = input
-                        Span = input.Span
-                    }
-                ],
-                Some output,
-                body,
-                s
-            )
-        | [], Some(input, None) ->
-            DModel(
-                name,
-                [
-                    {
-                        Name = "input"
-                        Type = input
-                        Span = input.Span
-                    }
-                ],
-                None,
-                body,
-                s
-            )
-        | ins, Some(output, None) -> DModel(name, ins, Some output, body, s)
-        | ins, Some(_, Some output) -> DModel(name, ins, Some output, body, s)
-        | ins, None -> DModel(name, ins, None, body, s)
+        | [], Some(input, output) -> DModel(name, ps, pointFree input, output, body, s)
+        | ins, Some(output, None) -> DModel(name, ps, ins, Some output, body, s)
+        | ins, Some(_, Some output) -> DModel(name, ps, ins, Some output, body, s)
+        | ins, None -> DModel(name, ps, ins, None, body, s)
 
 let private trainDecl: P<Decl> =
     spanned (kw "train" >>. ident)
@@ -513,6 +499,10 @@ let private trainDecl: P<Decl> =
           >>. withOffside 0L (items (spanned ident .>> op "=" .>>. expr |>> fun ((n, s), e) -> n, s, e))
           .>> sym "}")
     |>> fun ((m, s), fields) -> DTrain(m, fields, s)
+
+let private experimentDecl: P<Decl> =
+    spanned (kw "experiment" >>. ident) .>> op "=" .>>. withOffside 1L expr
+    |>> fun ((name, s), body) -> DExperiment(name, body, s)
 
 let private openDecl: P<Decl> =
     spanned (kw "open" >>. (stringLit <|> ident)) |>> DOpen
@@ -527,7 +517,7 @@ let private decl: P<Decl> =
                 Reply(())
             else
                 Reply(Error, expected "a declaration at the start of a line"))
-         >>. choice [ openDecl; (binding |>> DLet); modelDecl; trainDecl ])
+         >>. choice [ openDecl; (binding |>> DLet); modelDecl; trainDecl; experimentDecl ])
 
 let private program: P<Decl list> = ws >>. many decl .>> eof
 
@@ -649,10 +639,22 @@ let parseProgram (file: string) (text: string) : Program =
     |> List.collect (function
         | DOpen _ -> []
         | DLet b -> [ Let(b, Unit b.Span, b.Span) ]
-        | DModel(_, inputs, output, body, _) ->
-            body :: (inputs |> List.collect (fun i -> i.Type.Dims))
+        | DModel(_, ps, inputs, output, body, _) ->
+            body
+            :: (ps
+                |> List.choose (function
+                    | POpt(_, d, _) -> Some d
+                    | PVar _ -> None))
+            @ (inputs |> List.collect (fun i -> i.Type.Dims))
             @ (output |> Option.map (fun t -> t.Dims) |> Option.defaultValue [])
-        | DTrain(_, fields, _) -> fields |> List.map (fun (_, _, x) -> x))
+        | DTrain(_, fields, _) -> fields |> List.map (fun (_, _, x) -> x)
+        | DExperiment(_, body, _) -> [ body ])
     |> checkDepth
 
     { File = file; Decls = decls }
+
+/// One expression on its own (a model instance given on the command line, `vlm fastvithd 512`).
+let parseExpression (file: string) (text: string) : Expr =
+    let e = run (ws >>. expr .>> eof) file text
+    checkDepth [ e ]
+    e

@@ -75,9 +75,19 @@ type ModelInput =
 type Decl =
     | DOpen of string * Span
     | DLet of Binding
-    /// `model NAME (x : image[..]) ... : type = body`, or the point-free `model NAME : in -> out = layer`.
-    | DModel of name: string * inputs: ModelInput list * output: TypeExpr option * body: Expr * Span
+    /// `model NAME (x : image[..]) ... : type = body`, or the point-free `model NAME : in -> out = layer`;
+    /// compile-time parameters (`model vlm encoder res (image : image[3, res, res]) = …`) make it a
+    /// family, instantiated with values wherever a model is named.
+    | DModel of
+        name: string *
+        parameters: Param list *
+        inputs: ModelInput list *
+        output: TypeExpr option *
+        body: Expr *
+        Span
     | DTrain of model: string * fields: (string * Span * Expr) list * Span
+    /// `experiment NAME = { stages = …; tables = …; plots = … }`: stages as values (see Experiment).
+    | DExperiment of name: string * body: Expr * Span
 
 type Program = { File: string; Decls: Decl list }
 

@@ -75,6 +75,9 @@ type Value =
     | VFun of Func
     | VLayer of Layer
     | VTensor of Tensor
+    /// A value the host defines (an experiment's stages, model instances, metric references),
+    /// with how it is described in messages.
+    | VHost of obj * describe: string
     /// The value of a binding whose definition already failed with a diagnostic; using it
     /// stops quietly so that one mistake is reported once.
     | VError
@@ -126,6 +129,7 @@ let describe v =
     | VFun f -> sprintf "a function (%s)" f.Name
     | VLayer l -> sprintf "a layer (%s)" l.Name
     | VTensor t -> sprintf "a tensor %s" (showShape t.Shape)
+    | VHost(_, d) -> d
     | VError -> "an earlier error"
 
 /// Stops without a new diagnostic: the cause was already reported.

@@ -23,11 +23,36 @@ let check (args: ParseResults<CheckArgs>) =
             (plural (g.Nodes.Length - g.Inputs.Length) "layer")
             ((paramCount g).ToString("N0"))
 
+    for m in c.Defs |> List.filter Dsl.Elaborate.isFamily do
+        if m.Span.File = path then
+            printfn
+                "model family %s: parameters %s"
+                m.Name
+                (m.Params
+                 |> List.map (function
+                     | Dsl.Syntax.PVar(n, _) -> n
+                     | Dsl.Syntax.POpt(n, _, _) -> sprintf "(%s = …)" n)
+                 |> String.concat " ")
+
     for r in c.Recipes do
         printfn "train %s: %s, %s, %s, batch %d" r.Model r.Data.Kind r.Optimizer.Kind (plural r.Epochs "epoch") r.Batch
 
-    printfn "%s: ok" path
-    0
+    // Every instance an experiment uses is elaborated here, so its shapes are checked too.
+    match Dsl.Experiment.check c c.ExperimentDefs with
+    | _, (_ :: _ as ds) ->
+        printDiagnostics ds
+        1
+    | experiments, [] ->
+        for e in experiments do
+            printfn
+                "experiment %s: %s, %s, %s"
+                e.Name
+                (plural e.Stages.Length "stage")
+                (plural e.Tables.Length "table")
+                (plural e.Plots.Length "plot")
+
+        printfn "%s: ok" path
+        0
 
 let private opName (op: Op) =
     match op with

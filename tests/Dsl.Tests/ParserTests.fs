@@ -92,8 +92,8 @@ let tests =
                 match decls with
                 | [ DOpen("other.dsl", _)
                     DLet _
-                    DModel("m", [ i ], Some out, _, _)
-                    DModel("n", [ a; b ], None, _, _)
+                    DModel("m", [], [ i ], Some out, _, _)
+                    DModel("n", [], [ a; b ], None, _, _)
                     DTrain("m", fields, _) ] ->
                     Expect.equal i.Type.Kind "image" "point-free input"
                     Expect.equal out.Kind "logits" "output type"

@@ -1,0 +1,579 @@
+/// Phase 7: experiments. An `experiment` declaration is an expression evaluated in the file's
+/// bindings plus the experiment builtins (`Stage.train`, `Stage.eval`, `Stage.bench`,
+/// `Stage.transform`, `metric`, `table`, `plot`) and its models (a model's name is the model; a
+/// family's name applied to values is an instance). Its value is a graph of stages: a stage
+/// holds the stages it uses, so the graph is acyclic by construction (a value can only refer to
+/// values made before it), and sweeps are list comprehensions. Every mistake is located here,
+/// before anything runs: an unknown model, metric or column, a setting of the wrong type, two
+/// different stages with one name, an instance whose shapes do not check.
+module Dsl.Experiment
+
+open System
+open Dsl.Syntax
+open Dsl.Diagnostics
+open Dsl.Ir
+open Dsl.Values
+open Dsl.Elaborate
+
+/// A model as an experiment names it: a declared model or an instance of a family.
+type ModelRef =
+    {
+        /// The instance name (`vlm fastvithd 512`), the family's name for a plain model.
+        Name: string
+        Family: string
+        Graph: Graph
+        Span: Span
+    }
+
+/// A setting a stage overrides, as the language value given.
+type Setting = string * Value
+
+type Stage =
+    {
+        /// train, eval, bench or transform.
+        Kind: string
+        Name: string
+        /// The model a train or bench stage runs (a transform's or eval's is its source's).
+        Model: ModelRef option
+        /// The stages whose results this one reads (a checkpoint to evaluate, initial weights).
+        Uses: (string * Stage) list
+        Settings: Setting list
+        Span: Span
+    }
+
+/// A number a stage reports, read when the stage is done.
+type MetricRef = { Stage: Stage; Metric: string; Span: Span }
+
+type Table =
+    {
+        Name: string
+        Columns: string list
+        Rows: (string * Value) list list
+        Span: Span
+    }
+
+type Plot =
+    {
+        Name: string
+        Kind: string
+        X: string
+        Y: string
+        Series: string option
+        LogX: bool
+        LogY: bool
+        Title: string
+        XLabel: string
+        YLabel: string
+        Rows: (string * Value) list list
+        Span: Span
+    }
+
+type Experiment =
+    {
+        Name: string
+        /// Every stage, each after the stages it uses.
+        Stages: Stage list
+        Tables: Table list
+        Plots: Plot list
+        Span: Span
+    }
+
+/// What each kind of stage reports. An eval's further metrics are its objective's declared ones.
+let stageMetrics (s: Stage) (declared: string list) =
+    match s.Kind with
+    | "train" -> [ "loss"; "steps"; "seconds"; "params" ]
+    | "eval" -> [ "loss"; "accuracy"; "top5"; "count"; "per_s" ] @ declared
+    | "bench" -> [ "median_ms"; "p10_ms"; "p90_ms"; "per_s"; "params" ]
+    | "transform" -> [ "params"; "nodes"; "params_before"; "nodes_before" ]
+    | _ -> []
+
+/// The settings each kind takes, with the kind of value each must be.
+let private settingKinds =
+    Map.ofList
+        [
+            "train",
+            [
+                "seed", "an int"
+                "lr", "a number"
+                "steps", "an int"
+                "epochs", "an int"
+                "batch", "an int"
+                "limit", "an int"
+            ]
+            "eval", [ "batch", "an int"; "limit", "an int" ]
+            "bench", [ "batch", "an int"; "mode", "a string"; "warmup", "an int"; "repeats", "an int" ]
+            "transform", [ "amount", "a number"; "importance", "a string" ]
+        ]
+
+let transforms = [ "reparam"; "prune" ]
+
+let private unset = VHost(box "unset", "unset")
+
+let private isUnset v =
+    match v with
+    | VHost(:? string as s, _) when s = "unset" -> true
+    | _ -> false
+
+let private checkSetting kind (name, (v: Value, span: Span)) =
+    let expected = settingKinds[kind] |> List.find (fun (n, _) -> n = name) |> snd
+
+    let fits =
+        match expected, v with
+        | "an int", VNum(_, true) -> true
+        | "a number", VNum _ -> true
+        | "a string", VStr _ -> true
+        | _ -> false
+
+    match v with
+    | VError -> quietStop ()
+    | _ when not fits ->
+        errorf span "Stage.%s: setting '%s' must be %s, got %s" kind name expected (describe v)
+    | VNum(x, _) when x <= 0.0 && name <> "seed" ->
+        errorf span "Stage.%s: setting '%s' must be positive, got %s" kind name (show v)
+    | _ -> name, v
+
+let asStage what (v: Value, span: Span) =
+    match v with
+    | VHost(:? Stage as s, _) -> s
+    | VError -> quietStop ()
+    | other -> errorf span "%s must be a stage (Stage.train, Stage.eval, …), got %s" what (describe other)
+
+let private asModel what (v: Value, span: Span) =
+    match v with
+    | VHost(:? ModelRef as m, _) -> m
+    | VError -> quietStop ()
+    | VFun f -> errorf span "%s: model '%s' needs more parameters" what f.Name
+    | other -> errorf span "%s must be a model, got %s" what (describe other)
+
+let private settingText (n, v) = sprintf "%s=%s" n (show v)
+
+let private stageValue (s: Stage) = VHost(box s, sprintf "the stage '%s'" s.Name)
+
+/// Builds a stage value from a builtin's arguments.
+let private stage kind (model: ModelRef option) uses (a: Map<string, Value * Span>) (span: Span) defaultName =
+    let settings =
+        settingKinds[kind]
+        |> List.choose (fun (n, _) ->
+            match a.TryFind n with
+            | Some(v, _) when isUnset v -> None
+            | Some(v, s) -> Some(checkSetting kind (n, (v, s)))
+            | None -> None)
+
+    let name =
+        match a.TryFind "name" with
+        | Some(VStr n, _) when n.Trim() <> "" -> n
+        | Some(v, s) when not (isUnset v) -> errorf s "Stage.%s: name must be a non-empty string, got %s" kind (describe v)
+        | _ -> String.concat " " (defaultName :: List.map settingText settings)
+
+    stageValue
+        {
+            Kind = kind
+            Name = name
+            Model = model
+            Uses = uses
+            Settings = settings
+            Span = span
+        }
+
+let private optionals (kind: string) =
+    ("name", unset) :: (settingKinds[kind] |> List.map (fun (n, _) -> n, unset))
+
+let private stageBuiltins =
+    VRecord
+        [
+            "train",
+            hostFn "Stage.train" [ "model" ] (("init", unset) :: optionals "train") (fun _ a s ->
+                let m = asModel "Stage.train: the model" a["model"]
+
+                let uses =
+                    match a["init"] with
+                    | v, _ when isUnset v -> []
+                    | v -> [ "init", asStage "Stage.train: init" v ]
+
+                stage "train" (Some m) uses a s m.Name)
+            "eval",
+            hostFn "Stage.eval" [ "trained" ] (optionals "eval") (fun _ a s ->
+                let t = asStage "Stage.eval: what it evaluates" a["trained"]
+
+                if t.Kind <> "train" && t.Kind <> "transform" then
+                    errorf (snd a["trained"]) "Stage.eval evaluates a train or transform stage, not a %s stage" t.Kind
+
+                stage "eval" t.Model [ "checkpoint", t ] a s (t.Name + " / eval"))
+            "bench",
+            hostFn "Stage.bench" [ "model" ] (optionals "bench") (fun _ a s ->
+                match fst a["model"] with
+                | VHost(:? Stage as t, _) when t.Kind = "transform" ->
+                    stage "bench" t.Model [ "checkpoint", t ] a s (t.Name + " / bench")
+                | _ ->
+                    let m = asModel "Stage.bench: the model" a["model"]
+                    stage "bench" (Some m) [] a s (m.Name + " / bench"))
+            "transform",
+            hostFn "Stage.transform" [ "trained"; "transform" ] (optionals "transform") (fun _ a s ->
+                let t = asStage "Stage.transform: what it transforms" a["trained"]
+
+                let kind =
+                    match a["transform"] with
+                    | VStr k, _ when List.contains k transforms -> k
+                    | VStr k, sp -> errorf sp "Stage.transform: unknown transform '%s'%s" k (didYouMean k transforms)
+                    | v, sp -> errorf sp "Stage.transform: the transform is a string (%s), got %s" (String.concat ", " transforms) (describe v)
+
+                if t.Kind <> "train" && t.Kind <> "transform" then
+                    errorf (snd a["trained"]) "Stage.transform transforms a train or transform stage, not a %s stage" t.Kind
+
+                if kind = "prune" && not (a["amount"] |> fst |> isUnset |> not) then
+                    errorf s "Stage.transform \"prune\" needs (amount = …), the share of every group to remove"
+
+                match stage "transform" t.Model [ "checkpoint", t ] a s (t.Name + " / " + kind) with
+                | VHost(:? Stage as st, d) ->
+                    VHost(box { st with Settings = ("transform", VStr kind) :: st.Settings }, d)
+                | v -> v)
+        ]
+
+let private metricValue (m: MetricRef) =
+    VHost(box m, sprintf "the metric '%s' of '%s'" m.Metric m.Stage.Name)
+
+/// A row is a record; its fields are the columns.
+let private rowsOf what (v: Value, span: Span) =
+    match v with
+    | VList rows ->
+        rows
+        |> List.map (function
+            | VRecord fields -> fields
+            | VError -> quietStop ()
+            | other -> errorf span "%s: every row is a record of columns, got %s" what (describe other))
+    | VError -> quietStop ()
+    | other -> errorf span "%s: the rows are a list of records, got %s" what (describe other)
+
+let private requireColumn what (rows: (string * Value) list list) (col: string) span =
+    for r in rows do
+        if not (List.exists (fun (n, _) -> n = col) r) then
+            errorf span "%s: no column '%s' in a row%s" what col (didYouMean col (r |> List.map fst))
+
+let private str what (v: Value, span) =
+    match v with
+    | VStr s -> s
+    | VError -> quietStop ()
+    | other -> errorf span "%s must be a string, got %s" what (describe other)
+
+let private flag what (v: Value, span) =
+    match v with
+    | VBool b -> b
+    | VError -> quietStop ()
+    | other -> errorf span "%s must be a bool, got %s" what (describe other)
+
+let plotKinds = [ "line"; "bar"; "scatter" ]
+
+let private resultBuiltins (metricsOf: Stage -> string list) =
+    [
+        "metric",
+        hostFn "metric" [ "stage"; "name" ] [] (fun _ a s ->
+            let st = asStage "metric: the stage" a["stage"]
+            let name = str "metric: the name" a["name"]
+            let known = metricsOf st
+
+            if not (List.contains name known) then
+                errorf
+                    (snd a["name"])
+                    "metric: a %s stage reports no '%s'%s (it reports %s)"
+                    st.Kind
+                    name
+                    (didYouMean name known)
+                    (String.concat ", " known)
+
+            metricValue { Stage = st; Metric = name; Span = s })
+        "table",
+        hostFn "table" [ "name"; "rows" ] [ "columns", unset ] (fun _ a s ->
+            let name = str "table: the name" a["name"]
+            let rows = rowsOf "table" a["rows"]
+
+            let columns =
+                match a["columns"] with
+                | v, _ when isUnset v ->
+                    match rows with
+                    | r :: _ -> r |> List.map fst
+                    | [] -> []
+                | VList cs, sp -> cs |> List.map (fun c -> str "table: a column" (c, sp))
+                | v, sp -> errorf sp "table: columns are a list of strings, got %s" (describe v)
+
+            for c in columns do
+                requireColumn (sprintf "table '%s'" name) rows c (snd a["columns"])
+
+            VHost(
+                box
+                    {
+                        Name = name
+                        Columns = columns
+                        Rows = rows
+                        Span = s
+                    },
+                "a table"
+            ))
+        "plot",
+        hostFn
+            "plot"
+            [ "name"; "rows" ]
+            [
+                "x", unset
+                "y", unset
+                "series", unset
+                "kind", VStr "line"
+                "logX", VBool false
+                "logY", VBool false
+                "title", VStr ""
+                "xLabel", VStr ""
+                "yLabel", VStr ""
+            ]
+            (fun _ a s ->
+                let name = str "plot: the name" a["name"]
+                let rows = rowsOf "plot" a["rows"]
+
+                let column key =
+                    match a[key] with
+                    | v, _ when isUnset v -> errorf s "plot '%s' needs (%s = \"COLUMN\")" name key
+                    | v ->
+                        let c = str (sprintf "plot: %s" key) v
+                        requireColumn (sprintf "plot '%s'" name) rows c (snd v)
+                        c
+
+                let series =
+                    match a["series"] with
+                    | v, _ when isUnset v -> None
+                    | v ->
+                        let c = str "plot: series" v
+                        requireColumn (sprintf "plot '%s'" name) rows c (snd v)
+                        Some c
+
+                let kind = str "plot: kind" a["kind"]
+
+                if not (List.contains kind plotKinds) then
+                    errorf (snd a["kind"]) "plot: unknown kind '%s'%s" kind (didYouMean kind plotKinds)
+
+                let x = column "x"
+                let y = column "y"
+
+                VHost(
+                    box
+                        {
+                            Name = name
+                            Kind = kind
+                            X = x
+                            Y = y
+                            Series = series
+                            LogX = flag "plot: logX" a["logX"]
+                            LogY = flag "plot: logY" a["logY"]
+                            Title = str "plot: title" a["title"]
+                            XLabel =
+                                (match str "plot: xLabel" a["xLabel"] with
+                                 | "" -> x
+                                 | l -> l)
+                            YLabel =
+                                (match str "plot: yLabel" a["yLabel"] with
+                                 | "" -> y
+                                 | l -> l)
+                            Rows = rows
+                            Span = s
+                        },
+                    "a plot"
+                ))
+    ]
+
+/// A model's name in an experiment: the model itself, or for a family a function of its
+/// parameters that gives the instance.
+let private modelValue (c: Compiler.Checked) (m: ModelDef) : Value =
+    let refOf (g: Graph) span =
+        VHost(
+            box
+                {
+                    Name = g.Name
+                    Family = m.Name
+                    Graph = g
+                    Span = span
+                },
+            sprintf "the model '%s'" g.Name
+        )
+
+    if isFamily m then
+        let bare =
+            m.Params
+            |> List.choose (function
+                | PVar(n, _) -> Some n
+                | POpt _ -> None)
+
+        let opts =
+            m.Params
+            |> List.choose (function
+                | POpt(n, _, _) -> Some(n, unset)
+                | PVar _ -> None)
+
+        hostFn m.Name bare opts (fun _ a s ->
+            let given = bare |> List.map (fun n -> a[n])
+
+            let named =
+                opts
+                |> List.choose (fun (n, _) ->
+                    match a[n] with
+                    | v, _ when isUnset v -> None
+                    | v, sp -> Some(n, v, sp))
+
+            refOf (Compiler.instanceOf c m given named s) s)
+    else
+        match c.Models |> List.tryFind (fun (n, _) -> n = m.Name) with
+        | Some(_, g) -> refOf g m.Span
+        | None -> VError
+
+/// What makes two stage values the same computation.
+let rec identity (s: Stage) =
+    sprintf
+        "%s|%s|%s|%s"
+        s.Kind
+        (s.Model |> Option.map (fun m -> m.Name) |> Option.defaultValue "")
+        (s.Settings |> List.map settingText |> String.concat ",")
+        (s.Uses |> List.map (fun (r, u) -> r + "=" + identity u) |> String.concat ",")
+
+/// The stages a result needs, each after what it uses, without repeats: stages with one name
+/// are one stage when they are the same computation, a located error otherwise.
+let private ordered (roots: Stage list) =
+    let byName = Collections.Generic.Dictionary<string, Stage>()
+    let order = ResizeArray<Stage>()
+
+    let rec visit (s: Stage) =
+        for _, u in s.Uses do
+            visit u
+
+        match byName.TryGetValue s.Name with
+        | true, seen when identity seen = identity s -> ()
+        | true, seen ->
+            raise (
+                DslError
+                    [
+                        { diagnostic
+                              s.Span
+                              (sprintf
+                                  "two different stages are named '%s'; give one another (name = \"…\")"
+                                  s.Name) with
+                            Notes = [ seen.Span, "the other stage of that name" ]
+                        }
+                    ]
+            )
+        | _ ->
+            byName[s.Name] <- s
+            order.Add s
+
+    for r in roots do
+        visit r
+
+    List.ofSeq order
+
+let rec private stagesIn (v: Value) : Stage list =
+    match v with
+    | VHost(:? Stage as s, _) -> [ s ]
+    | VHost(:? MetricRef as m, _) -> [ m.Stage ]
+    | VList xs
+    | VTuple xs -> xs |> List.collect stagesIn
+    | VRecord fs -> fs |> List.collect (snd >> stagesIn)
+    | _ -> []
+
+let private elaborate (c: Compiler.Checked) (metricsOf: Stage -> string list) (name, body: Expr, span: Span, env: Eval.Env) =
+    let env =
+        c.Defs |> List.fold (fun (e: Eval.Env) m -> e.Add(m.Name, ref (modelValue c m))) env
+
+    let env =
+        (("Stage", stageBuiltins) :: resultBuiltins metricsOf)
+        |> List.fold (fun (e: Eval.Env) (n, v) -> e.Add(n, ref v)) env
+
+    let ctx =
+        {
+            Builder = None
+            Depth = 0
+            Calls = []
+            Steps = ref 0L
+        }
+
+    let value = Eval.eval ctx env body
+    let bodySpan = spanOf body
+
+    let fields =
+        match value with
+        | VRecord fs -> fs
+        | VList _ -> [ "stages", value ]
+        | VError -> quietStop ()
+        | other -> errorf bodySpan "experiment '%s' is a record { stages = …; tables = …; plots = … }, got %s" name (describe other)
+
+    let allowed = [ "stages"; "tables"; "plots" ]
+
+    for f, _ in fields do
+        if not (List.contains f allowed) then
+            errorf bodySpan "experiment '%s': unknown field '%s'%s" name f (didYouMean f allowed)
+
+    let list field =
+        match fields |> List.tryFind (fun (n, _) -> n = field) with
+        | Some(_, VList xs) -> xs
+        | Some(_, VError) -> quietStop ()
+        | Some(_, other) -> errorf bodySpan "experiment '%s': %s is a list, got %s" name field (describe other)
+        | None -> []
+
+    let tables =
+        list "tables"
+        |> List.map (function
+            | VHost(:? Table as t, _) -> t
+            | other -> errorf bodySpan "experiment '%s': tables holds %s, not a table" name (describe other))
+
+    let plots =
+        list "plots"
+        |> List.map (function
+            | VHost(:? Plot as p, _) -> p
+            | other -> errorf bodySpan "experiment '%s': plots holds %s, not a plot" name (describe other))
+
+    let roots =
+        (list "stages"
+         |> List.map (fun v -> asStage (sprintf "experiment '%s': every item of stages" name) (v, bodySpan)))
+        @ (tables |> List.collect (fun t -> t.Rows |> List.collect (List.collect (snd >> stagesIn))))
+        @ (plots |> List.collect (fun p -> p.Rows |> List.collect (List.collect (snd >> stagesIn))))
+
+    // A table writes NAME.tsv and NAME.md, a plot NAME.png: names are unique within each.
+    let unique what (results: (string * Span) list) =
+        for n, sp in results do
+            if results |> List.filter (fun (m, _) -> m = n) |> List.length > 1 then
+                errorf sp "experiment '%s': two %s are named '%s' (their files would collide)" name what n
+
+            if n.Trim() = "" || n.IndexOfAny(IO.Path.GetInvalidFileNameChars()) >= 0 then
+                errorf sp "experiment '%s': the %s name '%s' is not a file name" name what n
+
+    unique "tables" (tables |> List.map (fun t -> t.Name, t.Span))
+    unique "plots" (plots |> List.map (fun p -> p.Name, p.Span))
+
+    {
+        Name = name
+        Stages = ordered roots
+        Tables = tables
+        Plots = plots
+        Span = span
+    }
+
+/// The metrics a stage reports: its kind's, and for an eval its objective's declared ones.
+let metricsFor (c: Compiler.Checked) (s: Stage) =
+    let declared =
+        match s.Model with
+        | Some m ->
+            match Compiler.pickObjective c m.Name with
+            | Some o ->
+                match o.Metrics with
+                | Some g -> g.Outputs |> List.map fst
+                | None -> []
+            | None -> []
+        | None -> []
+
+    stageMetrics s declared
+
+/// Every experiment of a checked file, or the diagnostics of those that fail.
+let check (c: Compiler.Checked) (experiments: (string * Expr * Span * Eval.Env) list) =
+    let diags = ResizeArray<Diagnostic>()
+    let found = ResizeArray<Experiment>()
+
+    for e in experiments do
+        try
+            found.Add(elaborate c (metricsFor c) e)
+        with DslError ds ->
+            diags.AddRange ds
+
+    List.ofSeq found, List.ofSeq diags |> List.distinct
