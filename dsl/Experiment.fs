@@ -42,13 +42,29 @@ type Stage =
     }
 
 /// A number a stage reports, read when the stage is done.
-type MetricRef = { Stage: Stage; Metric: string; Span: Span }
+type MetricRef =
+    {
+        Stage: Stage
+        Metric: string
+        Span: Span
+    }
+
+/// A number computed from other cells once the stages are done (`derived (fun a b -> a / b) [x; y]`):
+/// a ratio, a difference, a speed-up.
+type Derived =
+    {
+        Fn: Value
+        Args: Value list
+        Span: Span
+    }
 
 type Table =
     {
         Name: string
         Columns: string list
         Rows: (string * Value) list list
+        /// A folder (relative to the file) that gets a copy of the table's files, e.g. docs/.
+        Dir: string option
         Span: Span
     }
 
@@ -65,6 +81,7 @@ type Plot =
         XLabel: string
         YLabel: string
         Rows: (string * Value) list list
+        Dir: string option
         Span: Span
     }
 
@@ -98,14 +115,19 @@ let private settingKinds =
                 "steps", "an int"
                 "epochs", "an int"
                 "batch", "an int"
-                "limit", "an int"
             ]
-            "eval", [ "batch", "an int"; "limit", "an int" ]
-            "bench", [ "batch", "an int"; "mode", "a string"; "warmup", "an int"; "repeats", "an int" ]
-            "transform", [ "amount", "a number"; "importance", "a string" ]
+            "eval", [ "batch", "an int" ]
+            "bench",
+            [
+                "batch", "an int"
+                "deploy", "a bool"
+                "warmup", "an int"
+                "repeats", "an int"
+            ]
+            "transform", []
         ]
 
-let transforms = [ "reparam"; "prune" ]
+let transforms = [ "reparam" ]
 
 let private unset = VHost(box "unset", "unset")
 
@@ -122,13 +144,13 @@ let private checkSetting kind (name, (v: Value, span: Span)) =
         | "an int", VNum(_, true) -> true
         | "a number", VNum _ -> true
         | "a string", VStr _ -> true
+        | "a bool", VBool _ -> true
         | _ -> false
 
     match v with
     | VError -> quietStop ()
-    | _ when not fits ->
-        errorf span "Stage.%s: setting '%s' must be %s, got %s" kind name expected (describe v)
-    | VNum(x, _) when x <= 0.0 && name <> "seed" ->
+    | _ when not fits -> errorf span "Stage.%s: setting '%s' must be %s, got %s" kind name expected (describe v)
+    | VNum(x, _) when x <= 0.0 && name <> "seed" && not (name = "warmup" && x = 0.0) ->
         errorf span "Stage.%s: setting '%s' must be positive, got %s" kind name (show v)
     | _ -> name, v
 
@@ -147,7 +169,8 @@ let private asModel what (v: Value, span: Span) =
 
 let private settingText (n, v) = sprintf "%s=%s" n (show v)
 
-let private stageValue (s: Stage) = VHost(box s, sprintf "the stage '%s'" s.Name)
+let private stageValue (s: Stage) =
+    VHost(box s, sprintf "the stage '%s'" s.Name)
 
 /// Builds a stage value from a builtin's arguments.
 let private stage kind (model: ModelRef option) uses (a: Map<string, Value * Span>) (span: Span) defaultName =
@@ -162,7 +185,8 @@ let private stage kind (model: ModelRef option) uses (a: Map<string, Value * Spa
     let name =
         match a.TryFind "name" with
         | Some(VStr n, _) when n.Trim() <> "" -> n
-        | Some(v, s) when not (isUnset v) -> errorf s "Stage.%s: name must be a non-empty string, got %s" kind (describe v)
+        | Some(v, s) when not (isUnset v) ->
+            errorf s "Stage.%s: name must be a non-empty string, got %s" kind (describe v)
         | _ -> String.concat " " (defaultName :: List.map settingText settings)
 
     stageValue
@@ -215,17 +239,28 @@ let private stageBuiltins =
                     match a["transform"] with
                     | VStr k, _ when List.contains k transforms -> k
                     | VStr k, sp -> errorf sp "Stage.transform: unknown transform '%s'%s" k (didYouMean k transforms)
-                    | v, sp -> errorf sp "Stage.transform: the transform is a string (%s), got %s" (String.concat ", " transforms) (describe v)
+                    | v, sp ->
+                        errorf
+                            sp
+                            "Stage.transform: the transform is a string (%s), got %s"
+                            (String.concat ", " transforms)
+                            (describe v)
 
                 if t.Kind <> "train" && t.Kind <> "transform" then
-                    errorf (snd a["trained"]) "Stage.transform transforms a train or transform stage, not a %s stage" t.Kind
-
-                if kind = "prune" && not (a["amount"] |> fst |> isUnset |> not) then
-                    errorf s "Stage.transform \"prune\" needs (amount = …), the share of every group to remove"
+                    errorf
+                        (snd a["trained"])
+                        "Stage.transform transforms a train or transform stage, not a %s stage"
+                        t.Kind
 
                 match stage "transform" t.Model [ "checkpoint", t ] a s (t.Name + " / " + kind) with
                 | VHost(:? Stage as st, d) ->
-                    VHost(box { st with Settings = ("transform", VStr kind) :: st.Settings }, d)
+                    VHost(
+                        box
+                            { st with
+                                Settings = ("transform", VStr kind) :: st.Settings
+                            },
+                        d
+                    )
                 | v -> v)
         ]
 
@@ -263,6 +298,12 @@ let private flag what (v: Value, span) =
 
 let plotKinds = [ "line"; "bar"; "scatter" ]
 
+let private dirOf (a: Map<string, Value * Span>) =
+    match a["dir"] with
+    | v, _ when isUnset v -> None
+    | VStr d, _ when d.Trim() <> "" -> Some d
+    | v, sp -> errorf sp "dir must be a folder name, got %s" (describe v)
+
 let private resultBuiltins (metricsOf: Stage -> string list) =
     [
         "metric",
@@ -274,15 +315,22 @@ let private resultBuiltins (metricsOf: Stage -> string list) =
             if not (List.contains name known) then
                 errorf
                     (snd a["name"])
-                    "metric: a %s stage reports no '%s'%s (it reports %s)"
+                    "metric: %s %s stage reports no '%s'%s (it reports %s)"
+                    (if "aeiou".Contains st.Kind[0] then "an" else "a")
                     st.Kind
                     name
                     (didYouMean name known)
                     (String.concat ", " known)
 
             metricValue { Stage = st; Metric = name; Span = s })
+        "derived",
+        hostFn "derived" [ "fn"; "args" ] [] (fun _ a s ->
+            match a["fn"], a["args"] with
+            | (VFun _ as f, _), (VList xs, _) -> VHost(box { Fn = f; Args = xs; Span = s }, "a derived number")
+            | (VFun _, _), (v, sp) -> errorf sp "derived: the arguments are a list, got %s" (describe v)
+            | (v, sp), _ -> errorf sp "derived: the first argument is a function, got %s" (describe v))
         "table",
-        hostFn "table" [ "name"; "rows" ] [ "columns", unset ] (fun _ a s ->
+        hostFn "table" [ "name"; "rows" ] [ "columns", unset; "dir", unset ] (fun _ a s ->
             let name = str "table: the name" a["name"]
             let rows = rowsOf "table" a["rows"]
 
@@ -304,6 +352,7 @@ let private resultBuiltins (metricsOf: Stage -> string list) =
                         Name = name
                         Columns = columns
                         Rows = rows
+                        Dir = dirOf a
                         Span = s
                     },
                 "a table"
@@ -322,6 +371,7 @@ let private resultBuiltins (metricsOf: Stage -> string list) =
                 "title", VStr ""
                 "xLabel", VStr ""
                 "yLabel", VStr ""
+                "dir", unset
             ]
             (fun _ a s ->
                 let name = str "plot: the name" a["name"]
@@ -371,6 +421,7 @@ let private resultBuiltins (metricsOf: Stage -> string list) =
                                  | "" -> y
                                  | l -> l)
                             Rows = rows
+                            Dir = dirOf a
                             Span = s
                         },
                     "a plot"
@@ -448,9 +499,7 @@ let private ordered (roots: Stage list) =
                     [
                         { diagnostic
                               s.Span
-                              (sprintf
-                                  "two different stages are named '%s'; give one another (name = \"…\")"
-                                  s.Name) with
+                              (sprintf "two different stages are named '%s'; give one another (name = \"…\")" s.Name) with
                             Notes = [ seen.Span, "the other stage of that name" ]
                         }
                     ]
@@ -468,14 +517,20 @@ let rec private stagesIn (v: Value) : Stage list =
     match v with
     | VHost(:? Stage as s, _) -> [ s ]
     | VHost(:? MetricRef as m, _) -> [ m.Stage ]
+    | VHost(:? Derived as d, _) -> d.Args |> List.collect stagesIn
     | VList xs
     | VTuple xs -> xs |> List.collect stagesIn
     | VRecord fs -> fs |> List.collect (snd >> stagesIn)
     | _ -> []
 
-let private elaborate (c: Compiler.Checked) (metricsOf: Stage -> string list) (name, body: Expr, span: Span, env: Eval.Env) =
+let private elaborate
+    (c: Compiler.Checked)
+    (metricsOf: Stage -> string list)
+    (name, body: Expr, span: Span, env: Eval.Env)
+    =
     let env =
-        c.Defs |> List.fold (fun (e: Eval.Env) m -> e.Add(m.Name, ref (modelValue c m))) env
+        c.Defs
+        |> List.fold (fun (e: Eval.Env) m -> e.Add(m.Name, ref (modelValue c m))) env
 
     let env =
         (("Stage", stageBuiltins) :: resultBuiltins metricsOf)
@@ -497,7 +552,12 @@ let private elaborate (c: Compiler.Checked) (metricsOf: Stage -> string list) (n
         | VRecord fs -> fs
         | VList _ -> [ "stages", value ]
         | VError -> quietStop ()
-        | other -> errorf bodySpan "experiment '%s' is a record { stages = …; tables = …; plots = … }, got %s" name (describe other)
+        | other ->
+            errorf
+                bodySpan
+                "experiment '%s' is a record { stages = …; tables = …; plots = … }, got %s"
+                name
+                (describe other)
 
     let allowed = [ "stages"; "tables"; "plots" ]
 
@@ -527,8 +587,10 @@ let private elaborate (c: Compiler.Checked) (metricsOf: Stage -> string list) (n
     let roots =
         (list "stages"
          |> List.map (fun v -> asStage (sprintf "experiment '%s': every item of stages" name) (v, bodySpan)))
-        @ (tables |> List.collect (fun t -> t.Rows |> List.collect (List.collect (snd >> stagesIn))))
-        @ (plots |> List.collect (fun p -> p.Rows |> List.collect (List.collect (snd >> stagesIn))))
+        @ (tables
+           |> List.collect (fun t -> t.Rows |> List.collect (List.collect (snd >> stagesIn))))
+        @ (plots
+           |> List.collect (fun p -> p.Rows |> List.collect (List.collect (snd >> stagesIn))))
 
     // A table writes NAME.tsv and NAME.md, a plot NAME.png: names are unique within each.
     let unique what (results: (string * Span) list) =
@@ -577,3 +639,15 @@ let check (c: Compiler.Checked) (experiments: (string * Expr * Span * Eval.Env) 
             diags.AddRange ds
 
     List.ofSeq found, List.ofSeq diags |> List.distinct
+
+/// The value of a derived cell, its arguments resolved (None if one is missing).
+let evalDerived (d: Derived) (args: Value list) : Value =
+    let ctx =
+        {
+            Builder = None
+            Depth = 0
+            Calls = []
+            Steps = ref 0L
+        }
+
+    Eval.applyArgs ctx d.Fn (args |> List.map (fun v -> Eval.PosArg(v, d.Span))) d.Span

@@ -179,6 +179,11 @@ let private anchored (p: P<'a>) : P<'a> =
 
 let private sym (s: string) = tok (skipString s) <?> sprintf "'%s'" s
 
+/// A closing bracket may stand at or left of the offside column (as in F#): it cannot start a
+/// new item, so `}` under the `{` of a list item closes the item rather than ending it.
+let private close (s: string) =
+    skipString s .>> markEnd .>> ws <?> sprintf "'%s'" s
+
 /// An operator that is not the prefix of a longer one (`>` is not `>>`, `=` is not `==`).
 let private op (s: string) =
     tok (attempt (skipString s >>. notFollowedBy (anyOf "|>=<&+-*/%@:.")))
@@ -270,7 +275,7 @@ let private recordLit: P<Expr> =
         <|> (expr .>> kw "with" .>>. items field |>> fun (b, fields) -> Some b, fields)
         <|>% (None, [])
 
-    spanned (sym "{" >>. withOffside 0L body .>> sym "}")
+    spanned (sym "{" >>. withOffside 0L body .>> close "}")
     |>> function
         | (None, fields), s -> Record(fields, s)
         | (Some baseRecord, fields), s -> RecordUpdate(baseRecord, fields, s)
@@ -297,11 +302,11 @@ let private listLit: P<Expr> =
                  <|> (itemsAfter c first expr |>> fun xs -> fun s -> ListLit(xs, s)))
             <|>% (fun s -> ListLit([], s))
 
-    spanned (sym "[" >>. withOffside 0L (comp <|> rangeOrPlain) .>> sym "]")
+    spanned (sym "[" >>. withOffside 0L (comp <|> rangeOrPlain) .>> close "]")
     |>> fun (mk, s) -> mk s
 
 let private parenExpr: P<Expr> =
-    spanned (sym "(" >>. withOffside 0L (sepBy expr (sym ",")) .>> sym ")")
+    spanned (sym "(" >>. withOffside 0L (sepBy expr (sym ",")) .>> close ")")
     |>> function
         | [], s -> Unit s
         | [ e ], _ -> e

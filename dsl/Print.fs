@@ -409,6 +409,16 @@ let private inputType (n: Node) =
 
     sprintf "%s[%s]" kind (n.Shape |> List.tail |> List.map string |> String.concat ", ")
 
+/// The name a printed model is declared with: an instance's (`vlm fastvithd 512`) as one
+/// identifier (`vlm_fastvithd_512`), since the printed model has no parameters.
+let declaredName (name: string) =
+    let chars =
+        name.Trim()
+        |> Seq.map (fun c -> if System.Char.IsLetterOrDigit c || c = '_' then c else '_')
+        |> Seq.toArray
+
+    System.String(chars).Replace("__", "_").TrimEnd('_')
+
 /// The model as `.dsl` source (one `model` declaration).
 let model (g: Graph) : string =
     let tied =

@@ -3,13 +3,12 @@ using System.Globalization;
 namespace Dsl.Bench;
 
 /// <summary>The command line of Dsl.Bench.</summary>
-internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed, bool Json, bool Help, string? Compare, string? Model, int Rounds, IReadOnlyList<long> Batches, string? Ttft = null, string? Tsv = null, string? Objective = null, bool DepthwiseSweep = false, int Every = 1, int Draws = 2)
+internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed, bool Json, bool Help, string? Compare, string? Model, int Rounds, IReadOnlyList<long> Batches, string? Objective = null, bool DepthwiseSweep = false, int Every = 1, int Draws = 2)
 {
     public const string Usage =
         "usage: Dsl.Bench [--batch B (default 1)] [--repeats N (default 20)] [--warmup W (default 3)] [--seed S (default 0)] [--json]\n" +
         "       Dsl.Bench --compare FILE.dsl [--model M] [--batches 1,128] [--rounds R (default 20)] [--repeats N] [--warmup W] [--json]\n" +
         "       Dsl.Bench --objective FILE.dsl [--model M] [--batches 1,128] [--rounds R] [--repeats N] [--warmup W]   (the train block's crossEntropy as the prelude's objective graph vs F.cross_entropy)\n" +
-        "       Dsl.Bench --ttft FILE.dsl [--rounds R] [--repeats N] [--warmup W] [--tsv OUT.tsv]   (every NAMEEncoder / NAMEVlm pair)\n" +
         "       Dsl.Bench --depthwise-sweep [--every K (default 1: every configuration)] [--draws N (default 2)] [--seed S]   (oneDNN's depthwise convolutions against a float64 reference)";
 
     public static BenchArgs Parse(IReadOnlyList<string> args)
@@ -27,9 +26,7 @@ internal sealed record BenchArgs(long Batch, int Repeats, int Warmup, long Seed,
                 "--seed" => parsed with { Seed = Number(args, ++i, "--seed") },
                 "--compare" => parsed with { Compare = Text(args, ++i, "--compare") },
                 "--model" => parsed with { Model = Text(args, ++i, "--model") },
-                "--ttft" => parsed with { Ttft = Text(args, ++i, "--ttft") },
                 "--objective" => parsed with { Objective = Text(args, ++i, "--objective") },
-                "--tsv" => parsed with { Tsv = Text(args, ++i, "--tsv") },
                 "--rounds" => parsed with { Rounds = (int)Positive(args, ++i, "--rounds") },
                 "--depthwise-sweep" => parsed with { DepthwiseSweep = true },
                 "--every" => parsed with { Every = (int)Positive(args, ++i, "--every") },

@@ -9,7 +9,6 @@ using static TorchSharp.torch;
 // Benchmark harness the DSL uses for compiled graphs, so the two can be compared.
 // Usage: Dsl.Bench [--batch B] [--repeats N] [--warmup W] [--seed S] [--json]
 // With --compare FILE.dsl it times the DSL model of FILE and the reference side by side; with
-// --ttft FILE.dsl, FastVLM's time-to-first-token for every encoder/VLM pair in FILE; with
 // --depthwise-sweep, the correctness sweep behind ConvolutionBackend's depthwise allowlist; with
 // --objective FILE.dsl, a training step through the train block's objective graph against the
 // direct F.cross_entropy of the host task it replaced.
@@ -34,11 +33,6 @@ if (options.Help)
 if (options.DepthwiseSweep)
 {
     return DepthwiseSweep.Run(options.Every, options.Draws, options.Seed);
-}
-
-if (options.Ttft is { } pairsFile)
-{
-    return Ttft.Run(pairsFile, options.Rounds, options.Warmup, options.Repeats, options.Tsv);
 }
 
 if (options.Objective is { } objectiveFile)

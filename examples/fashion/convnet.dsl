@@ -17,3 +17,34 @@ train fashion {
     epochs    = 5
     batch     = 128
 }
+
+/// The main job: train with the block above, then evaluate the checkpoint on the 10,000 test
+/// images. `dsl run examples/fashion/convnet.dsl` writes runs/main/accuracy.{tsv,md}; a rerun
+/// finds both stages done and only rewrites the table.
+experiment main =
+    let trained = Stage.train fashion
+    let tested = Stage.eval trained
+
+    {
+        tables =
+            [
+                table "accuracy" [
+                    {
+                        net = "convnet"
+                        accuracy = metric tested "accuracy"
+                        top5 = metric tested "top5"
+                        test_loss = metric tested "loss"
+                        train_s = metric trained "seconds"
+                    }
+                ]
+            ]
+    }
+
+/// The same pipeline in seconds (what CI runs end to end): 30 steps, two seeds.
+experiment smoke =
+    let rows =
+        [ for seed in [ 0; 1 ] ->
+            let trained = Stage.train fashion (seed = seed) (steps = 30)
+            { seed = seed; accuracy = metric (Stage.eval trained) "accuracy"; loss = metric trained "loss" } ]
+
+    { tables = [ table "smoke" rows ] }

@@ -427,6 +427,24 @@ type ImportArgs =
                 "a missing or unused key that is not an error: a regular expression matching the whole key (repeatable)"
 
 // No [<RequireSubcommand>]: `dsl --version` has none (Program.run asks for one otherwise).
+type RunArgs =
+    | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
+    | Experiment of name: string
+    | Out of dir: string
+    | [<AtLeast 1.0>] Jobs of count: int
+    | Dry_Run
+    | Force of stages: string list
+
+    interface IArgParserTemplate with
+        member a.Usage =
+            match a with
+            | File _ -> "the .dsl file whose experiment to run"
+            | Experiment _ -> "which experiment (default: the file's only or first one)"
+            | Out _ -> "the store of stage results and outputs (default runs/<experiment>)"
+            | Jobs _ -> "run up to N independent stages at once, dividing the cores between them (default 1)"
+            | Dry_Run -> "print the plan (every stage, its key, done or to run) and run nothing"
+            | Force _ -> "run these stages again even if done (names, or patterns with *)"
+
 type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Check of ParseResults<CheckArgs>
     | [<CliPrefix(CliPrefix.None)>] Show of ParseResults<ShowArgs>
@@ -440,6 +458,7 @@ type DslArgs =
     | [<CliPrefix(CliPrefix.None)>] Reinforce of ParseResults<ReinforceArgs>
     | [<CliPrefix(CliPrefix.None)>] Export of ParseResults<ExportArgs>
     | [<CliPrefix(CliPrefix.None)>] Import of ParseResults<ImportArgs>
+    | [<CliPrefix(CliPrefix.None)>] Run of ParseResults<RunArgs>
     | Version
 
     interface IArgParserTemplate with
@@ -459,4 +478,5 @@ type DslArgs =
                 "store teacher embeddings of augmented images and captions for MobileCLIP's reinforced training"
             | Export _ -> "write a model as ONNX from its IR, or its weights as safetensors under torch or timm names"
             | Import _ -> "fill a model's weights from another tool's safetensors state dict (torch or timm names)"
+            | Run _ -> "run a file's experiment: its stages, cached by key, then its tables and plots"
             | Version -> "print the version"

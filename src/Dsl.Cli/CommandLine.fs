@@ -79,7 +79,21 @@ let rec private walk (command: string) (parser: ArgumentParser) (tokens: string 
 
     let rec loop tokens =
         match tokens with
-        | [] -> List.ofSeq options @ List.ofSeq positionals
+        | [] ->
+            // Argu reads the words after an option whose value is a list as its items, so the
+            // file goes first when one is present (`dsl run F --force A B`); otherwise last, as a
+            // main command that is itself a list of paths needs.
+            let listOption =
+                options
+                |> Seq.exists (fun o -> named.ContainsKey o && named[o].ArgumentType = ArgumentType.List)
+
+            if
+                listOption
+                && main |> Option.exists (fun m -> m.ArgumentType = ArgumentType.Primitive)
+            then
+                List.ofSeq positionals @ List.ofSeq options
+            else
+                List.ofSeq options @ List.ofSeq positionals
         | (t: string) :: rest when helps.Contains t ->
             options.Add t
             loop rest
@@ -96,16 +110,19 @@ let rec private walk (command: string) (parser: ArgumentParser) (tokens: string 
             let fields = case.UnionCaseInfo.GetFields()
 
             let values =
-                if case.ArgumentType = ArgumentType.Primitive then
-                    List.truncate fields.Length rest
-                else
-                    []
+                match case.ArgumentType with
+                | ArgumentType.Primitive -> List.truncate fields.Length rest
+                // `--force A B`: a list option takes the words up to the next option (Argu does the
+                // same); kept with its option, so the file after it is not taken as one of them.
+                | ArgumentType.List -> rest |> List.takeWhile (fun v -> not (v.StartsWith "-") || (number v).IsSome)
+                | _ -> []
 
-            values
-            |> List.iteri (fun i v ->
-                checkRange command t case fields[i].PropertyType v
-                checkAmount command t case v
-                checkFile case i v)
+            if case.ArgumentType = ArgumentType.Primitive then
+                values
+                |> List.iteri (fun i v ->
+                    checkRange command t case fields[i].PropertyType v
+                    checkAmount command t case v
+                    checkFile case i v)
 
             options.Add t
             options.AddRange values

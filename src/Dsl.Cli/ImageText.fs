@@ -80,6 +80,20 @@ let reinforcedOf file (r: TrainRecipe) =
 
 /// `dsl eval` on captions data: the objective's test loss, zero-shot accuracy, retrieval recalls
 /// and, with --probe, the linear-probe accuracy of frozen image features.
+/// Zero-shot accuracy and retrieval of an image–text model on a test set.
+let private evaluateOn file (r: TrainRecipe) (g: Graph) (model: GraphModule) test =
+    Benchmark.UseAllCores() |> ignore
+    ImageTextEvaluator.Evaluate(model, test, imagePipeline r g, objectiveOf r, r.EvalBatch)
+
+/// The same on the recipe's test manifest (what an experiment's eval stage reports).
+let evaluate file (r: TrainRecipe) (g: Graph) (model: GraphModule) =
+    use test =
+        match testSet file r g with
+        | Some t -> t
+        | None -> fail "%s: error: the train block of '%s' names no test manifest" file g.Name
+
+    evaluateOn file r g model test
+
 let eval
     file
     (r: TrainRecipe)
@@ -94,11 +108,8 @@ let eval
         | Some t -> t
         | None -> fail "%s: error: the train block of '%s' names no test manifest" file g.Name
 
-    Benchmark.UseAllCores() |> ignore
+    let e = evaluateOn file r g model test
     let pipeline = imagePipeline r g
-
-    let e =
-        ImageTextEvaluator.Evaluate(model, test, pipeline, objectiveOf r, r.EvalBatch)
 
     let probeAccuracy =
         if probe then

@@ -28,6 +28,7 @@ let private run (parser: ArgumentParser<DslArgs>) (args: ParseResults<DslArgs>) 
     | Some(Data a) -> Data.run a
     | Some(Export a) -> Export.run a
     | Some(Import a) -> Import.run a
+    | Some(Run a) -> Experiments.Runner.command a
     | Some Version -> version ()
 
 let rec private userMessage (e: exn) =

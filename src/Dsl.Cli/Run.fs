@@ -26,7 +26,7 @@ let private interactive () =
 
 /// What one training example is, for the throughput: an image (or image–text pair), or a row of
 /// a corpus, counted in its tokens.
-type private Unit =
+type ProgressUnit =
     {
         Name: string
         Short: string
@@ -34,7 +34,7 @@ type private Unit =
     }
 
 /// Progress as a live bar on a terminal, as one plain line every few seconds otherwise.
-let private withProgress (unit: Unit) (run: (TrainProgress -> unit) -> 'a) : 'a =
+let withProgress (unit: ProgressUnit) (run: (TrainProgress -> unit) -> 'a) : 'a =
     let describe (p: TrainProgress) =
         sprintf
             "epoch %d  loss %.4f  lr %s  %.0f %s/s  ETA %s"
@@ -110,6 +110,134 @@ let trainingTask
     | Some o -> Records.task file r g o dataDir model.Device
     | None -> fail "%s: error: the train block of '%s' gives no objective for %s data" file g.Name r.Data.Kind
 
+/// A training run as decided by the command line or an experiment stage.
+type TrainRequest =
+    {
+        File: string
+        Checked: Compiler.Checked
+        Graph: Graph
+        Recipe: Recipe.TrainRecipe
+        OutDir: string
+        DataDir: string option
+        Device: string option
+        /// The trainer's settings (Session.trainOptions, then the caller's overrides).
+        Options: TrainOptions
+        /// A checkpoint whose weights the model starts from.
+        Init: string option
+        Resume: bool
+        Overwrite: bool
+        World: World
+    }
+
+/// What a run knows once its data is loaded, before its first step.
+type TrainStart =
+    {
+        Examples: string
+        ResumedAt: int64 option
+    }
+
+/// Trains in this process: the model, its data under its objective and the trainer, shared by
+/// `dsl train` and the experiment runner; the caller renders `started` and the progress.
+let trainModel
+    (req: TrainRequest)
+    (started: TrainStart -> unit)
+    (runWithProgress: ProgressUnit -> ((TrainProgress -> unit) -> TrainResult) -> TrainResult)
+    : TrainResult * int64 option =
+    let file, c, g, r, options, outDir =
+        req.File, req.Checked, req.Graph, req.Recipe, req.Options, req.OutDir
+
+    Benchmark.UseAllCores() |> ignore
+
+    // Training holds each weight with its gradient and the optimizer's state: refuse a model
+    // that cannot fit before libtorch aborts on an allocation.
+    let copies, state =
+        match r.Optimizer.Kind with
+        | "sgd" when r.Optimizer.Momentum = 0.0 -> 2, "no optimizer state"
+        | "sgd" -> 3, "SGD's momentum"
+        | _ -> 4, "AdamW's two moments"
+
+    ModelTooLargeError.Check(g, ModelTooLargeError.AvailableBytes(), copies, state)
+
+    use model = new GraphModule(g, int64 r.Seed, deviceOf req.Device)
+
+    convolutionNote ()
+
+    let resumedAt =
+        match req.Init with
+        | Some _ when options.Resume -> fail "dsl train: --init and --resume exclude each other"
+        | Some dir ->
+            loadWeights model dir |> ignore
+            None
+        | None when
+            options.Resume
+            && isNull (Checkpoint.Find options.CheckpointDir)
+            && OutputFolder.IsRun outDir
+            ->
+            // Stopped (killed, say) before its first save: nothing is lost by starting it over.
+            eprintfn "note: %s holds no checkpoint yet; the run starts again from step 0" outDir
+            options.Resume <- false
+            None
+        | None when options.Resume -> Some(requireResumable model options.CheckpointDir)
+        | None -> None
+
+    let task, owned =
+        trainingTask file r g model req.DataDir (Compiler.pickObjective c g.Name)
+
+    use _owned =
+        { new IDisposable with
+            member _.Dispose() =
+                for d in owned do
+                    d.Dispose()
+        }
+
+    let unit: ProgressUnit =
+        if r.Data.Kind = "corpus" then
+            let tokens =
+                match g.Nodes[snd g.Inputs.Head].Shape with
+                | [ _; Known t ] -> t
+                | _ -> 1
+
+            {
+                Name = "token"
+                Short = "tokens"
+                PerExample = tokens
+            }
+        else
+            {
+                Name = "image"
+                Short = "img"
+                PerExample = 1
+            }
+
+    let examples =
+        if unit.PerExample = 1 then
+            plural task.Count unit.Name
+        else
+            sprintf
+                "%s of %d tokens (%s)"
+                (plural task.Count "row")
+                unit.PerExample
+                (plural (int64 task.Count * int64 unit.PerExample) "token")
+
+    started
+        {
+            Examples = examples
+            ResumedAt = resumedAt
+        }
+
+    // Last before the first write: every check above has passed, so a refused run leaves the
+    // folder as it was.
+    options.World <- req.World
+
+    if req.World.IsRoot then
+        OutputFolder.PrepareRun(req.OutDir, g.Name, req.Resume, req.Overwrite)
+
+    let result =
+        runWithProgress unit (fun report -> Trainer(model, options).Train(task, Action<_> report))
+
+    result, resumedAt
+
+
 /// This process's own command line with --resume in place of --overwrite: what continues it.
 let private resumeCommand (outDir: string) =
     let given =
@@ -169,110 +297,43 @@ let private trainIn (world: World) (args: ParseResults<TrainArgs>) =
 
     args.TryGetResult TrainArgs.Keep |> Option.iter (fun k -> options.Keep <- k)
 
-    Benchmark.UseAllCores() |> ignore
-
-    // Training holds each weight with its gradient and the optimizer's state: refuse a model
-    // that cannot fit before libtorch aborts on an allocation.
-    let copies, state =
-        match r.Optimizer.Kind with
-        | "sgd" when r.Optimizer.Momentum = 0.0 -> 2, "no optimizer state"
-        | "sgd" -> 3, "SGD's momentum"
-        | _ -> 4, "AdamW's two moments"
-
-    ModelTooLargeError.Check(g, ModelTooLargeError.AvailableBytes(), copies, state)
-
-    use model =
-        new GraphModule(g, int64 r.Seed, deviceOf (args.TryGetResult TrainArgs.Device))
-
-    convolutionNote ()
-
-    let resumedAt =
-        match args.TryGetResult TrainArgs.Init with
-        | Some _ when options.Resume -> fail "dsl train: --init and --resume exclude each other"
-        | Some dir ->
-            loadWeights model dir |> ignore
-            None
-        | None when
-            options.Resume
-            && isNull (Checkpoint.Find options.CheckpointDir)
-            && OutputFolder.IsRun outDir
-            ->
-            // Stopped (killed, say) before its first save: nothing is lost by starting it over.
-            eprintfn "note: %s holds no checkpoint yet; the run starts again from step 0" outDir
-            options.Resume <- false
-            None
-        | None when options.Resume -> Some(requireResumable model options.CheckpointDir)
-        | None -> None
-
-    let task, owned =
-        trainingTask file r g model dataDir (Compiler.pickObjective c g.Name)
-
-    use _owned =
-        { new IDisposable with
-            member _.Dispose() =
-                for d in owned do
-                    d.Dispose()
+    let request =
+        {
+            File = file
+            Checked = c
+            Graph = g
+            Recipe = r
+            OutDir = outDir
+            DataDir = dataDir
+            Device = args.TryGetResult TrainArgs.Device
+            Options = options
+            Init = args.TryGetResult TrainArgs.Init
+            Resume = args.Contains TrainArgs.Resume
+            Overwrite = args.Contains TrainArgs.Overwrite
+            World = world
         }
 
-    let unit =
-        if r.Data.Kind = "corpus" then
-            let tokens =
-                match g.Nodes[snd g.Inputs.Head].Shape with
-                | [ _; Known t ] -> t
-                | _ -> 1
+    let started (s: TrainStart) =
+        printfn
+            "training %s (%s parameters) on %s, %s of batch %d%s → %s"
+            g.Name
+            ((paramCount g).ToString("N0"))
+            s.Examples
+            (plural r.Epochs "epoch")
+            r.Batch
+            (match s.ResumedAt with
+             | Some step -> sprintf ", resuming after step %d" step
+             | None -> "")
+            outDir
 
-            {
-                Name = "token"
-                Short = "tokens"
-                PerExample = tokens
-            }
-        else
-            {
-                Name = "image"
-                Short = "img"
-                PerExample = 1
-            }
-
-    let examples =
-        if unit.PerExample = 1 then
-            plural task.Count unit.Name
-        else
-            sprintf
-                "%s of %d tokens (%s)"
-                (plural task.Count "row")
-                unit.PerExample
-                (plural (int64 task.Count * int64 unit.PerExample) "token")
-
-    printfn
-        "training %s (%s parameters) on %s, %s of batch %d%s → %s"
-        g.Name
-        ((paramCount g).ToString("N0"))
-        examples
-        (plural r.Epochs "epoch")
-        r.Batch
-        (match resumedAt with
-         | Some step -> sprintf ", resuming after step %d" step
-         | None -> "")
-        outDir
-
-    for line in groupLines options g do
-        printfn "  %s" line
-
-    // Last before the first write: every check above has passed, so a refused run leaves the
-    // folder as it was.
-    options.World <- world
-
-    if world.IsRoot then
-        OutputFolder.PrepareRun(outDir, g.Name, args.Contains TrainArgs.Resume, args.Contains TrainArgs.Overwrite)
+        for line in groupLines options g do
+            printfn "  %s" line
 
     // Ctrl-C or a SIGTERM stops the run at the next step boundary with a checkpoint there; a
     // second signal ends the process at once (the checkpoints on disk stay whole either way).
     let stop = Interruption.listen ()
     options.StopRequested <- Func<bool>(fun () -> stop.Requested)
-
-    let result =
-        withProgress unit (fun report -> Trainer(model, options).Train(task, Action<_> report))
-
+    let result, resumedAt = trainModel request started withProgress
     stop.Dispose()
 
     if result.StepsThisRun = 0L && resumedAt.IsSome then
@@ -371,6 +432,16 @@ let train (args: ParseResults<TrainArgs>) =
             world.Abort 1
             1
 
+/// A trained model on its recipe's test data: the objective's metrics, or for an image–text
+/// model zero-shot accuracy and retrieval (whichever objective trained it). Shared by `dsl eval`
+/// and the experiment runner.
+let evaluateModel file (c: Compiler.Checked) (r: Recipe.TrainRecipe) (g: Graph) (model: GraphModule) dataDir =
+    match Compiler.pickObjective c g.Name with
+    | Some o when r.Data.Kind <> "captions" ->
+        Benchmark.UseAllCores() |> ignore
+        Records.evaluate file r g o dataDir model
+    | _ -> ImageText.evaluate file r g model
+
 let eval (args: ParseResults<EvalArgs>) =
     args.TryGetResult EvalArgs.Max_Pixels
     |> Option.iter (fun n -> ImageLimits.CommandLine <- Nullable n)
@@ -389,8 +460,7 @@ let eval (args: ParseResults<EvalArgs>) =
     | _ when r.Data.Kind = "captions" -> ImageText.eval file r g model meta json (args.Contains EvalArgs.Probe)
     | None -> ImageText.eval file r g model meta json (args.Contains EvalArgs.Probe)
     | Some o ->
-        Benchmark.UseAllCores() |> ignore
-        let e = Records.evaluate file r g o (args.TryGetResult EvalArgs.Data) model
+        let e = evaluateModel file c r g model (args.TryGetResult EvalArgs.Data)
 
         if json then
             printfn

@@ -88,17 +88,27 @@ let private write
     let recipe =
         recipeFor
         |> List.tryPick (Compiler.pickRecipe c)
-        |> Option.map (fun r -> "\n" + Print.recipe (relocated file out { r with Model = g.Name }))
+        |> Option.map (fun r ->
+            "\n"
+            + Print.recipe (
+                relocated
+                    file
+                    out
+                    { r with
+                        Model = Print.declaredName g.Name
+                    }
+            ))
 
     DurableFile.WriteAllText(
         Path.Combine(out, "model.dsl"),
         header + "\n" + Print.model g + Option.defaultValue "" recipe
     )
 
-let private reparam (c: Compiler.Checked) (file: string) (g: Graph) (args: ParseResults<TransformArgs>) =
-    let out = args.GetResult TransformArgs.Out
+/// Re-parameterises a trained model into `out` (model.dsl and checkpoint), as `dsl transform
+/// reparam` and an experiment's transform stage do; gives the deploy graph.
+let reparamInto (c: Compiler.Checked) (file: string) (g: Graph) (checkpoint: string) (out: string) : Graph =
     use trained = new GraphModule(g, 0L)
-    let meta = loadWeights trained (args.GetResult TransformArgs.Checkpoint)
+    let meta = loadWeights trained checkpoint
     use deploy = WeightMapEvaluator.Reparameterize trained
 
     let header =
@@ -108,21 +118,27 @@ let private reparam (c: Compiler.Checked) (file: string) (g: Graph) (args: Parse
         c
         file
         out
-        [ g.Name ]
+        [ Compiler.familyName g.Name ]
         header
         deploy.Graph
         deploy
         meta
-        (args.GetResult TransformArgs.Checkpoint)
+        checkpoint
         [ "transform", "reparam" ]
+
+    deploy.Graph
+
+let private reparam (c: Compiler.Checked) (file: string) (g: Graph) (args: ParseResults<TransformArgs>) =
+    let out = args.GetResult TransformArgs.Out
+    let deployed = reparamInto c file g (args.GetResult TransformArgs.Checkpoint) out
 
     printfn
         "%s: %s → %s parameters, %d → %d nodes; wrote %s and %s"
         g.Name
         ((paramCount g).ToString("N0"))
-        ((paramCount deploy.Graph).ToString("N0"))
+        ((paramCount deployed).ToString("N0"))
         g.Nodes.Length
-        deploy.Graph.Nodes.Length
+        deployed.Nodes.Length
         (Path.Combine(out, "model.dsl"))
         (Path.Combine(out, "checkpoint"))
 

@@ -10,7 +10,19 @@ public static class Threads
     /// Ranks of one mpirun job on this machine share its cores evenly.
     /// </summary>
     public static int Count =>
-        int.TryParse(Environment.GetEnvironmentVariable("DSL_THREADS"), out var cap) && cap > 0
+        jobThreads.Value is int job and > 0
+            ? job
+            : int.TryParse(Environment.GetEnvironmentVariable("DSL_THREADS"), out var cap) && cap > 0
             ? Math.Min(cap, Environment.ProcessorCount)
             : Math.Max(1, Environment.ProcessorCount / Distributed.World.LocalSize);
+
+    private static readonly AsyncLocal<int?> jobThreads = new();
+
+    /// <summary>
+    /// Caps <see cref="Count"/> for the code this thread (and what it starts) runs: an experiment
+    /// runs independent stages side by side in one process, each on its share of the cores.
+    /// libtorch's OpenMP thread count is a per-thread setting, so each stage's own
+    /// set_num_threads(Count) holds for its thread alone.
+    /// </summary>
+    public static void ForThisJob(int threads) => jobThreads.Value = threads;
 }

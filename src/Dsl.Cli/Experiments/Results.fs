@@ -1,0 +1,263 @@
+/// An experiment's results on disk: results.jsonl (one line per stage), each declared table as
+/// .tsv and .md, each plot as .png (ScottPlot, in-process). Every file is written atomically.
+module Dsl.Cli.Experiments.Results
+
+open Dsl.Cli
+open System
+open System.IO
+open System.Text.Json
+open Dsl
+open Dsl.Values
+open Dsl.Experiment
+open Dsl.Runtime.Checkpoints
+open Dsl.Runtime.Reports
+open Dsl.Cli.Experiments.Store
+
+type Outcome =
+    | Ran of StageResult
+    | Cached of StageResult
+    /// The message, and the path of the stage's log.
+    | Failed of string * string
+    /// Not run: a stage it uses failed.
+    | Blocked of string
+
+let resultOf outcome =
+    match outcome with
+    | Ran r
+    | Cached r -> Some r
+    | Failed _
+    | Blocked _ -> None
+
+let private jsonOptions =
+    JsonSerializerOptions(NumberHandling = Serialization.JsonNumberHandling.AllowNamedFloatingPointLiterals)
+
+/// One line per stage, in plan order: name, key, parameters, metrics, seconds, status.
+let writeJsonl (path: string) (lines: (Stage * string * Outcome option) list) =
+    let line (s: Stage, key: string, o: Outcome option) =
+        let status, extra =
+            match o with
+            | Some(Ran r) -> "ran", [ "metrics", box (dict r.Metrics); "seconds", box r.Seconds ]
+            | Some(Cached r) -> "cached", [ "metrics", box (dict r.Metrics); "seconds", box r.Seconds ]
+            | Some(Failed(msg, log)) -> "failed", [ "error", box msg; "log", box log ]
+            | Some(Blocked u) -> "blocked", [ "blocked_by", box u ]
+            | None -> "pending", []
+
+        JsonSerializer.Serialize(
+            dict (
+                [
+                    "name", box s.Name
+                    "kind", box s.Kind
+                    "key", box key
+                    "model", box (s.Model |> Option.map (fun m -> m.Name) |> Option.toObj)
+                    "parameters", box (dict [ for n, v in s.Settings -> n, show v ])
+                    "status", box status
+                ]
+                @ extra
+            ),
+            jsonOptions
+        )
+
+    DurableFile.WriteAllText(path, (lines |> List.map line |> String.concat "\n") + "\n")
+
+/// A cell's value once the stages are done: a number, a string, or a stage's metric.
+type Cell =
+    | Number of float * isInt: bool
+    | Text of string
+    | Missing of string
+
+let rec private cellOf (outcomes: string -> Outcome option) (v: Value) =
+    match v with
+    | VNum(x, isInt) -> Number(x, isInt)
+    | VStr s -> Text s
+    | VBool b -> Text(if b then "true" else "false")
+    | VHost(:? MetricRef as m, _) ->
+        match outcomes m.Stage.Name |> Option.bind resultOf with
+        | Some r ->
+            match r.Metrics |> List.tryFind (fun (n, _) -> n = m.Metric) with
+            | Some(_, x) -> Number(x, false)
+            | None -> Missing(sprintf "'%s' reported no %s" m.Stage.Name m.Metric)
+        | None -> Missing(sprintf "'%s' did not finish" m.Stage.Name)
+    | VHost(:? Derived as d, _) ->
+        let args = d.Args |> List.map (cellOf outcomes)
+
+        match
+            args
+            |> List.tryPick (function
+                | Missing m -> Some m
+                | _ -> None)
+        with
+        | Some m -> Missing m
+        | None ->
+            let values =
+                args
+                |> List.map (function
+                    | Number(x, isInt) -> VNum(x, isInt)
+                    | Text t -> VStr t
+                    | Missing _ -> VError)
+
+            try
+                cellOf outcomes (evalDerived d values)
+            with Diagnostics.DslError ds ->
+                Missing(ds |> List.map (fun x -> x.Message) |> String.concat "; ")
+    | other -> Text(show other)
+
+let private cellText (c: Cell) =
+    match c with
+    | Number(x, true) -> string (int64 x)
+    | Number(x, false) when Double.IsNaN x -> "NaN"
+    | Number(x, false) ->
+        let digits =
+            if abs x >= 100.0 then "0.##"
+            elif abs x >= 1.0 then "0.####"
+            else "0.######"
+
+        x.ToString(digits, Globalization.CultureInfo.InvariantCulture)
+    | Text s -> s
+    | Missing _ -> "—"
+
+let private targets (root: string) (file: string) (dir: string option) (name: string) (ext: string) =
+    Path.Combine(root, name + ext)
+    :: (dir
+        |> Option.map (fun d ->
+            let folder = Session.relativeTo file d
+            Directory.CreateDirectory folder |> ignore
+            Path.Combine(folder, name + ext))
+        |> Option.toList)
+
+/// Writes the table's .tsv and .md; gives the paths, and what is missing from it.
+let writeTable root file (outcomes: string -> Outcome option) (t: Table) =
+    let rows =
+        t.Rows
+        |> List.map (fun r ->
+            t.Columns
+            |> List.map (fun c -> r |> List.find (fun (n, _) -> n = c) |> snd |> cellOf outcomes))
+
+    let missing =
+        rows
+        |> List.collect (
+            List.choose (function
+                | Missing m -> Some m
+                | _ -> None)
+        )
+
+    let tsv =
+        (String.concat "\t" t.Columns
+         :: (rows |> List.map (List.map cellText >> String.concat "\t")))
+        |> String.concat "\n"
+
+    let md =
+        [
+            "| " + String.concat " | " t.Columns + " |"
+            "|" + String.replicate t.Columns.Length "---|"
+        ]
+        @ (rows
+           |> List.map (fun r -> "| " + (r |> List.map cellText |> String.concat " | ") + " |"))
+        |> String.concat "\n"
+
+    let written =
+        [
+            for path in targets root file t.Dir t.Name ".tsv" do
+                DurableFile.WriteAllText(path, tsv + "\n")
+                yield path
+            for path in targets root file t.Dir t.Name ".md" do
+                DurableFile.WriteAllText(path, md + "\n")
+                yield path
+        ]
+
+    written, List.distinct missing
+
+/// Draws the plot: one series per value of its series column (in order of appearance).
+let writePlot root file (outcomes: string -> Outcome option) (p: Plot) =
+    let value (r: (string * Value) list) col =
+        r |> List.find (fun (n, _) -> n = col) |> snd |> cellOf outcomes
+
+    let points =
+        p.Rows
+        |> List.map (fun r ->
+            let series =
+                match p.Series with
+                | Some s -> cellText (value r s)
+                | None -> p.Y
+
+            series, value r p.X, value r p.Y)
+
+    let missing =
+        points
+        |> List.collect (fun (_, x, y) ->
+            [ x; y ]
+            |> List.choose (function
+                | Missing m -> Some m
+                | _ -> None))
+        |> List.distinct
+
+    let number c =
+        match c with
+        | Number(x, _) -> x
+        | _ -> Double.NaN
+
+    // Bars stand over categories: the x column's values in order of appearance (text or numbers).
+    let categories =
+        if p.Kind = "bar" then
+            points
+            |> List.choose (fun (_, x, _) ->
+                match x with
+                | Missing _ -> None
+                | c -> Some(cellText c))
+            |> List.distinct
+        else
+            []
+
+    let xOf c =
+        if p.Kind = "bar" then
+            match c with
+            | Missing _ -> Double.NaN
+            | c -> float (List.findIndex ((=) (cellText c)) categories)
+        else
+            number c
+
+    let points = points |> List.map (fun (s, x, y) -> s, Number(xOf x, false), y)
+
+    let complete =
+        points
+        |> List.filter (fun (_, x, y) -> not (Double.IsNaN(number x) || Double.IsNaN(number y)))
+
+    if complete.IsEmpty then
+        [], (if missing.IsEmpty then [ "no points to draw" ] else missing)
+    else
+        let series =
+            complete
+            |> List.map (fun (s, _, _) -> s)
+            |> List.distinct
+            |> List.map (fun s ->
+                let pts = complete |> List.filter (fun (n, _, _) -> n = s)
+
+                PlotSeries(
+                    s,
+                    pts |> List.map (fun (_, x, _) -> number x) |> Array.ofList,
+                    pts |> List.map (fun (_, _, y) -> number y) |> Array.ofList
+                ))
+
+        let spec =
+            PlotSpec(
+                Title = (if p.Title = "" then p.Name else p.Title),
+                XLabel = p.XLabel,
+                YLabel = p.YLabel,
+                Kind =
+                    (match p.Kind with
+                     | "bar" -> PlotKind.Bar
+                     | "scatter" -> PlotKind.Scatter
+                     | _ -> PlotKind.Line),
+                LogX = p.LogX,
+                LogY = p.LogY,
+                Series = ResizeArray series,
+                Categories = (if p.Kind = "bar" then ResizeArray categories else null)
+            )
+
+        let written =
+            [
+                for path in targets root file p.Dir p.Name ".png" do
+                    PlotWriter.Write(spec, path)
+                    yield path
+            ]
+
+        written, missing
