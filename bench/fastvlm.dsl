@@ -44,7 +44,7 @@ model vlm e px (image : image[3, px, px]) (prompt : tokens[32]) = firstToken e.l
 /// in the deploy form (re-parameterised, as FastVLM ships FastViTHD). `dsl run bench/fastvlm.dsl`
 /// writes docs/fastvlm-ttft.{tsv,md,png}.
 experiment ttft =
-    let timed m = metric (Stage.bench m (deploy = true) (repeats = 3)) "median_ms"
+    let timed m = metric (Stage.bench m (deploy = true) (warmup = 2) (repeats = 5)) "median_ms"
 
     let rows =
         [ for px in resolutions ->
