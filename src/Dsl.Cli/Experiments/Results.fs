@@ -119,7 +119,7 @@ let private targets (root: string) (file: string) (dir: string option) (name: st
     Path.Combine(root, name + ext)
     :: (dir
         |> Option.map (fun d ->
-            let folder = Session.relativeTo file d
+            let folder = Path.GetFullPath(Session.relativeTo file d)
             Directory.CreateDirectory folder |> ignore
             Path.Combine(folder, name + ext))
         |> Option.toList)

@@ -92,7 +92,7 @@ public static class PlotWriter
         {
             MinorTickGenerator = new ScottPlot.TickGenerators.LogMinorTickGenerator(),
             IntegerTicksOnly = true,
-            LabelFormatter = v => Math.Pow(10, v).ToString("G4"),
+            LabelFormatter = v => Math.Pow(10, v).ToString("#,0.###", System.Globalization.CultureInfo.InvariantCulture),
         };
 
     static void Validate(PlotSpec spec)
