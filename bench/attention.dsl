@@ -13,3 +13,20 @@ let mha heads x =
 
 model composed (x : tensor[64, 128]) = mha 4 x
 model fused (x : tensor[64, 128]) = x |> attention 4
+
+/// The composed attention against the fused one, in one process in alternating rounds; each
+/// ratio is the median of the per-round ratios, composed / fused. Run it alone: other processes
+/// on the cores skew both sides unevenly.
+experiment main =
+    let rows =
+        [ for batch in [ 1; 32 ] ->
+            let c = Stage.compare fused (b = composed) (batch = batch) (rounds = 20)
+            {
+                batch = batch
+                forward_fused_ms = metric c "forward_a_ms"
+                forward_composed_ms = metric c "forward_b_ms"
+                forward_ratio_composed_over_fused = metric c "forward_ratio"
+                train_step_ratio_composed_over_fused = metric c "train_ratio"
+            } ]
+
+    { tables = [ table "attention-latency" rows (dir = "../docs") ] }

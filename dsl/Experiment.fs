@@ -38,6 +38,8 @@ type Stage =
         /// The stages whose results this one reads (a checkpoint to evaluate, initial weights).
         Uses: (string * Stage) list
         Settings: Setting list
+        /// The second model a stage names: a compare's b, a prune's or subclone's declared target.
+        Target: ModelRef option
         Span: Span
     }
 
@@ -102,7 +104,42 @@ let stageMetrics (s: Stage) (declared: string list) =
     | "eval" -> [ "loss"; "accuracy"; "top5"; "count"; "per_s" ] @ declared
     | "bench" -> [ "median_ms"; "p10_ms"; "p90_ms"; "per_s"; "params" ]
     | "transform" -> [ "params"; "nodes"; "params_before"; "nodes_before" ]
+    | "data" -> [ "train"; "test"; "seconds" ]
+    | "compare" ->
+        [
+            "forward_a_ms"
+            "forward_b_ms"
+            "forward_ratio"
+            "train_a_ms"
+            "train_b_ms"
+            "train_ratio"
+            "params_a"
+            "params_b"
+        ]
     | _ -> []
+
+/// The data builders a `Stage.data` runs (`dsl data …`), with the settings each takes.
+let dataBuilders =
+    [
+        "fashion-captions",
+        [
+            "captions", "an int"
+            "synthetic", "an int"
+            "trainLimit", "an int"
+            "testLimit", "an int"
+            "seed", "an int"
+        ]
+        "fashion-scenes", [ "size", "an int"; "train", "an int"; "test", "an int"; "seed", "an int" ]
+        "fashion-metadata",
+        [
+            "train", "an int"
+            "test", "an int"
+            "seed", "an int"
+            "groupAccuracy", "a number"
+        ]
+        "catlip-labels", [ "manifest", "a string"; "vocabularySize", "an int"; "vocabulary", "a string" ]
+        "bible-kjv", []
+    ]
 
 /// The settings each kind takes, with the kind of value each must be.
 let private settingKinds =
@@ -115,6 +152,7 @@ let private settingKinds =
                 "steps", "an int"
                 "epochs", "an int"
                 "batch", "an int"
+                "evalSteps", "an int"
             ]
             "eval", [ "batch", "an int" ]
             "bench",
@@ -124,10 +162,29 @@ let private settingKinds =
                 "warmup", "an int"
                 "repeats", "an int"
             ]
-            "transform", []
+            "transform",
+            [
+                "channels", "a number"
+                "width", "a number"
+                "hidden", "a number"
+                "heads", "a number"
+                "blocks", "a number"
+                "criterion", "a string"
+                "scale", "a bool"
+                "batches", "an int"
+            ]
+            "data", ("out", "a string") :: (dataBuilders |> List.collect snd |> List.distinctBy fst)
+            "compare",
+            [
+                "batch", "an int"
+                "deploy", "a bool"
+                "warmup", "an int"
+                "repeats", "an int"
+                "rounds", "an int"
+            ]
         ]
 
-let transforms = [ "reparam" ]
+let transforms = [ "reparam"; "prune"; "subclone" ]
 
 let private unset = VHost(box "unset", "unset")
 
@@ -196,25 +253,38 @@ let private stage kind (model: ModelRef option) uses (a: Map<string, Value * Spa
             Model = model
             Uses = uses
             Settings = settings
+            Target = None
             Span = span
         }
 
 let private optionals (kind: string) =
     ("name", unset) :: (settingKinds[kind] |> List.map (fun (n, _) -> n, unset))
 
+/// The data stages a stage reads (one, or a list): their outputs must exist before it runs.
+let private dataUses what (v: Value, span: Span) =
+    let one v =
+        match asStage (what + ": data") (v, span) with
+        | t when t.Kind = "data" -> "data", t
+        | t -> errorf span "%s: data is a Stage.data, not a %s stage" what t.Kind
+
+    match v with
+    | _ when isUnset v -> []
+    | VList xs -> xs |> List.map one
+    | v -> [ one v ]
+
 let private stageBuiltins =
     VRecord
         [
             "train",
-            hostFn "Stage.train" [ "model" ] (("init", unset) :: optionals "train") (fun _ a s ->
+            hostFn "Stage.train" [ "model" ] (("init", unset) :: ("data", unset) :: optionals "train") (fun _ a s ->
                 let m = asModel "Stage.train: the model" a["model"]
 
-                let uses =
+                let init =
                     match a["init"] with
                     | v, _ when isUnset v -> []
                     | v -> [ "init", asStage "Stage.train: init" v ]
 
-                stage "train" (Some m) uses a s m.Name)
+                stage "train" (Some m) (init @ dataUses "Stage.train" a["data"]) a s m.Name)
             "eval",
             hostFn "Stage.eval" [ "trained" ] (optionals "eval") (fun _ a s ->
                 let t = asStage "Stage.eval: what it evaluates" a["trained"]
@@ -231,8 +301,81 @@ let private stageBuiltins =
                 | _ ->
                     let m = asModel "Stage.bench: the model" a["model"]
                     stage "bench" (Some m) [] a s (m.Name + " / bench"))
+            "data",
+            hostFn "Stage.data" [ "builder" ] (("from", unset) :: optionals "data") (fun _ a s ->
+                let builders = dataBuilders |> List.map fst
+
+                let builder =
+                    match a["builder"] with
+                    | VStr b, _ when List.contains b builders -> b
+                    | VStr b, sp -> errorf sp "Stage.data: unknown data builder '%s'%s" b (didYouMean b builders)
+                    | v, sp ->
+                        errorf
+                            sp
+                            "Stage.data: the builder is a string (%s), got %s"
+                            (String.concat ", " builders)
+                            (describe v)
+
+                let takes =
+                    ("out"
+                     :: (dataBuilders |> List.find (fun (b, _) -> b = builder) |> snd |> List.map fst))
+
+                for n, _ in settingKinds["data"] do
+                    match a.TryFind n with
+                    | Some(v, sp) when not (isUnset v) && not (List.contains n takes) ->
+                        errorf sp "Stage.data: '%s' takes no setting '%s'%s" builder n (didYouMean n takes)
+                    | _ -> ()
+
+                match a.TryFind "out" with
+                | Some(VStr o, _) when o.Trim() <> "" -> ()
+                | Some(v, sp) when not (isUnset v) -> errorf sp "Stage.data: out must be a path, got %s" (describe v)
+                | _ -> errorf s "Stage.data: give out = \"…\", where '%s' writes (relative to this file)" builder
+
+                match stage "data" None (dataUses "Stage.data" a["from"]) a s ("data " + builder) with
+                | VHost(:? Stage as st, d) ->
+                    VHost(
+                        box
+                            { st with
+                                Settings = ("builder", VStr builder) :: st.Settings
+                            },
+                        d
+                    )
+                | v -> v)
+            "compare",
+            hostFn "Stage.compare" [ "a" ] (("b", unset) :: optionals "compare") (fun _ a s ->
+                let side role =
+                    match a[role] with
+                    | VHost(:? Stage as t, _), _ when t.Kind = "train" || t.Kind = "transform" -> t.Model, [ role, t ]
+                    | v -> Some(asModel (sprintf "Stage.compare: %s" role) v), []
+
+                let ma, ua = side "a"
+
+                let mb, ub =
+                    match a["b"] with
+                    | v, _ when isUnset v -> None, []
+                    | _ -> side "b"
+
+                let nameOf (m: ModelRef option) (u: (string * Stage) list) =
+                    match u, m with
+                    | [ _, t ], _ -> t.Name
+                    | _, Some m -> m.Name
+                    | _, None -> "its deploy form"
+
+                let extra = mb |> Option.map (fun m -> "b", VStr m.Name) |> Option.toList
+
+                match stage "compare" ma (ua @ ub) a s (nameOf ma ua + " vs " + nameOf mb ub) with
+                | VHost(:? Stage as st, d) ->
+                    VHost(
+                        box
+                            { st with
+                                Settings = extra @ st.Settings
+                                Target = mb
+                            },
+                        d
+                    )
+                | v -> v)
             "transform",
-            hostFn "Stage.transform" [ "trained"; "transform" ] (optionals "transform") (fun _ a s ->
+            hostFn "Stage.transform" [ "trained"; "transform" ] (("into", unset) :: optionals "transform") (fun _ a s ->
                 let t = asStage "Stage.transform: what it transforms" a["trained"]
 
                 let kind =
@@ -252,12 +395,43 @@ let private stageBuiltins =
                         "Stage.transform transforms a train or transform stage, not a %s stage"
                         t.Kind
 
-                match stage "transform" t.Model [ "checkpoint", t ] a s (t.Name + " / " + kind) with
+                let target =
+                    match a["into"] with
+                    | v, _ when isUnset v -> None
+                    | _, sp when kind = "reparam" ->
+                        errorf sp "Stage.transform: reparam keeps the model; 'into' is for prune and subclone"
+                    | v -> Some(asModel "Stage.transform: into" v)
+
+                let into = target |> Option.map (fun m -> "into", VStr m.Name) |> Option.toList
+
+                let sized =
+                    [
+                        "channels"
+                        "width"
+                        "hidden"
+                        "heads"
+                        "blocks"
+                        "criterion"
+                        "scale"
+                        "batches"
+                    ]
+                    |> List.filter (fun n -> a.TryFind n |> Option.exists (fst >> isUnset >> not))
+
+                if kind = "reparam" && not sized.IsEmpty then
+                    errorf (snd a[sized.Head]) "Stage.transform: reparam takes no setting '%s'" sized.Head
+
+                let suffix =
+                    match into with
+                    | [ _, VStr m ] -> " " + m
+                    | _ -> ""
+
+                match stage "transform" t.Model [ "checkpoint", t ] a s (t.Name + " / " + kind + suffix) with
                 | VHost(:? Stage as st, d) ->
                     VHost(
                         box
                             { st with
-                                Settings = ("transform", VStr kind) :: st.Settings
+                                Settings = ("transform", VStr kind) :: into @ st.Settings
+                                Target = target
                             },
                         d
                     )

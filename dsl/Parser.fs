@@ -210,6 +210,12 @@ let private kw (s: string) =
     )
     <?> sprintf "'%s'" s
 
+/// The name of a named argument or a record field: `model` and `train` start declarations only
+/// at the left margin, so after `(` or in a record they are names like any other
+/// (`Stage.data … (train = 48)`, `{ model = "t8"; … }`, read back as `r.model`).
+let private argName: P<string> =
+    ident <|> (kw "train" >>% "train") <|> (kw "model" >>% "model")
+
 let private number: P<float * bool> =
     tok (
         regex @"[0-9]+(\.[0-9]+)?([eE][+-]?[0-9]+)?"
@@ -261,17 +267,20 @@ let private paramP: P<Param> =
     )
 
 let private namedArgs: P<Arg list> =
-    attempt (sym "(" >>. sepBy1 (spanned (ident .>> op "=") .>>. expr) (sym ",") .>> sym ")")
+    attempt (
+        sym "(" >>. sepBy1 (spanned (argName .>> op "=") .>>. expr) (sym ",")
+        .>> sym ")"
+    )
     |>> List.map (fun ((n, s), e) -> Named(n, e, s))
 
 let private recordLit: P<Expr> =
-    let field = spanned ident .>> op "=" .>>. expr |>> fun ((n, s), e) -> n, s, e
+    let field = spanned argName .>> op "=" .>>. expr |>> fun ((n, s), e) -> n, s, e
 
     // `{ name = …` starts the fields; anything else is the record of a copy-and-update. Deciding
     // by looking ahead two tokens (not by parsing an expression and backtracking) keeps nested
     // records linear.
     let body =
-        (followedBy (ident >>. op "=") >>. items field |>> fun fields -> None, fields)
+        (followedBy (argName >>. op "=") >>. items field |>> fun fields -> None, fields)
         <|> (expr .>> kw "with" .>>. items field |>> fun (b, fields) -> Some b, fields)
         <|>% (None, [])
 

@@ -441,7 +441,7 @@ let model (g: Graph) : string =
         |> List.map (fun (name, id) -> sprintf "(%s : %s)" name (inputType g.Nodes[id]))
         |> String.concat " "
 
-    sb.AppendLine(sprintf "model %s %s =" g.Name inputs) |> ignore
+    sb.AppendLine(sprintf "model %s %s =" (declaredName g.Name) inputs) |> ignore
 
     // A layer whose parameters an earlier node made is a tied (or shared) use: `tie` runs it on them.
     let made = Collections.Generic.HashSet<string>()

@@ -46,3 +46,27 @@ train unetScenes {
     epochs    = 3
     batch     = 32
 }
+
+/// Build the scenes, train the two-headed U-Net on them, evaluate its checkpoint on the 2,000
+/// test scenes.
+experiment main =
+    let scenes = Stage.data "fashion-scenes" (out = "data/scenes")
+    let trained = Stage.train unetScenes (data = scenes)
+    let tested = Stage.eval trained
+
+    {
+        tables =
+            [
+                table "dense-scenes" [
+                    {
+                        miou = metric tested "miou"
+                        pixel_accuracy = metric tested "pixelAccuracy"
+                        depth_rmse = metric tested "depthRmse"
+                        depth_abs_rel = metric tested "depthAbsRel"
+                        depth_delta1 = metric tested "depthDelta1"
+                        params = metric trained "params"
+                        train_s = metric trained "seconds"
+                    }
+                ] (dir = "../../docs")
+            ]
+    }

@@ -15,3 +15,21 @@ train fashionFastvit {
     epochs    = 10
     batch     = 128
 }
+
+/// Train, evaluate, re-parameterise, evaluate again: the deploy form must keep the accuracy
+/// (FastViT, Vasu et al. 2023, §3.1: train-time branches fold into one conv at inference).
+experiment main =
+    let trained = Stage.train fashionFastvit
+    let deploy = Stage.transform trained "reparam"
+    let trainForm = Stage.eval trained
+    let deployForm = Stage.eval deploy
+
+    {
+        tables =
+            [
+                table "fastvit-fashion" [
+                    { form = "train"; accuracy = metric trainForm "accuracy"; test_loss = metric trainForm "loss"; params = metric deploy "params_before"; nodes = metric deploy "nodes_before" }
+                    { form = "deploy"; accuracy = metric deployForm "accuracy"; test_loss = metric deployForm "loss"; params = metric deploy "params"; nodes = metric deploy "nodes" }
+                ] (dir = "../../docs")
+            ]
+    }

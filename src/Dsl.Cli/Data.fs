@@ -153,6 +153,45 @@ let private rebase (fromFolder: string) (toFolder: string) (r: ImageTextRecord) 
 
         ImageTextRecord(moved, r.Captions, r.Synthetic, r.Label, r.Labels)
 
+/// Where CatLIP's vocabulary comes from: mined from the manifest's captions (its size), or a
+/// vocabulary file written by an earlier mining (the test split reuses the training one).
+type Vocabulary =
+    | Mine of size: int
+    | Reuse of file: string
+
+/// Labels every line of `manifest` with the WordNet synsets of its captions' nouns and writes
+/// the labelled manifest to `out` (its images' paths made relative to out's folder), and a mined
+/// vocabulary to `vocabularyPath out`; gives the records, the vocabulary and the labels.
+let catlipLabelsInto (manifest: string) (out: string) (vocabulary: Vocabulary) (wordNetDir: string) =
+    if Path.GetFullPath out = Path.GetFullPath manifest then
+        fail "error: --out %s is the input manifest; write the labelled manifest elsewhere" out
+
+    let records = ImageTextManifest.Read manifest
+    let wordNet = WordNet.Load wordNetDir
+
+    let vocab =
+        match vocabulary with
+        | Reuse file -> CatlipLabels.ReadVocabulary file
+        | Mine size -> CatlipLabels.Mine(records, wordNet, size)
+
+    if vocab.Count = 0 then
+        fail "%s: error: no caption has a WordNet noun; nothing to label with" manifest
+
+    let labels = CatlipLabels.Apply(vocab, records, wordNet)
+    let fromFolder = Path.GetDirectoryName(Path.GetFullPath manifest)
+    let toFolder = Path.GetDirectoryName(Path.GetFullPath out)
+
+    let labelled =
+        CatlipLabels.Labelled(records, labels) |> Seq.map (rebase fromFolder toFolder)
+
+    ImageTextManifest.Write(out, labelled)
+
+    match vocabulary with
+    | Mine _ -> CatlipLabels.WriteVocabulary(vocabularyPath out, vocab)
+    | Reuse _ -> ()
+
+    records, vocab, labels
+
 let private catlipLabels (args: ParseResults<CatlipLabelsArgs>) =
     let clock = Stopwatch.StartNew()
     let manifest = args.GetResult CatlipLabelsArgs.Manifest
@@ -161,47 +200,24 @@ let private catlipLabels (args: ParseResults<CatlipLabelsArgs>) =
     let given =
         match args.TryGetResult CatlipLabelsArgs.Vocabulary_Size, args.TryGetResult CatlipLabelsArgs.Vocabulary with
         | Some _, Some _ -> fail "error: give --vocabulary-size (to mine) or --vocabulary (to reuse one), not both"
-        | _, file -> file
+        | _, Some file -> Reuse file
+        | size, None -> Mine(Option.defaultValue 1000 size)
 
-    if Path.GetFullPath out = Path.GetFullPath manifest then
-        fail "error: --out %s is the input manifest; write the labelled manifest elsewhere" out
+    let records, vocabulary, labels =
+        catlipLabelsInto manifest out given (args.GetResult(CatlipLabelsArgs.Wordnet, WordNet.DefaultDirectory))
 
-    let records = ImageTextManifest.Read manifest
-
-    let wordNet =
-        WordNet.Load(args.GetResult(CatlipLabelsArgs.Wordnet, WordNet.DefaultDirectory))
-
-    let vocabulary =
-        match given with
-        | Some file -> CatlipLabels.ReadVocabulary file
-        | None -> CatlipLabels.Mine(records, wordNet, args.GetResult(CatlipLabelsArgs.Vocabulary_Size, 1000))
-
-    if vocabulary.Count = 0 then
-        fail "%s: error: no caption has a WordNet noun; nothing to label with" manifest
-
-    let labels = CatlipLabels.Apply(vocabulary, records, wordNet)
-    let fromFolder = Path.GetDirectoryName(Path.GetFullPath manifest)
-    let toFolder = Path.GetDirectoryName(Path.GetFullPath out)
-
-    let labelled =
-        CatlipLabels.Labelled(records, labels) |> Seq.map (rebase fromFolder toFolder)
-
-    ImageTextManifest.Write(out, labelled)
     let unlabelled = labels |> Seq.filter Array.isEmpty |> Seq.length
     let mean = labels |> Seq.averageBy (fun l -> float l.Length)
 
     match given with
-    | Some file -> printfn "%s: %d lines labelled with the %d synsets of %s" out records.Count vocabulary.Count file
-    | None ->
-        let vocabFile = vocabularyPath out
-        CatlipLabels.WriteVocabulary(vocabFile, vocabulary)
-
+    | Reuse file -> printfn "%s: %d lines labelled with the %d synsets of %s" out records.Count vocabulary.Count file
+    | Mine _ ->
         printfn
             "%s: %d lines labelled with %d mined synsets; vocabulary in %s"
             out
             records.Count
             vocabulary.Count
-            vocabFile
+            (vocabularyPath out)
 
     printfn
         "%.2f labels per line; %d lines (%.1f%%) without a label; %.1f s"

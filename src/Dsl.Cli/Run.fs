@@ -738,6 +738,57 @@ let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json
 
     0
 
+/// The timed training step's loss (`dsl bench`, an experiment's compare stage): the train
+/// block's image–text objective when it has one (CLIP's InfoNCE, or CatLIP's BCE against random
+/// multi-hot targets); cross-entropy against random labels for a classifier (one output
+/// [B, classes]), as bench/Dsl.Bench does for the hand-written reference; otherwise the mean
+/// square of every output.
+let trainStepLoss
+    (c: Compiler.Checked)
+    (g: Graph)
+    (batch: int)
+    (device: torch.Device)
+    : torch.Tensor[] -> torch.Tensor =
+    let outputShape i = g.Nodes[snd g.Outputs[i]].Shape
+
+    let output (outputs: torch.Tensor[]) name =
+        outputs[List.findIndex (fun (n, _) -> n = name) g.Outputs]
+
+    match Compiler.pickRecipe c g.Name |> Option.map (fun r -> r.Loss), outputShape 0 with
+    | Some(Recipe.ClipLoss | Recipe.MobileclipLoss _), _ ->
+        fun outputs ->
+            ImageTextLosses.Clip(
+                output outputs DualEncoder.ImageOutput,
+                output outputs DualEncoder.TextOutput,
+                ImageTextLosses.Scale(output outputs DualEncoder.ScaleOutput)
+            )
+    | Some Recipe.CatlipLoss, [ _; Known labels ] ->
+        let targets =
+            // About 5% of the synsets present per image, like a caption's few nouns.
+            use p = torch.zeros([| int64 batch; int64 labels |], device = device).fill_ 0.05
+
+            torch.bernoulli p
+
+        fun outputs -> ImageTextLosses.MultiLabel(outputs[0], targets)
+    | _, [ _; Known classes ] when g.Outputs.Length = 1 ->
+        let labels = torch.randint (int64 classes, [| int64 batch |], device = device)
+
+        fun outputs -> torch.nn.functional.cross_entropy (outputs[0], labels)
+    | _ ->
+        fun outputs ->
+            outputs
+            |> Array.map (fun o -> o.square().mean())
+            |> Array.reduce (fun a b -> a + b)
+
+
+/// Times `model` (A) against `other` (B) on the same inputs in alternating rounds
+/// (PairedComparison); the ratios are B / A.
+let comparePaired (model: GraphModule) (other: GraphModule) inputs loss rounds warmup repeats =
+    let measure (m: GraphModule) warmup repeats =
+        Benchmark.Measure((fun xs -> m.Forward xs), m, inputs, Func<_, _> loss, warmup, repeats)
+
+    PairedComparison.Run(Func<_, _, _>(measure other), Func<_, _, _>(measure model), rounds, warmup, repeats)
+
 let bench (args: ParseResults<BenchArgs>) =
     let c = checkedOrExit (args.GetResult BenchArgs.File)
     let g = modelOrExit c (args.TryGetResult BenchArgs.Model)
@@ -751,42 +802,7 @@ let bench (args: ParseResults<BenchArgs>) =
         with :? ArgumentException as e ->
             fail "dsl bench: %s" e.Message
 
-    // The timed training step: the train block's image–text objective when it has one (CLIP's
-    // InfoNCE, or CatLIP's BCE against random multi-hot targets); cross-entropy against random
-    // labels for a classifier (one output [B, classes]), as bench/Dsl.Bench does for the
-    // hand-written reference; otherwise the mean square of every output.
-    let outputShape i = g.Nodes[snd g.Outputs[i]].Shape
-
-    let output (outputs: torch.Tensor[]) name =
-        outputs[List.findIndex (fun (n, _) -> n = name) g.Outputs]
-
-    let loss: torch.Tensor[] -> torch.Tensor =
-        match Compiler.pickRecipe c g.Name |> Option.map (fun r -> r.Loss), outputShape 0 with
-        | Some(Recipe.ClipLoss | Recipe.MobileclipLoss _), _ ->
-            fun outputs ->
-                ImageTextLosses.Clip(
-                    output outputs DualEncoder.ImageOutput,
-                    output outputs DualEncoder.TextOutput,
-                    ImageTextLosses.Scale(output outputs DualEncoder.ScaleOutput)
-                )
-        | Some Recipe.CatlipLoss, [ _; Known labels ] ->
-            let targets =
-                // About 5% of the synsets present per image, like a caption's few nouns.
-                use p =
-                    torch.zeros([| int64 batch; int64 labels |], device = model.Device).fill_ 0.05
-
-                torch.bernoulli p
-
-            fun outputs -> ImageTextLosses.MultiLabel(outputs[0], targets)
-        | _, [ _; Known classes ] when g.Outputs.Length = 1 ->
-            let labels = torch.randint (int64 classes, [| int64 batch |], device = model.Device)
-
-            fun outputs -> torch.nn.functional.cross_entropy (outputs[0], labels)
-        | _ ->
-            fun outputs ->
-                outputs
-                |> Array.map (fun o -> o.square().mean())
-                |> Array.reduce (fun a b -> a + b)
+    let loss = trainStepLoss c g batch model.Device
 
     let measure (m: GraphModule) warmup repeats =
         Benchmark.Measure((fun xs -> m.Forward xs), m, inputs, Func<_, _> loss, warmup, repeats)
@@ -837,13 +853,7 @@ let bench (args: ParseResults<BenchArgs>) =
         let repeats = args.GetResult(BenchArgs.Repeats, 5)
 
         let paired =
-            PairedComparison.Run(
-                Func<_, _, _>(measure other),
-                Func<_, _, _>(measure model),
-                rounds,
-                args.GetResult(BenchArgs.Warmup, 3),
-                repeats
-            )
+            comparePaired model other inputs loss rounds (args.GetResult(BenchArgs.Warmup, 3)) repeats
 
         if args.Contains BenchArgs.Json then
             let o =

@@ -207,47 +207,32 @@ let private scores
 
     result |> Seq.map (fun (KeyValue(k, v)) -> k, v) |> Map.ofSeq
 
-let private shrink
-    (kind: string)
-    (c: Compiler.Checked)
-    (file: string)
-    (picked: Graph)
-    (args: ParseResults<TransformArgs>)
-    =
-    let out = args.GetResult TransformArgs.Out
+/// What `dsl transform prune|subclone` and an experiment's transform stage ask for: the sizes
+/// to shrink to (none when the picked model is declared as `subclone parent (…)`), the ranking,
+/// the weights to start from and the folder to write.
+type ShrinkRequest =
+    {
+        Targets: Prune.Targets
+        Criterion: string option
+        Scale: bool
+        Name: string option
+        Checkpoint: string
+        Out: string
+        Batches: int
+    }
 
-    let flag (case: Quotations.Expr<string -> TransformArgs>) (name: string) =
-        args.TryGetResult case |> Option.map amount
-
-    let sizeOnly (name: string) (a: Prune.Amount option) =
-        match a with
-        | Some(Prune.Remove _) when kind = "subclone" ->
-            fail "dsl transform subclone: --%s is the size of the child (a whole number), not a fraction" name
-        | a -> a
-
-    let fromFlags: Prune.Targets =
-        {
-            Channels = flag <@ TransformArgs.Channels @> "channels"
-            Width = flag <@ TransformArgs.Width @> "width" |> sizeOnly "width"
-            Hidden =
-                Option.orElse (flag <@ TransformArgs.Hidden @> "hidden") (flag <@ TransformArgs.Ffn @> "ffn")
-                |> sizeOnly "ffn"
-            Heads = flag <@ TransformArgs.Heads @> "heads" |> sizeOnly "heads"
-            Blocks =
-                Option.orElse
-                    (flag <@ TransformArgs.Blocks @> "blocks")
-                    (args.TryGetResult TransformArgs.Depth |> Option.map Prune.Keep)
-        }
-
+/// Prunes or subclones a trained model into `req.Out` (model.dsl and checkpoint); gives the
+/// parent's graph, the shrunk graph and the targets as text.
+let shrinkInto (kind: string) (c: Compiler.Checked) (file: string) (picked: Graph) (req: ShrinkRequest) =
     // A model declared as `subclone parent (…)` brings its parent and targets; otherwise the
-    // picked model is the parent and the flags say what to shrink.
+    // picked model is the parent and the request says what to shrink.
     let g, targets, criterion, scale, name =
         match c.Declared |> List.tryFind (fun (n, _) -> n = picked.Name) with
         | Some(_, d) ->
             if d.Kind <> kind then
                 fail "dsl transform %s: model '%s' is declared as %s %s (…) in %s" kind picked.Name d.Kind d.Parent file
 
-            if fromFlags <> Prune.none then
+            if req.Targets <> Prune.none then
                 fail
                     "dsl transform %s: model '%s' declares what to shrink in %s; drop the size flags"
                     kind
@@ -256,29 +241,26 @@ let private shrink
 
             snd (c.Models |> List.find (fun (n, _) -> n = d.Parent)),
             d.Targets,
-            args.GetResult(TransformArgs.Criterion, d.Criterion),
-            d.Scale || args.Contains TransformArgs.Scale,
+            Option.defaultValue d.Criterion req.Criterion,
+            d.Scale || req.Scale,
             picked.Name
         | None ->
-            if fromFlags = Prune.none then
+            if req.Targets = Prune.none then
                 fail
                     "dsl transform %s: say what to shrink (--channels, --width, --hidden/--ffn, --heads, --blocks/--depth), or pick a model declared as %s parent (…)"
                     kind
                     kind
 
             picked,
-            fromFlags,
-            args.GetResult(TransformArgs.Criterion, (if kind = "subclone" then "activation" else "magnitude")),
-            args.Contains TransformArgs.Scale,
-            args.GetResult(TransformArgs.Name, picked.Name)
+            req.Targets,
+            Option.defaultValue (if kind = "subclone" then "activation" else "magnitude") req.Criterion,
+            req.Scale,
+            Option.defaultValue picked.Name req.Name
 
     use parent = new GraphModule(g, 0L)
-    let meta = loadWeights parent (args.GetResult TransformArgs.Checkpoint)
+    let meta = loadWeights parent req.Checkpoint
     let groups = Groups.analyze g
-
-    let unitScores =
-        scores criterion c file g parent groups (args.GetResult(TransformArgs.Batches, 8))
-
+    let unitScores = scores criterion c file g parent groups req.Batches
     let shrunk, map = Prune.prune g targets unitScores scale
     let shrunk = { shrunk with Name = name }
     parent.eval ()
@@ -317,13 +299,13 @@ let private shrink
     write
         c
         file
-        out
+        req.Out
         [ name; g.Name ]
         header
         shrunk
         child
         meta
-        (args.GetResult TransformArgs.Checkpoint)
+        req.Checkpoint
         [
             "transform", kind
             "targets", described
@@ -331,10 +313,55 @@ let private shrink
             "scaled", string scale
         ]
 
+    g, shrunk, described
+
+let private shrink
+    (kind: string)
+    (c: Compiler.Checked)
+    (file: string)
+    (picked: Graph)
+    (args: ParseResults<TransformArgs>)
+    =
+    let out = args.GetResult TransformArgs.Out
+
+    let flag (case: Quotations.Expr<string -> TransformArgs>) =
+        args.TryGetResult case |> Option.map amount
+
+    let sizeOnly (name: string) (a: Prune.Amount option) =
+        match a with
+        | Some(Prune.Remove _) when kind = "subclone" ->
+            fail "dsl transform subclone: --%s is the size of the child (a whole number), not a fraction" name
+        | a -> a
+
+    let request =
+        {
+            Targets =
+                {
+                    Channels = flag <@ TransformArgs.Channels @>
+                    Width = flag <@ TransformArgs.Width @> |> sizeOnly "width"
+                    Hidden =
+                        Option.orElse (flag <@ TransformArgs.Hidden @>) (flag <@ TransformArgs.Ffn @>)
+                        |> sizeOnly "ffn"
+                    Heads = flag <@ TransformArgs.Heads @> |> sizeOnly "heads"
+                    Blocks =
+                        Option.orElse
+                            (flag <@ TransformArgs.Blocks @>)
+                            (args.TryGetResult TransformArgs.Depth |> Option.map Prune.Keep)
+                }
+            Criterion = args.TryGetResult TransformArgs.Criterion
+            Scale = args.Contains TransformArgs.Scale
+            Name = args.TryGetResult TransformArgs.Name
+            Checkpoint = args.GetResult TransformArgs.Checkpoint
+            Out = out
+            Batches = args.GetResult(TransformArgs.Batches, 8)
+        }
+
+    let g, shrunk, described = shrinkInto kind c file picked request
+
     printfn
         "%s → %s (%s): %s → %s parameters, %d → %d nodes; wrote %s and %s"
         g.Name
-        name
+        shrunk.Name
         described
         ((paramCount g).ToString("N0"))
         ((paramCount shrunk).ToString("N0"))

@@ -32,7 +32,7 @@ let private instanceErrors (src: string) (text: string) =
         ds
 
 /// The diagnostics of a file's experiments, as `line:col: message`.
-let private experimentErrors (src: string) =
+let experimentErrors (src: string) =
     let c = check src
     Expect.isEmpty (c.Diagnostics |> List.map Diagnostics.format) "the models check"
     let _, ds = Experiment.check c c.ExperimentDefs
@@ -43,14 +43,14 @@ let private experimentErrors (src: string) =
     ds
     |> List.map (fun d -> sprintf "%d:%d: %s" d.Span.Start.Line d.Span.Start.Col d.Message)
 
-let private expectExperimentError src (lineCol: string) (fragment: string) =
+let expectExperimentError src (lineCol: string) (fragment: string) =
     let es = experimentErrors src
 
     Expect.isTrue
         (es |> List.exists (fun e -> e.StartsWith(lineCol + ":") && e.Contains fragment))
         (sprintf "expected an error at %s containing %A, got:\n%s" lineCol fragment (String.concat "\n" es))
 
-let private experimentsOf (src: string) =
+let experimentsOf (src: string) =
     let c = check src
     Expect.isEmpty (c.Diagnostics |> List.map Diagnostics.format) "the models check"
 
@@ -58,7 +58,7 @@ let private experimentsOf (src: string) =
     | es, [] -> c, es
     | _, ds -> failtestf "%s" (ds |> List.map Diagnostics.format |> String.concat "\n")
 
-let private tinyModel =
+let tinyModel =
     """
 model tiny width : image[1, 28, 28] -> logits[10] =
     conv width (k = 3) (bias = false) >> batchnorm >> relu >> maxpool 4 >> flatten >> linear 10
@@ -87,11 +87,11 @@ experiment sweep =
 """
 
 /// Fashion-like data (64 training, 32 test images) and the file, in a fresh folder.
-let private setup (src: string) =
+let setup (src: string) =
     let dir, file, _ = fashionSetup src 64 32
     dir, file
 
-let private runIn (file: string) (out: string) (jobs: int) (force: string list) =
+let runIn (file: string) (out: string) (jobs: int) (force: string list) =
     let c = Compiler.checkFile file
     Expect.isEmpty (c.Diagnostics |> List.map Diagnostics.format) "the file checks"
 
@@ -109,7 +109,7 @@ let private runIn (file: string) (out: string) (jobs: int) (force: string list) 
             }
     | _, ds -> failtestf "%s" (ds |> List.map Diagnostics.format |> String.concat "\n")
 
-let private statuses (out: string) =
+let statuses (out: string) =
     File.ReadAllLines(Path.Combine(out, "results.jsonl"))
     |> Array.map (fun l ->
         let o = Text.Json.Nodes.JsonNode.Parse(l)

@@ -56,10 +56,13 @@ let goldens =
         "let x = f a (k = 3) b", "(f a k:=3 b)"
         "let x = a |> f >> g", "(a |> (f >> g))"
         "let x = adamw (lr = 3e-3, weightDecay = 0.05)", "(adamw lr:=0.003f weightDecay:=0.05f)"
+        // `train` and `model` begin declarations at the margin only: elsewhere they name things.
+        "let x = Stage.data b (train = 48) (model = m)", "(Stage.data b train:=48 model:=m)"
         "let x = [1 .. 4]", "[1..4]"
         "let x = [0 .. 2 .. 8]", "[0..2..8]"
         "let x = [for i in xs -> i * 2]", "[for i in xs -> (i * 2)]"
         "let x = { a = 1; b = \"s\" }", "{a=1; b=\"s\"}"
+        "let x = { model = \"t8\"; train = 1 }.model", "{model=\"t8\"; train=1}.model"
         "let x = cfg.dims", "cfg.dims"
         "let x = { cfg with a = 1; b = 2 }", "{cfg with a=1; b=2}"
         "let x = if a < b then a else b", "(if (a < b) a b)"

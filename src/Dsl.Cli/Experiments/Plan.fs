@@ -15,7 +15,14 @@ type Planned =
         Key: string
         /// The recipe the stage trains or evaluates with, its overrides applied.
         Recipe: TrainRecipe option
+        /// What a data stage writes outside the store (full paths): as DVC's `outs`, the stage is
+        /// done only while each holds the marker of this key.
+        Outputs: string list
     }
+
+/// The marker beside a data stage's output that says which key made it.
+let markerOf (output: string) =
+    output.TrimEnd('/', System.IO.Path.DirectorySeparatorChar) + ".dsl-stage"
 
 let private setting (s: Stage) name =
     s.Settings |> List.tryFind (fun (n, _) -> n = name) |> Option.map snd
@@ -68,6 +75,36 @@ let dataPaths (file: string) (r: TrainRecipe) =
             p)
     |> List.distinct
 
+/// A data stage's output, as a full path (its `out`, relative to the experiment's file).
+let outputOf (file: string) (s: Stage) =
+    match setting s "out" with
+    | Some(Values.VStr o) -> [ System.IO.Path.GetFullPath(Session.relativeTo file o) ]
+    | _ -> []
+
+/// What a data builder reads besides the stages it uses: the packaged data sets.
+let private builderSources (file: string) (s: Stage) =
+    let fashion = [ FashionMnist.DefaultDirectory ]
+    let wordNet = [ Dsl.Runtime.Text.WordNet.DefaultDirectory ]
+
+    match setting s "builder" with
+    | Some(Values.VStr "fashion-captions") -> fashion @ wordNet
+    | Some(Values.VStr("fashion-scenes" | "fashion-metadata")) -> fashion
+    | Some(Values.VStr "catlip-labels") ->
+        wordNet
+        @ ([ "manifest"; "vocabulary" ]
+           |> List.choose (fun n ->
+               match setting s n with
+               | Some(Values.VStr p) -> Some(Session.relativeTo file p)
+               | _ -> None))
+    | Some(Values.VStr "bible-kjv") -> [ "/usr/share/bible-kjv" ]
+    | _ -> []
+
+/// Whether a path lies in (or is) one of the folders or files given.
+let private under (outs: string list) (path: string) =
+    let full = System.IO.Path.GetFullPath path
+
+    outs |> List.exists (fun o -> full = o || full.StartsWith(o.TrimEnd('/') + "/"))
+
 /// What the machine is, for a benchmark's key: a timing made elsewhere is not this machine's.
 let private machine () =
     sprintf
@@ -86,6 +123,15 @@ let plan (c: Compiler.Checked) (file: string) (e: Experiment) : Planned list =
         for s in e.Stages do
             let recipe = recipeOf c s
 
+            // What data stages upstream (through any chain of uses: an eval of a transform of a
+            // training on built data) write is covered by their keys, which this key holds
+            // through its uses' keys; it is not fingerprinted again (it may not exist yet).
+            let rec upstream (st: Stage) =
+                st.Uses
+                |> List.collect (fun (role, u) -> (if role = "data" then outputOf file u else []) @ upstream u)
+
+            let made = upstream s
+
             let parts =
                 [
                     "kind", s.Kind
@@ -97,7 +143,11 @@ let plan (c: Compiler.Checked) (file: string) (e: Experiment) : Planned list =
                     |> String.concat ","
                 ]
                 @ (match s.Model with
-                   | Some m when s.Uses.IsEmpty || s.Kind = "train" -> [ "model", IrJson.write false m.Graph ]
+                   | Some m when
+                       s.Kind = "train"
+                       || not (s.Uses |> List.exists (fun (role, _) -> role = "checkpoint" || role = "a"))
+                       ->
+                       [ "model", IrJson.write false m.Graph ]
                    | _ -> [])
                 @ (match recipe with
                    | Some r when s.Kind = "train" || s.Kind = "eval" ->
@@ -107,10 +157,35 @@ let plan (c: Compiler.Checked) (file: string) (e: Experiment) : Planned list =
                            (match s.Model |> Option.bind (fun m -> Compiler.pickObjective c m.Name) with
                             | Some o -> Keys.canonical o
                             | None -> "")
-                           "data", dataPaths file r |> List.map Keys.fingerprint |> String.concat "\n"
+                           "data",
+                           // What a data stage it uses writes is in that stage's key, not here:
+                           // its files do not exist yet when a first run is planned.
+                           dataPaths file r
+                           |> List.filter (not << under made)
+                           |> List.map Keys.fingerprint
+                           |> String.concat "\n"
                        ]
                    | _ -> [])
-                @ (if s.Kind = "bench" then [ "machine", machine () ] else [])
+                @ (match s.Target with
+                   | Some m ->
+                       [
+                           "target", IrJson.write false m.Graph
+                           "declared",
+                           (match c.Declared |> List.tryFind (fun (n, _) -> n = m.Name) with
+                            | Some(_, d) -> Keys.canonical d
+                            | None -> "")
+                       ]
+                   | None -> [])
+                @ (if s.Kind = "data" then
+                       [
+                           "sources", builderSources file s |> List.map Keys.fingerprint |> String.concat "\n"
+                       ]
+                   else
+                       [])
+                @ (if s.Kind = "bench" || s.Kind = "compare" then
+                       [ "machine", machine () ]
+                   else
+                       [])
 
             let key = Keys.keyOf parts
             keys[s.Name] <- key
@@ -119,5 +194,6 @@ let plan (c: Compiler.Checked) (file: string) (e: Experiment) : Planned list =
                 Stage = s
                 Key = key
                 Recipe = recipe
+                Outputs = outputOf file s
             }
     ]

@@ -45,6 +45,18 @@ let rec private messageOf (e: exn) =
 
 let private short (key: string) = key.Substring(0, 12)
 
+/// A stage is done when the store holds its result and, for a data stage, its output still
+/// carries the marker of its key (deleted or rebuilt by another key: it runs again).
+let isDone (store: Store) (p: Planned) =
+    store.IsDone p.Key
+    && p.Outputs
+       |> List.forall (fun o ->
+           let m = markerOf o
+
+           (File.Exists o || Directory.Exists o)
+           && File.Exists m
+           && File.ReadAllText(m).Trim() = p.Key)
+
 /// The folder an experiment's results go to.
 let outDir (o: RunOptions) (e: Experiment) =
     o.Out |> Option.defaultValue (Path.Combine("runs", e.Name))
@@ -55,7 +67,7 @@ let printPlan (store: Store) (planned: Planned list) (forced: string -> bool) =
 
     for p in planned do
         let status =
-            match store.IsDone p.Key, forced p.Stage.Name with
+            match isDone store p, forced p.Stage.Name with
             | true, true -> "done, forced: runs again"
             | true, false -> "done"
             | false, _ -> "to run"
@@ -67,7 +79,7 @@ let printPlan (store: Store) (planned: Planned list) (forced: string -> bool) =
 
     let todo =
         planned
-        |> List.filter (fun p -> not (store.IsDone p.Key) || forced p.Stage.Name)
+        |> List.filter (fun p -> not (isDone store p) || forced p.Stage.Name)
         |> List.length
 
     printfn "%d of %s to run" todo (plural planned.Length "stage")
@@ -86,7 +98,7 @@ let private schedule
     let keys = planned |> List.map (fun p -> p.Stage.Name, p.Key) |> Map.ofList
 
     for p in planned do
-        if store.IsDone p.Key && not (forced p.Stage.Name) then
+        if isDone store p && not (forced p.Stage.Name) then
             outcomes[p.Stage.Name] <- Cached(store.Read p.Key)
 
     let completions = new BlockingCollection<string * Outcome>()

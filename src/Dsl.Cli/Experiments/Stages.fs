@@ -11,6 +11,8 @@ open Dsl.Ir
 open Dsl.Experiment
 open Dsl.Runtime
 open Dsl.Runtime.Bench
+open Dsl.Runtime.Data
+open Dsl.Runtime.Checkpoints
 open Dsl.Runtime.Emit
 open Dsl.Runtime.Training
 open Dsl.Runtime.Transforms
@@ -45,6 +47,17 @@ let private flag s name =
     match setting s name with
     | Some(Values.VBool b) -> b
     | _ -> false
+
+let private text s name =
+    match setting s name with
+    | Some(Values.VStr t) -> Some t
+    | _ -> None
+
+let private count s name =
+    setting s name
+    |> Option.map (function
+        | Values.VNum(x, _) -> int x
+        | _ -> 0)
 
 /// A stage's trained (or transformed) model: the checked file it is declared in, its graph,
 /// its recipe and its checkpoint folder.
@@ -100,6 +113,9 @@ let private train (ctx: StageContext) (p: Planned) (dir: string) =
 
     setting s "steps"
     |> Option.iter (fun _ -> options.MaxSteps <- Nullable(int64 (number s "steps" 0.0)))
+
+    setting s "evalSteps"
+    |> Option.iter (fun _ -> options.EvalEverySteps <- int (number s "evalSteps" 0.0))
 
     let init = uses s "init" |> Option.map (fun u -> (sourceOf ctx u).Checkpoint)
 
@@ -210,18 +226,296 @@ let private bench (ctx: StageContext) (p: Planned) =
         "params", float (paramCount timed.Graph)
     ]
 
-let private transform (ctx: StageContext) (p: Planned) (dir: string) =
-    let src = sourceOf ctx (uses p.Stage "checkpoint").Value
-    ctx.Progress "re-parameterising"
+/// A fraction to remove (0.3) or a size to keep (64), as the language number is written.
+let private amount s name =
+    setting s name
+    |> Option.map (function
+        | Values.VNum(x, true) -> Passes.Prune.Keep(int x)
+        | Values.VNum(x, _) -> Passes.Prune.Remove x
+        | _ -> Passes.Prune.Remove 0.0)
 
-    let deployed =
-        Transform.reparamInto src.Checked src.File src.Graph src.Checkpoint (Path.Combine(dir, "model"))
+let private transform (ctx: StageContext) (p: Planned) (dir: string) =
+    let s = p.Stage
+    let src = sourceOf ctx (uses s "checkpoint").Value
+    let out = Path.Combine(dir, "model")
+
+    let before, after =
+        match text s "transform" with
+        | Some "reparam" ->
+            ctx.Progress "re-parameterising"
+            src.Graph, Transform.reparamInto src.Checked src.File src.Graph src.Checkpoint out
+        | Some kind ->
+            ctx.Progress(sprintf "%s: ranking units" kind)
+
+            // The declared target (`model child = subclone parent (…)`) when the stage names one.
+            let picked =
+                match s.Target with
+                | Some m -> m.Graph
+                | None -> src.Graph
+
+            let request: Transform.ShrinkRequest =
+                {
+                    Targets =
+                        {
+                            Channels = amount s "channels"
+                            Width = amount s "width"
+                            Hidden = amount s "hidden"
+                            Heads = amount s "heads"
+                            Blocks = amount s "blocks"
+                        }
+                    Criterion = text s "criterion"
+                    Scale = flag s "scale"
+                    Name = None
+                    Checkpoint = src.Checkpoint
+                    Out = out
+                    Batches = count s "batches" |> Option.defaultValue 8
+                }
+
+            let parent, shrunk, described =
+                Transform.shrinkInto kind src.Checked src.File picked request
+
+            ctx.Log.WriteLine(sprintf "%s → %s (%s)" parent.Name shrunk.Name described)
+            parent, shrunk
+        | None -> fail "dsl run: stage '%s' names no transform" s.Name
 
     [
-        "params", float (paramCount deployed)
-        "nodes", float deployed.Nodes.Length
-        "params_before", float (paramCount src.Graph)
-        "nodes_before", float src.Graph.Nodes.Length
+        "params", float (paramCount after)
+        "nodes", float after.Nodes.Length
+        "params_before", float (paramCount before)
+        "nodes_before", float before.Nodes.Length
+    ]
+
+/// Builds a data set into a sibling of its declared output, then puts it in place by renames.
+/// The marker beside it says "building" while the renames run and holds this stage's key only
+/// after them, so a build killed at any point never looks done, and is never taken for what
+/// no data stage made. Never writes over what no data stage made.
+let private data (ctx: StageContext) (p: Planned) =
+    let s = p.Stage
+    let out = p.Outputs.Head
+    let marker = markerOf out
+
+    if (File.Exists out || Directory.Exists out) && not (File.Exists marker) then
+        fail "%s: %s exists and no dsl run made it; move it away or give the data stage another out" ctx.File out
+
+    Directory.CreateDirectory(Path.GetDirectoryName out) |> ignore
+    let tmp = sprintf "%s.tmp-%s" out (Guid.NewGuid().ToString("N").Substring(0, 8))
+    Directory.CreateDirectory tmp |> ignore
+    let clock = Diagnostics.Stopwatch.StartNew()
+    let builder = (text s "builder").Value
+    ctx.Progress(sprintf "building %s" builder)
+    let seed = count s "seed" |> Option.defaultValue 0
+
+    // Folder builders write into tmp; catlip-labels writes one manifest (and its vocabulary).
+    let folder = builder <> "catlip-labels"
+
+    let built =
+        if folder then
+            tmp
+        else
+            Path.Combine(tmp, Path.GetFileName out)
+
+    let train, test =
+        match builder with
+        | "fashion-captions" ->
+            let r =
+                FashionCaptions.Build(
+                    FashionMnist.DefaultDirectory,
+                    tmp,
+                    Text.WordNet.Load Text.WordNet.DefaultDirectory,
+                    FashionCaptionOptions(
+                        Captions = (count s "captions" |> Option.defaultValue 3),
+                        Synthetic = (count s "synthetic" |> Option.defaultValue 2),
+                        TrainLimit = Option.toNullable (count s "trainLimit"),
+                        TestLimit = Option.toNullable (count s "testLimit"),
+                        Seed = seed
+                    )
+                )
+
+            r.Train.Count, r.Test.Count
+        | "fashion-scenes" ->
+            let size = count s "size" |> Option.defaultValue 64
+
+            if size < 28 then
+                fail "%s: data fashion-scenes: size %d is smaller than a Fashion-MNIST item (28)" ctx.File size
+
+            let r =
+                FashionScenes.Build(
+                    FashionMnist.DefaultDirectory,
+                    tmp,
+                    FashionScenesOptions(
+                        Size = size,
+                        Train = (count s "train" |> Option.defaultValue 10000),
+                        Test = (count s "test" |> Option.defaultValue 2000),
+                        Seed = seed
+                    )
+                )
+
+            r.Train, r.Test
+        | "fashion-metadata" ->
+            let accuracy =
+                match setting s "groupAccuracy" with
+                | Some(Values.VNum(x, _)) -> x
+                | _ -> 0.8
+
+            if not (accuracy >= 0.0 && accuracy <= 1.0) then
+                fail "%s: data fashion-metadata: groupAccuracy %g is not a probability" ctx.File accuracy
+
+            let r =
+                FashionMetadata.Build(
+                    FashionMnist.DefaultDirectory,
+                    tmp,
+                    FashionMetadataOptions(
+                        Train = (count s "train" |> Option.defaultValue 60000),
+                        Test = (count s "test" |> Option.defaultValue 10000),
+                        Seed = seed,
+                        GroupAccuracy = accuracy
+                    )
+                )
+
+            r.Train, r.Test
+        | "catlip-labels" ->
+            let path name =
+                text s name |> Option.map (Session.relativeTo ctx.File)
+
+            let manifest =
+                match path "manifest" with
+                | Some m -> m
+                | None -> fail "%s: data catlip-labels: give manifest = \"…\", the captions to label" ctx.File
+
+            let vocabulary =
+                match path "vocabulary", count s "vocabularySize" with
+                | Some _, Some _ -> fail "%s: data catlip-labels: give vocabularySize or vocabulary, not both" ctx.File
+                | Some v, None -> Data.Reuse v
+                | None, size -> Data.Mine(Option.defaultValue 1000 size)
+
+            let records, _, _ =
+                Data.catlipLabelsInto manifest built vocabulary Text.WordNet.DefaultDirectory
+
+            records.Count, 0
+        | "bible-kjv" ->
+            let books = Text.BibleKjv.Read Text.BibleKjv.DefaultProgram
+            Text.BibleKjv.Write(Path.Combine(tmp, Path.GetFileName out), books)
+            books.Count, 0
+        | other -> fail "dsl run: unknown data builder '%s'" other
+
+    ctx.Log.WriteLine(
+        sprintf "%s: %d training and %d test items in %.1f s" builder train test clock.Elapsed.TotalSeconds
+    )
+
+    DurableFile.WriteAllText(marker, "building " + p.Key)
+
+    // The result goes in place: a folder whole, or each file the builder wrote beside `out`.
+    let place (from: string) (dest: string) =
+        if Directory.Exists dest then
+            let old = sprintf "%s.old-%s" dest (Guid.NewGuid().ToString("N").Substring(0, 8))
+            Directory.Move(dest, old)
+            Directory.Move(from, dest)
+            Directory.Delete(old, true)
+        elif Directory.Exists from then
+            Directory.Move(from, dest)
+        else
+            File.Move(from, dest, true)
+
+    if folder then
+        place tmp out
+    else
+        for f in Directory.GetFiles tmp do
+            place f (Path.Combine(Path.GetDirectoryName out, Path.GetFileName f))
+
+        Directory.Delete(tmp, true)
+
+    DurableFile.WriteAllText(marker, p.Key)
+
+    [
+        "train", float train
+        "test", float test
+        "seconds", clock.Elapsed.TotalSeconds
+    ]
+
+/// Two models timed side by side on the same inputs (PairedComparison: alternating rounds; the
+/// ratios are b / a, the median of the rounds'). Without b, a's train form against its deploy
+/// form; with deploy = true, both in deploy form.
+let private compare (ctx: StageContext) (p: Planned) =
+    let s = p.Stage
+
+    let graphOf role (m: ModelRef option) =
+        match uses s role with
+        | Some u -> (sourceOf ctx u).Graph
+        | None -> m.Value.Graph
+
+    let batch = int (number s "batch" 1.0)
+    let deploy = flag s "deploy"
+    let ga = graphOf "a" s.Model
+    use a = new GraphModule(ga, 0L)
+
+    let deployOf (m: GraphModule) = WeightMapEvaluator.Reparameterize m
+
+    let da = if deploy then Some(deployOf a) else None
+
+    use _ =
+        da
+        |> Option.map (fun d -> d :> IDisposable)
+        |> Option.defaultValue
+            { new IDisposable with
+                member _.Dispose() = ()
+            }
+
+    let timedA = da |> Option.defaultValue a
+
+    let b =
+        match s.Target, uses s "b" with
+        | None, None -> deployOf a
+        | m, _ ->
+            let gb = graphOf "b" m
+
+            let shapes (x: Graph) (ends: (string * int) list) =
+                ends |> List.map (fun (_, i) -> x.Nodes[i].Shape)
+
+            if
+                shapes ga ga.Inputs <> shapes gb gb.Inputs
+                || shapes ga ga.Outputs <> shapes gb gb.Outputs
+            then
+                fail "%s: stage '%s': '%s' does not take and give what '%s' does" ctx.File s.Name gb.Name ga.Name
+
+            let mb = new GraphModule(gb, 0L)
+
+            if deploy then
+                use trained = mb
+                deployOf trained
+            else
+                mb
+
+    use b = b
+    use _ = torch.NewDisposeScope()
+    let inputs = RandomInputs.For(timedA.Graph, int64 batch, timedA.Device)
+    let loss = Run.trainStepLoss ctx.Checked timedA.Graph batch timedA.Device
+    let rounds = int (number s "rounds" 10.0)
+    ctx.Progress(sprintf "timing %d alternating rounds" rounds)
+
+    let r =
+        Run.comparePaired timedA b inputs loss rounds (int (number s "warmup" 3.0)) (int (number s "repeats" 5.0))
+
+    ctx.Log.WriteLine(
+        sprintf
+            "batch %d, %d threads: forward %.3f vs %.3f ms (ratio %.3f), train step ratio %.3f"
+            batch
+            Threads.Count
+            r.ForwardB
+            r.ForwardA
+            r.ForwardRatio
+            r.TrainStepRatio
+    )
+
+    // PairedComparison's A is the first function it was given: here b.
+    [
+        "forward_a_ms", r.ForwardB
+        "forward_b_ms", r.ForwardA
+        "forward_ratio", r.ForwardRatio
+        "train_a_ms", r.TrainStepB
+        "train_b_ms", r.TrainStepA
+        "train_ratio", r.TrainStepRatio
+        "params_a", float (paramCount timedA.Graph)
+        "params_b", float (paramCount b.Graph)
     ]
 
 /// Runs the stage in `dir`; its metrics by name.
@@ -233,4 +527,6 @@ let run (ctx: StageContext) (p: Planned) (dir: string) : (string * float) list =
     | "eval" -> evaluate ctx p
     | "bench" -> bench ctx p
     | "transform" -> transform ctx p dir
+    | "data" -> data ctx p
+    | "compare" -> compare ctx p
     | other -> fail "dsl run: unknown stage kind '%s'" other
