@@ -127,7 +127,7 @@ let stageRuns =
             test "a data stage never writes over a folder it did not make" {
                 let src =
                     withExperiment
-                        "    [ Stage.data \"fashion-scenes\" (out = \"mine\") (size = 32) (train = 8) (test = 4) ]"
+                        "    let d = Stage.data \"fashion-scenes\" (out = \"mine\") (size = 32) (train = 8) (test = 4)\n    { tables = [ table \"built\" [ { n = metric d \"train\" } ] (dir = \"pub\") ] }"
 
                 let dir, file = setup src
                 let mine = Path.Combine(dir, "mine")
@@ -137,8 +137,11 @@ let stageRuns =
                 Expect.equal (runIn file out 1 []) 1 "the stage fails"
                 Expect.equal (File.ReadAllText(Path.Combine(mine, "notes.txt"))) "mine" "the user's folder is intact"
                 Expect.equal (Directory.GetFileSystemEntries mine |> Array.length) 1 "and nothing was added"
+                let published = Path.Combine(dir, "pub", "built.tsv")
+                Expect.isFalse (File.Exists published) "a table with a failed cell is not published"
                 Directory.Delete(mine, true)
                 Expect.equal (runIn file out 1 []) 0 "once it is gone the stage builds"
                 Expect.isTrue (File.Exists(Path.Combine(mine, "test.jsonl"))) "the scenes"
+                Expect.equal (File.ReadAllText published) "n\n8\n" "and the complete table is"
             }
         ]

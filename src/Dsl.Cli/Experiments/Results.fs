@@ -115,7 +115,11 @@ let private cellText (c: Cell) =
     | Text s -> s
     | Missing _ -> "—"
 
-let private targets (root: string) (file: string) (dir: string option) (name: string) (ext: string) =
+/// Where a table or plot goes: the store, and its declared folder (docs/) only when nothing in
+/// it is missing, so a failed stage never replaces a published table with dashes.
+let private targets (root: string) (file: string) (dir: string option) (complete: bool) (name: string) (ext: string) =
+    let dir = if complete then dir else None
+
     Path.Combine(root, name + ext)
     :: (dir
         |> Option.map (fun d ->
@@ -156,10 +160,10 @@ let writeTable root file (outcomes: string -> Outcome option) (t: Table) =
 
     let written =
         [
-            for path in targets root file t.Dir t.Name ".tsv" do
+            for path in targets root file t.Dir missing.IsEmpty t.Name ".tsv" do
                 DurableFile.WriteAllText(path, tsv + "\n")
                 yield path
-            for path in targets root file t.Dir t.Name ".md" do
+            for path in targets root file t.Dir missing.IsEmpty t.Name ".md" do
                 DurableFile.WriteAllText(path, md + "\n")
                 yield path
         ]
@@ -255,7 +259,7 @@ let writePlot root file (outcomes: string -> Outcome option) (p: Plot) =
 
         let written =
             [
-                for path in targets root file p.Dir p.Name ".png" do
+                for path in targets root file p.Dir (List.isEmpty missing) p.Name ".png" do
                     PlotWriter.Write(spec, path)
                     yield path
             ]

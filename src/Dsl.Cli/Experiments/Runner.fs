@@ -57,9 +57,11 @@ let isDone (store: Store) (p: Planned) =
            && File.Exists m
            && File.ReadAllText(m).Trim() = p.Key)
 
-/// The folder an experiment's results go to.
-let outDir (o: RunOptions) (e: Experiment) =
-    o.Out |> Option.defaultValue (Path.Combine("runs", e.Name))
+/// The folder an experiment's results go to: by default `runs/<file>/<experiment>`, since many
+/// files name their experiment `main` and their results must not overwrite each other's.
+let outDir (file: string) (o: RunOptions) (e: Experiment) =
+    o.Out
+    |> Option.defaultValue (Path.Combine("runs", Path.GetFileNameWithoutExtension file, e.Name))
 
 /// Prints the plan: every stage, its key, and whether it is done.
 let printPlan (store: Store) (planned: Planned list) (forced: string -> bool) =
@@ -265,7 +267,7 @@ let private summary (planned: Planned list) (outcomes: Dictionary<string, Outcom
 
 /// Runs experiment `e` of the checked file; the exit code.
 let run (file: string) (c: Compiler.Checked) (e: Experiment) (o: RunOptions) : int =
-    let root = outDir o e
+    let root = outDir file o e
     let store = Store root
     let planClock = Diagnostics.Stopwatch.StartNew()
     let planned = plan c file e
