@@ -272,6 +272,13 @@ let private dataUses what (v: Value, span: Span) =
     | VList xs -> xs |> List.map one
     | v -> [ one v ]
 
+/// A string naming one of `choices` (a transform, a data builder), or a located error.
+let private oneOf what (noun: string) (choices: string list) (v: Value, sp: Span) =
+    match v with
+    | VStr k when List.contains k choices -> k
+    | VStr k -> errorf sp "%s: unknown %s '%s'%s" what noun k (didYouMean k choices)
+    | v -> errorf sp "%s: the %s is a string (%s), got %s" what noun (String.concat ", " choices) (describe v)
+
 let private stageBuiltins =
     VRecord
         [
@@ -305,16 +312,7 @@ let private stageBuiltins =
             hostFn "Stage.data" [ "builder" ] (("from", unset) :: optionals "data") (fun _ a s ->
                 let builders = dataBuilders |> List.map fst
 
-                let builder =
-                    match a["builder"] with
-                    | VStr b, _ when List.contains b builders -> b
-                    | VStr b, sp -> errorf sp "Stage.data: unknown data builder '%s'%s" b (didYouMean b builders)
-                    | v, sp ->
-                        errorf
-                            sp
-                            "Stage.data: the builder is a string (%s), got %s"
-                            (String.concat ", " builders)
-                            (describe v)
+                let builder = oneOf "Stage.data" "data builder" builders a["builder"]
 
                 let takes =
                     ("out"
@@ -378,16 +376,7 @@ let private stageBuiltins =
             hostFn "Stage.transform" [ "trained"; "transform" ] (("into", unset) :: optionals "transform") (fun _ a s ->
                 let t = asStage "Stage.transform: what it transforms" a["trained"]
 
-                let kind =
-                    match a["transform"] with
-                    | VStr k, _ when List.contains k transforms -> k
-                    | VStr k, sp -> errorf sp "Stage.transform: unknown transform '%s'%s" k (didYouMean k transforms)
-                    | v, sp ->
-                        errorf
-                            sp
-                            "Stage.transform: the transform is a string (%s), got %s"
-                            (String.concat ", " transforms)
-                            (describe v)
+                let kind = oneOf "Stage.transform" "transform" transforms a["transform"]
 
                 if t.Kind <> "train" && t.Kind <> "transform" then
                     errorf
