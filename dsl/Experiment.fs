@@ -105,6 +105,15 @@ let stageMetrics (s: Stage) (declared: string list) =
     | "bench" -> [ "median_ms"; "p10_ms"; "p90_ms"; "per_s"; "params" ]
     | "transform" -> [ "params"; "nodes"; "params_before"; "nodes_before" ]
     | "data" -> [ "train"; "test"; "seconds" ]
+    | "generate" ->
+        [
+            "tokens"
+            "tokens_per_s"
+            "seconds"
+            "cached_per_s"
+            "uncached_per_s"
+            "cache_ratio"
+        ]
     | "compare" ->
         [
             "forward_a_ms"
@@ -138,7 +147,7 @@ let dataBuilders =
             "groupAccuracy", "a number"
         ]
         "catlip-labels", [ "manifest", "a string"; "vocabularySize", "an int"; "vocabulary", "a string" ]
-        "bible-kjv", []
+        "bible-kjv", [ "bible", "a string" ]
     ]
 
 /// The settings each kind takes, with the kind of value each must be.
@@ -174,6 +183,16 @@ let private settingKinds =
                 "batches", "an int"
             ]
             "data", ("out", "a string") :: (dataBuilders |> List.collect snd |> List.distinctBy fst)
+            "generate",
+            [
+                "prompt", "a string"
+                "tokens", "an int"
+                "temperature", "a number"
+                "topK", "an int"
+                "seed", "an int"
+                "cache", "a bool"
+                "rounds", "an int"
+            ]
             "compare",
             [
                 "batch", "an int"
@@ -207,7 +226,13 @@ let private checkSetting kind (name, (v: Value, span: Span)) =
     match v with
     | VError -> quietStop ()
     | _ when not fits -> errorf span "Stage.%s: setting '%s' must be %s, got %s" kind name expected (describe v)
-    | VNum(x, _) when x <= 0.0 && name <> "seed" && not (name = "warmup" && x = 0.0) ->
+    | VNum(x, _) when x < 0.0 && List.contains name [ "warmup"; "temperature"; "topK" ] ->
+        errorf span "Stage.%s: setting '%s' must be 0 or more, got %s" kind name (show v)
+    | VNum(x, _) when
+        x <= 0.0
+        && name <> "seed"
+        && not (List.contains name [ "warmup"; "temperature"; "topK" ])
+        ->
         errorf span "Stage.%s: setting '%s' must be positive, got %s" kind name (show v)
     | _ -> name, v
 
@@ -308,6 +333,19 @@ let private stageBuiltins =
                 | _ ->
                     let m = asModel "Stage.bench: the model" a["model"]
                     stage "bench" (Some m) [] a s (m.Name + " / bench"))
+            "generate",
+            hostFn "Stage.generate" [ "model" ] (optionals "generate") (fun _ a s ->
+                match fst a["model"] with
+                | VHost(:? Stage as t, _) when t.Kind = "train" || t.Kind = "transform" ->
+                    stage "generate" t.Model [ "checkpoint", t ] a s (t.Name + " / generate")
+                | VHost(:? Stage as t, _) ->
+                    errorf
+                        (snd a["model"])
+                        "Stage.generate continues from a model or a train or transform stage, not a %s stage"
+                        t.Kind
+                | _ ->
+                    let m = asModel "Stage.generate: the model" a["model"]
+                    stage "generate" (Some m) [] a s (m.Name + " / generate"))
             "data",
             hostFn "Stage.data" [ "builder" ] (("from", unset) :: optionals "data") (fun _ a s ->
                 let builders = dataBuilders |> List.map fst

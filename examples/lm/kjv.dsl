@@ -1,4 +1,4 @@
-// A byte-level decoder trained on the King James Bible (examples/lm/run.sh; docs/lm.md):
+// A byte-level decoder trained on the King James Bible (`dsl run examples/lm/kjv.dsl`; docs/lm.md):
 // lm.dsl's pre-RMSNorm blocks with GQA (4 query, 2 key/value heads), RoPE, per-head qk-norm and
 // OpenLM's SwiGLU, at width 128 and 4 layers (about 1M parameters), on rows of 128 bytes.
 open lm
@@ -25,6 +25,10 @@ experiment main =
     let corpus = Stage.data "bible-kjv" (out = "../../data/kjv-books.txt")
     let trained = Stage.train kjv (data = corpus) (steps = 300)
     let tested = Stage.eval trained
+    // Each continuation goes to generated.txt in its stage's folder; `dsl run` names the files.
+    let greedy = Stage.generate trained (prompt = "And God said") (tokens = 200)
+    let greedyNoCache = Stage.generate trained (prompt = "And God said") (tokens = 200) (cache = false)
+    let sampled = Stage.generate trained (prompt = "And God said") (tokens = 200) (temperature = 0.8) (topK = 20) (seed = 1)
 
     {
         tables =
@@ -32,5 +36,9 @@ experiment main =
                 table "lm-kjv" [
                     { steps = metric trained "steps"; train_loss = metric trained "loss"; validation_loss = metric tested "loss"; params = metric trained "params"; train_s = metric trained "seconds" }
                 ] (dir = "../../docs")
+                table "lm-kjv-generate" [
+                    for r in [ { what = "greedy, KV cache"; g = greedy }; { what = "greedy, no cache"; g = greedyNoCache }; { what = "sampled 0.8, top-20"; g = sampled } ] ->
+                        { generation = r.what; new_tokens = metric r.g "tokens"; tokens_per_s = metric r.g "tokens_per_s" }
+                ]
             ]
     }

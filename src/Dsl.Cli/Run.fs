@@ -662,20 +662,22 @@ let private profile (g: Graph) (model: GraphModule) inputs (loss: torch.Tensor[]
     printfn "  %-18s %6s %14.2f" "loss + backward" "" (stepMs - forwardMs)
     0
 
-/// Tokens per second of greedy generation (random weights, a one-token prompt, no early stop)
-/// with and without the KV cache, in alternating rounds after one untimed run of each; the
-/// ratio is the median of the per-round ratios, steadier on a shared machine than either rate.
-let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json =
-    Benchmark.UseAllCores() |> ignore
+/// Greedy generation from `prompt` timed with and without the KV cache (no early stop), in
+/// alternating rounds after one untimed run of each; the ratio is the median of the per-round
+/// ratios, steadier on a shared machine than either rate. `dsl bench --generate` and an
+/// experiment's generate stage.
+type GenerationTiming =
+    {
+        First: GenerationResult
+        CachedPerSecond: float
+        UncachedPerSecond: float
+        Ratio: float
+    }
 
-    let vocabulary =
-        match g.Nodes[snd g.Outputs.Head].Shape with
-        | [ _; _; Known v ] -> v
-        | s -> fail "dsl bench --generate: model '%s' gives %s, not logits [B, T, V]" g.Name (showShape s)
-
+let timeGeneration (model: GraphModule) (vocabulary: int) (prompt: int64[]) (tokens: int) (rounds: int) =
     let once cache =
         use sampler = new TokenSampler(0.0, 0, 0L, int64 vocabulary)
-        TextGeneration.Generate(model, [| 0L |], tokens, sampler, System.Nullable(), cache)
+        TextGeneration.Generate(model, prompt, tokens, sampler, System.Nullable(), cache)
 
     let first = once true
     once false |> ignore
@@ -702,13 +704,36 @@ let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json
     let rate (rs: GenerationResult list) =
         median (rs |> List.map (fun r -> r.TokensPerSecond))
 
-    let ratio =
-        median (
-            List.map2
-                (fun (a: GenerationResult) (b: GenerationResult) -> a.TokensPerSecond / b.TokensPerSecond)
-                cached
-                uncached
-        )
+    {
+        First = first
+        CachedPerSecond = rate cached
+        UncachedPerSecond = rate uncached
+        Ratio =
+            median (
+                List.map2
+                    (fun (a: GenerationResult) (b: GenerationResult) -> a.TokensPerSecond / b.TokensPerSecond)
+                    cached
+                    uncached
+            )
+    }
+
+/// Tokens per second of greedy generation (random weights, a one-token prompt) with and
+/// without the KV cache (`dsl bench --generate`).
+let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json =
+    Benchmark.UseAllCores() |> ignore
+
+    let vocabulary =
+        match g.Nodes[snd g.Outputs.Head].Shape with
+        | [ _; _; Known v ] -> v
+        | s -> fail "dsl bench --generate: model '%s' gives %s, not logits [B, T, V]" g.Name (showShape s)
+
+    let t = timeGeneration model vocabulary [| 0L |] tokens rounds
+    let first = t.First
+
+    let rate cached =
+        if cached then t.CachedPerSecond else t.UncachedPerSecond
+
+    let ratio = t.Ratio
 
     let generated = first.Tokens.Count
 
@@ -719,8 +744,8 @@ let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json
                 "tokens", box generated
                 "threads", box (torch.get_num_threads ())
                 "rounds", box rounds
-                "cached_tokens_per_s", box (rate cached)
-                "uncached_tokens_per_s", box (rate uncached)
+                "cached_tokens_per_s", box (rate true)
+                "uncached_tokens_per_s", box (rate false)
                 "ratio_cached_over_uncached", box ratio
             ]
 
@@ -731,8 +756,8 @@ let private generation (g: Graph) (model: GraphModule) (tokens: int) rounds json
             g.Name
             (plural generated "new token")
             (plural (torch.get_num_threads ()) "thread")
-            (rate cached)
-            (rate uncached)
+            (rate true)
+            (rate false)
             ratio
             (plural rounds "alternating round")
 

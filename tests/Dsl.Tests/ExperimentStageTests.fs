@@ -3,8 +3,10 @@
 /// paired comparisons — their located errors, and their runs through the store.
 module Dsl.Tests.ExperimentStageTests
 
+open System
 open System.IO
 open Expecto
+open Dsl.Runtime.Text
 open Dsl.Tests.Support
 open Dsl.Tests.ExperimentTests
 
@@ -60,6 +62,18 @@ let stageErrors =
                     (withExperiment "    [ Stage.transform (Stage.train (tiny 4)) \"reparam\" (channels = 0.5) ]")
                     "22:57"
                     "reparam takes no setting 'channels'"
+            }
+
+            test "a generate stage continues a model or a trained one" {
+                expectExperimentError
+                    (withExperiment "    [ Stage.generate (Stage.eval (Stage.train (tiny 4))) ]")
+                    "22:23"
+                    "Stage.generate continues from a model or a train or transform stage, not a eval stage"
+
+                expectExperimentError
+                    (withExperiment "    [ Stage.generate (tiny 4) (temperature = -1) ]")
+                    "22:32"
+                    "setting 'temperature' must be 0 or more, got -1"
             }
 
             test "a compare's settings are typed" {
@@ -122,6 +136,77 @@ let stageRuns =
                     (File.GetLastWriteTimeUtc(Path.Combine(scenes, "train.jsonl")))
                     stamp
                     "the data was not rebuilt"
+            }
+
+            test "a corpus data stage writes one file, not a folder of it" {
+                let src =
+                    withExperiment
+                        "    let d = Stage.data \"bible-kjv\" (out = \"corpus/kjv.txt\") (bible = \"bible\")\n    { tables = [ table \"books\" [ { n = metric d \"train\" } ] ] }"
+
+                let dir, file = setup src
+                // A stand-in for the bible program of Debian's bible-kjv: the same output format.
+                let program = Path.Combine(dir, "bible")
+
+                File.WriteAllText(
+                    program,
+                    "#!/bin/sh\nprintf 'Ge1:1 In the beginning.\\nExo1:1 Now these are the names.\\n'\n"
+                )
+
+                File.SetUnixFileMode(
+                    program,
+                    UnixFileMode.UserRead ||| UnixFileMode.UserWrite ||| UnixFileMode.UserExecute
+                )
+
+                let out = Path.Combine(dir, "runs")
+                Expect.equal (runIn file out 1 []) 0 "the run"
+                let corpus = Path.Combine(dir, "corpus", "kjv.txt")
+                Expect.isTrue (File.Exists corpus) "the corpus is a file"
+                Expect.equal (TextCorpus.Read(corpus, TextCorpus.Fortunes) |> Seq.length) 2 "two books"
+                Expect.equal (File.ReadAllText(Path.Combine(out, "books.tsv"))) "n\n2\n" "counted"
+
+                Expect.equal
+                    (Directory.GetFileSystemEntries(Path.Combine(dir, "corpus"))
+                     |> Array.map Path.GetFileName
+                     |> Array.sort)
+                    [| "kjv.txt"; "kjv.txt.dsl-stage" |]
+                    "nothing else left beside it"
+            }
+
+            test "generate stages continue a trained decoder's prompt, with and without the cache, and time the cache" {
+                let src =
+                    "open lm\nmodel tinyLm : tokens[16] -> logits[16, 257] = decoder lmTiny\n"
+                    + "train tinyLm {\n    data = corpus \"f.txt\" (format = \"fortunes\")\n    loss = nextToken\n    batch = 8\n}\n"
+                    + "experiment e =\n"
+                    + "    let trained = Stage.train tinyLm (steps = 3)\n"
+                    + "    let greedy = Stage.generate trained (prompt = \"the c\") (tokens = 5)\n"
+                    + "    let plain = Stage.generate trained (prompt = \"the c\") (tokens = 5) (cache = false)\n"
+                    + "    let timed = Stage.generate tinyLm (tokens = 4) (rounds = 1)\n"
+                    + "    { tables = [ table \"g\" [ { a = metric greedy \"tokens\"; b = metric plain \"tokens\"; r = metric timed \"cache_ratio\" } ] ] }\n"
+
+                let dir, file = setup src
+
+                File.WriteAllText(
+                    Path.Combine(dir, "f.txt"),
+                    String.concat "\n%\n" [ for i in 1..60 -> sprintf "the cat sat on mat %d." i ]
+                )
+
+                let out = Path.Combine(dir, "runs")
+                Expect.equal (runIn file out 1 []) 0 "the run"
+
+                let texts =
+                    Directory.GetFiles(out, "generated.txt", SearchOption.AllDirectories)
+                    |> Array.map File.ReadAllText
+
+                // The untrained model has the train block's tokenizer too: its text starts at end-of-text.
+                Expect.equal texts.Length 3 "a text per generation"
+
+                let prompted = texts |> Array.filter (fun t -> t.StartsWith "the c")
+                Expect.equal prompted.Length 2 "the prompt, then its continuation"
+                Expect.equal prompted[0] prompted[1] "the same greedy text without the cache"
+                let lines = File.ReadAllLines(Path.Combine(out, "g.tsv"))
+                let row = lines[1].Split '\t'
+                Expect.equal row[0] "5" "five new tokens"
+                Expect.isGreaterThan (float row[2]) 0.0 "a cached / uncached ratio"
             }
 
             test "a data stage never writes over a folder it did not make" {

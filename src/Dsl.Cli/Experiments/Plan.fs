@@ -182,7 +182,7 @@ let plan (c: Compiler.Checked) (file: string) (e: Experiment) : Planned list =
                        ]
                    else
                        [])
-                @ (if s.Kind = "bench" || s.Kind = "compare" then
+                @ (if List.contains s.Kind [ "bench"; "compare"; "generate" ] then
                        [ "machine", machine () ]
                    else
                        [])

@@ -70,6 +70,7 @@ let rec private cellOf (outcomes: string -> Outcome option) (v: Value) =
     | VNum(x, isInt) -> Number(x, isInt)
     | VStr s -> Text s
     | VBool b -> Text(if b then "true" else "false")
+    | VHost(:? Dsl.Experiment.Stage as s, _) -> Text s.Name
     | VHost(:? MetricRef as m, _) ->
         match outcomes m.Stage.Name |> Option.bind resultOf with
         | Some r ->

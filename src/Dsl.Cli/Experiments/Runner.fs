@@ -331,6 +331,14 @@ let run (file: string) (c: Compiler.Checked) (e: Experiment) (o: RunOptions) : i
             plannedMs
 
         printfn "wrote %s" jsonl
+
+        // A generate stage's continuation is a file of its own in the store.
+        for p in planned do
+            let text = Path.Combine(store.Dir p.Key, "generated.txt")
+
+            if p.Stage.Kind = "generate" && File.Exists text then
+                printfn "text of '%s': %s" p.Stage.Name (Path.GetRelativePath(Environment.CurrentDirectory, text))
+
         let mutable incomplete = false
 
         for t in e.Tables do

@@ -14,6 +14,7 @@ open Dsl.Runtime.Bench
 open Dsl.Runtime.Data
 open Dsl.Runtime.Checkpoints
 open Dsl.Runtime.Emit
+open Dsl.Runtime.Generation
 open Dsl.Runtime.Training
 open Dsl.Runtime.Transforms
 open TorchSharp
@@ -305,8 +306,9 @@ let private data (ctx: StageContext) (p: Planned) =
     ctx.Progress(sprintf "building %s" builder)
     let seed = count s "seed" |> Option.defaultValue 0
 
-    // Folder builders write into tmp; catlip-labels writes one manifest (and its vocabulary).
-    let folder = builder <> "catlip-labels"
+    // Folder builders write into tmp; catlip-labels writes one manifest (and its vocabulary),
+    // bible-kjv one corpus file.
+    let folder = builder <> "catlip-labels" && builder <> "bible-kjv"
 
     let built =
         if folder then
@@ -393,8 +395,13 @@ let private data (ctx: StageContext) (p: Planned) =
 
             records.Count, 0
         | "bible-kjv" ->
-            let books = Text.BibleKjv.Read Text.BibleKjv.DefaultProgram
-            Text.BibleKjv.Write(Path.Combine(tmp, Path.GetFileName out), books)
+            let program =
+                text s "bible"
+                |> Option.map (Session.relativeTo ctx.File)
+                |> Option.defaultValue Text.BibleKjv.DefaultProgram
+
+            let books = Text.BibleKjv.Read program
+            Text.BibleKjv.Write(built, books)
             books.Count, 0
         | other -> fail "dsl run: unknown data builder '%s'" other
 
@@ -518,6 +525,104 @@ let private compare (ctx: StageContext) (p: Planned) =
         "params_b", float (paramCount b.Graph)
     ]
 
+/// A decoder continues a prompt (`dsl generate`): a trained stage's weights and its corpus
+/// tokenizer, or a model's random weights from a one-token prompt. The text goes to
+/// `generated.txt` in the stage's folder. With `rounds`, greedy generation is also timed with and
+/// without the KV cache in alternating rounds (`dsl bench --generate`).
+let private generate (ctx: StageContext) (p: Planned) (dir: string) =
+    let s = p.Stage
+
+    let file, graph, checkpoint, recipe =
+        match uses s "checkpoint" with
+        | Some u ->
+            let src = sourceOf ctx u
+            src.File, src.Graph, Some src.Checkpoint, Compiler.pickRecipe src.Checked src.Graph.Name
+        | None -> ctx.File, s.Model.Value.Graph, None, p.Recipe
+
+    let vocabulary =
+        match graph.Nodes[snd graph.Outputs.Head].Shape with
+        | [ _; _; Known v ] -> v
+        | sh -> fail "%s: Stage.generate: model '%s' gives %s, not logits [B, T, V]" file graph.Name (showShape sh)
+
+    let tokenizer =
+        match recipe with
+        | Some r when r.Data.Kind = "corpus" ->
+            let t = Corpus.tokenizer r
+
+            if vocabulary < t.Vocabulary then
+                fail
+                    "%s: Stage.generate: model '%s' gives logits over %d ids, but its %s tokenizer has %d"
+                    file
+                    graph.Name
+                    vocabulary
+                    r.Data.Tokenizer
+                    t.Vocabulary
+
+            Some t
+        | _ -> None
+
+    let prompt, stop =
+        match tokenizer, text s "prompt" with
+        // A document starts after end-of-text in the packed training rows, so the prompt does too.
+        | Some t, p ->
+            Array.append [| int64 t.EndOfText |] (t.Encode(Option.defaultValue "" p) |> Array.map int64),
+            Nullable(int64 t.EndOfText)
+        | None, None -> [| 0L |], Nullable()
+        | None, Some _ ->
+            fail
+                "%s: Stage.generate: model '%s' has no corpus train block, so no tokenizer for a prompt"
+                file
+                graph.Name
+
+    use model = new GraphModule(graph, 0L)
+    checkpoint |> Option.iter (fun c -> loadWeights model c |> ignore)
+    let tokens = count s "tokens" |> Option.defaultValue 100
+    ctx.Progress(sprintf "generating %d tokens" tokens)
+
+    use sampler =
+        new TokenSampler(
+            number s "temperature" 0.0,
+            count s "topK" |> Option.defaultValue 0,
+            int64 (count s "seed" |> Option.defaultValue 0),
+            int64 vocabulary
+        )
+
+    let cache =
+        match setting s "cache" with
+        | Some(Values.VBool b) -> b
+        | _ -> true
+
+    let result = TextGeneration.Generate(model, prompt, tokens, sampler, stop, cache)
+
+    match tokenizer with
+    | Some t ->
+        let generated = t.Decode(Seq.append (Seq.tail prompt) result.Tokens)
+        DurableFile.WriteAllText(Path.Combine(dir, "generated.txt"), generated + "\n")
+        ctx.Log.WriteLine generated
+    | None -> ()
+
+    ctx.Log.WriteLine(sprintf "%d new tokens in %.2f s (stopped: %s)" result.Tokens.Count result.Seconds result.Stop)
+
+    let timing =
+        match count s "rounds" with
+        | Some rounds ->
+            ctx.Progress(sprintf "timing %d rounds with and without the cache" rounds)
+            let t = Run.timeGeneration model vocabulary prompt tokens rounds
+
+            [
+                "cached_per_s", t.CachedPerSecond
+                "uncached_per_s", t.UncachedPerSecond
+                "cache_ratio", t.Ratio
+            ]
+        | None -> []
+
+    [
+        "tokens", float result.Tokens.Count
+        "tokens_per_s", result.TokensPerSecond
+        "seconds", result.Seconds
+    ]
+    @ timing
+
 /// Runs the stage in `dir`; its metrics by name.
 let run (ctx: StageContext) (p: Planned) (dir: string) : (string * float) list =
     Benchmark.UseAllCores() |> ignore
@@ -529,4 +634,5 @@ let run (ctx: StageContext) (p: Planned) (dir: string) : (string * float) list =
     | "transform" -> transform ctx p dir
     | "data" -> data ctx p
     | "compare" -> compare ctx p
+    | "generate" -> generate ctx p dir
     | other -> fail "dsl run: unknown stage kind '%s'" other
