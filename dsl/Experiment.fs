@@ -101,8 +101,18 @@ type Experiment =
 let stageMetrics (s: Stage) (declared: string list) =
     match s.Kind with
     | "train" -> [ "loss"; "steps"; "seconds"; "params" ]
-    | "eval" -> [ "loss"; "accuracy"; "top5"; "count"; "per_s" ] @ declared
-    | "bench" -> [ "median_ms"; "p10_ms"; "p90_ms"; "per_s"; "params" ]
+    | "eval" -> [ "loss"; "accuracy"; "top5"; "count"; "per_s"; "linear_probe" ] @ declared
+    | "bench" ->
+        [
+            "median_ms"
+            "p10_ms"
+            "p90_ms"
+            "per_s"
+            "params"
+            "train_ms"
+            "train_p10_ms"
+            "train_p90_ms"
+        ]
     | "transform" -> [ "params"; "nodes"; "params_before"; "nodes_before" ]
     | "data" -> [ "train"; "test"; "seconds" ]
     | "generate" ->
@@ -163,13 +173,14 @@ let private settingKinds =
                 "batch", "an int"
                 "evalSteps", "an int"
             ]
-            "eval", [ "batch", "an int" ]
+            "eval", [ "batch", "an int"; "probe", "a bool" ]
             "bench",
             [
                 "batch", "an int"
                 "deploy", "a bool"
                 "warmup", "an int"
                 "repeats", "an int"
+                "trainStep", "a bool"
             ]
             "transform",
             [

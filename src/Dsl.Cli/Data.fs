@@ -160,9 +160,10 @@ type Vocabulary =
     | Reuse of file: string
 
 /// Labels every line of `manifest` with the WordNet synsets of its captions' nouns and writes
-/// the labelled manifest to `out` (its images' paths made relative to out's folder), and a mined
-/// vocabulary to `vocabularyPath out`; gives the records, the vocabulary and the labels.
-let catlipLabelsInto (manifest: string) (out: string) (vocabulary: Vocabulary) (wordNetDir: string) =
+/// the labelled manifest to `out` (its images' paths made relative to `placedIn`, the folder the
+/// manifest is read from: out's own, or where a data stage moves it), and a mined vocabulary to
+/// `vocabularyPath out`; gives the records, the vocabulary and the labels.
+let catlipLabelsInto (manifest: string) (out: string) (placedIn: string) (vocabulary: Vocabulary) (wordNetDir: string) =
     if Path.GetFullPath out = Path.GetFullPath manifest then
         fail "error: --out %s is the input manifest; write the labelled manifest elsewhere" out
 
@@ -179,7 +180,7 @@ let catlipLabelsInto (manifest: string) (out: string) (vocabulary: Vocabulary) (
 
     let labels = CatlipLabels.Apply(vocab, records, wordNet)
     let fromFolder = Path.GetDirectoryName(Path.GetFullPath manifest)
-    let toFolder = Path.GetDirectoryName(Path.GetFullPath out)
+    let toFolder = Path.GetFullPath placedIn
 
     let labelled =
         CatlipLabels.Labelled(records, labels) |> Seq.map (rebase fromFolder toFolder)
@@ -204,7 +205,12 @@ let private catlipLabels (args: ParseResults<CatlipLabelsArgs>) =
         | size, None -> Mine(Option.defaultValue 1000 size)
 
     let records, vocabulary, labels =
-        catlipLabelsInto manifest out given (args.GetResult(CatlipLabelsArgs.Wordnet, WordNet.DefaultDirectory))
+        catlipLabelsInto
+            manifest
+            out
+            (Path.GetDirectoryName(Path.GetFullPath out))
+            given
+            (args.GetResult(CatlipLabelsArgs.Wordnet, WordNet.DefaultDirectory))
 
     let unlabelled = labels |> Seq.filter Array.isEmpty |> Seq.length
     let mean = labels |> Seq.averageBy (fun l -> float l.Length)

@@ -78,8 +78,6 @@ let reinforcedOf file (r: TrainRecipe) =
         | :? DataError as e -> located file r "%s" e.Message
         | :? Dsl.Runtime.Checkpoints.CheckpointError as e -> located file r "%s" e.Message
 
-/// `dsl eval` on captions data: the objective's test loss, zero-shot accuracy, retrieval recalls
-/// and, with --probe, the linear-probe accuracy of frozen image features.
 /// Zero-shot accuracy and retrieval of an image–text model on a test set.
 let private evaluateOn file (r: TrainRecipe) (g: Graph) (model: GraphModule) test =
     Benchmark.UseAllCores() |> ignore
@@ -94,6 +92,23 @@ let evaluate file (r: TrainRecipe) (g: Graph) (model: GraphModule) =
 
     evaluateOn file r g model test
 
+/// The linear-probe accuracy of frozen image features: a linear classifier fitted on the
+/// training manifest's images, scored on the test manifest's (`dsl eval --probe`).
+let probeOn file (r: TrainRecipe) (g: Graph) (model: GraphModule) test =
+    use train = loadSet file r g r.Data.Path
+    LinearProbe.Run(model, train, test, imagePipeline r g, r.EvalBatch)
+
+/// The same on the recipe's test manifest (an experiment's `Stage.eval … (probe = true)`).
+let probe file (r: TrainRecipe) (g: Graph) (model: GraphModule) =
+    use test =
+        match testSet file r g with
+        | Some t -> t
+        | None -> fail "%s: error: the train block of '%s' names no test manifest" file g.Name
+
+    probeOn file r g model test
+
+/// `dsl eval` on captions data: the objective's test loss, zero-shot accuracy, retrieval recalls
+/// and, with --probe, the linear-probe accuracy of frozen image features.
 let eval
     file
     (r: TrainRecipe)
@@ -109,14 +124,8 @@ let eval
         | None -> fail "%s: error: the train block of '%s' names no test manifest" file g.Name
 
     let e = evaluateOn file r g model test
-    let pipeline = imagePipeline r g
 
-    let probeAccuracy =
-        if probe then
-            use train = loadSet file r g r.Data.Path
-            Some(LinearProbe.Run(model, train, test, pipeline, r.EvalBatch))
-        else
-            None
+    let probeAccuracy = if probe then Some(probeOn file r g model test) else None
 
     if json then
         let metrics =

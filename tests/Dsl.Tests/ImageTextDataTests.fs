@@ -370,6 +370,24 @@ let private manifestTests =
                         ImageTextManifest.Read missing |> ignore))
             }
 
+            test "labels written in a build folder keep image paths right for the folder they are moved to" {
+                withWordNet (fun dir _ ->
+                    let data = Path.Combine(dir, "data")
+                    Directory.CreateDirectory(Path.Combine(data, "images")) |> ignore
+                    let manifest = Path.Combine(data, "train.jsonl")
+                    ImageTextManifest.Write(manifest, [ record "images/a.png" [ "a black boot" ] ])
+                    // As a data stage builds: in a folder one level below where it puts the result.
+                    let build = Path.Combine(data, "labels.tmp-1")
+                    Directory.CreateDirectory build |> ignore
+                    let built = Path.Combine(build, "train.catlip.jsonl")
+
+                    Dsl.Cli.Data.catlipLabelsInto manifest built data (Dsl.Cli.Data.Mine 10) dir
+                    |> ignore
+
+                    let r = ImageTextManifest.Read built |> Seq.exactlyOne
+                    Expect.equal r.Image "images/a.png" "relative to the final folder, not the build folder")
+            }
+
             test "a malformed classes.json is a DataError naming it" {
                 withTempDir (fun dir ->
                     savePng (Path.Combine(dir, "a.png")) 2 2 0uy

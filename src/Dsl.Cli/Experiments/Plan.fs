@@ -81,6 +81,15 @@ let outputOf (file: string) (s: Stage) =
     | Some(Values.VStr o) -> [ System.IO.Path.GetFullPath(Session.relativeTo file o) ]
     | _ -> []
 
+/// Every file a data stage writes: its output, and beside it what the builder adds (catlip-labels'
+/// mined vocabulary).
+let private madeBy (file: string) (s: Stage) =
+    let out = outputOf file s
+
+    match setting s "builder", setting s "vocabulary", out with
+    | Some(Values.VStr "catlip-labels"), None, [ o ] -> [ o; System.IO.Path.GetFullPath(Data.vocabularyPath o) ]
+    | _ -> out
+
 /// What a data builder reads besides the stages it uses: the packaged data sets.
 let private builderSources (file: string) (s: Stage) =
     let fashion = [ FashionMnist.DefaultDirectory ]
@@ -128,7 +137,7 @@ let plan (c: Compiler.Checked) (file: string) (e: Experiment) : Planned list =
             // through its uses' keys; it is not fingerprinted again (it may not exist yet).
             let rec upstream (st: Stage) =
                 st.Uses
-                |> List.collect (fun (role, u) -> (if role = "data" then outputOf file u else []) @ upstream u)
+                |> List.collect (fun (role, u) -> (if role = "data" then madeBy file u else []) @ upstream u)
 
             let made = upstream s
 
@@ -178,7 +187,12 @@ let plan (c: Compiler.Checked) (file: string) (e: Experiment) : Planned list =
                    | None -> [])
                 @ (if s.Kind = "data" then
                        [
-                           "sources", builderSources file s |> List.map Keys.fingerprint |> String.concat "\n"
+                           "sources",
+                           // What an upstream data stage writes is in its key, as for a training.
+                           builderSources file s
+                           |> List.filter (not << under made)
+                           |> List.map Keys.fingerprint
+                           |> String.concat "\n"
                        ]
                    else
                        [])

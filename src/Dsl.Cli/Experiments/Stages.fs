@@ -177,8 +177,23 @@ let private evaluate (ctx: StageContext) (p: Planned) =
     ctx.Progress "evaluating"
     let e = Run.evaluateModel src.File src.Checked r src.Graph model None
 
+    // The linear probe of frozen image features, for image–text models (CatLIP, arXiv 2404.15653).
+    let probe =
+        if not (flag p.Stage "probe") then
+            []
+        elif r.Data.Kind <> "captions" then
+            fail
+                "%s: Stage.eval: probe = true needs image–text (captions) data; '%s' trains on %s"
+                src.File
+                src.Graph.Name
+                r.Data.Kind
+        else
+            ctx.Progress "fitting the linear probe"
+            [ "linear_probe", ImageText.probe src.File r src.Graph model ]
+
     [ for struct (name, value) in e.Metrics() -> name, value ]
     @ [ "count", float e.Count; "per_s", e.ImagesPerSecond ]
+    @ probe
 
 let private bench (ctx: StageContext) (p: Planned) =
     let s = p.Stage
@@ -214,10 +229,23 @@ let private bench (ctx: StageContext) (p: Planned) =
     let inputs = RandomInputs.For(timed.Graph, batch, timed.Device)
     ctx.Progress(sprintf "timing %d + %d runs" warmup repeats)
 
-    let stats =
-        Benchmark.MeasureForward((fun xs -> timed.Forward xs), timed, inputs, warmup, repeats)
+    // With trainStep, also a training step (forward, the train block's loss or a stand-in as
+    // `dsl bench` uses, backward), as `dsl bench` times it.
+    let stats, step =
+        if flag s "trainStep" then
+            let loss = Run.trainStepLoss ctx.Checked timed.Graph (int batch) timed.Device
+
+            let r =
+                Benchmark.Measure((fun xs -> timed.Forward xs), timed, inputs, loss, warmup, repeats)
+
+            r.Forward, Some r.TrainStep
+        else
+            Benchmark.MeasureForward((fun xs -> timed.Forward xs), timed, inputs, warmup, repeats), None
 
     ctx.Log.WriteLine(sprintf "forward, batch %d, %d threads: median %.3f ms" batch Threads.Count stats.MedianMs)
+
+    step
+    |> Option.iter (fun t -> ctx.Log.WriteLine(sprintf "train step: median %.3f ms" t.MedianMs))
 
     [
         "median_ms", stats.MedianMs
@@ -226,6 +254,9 @@ let private bench (ctx: StageContext) (p: Planned) =
         "per_s", float batch * 1000.0 / stats.MedianMs
         "params", float (paramCount timed.Graph)
     ]
+    @ (match step with
+       | Some t -> [ "train_ms", t.MedianMs; "train_p10_ms", t.P10Ms; "train_p90_ms", t.P90Ms ]
+       | None -> [])
 
 /// A fraction to remove (0.3) or a size to keep (64), as the language number is written.
 let private amount s name =
@@ -391,7 +422,12 @@ let private data (ctx: StageContext) (p: Planned) =
                 | None, size -> Data.Mine(Option.defaultValue 1000 size)
 
             let records, _, _ =
-                Data.catlipLabelsInto manifest built vocabulary Text.WordNet.DefaultDirectory
+                Data.catlipLabelsInto
+                    manifest
+                    built
+                    (Path.GetDirectoryName(Path.GetFullPath out))
+                    vocabulary
+                    Text.WordNet.DefaultDirectory
 
             records.Count, 0
         | "bible-kjv" ->
