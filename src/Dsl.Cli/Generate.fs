@@ -11,6 +11,27 @@ open Dsl.Cli.Args
 open Dsl.Cli.Report
 open Dsl.Cli.Session
 
+/// A corpus train block's tokenizer, refused when the model's logits cover fewer ids than it has.
+let tokenizerFor file (g: Graph) (r: Dsl.Recipe.TrainRecipe) =
+    let tokenizer = Corpus.tokenizer r
+
+    match g.Nodes[snd g.Outputs.Head].Shape with
+    | [ _; _; Known v ] when v < tokenizer.Vocabulary ->
+        fail
+            "%s: error: model '%s' gives logits over %d ids, but its %s tokenizer has %d"
+            file
+            g.Name
+            v
+            r.Data.Tokenizer
+            tokenizer.Vocabulary
+    | _ -> ()
+
+    tokenizer
+
+/// A document starts after end-of-text in the packed training rows, so the prompt does too.
+let promptIds (tokenizer: Corpus.Tokenizer) (prompt: string) =
+    Array.append [| int64 tokenizer.EndOfText |] (tokenizer.Encode prompt |> Array.map int64)
+
 let run (args: ParseResults<GenerateArgs>) =
     let file = args.GetResult GenerateArgs.File
     let prompt = args.GetResult GenerateArgs.Prompt
@@ -32,26 +53,13 @@ let run (args: ParseResults<GenerateArgs>) =
             g.Name
             r.Data.Kind
 
-    let tokenizer = Corpus.tokenizer r
-
-    match g.Nodes[snd g.Outputs.Head].Shape with
-    | [ _; _; Known v ] when v < tokenizer.Vocabulary ->
-        fail
-            "%s: error: model '%s' gives logits over %d ids, but its %s tokenizer has %d"
-            file
-            g.Name
-            v
-            r.Data.Tokenizer
-            tokenizer.Vocabulary
-    | _ -> ()
+    let tokenizer = tokenizerFor file g r
 
     Benchmark.UseAllCores() |> ignore
     use model = new GraphModule(g, 0L)
     loadWeights model (args.GetResult GenerateArgs.Checkpoint) |> ignore
 
-    // A document starts after end-of-text in the packed training rows, so the prompt does too.
-    let ids =
-        Array.append [| int64 tokenizer.EndOfText |] (tokenizer.Encode prompt |> Array.map int64)
+    let ids = promptIds tokenizer prompt
 
     use sampler =
         new TokenSampler(temperature, topK, int64 (args.GetResult(GenerateArgs.Seed, 0)), int64 tokenizer.Vocabulary)

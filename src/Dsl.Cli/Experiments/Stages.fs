@@ -582,27 +582,12 @@ let private generate (ctx: StageContext) (p: Planned) (dir: string) =
 
     let tokenizer =
         match recipe with
-        | Some r when r.Data.Kind = "corpus" ->
-            let t = Corpus.tokenizer r
-
-            if vocabulary < t.Vocabulary then
-                fail
-                    "%s: Stage.generate: model '%s' gives logits over %d ids, but its %s tokenizer has %d"
-                    file
-                    graph.Name
-                    vocabulary
-                    r.Data.Tokenizer
-                    t.Vocabulary
-
-            Some t
+        | Some r when r.Data.Kind = "corpus" -> Some(Generate.tokenizerFor file graph r)
         | _ -> None
 
     let prompt, stop =
         match tokenizer, text s "prompt" with
-        // A document starts after end-of-text in the packed training rows, so the prompt does too.
-        | Some t, p ->
-            Array.append [| int64 t.EndOfText |] (t.Encode(Option.defaultValue "" p) |> Array.map int64),
-            Nullable(int64 t.EndOfText)
+        | Some t, p -> Generate.promptIds t (Option.defaultValue "" p), Nullable(int64 t.EndOfText)
         | None, None -> [| 0L |], Nullable()
         | None, Some _ ->
             fail
