@@ -223,6 +223,9 @@ let private isUnset v =
     | VHost(:? string as s, _) when s = "unset" -> true
     | _ -> false
 
+/// Settings for which 0 means something (no warm-up, greedy decoding, no top-k cut).
+let private zeroAllowed = [ "warmup"; "temperature"; "topK" ]
+
 let private checkSetting kind (name, (v: Value, span: Span)) =
     let expected = settingKinds[kind] |> List.find (fun (n, _) -> n = name) |> snd
 
@@ -237,13 +240,9 @@ let private checkSetting kind (name, (v: Value, span: Span)) =
     match v with
     | VError -> quietStop ()
     | _ when not fits -> errorf span "Stage.%s: setting '%s' must be %s, got %s" kind name expected (describe v)
-    | VNum(x, _) when x < 0.0 && List.contains name [ "warmup"; "temperature"; "topK" ] ->
+    | VNum(x, _) when x < 0.0 && List.contains name zeroAllowed ->
         errorf span "Stage.%s: setting '%s' must be 0 or more, got %s" kind name (show v)
-    | VNum(x, _) when
-        x <= 0.0
-        && name <> "seed"
-        && not (List.contains name [ "warmup"; "temperature"; "topK" ])
-        ->
+    | VNum(x, _) when x <= 0.0 && name <> "seed" && not (List.contains name zeroAllowed) ->
         errorf span "Stage.%s: setting '%s' must be positive, got %s" kind name (show v)
     | _ -> name, v
 
