@@ -60,11 +60,44 @@ type Derived =
         Span: Span
     }
 
+/// A training's evaluations as rows (`curve trained "test_loss"`): one row per logged step, with
+/// the columns `step` and `Column` (the metric's values) after the given fields; read when the
+/// stage is done.
+type Curve =
+    {
+        Stage: Stage
+        Metric: string
+        Column: string
+        Fields: (string * Value) list
+        Span: Span
+    }
+
+/// The first logged step at which a training's metric is at or below a target (`stepsTo trained
+/// "test_loss" target`), the target a number, a metric or a derived number; `never` if none is.
+type StepsTo =
+    {
+        Stage: Stage
+        Metric: string
+        Target: Value
+        Span: Span
+    }
+
+/// A row of a table or plot: a record of cells, or a curve's rows.
+type Row =
+    | Fields of (string * Value) list
+    | CurveRows of Curve
+
+/// The columns a row has.
+let rowColumns (r: Row) =
+    match r with
+    | Fields fs -> fs |> List.map fst
+    | CurveRows c -> (c.Fields |> List.map fst) @ [ "step"; c.Column ]
+
 type Table =
     {
         Name: string
         Columns: string list
-        Rows: (string * Value) list list
+        Rows: Row list
         /// A folder (relative to the file) that gets a copy of the table's files, e.g. docs/.
         Dir: string option
         Span: Span
@@ -82,7 +115,7 @@ type Plot =
         Title: string
         XLabel: string
         YLabel: string
-        Rows: (string * Value) list list
+        Rows: Row list
         Dir: string option
         Span: Span
     }
@@ -100,7 +133,19 @@ type Experiment =
 /// What each kind of stage reports. An eval's further metrics are its objective's declared ones.
 let stageMetrics (s: Stage) (declared: string list) =
     match s.Kind with
-    | "train" -> [ "loss"; "steps"; "seconds"; "params" ]
+    // test_*: the last evaluation during training (every `evalSteps`, and at each epoch's end).
+    | "train" ->
+        [
+            "loss"
+            "steps"
+            "seconds"
+            "params"
+            "test_loss"
+            "test_accuracy"
+            "test_top5"
+        ]
+        @ (declared |> List.map (fun d -> "test_" + d))
+        |> List.distinct
     | "eval" -> [ "loss"; "accuracy"; "top5"; "count"; "per_s"; "linear_probe" ] @ declared
     | "bench" ->
         [
@@ -157,7 +202,7 @@ let dataBuilders =
             "groupAccuracy", "a number"
         ]
         "catlip-labels", [ "manifest", "a string"; "vocabularySize", "an int"; "vocabulary", "a string" ]
-        "bible-kjv", [ "bible", "a string" ]
+        "bible-kjv", [ "bible", "a string"; "documents", "a string" ]
     ]
 
 /// The settings each kind takes, with the kind of value each must be.
@@ -319,14 +364,29 @@ let private stageBuiltins =
         [
             "train",
             hostFn "Stage.train" [ "model" ] (("init", unset) :: ("data", unset) :: optionals "train") (fun _ a s ->
-                let m = asModel "Stage.train: the model" a["model"]
-
                 let init =
                     match a["init"] with
                     | v, _ when isUnset v -> []
                     | v -> [ "init", asStage "Stage.train: init" v ]
 
-                stage "train" (Some m) (init @ dataUses "Stage.train" a["data"]) a s m.Name)
+                match fst a["model"] with
+                // A transform's output trained further (a pruned model fine-tuned): its graph
+                // and recipe, starting from its weights.
+                | VHost(:? Stage as t, _) when t.Kind = "transform" ->
+                    if not init.IsEmpty then
+                        errorf
+                            (snd a["init"])
+                            "Stage.train: a transform's output starts from its own weights; drop init"
+
+                    stage "train" t.Model ([ "from", t ] @ dataUses "Stage.train" a["data"]) a s (t.Name + " / train")
+                | VHost(:? Stage as t, _) ->
+                    errorf
+                        (snd a["model"])
+                        "Stage.train trains a model or a transform stage's output, not a %s stage"
+                        t.Kind
+                | _ ->
+                    let m = asModel "Stage.train: the model" a["model"]
+                    stage "train" (Some m) (init @ dataUses "Stage.train" a["data"]) a s m.Name)
             "eval",
             hostFn "Stage.eval" [ "trained" ] (optionals "eval") (fun _ a s ->
                 let t = asStage "Stage.eval: what it evaluates" a["trained"]
@@ -371,6 +431,12 @@ let private stageBuiltins =
                     | Some(v, sp) when not (isUnset v) && not (List.contains n takes) ->
                         errorf sp "Stage.data: '%s' takes no setting '%s'%s" builder n (didYouMean n takes)
                     | _ -> ()
+
+                match a.TryFind "documents" with
+                | Some(v, sp) when not (isUnset v) ->
+                    oneOf "Stage.data bible-kjv" "kind of document" [ "books"; "verses" ] (v, sp)
+                    |> ignore
+                | _ -> ()
 
                 match a.TryFind "out" with
                 | Some(VStr o, _) when o.Trim() <> "" -> ()
@@ -478,22 +544,26 @@ let private stageBuiltins =
 let private metricValue (m: MetricRef) =
     VHost(box m, sprintf "the metric '%s' of '%s'" m.Metric m.Stage.Name)
 
-/// A row is a record; its fields are the columns.
+/// A row is a record (its fields are the columns) or a curve (its rows).
 let private rowsOf what (v: Value, span: Span) =
     match v with
     | VList rows ->
         rows
         |> List.map (function
-            | VRecord fields -> fields
+            | VRecord fields -> Fields fields
+            | VHost(:? Curve as c, _) -> CurveRows c
             | VError -> quietStop ()
-            | other -> errorf span "%s: every row is a record of columns, got %s" what (describe other))
+            | other -> errorf span "%s: every row is a record of columns or a curve, got %s" what (describe other))
+    | VHost(:? Curve as c, _) -> [ CurveRows c ]
     | VError -> quietStop ()
     | other -> errorf span "%s: the rows are a list of records, got %s" what (describe other)
 
-let private requireColumn what (rows: (string * Value) list list) (col: string) span =
+let private requireColumn what (rows: Row list) (col: string) span =
     for r in rows do
-        if not (List.exists (fun (n, _) -> n = col) r) then
-            errorf span "%s: no column '%s' in a row%s" what col (didYouMean col (r |> List.map fst))
+        let columns = rowColumns r
+
+        if not (List.contains col columns) then
+            errorf span "%s: no column '%s' in a row%s" what col (didYouMean col columns)
 
 let private str what (v: Value, span) =
     match v with
@@ -515,7 +585,32 @@ let private dirOf (a: Map<string, Value * Span>) =
     | VStr d, _ when d.Trim() <> "" -> Some d
     | v, sp -> errorf sp "dir must be a folder name, got %s" (describe v)
 
+/// The series a training logs (its loss and learning rate every few steps, its test_* metrics
+/// at each evaluation), named by a curve or a steps-to-target.
+let private trainSeries (metricsOf: Stage -> string list) (st: Stage) =
+    [ "loss"; "lr" ] @ (metricsOf st |> List.filter (fun m -> m.StartsWith "test_"))
+
 let private resultBuiltins (metricsOf: Stage -> string list) =
+    let seriesOf what (a: Map<string, Value * Span>) =
+        let st = asStage (what + ": the stage") a["stage"]
+
+        if st.Kind <> "train" then
+            errorf (snd a["stage"]) "%s reads a training's log: a train stage, not a %s stage" what st.Kind
+
+        let name = str (what + ": the name") a["name"]
+        let known = trainSeries metricsOf st
+
+        if not (List.contains name known) then
+            errorf
+                (snd a["name"])
+                "%s: a train stage logs no '%s'%s (it logs %s)"
+                what
+                name
+                (didYouMean name known)
+                (String.concat ", " known)
+
+        st, name
+
     [
         "metric",
         hostFn "metric" [ "stage"; "name" ] [] (fun _ a s ->
@@ -534,6 +629,54 @@ let private resultBuiltins (metricsOf: Stage -> string list) =
                     (String.concat ", " known)
 
             metricValue { Stage = st; Metric = name; Span = s })
+        "curve",
+        hostFn "curve" [ "stage"; "name" ] [ "fields", VRecord []; "column", unset ] (fun _ a s ->
+            let st, name = seriesOf "curve" a
+
+            let fields =
+                match a["fields"] with
+                | VRecord fs, _ -> fs
+                | v, sp -> errorf sp "curve: fields is a record of columns, got %s" (describe v)
+
+            let column =
+                match a["column"] with
+                | v, _ when isUnset v -> name
+                | v -> str "curve: column" v
+
+            for n, _ in fields do
+                if n = "step" || n = column then
+                    errorf (snd a["fields"]) "curve: the field '%s' is a column the curve writes itself" n
+
+            VHost(
+                box
+                    {
+                        Curve.Stage = st
+                        Metric = name
+                        Column = column
+                        Fields = fields
+                        Span = s
+                    },
+                sprintf "the curve '%s' of '%s'" name st.Name
+            ))
+        "stepsTo",
+        hostFn "stepsTo" [ "stage"; "name"; "target" ] [] (fun _ a s ->
+            let st, name = seriesOf "stepsTo" a
+
+            match a["target"] with
+            | (VNum _ | VHost((:? MetricRef | :? Derived), _)), _ -> ()
+            | VError, _ -> quietStop ()
+            | v, sp -> errorf sp "stepsTo: the target is a number or a metric, got %s" (describe v)
+
+            VHost(
+                box
+                    {
+                        StepsTo.Stage = st
+                        Metric = name
+                        Target = fst a["target"]
+                        Span = s
+                    },
+                sprintf "the steps of '%s' to its target" st.Name
+            ))
         "derived",
         hostFn "derived" [ "fn"; "args" ] [] (fun _ a s ->
             match a["fn"], a["args"] with
@@ -549,7 +692,7 @@ let private resultBuiltins (metricsOf: Stage -> string list) =
                 match a["columns"] with
                 | v, _ when isUnset v ->
                     match rows with
-                    | r :: _ -> r |> List.map fst
+                    | r :: _ -> rowColumns r
                     | [] -> []
                 | VList cs, sp -> cs |> List.map (fun c -> str "table: a column" (c, sp))
                 | v, sp -> errorf sp "table: columns are a list of strings, got %s" (describe v)
@@ -729,6 +872,7 @@ let rec private stagesIn (v: Value) : Stage list =
     | VHost(:? Stage as s, _) -> [ s ]
     | VHost(:? MetricRef as m, _) -> [ m.Stage ]
     | VHost(:? Derived as d, _) -> d.Args |> List.collect stagesIn
+    | VHost(:? StepsTo as t, _) -> t.Stage :: stagesIn t.Target
     | VList xs
     | VTuple xs -> xs |> List.collect stagesIn
     | VRecord fs -> fs |> List.collect (snd >> stagesIn)
@@ -795,13 +939,16 @@ let private elaborate
             | VHost(:? Plot as p, _) -> p
             | other -> errorf bodySpan "experiment '%s': plots holds %s, not a plot" name (describe other))
 
+    let rowStages (r: Row) =
+        match r with
+        | Fields fs -> fs |> List.collect (snd >> stagesIn)
+        | CurveRows c -> c.Stage :: (c.Fields |> List.collect (snd >> stagesIn))
+
     let roots =
         (list "stages"
          |> List.map (fun v -> asStage (sprintf "experiment '%s': every item of stages" name) (v, bodySpan)))
-        @ (tables
-           |> List.collect (fun t -> t.Rows |> List.collect (List.collect (snd >> stagesIn))))
-        @ (plots
-           |> List.collect (fun p -> p.Rows |> List.collect (List.collect (snd >> stagesIn))))
+        @ (tables |> List.collect (fun t -> t.Rows |> List.collect rowStages))
+        @ (plots |> List.collect (fun p -> p.Rows |> List.collect rowStages))
 
     // A table writes NAME.tsv and NAME.md, a plot NAME.png: names are unique within each.
     let unique what (results: (string * Span) list) =

@@ -76,6 +76,30 @@ let stageErrors =
                     "setting 'temperature' must be 0 or more, got -1"
             }
 
+            test "a curve and a steps-to-target read a training; a training takes a model or a transform" {
+                expectExperimentError
+                    (withExperiment
+                        "    { tables = [ table \"c\" [ curve (Stage.eval (Stage.train (tiny 4))) \"test_loss\" ] ] }")
+                    "22:37"
+                    "curve reads a training's log: a train stage, not a eval stage"
+
+                expectExperimentError
+                    (withExperiment
+                        "    { tables = [ table \"c\" [ { n = stepsTo (Stage.train (tiny 4)) \"test_los\" 1.0 } ] ] }")
+                    "22:67"
+                    "a train stage logs no 'test_los'; did you mean 'test_loss'"
+
+                expectExperimentError
+                    (withExperiment "    [ Stage.train (Stage.eval (Stage.train (tiny 4))) ]")
+                    "22:20"
+                    "Stage.train trains a model or a transform stage's output, not a eval stage"
+
+                expectExperimentError
+                    (withExperiment "    [ Stage.data \"bible-kjv\" (out = \"k\") (documents = \"chapters\") ]")
+                    "22:43"
+                    "Stage.data bible-kjv: unknown kind of document 'chapters'"
+            }
+
             test "a compare's settings are typed" {
                 expectExperimentError
                     (withExperiment "    [ Stage.compare (tiny 4) (b = tiny 8) (rounds = \"ten\") ]")
@@ -141,7 +165,7 @@ let stageRuns =
             test "a corpus data stage writes one file, not a folder of it" {
                 let src =
                     withExperiment
-                        "    let d = Stage.data \"bible-kjv\" (out = \"corpus/kjv.txt\") (bible = \"bible\")\n    { tables = [ table \"books\" [ { n = metric d \"train\" } ] ] }"
+                        "    let d = Stage.data \"bible-kjv\" (out = \"corpus/kjv.txt\") (bible = \"bible\")\n    let v = Stage.data \"bible-kjv\" (out = \"corpus/verses.txt\") (bible = \"bible\") (documents = \"verses\")\n    { tables = [ table \"books\" [ { n = metric d \"train\" } ]; table \"verses\" [ { n = metric v \"train\" } ] ] }"
 
                 let dir, file = setup src
                 // A stand-in for the bible program of Debian's bible-kjv: the same output format.
@@ -168,8 +192,14 @@ let stageRuns =
                     (Directory.GetFileSystemEntries(Path.Combine(dir, "corpus"))
                      |> Array.map Path.GetFileName
                      |> Array.sort)
-                    [| "kjv.txt"; "kjv.txt.dsl-stage" |]
-                    "nothing else left beside it"
+                    [| "kjv.txt"; "kjv.txt.dsl-stage"; "verses.txt"; "verses.txt.dsl-stage" |]
+                    "nothing else left beside them"
+
+                // One verse per line, references stripped: the `lines` format's documents.
+                Expect.equal
+                    (File.ReadAllLines(Path.Combine(dir, "corpus", "verses.txt")))
+                    [| "In the beginning."; "Now these are the names." |]
+                    "a verse per line"
             }
 
             test "generate stages continue a trained decoder's prompt, with and without the cache, and time the cache" {
@@ -207,6 +237,56 @@ let stageRuns =
                 let row = lines[1].Split '\t'
                 Expect.equal row[0] "5" "five new tokens"
                 Expect.isGreaterThan (float row[2]) 0.0 "a cached / uncached ratio"
+            }
+
+            test "curves, steps-to-target and test metrics read a training's evaluations; a pruned model trains on" {
+                let src =
+                    withExperiment
+                        """    let trained = Stage.train (tiny 8) (steps = 4) (evalSteps = 2)
+    let pruned = Stage.transform trained "prune" (channels = 0.5)
+    let tuned = Stage.train pruned (steps = 2) (lr = 1e-3)
+    let numbers =
+        [ { final = metric trained "test_loss"
+            reached = stepsTo trained "test_loss" 1000.0
+            never = stepsTo trained "test_loss" 0.0
+            tuned = metric tuned "params"
+            pruned = metric pruned "params"
+            accuracy = metric (Stage.eval tuned) "accuracy" } ]
+    let rows = [ curve trained "test_loss" (fields = { run = "t" }) (column = "loss") ] @ [ { run = "x"; step = 9; loss = 1.5 } ]
+    { tables = [ table "curve" rows; table "numbers" numbers ] }"""
+
+                let dir, file = setup src
+                let out = Path.Combine(dir, "runs")
+                Expect.equal (runIn file out 1 []) 0 "the run"
+                let curve = File.ReadAllLines(Path.Combine(out, "curve.tsv"))
+                Expect.equal curve[0] "run\tstep\tloss" "the fields, then step and the column"
+                let points = curve[1..] |> Array.map (fun l -> l.Split '\t')
+
+                Expect.equal
+                    (points |> Array.map (fun p -> p[0]) |> Array.distinct)
+                    [| "t"; "x" |]
+                    "the curve's rows, then the record"
+
+                let steps =
+                    points |> Array.filter (fun p -> p[0] = "t") |> Array.map (fun p -> int p[1])
+
+                Expect.containsAll steps [| 2; 4 |] "an evaluation every 2 steps"
+                let numbers = File.ReadAllLines(Path.Combine(out, "numbers.tsv"))
+                let cells = Map.ofArray (Array.zip (numbers[0].Split '\t') (numbers[1].Split '\t'))
+
+                Expect.equal
+                    (float cells["final"])
+                    (points
+                     |> Array.filter (fun p -> p[0] = "t")
+                     |> Array.last
+                     |> fun p -> float p[2])
+                    "test_loss is the last evaluation"
+
+                Expect.equal cells["reached"] "2" "the first evaluation at or below the target"
+                Expect.equal cells["never"] "never" "a loss never at or below 0"
+                Expect.equal cells["tuned"] cells["pruned"] "the pruned model trained on, not its parent"
+                let accuracy = float cells["accuracy"]
+                Expect.isTrue (accuracy >= 0.0 && accuracy <= 1.0) "its checkpoint evaluates"
             }
 
             test "a data stage never writes over a folder it did not make" {

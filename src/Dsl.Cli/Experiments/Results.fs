@@ -65,21 +65,59 @@ type Cell =
     | Text of string
     | Missing of string
 
-let rec private cellOf (outcomes: string -> Outcome option) (v: Value) =
+/// What a cell reads once the stages are done: each stage's outcome, and a training's logged
+/// series from the metrics.jsonl of its run in the store.
+type Done =
+    {
+        Outcomes: string -> Outcome option
+        Series: Dsl.Experiment.Stage -> string -> Result<(float * float) list, string>
+    }
+
+let doneIn (root: string) (outcomes: string -> Outcome option) =
+    {
+        Outcomes = outcomes
+        Series =
+            fun st metric ->
+                match outcomes st.Name |> Option.bind resultOf with
+                | Some r ->
+                    let path = Path.Combine(Store(root).Dir r.Key, "run", OutputFolder.MetricsFile)
+
+                    if File.Exists path then
+                        Ok
+                            [
+                                for struct (step, v) in Dsl.Runtime.Training.MetricsLog.ReadSeries(path, metric) ->
+                                    float step, v
+                            ]
+                    else
+                        Error(sprintf "'%s' has no training log" st.Name)
+                | None -> Error(sprintf "'%s' did not finish" st.Name)
+    }
+
+let rec private cellOf (d: Done) (v: Value) =
     match v with
     | VNum(x, isInt) -> Number(x, isInt)
     | VStr s -> Text s
     | VBool b -> Text(if b then "true" else "false")
     | VHost(:? Dsl.Experiment.Stage as s, _) -> Text s.Name
+    | VHost(:? Cell as c, _) -> c
     | VHost(:? MetricRef as m, _) ->
-        match outcomes m.Stage.Name |> Option.bind resultOf with
+        match d.Outcomes m.Stage.Name |> Option.bind resultOf with
         | Some r ->
             match r.Metrics |> List.tryFind (fun (n, _) -> n = m.Metric) with
             | Some(_, x) -> Number(x, false)
             | None -> Missing(sprintf "'%s' reported no %s" m.Stage.Name m.Metric)
         | None -> Missing(sprintf "'%s' did not finish" m.Stage.Name)
-    | VHost(:? Derived as d, _) ->
-        let args = d.Args |> List.map (cellOf outcomes)
+    | VHost(:? StepsTo as t, _) ->
+        match cellOf d t.Target, d.Series t.Stage t.Metric with
+        | Missing m, _
+        | _, Error m -> Missing m
+        | Number(target, _), Ok points ->
+            match points |> List.tryFind (fun (_, y) -> y <= target) with
+            | Some(step, _) -> Number(step, true)
+            | None -> Text "never"
+        | Text t, _ -> Missing(sprintf "stepsTo: the target is %s, not a number" t)
+    | VHost(:? Derived as dv, _) ->
+        let args = dv.Args |> List.map (cellOf d)
 
         match
             args
@@ -97,10 +135,26 @@ let rec private cellOf (outcomes: string -> Outcome option) (v: Value) =
                     | Missing _ -> VError)
 
             try
-                cellOf outcomes (evalDerived d values)
+                cellOf d (evalDerived dv values)
             with Diagnostics.DslError ds ->
                 Missing(ds |> List.map (fun x -> x.Message) |> String.concat "; ")
     | other -> Text(show other)
+
+/// The rows of a table or plot as records: a curve's rows read from its training's log (one
+/// row per logged step; a curve not yet readable is one row of what is missing).
+let private rowsOf (d: Done) (rows: Row list) : (string * Value) list list =
+    rows
+    |> List.collect (function
+        | Fields fs -> [ fs ]
+        | CurveRows c ->
+            match d.Series c.Stage c.Metric with
+            | Ok points ->
+                [
+                    for step, y in points -> c.Fields @ [ "step", VNum(step, true); c.Column, VNum(y, false) ]
+                ]
+            | Error m ->
+                let missing = VHost(box (Missing m), "missing")
+                [ c.Fields @ [ "step", missing; c.Column, missing ] ])
 
 let private cellText (c: Cell) =
     match c with
@@ -131,11 +185,13 @@ let private targets (root: string) (file: string) (dir: string option) (complete
 
 /// Writes the table's .tsv and .md; gives the paths, and what is missing from it.
 let writeTable root file (outcomes: string -> Outcome option) (t: Table) =
+    let d = doneIn root outcomes
+
     let rows =
-        t.Rows
+        rowsOf d t.Rows
         |> List.map (fun r ->
             t.Columns
-            |> List.map (fun c -> r |> List.find (fun (n, _) -> n = c) |> snd |> cellOf outcomes))
+            |> List.map (fun c -> r |> List.find (fun (n, _) -> n = c) |> snd |> cellOf d))
 
     let missing =
         rows
@@ -173,11 +229,13 @@ let writeTable root file (outcomes: string -> Outcome option) (t: Table) =
 
 /// Draws the plot: one series per value of its series column (in order of appearance).
 let writePlot root file (outcomes: string -> Outcome option) (p: Plot) =
+    let d = doneIn root outcomes
+
     let value (r: (string * Value) list) col =
-        r |> List.find (fun (n, _) -> n = col) |> snd |> cellOf outcomes
+        r |> List.find (fun (n, _) -> n = col) |> snd |> cellOf d
 
     let points =
-        p.Rows
+        rowsOf d p.Rows
         |> List.map (fun r ->
             let series =
                 match p.Series with

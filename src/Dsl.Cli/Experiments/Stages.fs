@@ -70,18 +70,26 @@ type private Source =
         Checkpoint: string
     }
 
-let private sourceOf (ctx: StageContext) (used: Stage) : Source =
+let private uses (s: Stage) role =
+    s.Uses |> List.tryFind (fun (r, _) -> r = role) |> Option.map snd
+
+let rec private sourceOf (ctx: StageContext) (used: Stage) : Source =
     let dir = ctx.Store.Dir ctx.Keys[used.Name]
 
-    match used.Kind with
-    | "train" ->
+    match used.Kind, uses used "from" with
+    // A transform's output trained further: that model's file and graph, this run's weights.
+    | "train", Some from ->
+        { sourceOf ctx from with
+            Checkpoint = Path.Combine(dir, "run", "checkpoint")
+        }
+    | "train", None ->
         {
             File = ctx.File
             Checked = ctx.Checked
             Graph = used.Model.Value.Graph
             Checkpoint = Path.Combine(dir, "run", "checkpoint")
         }
-    | _ ->
+    | _, _ ->
         // A transform's output is a model file of its own, with the recipe beside it.
         let file = Path.Combine(dir, "model", "model.dsl")
         let c = Compiler.checkFile file
@@ -96,20 +104,36 @@ let private sourceOf (ctx: StageContext) (used: Stage) : Source =
             Checkpoint = Path.Combine(dir, "model", "checkpoint")
         }
 
-let private uses (s: Stage) role =
-    s.Uses |> List.tryFind (fun (r, _) -> r = role) |> Option.map snd
-
 let private train (ctx: StageContext) (p: Planned) (dir: string) =
     let s = p.Stage
-    let m = s.Model.Value
+
+    // A model of the file, or a transform's output with the recipe printed beside it (whose
+    // data paths are relative to that file), starting from the transform's weights.
+    let file, checkd, graph, recipe, init =
+        match uses s "from" with
+        | Some from ->
+            let src = sourceOf ctx from
+
+            let asIts =
+                { s with
+                    Model = s.Model |> Option.map (fun m -> { m with Name = src.Graph.Name })
+                }
+
+            src.File, src.Checked, src.Graph, Plan.recipeOf src.Checked asIts, Some src.Checkpoint
+        | None ->
+            ctx.File,
+            ctx.Checked,
+            s.Model.Value.Graph,
+            p.Recipe,
+            uses s "init" |> Option.map (fun u -> (sourceOf ctx u).Checkpoint)
 
     let r =
-        match p.Recipe with
+        match recipe with
         | Some r -> r
-        | None -> fail "%s: model '%s' has no train block" ctx.File m.Family
+        | None -> fail "%s: model '%s' has no train block" file graph.Name
 
     let runDir = Path.Combine(dir, "run")
-    let options = trainOptions r m.Graph runDir
+    let options = trainOptions r graph runDir
     setting s "lr" |> Option.iter (fun _ -> options.Lr <- number s "lr" options.Lr)
 
     setting s "steps"
@@ -118,13 +142,11 @@ let private train (ctx: StageContext) (p: Planned) (dir: string) =
     setting s "evalSteps"
     |> Option.iter (fun _ -> options.EvalEverySteps <- int (number s "evalSteps" 0.0))
 
-    let init = uses s "init" |> Option.map (fun u -> (sourceOf ctx u).Checkpoint)
-
     let request: Run.TrainRequest =
         {
-            File = ctx.File
-            Checked = ctx.Checked
-            Graph = m.Graph
+            File = file
+            Checked = checkd
+            Graph = graph
             Recipe = r
             OutDir = runDir
             DataDir = None
@@ -137,7 +159,7 @@ let private train (ctx: StageContext) (p: Planned) (dir: string) =
         }
 
     let started (st: Run.TrainStart) =
-        ctx.Log.WriteLine(sprintf "training %s on %s, batch %d, seed %d" m.Name st.Examples r.Batch r.Seed)
+        ctx.Log.WriteLine(sprintf "training %s on %s, batch %d, seed %d" graph.Name st.Examples r.Batch r.Seed)
 
     let clock = Diagnostics.Stopwatch.StartNew()
     let mutable logged = -1000.0
@@ -156,12 +178,19 @@ let private train (ctx: StageContext) (p: Planned) (dir: string) =
 
     let result, _ = Run.trainModel request started withProgress
 
+    // The last evaluation during training, as the log's test_* (a curve reads every one).
+    let tested =
+        match result.LastEvaluation with
+        | null -> []
+        | e -> [ for struct (name, value) in e.Metrics() -> "test_" + name, value ]
+
     [
         "loss", result.FinalLoss
         "steps", float result.Steps
         "seconds", result.Elapsed.TotalSeconds
-        "params", float (paramCount m.Graph)
+        "params", float (paramCount graph)
     ]
+    @ tested
 
 let private evaluate (ctx: StageContext) (p: Planned) =
     let src = sourceOf ctx (uses p.Stage "checkpoint").Value
@@ -437,7 +466,11 @@ let private data (ctx: StageContext) (p: Planned) =
                 |> Option.defaultValue Text.BibleKjv.DefaultProgram
 
             let books = Text.BibleKjv.Read program
-            Text.BibleKjv.Write(built, books)
+
+            match text s "documents" with
+            | Some "verses" -> Text.BibleKjv.WriteVerses(built, books)
+            | _ -> Text.BibleKjv.Write(built, books)
+
             books.Count, 0
         | other -> fail "dsl run: unknown data builder '%s'" other
 

@@ -130,7 +130,18 @@ public static partial class BibleKjv
     /// holding only <c>%</c>, which no verse is), to a temporary file renamed into place, so a
     /// reader never sees half a corpus.
     /// </summary>
-    public static void Write(string path, IReadOnlyList<BibleBook> books)
+    public static void Write(string path, IReadOnlyList<BibleBook> books) =>
+        WriteAtomically(path, string.Join("%\n", books.Select(b => b.Text)));
+
+    /// <summary>
+    /// Writes every verse on a line of its own (the <c>lines</c> corpus format, in which each
+    /// verse is a document, so a split by document holds out single verses), atomically as
+    /// <see cref="Write"/>.
+    /// </summary>
+    public static void WriteVerses(string path, IReadOnlyList<BibleBook> books) =>
+        WriteAtomically(path, string.Concat(books.SelectMany(b => b.Text.Split('\n')).Where(v => v.Length > 0).Select(v => v + "\n")));
+
+    private static void WriteAtomically(string path, string text)
     {
         var full = Path.GetFullPath(path);
         var folder = Path.GetDirectoryName(full)!;
@@ -138,7 +149,7 @@ public static partial class BibleKjv
         var temporary = Path.Combine(folder, $".{Path.GetFileName(full)}.{Environment.ProcessId}.tmp");
         try
         {
-            File.WriteAllText(temporary, string.Join("%\n", books.Select(b => b.Text)), new UTF8Encoding(false));
+            File.WriteAllText(temporary, text, new UTF8Encoding(false));
             File.Move(temporary, full, overwrite: true);
         }
         catch

@@ -60,6 +60,44 @@ public sealed class MetricsLog : IDisposable
 
     public void Dispose() => stream.Dispose();
 
+    /// <summary>
+    /// One logged quantity as (step, value) pairs in the order logged: the lines of the log that
+    /// have both a step and a number named <paramref name="name"/> (a training loss logs on its
+    /// step lines, a <c>test_*</c> metric on its evaluation lines). A line cut off by a crash is
+    /// skipped, as a resumed run drops it.
+    /// </summary>
+    /// <exception cref="FileNotFoundException">No log at <paramref name="path"/>.</exception>
+    public static IReadOnlyList<(long Step, double Value)> ReadSeries(string path, string name)
+    {
+        var series = new List<(long, double)>();
+        foreach (var line in File.ReadLines(path))
+        {
+            try
+            {
+                using var document = JsonDocument.Parse(line);
+                var root = document.RootElement;
+                if (root.TryGetProperty("step", out var step) && step.TryGetInt64(out var s)
+                    && root.TryGetProperty(name, out var value) && Number(value) is { } v)
+                {
+                    series.Add((s, v));
+                }
+            }
+            catch (JsonException)
+            {
+            }
+        }
+
+        return series;
+    }
+
+    // A diverged value is logged as "NaN" or "Infinity" (AllowNamedFloatingPointLiterals).
+    private static double? Number(JsonElement value) => value.ValueKind switch
+    {
+        JsonValueKind.Number => value.GetDouble(),
+        JsonValueKind.String when double.TryParse(value.GetString(), System.Globalization.CultureInfo.InvariantCulture, out var x) => x,
+        _ => null,
+    };
+
     private static bool EndsWithNewline(string path)
     {
         using var file = File.OpenRead(path);
