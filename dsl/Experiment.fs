@@ -205,6 +205,10 @@ let dataBuilders =
         "bible-kjv", [ "bible", "a string"; "documents", "a string" ]
     ]
 
+/// What `Stage.reinforce` takes besides its teachers (`dsl reinforce`'s options).
+let reinforceSettings =
+    [ "augmentations", "an int"; "batch", "an int"; "seed", "an int" ]
+
 /// The settings each kind takes, with the kind of value each must be.
 let private settingKinds =
     Map.ofList
@@ -238,7 +242,9 @@ let private settingKinds =
                 "scale", "a bool"
                 "batches", "an int"
             ]
-            "data", ("out", "a string") :: (dataBuilders |> List.collect snd |> List.distinctBy fst)
+            "data",
+            ("out", "a string") :: (dataBuilders |> List.collect snd) @ reinforceSettings
+            |> List.distinctBy fst
             "generate",
             [
                 "prompt", "a string"
@@ -359,7 +365,7 @@ let private oneOf what (noun: string) (choices: string list) (v: Value, sp: Span
     | VStr k -> errorf sp "%s: unknown %s '%s'%s" what noun k (didYouMean k choices)
     | v -> errorf sp "%s: the %s is a string (%s), got %s" what noun (String.concat ", " choices) (describe v)
 
-let private stageBuiltins =
+let private stageBuiltins (c: Compiler.Checked) =
     VRecord
         [
             "train",
@@ -453,6 +459,79 @@ let private stageBuiltins =
                         d
                     )
                 | v -> v)
+            "reinforce",
+            // MobileCLIP's dataset reinforcement (arXiv 2311.17049): a data stage that writes the
+            // teachers' embeddings where the model's captions data declares its reinforced folder.
+            hostFn
+                "Stage.reinforce"
+                [ "model" ]
+                (("teachers", unset)
+                 :: ("data", unset)
+                 :: ("name", unset)
+                 :: (reinforceSettings |> List.map (fun (n, _) -> n, unset)))
+                (fun _ a s ->
+                    let m = asModel "Stage.reinforce: the model" a["model"]
+                    let at = snd a["model"]
+
+                    let r =
+                        match Compiler.pickRecipe c m.Name with
+                        | Some r when r.Data.Kind = "captions" && r.Data.Reinforced <> "" -> r
+                        | Some r when r.Data.Kind = "captions" ->
+                            errorf
+                                at
+                                "Stage.reinforce: the captions data of '%s' declares no reinforced folder (reinforced = \"…\")"
+                                m.Name
+                        | Some r ->
+                            errorf at "Stage.reinforce: '%s' trains on %s data, not captions" m.Name r.Data.Kind
+                        | None -> errorf at "Stage.reinforce: model '%s' has no train block" m.Name
+
+                    let teachers =
+                        match a["teachers"] with
+                        | v, _ when isUnset v ->
+                            errorf s "Stage.reinforce needs (teachers = [ … ]), the trained teachers"
+                        | VList ts, sp ->
+                            ts
+                            |> List.map (fun t ->
+                                match asStage "Stage.reinforce: a teacher" (t, sp) with
+                                | t when t.Kind = "train" || t.Kind = "transform" -> "teacher", t
+                                | t ->
+                                    errorf
+                                        sp
+                                        "Stage.reinforce: a teacher is a train or transform stage, not a %s stage"
+                                        t.Kind)
+                        | v, sp -> errorf sp "Stage.reinforce: teachers is a list of stages, got %s" (describe v)
+
+                    if teachers.IsEmpty then
+                        errorf (snd a["teachers"]) "Stage.reinforce needs at least one teacher"
+
+                    if r.Data.Teachers <> 0 && teachers.Length <> r.Data.Teachers then
+                        errorf
+                            (snd a["teachers"])
+                            "Stage.reinforce: the data of '%s' declares teachers = %d, and %d are given"
+                            m.Name
+                            r.Data.Teachers
+                            teachers.Length
+
+                    let a = a.Add("out", (VStr r.Data.Reinforced, at))
+
+                    match
+                        stage
+                            "data"
+                            (Some m)
+                            (teachers @ dataUses "Stage.reinforce" a["data"])
+                            a
+                            s
+                            ("reinforce " + m.Name)
+                    with
+                    | VHost(:? Stage as st, d) ->
+                        VHost(
+                            box
+                                { st with
+                                    Settings = ("builder", VStr "reinforce") :: st.Settings
+                                },
+                            d
+                        )
+                    | v -> v)
             "compare",
             hostFn "Stage.compare" [ "a" ] (("b", unset) :: optionals "compare") (fun _ a s ->
                 let side role =
@@ -888,7 +967,7 @@ let private elaborate
         |> List.fold (fun (e: Eval.Env) m -> e.Add(m.Name, ref (modelValue c m))) env
 
     let env =
-        (("Stage", stageBuiltins) :: resultBuiltins metricsOf)
+        (("Stage", stageBuiltins c) :: resultBuiltins metricsOf)
         |> List.fold (fun (e: Eval.Env) (n, v) -> e.Add(n, ref v)) env
 
     let ctx =

@@ -1,6 +1,6 @@
 // MobileCLIP's claim at small scale (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip): the same student, the same steps, trained
 // with CLIP's loss alone or with the reinforced loss (1 − λ)·CLIP + λ·distillation, λ = 0.75,
-// against two teachers' stored embeddings (`dsl reinforce`, see run.sh).
+// against two teachers' stored embeddings (`dsl reinforce`; the experiment is mobileclip.dsl).
 open "towers.dsl"
 
 model studentClip (image : image[1, 32, 32]) (text : tokens[24]) =

@@ -15,7 +15,7 @@ let studentText = textEncoder { gpt2Text with width = 64; heads = 2; layers = 2 
 let teacherImage = mci { mci0 with layers = [ 1; 1; 2; 1 ]; dims = [ 24; 48; 96; 192 ] } (dim = 96)
 let teacherText = textEncoder { gpt2Text with kind = "transformer"; width = 96; heads = 3; layers = 2 } (dim = 96)
 
-/// The first 20,000 training images of captioned Fashion-MNIST (run.sh makes train-20k.jsonl
-/// from `dsl data fashion-captions`), at 32×32 grey; the full test set.
+/// The first 20,000 training images of captioned Fashion-MNIST (mobileclip.dsl builds them with
+/// a `Stage.data "fashion-captions" (trainLimit = 20000)`), at 32×32 grey; the full test set.
 let fashionCaptions =
-    captions "../../data/fashion-captions/train-20k.jsonl" (test = "../../data/fashion-captions/test.jsonl") (size = 32) (augment = [ randomCrop 32 (pad = 2); hflip ]) (reinforced = "../../data/fashion-captions-reinforced") (teachers = 2)
+    captions "../../data/fashion-captions-20k/train.jsonl" (test = "../../data/fashion-captions-20k/test.jsonl") (size = 32) (augment = [ randomCrop 32 (pad = 2); hflip ]) (reinforced = "../../data/fashion-captions-reinforced") (teachers = 2)

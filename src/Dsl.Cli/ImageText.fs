@@ -156,6 +156,79 @@ let eval
 /// `dsl reinforce`: runs the teachers once over the training manifest and stores, per image, N
 /// augmentations (as parameters) with each teacher's image embedding of each, and each
 /// teacher's embedding of every caption and synthetic caption (MobileCLIP, arXiv 2311.17049; apple/ml-mobileclip).
+/// A teacher whose embeddings reinforcement stores: its graph and checkpoint, and where it is
+/// declared (for messages and for the set's record of its teachers).
+type Teacher =
+    {
+        File: string
+        Graph: Graph
+        Checkpoint: string
+    }
+
+/// MobileCLIP's dataset reinforcement (arXiv 2311.17049, §3): every training image of the
+/// recipe's captions data under `count` seeded augmentations, with each teacher's image and
+/// caption embeddings, computed once (`dsl reinforce`, an experiment's `Stage.reinforce`).
+let reinforceWith file (r: TrainRecipe) (g: Graph) (teachers: Teacher list) count batch seed =
+    if r.Data.Kind <> "captions" then
+        located file r "reinforcement needs captions data in the train block of '%s'" g.Name
+
+    if teachers.IsEmpty then
+        fail "error: give at least one teacher"
+
+    if r.Data.Teachers <> 0 && teachers.Length <> r.Data.Teachers then
+        located
+            file
+            r
+            "the data declares teachers = %d, and %d teachers were given; the loss reads as many teachers as the data declares"
+            r.Data.Teachers
+            teachers.Length
+
+    Benchmark.UseAllCores() |> ignore
+    use train = loadSet file r g r.Data.Path
+    let pipeline = imagePipeline r g
+    let channels, h, w = imageInput r g
+
+    let models =
+        teachers
+        |> List.map (fun t ->
+            let model = new GraphModule(t.Graph, 0L)
+            loadWeights model t.Checkpoint |> ignore
+            let encoder = DualEncoder.Of model
+
+            match encoder.ContrastiveProblem() with
+            | null -> ()
+            | problem -> fail "%s: error: teacher %s" t.File problem
+
+            let tshape =
+                t.Graph.Nodes[snd (t.Graph.Inputs |> List.find (fun (n, _) -> n = encoder.ImageInput))].Shape
+
+            if tshape.Tail <> [ Known channels; Known h; Known w ] then
+                fail
+                    "%s: error: teacher '%s' takes images %s but the data gives [%d, %d, %d]"
+                    t.File
+                    t.Graph.Name
+                    (showShape tshape)
+                    channels
+                    h
+                    w
+
+            sprintf "%s:%s@%s" t.File t.Graph.Name t.Checkpoint, encoder)
+
+    try
+        Reinforcer.Run(
+            train,
+            relativeTo file r.Data.Path,
+            pipeline,
+            ResizeArray(models |> List.map snd),
+            ResizeArray(models |> List.map fst),
+            count,
+            batch,
+            seed
+        )
+    finally
+        for _, e in models do
+            e.Model.Dispose()
+
 let reinforce (args: ParseResults<ReinforceArgs>) =
     args.TryGetResult ReinforceArgs.Max_Pixels
     |> Option.iter (fun n -> Dsl.Runtime.Data.ImageLimits.CommandLine <- Nullable n)
@@ -181,71 +254,36 @@ let reinforce (args: ParseResults<ReinforceArgs>) =
     if teachers.IsEmpty then
         fail "error: give at least one --teacher FILE MODEL CHECKPOINT"
 
-    if r.Data.Teachers <> 0 && teachers.Length <> r.Data.Teachers then
-        located
-            file
-            r
-            "the data declares teachers = %d, and %d --teacher were given; the loss reads as many teachers as the data declares"
-            r.Data.Teachers
-            teachers.Length
-
-    Benchmark.UseAllCores() |> ignore
-    use train = loadSet file r g r.Data.Path
-    let pipeline = imagePipeline r g
-    let channels, h, w = imageInput r g
-
-    let models =
+    let teachers =
         teachers
         |> List.map (fun (tfile, tname, checkpoint) ->
             let tc = checkedOrExit tfile
-            let tg = modelOrExit tc (Some tname)
-            let model = new GraphModule(tg, 0L)
-            loadWeights model checkpoint |> ignore
-            let encoder = DualEncoder.Of model
 
-            match encoder.ContrastiveProblem() with
-            | null -> ()
-            | problem -> fail "%s: error: teacher %s" tfile problem
-
-            let tshape =
-                tg.Nodes[snd (tg.Inputs |> List.find (fun (n, _) -> n = encoder.ImageInput))].Shape
-
-            if tshape.Tail <> [ Known channels; Known h; Known w ] then
-                fail
-                    "%s: error: teacher '%s' takes images %s but the data gives [%d, %d, %d]"
-                    tfile
-                    tname
-                    (showShape tshape)
-                    channels
-                    h
-                    w
-
-            sprintf "%s:%s@%s" tfile tname checkpoint, encoder)
+            {
+                File = tfile
+                Graph = modelOrExit tc (Some tname)
+                Checkpoint = checkpoint
+            })
 
     let clock = Diagnostics.Stopwatch.StartNew()
 
     use set =
-        Reinforcer.Run(
-            train,
-            relativeTo file r.Data.Path,
-            pipeline,
-            ResizeArray(models |> List.map snd),
-            ResizeArray(models |> List.map fst),
-            count,
-            args.GetResult(ReinforceArgs.Batch, r.EvalBatch),
-            int64 (args.GetResult(ReinforceArgs.Seed, r.Seed))
-        )
+        reinforceWith
+            file
+            r
+            g
+            teachers
+            count
+            (args.GetResult(ReinforceArgs.Batch, r.EvalBatch))
+            (int64 (args.GetResult(ReinforceArgs.Seed, r.Seed)))
 
     set.Save out
-
-    for _, e in models do
-        e.Model.Dispose()
 
     printfn
         "reinforced %d images × %d augmentations with %d teacher(s) in %.0f s → %s"
         set.Meta.Count
         count
-        models.Length
+        teachers.Length
         clock.Elapsed.TotalSeconds
         out
 

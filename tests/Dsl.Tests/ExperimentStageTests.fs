@@ -6,6 +6,7 @@ module Dsl.Tests.ExperimentStageTests
 open System
 open System.IO
 open Expecto
+open Dsl
 open Dsl.Runtime.Text
 open Dsl.Tests.Support
 open Dsl.Tests.ExperimentTests
@@ -287,6 +288,59 @@ let stageRuns =
                 Expect.equal cells["tuned"] cells["pruned"] "the pruned model trained on, not its parent"
                 let accuracy = float cells["accuracy"]
                 Expect.isTrue (accuracy >= 0.0 && accuracy <= 1.0) "its checkpoint evaluates"
+            }
+
+            test "a reinforce stage stores trained teachers' embeddings where the student's data reads them" {
+                let data =
+                    "captions \"captions/set.jsonl\" (test = \"captions/set.jsonl\") (augment = [ randomCrop 8 (pad = 1); hflip ]) (size = 8) (reinforced = \"reinforced\") (teachers = 1)"
+
+                let block name loss =
+                    sprintf
+                        "train %s {\n    data = %s\n    loss = %s\n    optimizer = adamw (lr = 3e-3)\n    batch = 8\n    evalBatch = 16\n}\n"
+                        name
+                        data
+                        loss
+
+                let src =
+                    ImageTextTrainTests.dualSource
+                    + ImageTextTrainTests.dualSource.Replace("model tiny", "model student")
+                    + block "tiny" "clipLoss"
+                    + block "student" "mobileclipLoss (lambda = 0.75)"
+                    + "experiment e =\n"
+                    + "    let teacher = Stage.train tiny (steps = 2)\n"
+                    + "    let stored = Stage.reinforce student (teachers = [ teacher ]) (augmentations = 2)\n"
+                    + "    let distilled = Stage.train student (data = stored) (steps = 2)\n"
+                    + "    { tables = [ table \"r\" [ { images = metric stored \"train\"; top1 = metric (Stage.eval distilled) \"accuracy\" } ] ] }\n"
+
+                let dir, file = setup src
+                // In a folder of its own: a data folder's fingerprint is every file in it.
+                ImageTextTrainTests.writeCaptionSet (Path.Combine(dir, "captions")) 16 false
+                let out = Path.Combine(dir, "runs")
+                Expect.equal (runIn file out 1 []) 0 "the run"
+
+                Expect.isTrue
+                    (File.Exists(Path.Combine(dir, "reinforced", Dsl.Runtime.Training.ReinforcedSet.TensorFile)))
+                    "the embeddings are in the data's reinforced folder"
+
+                Expect.isTrue (File.Exists(Path.Combine(dir, "reinforced.dsl-stage"))) "owned by the stage"
+                let row = (File.ReadAllLines(Path.Combine(out, "r.tsv"))[1]).Split '\t'
+                Expect.equal row[0] "16" "every training image reinforced"
+                Expect.equal (runIn file out 1 []) 0 "the rerun"
+
+                Expect.all
+                    (statuses out)
+                    (fun (_, s) -> s = "cached")
+                    "a rerun, with the reinforced folder now there, runs nothing"
+
+                // The teacher count the data declares, the stage's teachers, located at the list.
+                let wrong =
+                    src.Replace("(teachers = [ teacher ])", "(teachers = [ teacher; teacher ])")
+
+                let c = Compiler.checkFile (snd (setup wrong))
+
+                match Experiment.check c c.ExperimentDefs with
+                | _, d :: _ -> Expect.stringContains d.Message "declares teachers = 1, and 2 are given" "the count"
+                | _ -> failtest "two teachers for a one-teacher data set were accepted"
             }
 
             test "a data stage never writes over a folder it did not make" {

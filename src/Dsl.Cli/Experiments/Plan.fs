@@ -51,8 +51,10 @@ let recipeOf (c: Compiler.Checked) (s: Stage) : TrainRecipe option =
             | "train", Some b -> { r with Batch = b }
             | _ -> r)
 
-/// The files a recipe's data reads (Fashion-MNIST's default folder when it names none).
-let dataPaths (file: string) (r: TrainRecipe) =
+/// The files a recipe's data reads (Fashion-MNIST's default folder when it names none). The
+/// reinforced folder only when the objective reads it (`readsReinforced`): CLIP teachers share
+/// the reinforced student's captions data but not its teachers' embeddings, which they make.
+let dataPaths (file: string) (r: TrainRecipe) (readsReinforced: bool) =
     let d = r.Data
 
     let main =
@@ -62,7 +64,8 @@ let dataPaths (file: string) (r: TrainRecipe) =
         | _, p -> [ Session.relativeTo file p ]
 
     let others =
-        [ d.Test; d.Reinforced ] @ (d.Mix |> List.map fst)
+        [ d.Test; (if readsReinforced then d.Reinforced else "") ]
+        @ (d.Mix |> List.map fst)
         |> List.filter ((<>) "")
         |> List.map (Session.relativeTo file)
 
@@ -159,17 +162,24 @@ let plan (c: Compiler.Checked) (file: string) (e: Experiment) : Planned list =
                        [ "model", IrJson.write false m.Graph ]
                    | _ -> [])
                 @ (match recipe with
-                   | Some r when s.Kind = "train" || s.Kind = "eval" ->
+                   // A reinforce stage (a data stage with a model) reads its model's recipe.
+                   | Some r when s.Kind = "train" || s.Kind = "eval" || s.Kind = "data" ->
+                       let objective = s.Model |> Option.bind (fun m -> Compiler.pickObjective c m.Name)
+
+                       let readsReinforced =
+                           objective
+                           |> Option.exists (fun o -> o.Fields |> List.exists (fun f -> f.Name = "synthetic"))
+
                        [
                            "recipe", Keys.canonical { r with Model = "" }
                            "objective",
-                           (match s.Model |> Option.bind (fun m -> Compiler.pickObjective c m.Name) with
+                           (match objective with
                             | Some o -> Keys.canonical o
                             | None -> "")
                            "data",
                            // What a data stage it uses writes is in that stage's key, not here:
                            // its files do not exist yet when a first run is planned.
-                           dataPaths file r
+                           dataPaths file r (readsReinforced && s.Kind <> "data")
                            |> List.filter (not << under made)
                            |> List.map Keys.fingerprint
                            |> String.concat "\n"

@@ -472,6 +472,34 @@ let private data (ctx: StageContext) (p: Planned) =
             | _ -> Text.BibleKjv.Write(built, books)
 
             books.Count, 0
+        | "reinforce" ->
+            let r = p.Recipe.Value
+
+            let teachers =
+                s.Uses
+                |> List.filter (fun (role, _) -> role = "teacher")
+                |> List.map (fun (_, t) ->
+                    let src = sourceOf ctx t
+
+                    ({
+                        File = src.File
+                        Graph = src.Graph
+                        Checkpoint = src.Checkpoint
+                    }
+                    : ImageText.Teacher))
+
+            use set =
+                ImageText.reinforceWith
+                    ctx.File
+                    r
+                    s.Model.Value.Graph
+                    teachers
+                    (count s "augmentations" |> Option.defaultValue 5)
+                    (count s "batch" |> Option.defaultValue r.EvalBatch)
+                    (int64 r.Seed)
+
+            set.Save built
+            set.Meta.Count, 0
         | other -> fail "dsl run: unknown data builder '%s'" other
 
     ctx.Log.WriteLine(
