@@ -258,6 +258,7 @@ let private settingKinds =
             "compare",
             [
                 "batch", "an int"
+                "against", "a string"
                 "deploy", "a bool"
                 "warmup", "an int"
                 "repeats", "an int"
@@ -266,6 +267,11 @@ let private settingKinds =
         ]
 
 let transforms = [ "reparam"; "prune"; "subclone" ]
+
+/// What `Stage.compare … (against = …)` times a model against: the hand-written TorchSharp
+/// convnet (src/Dsl.Runtime/Bench/ReferenceConvnet.cs), or the same model trained with
+/// F.cross_entropy called directly instead of its objective graph.
+let baselines = [ "handwritten"; "hostLoss" ]
 
 let private unset = VHost(box "unset", "unset")
 
@@ -546,11 +552,27 @@ let private stageBuiltins (c: Compiler.Checked) =
                     | v, _ when isUnset v -> None, []
                     | _ -> side "b"
 
+                // A host-side baseline of the runtime instead of a second model.
+                let against =
+                    match a["against"] with
+                    | v, _ when isUnset v -> None
+                    | v, sp ->
+                        let k = oneOf "Stage.compare" "baseline" baselines (v, sp)
+
+                        for other in [ "b"; "deploy" ] do
+                            match a[other] with
+                            | o, osp when not (isUnset o) ->
+                                errorf osp "Stage.compare: against = \"%s\" is the other side; drop '%s'" k other
+                            | _ -> ()
+
+                        Some k
+
                 let nameOf (m: ModelRef option) (u: (string * Stage) list) =
-                    match u, m with
-                    | [ _, t ], _ -> t.Name
-                    | _, Some m -> m.Name
-                    | _, None -> "its deploy form"
+                    match u, m, against with
+                    | [ _, t ], _, _ -> t.Name
+                    | _, Some m, _ -> m.Name
+                    | _, None, Some k -> k
+                    | _, None, None -> "its deploy form"
 
                 let extra = mb |> Option.map (fun m -> "b", VStr m.Name) |> Option.toList
 

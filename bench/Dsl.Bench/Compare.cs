@@ -1,9 +1,6 @@
 using System.Globalization;
 using System.Text.Json;
 using Dsl.Runtime.Bench;
-using Dsl.Runtime.Emit;
-using TorchSharp;
-using static TorchSharp.torch;
 
 namespace Dsl.Bench;
 
@@ -48,17 +45,7 @@ internal static class Compare
 
     private static Dictionary<string, object> Measure(Ir.Graph graph, long batch, int rounds, int warmup, int repeats)
     {
-        ConvolutionBackend.Verify(ReferenceConvnet.ConvShapes);
-        manual_seed(0).Dispose();
-        using var dsl = new GraphModule(graph, seed: 0);
-        using var reference = ReferenceConvnet.Create();
-        using var images = randn([batch, .. ReferenceConvnet.InputShape]);
-        using var labels = randint(ReferenceConvnet.Classes, [batch]);
-        Tensor Loss(Tensor[] outputs) => nn.functional.cross_entropy(outputs[0], labels);
-
-        BenchResult MeasureDsl(int warm, int times) => Benchmark.Measure(inputs => dsl.Forward(inputs), dsl, [images], Loss, warm, times);
-        BenchResult MeasureReference(int warm, int times) => Benchmark.Measure(inputs => [reference.forward(inputs[0])], reference, [images], Loss, warm, times);
-        var paired = PairedComparison.Run(MeasureDsl, MeasureReference, rounds, warmup, repeats);
+        var paired = Baselines.AgainstReference(graph, batch, rounds, warmup, repeats);
         return new Dictionary<string, object>
         {
             ["batch"] = batch,

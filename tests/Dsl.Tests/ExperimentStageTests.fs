@@ -101,6 +101,18 @@ let stageErrors =
                     "Stage.data bible-kjv: unknown kind of document 'chapters'"
             }
 
+            test "a compare against a host baseline names a known one, and no second model" {
+                expectExperimentError
+                    (withExperiment "    [ Stage.compare (tiny 4) (against = \"handwriten\") ]")
+                    "22:31"
+                    "unknown baseline 'handwriten'; did you mean 'handwritten'"
+
+                expectExperimentError
+                    (withExperiment "    [ Stage.compare (tiny 4) (b = tiny 8) (against = \"hostLoss\") ]")
+                    "22:31"
+                    "against = \"hostLoss\" is the other side; drop 'b'"
+            }
+
             test "a compare's settings are typed" {
                 expectExperimentError
                     (withExperiment "    [ Stage.compare (tiny 4) (b = tiny 8) (rounds = \"ten\") ]")
@@ -341,6 +353,33 @@ let stageRuns =
                 match Experiment.check c c.ExperimentDefs with
                 | _, d :: _ -> Expect.stringContains d.Message "declares teachers = 1, and 2 are given" "the count"
                 | _ -> failtest "two teachers for a one-teacher data set were accepted"
+            }
+
+            test "a model timed against the host loss; the hand-written convnet only against its own network" {
+                let src =
+                    withExperiment
+                        "    let host = Stage.compare (tiny 4) (against = \"hostLoss\") (rounds = 1) (warmup = 1) (repeats = 1)\n    { tables = [ table \"c\" [ { r = metric host \"train_ratio\"; a = metric host \"params_a\"; b = metric host \"params_b\" } ] ] }"
+
+                let dir, file = setup src
+                let out = Path.Combine(dir, "runs")
+                Expect.equal (runIn file out 1 []) 0 "the run"
+                let row = (File.ReadAllLines(Path.Combine(out, "c.tsv"))[1]).Split '\t'
+                Expect.isGreaterThan (float row[0]) 0.0 "a host / objective step ratio"
+                Expect.equal row[1] row[2] "one model on both sides"
+
+                let other =
+                    withExperiment
+                        "    [ Stage.compare (tiny 4) (against = \"handwritten\") (rounds = 1) (warmup = 1) (repeats = 1) ]"
+
+                let dir, file = setup other
+                Expect.equal (runIn file (Path.Combine(dir, "runs")) 1 []) 1 "another model is refused"
+
+                let log =
+                    Directory.GetFiles(Path.Combine(dir, "runs", "failed"), "log.txt", SearchOption.AllDirectories)
+                    |> Array.exactlyOne
+                    |> File.ReadAllText
+
+                Expect.stringContains log "the hand-written convnet mirrors examples/fashion/convnet.dsl" "says why"
             }
 
             test "a data stage never writes over a folder it did not make" {

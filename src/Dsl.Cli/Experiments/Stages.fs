@@ -539,7 +539,83 @@ let private data (ctx: StageContext) (p: Planned) =
 /// Two models timed side by side on the same inputs (PairedComparison: alternating rounds; the
 /// ratios are b / a, the median of the rounds'). Without b, a's train form against its deploy
 /// form; with deploy = true, both in deploy form.
-let private compare (ctx: StageContext) (p: Planned) =
+/// A model against a host baseline of the runtime (`Stage.compare … (against = …)`), with the
+/// compare stage's metrics: a is the model, b the baseline, ratios b / a.
+let private compareAgainst (ctx: StageContext) (p: Planned) (baseline: string) =
+    let s = p.Stage
+    let g = s.Model.Value.Graph
+    let batch = int64 (number s "batch" 1.0)
+    let rounds = int (number s "rounds" 10.0)
+    let warmup = int (number s "warmup" 3.0)
+    let repeats = int (number s "repeats" 5.0)
+    ctx.Progress(sprintf "timing %d alternating rounds against %s" rounds baseline)
+
+    let r, paramsB =
+        match baseline with
+        | "handwritten" ->
+            let own =
+                use reference = ReferenceConvnet.Create()
+                reference.parameters () |> Seq.sumBy (fun t -> t.numel ()) |> float
+
+            // The hand-written network mirrors examples/fashion/convnet.dsl, not any model.
+            if own <> float (paramCount g) then
+                fail
+                    "%s: stage '%s': the hand-written convnet mirrors examples/fashion/convnet.dsl (%.0f parameters); model '%s' has %d"
+                    ctx.File
+                    s.Name
+                    own
+                    g.Name
+                    (paramCount g)
+
+            let r =
+                try
+                    Baselines.AgainstReference(g, batch, rounds, warmup, repeats)
+                with :? ArgumentException as e ->
+                    fail "%s: stage '%s': %s" ctx.File s.Name e.Message
+
+            r, own
+        | _ ->
+            let smoothing =
+                match p.Recipe |> Option.map (fun r -> r.Loss) with
+                | Some(Recipe.LossSpec.CrossEntropy smoothing) -> smoothing
+                | _ ->
+                    fail
+                        "%s: stage '%s': against = \"hostLoss\" needs a train block with loss = crossEntropy"
+                        ctx.File
+                        s.Name
+
+            let objective =
+                match Compiler.pickObjective ctx.Checked g.Name with
+                | Some o -> o
+                | None -> fail "%s: stage '%s': model '%s' has no objective" ctx.File s.Name g.Name
+
+            Baselines.AgainstHostLoss(g, objective.Loss, smoothing, batch, rounds, warmup, repeats),
+            float (paramCount g)
+
+    ctx.Log.WriteLine(
+        sprintf
+            "batch %d, %d threads: forward %.3f vs %.3f ms, train step %.3f vs %.3f ms (%s)"
+            batch
+            Threads.Count
+            r.ForwardA
+            r.ForwardB
+            r.TrainStepA
+            r.TrainStepB
+            baseline
+    )
+
+    [
+        "forward_a_ms", r.ForwardA
+        "forward_b_ms", r.ForwardB
+        "forward_ratio", r.ForwardRatioBA
+        "train_a_ms", r.TrainStepA
+        "train_b_ms", r.TrainStepB
+        "train_ratio", r.TrainStepRatioBA
+        "params_a", float (paramCount g)
+        "params_b", paramsB
+    ]
+
+let private compareModels (ctx: StageContext) (p: Planned) =
     let s = p.Stage
 
     let graphOf role (m: ModelRef option) =
@@ -621,6 +697,11 @@ let private compare (ctx: StageContext) (p: Planned) =
         "params_a", float (paramCount timedA.Graph)
         "params_b", float (paramCount b.Graph)
     ]
+
+let private compare (ctx: StageContext) (p: Planned) =
+    match text p.Stage "against" with
+    | Some baseline -> compareAgainst ctx p baseline
+    | None -> compareModels ctx p
 
 /// A decoder continues a prompt (`dsl generate`): a trained stage's weights and its corpus
 /// tokenizer, or a model's random weights from a one-token prompt. The text goes to

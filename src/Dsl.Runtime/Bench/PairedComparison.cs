@@ -9,7 +9,14 @@ public sealed record PairedResult(
     double TrainStepA,
     double TrainStepB,
     double TrainStepRatio,
-    int Rounds);
+    int Rounds)
+{
+    /// <summary>The median round ratio B / A of the forward latency (not 1 / <see cref="ForwardRatio"/> when the rounds are even).</summary>
+    public double ForwardRatioBA { get; init; }
+
+    /// <summary>The median round ratio B / A of the training step.</summary>
+    public double TrainStepRatioBA { get; init; }
+}
 
 /// <summary>
 /// Times two models in one process. Both are warmed up once; then short rounds alternate which
@@ -43,6 +50,7 @@ public static class PairedComparison
 
         static double Median(IEnumerable<double> xs) => LatencyStats.Of(xs.ToArray()).MedianMs;
         double Ratio(Func<BenchResult, double> of) => Median(aRuns.Zip(bRuns, (x, y) => of(x) / of(y)));
+        double Inverse(Func<BenchResult, double> of) => Median(aRuns.Zip(bRuns, (x, y) => of(y) / of(x)));
         return new PairedResult(
             aRuns[0],
             Median(aRuns.Select(r => r.Forward.MedianMs)),
@@ -51,6 +59,10 @@ public static class PairedComparison
             Median(aRuns.Select(r => r.TrainStep.MedianMs)),
             Median(bRuns.Select(r => r.TrainStep.MedianMs)),
             Ratio(r => r.TrainStep.MedianMs),
-            rounds);
+            rounds)
+        {
+            ForwardRatioBA = Inverse(r => r.Forward.MedianMs),
+            TrainStepRatioBA = Inverse(r => r.TrainStep.MedianMs),
+        };
     }
 }

@@ -110,7 +110,7 @@ public static class ConvolutionBackend
     /// strides (1 or 2) and paddings (0 or k/2) a sweep found right: output and every gradient
     /// against a float64 shifted-slices reference, on NCHW-contiguous and sliced inputs, over
     /// channel counts, multipliers, batches, spatial sizes and bias. That sweep is
-    /// bench/depthwise-sweep.sh (bench/Dsl.Bench/DepthwiseSweep.cs; its whole grid takes hours,
+    /// `dotnet run --project bench/Dsl.Bench -- --depthwise-sweep` (bench/Dsl.Bench/DepthwiseSweep.cs; its whole grid takes hours,
     /// `--every K` runs a slice). With a channel multiplier (out = 2·in) and channels-last strides
     /// oneDNN was seen wrong every time, deterministically, forward included; hence the Conv
     /// kernel hands convolutions NCHW-contiguous inputs.
