@@ -421,7 +421,7 @@ type ImportArgs =
             match a with
             | File _ -> "the .dsl file"
             | Model _ -> "the model (default: the first with a train block, else the first)"
-            | From _ -> "the naming convention (torch or timm) and the .safetensors state dict to read"
+            | From _ -> "the naming convention (torch or timm) and the state dict to read: .safetensors, or a torch.save .pt/.pth file (tensors and dicts only; anything else is refused)"
             | Out _ -> "where to write the checkpoint (a folder dsl import or dsl transform made, or a new one)"
             | Ignore _ ->
                 "a missing or unused key that is not an error: a regular expression matching the whole key (repeatable)"

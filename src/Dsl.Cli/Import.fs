@@ -23,7 +23,12 @@ let run (args: ParseResults<ImportArgs>) =
     let out = args.GetResult ImportArgs.Out
     let convention = NameConvention.For source
     use model = new GraphModule(g, 0L)
-    let tensors = WeightImport.ReadSafetensors weights
+
+    let tensors =
+        try
+            WeightImport.ReadWeights weights
+        with :? InteropError as e ->
+            fail "error: %s" e.Message
 
     try
         let report =

@@ -135,6 +135,29 @@ public static class WeightImport
     /// <summary>Every tensor of a safetensors state dict (the caller disposes them).</summary>
     public static Dictionary<string, Tensor> ReadSafetensors(string path) => SafetensorsFile.Read(path);
 
+    /// <summary>
+    /// Every tensor of a state dict in either format (the caller disposes them): a PyTorch
+    /// <c>torch.save</c> file (a zip archive, whatever its extension: <c>.pt</c>, <c>.pth</c>,
+    /// <c>.bin</c>) through the restricted <see cref="TorchPickle"/>, safetensors otherwise.
+    /// </summary>
+    public static Dictionary<string, Tensor> ReadWeights(string path)
+    {
+        if (!File.Exists(path))
+        {
+            throw new InteropError($"{path}: file not found");
+        }
+
+        var head = new byte[2];
+        using (var stream = File.OpenRead(path))
+        {
+            stream.ReadExactly(head, 0, (int)Math.Min(2, stream.Length));
+        }
+
+        var pickled = head is [(byte)'P', (byte)'K'] || head[0] == 0x80
+            || Path.GetExtension(path) is ".pt" or ".pth" or ".bin" or ".ckpt";
+        return pickled ? TorchPickle.ReadStateDict(path) : ReadSafetensors(path);
+    }
+
     /// <summary>The model's tensors under the source's names and shapes (views; nothing is copied).</summary>
     public static Dictionary<string, Tensor> Export(IReadOnlyDictionary<string, Tensor> model, NameConvention convention)
     {
