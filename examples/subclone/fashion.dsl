@@ -56,7 +56,7 @@ experiment main =
                 final_loss = metric c.run "test_loss"
                 final_accuracy = metric c.run "test_accuracy"
                 steps_to_target = stepsTo c.run "test_loss" target
-                speedup = derived (fun a b -> a / b) [ stepsTo random "test_loss" target; stepsTo c.run "test_loss" target ]
+                speedup = derived (fun a b -> float a / float b) [ stepsTo random "test_loss" target; stepsTo c.run "test_loss" target ]
             } ]
 
     let curves =

@@ -64,7 +64,7 @@ experiment main =
                 init_loss = c.start
                 final_loss = metric c.run "test_loss"
                 steps_to_target = stepsTo c.run "test_loss" target
-                speedup = derived (fun a b -> a / b) [ stepsTo random "test_loss" target; stepsTo c.run "test_loss" target ]
+                speedup = derived (fun a b -> float a / float b) [ stepsTo random "test_loss" target; stepsTo c.run "test_loss" target ]
             } ]
 
     let curves =
