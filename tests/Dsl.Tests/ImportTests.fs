@@ -104,6 +104,28 @@ let timmFastvitRepMixer (layers: int list) (dims: int64 list) (ratio: int64) (cl
         yield "head.fc.bias", [ classes ]
     ]
 
+/// open_lm's Transformer (mlfoundations/open_lm open_lm/model.py) with qk-norm and a gain-only
+/// LayerNorm, as DCLM trains it: tok_embeddings, per layer attention.in_proj (fused q/k/v) and
+/// out_proj, the rotary table's persistent inv_freq buffer, q_norm/k_norm over the full width,
+/// feed_forward.w12 (gate and value fused) and w3, attention_norm, ffn_norm; norm, output.
+let openlmKeys (d: int64) (layers: int) (heads: int64) (hidden: int64) (vocab: int64) =
+    [
+        "tok_embeddings.weight", [ vocab; d ]
+        for i in 0 .. layers - 1 do
+            let l = sprintf "layers.%d." i
+            l + "attention.in_proj.weight", [ 3L * d; d ]
+            l + "attention.out_proj.weight", [ d; d ]
+            l + "attention.pos_embed.inv_freq", [ d / heads / 2L ]
+            l + "attention.q_norm.weight", [ d ]
+            l + "attention.k_norm.weight", [ d ]
+            l + "feed_forward.w12.weight", [ 2L * hidden; d ]
+            l + "feed_forward.w3.weight", [ d; hidden ]
+            l + "attention_norm.weight", [ d ]
+            l + "ffn_norm.weight", [ d ]
+        "norm.weight", [ d ]
+        "output.weight", [ vocab; d ]
+    ]
+
 /// A safetensors state dict of those keys, each tensor filled with a value from its position.
 let private writeStateDict (path: string) (keys: (string * int64 list) list) =
     let tensors = Dictionary<string, torch.Tensor>()
@@ -128,6 +150,9 @@ let private cases =
         "timm FastViT-T8",
         "open fastvit\nmodel m : image[3, 64, 64] = fastvit fastvitT8\n",
         timmFastvitRepMixer [ 2; 2; 4; 2 ] [ 48L; 96L; 192L; 384L ] 3L 1000L
+        "openlm openlmTiny (fused q/k/v, qk-norm, rotary buffers dropped)",
+        "open lm\nmodel m : tokens[16] -> logits[16, 257] = decoder openlmTiny\n",
+        openlmKeys 128L 2 4L 512L 257L
     ]
 
 [<Tests>]
@@ -144,15 +169,30 @@ let tests =
                         writeStateDict weights keys
                         let out = Path.Combine(dir, "imported")
 
-                        let r = CliTests.dsl [ "import"; file; "--from"; "timm"; weights; "--out"; out ]
+                        let source = if label.StartsWith "openlm" then "openlm" else "timm"
+                        let r = CliTests.dsl [ "import"; file; "--from"; source; weights; "--out"; out ]
 
                         Expect.equal r.Code 0 (r.Out + r.Err)
                         Expect.stringContains r.Out "unused 0, missing 0" "nothing missing or unused"
-                        Expect.stringContains r.Out "reshaped" "the shape adapters are reported"
+
+                        Expect.stringContains
+                            r.Out
+                            (if source = "openlm" then
+                                 "dropped   layers.0.attention.pos_embed.inv_freq"
+                             else
+                                 "reshaped")
+                            "the shape adapters and dropped buffers are reported"
+
                         use loaded = Checkpoint.Load(Path.Combine(out, "checkpoint"), optimizer = false)
 
-                        for i, (name, _) in List.indexed keys do
-                            let ours = if name = "pos_embed" then "pos_embed.weight" else name
+                        for i, (name, _) in
+                            List.indexed keys
+                            |> List.filter (fun (_, (n, _)) -> not (n.EndsWith "inv_freq")) do
+                            let ours =
+                                match name with
+                                | "pos_embed" -> "pos_embed.weight"
+                                | n when source = "openlm" -> n.Replace("in_proj", "qkv").Replace("out_proj", "proj")
+                                | n -> n
 
                             let t = loaded.Weights[ours]
                             let expected = float i

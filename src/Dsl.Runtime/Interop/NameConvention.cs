@@ -42,13 +42,32 @@ public sealed class NameConvention
                 new(@"(.*\.)?layer_scale(_[12])?\.gamma", UnitAxesAfter: 2),
                 new(@"pos_embed\.weight", Replacement: "pos_embed", UnitAxesBefore: 1),
             ]),
+
+        // open_lm's Transformer (mlfoundations/open_lm open_lm/model.py): the same layout as dsl's
+        // decoder (tok_embeddings, layers.N.{attention_norm, attention, ffn_norm, feed_forward
+        // w12/w3}, norm, output; q/k/v fused, no biases) but for the attention projections'
+        // names; each block's rotary table inv_freq is a persistent buffer there, recomputed here.
+        ["openlm"] = new(
+            "openlm",
+            [
+                new(@"(layers\.\d+\.attention)\.qkv\.weight", Replacement: "$1.in_proj.weight"),
+                new(@"(layers\.\d+\.attention)\.proj\.weight", Replacement: "$1.out_proj.weight"),
+            ],
+            [@"layers\.\d+\.attention\.pos_embed\.inv_freq"]),
     };
 
-    public NameConvention(string source, IReadOnlyList<NameRule> rules)
+    public NameConvention(string source, IReadOnlyList<NameRule> rules, IReadOnlyList<string>? dropped = null)
     {
         Source = source;
         Rules = rules;
+        Dropped = (dropped ?? []).Select(p => new Regex("^(?:" + p + ")$", RegexOptions.CultureInvariant)).ToList();
     }
+
+    /// <summary>
+    /// The source's keys that hold no weights of dsl's (buffers it recomputes, such as a rotary
+    /// table): reported as dropped on import, not as unused.
+    /// </summary>
+    public IReadOnlyList<Regex> Dropped { get; }
 
     public string Source { get; }
 

@@ -22,6 +22,9 @@ public sealed class ImportReport
 
     public List<(string Key, long[] Shape, bool Ignored)> Unused { get; } = [];
 
+    /// <summary>Source keys its convention drops (buffers dsl recomputes).</summary>
+    public List<(string Key, long[] Shape)> Dropped { get; } = [];
+
     public List<(MappedName Name, long[]? Found, bool Ignored)> Missing { get; } = [];
 
     public bool Ok => UnusedErrors == 0 && MissingErrors == 0;
@@ -35,7 +38,7 @@ public sealed class ImportReport
     public IEnumerable<string> Lines()
     {
         static string Shape(long[] shape) => "[" + string.Join(", ", shape) + "]";
-        yield return $"matched {Matched.Count}, renamed {Renamed.Count}, reshaped {Reshaped.Count}, unused {Unused.Count}, missing {Missing.Count}";
+        yield return $"matched {Matched.Count}, renamed {Renamed.Count}, reshaped {Reshaped.Count}, dropped {Dropped.Count}, unused {Unused.Count}, missing {Missing.Count}";
         foreach (var m in Renamed)
         {
             yield return $"  renamed   {m.Theirs} -> {m.Ours} {Shape(m.OurShape)}";
@@ -49,6 +52,11 @@ public sealed class ImportReport
         foreach (var m in Absent)
         {
             yield return $"  absent    {m.Theirs} (optional: {m.Ours} keeps its value)";
+        }
+
+        foreach (var (key, shape) in Dropped)
+        {
+            yield return $"  dropped   {key} {Shape(shape)} (a buffer dsl recomputes)";
         }
 
         foreach (var (key, shape, ignored) in Unused)
@@ -113,7 +121,16 @@ public static class WeightImport
 
         foreach (var (key, value) in source.OrderBy(kv => kv.Key, StringComparer.Ordinal))
         {
-            if (!used.Contains(key))
+            if (used.Contains(key))
+            {
+                continue;
+            }
+
+            if (convention.Dropped.Any(d => d.IsMatch(key)))
+            {
+                report.Dropped.Add((key, value.shape));
+            }
+            else
             {
                 report.Unused.Add((key, value.shape, Ignored(key)));
             }
