@@ -104,6 +104,53 @@ let timmFastvitRepMixer (layers: int list) (dims: int64 list) (ratio: int64) (cl
         yield "head.fc.bias", [ classes ]
     ]
 
+/// timm's MobileOne (timm/models/byobnet.py, mobileone_s0): stem with one 3×3 branch and a 1×1
+/// scale branch; per stage, blocks alternate a depthwise 3×3 (K branches, scale branch, identity
+/// BN unless it strides) and a pointwise 1×1 (K branches, identity BN when the width is kept);
+/// head.fc. dsl's names are apple/ml-mobileone's (stage0, stage1…4, linear).
+let timmMobileOne (blocks: int list) (planes: int64 list) (stem: int64) (branches: int) (classes: int64) =
+    let bn p c =
+        [
+            p + "weight", [ c ]
+            p + "bias", [ c ]
+            p + "running_mean", [ c ]
+            p + "running_var", [ c ]
+            p + "num_batches_tracked", []
+        ]
+
+    let convBn p cout perGroup k =
+        (p + "conv.weight", [ cout; perGroup; k; k ]) :: bn (p + "bn.") cout
+
+    [
+        yield! convBn "stem.conv_kxk.0." stem 3L 3L
+        yield! convBn "stem.conv_scale." stem 3L 1L
+        let mutable cin = stem
+
+        for s, (n, cout) in List.indexed (List.zip blocks planes) do
+            for b in 0 .. n - 1 do
+                let dw = sprintf "stages.%d.%d." s (2 * b)
+                let pw = sprintf "stages.%d.%d." s (2 * b + 1)
+
+                if b > 0 then
+                    yield! bn (dw + "identity.") cin
+
+                for k in 0 .. branches - 1 do
+                    yield! convBn (sprintf "%sconv_kxk.%d." dw k) cin 1L 3L
+
+                yield! convBn (dw + "conv_scale.") cin 1L 1L
+
+                if cin = cout then
+                    yield! bn (pw + "identity.") cout
+
+                for k in 0 .. branches - 1 do
+                    yield! convBn (sprintf "%sconv_kxk.%d." pw k) cout cin 1L
+
+                cin <- cout
+
+        yield "head.fc.weight", [ classes; cin ]
+        yield "head.fc.bias", [ classes ]
+    ]
+
 /// open_lm's Transformer (mlfoundations/open_lm open_lm/model.py) with qk-norm and a gain-only
 /// LayerNorm, as DCLM trains it: tok_embeddings, per layer attention.in_proj (fused q/k/v) and
 /// out_proj, the rotary table's persistent inv_freq buffer, q_norm/k_norm over the full width,
@@ -142,6 +189,19 @@ let private writeStateDict (path: string) (keys: (string * int64 list) list) =
     for t in tensors.Values do
         t.Dispose()
 
+/// timm's MobileOne key back to apple/ml-mobileone's, the names dsl uses.
+let private mobileOneName (theirs: string) =
+    let m = System.Text.RegularExpressions.Regex.Match(theirs, @"^stages\.(\d)\.(.*)$")
+
+    if theirs.StartsWith "stem." then
+        "stage0." + theirs.Substring 5
+    elif m.Success then
+        sprintf "stage%d.%s" (int m.Groups[1].Value + 1) m.Groups[2].Value
+    elif theirs.StartsWith "head.fc." then
+        "linear." + theirs.Substring 8
+    else
+        theirs
+
 let private cases =
     [
         "timm ViT-Ti/16 (no class token, average pool)",
@@ -150,6 +210,9 @@ let private cases =
         "timm FastViT-T8",
         "open fastvit\nmodel m : image[3, 64, 64] = fastvit fastvitT8\n",
         timmFastvitRepMixer [ 2; 2; 4; 2 ] [ 48L; 96L; 192L; 384L ] 3L 1000L
+        "timm MobileOne-S0",
+        "open mobileone\nmodel m : image[3, 64, 64] -> logits[1000] = mobileoneNet mobileoneS0\n",
+        timmMobileOne [ 2; 8; 10; 1 ] [ 48L; 128L; 256L; 1024L ] 48L 4 1000L
         "openlm openlmTiny (fused q/k/v, qk-norm, rotary buffers dropped)",
         "open lm\nmodel m : tokens[16] -> logits[16, 257] = decoder openlmTiny\n",
         openlmKeys 128L 2 4L 512L 257L
@@ -192,6 +255,7 @@ let tests =
                                 match name with
                                 | "pos_embed" -> "pos_embed.weight"
                                 | n when source = "openlm" -> n.Replace("in_proj", "qkv").Replace("out_proj", "proj")
+                                | n when label.Contains "MobileOne" -> mobileOneName n
                                 | n -> n
 
                             let t = loaded.Weights[ours]

@@ -41,6 +41,16 @@ public sealed class NameConvention
                 BatchesTracked,
                 new(@"(.*\.)?layer_scale(_[12])?\.gamma", UnitAxesAfter: 2),
                 new(@"pos_embed\.weight", Replacement: "pos_embed", UnitAxesBefore: 1),
+
+                // MobileOne (timm/models/byobnet.py, mobileone_s*): dsl keeps apple/ml-mobileone's
+                // stage0 / stage1…4 / linear; timm's stem / stages.0…3 / head.fc, and its SE is attn.
+                new(@"stage0\.(.*)", Replacement: "stem.$1"),
+                new(@"stage1\.(.*)", Replacement: "stages.0.$1"),
+                new(@"stage2\.(.*)", Replacement: "stages.1.$1"),
+                new(@"stage3\.(.*)", Replacement: "stages.2.$1"),
+                new(@"stage4\.(.*)", Replacement: "stages.3.$1"),
+                new(@"(stages\.\d+\.\d+)\.se\.(fc[12]\..*)", Replacement: "$1.attn.$2"),
+                new(@"linear\.(weight|bias)", Replacement: "head.fc.$1"),
             ]),
 
         // open_lm's Transformer (mlfoundations/open_lm open_lm/model.py): the same layout as dsl's
@@ -79,7 +89,10 @@ public sealed class NameConvention
             ? convention
             : throw new InteropError($"unknown naming convention '{source}' (known: {string.Join(", ", Known.Keys)})");
 
-    /// <summary>The source's name and shape of one of dsl's parameters: every matching rule applies.</summary>
+    /// <summary>
+    /// The source's name and shape of one of dsl's parameters: every matching rule applies, in
+    /// order, each to the name the rules before it made (a stage renamed, then its SE inside).
+    /// </summary>
     public MappedName Map(string ours, long[] shape)
     {
         var theirs = ours;
@@ -88,14 +101,14 @@ public sealed class NameConvention
         var optional = false;
         foreach (var rule in Rules)
         {
-            if (!rule.Regex.IsMatch(ours))
+            if (!rule.Regex.IsMatch(theirs))
             {
                 continue;
             }
 
             if (rule.Replacement is { } replacement)
             {
-                theirs = rule.Regex.Replace(ours, replacement);
+                theirs = rule.Regex.Replace(theirs, replacement);
             }
 
             before += rule.UnitAxesBefore;
