@@ -270,8 +270,9 @@ let transforms = [ "reparam"; "prune"; "subclone" ]
 
 /// What `Stage.compare … (against = …)` times a model against: the hand-written TorchSharp
 /// convnet (src/Dsl.Runtime/Bench/ReferenceConvnet.cs), or the same model trained with
-/// F.cross_entropy called directly instead of its objective graph.
-let baselines = [ "handwritten"; "hostLoss" ]
+/// F.cross_entropy called directly instead of its objective graph, or its ONNX export run in
+/// ONNX Runtime (forward only).
+let baselines = [ "handwritten"; "hostLoss"; "onnxruntime" ]
 
 let private unset = VHost(box "unset", "unset")
 
@@ -559,7 +560,8 @@ let private stageBuiltins (c: Compiler.Checked) =
                     | v, sp ->
                         let k = oneOf "Stage.compare" "baseline" baselines (v, sp)
 
-                        for other in [ "b"; "deploy" ] do
+                        // ONNX Runtime runs the model's own export, in either form.
+                        for other in (if k = "onnxruntime" then [ "b" ] else [ "b"; "deploy" ]) do
                             match a[other] with
                             | o, osp when not (isUnset o) ->
                                 errorf osp "Stage.compare: against = \"%s\" is the other side; drop '%s'" k other

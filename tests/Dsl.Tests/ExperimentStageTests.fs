@@ -382,6 +382,25 @@ let stageRuns =
                 Expect.stringContains log "the hand-written convnet mirrors examples/fashion/convnet.dsl" "says why"
             }
 
+            test "a model timed against its own ONNX export in ONNX Runtime, in deploy form" {
+                let src =
+                    withExperiment
+                        "    let t = Stage.compare (tiny 4) (against = \"onnxruntime\") (deploy = true) (batch = 2) (rounds = 1) (warmup = 1) (repeats = 1)\n    { tables = [ table \"o\" [ { a = metric t \"forward_a_ms\"; b = metric t \"forward_b_ms\"; r = metric t \"forward_ratio\" } ] ] }"
+
+                let dir, file = setup src
+                let out = Path.Combine(dir, "runs")
+                Expect.equal (runIn file out 1 []) 0 "the run"
+
+                let row =
+                    (File.ReadAllLines(Path.Combine(out, "o.tsv"))[1]).Split '\t' |> Array.map float
+
+                Expect.all row (fun x -> x > 0.0) "both sides timed, and their ratio"
+
+                Expect.isNonEmpty
+                    (Directory.GetFiles(Path.Combine(out, "stages"), "model.onnx", SearchOption.AllDirectories))
+                    "the exported model is kept with the stage"
+            }
+
             test "a data stage never writes over a folder it did not make" {
                 let src =
                     withExperiment

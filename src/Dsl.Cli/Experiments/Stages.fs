@@ -539,9 +539,52 @@ let private data (ctx: StageContext) (p: Planned) =
 /// Two models timed side by side on the same inputs (PairedComparison: alternating rounds; the
 /// ratios are b / a, the median of the rounds'). Without b, a's train form against its deploy
 /// form; with deploy = true, both in deploy form.
+/// TorchSharp against ONNX Runtime on the model's export (deploy form with `deploy`), as a
+/// PairedResult with no training step: A is TorchSharp, B ONNX Runtime.
+let private onnxRuntime ctx (p: Planned) (dir: string) (g: Graph) batch rounds warmup repeats =
+    use m = new GraphModule(g, 0L)
+
+    let timedGraph, timed =
+        if flag p.Stage "deploy" then
+            let d = WeightMapEvaluator.Reparameterize m
+            d.Graph, d
+        else
+            g, m
+
+    use _ = if obj.ReferenceEquals(timed, m) then null else timed
+
+    let t =
+        OnnxTiming.time timedGraph timed (Path.Combine(dir, "model.onnx")) batch rounds warmup repeats
+
+    ctx.Log.WriteLine(sprintf "exported %d ONNX nodes of %s" t.Nodes timedGraph.Name)
+
+    let first =
+        BenchResult(
+            LatencyStats(t.TorchMs, t.TorchMs, t.TorchMs),
+            LatencyStats(nan, nan, nan),
+            Threads.Count,
+            "",
+            warmup,
+            repeats
+        )
+
+    PairedResult(
+        first,
+        t.TorchMs,
+        t.OnnxMs,
+        1.0 / t.Ratio,
+        nan,
+        nan,
+        nan,
+        rounds,
+        ForwardRatioBA = t.Ratio,
+        TrainStepRatioBA = nan
+    ),
+    float (paramCount timedGraph)
+
 /// A model against a host baseline of the runtime (`Stage.compare … (against = …)`), with the
 /// compare stage's metrics: a is the model, b the baseline, ratios b / a.
-let private compareAgainst (ctx: StageContext) (p: Planned) (baseline: string) =
+let private compareAgainst (ctx: StageContext) (p: Planned) (dir: string) (baseline: string) =
     let s = p.Stage
     let g = s.Model.Value.Graph
     let batch = int64 (number s "batch" 1.0)
@@ -552,6 +595,7 @@ let private compareAgainst (ctx: StageContext) (p: Planned) (baseline: string) =
 
     let r, paramsB =
         match baseline with
+        | "onnxruntime" -> onnxRuntime ctx p dir g batch rounds warmup repeats
         | "handwritten" ->
             let own =
                 use reference = ReferenceConvnet.Create()
@@ -698,9 +742,9 @@ let private compareModels (ctx: StageContext) (p: Planned) =
         "params_b", float (paramCount b.Graph)
     ]
 
-let private compare (ctx: StageContext) (p: Planned) =
+let private compare (ctx: StageContext) (p: Planned) (dir: string) =
     match text p.Stage "against" with
-    | Some baseline -> compareAgainst ctx p baseline
+    | Some baseline -> compareAgainst ctx p dir baseline
     | None -> compareModels ctx p
 
 /// A decoder continues a prompt (`dsl generate`): a trained stage's weights and its corpus
@@ -796,6 +840,6 @@ let run (ctx: StageContext) (p: Planned) (dir: string) : (string * float) list =
     | "bench" -> bench ctx p
     | "transform" -> transform ctx p dir
     | "data" -> data ctx p
-    | "compare" -> compare ctx p
+    | "compare" -> compare ctx p dir
     | "generate" -> generate ctx p dir
     | other -> fail "dsl run: unknown stage kind '%s'" other
