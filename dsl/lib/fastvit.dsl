@@ -70,20 +70,38 @@ let dropPathAt cfg stage block =
     let total = List.sum cfg.layers
     if total > 1 then cfg.dropPath * float (before + block) / float (total - 1) else 0.0
 
+/// Stage i: downsampling (from the second stage on), positional encoding before attention
+/// stages, then the blocks.
+let fastvitStage cfg i =
+    let dim = List.item i cfg.dims
+    let attn = List.item i cfg.mixers = "attention"
+    let down = if i = 0 then [] else [ named "downsample" (patchEmbed dim (se = List.item i cfg.downSe) (act = cfg.downAct)) ]
+    let cpe = if attn then [ named "pos_emb" repCpe ] else []
+    let block j =
+        if attn then attentionBlock (ratio = cfg.ratio) (init = cfg.init) (dropPath = dropPathAt cfg i j) (norm = cfg.attnNorm)
+        else repMixerBlock (ratio = cfg.ratio) (init = cfg.init) (dropPath = dropPathAt cfg i j)
+    seq (down @ cpe @ [ named "blocks" (repeati (List.item i cfg.layers) block) ])
+
+let fastvitStem cfg = named "stem" (convStem (List.head cfg.dims) (scale = cfg.stemScale))
+
 /// The network up to the final feature map: stem, stages with downsampling and (before
 /// attention stages) positional encoding.
 let fastvitFeatures cfg =
-    let stage i =
-        let dim = List.item i cfg.dims
-        let attn = List.item i cfg.mixers = "attention"
-        let down = if i = 0 then [] else [ named "downsample" (patchEmbed dim (se = List.item i cfg.downSe) (act = cfg.downAct)) ]
-        let cpe = if attn then [ named "pos_emb" repCpe ] else []
-        let block j =
-            if attn then attentionBlock (ratio = cfg.ratio) (init = cfg.init) (dropPath = dropPathAt cfg i j) (norm = cfg.attnNorm)
-            else repMixerBlock (ratio = cfg.ratio) (init = cfg.init) (dropPath = dropPathAt cfg i j)
-        named (string i) (seq (down @ cpe @ [ named "blocks" (repeati (List.item i cfg.layers) block) ]))
-    named "stem" (convStem (List.head cfg.dims) (scale = cfg.stemScale))
-    >> named "stages" (seq (List.init (List.length cfg.layers) stage))
+    fastvitStem cfg
+    >> named "stages" (seq (List.init (List.length cfg.layers) (fun i -> named (string i) (fastvitStage cfg i))))
+
+/// The four stages' outputs as named outputs, strides 4, 8, 16 and 32 (timm's `features_only`
+/// / `forward_intermediates`; dense heads read them). The parameters are named as
+/// `fastvitFeatures`' are, so a trained classifier's or MCi's weights load into it; a model
+/// returns the stages it wants: `let f = image |> fastvitStages fastvitT8 in { c4 = f.stage2; c5 = f.stage3 }`.
+let fastvitStages cfg =
+    fun x ->
+        let at i h = h |> named "stages" (named (string i) (fastvitStage cfg i))
+        let s0 = x |> fastvitStem cfg |> at 0
+        let s1 = s0 |> at 1
+        let s2 = s1 |> at 2
+        let s3 = s2 |> at 3
+        { stage0 = s0; stage1 = s1; stage2 = s2; stage3 = s3 }
 
 /// conv_exp: depthwise 3×3 MobileOne block to 2·C with squeeze-excitation.
 let finalConv cfg =

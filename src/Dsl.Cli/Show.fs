@@ -197,4 +197,17 @@ let show (args: ParseResults<ShowArgs>) =
         AnsiConsole.MarkupLine(sprintf "model [bold]%s[/]: MACs are per sample" (Markup.Escape g.Name))
         AnsiConsole.Write(table g)
 
+        // The named outputs (a backbone's stage features, a dual encoder's embeddings), as the
+        // ONNX export and a caller see them.
+        for name, id in g.Outputs do
+            let n = g.Nodes[id]
+
+            AnsiConsole.MarkupLine(
+                sprintf
+                    "output [bold]%s[/] %s (from %s)"
+                    (Markup.Escape name)
+                    (Markup.Escape(showShape n.Shape))
+                    (Markup.Escape(if n.Path = "" then "·" else n.Path))
+            )
+
     0

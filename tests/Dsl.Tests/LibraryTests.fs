@@ -536,6 +536,55 @@ let tests =
                 Expect.equal (shapeOf g "stages.3.blocks.0") "[B, 64, 2, 2]" "64 px -> 2×2"
             }
 
+            test "a backbone returns its stages as named outputs, on the classifier's own weights" {
+                let variant = "{ fastvitT8 with mixers = attentionLast }"
+
+                let backbone =
+                    graph (
+                        sprintf
+                            "open fastvit\nmodel b (image : image[3, 64, 64]) =\n    let f = image |> fastvitStages %s\n    { c3 = f.stage1; c5 = f.stage3 }\n"
+                            variant
+                    )
+
+                let features =
+                    graph (sprintf "open fastvit\nmodel f : image[3, 64, 64] = fastvitFeatures %s\n" variant)
+
+                let classifier =
+                    graph (
+                        sprintf
+                            "open fastvit\nmodel c : image[3, 64, 64] -> logits[10] = fastvit %s (classes = 10)\n"
+                            variant
+                    )
+
+                Expect.equal (backbone.Outputs |> List.map fst) [ "c3"; "c5" ] "the chosen stages, by name"
+
+                Expect.equal
+                    (backbone.Outputs |> List.map (fun (_, i) -> showShape backbone.Nodes[i].Shape))
+                    [ "[B, 96, 8, 8]"; "[B, 384, 2, 2]" ]
+                    "strides 8 and 32"
+
+                let names (g: Graph) =
+                    g.Params |> List.map (fun p -> p.Name) |> set
+
+                Expect.equal (names backbone) (names features) "the features' parameters, named alike"
+                Expect.isTrue (Set.isSubset (names backbone) (names classifier)) "so the classifier's weights load"
+
+                // The last stage's output is the features' output, weight for weight.
+                use fm = new Dsl.Runtime.Emit.GraphModule(features, 3L)
+                use bm = new Dsl.Runtime.Emit.GraphModule(backbone, 4L)
+                bm.load_state_dict (fm.state_dict ()) |> ignore
+                fm.eval ()
+                bm.eval ()
+                use _ = TorchSharp.torch.no_grad ()
+                use x = TorchSharp.torch.randn (2L, 3L, 64L, 64L)
+                let expected = fm.Forward [| x |]
+                let actual = bm.Forward [| x |]
+
+                Expect.isTrue
+                    (expected[0].allclose(actual[1], rtol = 1e-5, atol = 1e-6))
+                    "stage 3 of the backbone is the features"
+            }
+
             test "a misspelt variant field is located in the user's file" {
                 expectError
                     "open fastvit\nlet v = { fastvitT8 with dimz = [ 8 ] }\n"
