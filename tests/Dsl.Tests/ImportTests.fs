@@ -41,23 +41,25 @@ let timmVit (dim: int64) (depth: int) (patch: int64) (tokens: int64) (classes: i
         "head.bias", [ classes ]
     ]
 
+/// A BatchNorm's five state-dict entries under prefix `p`.
+let private bn p c =
+    [
+        p + "weight", [ c ]
+        p + "bias", [ c ]
+        p + "running_mean", [ c ]
+        p + "running_var", [ c ]
+        p + "num_batches_tracked", []
+    ]
+
+/// A conv (no bias) and its BatchNorm, as timm's ConvNormAct names them.
+let private convBn p cout perGroup k =
+    (p + "conv.weight", [ cout; perGroup; k; k ]) :: bn (p + "bn.") cout
+
 /// timm's FastViT with RepMixer stages only (timm/models/fastvit.py: MobileOneBlock's conv_kxk /
 /// conv_scale / identity branches, ReparamLargeKernelConv's large_conv / small_conv, RepMixer,
 /// ConvMlp, LayerScale2d's gamma of [dim, 1, 1], final_conv with SqueezeExcite at 1/16, head.fc),
 /// train-time form.
 let timmFastvitRepMixer (layers: int list) (dims: int64 list) (ratio: int64) (classes: int64) =
-    let bn p c =
-        [
-            p + "weight", [ c ]
-            p + "bias", [ c ]
-            p + "running_mean", [ c ]
-            p + "running_var", [ c ]
-            p + "num_batches_tracked", []
-        ]
-
-    let convBn p cout perGroup k =
-        (p + "conv.weight", [ cout; perGroup; k; k ]) :: bn (p + "bn.") cout
-
     /// MobileOneBlock: identity BN when the shape is kept, one k×k branch, a 1×1 scale branch when k > 1.
     let mobileOne p cin cout k stride groups =
         [
@@ -109,18 +111,6 @@ let timmFastvitRepMixer (layers: int list) (dims: int64 list) (ratio: int64) (cl
 /// BN unless it strides) and a pointwise 1×1 (K branches, identity BN when the width is kept);
 /// head.fc. dsl's names are apple/ml-mobileone's (stage0, stage1…4, linear).
 let timmMobileOne (blocks: int list) (planes: int64 list) (stem: int64) (branches: int) (classes: int64) =
-    let bn p c =
-        [
-            p + "weight", [ c ]
-            p + "bias", [ c ]
-            p + "running_mean", [ c ]
-            p + "running_var", [ c ]
-            p + "num_batches_tracked", []
-        ]
-
-    let convBn p cout perGroup k =
-        (p + "conv.weight", [ cout; perGroup; k; k ]) :: bn (p + "bn.") cout
-
     [
         yield! convBn "stem.conv_kxk.0." stem 3L 3L
         yield! convBn "stem.conv_scale." stem 3L 1L
