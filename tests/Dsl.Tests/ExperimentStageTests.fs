@@ -138,6 +138,10 @@ let private pipeline =
           { what = "deploy"; value = metric deploy "forward_ratio" } ]
     { tables = [ table "stages" rows ] }"""
 
+/// The cells of a table's first row, as `dsl run` wrote it in `out`.
+let private firstRow (out: string) (table: string) =
+    (File.ReadAllLines(Path.Combine(out, table + ".tsv"))[1]).Split '\t'
+
 let private valueOf (table: string) (what: string) =
     File.ReadAllLines table
     |> Array.pick (fun l ->
@@ -335,7 +339,7 @@ let stageRuns =
                     "the embeddings are in the data's reinforced folder"
 
                 Expect.isTrue (File.Exists(Path.Combine(dir, "reinforced.dsl-stage"))) "owned by the stage"
-                let row = (File.ReadAllLines(Path.Combine(out, "r.tsv"))[1]).Split '\t'
+                let row = firstRow out "r"
                 Expect.equal row[0] "16" "every training image reinforced"
                 Expect.equal (runIn file out 1 []) 0 "the rerun"
 
@@ -363,7 +367,7 @@ let stageRuns =
                 let dir, file = setup src
                 let out = Path.Combine(dir, "runs")
                 Expect.equal (runIn file out 1 []) 0 "the run"
-                let row = (File.ReadAllLines(Path.Combine(out, "c.tsv"))[1]).Split '\t'
+                let row = firstRow out "c"
                 Expect.isGreaterThan (float row[0]) 0.0 "a host / objective step ratio"
                 Expect.equal row[1] row[2] "one model on both sides"
 
@@ -391,8 +395,7 @@ let stageRuns =
                 let out = Path.Combine(dir, "runs")
                 Expect.equal (runIn file out 1 []) 0 "the run"
 
-                let row =
-                    (File.ReadAllLines(Path.Combine(out, "o.tsv"))[1]).Split '\t' |> Array.map float
+                let row = firstRow out "o" |> Array.map float
 
                 Expect.all row (fun x -> x > 0.0) "both sides timed, and their ratio"
 

@@ -74,23 +74,35 @@ type Done =
     }
 
 let doneIn (root: string) (outcomes: string -> Outcome option) =
+    // A log is read once per series, however many cells (a curve, several stepsTo) read it.
+    let read =
+        Collections.Generic.Dictionary<string * string, Result<(float * float) list, string>>()
+
+    let series (st: Dsl.Experiment.Stage) metric =
+        match outcomes st.Name |> Option.bind resultOf with
+        | Some r ->
+            let path = Path.Combine(Store(root).Dir r.Key, "run", OutputFolder.MetricsFile)
+
+            if File.Exists path then
+                Ok
+                    [
+                        for struct (step, v) in Dsl.Runtime.Training.MetricsLog.ReadSeries(path, metric) ->
+                            float step, v
+                    ]
+            else
+                Error(sprintf "'%s' has no training log" st.Name)
+        | None -> Error(sprintf "'%s' did not finish" st.Name)
+
     {
         Outcomes = outcomes
         Series =
             fun st metric ->
-                match outcomes st.Name |> Option.bind resultOf with
-                | Some r ->
-                    let path = Path.Combine(Store(root).Dir r.Key, "run", OutputFolder.MetricsFile)
-
-                    if File.Exists path then
-                        Ok
-                            [
-                                for struct (step, v) in Dsl.Runtime.Training.MetricsLog.ReadSeries(path, metric) ->
-                                    float step, v
-                            ]
-                    else
-                        Error(sprintf "'%s' has no training log" st.Name)
-                | None -> Error(sprintf "'%s' did not finish" st.Name)
+                match read.TryGetValue((st.Name, metric)) with
+                | true, r -> r
+                | _ ->
+                    let r = series st metric
+                    read[(st.Name, metric)] <- r
+                    r
     }
 
 let rec private cellOf (d: Done) (v: Value) =
