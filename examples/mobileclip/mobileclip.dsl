@@ -39,7 +39,7 @@ experiment main =
         @ [ row "studentReinforced-deploy" "0" (Stage.eval (Stage.transform (distilled 0) "reparam")) ]
 
     {
-        tables = [ table "mobileclip" rows (dir = "../../docs") ]
+        tables = [ table "mobileclip-zero-shot" rows (dir = "../../docs") ]
         plots =
             [
                 plot "mobileclip-zero-shot" [ for r in rows -> { model = r.model + " " + r.seed; top1 = r.zero_shot_top1 } ]
