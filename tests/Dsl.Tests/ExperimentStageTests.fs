@@ -424,4 +424,31 @@ let stageRuns =
                 Expect.isTrue (File.Exists(Path.Combine(mine, "test.jsonl"))) "the scenes"
                 Expect.equal (File.ReadAllText published) "n\n8\n" "and the complete table is"
             }
+
+            test "a table never replaces a page of the same name that dsl run did not write" {
+                let src =
+                    withExperiment
+                        "    let t = Stage.train (tiny 4) (steps = 1)\n    { tables = [ table \"page\" [ { loss = metric t \"loss\" } ] (dir = \"pub\") ] }"
+
+                let dir, file = setup src
+                let page = Path.Combine(dir, "pub", "page.md")
+                Directory.CreateDirectory(Path.GetDirectoryName page) |> ignore
+                File.WriteAllText(page, "# Notes\n\nprose | with a bar\n")
+                let out = Path.Combine(dir, "runs")
+
+                let message =
+                    try
+                        runIn file out 1 [] |> ignore
+                        ""
+                    with Dsl.Cli.Report.UserError m ->
+                        m
+
+                Expect.stringContains message "tiny.dsl:23:18: error" "located at the table"
+                Expect.stringContains message "not a table or plot dsl run writes" "says why"
+                Expect.equal (File.ReadAllText page) "# Notes\n\nprose | with a bar\n" "the page is intact"
+                Expect.isFalse (Directory.Exists(Path.Combine(out, "stages"))) "refused before any stage ran"
+                File.WriteAllText(page, "| loss |\n|---|\n| 1 |\n")
+                Expect.equal (runIn file out 1 []) 0 "a table of ours is replaced"
+                Expect.stringStarts (File.ReadAllText page) "| loss |\n|---|\n| " "by the new one"
+            }
         ]

@@ -12,6 +12,7 @@ open Dsl.Experiment
 open Dsl.Runtime.Checkpoints
 open Dsl.Runtime.Reports
 open Dsl.Cli.Experiments.Store
+open Dsl.Cli.Report
 
 type Outcome =
     | Ran of StageResult
@@ -194,6 +195,56 @@ let private targets (root: string) (file: string) (dir: string option) (complete
             Directory.CreateDirectory folder |> ignore
             Path.Combine(folder, name + ext))
         |> Option.toList)
+
+/// Whether a table or plot may replace the file at `path`: it is absent, or shaped as the ones
+/// `dsl run` writes (a .md that is one table and nothing else, a .tsv of equally wide rows, a
+/// PNG image). A hand-written page that shares a table's name is never replaced.
+let private replaceable (path: string) =
+    let nonEmpty () =
+        File.ReadAllLines path |> Array.filter (fun l -> l.Trim() <> "")
+
+    if not (File.Exists path) then
+        true
+    else
+        match Path.GetExtension path with
+        | ".md" -> nonEmpty () |> Array.forall (fun l -> l.StartsWith "|")
+        | ".tsv" ->
+            let lines = nonEmpty ()
+
+            lines.Length > 0
+            && lines
+               |> Array.forall (fun l -> l.Split('\t').Length = lines[0].Split('\t').Length)
+        | ".png" ->
+            use f = File.OpenRead path
+            let head = Array.zeroCreate<byte> 8
+
+            f.Read(head, 0, 8) = 8
+            && head = [| 137uy; 80uy; 78uy; 71uy; 13uy; 10uy; 26uy; 10uy |]
+        | _ -> false
+
+/// Refuses, before any stage runs, a table or plot whose copy in its declared folder would
+/// replace a file that `dsl run` did not write (docs/mobileclip.md, a page, once had a table's name).
+let checkPublished (file: string) (e: Experiment) =
+    let declared =
+        [
+            for t in e.Tables do
+                for ext in [ ".tsv"; ".md" ] -> t.Name, t.Dir, t.Span, ext
+            for p in e.Plots -> p.Name, p.Dir, p.Span, ".png"
+        ]
+
+    for name, dir, span, ext in declared do
+        dir
+        |> Option.iter (fun d ->
+            let path = Path.Combine(Path.GetFullPath(Session.relativeTo file d), name + ext)
+
+            if not (replaceable path) then
+                fail
+                    "%s:%d:%d: error: '%s' would replace %s, which is not a table or plot dsl run writes; rename it or move the file"
+                    span.File
+                    span.Start.Line
+                    span.Start.Col
+                    name
+                    (Path.GetRelativePath(Environment.CurrentDirectory, path)))
 
 /// Writes the table's .tsv and .md; gives the paths, and what is missing from it.
 let writeTable root file (outcomes: string -> Outcome option) (t: Table) =

@@ -271,6 +271,7 @@ let run (file: string) (c: Compiler.Checked) (e: Experiment) (o: RunOptions) : i
     let store = Store root
     let planClock = Diagnostics.Stopwatch.StartNew()
     let planned = plan c file e
+    checkPublished file e
 
     for f in o.Force do
         if not (planned |> List.exists (fun p -> matches f p.Stage.Name)) then
