@@ -251,6 +251,15 @@ let private maskArg fn (a: Map<string, Value * Span>) span =
     | (VUnit, _), m -> AdditiveArg(asTensor fn "additiveMask" m)
     | _ -> errorf span "%s: give mask (0/1) or additiveMask (added to the scores), not both" fn
 
+/// `kernel = "sdpa"` (libtorch's fused scaled_dot_product_attention) or `"math"` (matmul,
+/// softmax, matmul written out): the same function, timed against each other.
+let private attentionKernel (a: Map<string, Value * Span>) =
+    match a["kernel"] with
+    | VStr("sdpa" | "math" as k), _ -> k
+    | VStr k, span ->
+        errorf span "attention: kernel = \"%s\": use \"sdpa\" (fused) or \"math\" (explicit matmul and softmax)" k
+    | v -> asString "attention" "kernel" v
+
 let private layerFn name positional optional (make: Map<string, Value * Span> -> Span -> Layer) =
     let optional =
         if optional |> List.exists (fun (n, _) -> n = "init") then
@@ -633,6 +642,7 @@ let private layers =
                 "qkLayerNorm", VBool false
                 "headDim", num 0
                 "dropout", flt 0.0
+                "kernel", VStr "sdpa"
                 "mask", VUnit
                 "additiveMask", VUnit
             ]
@@ -648,6 +658,7 @@ let private layers =
                     (asBool "attention" "qkLayerNorm" a["qkLayerNorm"])
                     (asInt "attention" "headDim" a["headDim"])
                     (asFloat "attention" "dropout" a["dropout"])
+                    (attentionKernel a)
                     (maskArg "attention" a s)
                     s)
         layerFn

@@ -138,6 +138,10 @@ type AttentionAttrs =
         Dropout: float
         /// The mask, when the node has a second input.
         Mask: AttentionMask
+        /// How the scores are computed: "sdpa" (libtorch's fused scaled_dot_product_attention)
+        /// or "math" (explicit matmul, softmax, matmul: the kernel the SLM-bottlenecks study,
+        /// arXiv 2410.19456, sets against a fused one). The same function either way.
+        Kernel: string
     }
 
 /// Multi-head cross-attention: queries from x [B, Tq, Dim], keys and values from a context

@@ -171,6 +171,9 @@ let private opFields (w: Utf8JsonWriter) (op: Op) =
         if a.Dropout <> 0.0 then
             w.WriteNumber("dropout", a.Dropout)
 
+        if a.Kernel <> "sdpa" then
+            w.WriteString("kernel", a.Kernel)
+
         maskFields w a.Mask
     | CrossAttention a ->
         w.WriteNumber("dim", a.Dim)
@@ -512,6 +515,7 @@ let read (json: string) : Graph =
                     HeadDim = opt e "headDim" (fun v -> v.GetInt32()) |> Option.defaultValue (dim / heads)
                     Dropout = opt e "dropout" (fun v -> v.GetDouble()) |> Option.defaultValue 0.0
                     Mask = readMask e
+                    Kernel = opt e "kernel" (fun v -> v.GetString()) |> Option.defaultValue "sdpa"
                 }
         | "crossAttention" ->
             CrossAttention

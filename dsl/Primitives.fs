@@ -1090,7 +1090,21 @@ type MaskArg =
     | KeepArg of Tensor
     | AdditiveArg of Tensor
 
-let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim dropout (mask: MaskArg) span : Layer =
+let attention
+    heads
+    causal
+    qkvBias
+    bias
+    kvHeads
+    rope
+    qkNorm
+    qkLayerNorm
+    headDim
+    dropout
+    kernel
+    (mask: MaskArg)
+    span
+    : Layer =
     let run ctx input =
         let b = builderOf ctx span
         let t = tensorIn "attention" span input
@@ -1170,6 +1184,7 @@ let attention heads causal qkvBias bias kvHeads rope qkNorm qkLayerNorm headDim 
                     HeadDim = headDim
                     Dropout = dropout
                     Mask = NoMask
+                    Kernel = kernel
                 }
 
             let tokens = t.Shape[1]

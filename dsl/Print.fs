@@ -146,7 +146,7 @@ let private layerExpr (g: Graph) (n: Node) =
     | SelfAttention a ->
         Some(
             sprintf
-                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s%s%s%s"
+                "attention %d (causal = %s) (qkvBias = %s) (bias = %s)%s%s%s%s%s%s%s%s"
                 a.Heads
                 (bool a.Causal)
                 (bool a.QkvBias)
@@ -167,6 +167,10 @@ let private layerExpr (g: Graph) (n: Node) =
                      "")
                 (if a.Dropout <> 0.0 then
                      sprintf " (dropout = %s)" (float a.Dropout)
+                 else
+                     "")
+                (if a.Kernel <> "sdpa" then
+                     sprintf " (kernel = \"%s\")" a.Kernel
                  else
                      "")
                 (maskArg g n.Inputs a.Mask)

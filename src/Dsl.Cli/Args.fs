@@ -89,6 +89,7 @@ type TrainArgs =
     | Device of name: string
     | [<AtLeast 1.0>] Max_Pixels of pixels: int64
     | [<AtLeast 1.0>] Procs of count: int
+    | [<Above 0.0>] Rank_Timeout of seconds: float
 
     interface IArgParserTemplate with
         member a.Usage =
@@ -116,6 +117,8 @@ type TrainArgs =
                 "skip (and count) image-folder images whose header declares more pixels, before decoding them (default: DSL_MAX_PIXELS, else 64000000)"
             | Procs _ ->
                 "data-parallel over this many processes, started with mpirun (Open MPI); the batch is split among them"
+            | Rank_Timeout _ ->
+                "under mpirun, end every rank when one waits this long for the others (a rank hung or died; default: DSL_RANK_TIMEOUT, else 600)"
 
 type EvalArgs =
     | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
@@ -421,7 +424,8 @@ type ImportArgs =
             match a with
             | File _ -> "the .dsl file"
             | Model _ -> "the model (default: the first with a train block, else the first)"
-            | From _ -> "the naming convention (torch or timm) and the state dict to read: .safetensors, or a torch.save .pt/.pth file (tensors and dicts only; anything else is refused)"
+            | From _ ->
+                "the naming convention (torch or timm) and the state dict to read: .safetensors, or a torch.save .pt/.pth file (tensors and dicts only; anything else is refused)"
             | Out _ -> "where to write the checkpoint (a folder dsl import or dsl transform made, or a new one)"
             | Ignore _ ->
                 "a missing or unused key that is not an error: a regular expression matching the whole key (repeatable)"

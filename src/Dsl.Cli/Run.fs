@@ -209,6 +209,9 @@ let trainModel
                 PerExample = 1
             }
 
+    if unit.Name = "token" then
+        options.TokensPerExample <- int64 unit.PerExample
+
     let examples =
         if unit.PerExample = 1 then
             plural task.Count unit.Name
@@ -349,6 +352,16 @@ let private trainIn (world: World) (args: ParseResults<TrainArgs>) =
             result.Elapsed.TotalSeconds
             result.FinalLoss
 
+    match result.Throughput with
+    | null -> ()
+    | t when t.TokensPerSecond.HasValue ->
+        printfn
+            "%.0f tokens/s, model FLOPs utilisation %.1f%% of a measured %.1f GFLOP/s matmul peak"
+            t.TokensPerSecond.Value
+            (100.0 * t.Mfu.GetValueOrDefault nan)
+            (result.PeakFlops / 1e9)
+    | _ -> ()
+
     match result.LastEvaluation with
     | null -> ()
     | e when not (isClassification e) -> printfn "test %s on %s" (metricsLine e) (plural e.Count "example")
@@ -414,6 +427,13 @@ let train (args: ParseResults<TrainArgs>) =
     match args.TryGetResult TrainArgs.Procs with
     | Some n when n > 1 && isNull (Environment.GetEnvironmentVariable World.SizeVariable) -> launch n
     | _ ->
+        args.TryGetResult TrainArgs.Rank_Timeout
+        |> Option.iter (fun s ->
+            Environment.SetEnvironmentVariable(
+                World.TimeoutVariable,
+                s.ToString(Globalization.CultureInfo.InvariantCulture)
+            ))
+
         let world = World.FromEnvironment()
 
         if not world.IsRoot then

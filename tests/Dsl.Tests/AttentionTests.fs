@@ -308,6 +308,64 @@ let tests =
                 let plain = Dsl.Print.model (graph "model m : tensor[4, 32] = attention 4\n")
                 Expect.isFalse (plain.Contains "kvHeads") "defaults not printed"
             }
+
+            test
+                "the math kernel computes what the fused one does, forward and backward, causal with GQA, RoPE and a mask" {
+                let options = "(causal = true) (kvHeads = 2) (rope = 10000.0) (qkLayerNorm = true)"
+
+                let pair (extra: string) =
+                    let src kernel =
+                        let inputs =
+                            if extra = "" then
+                                "(x : tensor[6, 32])"
+                            else
+                                "(x : tensor[6, 32]) (keep : tensor[6, 6])"
+
+                        sprintf "model m %s = x |> attention 4 %s%s%s\n" inputs options extra kernel
+
+                    new GraphModule(graph (src ""), 3L), new GraphModule(graph (src " (kernel = \"math\")"), 3L)
+
+                for extra in [ ""; " (mask = keep)" ] do
+                    let fused, math = pair extra
+                    use _f = fused
+                    use _m = math
+                    use scope = torch.NewDisposeScope()
+                    let x = torch.randn (3L, 6L, 32L)
+                    // A key-padding-like 0/1 mask that leaves every query at least key 0.
+                    let keep = torch.ones (3L, 6L, 6L)
+                    keep.narrow(2, 4L, 2L).zero_() |> ignore
+
+                    let outOf (m: GraphModule) =
+                        let xi = x.detach().requires_grad_ true
+                        let y = (m.Forward(if extra = "" then [| xi |] else [| xi; keep |]))[0]
+                        y.pow(torch.tensor 2.0).sum().backward()
+                        y.detach (), xi.grad.detach ()
+
+                    let y1, g1 = outOf fused
+                    let y2, g2 = outOf math
+                    let scale = y1.abs().max().item<float32>()
+                    Expect.isLessThan (y1.sub(y2).abs().max().item<float32>() / scale) 1e-5f ("outputs" + extra)
+
+                    Expect.isLessThan
+                        (g1.sub(g2).abs().max().item<float32>() / g1.abs().max().item<float32>())
+                        1e-5f
+                        ("input gradients" + extra)
+
+                let printed =
+                    Dsl.Print.model (graph "model m : tensor[4, 32] = attention 4 (kernel = \"math\")\n")
+
+                Expect.stringContains printed "(kernel = \"math\")" "printed back"
+
+                Expect.equal
+                    (Dsl.IrJson.write false (graph printed))
+                    (Dsl.IrJson.write false (graph "model m : tensor[4, 32] = attention 4 (kernel = \"math\")\n"))
+                    "same IR"
+
+                expectError
+                    "model m : tensor[4, 32] = attention 4 (kernel = \"flash\")\n"
+                    "1:40"
+                    "use \"sdpa\" (fused) or \"math\""
+            }
         ]
 
 let private decoderSource =

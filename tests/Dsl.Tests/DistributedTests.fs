@@ -95,6 +95,17 @@ let tests =
                     (File.ReadAllLines(Path.Combine(one, "metrics.jsonl")).Length)
                     "each metrics line once"
 
+                let lastOf run =
+                    File.ReadAllLines(Path.Combine(run, "metrics.jsonl"))
+                    |> Array.findBack (fun l -> l.Contains "\"images_per_s\"")
+
+                Expect.stringContains
+                    (lastOf two)
+                    "\"allreduce_share\""
+                    "two ranks report the allreduce's share of a step"
+
+                Expect.isFalse ((lastOf one).Contains "allreduce_share") "one rank has none"
+
                 Expect.equal
                     ((r.Out.Split '\n')
                      |> Array.filter (fun l -> l.StartsWith "trained ")
@@ -162,5 +173,56 @@ let tests =
                     (Directory.GetFileSystemEntries(out, "*", SearchOption.AllDirectories)
                      |> Array.filter (fun e -> Path.GetFileName(e).StartsWith ".del-"))
                     "no half-deleted folder"
+            }
+
+            test "a rank that hangs ends every rank within the rank timeout, with one message saying so" {
+                requireInstalled "/usr/share/doc/openmpi-bin" "openmpi-bin"
+                let dir, file, data = setup.Value
+                let out = Path.Combine(dir, "hung")
+
+                let started, stdout, stderr =
+                    dslStart
+                        [
+                            "train"
+                            file
+                            "--data"
+                            data
+                            "--out"
+                            out
+                            "--procs"
+                            "2"
+                            "--rank-timeout"
+                            "5"
+                        ]
+
+                use p = started
+                let clock = Stopwatch.StartNew()
+                let metrics = Path.Combine(out, "metrics.jsonl")
+
+                while not p.HasExited
+                      && clock.Elapsed.TotalSeconds < 90.0
+                      && not (File.Exists metrics && FileInfo(metrics).Length > 0L) do
+                    Threading.Thread.Sleep 50
+
+                let victim = rankPid 1 out
+                Expect.isSome victim "rank 1 is running"
+
+                let signal (name: string) =
+                    use k = Process.Start("kill", [ name; string victim.Value ])
+                    k.WaitForExit()
+
+                // SIGSTOP: the process stays alive and silent, as a deadlocked rank does.
+                signal "-STOP"
+
+                try
+                    let stopped = Stopwatch.StartNew()
+                    Expect.isTrue (p.WaitForExit 60_000) "every rank ends"
+                    Expect.isLessThan stopped.Elapsed.TotalSeconds 30.0 "soon after the 5 s timeout"
+                    Expect.notEqual p.ExitCode 0 "a failure"
+                    Expect.stringContains stderr.Result "one has hung or died" "the message says what happened"
+                    ignore stdout.Result
+                finally
+                    if (rankPid 1 out).IsSome then
+                        signal "-KILL"
             }
         ]

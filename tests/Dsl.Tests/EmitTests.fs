@@ -66,6 +66,7 @@ module Graphs =
                 HeadDim = 8
                 Dropout = 0.0
                 Mask = NoMask
+                Kernel = "sdpa"
             }
 
         {

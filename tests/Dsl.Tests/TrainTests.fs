@@ -186,6 +186,48 @@ let tests =
                     Directory.Delete(dir, true)
             }
 
+            test "a token model's run reports tokens/s and its model FLOPs utilisation against a measured matmul peak" {
+                use train = patterns 64 1L
+                use model = new GraphModule(patternNet (), 3L)
+                let dir = tempDir ()
+
+                try
+                    let o = options dir
+                    o.MaxSteps <- Nullable 4L
+                    let plain = Trainer(model, o).Train(classify model o train null)
+                    Expect.isFalse plain.Throughput.TokensPerSecond.HasValue "an image model reports no tokens"
+                    Expect.isTrue (Double.IsNaN plain.PeakFlops) "nor a peak"
+                    let o = options (Path.Combine(dir, "tokens"))
+                    o.MaxSteps <- Nullable 4L
+                    o.TokensPerExample <- 8L
+                    let result = Trainer(model, o).Train(classify model o train null)
+                    let t = result.Throughput
+
+                    Expect.floatClose
+                        Accuracy.high
+                        t.TokensPerSecond.Value
+                        (8.0 * t.ImagesPerSecond)
+                        "tokens = examples × 8"
+
+                    Expect.isGreaterThan result.PeakFlops 1e8 "a matmul peak above 0.1 GFLOP/s"
+                    let n = model.parameters () |> Seq.sumBy (fun p -> p.numel ())
+
+                    Expect.floatClose
+                        Accuracy.high
+                        t.Mfu.Value
+                        (6.0 * float n * t.TokensPerSecond.Value / result.PeakFlops)
+                        "MFU = 6 · parameters · tokens/s / peak"
+
+                    let last =
+                        File.ReadAllLines(Path.Combine(dir, "tokens", "metrics.jsonl")) |> Array.last
+
+                    Expect.stringContains last "\"tokens_per_s\"" "logged per step"
+                    Expect.stringContains last "\"mfu\"" "with the utilisation"
+                    Expect.isFalse (last.Contains "allreduce_share") "one process exchanges nothing"
+                finally
+                    Directory.Delete(dir, true)
+            }
+
             test "the live tensor count stays flat over 200 training steps" {
                 use train = patterns 128 1L
                 use testSet = patterns 32 2L

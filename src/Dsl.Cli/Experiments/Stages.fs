@@ -176,7 +176,14 @@ let private train (ctx: StageContext) (p: Planned) (dir: string) =
                 ctx.Log.WriteLine line
                 ctx.Log.Flush())
 
+    let reset = Dsl.Runtime.Bench.PeakMemory.Reset()
     let result, _ = Run.trainModel request started withProgress
+
+    let peakMemory =
+        if reset then
+            [ "peak_rss_mb", Dsl.Runtime.Bench.PeakMemory.Bytes() / 1048576.0 ]
+        else
+            []
 
     // The last evaluation during training, as the log's test_* (a curve reads every one).
     let tested =
@@ -184,12 +191,29 @@ let private train (ctx: StageContext) (p: Planned) (dir: string) =
         | null -> []
         | e -> [ for struct (name, value) in e.Metrics() -> "test_" + name, value ]
 
+    // Throughput over the run's steps; a language model's also in tokens and as MFU.
+    let throughput =
+        match result.Throughput with
+        | null -> []
+        | t ->
+            [
+                "images_per_s", t.ImagesPerSecond
+                if t.TokensPerSecond.HasValue then
+                    "tokens_per_s", t.TokensPerSecond.Value
+                    "mfu", t.Mfu.GetValueOrDefault nan
+                    "peak_gflops", result.PeakFlops / 1e9
+                if t.AllreduceShare.HasValue then
+                    "allreduce_share", t.AllreduceShare.Value
+            ]
+
     [
         "loss", result.FinalLoss
         "steps", float result.Steps
         "seconds", result.Elapsed.TotalSeconds
         "params", float (paramCount graph)
     ]
+    @ throughput
+    @ peakMemory
     @ tested
 
 let private evaluate (ctx: StageContext) (p: Planned) =

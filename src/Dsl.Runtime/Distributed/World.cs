@@ -1,3 +1,4 @@
+using System.Diagnostics;
 using System.Runtime.InteropServices;
 using static TorchSharp.torch;
 
@@ -17,17 +18,42 @@ public sealed class World : IDisposable
     /// <summary>Ranks on this machine, among which the cores are shared.</summary>
     public const string LocalSizeVariable = "OMPI_COMM_WORLD_LOCAL_SIZE";
 
+    /// <summary>Seconds one exchange may wait for the other ranks before this rank ends the job (default 600).</summary>
+    public const string TimeoutVariable = "DSL_RANK_TIMEOUT";
+
     private readonly bool mpi;
 
-    private World(int rank, int size, bool mpi)
+    /// <summary>When this rank entered the exchange it is in (a Stopwatch timestamp), 0 outside one.</summary>
+    private long waitingSince;
+
+    private string waitingIn = "";
+
+    /// <summary>
+    /// A rank that hangs (deadlocked, stopped, its machine gone quiet) never fails: the others
+    /// would wait in their next allreduce forever, and mpirun only notices ranks that exit. So
+    /// every rank times its own waits, and one that waits longer than <see cref="Timeout"/>
+    /// says so and exits, which makes mpirun end the rest.
+    /// </summary>
+    private readonly Timer? watchdog;
+
+    private World(int rank, int size, bool mpi, TimeSpan timeout)
     {
         Rank = rank;
         Size = size;
         this.mpi = mpi;
+        Timeout = timeout;
+        if (mpi)
+        {
+            var period = TimeSpan.FromMilliseconds(Math.Clamp(timeout.TotalMilliseconds / 10, 10, 1000));
+            watchdog = new Timer(_ => CheckWait(), null, period, period);
+        }
     }
 
+    /// <summary>How long one exchange may wait for the other ranks: it includes rank 0's evaluations and saves, which the others wait out at their next allreduce.</summary>
+    public TimeSpan Timeout { get; }
+
     /// <summary>One process, no MPI.</summary>
-    public static World Single { get; } = new(0, 1, mpi: false);
+    public static World Single { get; } = new(0, 1, mpi: false, System.Threading.Timeout.InfiniteTimeSpan);
 
     public int Rank { get; }
 
@@ -44,8 +70,13 @@ public sealed class World : IDisposable
             return Single;
         }
 
+        var timeout = Environment.GetEnvironmentVariable(TimeoutVariable) is { Length: > 0 } given
+            ? double.TryParse(given, System.Globalization.CultureInfo.InvariantCulture, out var seconds) && seconds > 0
+                ? TimeSpan.FromSeconds(seconds)
+                : throw new DistributedError($"{TimeoutVariable}={given}: give a positive number of seconds")
+            : TimeSpan.FromSeconds(600);
         Mpi.Init();
-        return new World(Mpi.Rank(), Mpi.Size(), mpi: true);
+        return new World(Mpi.Rank(), Mpi.Size(), mpi: true, timeout);
     }
 
     /// <summary>How many ranks share this machine's cores (1 outside mpirun).</summary>
@@ -110,7 +141,7 @@ public sealed class World : IDisposable
             using var scope = NewDisposeScope();
             using var noGrad = no_grad();
             var flat = tensor.is_contiguous() ? tensor : tensor.contiguous();
-            Collective(flat, (pointer, count, type) => Mpi.Broadcast(pointer, count, type, 0));
+            Waiting("a broadcast", () => Collective(flat, (pointer, count, type) => Mpi.Broadcast(pointer, count, type, 0)));
             if (!ReferenceEquals(flat, tensor))
             {
                 tensor.copy_(flat);
@@ -131,7 +162,8 @@ public sealed class World : IDisposable
         {
             fixed (double* p = buffer)
             {
-                Mpi.AllReduceInPlace((nint)p, 1, Mpi.Double, Mpi.Sum);
+                var address = (nint)p;
+                Waiting("an allreduce", () => Mpi.AllReduceInPlace(address, 1, Mpi.Double, Mpi.Sum));
             }
         }
 
@@ -151,7 +183,8 @@ public sealed class World : IDisposable
         {
             fixed (int* p = buffer)
             {
-                Mpi.AllReduceInPlace((nint)p, 1, Mpi.Int, Mpi.Max);
+                var address = (nint)p;
+                Waiting("an allreduce", () => Mpi.AllReduceInPlace(address, 1, Mpi.Int, Mpi.Max));
             }
         }
 
@@ -162,7 +195,7 @@ public sealed class World : IDisposable
     {
         if (mpi)
         {
-            Mpi.Barrier();
+            Waiting("a barrier", Mpi.Barrier);
         }
     }
 
@@ -177,11 +210,47 @@ public sealed class World : IDisposable
 
     public void Dispose()
     {
+        watchdog?.Dispose();
         if (mpi)
         {
             Mpi.Shutdown();
         }
     }
+
+    /// <summary>Runs one exchange with the watchdog timing it.</summary>
+    private void Waiting(string what, Action exchange)
+    {
+        waitingIn = what;
+        Volatile.Write(ref waitingSince, Stopwatch.GetTimestamp());
+        try
+        {
+            exchange();
+        }
+        finally
+        {
+            Volatile.Write(ref waitingSince, 0);
+        }
+    }
+
+    private void CheckWait()
+    {
+        var since = Volatile.Read(ref waitingSince);
+        if (since == 0 || Stopwatch.GetElapsedTime(since) <= Timeout)
+        {
+            return;
+        }
+
+        // _exit, not Environment.Exit: exit handlers would call MPI_Finalize, which waits for
+        // the very ranks that stopped answering.
+        Console.Error.WriteLine(
+            $"rank {Rank} of {Size}: error: waited {Timeout.TotalSeconds:0.#} s in {waitingIn} for the other ranks; one has hung or died "
+            + $"(the limit is {TimeoutVariable} or dsl train --rank-timeout); ending every rank");
+        Console.Error.Flush();
+        ExitNow(1);
+    }
+
+    [DllImport("libc", EntryPoint = "_exit")]
+    private static extern void ExitNow(int code);
 
     /// <summary>One allreduce over the bucket's tensors, flattened into one contiguous native buffer.</summary>
     private void AverageBucket(List<Tensor> bucket)
@@ -189,7 +258,7 @@ public sealed class World : IDisposable
         using var scope = NewDisposeScope();
         using var noGrad = no_grad();
         var flat = bucket.Count == 1 ? bucket[0].contiguous().flatten() : cat(bucket.Select(t => t.flatten()).ToArray());
-        Collective(flat, (pointer, count, type) => Mpi.AllReduceInPlace(pointer, count, type, Mpi.Sum));
+        Waiting("the gradient allreduce", () => Collective(flat, (pointer, count, type) => Mpi.AllReduceInPlace(pointer, count, type, Mpi.Sum)));
         flat.div_(Size);
         long offset = 0;
         foreach (var tensor in bucket)

@@ -27,6 +27,9 @@ internal sealed class AttentionCore
     private readonly bool causal;
     private readonly double dropout;
 
+    /// <summary>The "math" kernel: scores, softmax and weighted sum written out instead of libtorch's fused SDPA.</summary>
+    private readonly bool math;
+
     // RoPE's tables for positions 0 … length − 1, made for the longest length asked so far.
     private readonly long tableLength;
     private Tensor? cos;
@@ -53,6 +56,7 @@ internal sealed class AttentionCore
         rope = attrs.Rope;
         causal = attrs.Causal;
         dropout = attrs.Dropout;
+        math = attrs.Kernel == "math";
     }
 
     public long KvHeads { get; }
@@ -112,7 +116,7 @@ internal sealed class AttentionCore
     public Tensor Attend(Tensor q, Tensor k, Tensor v, long start, Generator? dropoutMasks = null, Tensor? attnMask = null)
     {
         var (batch, tokens, length) = (q.shape[0], q.shape[2], k.shape[2]);
-        if (KvHeads != heads && tokens == 1)
+        if (KvHeads != heads && tokens == 1 && !math)
         {
             // One new position (cached decoding) sees every earlier one: each key/value head's
             // group of query heads attends as a short query sequence, without copying the cache.
@@ -141,9 +145,9 @@ internal sealed class AttentionCore
                     : where(visible, attnMask, tensor(double.NegativeInfinity, attnMask.dtype, attnMask.device));
             }
 
-            attended = Scaled(q, k, v, attnMask, dropout, dropoutMasks);
+            attended = Scaled(q, k, v, attnMask, dropout, dropoutMasks, math);
         }
-        else if (dropoutMasks is not null && dropout > 0)
+        else if ((dropoutMasks is not null && dropout > 0) || math)
         {
             // Written out, so that the weights' mask comes from the model's generator: softmax of
             // q·kᵀ/√hd (causal: key j ≤ query position), times Bernoulli(1 − p)/(1 − p), times v.
@@ -156,8 +160,12 @@ internal sealed class AttentionCore
             }
 
             var weights = scores.softmax(-1);
-            var mask = ElementwiseKernels.KeepMask(weights.shape, 1 - dropout, weights, dropoutMasks);
-            attended = weights.mul(mask).matmul(v);
+            if (dropoutMasks is not null && dropout > 0)
+            {
+                weights = weights.mul(ElementwiseKernels.KeepMask(weights.shape, 1 - dropout, weights, dropoutMasks));
+            }
+
+            attended = weights.matmul(v);
         }
         else if (!causal || tokens == 1)
         {
@@ -214,9 +222,10 @@ internal sealed class AttentionCore
     /// softmax), not NaN. With a dropout generator and rate (training), the weights are
     /// written out and dropped out with masks drawn from it.
     /// </summary>
-    public static Tensor Scaled(Tensor q, Tensor k, Tensor v, Tensor? mask, double dropout, Generator? dropoutMasks)
+    public static Tensor Scaled(Tensor q, Tensor k, Tensor v, Tensor? mask, double dropout, Generator? dropoutMasks, bool math = false)
     {
-        if (dropoutMasks is null || dropout <= 0)
+        var dropping = dropoutMasks is not null && dropout > 0;
+        if (!dropping && !math)
         {
             return mask is null ? F.scaled_dot_product_attention(q, k, v) : F.scaled_dot_product_attention(q, k, v, attn_mask: mask);
         }
@@ -229,8 +238,12 @@ internal sealed class AttentionCore
 
         var weights = scores.softmax(-1);
         weights = weights.masked_fill(weights.isnan(), 0.0);
-        var keep = ElementwiseKernels.KeepMask(weights.shape, 1 - dropout, weights, dropoutMasks);
-        return weights.mul(keep).matmul(v);
+        if (dropping)
+        {
+            weights = weights.mul(ElementwiseKernels.KeepMask(weights.shape, 1 - dropout, weights, dropoutMasks!));
+        }
+
+        return weights.matmul(v);
     }
 
     /// <summary>Cos and sin of positions 0 … length − 1 (or more), kept across calls.</summary>

@@ -111,6 +111,12 @@ public sealed class TrainOptions
     /// <summary>Gradients are averaged across ranks in fused buckets of at most this many bytes (PyTorch DDP's 25 MB).</summary>
     public long BucketBytes { get; set; } = 25L << 20;
 
+    /// <summary>
+    /// Tokens in one example of a language model (its context length), 0 for other models: the
+    /// run then reports tokens/s and model FLOPs utilisation against <see cref="Bench.MatmulPeak"/>.
+    /// </summary>
+    public long TokensPerExample { get; set; }
+
     /// <summary>Continue from the checkpoint in OutDir, exactly as if the run had not stopped.</summary>
     public bool Resume { get; set; }
 

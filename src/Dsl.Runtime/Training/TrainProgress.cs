@@ -26,6 +26,15 @@ public sealed record TrainProgress(
     /// (TrainOptions.EvalEverySteps) to the step.
     /// </summary>
     public bool EndsEpoch { get; init; }
+
+    /// <summary>A language model's tokens per second over this process's steps so far (all ranks), else null.</summary>
+    public double? TokensPerSecond { get; init; }
+
+    /// <summary>Model FLOPs utilisation at <see cref="TokensPerSecond"/> (6·parameters per token over the measured peak).</summary>
+    public double? Mfu { get; init; }
+
+    /// <summary>With several ranks, the share of step time spent averaging gradients and the loss.</summary>
+    public double? AllreduceShare { get; init; }
 }
 
 /// <summary>How a <see cref="Trainer.Train"/> call ended.</summary>
@@ -41,4 +50,10 @@ public sealed record TrainResult(long Steps, int EpochsCompleted, double FinalLo
 
     /// <summary>The run stopped early on <see cref="TrainOptions.StopRequested"/>, after saving at <see cref="Steps"/>.</summary>
     public bool Interrupted { get; init; }
+
+    /// <summary>The last step's report: throughput, tokens/s, utilisation, allreduce share (null when no step ran).</summary>
+    public TrainProgress? Throughput { get; init; }
+
+    /// <summary>The peak FLOP/s utilisation is measured against (all ranks), NaN for models that are not language models.</summary>
+    public double PeakFlops { get; init; } = double.NaN;
 }

@@ -1,4 +1,5 @@
 using System.Diagnostics;
+using Dsl.Runtime.Bench;
 using Dsl.Runtime.Checkpoints;
 using Dsl.Runtime.Data;
 using Dsl.Runtime.Emit;
@@ -18,6 +19,9 @@ public sealed class Trainer
 {
     private readonly GraphModule model;
     private readonly TrainOptions options;
+
+    /// <summary>Time this call's steps spent averaging gradients across ranks.</summary>
+    private double allreduceSeconds;
 
     public Trainer(GraphModule model, TrainOptions options)
     {
@@ -59,11 +63,18 @@ public sealed class Trainer
         using var augmentGenerator = new Generator(0);
         var trainable = model.parameters().Where(p => p.requires_grad).ToArray();
         var wasTraining = model.training;
+        // A language model's throughput is also read in tokens and as a share of the machine's
+        // peak, measured now on the threads this run has (every rank measures its own share).
+        var peak = options.TokensPerExample > 0 ? world.Sum(MatmulPeak.FlopsPerSecond()) : double.NaN;
+        var parameters = model.parameters().Sum(p => p.numel());
         model.train();
+        allreduceSeconds = 0;
+        var stepClock = new Stopwatch();
 
         IEnumerator<long[]>? batches = null;
         var loss = double.NaN;
         EvalResult? lastEvaluation = null;
+        TrainProgress? lastReport = null;
         var savedStep = startStep;
         try
         {
@@ -76,13 +87,26 @@ public sealed class Trainer
                 }
 
                 var lr = schedule(step);
+                stepClock.Start();
                 loss = RunStep(step, lr, batches, task, optimizer, augmentGenerator, trainable);
+                stepClock.Stop();
                 var done = step + 1;
                 var report = new TrainProgress(done, plan.LastStep, plan.EpochOf(step), loss, lr, 0, TimeSpan.Zero, null)
                 {
                     EndsEpoch = done % plan.StepsPerEpoch == 0,
                 };
                 report = WithThroughput(report, clock.Elapsed, done - startStep, plan.ImagesPerStep);
+                if (options.TokensPerExample > 0)
+                {
+                    var tokens = report.ImagesPerSecond * options.TokensPerExample;
+                    report = report with { TokensPerSecond = tokens, Mfu = MatmulPeak.Utilisation(parameters, tokens, peak, training: true) };
+                }
+
+                if (world.Size > 1)
+                {
+                    report = report with { AllreduceShare = allreduceSeconds / Math.Max(stepClock.Elapsed.TotalSeconds, 1e-9) };
+                }
+
                 if (log is not null && (done % options.LogEvery == 0 || done == plan.LastStep))
                 {
                     LogStep(log, report);
@@ -116,12 +140,16 @@ public sealed class Trainer
                     progress?.Invoke(report);
                 }
 
+                lastReport = report;
+
                 if (stop)
                 {
                     return new TrainResult(done, (int)(done / plan.StepsPerEpoch), loss, lastEvaluation, clock.Elapsed)
                     {
                         StepsThisRun = done - startStep,
                         Interrupted = true,
+                        Throughput = report,
+                        PeakFlops = peak,
                     };
                 }
             }
@@ -135,6 +163,8 @@ public sealed class Trainer
             return new TrainResult(finalStep, (int)(finalStep / plan.StepsPerEpoch), loss, lastEvaluation, clock.Elapsed)
             {
                 StepsThisRun = finalStep - startStep,
+                Throughput = lastReport,
+                PeakFlops = peak,
             };
         }
         finally
@@ -178,8 +208,10 @@ public sealed class Trainer
         // skips it: the gradient list alone would be per-step work on the hot path.
         if (options.World.Size > 1)
         {
+            var exchange = Stopwatch.StartNew();
             options.World.AverageInPlace(trainable.Select(p => p.grad).OfType<Tensor>().ToList(), options.BucketBytes);
             loss = options.World.Sum(loss) / options.World.Size;
+            allreduceSeconds += exchange.Elapsed.TotalSeconds;
         }
 
         if (options.GradClip > 0)
@@ -240,15 +272,29 @@ public sealed class Trainer
         return evaluation;
     }
 
-    private static void LogStep(MetricsLog log, TrainProgress report) =>
-        log.Write(new Dictionary<string, object>
+    private static void LogStep(MetricsLog log, TrainProgress report)
+    {
+        var record = new Dictionary<string, object>
         {
             ["step"] = report.Step,
             ["epoch"] = report.Epoch,
             ["loss"] = report.Loss,
             ["lr"] = report.Lr,
             ["images_per_s"] = report.ImagesPerSecond,
-        });
+        };
+        if (report.TokensPerSecond is double tokens)
+        {
+            record["tokens_per_s"] = tokens;
+            record["mfu"] = report.Mfu ?? double.NaN;
+        }
+
+        if (report.AllreduceShare is double share)
+        {
+            record["allreduce_share"] = share;
+        }
+
+        log.Write(record);
+    }
 
     /// <summary>Images per second over this call's steps, and the time the remaining steps take at that rate.</summary>
     private static TrainProgress WithThroughput(TrainProgress report, TimeSpan elapsed, long stepsThisCall, long imagesPerStep)
