@@ -140,6 +140,14 @@ let stageMetrics (s: Stage) (declared: string list) =
             "steps"
             "seconds"
             "params"
+            // Throughput over the steps; a language model's in tokens and as MFU; the process's
+            // peak resident memory during the stage; the share of a step spent in allreduce.
+            "images_per_s"
+            "tokens_per_s"
+            "mfu"
+            "peak_gflops"
+            "peak_rss_mb"
+            "allreduce_share"
             "test_loss"
             "test_accuracy"
             "test_top5"
@@ -221,6 +229,8 @@ let private settingKinds =
                 "epochs", "an int"
                 "batch", "an int"
                 "evalSteps", "an int"
+                "threads", "an int"
+                "ranks", "an int"
             ]
             "eval", [ "batch", "an int"; "probe", "a bool" ]
             "bench",
@@ -230,6 +240,7 @@ let private settingKinds =
                 "warmup", "an int"
                 "repeats", "an int"
                 "trainStep", "a bool"
+                "threads", "an int"
             ]
             "transform",
             [
@@ -263,6 +274,7 @@ let private settingKinds =
                 "warmup", "an int"
                 "repeats", "an int"
                 "rounds", "an int"
+                "threads", "an int"
             ]
         ]
 

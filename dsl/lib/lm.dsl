@@ -58,7 +58,7 @@ let decoderBlock cfg shape =
     fun x ->
         let attend =
             attention shape.heads (causal = true) (kvHeads = shape.kvHeads) (headDim = cfg.headDim) (rope = cfg.rope)
-                (qkNorm = cfg.qkNorm) (qkLayerNorm = cfg.qkLayerNorm) (qkvBias = false) (bias = false)
+                (qkNorm = cfg.qkNorm) (qkLayerNorm = cfg.qkLayerNorm) (qkvBias = false) (bias = false) (kernel = cfg.kernel)
         let h = x + (x |> named "attention_norm" (norm cfg) |> named "attention" attend)
         h + (h |> named "ffn_norm" (norm cfg) |> named "feed_forward" (swiglu shape.hidden))
 
@@ -77,11 +77,12 @@ let decoder cfg =
 // ---- variants: data, not code -----------------------------------------------------------------
 
 /// Every field a variant has; the variants below change what differs. kvHeads 0 = heads,
-/// headDim 0 = width / heads; qkvMultipliers = [] means uniform layers.
+/// headDim 0 = width / heads; qkvMultipliers = [] means uniform layers; kernel "math" writes
+/// attention's scores and softmax out instead of libtorch's fused SDPA (the same function).
 let lmBase =
     { vocabulary = 257; width = 64; layers = 2; heads = 4; kvHeads = 0; headDim = 0; rope = 10000.0
       norm = "rms"; qkNorm = false; qkLayerNorm = false; tied = false
-      qkvMultipliers = []; ffnMultipliers = []; gqaGroups = 1 }
+      qkvMultipliers = []; ffnMultipliers = []; gqaGroups = 1; kernel = "sdpa" }
 
 /// A byte-level toy decoder for tests and small corpora (257 ids: bytes and end-of-text):
 /// pre-RMSNorm, GQA 4/2 heads, RoPE, per-head qk-norm.

@@ -74,6 +74,7 @@ type TrainArgs =
     | [<MainCommand; ExactlyOnce; FilePath>] File of path: string
     | Model of name: string
     | [<AtLeast 1.0>] Epochs of count: int
+    | [<AtLeast 1.0>] Batch of size: int
     | Out of dir: string
     | Resume
     | Overwrite
@@ -97,6 +98,7 @@ type TrainArgs =
             | File _ -> "the .dsl file with a model and its train block"
             | Model _ -> "the model to train (default: the first with a train block)"
             | Epochs _ -> "override the train block's epochs"
+            | Batch _ -> "override the train block's batch (the global batch, split among ranks)"
             | Out _ -> "run folder for checkpoints and metrics (default: runs/<model>)"
             | Resume -> "continue from the checkpoint in the run folder"
             | Overwrite ->

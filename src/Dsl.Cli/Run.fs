@@ -270,6 +270,7 @@ let private trainIn (world: World) (args: ParseResults<TrainArgs>) =
     let r =
         { r with
             Epochs = args.GetResult(TrainArgs.Epochs, r.Epochs)
+            Batch = args.GetResult(TrainArgs.Batch, r.Batch)
             Seed = args.GetResult(TrainArgs.Seed, r.Seed)
         }
 
@@ -385,6 +386,34 @@ let private trainIn (world: World) (args: ParseResults<TrainArgs>) =
     else
         0
 
+/// `mpirun -np N` running this dsl with `arguments` (a `train` command line): the ranks of one job.
+let mpirunCommand (procs: int) (arguments: string list) =
+    // This dsl, however it was started: `dotnet dsl.dll`, the apphost beside dsl.dll, or (a
+    // process hosting the CLI as a library, as the tests do) whichever of those exists.
+    let cli = Reflection.Assembly.GetExecutingAssembly().Location
+    let apphost = Path.Combine(Path.GetDirectoryName cli, "dsl")
+
+    let self =
+        if Path.GetFileNameWithoutExtension Environment.ProcessPath = "dotnet" then
+            [ Environment.ProcessPath; cli ]
+        elif File.Exists apphost then
+            [ apphost ]
+        else
+            [ "dotnet"; cli ]
+
+    let root =
+        if Environment.UserName = "root" then
+            [ "--allow-run-as-root" ]
+        else
+            []
+
+    let psi = Diagnostics.ProcessStartInfo("mpirun", UseShellExecute = false)
+
+    for a in root @ [ "--oversubscribe"; "-np"; string procs ] @ self @ arguments do
+        psi.ArgumentList.Add a
+
+    psi
+
 /// `--procs N`: the same command under `mpirun -np N`, which starts the ranks.
 let private launch (procs: int) =
     let given = Environment.GetCommandLineArgs() |> Array.toList
@@ -396,24 +425,7 @@ let private launch (procs: int) =
         | a :: rest -> a :: without rest
         | [] -> []
 
-    let host = Environment.ProcessPath
-    // Under `dotnet dsl.dll` the first argument is the assembly; under the apphost it is the host.
-    let self =
-        if Path.GetFileNameWithoutExtension host = "dotnet" then
-            [ host; given.Head ]
-        else
-            [ host ]
-
-    let root =
-        if Environment.UserName = "root" then
-            [ "--allow-run-as-root" ]
-        else
-            []
-
-    let psi = Diagnostics.ProcessStartInfo("mpirun", UseShellExecute = false)
-
-    for a in root @ [ "--oversubscribe"; "-np"; string procs ] @ self @ without given.Tail do
-        psi.ArgumentList.Add a
+    let psi = mpirunCommand procs (without given.Tail)
 
     try
         use p = Diagnostics.Process.Start psi

@@ -425,6 +425,34 @@ let stageRuns =
                 Expect.equal (File.ReadAllText published) "n\n8\n" "and the complete table is"
             }
 
+            test
+                "a training on two ranks runs under mpirun, reports the allreduce's share, and its checkpoint feeds an eval" {
+                requireInstalled "/usr/share/doc/openmpi-bin" "openmpi-bin"
+
+                let src =
+                    withExperiment
+                        "    let one = Stage.train (tiny 4) (steps = 3)\n    let two = Stage.train (tiny 4) (steps = 3) (ranks = 2)\n    { tables = [ table \"r\" [ { one = metric one \"loss\"; two = metric two \"loss\"; share = metric two \"allreduce_share\"; steps = metric two \"steps\"; acc = metric (Stage.eval two) \"accuracy\" } ] ] }"
+
+                let dir, file = setup src
+                let out = Path.Combine(dir, "runs")
+                Expect.equal (runIn file out 1 []) 0 "the run"
+                let row = firstRow out "r" |> Array.map float
+                // The model has BatchNorm, local to each rank: the two losses are close, not equal.
+                Expect.isLessThan (abs (row[1] - row[0])) 0.5 "two ranks train as one does"
+                Expect.isTrue (row[2] > 0.0 && row[2] < 1.0) "the allreduce takes a share of each step"
+                Expect.equal row[3] 3.0 "every step"
+                Expect.isTrue (row[4] >= 0.0 && row[4] <= 1.0) "the eval reads the ranks' checkpoint"
+
+                let written () =
+                    Directory.GetFiles(Path.Combine(out, "stages"), "result.json", SearchOption.AllDirectories)
+                    |> Array.map (fun f -> f, File.GetLastWriteTimeUtc f)
+                    |> Array.sort
+
+                let before = written ()
+                Expect.equal (runIn file out 1 []) 0 "a rerun"
+                Expect.equal (written ()) before "finds every stage done"
+            }
+
             test "a table never replaces a page of the same name that dsl run did not write" {
                 let src =
                     withExperiment

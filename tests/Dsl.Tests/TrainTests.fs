@@ -203,11 +203,10 @@ let tests =
                     let result = Trainer(model, o).Train(classify model o train null)
                     let t = result.Throughput
 
-                    Expect.floatClose
-                        Accuracy.high
+                    Expect.isGreaterThanOrEqual
                         t.TokensPerSecond.Value
                         (8.0 * t.ImagesPerSecond)
-                        "tokens = examples × 8"
+                        "tokens = examples × 8, over the steps' time alone"
 
                     Expect.isGreaterThan result.PeakFlops 1e8 "a matmul peak above 0.1 GFLOP/s"
                     let n = model.parameters () |> Seq.sumBy (fun p -> p.numel ())

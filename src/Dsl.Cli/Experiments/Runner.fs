@@ -119,8 +119,11 @@ let private schedule
                 printfn "run   %s" p.Stage.Name
 
             let work () =
-                if jobs > 1 then
-                    Runtime.Threads.ForThisJob threadsEach
+                // A stage's own `threads` (a sweep over thread counts) wins over the --jobs share.
+                match p.Stage.Settings |> List.tryFind (fun (n, _) -> n = "threads") with
+                | Some(_, Values.VNum(n, _)) -> Runtime.Threads.ForThisJob(min (int n) Environment.ProcessorCount)
+                | _ when jobs > 1 -> Runtime.Threads.ForThisJob threadsEach
+                | _ -> ()
 
                 let dir = store.Begin p.Key
                 let log = new StreamWriter(Path.Combine(dir, "log.txt"))

@@ -104,6 +104,140 @@ let rec private sourceOf (ctx: StageContext) (used: Stage) : Source =
             Checkpoint = Path.Combine(dir, "model", "checkpoint")
         }
 
+/// The numbers of the last record in a run's metrics.jsonl that has `key`.
+let private lastRecordWith (metricsPath: string) (key: string) =
+    File.ReadLines metricsPath
+    |> Seq.filter (fun l -> l.Trim() <> "")
+    |> Seq.map (fun l -> Text.Json.JsonDocument.Parse(l).RootElement.Clone())
+    |> Seq.filter (fun e -> e.TryGetProperty(key) |> fst)
+    |> Seq.tryLast
+    |> Option.map (fun e ->
+        [
+            for p in e.EnumerateObject() do
+                if p.Value.ValueKind = Text.Json.JsonValueKind.Number then
+                    p.Name, p.Value.GetDouble()
+        ])
+    |> Option.defaultValue []
+
+/// A training on several ranks (data parallelism over Open MPI) cannot run in this process:
+/// mpirun starts `dsl train` once per rank with the stage's settings, as `dsl train --procs N`
+/// does, and the stage reads the run's metrics.jsonl back as numbers (rank 0 alone writes it).
+let private trainOnRanks
+    (ctx: StageContext)
+    (s: Stage)
+    (file: string)
+    (modelName: string)
+    (graph: Graph)
+    (r: Recipe.TrainRecipe)
+    (init: string option)
+    (runDir: string)
+    (ranks: int)
+    =
+    let given name flag =
+        match setting s name with
+        | Some(Values.VNum(x, _)) -> [ flag; x.ToString(Globalization.CultureInfo.InvariantCulture) ]
+        | _ -> []
+
+    let arguments =
+        [
+            "train"
+            file
+            "--model"
+            modelName
+            "--out"
+            runDir
+            "--seed"
+            string r.Seed
+            "--epochs"
+            string r.Epochs
+            "--batch"
+            string r.Batch
+        ]
+        @ given "steps" "--max-steps"
+        @ given "lr" "--lr"
+        @ given "evalSteps" "--eval-steps"
+        @ (init |> Option.map (fun i -> [ "--init"; i ]) |> Option.defaultValue [])
+
+    let psi = Run.mpirunCommand ranks arguments
+    psi.RedirectStandardOutput <- true
+    psi.RedirectStandardError <- true
+
+    // The stage's threads are shared among its ranks; otherwise each rank takes its share of the cores.
+    match setting s "threads" with
+    | Some(Values.VNum(n, _)) -> psi.Environment["DSL_THREADS"] <- string (max 1 (int n / ranks))
+    | _ -> ()
+
+    ctx.Log.WriteLine(sprintf "mpirun -np %d dsl %s" ranks (String.concat " " arguments))
+    let clock = Diagnostics.Stopwatch.StartNew()
+
+    let code =
+        try
+            use proc = new Diagnostics.Process(StartInfo = psi)
+            let lines = Collections.Concurrent.ConcurrentQueue<string>()
+
+            proc.OutputDataReceived.Add(fun e ->
+                if not (isNull e.Data) then
+                    lines.Enqueue e.Data)
+
+            proc.ErrorDataReceived.Add(fun e ->
+                if not (isNull e.Data) then
+                    lines.Enqueue e.Data)
+
+            proc.Start() |> ignore
+            proc.BeginOutputReadLine()
+            proc.BeginErrorReadLine()
+            proc.WaitForExit()
+
+            for l in lines do
+                ctx.Log.WriteLine l
+
+            ctx.Log.Flush()
+            proc.ExitCode
+        with :? ComponentModel.Win32Exception ->
+            fail
+                "%s: Stage.train (ranks = %d): mpirun not found; install the Debian packages openmpi-bin and libopenmpi-dev"
+                file
+                ranks
+
+    if code <> 0 then
+        fail
+            "%s: Stage.train (ranks = %d) of '%s': mpirun exited with %d (the ranks' output is in the stage's log)"
+            file
+            ranks
+            modelName
+            code
+
+    let metricsPath = Path.Combine(runDir, "metrics.jsonl")
+    let step = lastRecordWith metricsPath "loss"
+
+    let value name =
+        step |> List.tryFind (fun (n, _) -> n = name) |> Option.map snd
+
+    let parameters = float (paramCount graph)
+
+    let tested =
+        lastRecordWith metricsPath "test_loss"
+        |> List.filter (fun (n, _) -> n.StartsWith "test_")
+
+    [
+        "loss", value "loss" |> Option.defaultValue nan
+        "steps", value "step" |> Option.defaultValue 0.0
+        "seconds", clock.Elapsed.TotalSeconds
+        "params", parameters
+        "images_per_s", value "images_per_s" |> Option.defaultValue nan
+        match value "tokens_per_s", value "mfu" with
+        | Some tokens, Some mfu ->
+            "tokens_per_s", tokens
+            "mfu", mfu
+            // The log keeps the utilisation; the peak it was measured against follows from it.
+            "peak_gflops", 6.0 * parameters * tokens / mfu / 1e9
+        | _ -> ()
+        // Each rank's memory is its own process's: this one cannot read it.
+        "peak_rss_mb", nan
+        "allreduce_share", value "allreduce_share" |> Option.defaultValue nan
+    ]
+    @ tested
+
 let private train (ctx: StageContext) (p: Planned) (dir: string) =
     let s = p.Stage
 
@@ -133,88 +267,108 @@ let private train (ctx: StageContext) (p: Planned) (dir: string) =
         | None -> fail "%s: model '%s' has no train block" file graph.Name
 
     let runDir = Path.Combine(dir, "run")
-    let options = trainOptions r graph runDir
-    setting s "lr" |> Option.iter (fun _ -> options.Lr <- number s "lr" options.Lr)
 
-    setting s "steps"
-    |> Option.iter (fun _ -> options.MaxSteps <- Nullable(int64 (number s "steps" 0.0)))
+    let ranks =
+        match setting s "ranks" with
+        | Some(Values.VNum(n, _)) -> int n
+        | _ -> 1
 
-    setting s "evalSteps"
-    |> Option.iter (fun _ -> options.EvalEverySteps <- int (number s "evalSteps" 0.0))
+    if ranks > 1 then
+        let modelName =
+            match uses s "from" with
+            | Some _ -> graph.Name
+            | None -> s.Model.Value.Name
 
-    let request: Run.TrainRequest =
-        {
-            File = file
-            Checked = checkd
-            Graph = graph
-            Recipe = r
-            OutDir = runDir
-            DataDir = None
-            Device = Some "cpu"
-            Options = options
-            Init = init
-            Resume = false
-            Overwrite = false
-            World = Distributed.World.Single
-        }
+        trainOnRanks ctx s file modelName graph r init runDir ranks
+    else
 
-    let started (st: Run.TrainStart) =
-        ctx.Log.WriteLine(sprintf "training %s on %s, batch %d, seed %d" graph.Name st.Examples r.Batch r.Seed)
+        let options = trainOptions r graph runDir
+        setting s "lr" |> Option.iter (fun _ -> options.Lr <- number s "lr" options.Lr)
 
-    let clock = Diagnostics.Stopwatch.StartNew()
-    let mutable logged = -1000.0
+        setting s "steps"
+        |> Option.iter (fun _ -> options.MaxSteps <- Nullable(int64 (number s "steps" 0.0)))
 
-    let withProgress _ (run: (TrainProgress -> unit) -> TrainResult) =
-        run (fun pr ->
-            let line =
-                sprintf "step %d/%d  loss %.4f  ETA %s" pr.Step pr.TotalSteps pr.Loss (pr.Eta.ToString(@"hh\:mm\:ss"))
+        setting s "evalSteps"
+        |> Option.iter (fun _ -> options.EvalEverySteps <- int (number s "evalSteps" 0.0))
 
-            ctx.Progress line
+        let request: Run.TrainRequest =
+            {
+                File = file
+                Checked = checkd
+                Graph = graph
+                Recipe = r
+                OutDir = runDir
+                DataDir = None
+                Device = Some "cpu"
+                Options = options
+                Init = init
+                Resume = false
+                Overwrite = false
+                World = Distributed.World.Single
+            }
 
-            if clock.Elapsed.TotalSeconds - logged >= 10.0 || pr.Step = pr.TotalSteps then
-                logged <- clock.Elapsed.TotalSeconds
-                ctx.Log.WriteLine line
-                ctx.Log.Flush())
+        let started (st: Run.TrainStart) =
+            ctx.Log.WriteLine(sprintf "training %s on %s, batch %d, seed %d" graph.Name st.Examples r.Batch r.Seed)
 
-    let reset = Dsl.Runtime.Bench.PeakMemory.Reset()
-    let result, _ = Run.trainModel request started withProgress
+        let clock = Diagnostics.Stopwatch.StartNew()
+        let mutable logged = -1000.0
 
-    let peakMemory =
-        if reset then
-            [ "peak_rss_mb", Dsl.Runtime.Bench.PeakMemory.Bytes() / 1048576.0 ]
-        else
-            []
+        let withProgress _ (run: (TrainProgress -> unit) -> TrainResult) =
+            run (fun pr ->
+                let line =
+                    sprintf
+                        "step %d/%d  loss %.4f  ETA %s"
+                        pr.Step
+                        pr.TotalSteps
+                        pr.Loss
+                        (pr.Eta.ToString(@"hh\:mm\:ss"))
 
-    // The last evaluation during training, as the log's test_* (a curve reads every one).
-    let tested =
-        match result.LastEvaluation with
-        | null -> []
-        | e -> [ for struct (name, value) in e.Metrics() -> "test_" + name, value ]
+                ctx.Progress line
 
-    // Throughput over the run's steps; a language model's also in tokens and as MFU.
-    let throughput =
-        match result.Throughput with
-        | null -> []
-        | t ->
-            [
-                "images_per_s", t.ImagesPerSecond
-                if t.TokensPerSecond.HasValue then
-                    "tokens_per_s", t.TokensPerSecond.Value
-                    "mfu", t.Mfu.GetValueOrDefault nan
-                    "peak_gflops", result.PeakFlops / 1e9
-                if t.AllreduceShare.HasValue then
-                    "allreduce_share", t.AllreduceShare.Value
-            ]
+                if clock.Elapsed.TotalSeconds - logged >= 10.0 || pr.Step = pr.TotalSteps then
+                    logged <- clock.Elapsed.TotalSeconds
+                    ctx.Log.WriteLine line
+                    ctx.Log.Flush())
 
-    [
-        "loss", result.FinalLoss
-        "steps", float result.Steps
-        "seconds", result.Elapsed.TotalSeconds
-        "params", float (paramCount graph)
-    ]
-    @ throughput
-    @ peakMemory
-    @ tested
+        let reset = Dsl.Runtime.Bench.PeakMemory.Reset()
+        let result, _ = Run.trainModel request started withProgress
+
+        let peakMemory =
+            if reset then
+                [ "peak_rss_mb", Dsl.Runtime.Bench.PeakMemory.Bytes() / 1048576.0 ]
+            else
+                []
+
+        // The last evaluation during training, as the log's test_* (a curve reads every one).
+        let tested =
+            match result.LastEvaluation with
+            | null -> []
+            | e -> [ for struct (name, value) in e.Metrics() -> "test_" + name, value ]
+
+        // Throughput over the run's steps; a language model's also in tokens and as MFU.
+        let throughput =
+            match result.Throughput with
+            | null -> []
+            | t ->
+                [
+                    "images_per_s", t.ImagesPerSecond
+                    if t.TokensPerSecond.HasValue then
+                        "tokens_per_s", t.TokensPerSecond.Value
+                        "mfu", t.Mfu.GetValueOrDefault nan
+                        "peak_gflops", result.PeakFlops / 1e9
+                    if t.AllreduceShare.HasValue then
+                        "allreduce_share", t.AllreduceShare.Value
+                ]
+
+        [
+            "loss", result.FinalLoss
+            "steps", float result.Steps
+            "seconds", result.Elapsed.TotalSeconds
+            "params", float (paramCount graph)
+        ]
+        @ throughput
+        @ peakMemory
+        @ tested
 
 let private evaluate (ctx: StageContext) (p: Planned) =
     let src = sourceOf ctx (uses p.Stage "checkpoint").Value

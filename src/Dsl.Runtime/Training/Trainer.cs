@@ -98,7 +98,8 @@ public sealed class Trainer
                 report = WithThroughput(report, clock.Elapsed, done - startStep, plan.ImagesPerStep);
                 if (options.TokensPerExample > 0)
                 {
-                    var tokens = report.ImagesPerSecond * options.TokensPerExample;
+                    // Over the steps alone: the peak's measurement, evaluations and saves are not training.
+                    var tokens = (done - startStep) * plan.ImagesPerStep * options.TokensPerExample / Math.Max(stepClock.Elapsed.TotalSeconds, 1e-9);
                     report = report with { TokensPerSecond = tokens, Mfu = MatmulPeak.Utilisation(parameters, tokens, peak, training: true) };
                 }
 
