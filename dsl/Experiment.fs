@@ -165,6 +165,12 @@ let stageMetrics (s: Stage) (declared: string list) =
             "train_ms"
             "train_p10_ms"
             "train_p90_ms"
+            // A language model's (token ids in): tokens/s and MFU, forward and training step.
+            "tokens_per_s"
+            "mfu"
+            "peak_gflops"
+            "train_tokens_per_s"
+            "train_mfu"
         ]
     | "transform" -> [ "params"; "nodes"; "params_before"; "nodes_before" ]
     | "data" -> [ "train"; "test"; "seconds" ]

@@ -846,6 +846,18 @@ let comparePaired (model: GraphModule) (other: GraphModule) inputs loss rounds w
 
     PairedComparison.Run(Func<_, _, _>(measure other), Func<_, _, _>(measure model), rounds, warmup, repeats)
 
+/// A language model's context length (its one input is token ids [B, T]), for tokens/s and MFU.
+let tokensPerExample (g: Graph) =
+    match g.Inputs with
+    | [ (_, id) ] ->
+        match g.Nodes[id] with
+        | {
+              Op = Input(_, TokensInput)
+              Shape = [ _; Known t ]
+          } -> Some(float t)
+        | _ -> None
+    | _ -> None
+
 let bench (args: ParseResults<BenchArgs>) =
     let c = checkedOrExit (args.GetResult BenchArgs.File)
     let g = modelOrExit c (args.TryGetResult BenchArgs.Model)
@@ -969,5 +981,22 @@ let bench (args: ParseResults<BenchArgs>) =
                 result.TrainStep.P10Ms
                 result.TrainStep.P90Ms
                 result.Repeats
+
+            // A language model: tokens/s and model FLOPs utilisation (2·N per token forward, 6·N
+            // a training step) against a matmul peak measured now, on the same threads.
+            match tokensPerExample g with
+            | Some t ->
+                let peak = MatmulPeak.FlopsPerSecond()
+                let forward = float batch * t * 1000.0 / result.Forward.MedianMs
+                let train = float batch * t * 1000.0 / result.TrainStep.MedianMs
+
+                printfn
+                    "%.0f tokens/s forward (MFU %.1f%%), %.0f tokens/s training (MFU %.1f%%) of a measured %.1f GFLOP/s matmul peak"
+                    forward
+                    (100.0 * MatmulPeak.Utilisation(paramCount g, forward, peak, false))
+                    train
+                    (100.0 * MatmulPeak.Utilisation(paramCount g, train, peak, true))
+                    (peak / 1e9)
+            | None -> ()
 
         0

@@ -454,6 +454,28 @@ let private bench (ctx: StageContext) (p: Planned) =
     step
     |> Option.iter (fun t -> ctx.Log.WriteLine(sprintf "train step: median %.3f ms" t.MedianMs))
 
+    // A language model's forward in tokens and as model FLOPs utilisation: 2·N per token forward,
+    // 6·N for a training step (PaLM), over a matmul peak measured now on the same threads.
+    let tokenMetrics =
+        match Run.tokensPerExample timed.Graph with
+        | None -> []
+        | Some t ->
+            let peak = MatmulPeak.FlopsPerSecond()
+            let n = paramCount timed.Graph
+            let forward = float batch * t * 1000.0 / stats.MedianMs
+
+            [
+                "tokens_per_s", forward
+                "mfu", MatmulPeak.Utilisation(n, forward, peak, false)
+                "peak_gflops", peak / 1e9
+                match step with
+                | Some st ->
+                    let train = float batch * t * 1000.0 / st.MedianMs
+                    "train_tokens_per_s", train
+                    "train_mfu", MatmulPeak.Utilisation(n, train, peak, true)
+                | None -> ()
+            ]
+
     [
         "median_ms", stats.MedianMs
         "p10_ms", stats.P10Ms
@@ -464,6 +486,7 @@ let private bench (ctx: StageContext) (p: Planned) =
     @ (match step with
        | Some t -> [ "train_ms", t.MedianMs; "train_p10_ms", t.P10Ms; "train_p90_ms", t.P90Ms ]
        | None -> [])
+    @ tokenMetrics
 
 /// A fraction to remove (0.3) or a size to keep (64), as the language number is written.
 let private amount s name =
