@@ -453,6 +453,65 @@ let stageRuns =
                 Expect.equal (written ()) before "finds every stage done"
             }
 
+            test "dsl run under mpirun deals the stages to the ranks, and rank 0 alone writes the results" {
+                requireInstalled "/usr/share/doc/openmpi-bin" "openmpi-bin"
+
+                let src =
+                    withExperiment
+                        "    let rows = [ for seed in [ 0; 1; 2; 3 ] -> { seed = seed; loss = metric (Stage.train (tiny 4) (seed = seed) (steps = 2)) \"loss\" } ]\n    { tables = [ table \"r\" rows ] }"
+
+                let dir, file = setup src
+                let out = Path.Combine(dir, "runs")
+
+                let psi =
+                    Diagnostics.ProcessStartInfo(
+                        "mpirun",
+                        RedirectStandardOutput = true,
+                        RedirectStandardError = true,
+                        UseShellExecute = false
+                    )
+
+                for a in
+                    [
+                        "--allow-run-as-root"
+                        "--oversubscribe"
+                        "-np"
+                        "2"
+                        "dotnet"
+                        Path.Combine(AppContext.BaseDirectory, "dsl.dll")
+                        "run"
+                        file
+                        "--out"
+                        out
+                    ] do
+                    psi.ArgumentList.Add a
+
+                psi.Environment["CI"] <- "true"
+                use p = Diagnostics.Process.Start psi
+                let stdout = p.StandardOutput.ReadToEndAsync()
+                let stderr = p.StandardError.ReadToEndAsync()
+                Expect.isTrue (p.WaitForExit 300_000) "the run ends"
+                Expect.equal p.ExitCode 0 (stdout.Result + stderr.Result)
+                let rows = File.ReadAllLines(Path.Combine(out, "r.tsv"))
+                Expect.equal rows.Length 5 "every seed's row"
+                Expect.isFalse (rows |> Array.exists (fun r -> r.Contains "—")) "every stage done"
+
+                let ranks =
+                    Directory.GetFiles(Path.Combine(out, "stages"), "log.txt", SearchOption.AllDirectories)
+                    |> Array.map (fun f -> File.ReadLines(f) |> Seq.head)
+                    |> Array.countBy id
+                    |> Array.sort
+
+                Expect.equal ranks [| "rank 0 of 2", 2; "rank 1 of 2", 2 |] "two stages on each rank"
+
+                Expect.equal
+                    ((stdout.Result.Split '\n')
+                     |> Array.filter (fun l -> l.StartsWith "wrote ")
+                     |> Array.length)
+                    2
+                    "results.jsonl and the table written once, by rank 0"
+            }
+
             test "a table never replaces a page of the same name that dsl run did not write" {
                 let src =
                     withExperiment

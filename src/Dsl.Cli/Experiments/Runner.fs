@@ -94,9 +94,18 @@ let private schedule
     (planned: Planned list)
     (forced: string -> bool)
     (jobs: int)
+    (world: Dsl.Runtime.Distributed.World)
     (onChange: Dictionary<string, Outcome> -> unit)
     =
     let outcomes = Dictionary<string, Outcome>()
+    // Under mpirun the planned stages are dealt round-robin to the ranks, which share the store:
+    // a rank runs its own and waits for the others' to appear there (done, or failed in this run).
+    let rankOf =
+        planned |> List.mapi (fun i p -> p.Stage.Name, i % world.Size) |> Map.ofList
+
+    let mine (p: Planned) = rankOf[p.Stage.Name] = world.Rank
+    let remote = HashSet<string>()
+    let runStart = DateTime.UtcNow
     let keys = planned |> List.map (fun p -> p.Stage.Name, p.Key) |> Map.ofList
 
     for p in planned do
@@ -127,6 +136,10 @@ let private schedule
 
                 let dir = store.Begin p.Key
                 let log = new StreamWriter(Path.Combine(dir, "log.txt"))
+
+                if world.Size > 1 then
+                    log.WriteLine(sprintf "rank %d of %d" world.Rank world.Size)
+
                 let clock = Diagnostics.Stopwatch.StartNew()
 
                 let outcome =
@@ -194,36 +207,66 @@ let private schedule
                             started.Add p.Stage.Name |> ignore
                             outcomes[p.Stage.Name] <- Blocked u
                             changed <- true
+                        | None when used |> List.forall (fun (_, (found, _)) -> found) && not (mine p) ->
+                            started.Add p.Stage.Name |> ignore
+                            remote.Add p.Stage.Name |> ignore
+                            changed <- true
                         | None when used |> List.forall (fun (_, (found, _)) -> found) ->
                             start p
                             changed <- true
                         | None -> ()
 
-            if running = 0 then
+            // Another rank's stages, found in the store: done, or failed since this run began.
+            let arrived () =
+                [
+                    for p in planned do
+                        if remote.Contains p.Stage.Name then
+                            let log = store.FailedLog p.Key
+
+                            if isDone store p then
+                                yield p.Stage.Name, Ran(store.Read p.Key)
+                            elif File.Exists log && File.GetLastWriteTimeUtc log >= runStart then
+                                yield p.Stage.Name, Failed(sprintf "failed on rank %d" rankOf[p.Stage.Name], log)
+                ]
+
+            if running = 0 && remote.Count = 0 then
                 going <- false
             else
-                let name, outcome = completions.Take()
-                running <- running - 1
-                outcomes[name] <- outcome
+                let mutable taken = Unchecked.defaultof<string * Outcome>
 
-                if not live then
-                    match outcome with
-                    | Ran r -> printfn "done  %s (%.1f s)" name r.Seconds
-                    | Failed(msg, log) -> printfn "FAIL  %s: %s (log: %s)" name msg log
-                    | _ -> ()
-                else
-                    match outcome with
-                    | Failed(msg, log) ->
-                        AnsiConsole.MarkupLine(
-                            sprintf
-                                "[red]failed[/] %s: %s (log: %s)"
-                                (Markup.Escape name)
-                                (Markup.Escape msg)
-                                (Markup.Escape log)
-                        )
-                    | _ -> ()
+                let name, outcome =
+                    match completions.TryTake(&taken, (if remote.Count = 0 then -1 else 500)) with
+                    | true ->
+                        running <- running - 1
+                        taken
+                    | false ->
+                        match arrived () with
+                        | (name, outcome) :: _ ->
+                            remote.Remove name |> ignore
+                            name, outcome
+                        | [] -> "", Blocked ""
 
-                onChange outcomes
+                if name <> "" then
+                    outcomes[name] <- outcome
+
+                    if not live then
+                        match outcome with
+                        | Ran r -> printfn "done  %s (%.1f s)" name r.Seconds
+                        | Failed(msg, log) -> printfn "FAIL  %s: %s (log: %s)" name msg log
+                        | _ -> ()
+                    else
+                        match outcome with
+                        | Failed(msg, log) ->
+                            AnsiConsole.MarkupLine(
+                                sprintf
+                                    "[red]failed[/] %s: %s (log: %s)"
+                                    (Markup.Escape name)
+                                    (Markup.Escape msg)
+                                    (Markup.Escape log)
+                            )
+                        | _ -> ()
+
+                    onChange outcomes
 
     if live then
         AnsiConsole
@@ -292,8 +335,26 @@ let run (file: string) (c: Compiler.Checked) (e: Experiment) (o: RunOptions) : i
         printfn "planned in %.0f ms" planClock.Elapsed.TotalMilliseconds
         0
     else
-        use _lock = store.Lock()
-        store.ClearTemporaries()
+        // Under mpirun, the ranks share out the stages (a world of one outside it).
+        use world = Dsl.Runtime.Distributed.World.FromEnvironment()
+
+        if not world.IsRoot then
+            // Rank 0 alone reports and writes the results; a failure still reaches stderr.
+            Console.SetOut TextWriter.Null
+
+        use _lock =
+            if world.IsRoot then
+                store.Lock()
+            else
+                { new IDisposable with
+                    member _.Dispose() = ()
+                }
+
+        if world.IsRoot then
+            store.ClearTemporaries()
+
+        // No rank begins a stage before rank 0 has cleared what a killed run left.
+        world.Barrier()
 
         let jsonl = Path.Combine(root, "results.jsonl")
 
@@ -310,7 +371,12 @@ let run (file: string) (c: Compiler.Checked) (e: Experiment) (o: RunOptions) : i
                 ]
 
         let plannedMs = planClock.Elapsed.TotalMilliseconds
-        let outcomes = schedule file c store planned forced o.Jobs record
+
+        let record outcomes =
+            if world.IsRoot then
+                record outcomes
+
+        let outcomes = schedule file c store planned forced o.Jobs world record
         record outcomes
 
         let find name =
@@ -345,7 +411,7 @@ let run (file: string) (c: Compiler.Checked) (e: Experiment) (o: RunOptions) : i
 
         let mutable incomplete = false
 
-        for t in e.Tables do
+        for t in (if world.IsRoot then e.Tables else []) do
             let paths, missing = writeTable root file find t
             printfn "wrote %s" (String.concat ", " paths)
 
@@ -353,7 +419,7 @@ let run (file: string) (c: Compiler.Checked) (e: Experiment) (o: RunOptions) : i
                 incomplete <- true
                 eprintfn "table %s: %s" t.Name m
 
-        for p in e.Plots do
+        for p in (if world.IsRoot then e.Plots else []) do
             let paths, missing = writePlot root file find p
 
             if not paths.IsEmpty then
