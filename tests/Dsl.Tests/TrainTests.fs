@@ -227,6 +227,19 @@ let tests =
                     Directory.Delete(dir, true)
             }
 
+            test "a peak of resident memory starts afresh at a reset: a freed 256 MB tensor is not in the next one" {
+                Expect.isTrue (Dsl.Runtime.Bench.PeakMemory.Reset()) "Linux lets a process reset its peak"
+
+                do
+                    use big = torch.ones ([| 64L * 1024L * 1024L |]) // 256 MB of float32, every page written
+                    Expect.isGreaterThan (big.sum().item<float32>()) 6e7f "the tensor is resident"
+
+                let withBig = Dsl.Runtime.Bench.PeakMemory.Bytes()
+                Expect.isTrue (Dsl.Runtime.Bench.PeakMemory.Reset()) "and again"
+                let after = Dsl.Runtime.Bench.PeakMemory.Bytes()
+                Expect.isLessThan after (withBig - 200.0 * 1048576.0) "the freed tensor's pages are not in the new peak"
+            }
+
             test "the live tensor count stays flat over 200 training steps" {
                 use train = patterns 128 1L
                 use testSet = patterns 32 2L

@@ -234,7 +234,8 @@ let private trainOnRanks
         | _ -> ()
         // Each rank's memory is its own process's: this one cannot read it.
         "peak_rss_mb", nan
-        "allreduce_share", value "allreduce_share" |> Option.defaultValue nan
+        // One rank logs no exchange: it spent none.
+        "allreduce_share", value "allreduce_share" |> Option.defaultValue 0.0
     ]
     @ tested
 
@@ -356,8 +357,8 @@ let private train (ctx: StageContext) (p: Planned) (dir: string) =
                         "tokens_per_s", t.TokensPerSecond.Value
                         "mfu", t.Mfu.GetValueOrDefault nan
                         "peak_gflops", result.PeakFlops / 1e9
-                    if t.AllreduceShare.HasValue then
-                        "allreduce_share", t.AllreduceShare.Value
+                    // One process spends none of its step in an exchange.
+                    "allreduce_share", t.AllreduceShare.GetValueOrDefault 0.0
                 ]
 
         [
