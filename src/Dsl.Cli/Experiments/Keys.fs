@@ -87,35 +87,23 @@ let canonical (o: obj) =
 let sha256 (text: string) =
     Convert.ToHexString(SHA256.HashData(Encoding.UTF8.GetBytes text)).ToLowerInvariant()
 
-/// The tool's version: a stage made by another build of dsl is not taken as done, since the
-/// runtime, the prelude and the passes may all have changed. The assembly's informational
-/// version carries the commit it was built from when there is one.
+/// The tool's build: a stage made by another build of dsl is not taken as done, since the
+/// runtime, the prelude and the passes may all have changed. It is the bytes of the three
+/// assemblies, not the commit in their version: an uncommitted edit builds at the same commit
+/// (measured: a fix to a stage's metrics was not rerun), while the builds are deterministic, so
+/// the same sources give the same key.
 let toolVersion =
-    let asm = Reflection.Assembly.GetExecutingAssembly()
-
-    let info =
-        asm.GetCustomAttributes(typeof<Reflection.AssemblyInformationalVersionAttribute>, false)
-        |> Array.tryHead
-        |> Option.map (fun a -> (a :?> Reflection.AssemblyInformationalVersionAttribute).InformationalVersion)
-
-    // Without a commit in the version, the build itself: its assembly's bytes.
-    match info with
-    | Some v when v.Contains '+' -> v
-    | _ ->
-        let files =
-            [
-                asm.Location
-                typeof<Ir.Graph>.Assembly.Location
-                typeof<Dsl.Runtime.Threads>.Assembly.Location
-            ]
-
-        files
-        |> List.map (fun f ->
-            if File.Exists f then
-                sha256 (Convert.ToBase64String(File.ReadAllBytes f))
-            else
-                f)
-        |> String.concat ","
+    [
+        Reflection.Assembly.GetExecutingAssembly().Location
+        typeof<Ir.Graph>.Assembly.Location
+        typeof<Dsl.Runtime.Threads>.Assembly.Location
+    ]
+    |> List.map (fun f ->
+        if File.Exists f then
+            sha256 (Convert.ToBase64String(File.ReadAllBytes f))
+        else
+            f)
+    |> String.concat ","
 
 /// A file's or folder's fingerprint: relative name, size and modification time of every file
 /// under it (Snakemake's and Make's test; hashing gigabytes on every plan would cost more than
