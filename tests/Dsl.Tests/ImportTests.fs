@@ -163,6 +163,196 @@ let openlmKeys (d: int64) (layers: int) (heads: int64) (hidden: int64) (vocab: i
         "output.weight", [ vocab; d ]
     ]
 
+/// MobileCLIP as apple/ml-mobileclip builds it (read at 4144bb1; mobileclip/clip.py,
+/// models/mci.py, text_encoder.py, modules/common/mobileone.py, modules/image/replknet.py,
+/// modules/text/repmixer.py), train-time form: image_encoder.model is ml-fastvit's FastViT
+/// (patch_embed; network = stage 0, downsampling, stage 1, …, RepCPE, the attention stage;
+/// conv_exp with its SE as reduce/expand; GlobalPool2D's bare head.proj [2C, dim]); the text
+/// encoder a RepMixer block, `layers` pre-norm transformer layers and another RepMixer block (MCt)
+/// with a bare projection_layer [width, dim]. MobileOne branches are rbr_skip / rbr_conv / rbr_scale.
+let appleMobileClip
+    (layers: int list)
+    (dims: int64 list)
+    (textLayers: int)
+    (width: int64)
+    (vocab: int64)
+    (context: int64)
+    (dim: int64)
+    =
+    let mobileOne p cin cout k stride groups =
+        [
+            if cin = cout && stride = 1 then
+                yield! bn (p + "rbr_skip.") cin
+            yield! convBn (p + "rbr_conv.0.") cout (cin / groups) k
+            if k > 1L then
+                yield! convBn (p + "rbr_scale.") cout (cin / groups) 1L
+        ]
+
+    let se p c r =
+        [
+            p + "1.weight", [ r; c; 1L; 1L ]
+            p + "1.bias", [ r ]
+            p + "2.weight", [ c; r; 1L; 1L ]
+            p + "2.bias", [ c ]
+        ]
+
+    let convffn p d h (kh: int64) (kw: int64) =
+        [
+            p + "conv.conv.weight", [ d; 1L; kh; kw ]
+            yield! bn (p + "conv.bn.") d
+            p + "fc1.weight", [ h; d; 1L; 1L ]
+            p + "fc1.bias", [ h ]
+            p + "fc2.weight", [ d; h; 1L; 1L ]
+            p + "fc2.bias", [ d ]
+        ]
+
+    let i = "image_encoder.model."
+    let c0 = dims.Head
+    let mutable net = 0
+
+    [
+        yield! mobileOne (i + "patch_embed.0.") 3L c0 3L 2 1L
+        yield! mobileOne (i + "patch_embed.1.") c0 c0 3L 2 c0
+        yield! mobileOne (i + "patch_embed.2.") c0 c0 1L 1 1L
+        for s, (n, d) in List.indexed (List.zip layers dims) do
+            if s = 3 then
+                yield i + sprintf "network.%d.pe.weight" net, [ d; 1L; 7L; 7L ]
+                yield i + sprintf "network.%d.pe.bias" net, [ d ]
+                net <- net + 1
+
+            for b in 0 .. n - 1 do
+                let p = i + sprintf "network.%d.%d." net b
+
+                if s < 3 then
+                    yield! bn (p + "token_mixer.norm.rbr_skip.") d
+                    yield! mobileOne (p + "token_mixer.mixer.") d d 3L 1 d
+                    yield p + "token_mixer.layer_scale", [ d; 1L; 1L ]
+                    yield p + "layer_scale", [ d; 1L; 1L ]
+                else
+                    yield! bn (p + "norm.") d
+                    yield p + "token_mixer.qkv.weight", [ 3L * d; d ]
+                    yield p + "token_mixer.proj.weight", [ d; d ]
+                    yield p + "token_mixer.proj.bias", [ d ]
+                    yield p + "layer_scale_1", [ d; 1L; 1L ]
+                    yield p + "layer_scale_2", [ d; 1L; 1L ]
+
+                yield! convffn (p + "convffn.") d (3L * d) 7L 7L
+
+            net <- net + 1
+
+            if s < 3 then
+                let p = i + sprintf "network.%d.proj." net
+                let next = dims[s + 1]
+                yield! convBn (p + "0.lkb_origin.") next 1L 7L
+                yield! convBn (p + "0.small_conv.") next 1L 3L
+                // SE in the downsamplings into stages 2 and 3 (MCi's se_downsamples).
+                if s >= 1 then
+                    yield! se (p + "0.se.fc") next (next / 4L)
+
+                yield! mobileOne (p + "1.") next next 1L 1 1L
+                net <- net + 1
+        let c = List.last dims
+        yield! mobileOne (i + "conv_exp.") c (2L * c) 3L 1 c
+        let rd = 2L * c / 16L
+        yield i + "conv_exp.se.reduce.weight", [ rd; 2L * c; 1L; 1L ]
+        yield i + "conv_exp.se.reduce.bias", [ rd ]
+        yield i + "conv_exp.se.expand.weight", [ 2L * c; rd; 1L; 1L ]
+        yield i + "conv_exp.se.expand.bias", [ 2L * c ]
+        yield i + "head.proj", [ 2L * c; dim ]
+
+        let t = "text_encoder."
+        yield t + "embedding_layer.weight", [ vocab; width ]
+        yield t + "positional_embedding.pos_embed.pos_embed", [ 1L; 1L; context; width ]
+
+        let repMixer p =
+            [
+                yield! bn (p + "token_mixer.norm.rbr_skip.") width
+                yield! bn (p + "token_mixer.mixer.rbr_skip.") width
+                p + "token_mixer.mixer.rbr_conv.0.conv.weight", [ width; 1L; 1L; 11L ]
+                yield! bn (p + "token_mixer.mixer.rbr_conv.0.bn.") width
+                p + "token_mixer.layer_scale", [ width; 1L; 1L ]
+                yield! convffn (p + "convffn.") width (4L * width) 1L 11L
+                p + "layer_scale", [ width; 1L; 1L ]
+            ]
+
+        yield! repMixer (t + "transformer.0.")
+
+        for l in 1..textLayers do
+            let p = t + sprintf "transformer.%d." l
+            yield p + "pre_norm_mha.0.weight", [ width ]
+            yield p + "pre_norm_mha.0.bias", [ width ]
+            yield p + "pre_norm_mha.1.qkv_proj.weight", [ 3L * width; width ]
+            yield p + "pre_norm_mha.1.qkv_proj.bias", [ 3L * width ]
+            yield p + "pre_norm_mha.1.out_proj.weight", [ width; width ]
+            yield p + "pre_norm_mha.1.out_proj.bias", [ width ]
+            yield p + "pre_norm_ffn.0.weight", [ width ]
+            yield p + "pre_norm_ffn.0.bias", [ width ]
+            yield p + "pre_norm_ffn.1.weight", [ 4L * width; width ]
+            yield p + "pre_norm_ffn.1.bias", [ 4L * width ]
+            yield p + "pre_norm_ffn.4.weight", [ width; 4L * width ]
+            yield p + "pre_norm_ffn.4.bias", [ width ]
+
+        yield! repMixer (t + sprintf "transformer.%d." (textLayers + 1))
+        yield t + "final_layer_norm.weight", [ width ]
+        yield t + "final_layer_norm.bias", [ width ]
+        yield t + "projection_layer", [ width; dim ]
+        yield "logit_scale", []
+    ]
+
+/// open_clip's CLIP (mlfoundations/open_clip src/open_clip/model.py, transformer.py; read at
+/// 89fb801 and v3.3.0): visual.conv1 without bias, class_embedding [W], positional_embedding
+/// [grid² + 1, W], ln_pre, transformer.resblocks.N (ln_1, attn.in_proj_weight/bias,
+/// attn.out_proj, ln_2, mlp.c_fc, mlp.c_proj), ln_post, proj [W, dim]; the text tower at the top:
+/// token_embedding, positional_embedding [L, W'], the same blocks, ln_final, text_projection
+/// [W', dim]; logit_scale. The causal attn_mask is not persistent, so not in the file.
+let openClipKeys
+    (width: int64)
+    (depth: int)
+    (patch: int64)
+    (grid: int64)
+    (textWidth: int64)
+    (textDepth: int)
+    (vocab: int64)
+    (context: int64)
+    (dim: int64)
+    =
+    let blocks p (w: int64) n =
+        [
+            for i in 0 .. n - 1 do
+                let b = sprintf "%stransformer.resblocks.%d." p i
+                b + "ln_1.weight", [ w ]
+                b + "ln_1.bias", [ w ]
+                b + "attn.in_proj_weight", [ 3L * w; w ]
+                b + "attn.in_proj_bias", [ 3L * w ]
+                b + "attn.out_proj.weight", [ w; w ]
+                b + "attn.out_proj.bias", [ w ]
+                b + "ln_2.weight", [ w ]
+                b + "ln_2.bias", [ w ]
+                b + "mlp.c_fc.weight", [ 4L * w; w ]
+                b + "mlp.c_fc.bias", [ 4L * w ]
+                b + "mlp.c_proj.weight", [ w; 4L * w ]
+                b + "mlp.c_proj.bias", [ w ]
+        ]
+
+    [
+        "visual.conv1.weight", [ width; 3L; patch; patch ]
+        "visual.class_embedding", [ width ]
+        "visual.positional_embedding", [ grid * grid + 1L; width ]
+        "visual.ln_pre.weight", [ width ]
+        "visual.ln_pre.bias", [ width ]
+        yield! blocks "visual." width depth
+        "visual.ln_post.weight", [ width ]
+        "visual.ln_post.bias", [ width ]
+        "visual.proj", [ width; dim ]
+        "token_embedding.weight", [ vocab; textWidth ]
+        "positional_embedding", [ context; textWidth ]
+        yield! blocks "" textWidth textDepth
+        "ln_final.weight", [ textWidth ]
+        "ln_final.bias", [ textWidth ]
+        "text_projection", [ textWidth; dim ]
+        "logit_scale", []
+    ]
+
 /// A safetensors state dict of those keys, each tensor filled with a value from its position.
 let private writeStateDict (path: string) (keys: (string * int64 list) list) =
     let tensors = Dictionary<string, torch.Tensor>()
@@ -206,6 +396,19 @@ let private cases =
         "openlm openlmTiny (fused q/k/v, qk-norm, rotary buffers dropped)",
         "open lm\nmodel m : tokens[16] -> logits[16, 257] = decoder openlmTiny\n",
         openlmKeys 128L 2 4L 512L 257L
+    ]
+
+/// MobileCLIP and open_clip at small widths, their reference files' keys written from the sources.
+let private clipCases =
+    [
+        "mobileclip MobileCLIP (MCi, MCt)",
+        "mobileclip",
+        "open clip\nlet small = { image = { mci0 with layers = [ 1; 1; 1; 1 ]; dims = [ 16; 32; 64; 128 ] }; text = { mct with vocabulary = 100; eot = 99; width = 64; heads = 2; layers = 1 } }\nmodel m (image : image[3, 64, 64]) (text : tokens[16]) = mobileclip small (dim = 32) image text\n",
+        appleMobileClip [ 1; 1; 1; 1 ] [ 16L; 32L; 64L; 128L ] 1 64L 100L 16L 32L
+        "open_clip CLIP (ViT, causal text transformer)",
+        "open_clip",
+        "open clip\nlet small = { image = { vitTiny16 with dim = 64; depth = 2; heads = 2 }; text = { clipTextCausal with vocabulary = 100; eot = 99; width = 48; heads = 2; layers = 2 } }\nmodel m (image : image[3, 32, 32]) (text : tokens[16]) = openclip small (dim = 32) image text\n",
+        openClipKeys 64L 2 16L 2L 48L 2 100L 16L 32L
     ]
 
 [<Tests>]
@@ -255,6 +458,83 @@ let tests =
                                 (t.to_type(torch.ScalarType.Float64).mean().item<float>())
                                 expected
                                 (sprintf "%s's values" ours))
+                }
+
+            for label, source, src, keys in clipCases ->
+                test (
+                    sprintf
+                        "%s: the reference state dict imports with nothing missing or unused, transposed where it is x @ P"
+                        label
+                ) {
+                    withTempDir "dsl-import-" (fun dir ->
+                        let file = Path.Combine(dir, "m.dsl")
+                        File.WriteAllText(file, src)
+                        let weights = Path.Combine(dir, "ref.safetensors")
+                        // Distinct values in every entry, so that a transposition or a wrong key shows.
+                        let tensors = Dictionary<string, torch.Tensor>()
+
+                        for i, (name, shape) in List.indexed keys do
+                            tensors[name] <-
+                                if name.EndsWith "num_batches_tracked" then
+                                    torch.tensor (int64 i)
+                                else
+                                    let n = List.fold (*) 1L shape
+
+                                    (torch.arange (n, dtype = torch.float32) / float32 n + float32 i)
+                                        .reshape(List.toArray shape)
+
+                        WeightImport.WriteSafetensors(weights, tensors)
+                        let out = Path.Combine(dir, "imported")
+                        let r = CliTests.dsl [ "import"; file; "--from"; source; weights; "--out"; out ]
+                        Expect.equal r.Code 0 (r.Out + r.Err)
+                        Expect.stringContains r.Out "unused 0, missing 0" "nothing missing or unused"
+                        Expect.stringContains r.Out "(transposed)" "the projections are transposed"
+                        use loaded = Checkpoint.Load(Path.Combine(out, "checkpoint"), optimizer = false)
+                        let convention = NameConvention.For source
+                        Expect.equal loaded.Weights.Count (List.length keys) "one of dsl's tensors per key"
+
+                        for KeyValue(ours, t) in loaded.Weights do
+                            let mapped = convention.Map(ours, t.shape)
+                            use expected = mapped.ToOurs(tensors[mapped.Theirs])
+
+                            Expect.isTrue
+                                (t.to_type(expected.dtype).equal(expected).all().item<bool>())
+                                (sprintf "%s holds %s" ours mapped.Theirs)
+
+                        // And back: dsl's weights under the source's names are the file's tensors.
+                        let back = Path.Combine(dir, "back.safetensors")
+
+                        let e =
+                            CliTests.dsl
+                                [
+                                    "export"
+                                    file
+                                    "--checkpoint"
+                                    Path.Combine(out, "checkpoint")
+                                    "--format"
+                                    "safetensors"
+                                    "--names"
+                                    source
+                                    "--out"
+                                    back
+                                ]
+
+                        Expect.equal e.Code 0 (e.Out + e.Err)
+                        let again = WeightImport.ReadSafetensors back
+
+                        try
+                            Expect.equal (set again.Keys) (set tensors.Keys) "the source's keys"
+
+                            for KeyValue(k, t) in tensors do
+                                Expect.isTrue
+                                    (again[k].to_type(t.dtype).equal(t).all().item<bool>())
+                                    (sprintf "%s round-trips" k)
+                        finally
+                            for t in again.Values do
+                                t.Dispose()
+
+                            for t in tensors.Values do
+                                t.Dispose())
                 }
 
             yield

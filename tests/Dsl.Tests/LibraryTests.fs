@@ -217,6 +217,20 @@ module Reference =
 
         vocabulary * w + context * w + layers * block + bn w + w * 512L
 
+    /// CLIP's ViT image tower (open_clip transformer.py VisionTransformer): conv1 without bias,
+    /// class embedding, positions for grid² + 1 tokens, ln_pre, pre-norm blocks (the text
+    /// transformer's), ln_post, projection to `dim` without bias.
+    let clipVisual (w: int64) layers (patch: int64) (grid: int64) (dim: int64) =
+        let block = 2L * w + 3L * w * w + 3L * w + w * w + w + 2L * w + 8L * w * w + 5L * w
+
+        w * 3L * patch * patch
+        + w
+        + (grid * grid + 1L) * w
+        + 2L * w
+        + layers * block
+        + 2L * w
+        + w * dim
+
     /// MCt's text RepMixer block: BN skip (norm); mixer = BN skip + dw 1×11 conv-BN; layer scale;
     /// ConvFFN with a dw 1×11 conv-BN and 1×1 convs (4×); layer scale.
     let textRepMixer (w: int64) =
@@ -328,6 +342,33 @@ let textPublished =
         "clipText", Reference.textTransformer 49408L 77L 512L 12L, 63.43
     ]
 
+/// Whole dual encoders, with the learnable logit scale: MobileCLIP-S0 (apple/ml-mobileclip's
+/// README publishes 11.4M + 42.4M for its image and text towers) and open_clip's ViT-B-16
+/// (149.62M in open_clip's model table).
+let dualPublished =
+    let mci0 =
+        { Reference.mciBase with
+            Layers = [ 2L; 6L; 10L; 2L ]
+        }
+
+    [
+        "mobileclipS0",
+        "open clip\nmodel m (image : image[3, 256, 256]) (text : tokens[77]) = mobileclip mobileclipS0 image text",
+        Reference.clipHead mci0 512L (Reference.features mci0)
+        + Reference.textTransformer 49408L 77L 512L 4L
+        + 2L * Reference.textRepMixer 512L
+        + 1L,
+        53.8,
+        1
+        "openclipViTB16",
+        "open clip\nmodel m (image : image[3, 224, 224]) (text : tokens[77]) = openclip openclipViTB16 image text",
+        Reference.clipVisual 768L 12L 16L 14L 512L
+        + Reference.textTransformer 49408L 77L 512L 12L
+        + 1L,
+        149.62,
+        2
+    ]
+
 /// Every library entry with a reference count: name, source, exact train-time and deploy
 /// counts where the reference gives them, and the published figures with their decimals.
 let publishedCounts =
@@ -356,6 +397,8 @@ let publishedCounts =
             1
         for v, count, trainM in textPublished ->
             v, "open clip\nmodel m : tokens[77] = textEncoder " + v, Some(count, count, trainM), None, 2
+        for v, source, count, millions, decimals in dualPublished ->
+            v, source, Some(count, count, millions), None, decimals
     ]
 
 /// A count rounded to the published number of decimals of millions, as the publication rounds.

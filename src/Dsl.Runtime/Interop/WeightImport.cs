@@ -46,7 +46,7 @@ public sealed class ImportReport
 
         foreach (var m in Reshaped)
         {
-            yield return $"  reshaped  {m.Theirs} {Shape(m.TheirShape)} -> {m.Ours} {Shape(m.OurShape)}";
+            yield return $"  reshaped  {m.Theirs} {Shape(m.TheirShape)} -> {m.Ours} {Shape(m.OurShape)}{(m.Transposed ? " (transposed)" : "")}";
         }
 
         foreach (var m in Absent)
@@ -90,7 +90,7 @@ public static class WeightImport
         bool Ignored(string key) => patterns.Any(p => p.IsMatch(key));
         var report = new ImportReport();
         var used = new HashSet<string>(StringComparer.Ordinal);
-        var copies = new List<(Tensor Target, Tensor Value)>();
+        var copies = new List<(Tensor Target, Tensor Value, MappedName Mapped)>();
         foreach (var (ours, tensor) in model)
         {
             var mapped = convention.Map(ours, tensor.shape);
@@ -116,7 +116,7 @@ public static class WeightImport
             }
 
             (mapped.Reshaped ? report.Reshaped : mapped.Renamed ? report.Renamed : report.Matched).Add(mapped);
-            copies.Add((tensor, value));
+            copies.Add((tensor, value, mapped));
         }
 
         foreach (var (key, value) in source.OrderBy(kv => kv.Key, StringComparer.Ordinal))
@@ -139,9 +139,9 @@ public static class WeightImport
         if (report.Ok)
         {
             using var _ = no_grad();
-            foreach (var (target, value) in copies)
+            foreach (var (target, value, mapped) in copies)
             {
-                using var reshaped = value.reshape(target.shape);
+                using var reshaped = mapped.ToOurs(value);
                 target.copy_(reshaped);
             }
         }
@@ -182,7 +182,7 @@ public static class WeightImport
         foreach (var (ours, tensor) in model)
         {
             var mapped = convention.Map(ours, tensor.shape);
-            if (!result.TryAdd(mapped.Theirs, tensor.reshape(mapped.TheirShape)))
+            if (!result.TryAdd(mapped.Theirs, mapped.ToTheirs(tensor)))
             {
                 throw new InteropError($"the '{convention.Source}' names map two parameters to '{mapped.Theirs}'");
             }
