@@ -644,6 +644,7 @@ let recipe (r: Recipe.TrainRecipe) : string =
         sprintf "    freeze = %s" (r.Freeze |> List.map (fst >> quoted) |> listOf)
         sprintf "    paramGroups = %s" (r.Groups |> List.map paramGroup |> listOf)
         sprintf "    decayNormAndBias = %s" (bool r.DecayNormAndBias)
+        sprintf "    syncBatchNorm = %s" (bool r.SyncBatchNorm)
         "}"
     ]
     |> String.concat "\n"

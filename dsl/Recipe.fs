@@ -155,6 +155,8 @@ type TrainRecipe =
         Groups: ParamGroupSpec list
         /// Also decay 1-D parameters (norm weights, biases); off, as in timm.
         DecayNormAndBias: bool
+        /// BatchNorm statistics over every rank's batch in a data-parallel run (SyncBatchNorm); off.
+        SyncBatchNorm: bool
     }
 
 let private fields =
@@ -177,6 +179,7 @@ let private fields =
         "freeze"
         "paramGroups"
         "decayNormAndBias"
+        "syncBatchNorm"
     ]
 
 let private kindOf what (allowed: string list) (v, span) =
@@ -705,6 +708,7 @@ let ofTrainDef (t: TrainDef) : TrainRecipe =
             Freeze = ParamGroups.freeze (values.TryFind "freeze") (source "freeze")
             Groups = ParamGroups.groups (values.TryFind "paramGroups") (source "paramGroups")
             DecayNormAndBias = asBool "train" "decayNormAndBias" (get "decayNormAndBias" (VBool false))
+            SyncBatchNorm = asBool "train" "syncBatchNorm" (get "syncBatchNorm" (VBool false))
         }
 
     // The schedule decays from the peak lr to minLr; a floor above the peak is no schedule.

@@ -216,6 +216,7 @@ let trainOptions (r: TrainRecipe) (g: Graph) (outDir: string) : TrainOptions =
         OutDir = outDir,
         SourceHash = sourceHash g,
         DecayNormAndBias = r.DecayNormAndBias,
+        SyncBatchNorm = r.SyncBatchNorm,
         Freeze = ResizeArray(r.Freeze |> List.map fst),
         ParamGroups =
             ResizeArray(

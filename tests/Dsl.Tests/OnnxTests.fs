@@ -199,11 +199,15 @@ let variants =
         for v in [ "lmTiny"; "openlmTiny"; "openelmTiny" ] -> v, source "lm" ": tokens[16]" ("decoder " + v), false
         yield
             "MobileCLIP-S0 dual encoder",
+            source "clip" "(image : image[3, 64, 64]) (text : tokens[16])" "mobileclip mobileclipS0 image text",
+            true
+        yield
+            "open_clip CLIP (clipVisual: class token, ln_pre, ln_post)",
             source
                 "clip"
                 "(image : image[3, 64, 64]) (text : tokens[16])"
-                "clipOutputs (image |> mci mci0) (text |> textEncoder mct)",
-            true
+                "openclip { image = vitTiny16; text = { clipTextCausal with vocabulary = 1000; eot = 999; width = 64; heads = 2; layers = 2 } } (dim = 64) image text",
+            false
     ]
 
 /// Variants also exported with a symbolic batch and run at batch 3: one per family.

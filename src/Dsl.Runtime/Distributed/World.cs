@@ -170,6 +170,21 @@ public sealed class World : IDisposable
         return buffer[0];
     }
 
+    /// <summary>
+    /// A new tensor holding the element-wise sum of <paramref name="tensor"/> over every rank
+    /// (float32 or float64; the input is left as it is).
+    /// </summary>
+    public Tensor SumOver(Tensor tensor)
+    {
+        var sum = tensor.detach().contiguous().clone();
+        if (Size > 1)
+        {
+            Waiting("a batch-statistics allreduce", () => Collective(sum, (pointer, count, type) => Mpi.AllReduceInPlace(pointer, count, type, Mpi.Sum)));
+        }
+
+        return sum;
+    }
+
     /// <summary>Whether any rank says yes: ranks agree on when to stop, or one would wait for the others forever.</summary>
     public bool Any(bool flag)
     {

@@ -19,6 +19,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
     private readonly Dictionary<string, bool[]> neededBySet = new(StringComparer.Ordinal);
     private readonly InputShape[] inputShapes;
     private readonly Dictionary<string, Tensor> parameterTable;
+    private readonly BatchStatistics batchStatistics = new();
     private bool isTraining;
     private double[]? nodeSeconds;
 
@@ -43,7 +44,7 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
         parameterTable = CreateParameters(graph, seed);
         // Masks come from their own stream, so they do not shift the weights' draws.
         MaskGenerator = new Generator(unchecked((ulong)seed ^ 0x9E3779B97F4A7C15UL));
-        schedule = Schedule.Build(graph, parameterTable, MaskGenerator, KernelFactory.Create);
+        schedule = Schedule.Build(graph, parameterTable, MaskGenerator, (node, shape, parameters, masks) => KernelFactory.Create(node, shape, parameters, masks, batchStatistics));
         isTraining = base.training;
     }
 
@@ -66,6 +67,16 @@ public sealed class GraphModule : nn.Module<Tensor, Tensor>
     public Generator MaskGenerator { get; }
 
     public override bool training => isTraining;
+
+    /// <summary>
+    /// The ranks whose batches the BatchNorms' training statistics are taken over (SyncBatchNorm),
+    /// or null for this process's batch alone, the default (as in Horovod and PyTorch DDP).
+    /// </summary>
+    public Distributed.World? SyncBatchNorm
+    {
+        get => batchStatistics.World;
+        set => batchStatistics.World = value;
+    }
 
     /// <summary>Each node's accumulated forward seconds (indexed by node id) while profiling, else null.</summary>
     public double[]? NodeSeconds => nodeSeconds;

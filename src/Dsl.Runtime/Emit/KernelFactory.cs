@@ -10,7 +10,8 @@ internal static class KernelFactory
     /// <param name="firstInput">The IR shape of the node's first input (empty when it has none).</param>
     /// <param name="parameters">The node's tensors by local name.</param>
     /// <param name="maskGenerator">The module-owned generator Dropout and DropPath masks are drawn from.</param>
-    public static Kernel Create(Ir.Node node, Ir.Dim[] firstInput, NodeParams parameters, Generator maskGenerator)
+    /// <param name="statistics">The module-owned choice of local or cross-rank BatchNorm statistics.</param>
+    public static Kernel Create(Ir.Node node, Ir.Dim[] firstInput, NodeParams parameters, Generator maskGenerator, BatchStatistics statistics)
     {
         var rank = node.Shape.Length;
         return node.Op switch
@@ -28,7 +29,7 @@ internal static class KernelFactory
             Ir.Op.LayerScale scale => LayerKernels.LayerScale(scale.channels, scale.axis, rank, parameters),
             { IsParameter: true } => LayerKernels.Parameter(parameters),
 
-            Ir.Op.BatchNorm norm => NormKernels.BatchNorm(norm.eps, norm.momentum, parameters),
+            Ir.Op.BatchNorm norm => NormKernels.BatchNorm(norm.eps, norm.momentum, parameters, statistics),
             Ir.Op.LayerNorm norm => NormKernels.LayerNorm(norm.features, norm.eps, norm.affine, norm.bias, parameters),
             Ir.Op.RmsNorm norm => NormKernels.RmsNorm(norm.eps, parameters),
             Ir.Op.GroupNorm norm => NormKernels.GroupNorm(norm.groups, norm.eps, parameters),

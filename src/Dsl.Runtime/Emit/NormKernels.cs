@@ -3,15 +3,25 @@ using F = TorchSharp.torch.nn.functional;
 
 namespace Dsl.Runtime.Emit;
 
+/// <summary>
+/// Where a module's BatchNorms take their training statistics from: this process's batch, or
+/// (<see cref="World"/> set, the trainer's SyncBatchNorm option) every rank's.
+/// </summary>
+public sealed class BatchStatistics
+{
+    public Distributed.World? World { get; set; }
+}
+
 /// <summary>Kernels of the normalisation ops.</summary>
 internal static class NormKernels
 {
     /// <summary>
     /// Batch statistics and an update of running_mean/running_var in training mode, the running
     /// statistics in eval mode. num_batches_tracked counts training batches, as PyTorch's
-    /// BatchNorm module does (the functional form alone would not).
+    /// BatchNorm module does (the functional form alone would not). While the module's
+    /// <see cref="BatchStatistics.World"/> is set, training statistics are over every rank's batch.
     /// </summary>
-    public static Kernel BatchNorm(double eps, double momentum, NodeParams parameters)
+    public static Kernel BatchNorm(double eps, double momentum, NodeParams parameters, BatchStatistics statistics)
     {
         var weight = parameters.Optional("weight");
         var bias = parameters.Optional("bias");
@@ -25,7 +35,9 @@ internal static class NormKernels
                 batchesTracked?.add_(1);
             }
 
-            return F.batch_norm(x[0], runningMean, runningVar, weight, bias, training, momentum, eps);
+            return training && statistics.World is { Size: > 1 } world
+                ? Distributed.SyncBatchNorm.Forward(x[0], world, runningMean, runningVar, weight, bias, momentum, eps)
+                : F.batch_norm(x[0], runningMean, runningVar, weight, bias, training, momentum, eps);
         };
     }
 

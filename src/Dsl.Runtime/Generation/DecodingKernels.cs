@@ -16,7 +16,8 @@ internal static class DecodingKernels
     {
         Ir.Op.SelfAttention attention => Attention(node.Id, new AttentionCore(attention.Item, parameters, cache.Capacity), cache),
         Ir.Op.PositionalEmbedding => Positional(parameters.Required("weight"), cache),
-        _ => KernelFactory.Create(node, firstInput, parameters, maskGenerator),
+        // Decoding never trains, so its BatchNorms (if any) keep their running statistics.
+        _ => KernelFactory.Create(node, firstInput, parameters, maskGenerator, new BatchStatistics()),
     };
 
     private static Kernel Attention(int node, AttentionCore core, KvCache cache) => (x, _) =>

@@ -25,6 +25,12 @@ public sealed class TrainOptions
     public bool DecayNormAndBias { get; set; }
 
     /// <summary>
+    /// BatchNorm statistics over the global batch of a data-parallel run (SyncBatchNorm), not
+    /// each rank's slice. Off, as in Horovod and PyTorch DDP; no effect on one process.
+    /// </summary>
+    public bool SyncBatchNorm { get; set; }
+
+    /// <summary>
     /// Globs over full parameter names (the language's, <c>Dsl.Primitives.globMatch</c>): the
     /// parameters they match get requires_grad = false for the run, so they have no gradient,
     /// are not in the optimizer and are neither updated nor decayed.

@@ -63,6 +63,7 @@ public sealed class Trainer
         using var augmentGenerator = new Generator(0);
         var trainable = model.parameters().Where(p => p.requires_grad).ToArray();
         var wasTraining = model.training;
+        model.SyncBatchNorm = options.SyncBatchNorm && world.Size > 1 ? world : null;
         // A language model's throughput is also read in tokens and as a share of the machine's
         // peak, measured now on the threads this run has (every rank measures its own share).
         var peak = options.TokensPerExample > 0 ? world.Sum(MatmulPeak.FlopsPerSecond()) : double.NaN;
@@ -173,6 +174,7 @@ public sealed class Trainer
             batches?.Dispose();
             optimizer.ZeroGrad();
             model.train(wasTraining);
+            model.SyncBatchNorm = null;
         }
     }
 
