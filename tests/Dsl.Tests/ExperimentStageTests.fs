@@ -431,7 +431,7 @@ let stageRuns =
 
                 let src =
                     withExperiment
-                        "    let one = Stage.train (tiny 4) (steps = 3)\n    let two = Stage.train (tiny 4) (steps = 3) (ranks = 2)\n    { tables = [ table \"r\" [ { one = metric one \"loss\"; two = metric two \"loss\"; share = metric two \"allreduce_share\"; steps = metric two \"steps\"; acc = metric (Stage.eval two) \"accuracy\" } ] ] }"
+                        "    let one = Stage.train (tiny 4) (steps = 3)\n    let two = Stage.train (tiny 4) (steps = 3) (ranks = 2)\n    { tables = [ table \"r\" [ { one = metric one \"loss\"; two = metric two \"loss\"; share = metric two \"allreduce_share\"; steps = metric two \"steps\"; acc = metric (Stage.eval two) \"accuracy\"; rss = metric two \"peak_rss_mb\" } ] ] }"
 
                 let dir, file = setup src
                 let out = Path.Combine(dir, "runs")
@@ -442,6 +442,7 @@ let stageRuns =
                 Expect.isTrue (row[2] > 0.0 && row[2] < 1.0) "the allreduce takes a share of each step"
                 Expect.equal row[3] 3.0 "every step"
                 Expect.isTrue (row[4] >= 0.0 && row[4] <= 1.0) "the eval reads the ranks' checkpoint"
+                Expect.isTrue (row[5] > 50.0 && row[5] < 20000.0) "rank 0's peak memory, in MB, from its log"
 
                 let written () =
                     Directory.GetFiles(Path.Combine(out, "stages"), "result.json", SearchOption.AllDirectories)

@@ -232,8 +232,8 @@ let private trainOnRanks
             // The log keeps the utilisation; the peak it was measured against follows from it.
             "peak_gflops", 6.0 * parameters * tokens / mfu / 1e9
         | _ -> ()
-        // Each rank's memory is its own process's: this one cannot read it.
-        "peak_rss_mb", nan
+        // Rank 0's process's peak, from its log.
+        "peak_rss_mb", value "peak_rss_mb" |> Option.defaultValue nan
         // One rank logs no exchange: it spent none.
         "allreduce_share", value "allreduce_share" |> Option.defaultValue 0.0
     ]

@@ -294,6 +294,9 @@ public sealed class Trainer
         if (report.AllreduceShare is double share)
         {
             record["allreduce_share"] = share;
+            // A rank is a process of its own, so its peak since it started is the training's
+            // (rank 0's, which writes the log; the others hold the same model and as much data).
+            record["peak_rss_mb"] = Bench.PeakMemory.Bytes() / 1048576.0;
         }
 
         log.Write(record);
