@@ -299,6 +299,60 @@ let appleMobileClip
         yield "logit_scale", []
     ]
 
+/// timm's fastvit_mci* keys (timm/models/fastvit.py, read at aa4b585) as its checkpoint_filter_fn
+/// makes them from apple's: the image tower's keys without `image_encoder.model.`, MobileOne's
+/// rbr_* as conv_kxk / conv_scale / identity, patch_embed as stem, conv_exp as final_conv with its
+/// SE's reduce / expand as fc1 / fc2, lkb_origin as large_conv, convffn as mlp, bare layer scales
+/// as `.gamma`, network.N re-addressed to stages.i.{downsample, pos_emb, blocks}, and GlobalPool2D's
+/// proj [2C, dim] as head.fc.weight (its transpose) with a zero head.fc.bias.
+let timmMciFromApple (apple: (string * int64 list) list) =
+    let prefix = "image_encoder.model."
+    let stageEnds = [ 1; 3; 5 ] // the network indices of the downsamplings (PatchEmbed)
+
+    let network (rest: string) =
+        let m = System.Text.RegularExpressions.Regex.Match(rest, @"^network\.(\d+)\.(.*)$")
+
+        if not m.Success then
+            rest
+        else
+            let n = int m.Groups[1].Value
+            let tail = m.Groups[2].Value
+            let stage = stageEnds |> List.filter (fun e -> e <= n) |> List.length
+
+            if List.contains n stageEnds then
+                sprintf "stages.%d.downsample.%s" stage tail
+            elif tail.StartsWith "pe." then
+                sprintf "stages.%d.pos_emb.pos_enc.%s" stage (tail.Substring 3)
+            else
+                sprintf "stages.%d.blocks.%s" stage tail
+
+    [
+        for key, shape in apple do
+            if key.StartsWith prefix then
+                let rest = key.Substring prefix.Length
+
+                if rest = "head.proj" then
+                    "head.fc.weight", List.rev shape
+                    "head.fc.bias", [ List.last shape ]
+                else
+                    let renamed =
+                        (network rest)
+                            .Replace("patch_embed", "stem")
+                            .Replace("rbr_conv", "conv_kxk")
+                            .Replace("rbr_scale", "conv_scale")
+                            .Replace("rbr_skip", "identity")
+                            .Replace("conv_exp", "final_conv")
+                            .Replace("lkb_origin", "large_conv")
+                            .Replace("convffn", "mlp")
+                            .Replace("se.reduce", "se.fc1")
+                            .Replace("se.expand", "se.fc2")
+
+                    let gamma =
+                        System.Text.RegularExpressions.Regex.IsMatch(renamed, @"layer_scale(_[12])?$")
+
+                    (if gamma then renamed + ".gamma" else renamed), shape
+    ]
+
 /// open_clip's CLIP (mlfoundations/open_clip src/open_clip/model.py, transformer.py; read at
 /// 89fb801 and v3.3.0): visual.conv1 without bias, class_embedding [W], positional_embedding
 /// [grid² + 1, W], ln_pre, transformer.resblocks.N (ln_1, attn.in_proj_weight/bias,
@@ -405,6 +459,10 @@ let private clipCases =
         "mobileclip",
         "open clip\nlet small = { image = { mci0 with layers = [ 1; 1; 1; 1 ]; dims = [ 16; 32; 64; 128 ] }; text = { mct with vocabulary = 100; eot = 99; width = 64; heads = 2; layers = 1 } }\nmodel m (image : image[3, 64, 64]) (text : tokens[16]) = mobileclip small (dim = 32) image text\n",
         appleMobileClip [ 1; 1; 1; 1 ] [ 16L; 32L; 64L; 128L ] 1 64L 100L 16L 32L
+        "timm MCi (fastvit_mci, zero head bias dropped)",
+        "timm",
+        "open fastvit\nmodel m : image[3, 64, 64] = mci { mci0 with layers = [ 1; 1; 1; 1 ]; dims = [ 16; 32; 64; 128 ] } (dim = 32)\n",
+        timmMciFromApple (appleMobileClip [ 1; 1; 1; 1 ] [ 16L; 32L; 64L; 128L ] 1 64L 100L 16L 32L)
         "open_clip CLIP (ViT, causal text transformer)",
         "open_clip",
         "open clip\nlet small = { image = { vitTiny16 with dim = 64; depth = 2; heads = 2 }; text = { clipTextCausal with vocabulary = 100; eot = 99; width = 48; heads = 2; layers = 2 } }\nmodel m (image : image[3, 32, 32]) (text : tokens[16]) = openclip small (dim = 32) image text\n",
@@ -473,10 +531,20 @@ let tests =
                         // Distinct values in every entry, so that a transposition or a wrong key shows.
                         let tensors = Dictionary<string, torch.Tensor>()
 
+                        // timm's MCi head bias is zeros (its conversion adds it): dropped, not a parameter.
+                        let zero =
+                            set
+                                [
+                                    if source = "timm" then
+                                        "head.fc.bias"
+                                ]
+
                         for i, (name, shape) in List.indexed keys do
                             tensors[name] <-
                                 if name.EndsWith "num_batches_tracked" then
                                     torch.tensor (int64 i)
+                                elif zero.Contains name then
+                                    torch.zeros (List.toArray shape)
                                 else
                                     let n = List.fold (*) 1L shape
 
@@ -488,10 +556,22 @@ let tests =
                         let r = CliTests.dsl [ "import"; file; "--from"; source; weights; "--out"; out ]
                         Expect.equal r.Code 0 (r.Out + r.Err)
                         Expect.stringContains r.Out "unused 0, missing 0" "nothing missing or unused"
-                        Expect.stringContains r.Out "(transposed)" "the projections are transposed"
+
+                        if source = "timm" then
+                            Expect.stringContains
+                                r.Out
+                                "dropped   head.fc.bias [32] (all zeros"
+                                "the zero bias is dropped"
+                        else
+                            Expect.stringContains r.Out "(transposed)" "the projections are transposed"
+
                         use loaded = Checkpoint.Load(Path.Combine(out, "checkpoint"), optimizer = false)
                         let convention = NameConvention.For source
-                        Expect.equal loaded.Weights.Count (List.length keys) "one of dsl's tensors per key"
+
+                        Expect.equal
+                            loaded.Weights.Count
+                            (List.length keys - zero.Count)
+                            "one of dsl's tensors per key"
 
                         for KeyValue(ours, t) in loaded.Weights do
                             let mapped = convention.Map(ours, t.shape)
@@ -523,12 +603,26 @@ let tests =
                         let again = WeightImport.ReadSafetensors back
 
                         try
-                            Expect.equal (set again.Keys) (set tensors.Keys) "the source's keys"
+                            Expect.equal (set again.Keys) (set tensors.Keys - zero) "the source's keys"
 
                             for KeyValue(k, t) in tensors do
-                                Expect.isTrue
-                                    (again[k].to_type(t.dtype).equal(t).all().item<bool>())
-                                    (sprintf "%s round-trips" k)
+                                if not (zero.Contains k) then
+                                    Expect.isTrue
+                                        (again[k].to_type(t.dtype).equal(t).all().item<bool>())
+                                        (sprintf "%s round-trips" k)
+
+                            // A bias that is not zero is a trained one, which dsl's model would lose.
+                            if source = "timm" then
+                                tensors["head.fc.bias"].fill_ 0.5 |> ignore
+                                let biased = Path.Combine(dir, "biased.safetensors")
+                                WeightImport.WriteSafetensors(biased, tensors)
+
+                                let refused =
+                                    CliTests.dsl
+                                        [ "import"; file; "--from"; source; biased; "--out"; Path.Combine(dir, "no") ]
+
+                                Expect.equal refused.Code 1 "a trained head bias is refused"
+                                Expect.stringContains refused.Out "unused    head.fc.bias [32]" refused.Out
                         finally
                             for t in again.Values do
                                 t.Dispose()

@@ -140,7 +140,12 @@ public sealed class NameConvention
                 new(@"stage4\.(.*)", Replacement: "stages.3.$1"),
                 new(@"(stages\.\d+\.\d+)\.se\.(fc[12]\..*)", Replacement: "$1.attn.$2"),
                 new(@"linear\.(weight|bias)", Replacement: "head.fc.$1"),
-            ]),
+
+                // MCi (timm's fastvit_mci*): apple's bias-free GlobalPool2D projection is timm's
+                // head.fc, to which timm's checkpoint_filter_fn adds a bias of zeros.
+                new(@"head\.proj\.weight", Replacement: "head.fc.weight"),
+            ],
+            droppedIfZero: [@"head\.fc\.bias"]),
 
         // open_lm's Transformer (mlfoundations/open_lm open_lm/model.py): the same layout as dsl's
         // decoder (tok_embeddings, layers.N.{attention_norm, attention, ffn_norm, feed_forward
@@ -157,12 +162,20 @@ public sealed class NameConvention
         ["open_clip"] = new("open_clip", OpenClipRules, ["input_resolution", "context_length", "vocab_size"]),
     };
 
-    public NameConvention(string source, IReadOnlyList<NameRule> rules, IReadOnlyList<string>? dropped = null)
+    public NameConvention(string source, IReadOnlyList<NameRule> rules, IReadOnlyList<string>? dropped = null, IReadOnlyList<string>? droppedIfZero = null)
     {
         Source = source;
         Rules = rules;
         Dropped = (dropped ?? []).Select(p => new Regex("^(?:" + p + ")$", RegexOptions.CultureInvariant)).ToList();
+        DroppedIfZero = (droppedIfZero ?? []).Select(p => new Regex("^(?:" + p + ")$", RegexOptions.CultureInvariant)).ToList();
     }
+
+    /// <summary>
+    /// The source's keys that a conversion added as zeros where dsl has no parameter (timm's
+    /// bias on the head of an MCi converted from apple's bias-free projection): dropped when every
+    /// value is 0, unused (an error) otherwise, since a trained bias would be lost.
+    /// </summary>
+    public IReadOnlyList<Regex> DroppedIfZero { get; }
 
     /// <summary>
     /// The source's keys that hold no weights of dsl's (buffers it recomputes, such as a rotary

@@ -23,7 +23,7 @@ public sealed class ImportReport
     public List<(string Key, long[] Shape, bool Ignored)> Unused { get; } = [];
 
     /// <summary>Source keys its convention drops (buffers dsl recomputes).</summary>
-    public List<(string Key, long[] Shape)> Dropped { get; } = [];
+    public List<(string Key, long[] Shape, string Why)> Dropped { get; } = [];
 
     public List<(MappedName Name, long[]? Found, bool Ignored)> Missing { get; } = [];
 
@@ -54,9 +54,9 @@ public sealed class ImportReport
             yield return $"  absent    {m.Theirs} (optional: {m.Ours} keeps its value)";
         }
 
-        foreach (var (key, shape) in Dropped)
+        foreach (var (key, shape, why) in Dropped)
         {
-            yield return $"  dropped   {key} {Shape(shape)} (a buffer dsl recomputes)";
+            yield return $"  dropped   {key} {Shape(shape)} ({why})";
         }
 
         foreach (var (key, shape, ignored) in Unused)
@@ -128,7 +128,11 @@ public static class WeightImport
 
             if (convention.Dropped.Any(d => d.IsMatch(key)))
             {
-                report.Dropped.Add((key, value.shape));
+                report.Dropped.Add((key, value.shape, "a buffer dsl recomputes"));
+            }
+            else if (convention.DroppedIfZero.Any(d => d.IsMatch(key)) && AllZero(value))
+            {
+                report.Dropped.Add((key, value.shape, "all zeros, where dsl has no parameter"));
             }
             else
             {
@@ -147,6 +151,13 @@ public static class WeightImport
         }
 
         return report;
+    }
+
+    private static bool AllZero(Tensor value)
+    {
+        using var zero = value.eq(0);
+        using var all = zero.all();
+        return all.item<bool>();
     }
 
     /// <summary>Every tensor of a safetensors state dict (the caller disposes them).</summary>
