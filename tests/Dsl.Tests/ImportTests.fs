@@ -632,6 +632,47 @@ let tests =
                 }
 
             yield
+                test
+                    "at full size, MobileCLIP-S0, open_clip ViT-B/16 and timm's MCi0 map onto the reference's every key and shape" {
+                    let full =
+                        [
+                            "mobileclip",
+                            "open clip\nmodel m (image : image[3, 256, 256]) (text : tokens[77]) = mobileclip mobileclipS0 image text\n",
+                            appleMobileClip [ 2; 6; 10; 2 ] [ 64L; 128L; 256L; 512L ] 4 512L 49408L 77L 512L,
+                            893
+                            "open_clip",
+                            "open clip\nmodel m (image : image[3, 224, 224]) (text : tokens[77]) = openclip openclipViTB16 image text\n",
+                            openClipKeys 768L 12 16L 14L 512L 12 49408L 77L 512L,
+                            302
+                            "timm",
+                            "open fastvit\nmodel m : image[3, 256, 256] = mci mci0\n",
+                            timmMciFromApple (
+                                appleMobileClip [ 2; 6; 10; 2 ] [ 64L; 128L; 256L; 512L ] 4 512L 49408L 77L 512L
+                            )
+                            |> List.filter (fun (k, _) -> k <> "head.fc.bias"),
+                            783
+                        ]
+
+                    for source, src, keys, count in full do
+                        use model = new GraphModule(Dsl.Tests.Support.graph src, 0L)
+                        let convention = NameConvention.For source
+
+                        let mapped =
+                            [
+                                for KeyValue(name, t) in model.state_dict () ->
+                                    let m = convention.Map(name, t.shape)
+                                    m.Theirs, List.ofArray m.TheirShape
+                            ]
+
+                        Expect.equal (List.length keys) count (sprintf "%s: the reference's %d keys" source count)
+
+                        Expect.equal
+                            (Set.ofList mapped)
+                            (Set.ofList keys)
+                            (sprintf "%s: the same keys and shapes" source)
+                }
+
+            yield
                 test "export --names timm then import --from timm is the identity" {
                     withTempDir "dsl-import-" (fun dir ->
                         let src =
