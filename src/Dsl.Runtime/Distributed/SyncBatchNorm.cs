@@ -32,7 +32,8 @@ public static class SyncBatchNorm
 
         var perChannel = Enumerable.Repeat(1L, (int)x.dim()).ToArray();
         perChannel[1] = channels;
-        var count = world.Sum(x.numel() / (double)channels);
+        // World.Shard gives every rank the same share of each batch, so the global count needs no exchange.
+        var count = x.numel() / (double)channels * world.Size;
 
         // Two passes, as batch_norm computes them: the mean, then the mean square deviation from it.
         var mean = CrossRankSum.Apply(x.sum(reduced), world) / count;
